@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/* Build-time limits. Each can be overridden with -D at build time; the reason for the
+ * default stands beside it. Runtime knobs (governed ports, default verdict, RST rate)
+ * are not here: they live in the policy config map and change without a rebuild. */
+#ifndef PC_LIMITS_H
+#define PC_LIMITS_H
+
+/* IPv6 extension headers walked before giving up. Real traffic carries 0-2; RFC 8504
+ * lets hosts cap the chain. Past the limit the transport header is unreachable and the
+ * evasion rule applies (drop if the source's rule blocks). Each step costs verifier
+ * states, so keep it small. */
+#ifndef PC_MAX_EXT_HDRS
+#define PC_MAX_EXT_HDRS 8
+#endif
+
+/* Rules (named ranges, exemptions, quarantines, plus rule 0 = default) that get their
+ * own counters. The policy compiler refuses a policy with more. */
+#ifndef PC_MAX_RULES
+#define PC_MAX_RULES 16384
+#endif
+
+/* Distinct sources remembered in the offender table (LRU: the quietest are evicted). */
+#ifndef PC_MAX_OFFENDERS
+#define PC_MAX_OFFENDERS 65536
+#endif
+
+/* Upper bound for any one prefix table (LPM tries are NO_PREALLOC: this is a cap, not
+ * an allocation). The loader sizes each table to the policy it holds. */
+#ifndef PC_MAX_PREFIXES
+#define PC_MAX_PREFIXES (1 << 24)
+#endif
+
+/* Longest L2 prefix we parse: Ethernet 14 + two VLAN tags 8 + PPPoE 6 + PPP 2 = 30. */
+#define PC_MAX_L2 30
+
+/* Policy slots: the live policy is in one, the next is built in the other. */
+#define PC_SLOTS 2
+
+/* Governed-port bitmap: one bit per TCP port. */
+#define PC_PORT_WORDS (65536 / 64)
+
+/* Hop limit / TTL of the RSTs we originate. */
+#define PC_RST_TTL 64
+
+#endif

@@ -1,0 +1,271 @@
+//go:build ignore
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
+/* Portcullis: judge subscriber packets to governed TCP ports (default 25) by source.
+ *
+ * Read top to bottom as the packet path: parse -> governed port? -> quarantine ->
+ * ranges -> default -> act (pass / drop / reset / monitor) -> one exit that counts.
+ * Anything we cannot positively identify as TCP to a governed port passes untouched,
+ * with one exception (an IPv6 chain too long to reach TCP, from a blocking source). */
+
+#include "headers/kernel.h"
+#include "headers/bpf/bpf_helpers.h"
+#include "headers/bpf/bpf_endian.h"
+
+#include "limits.h"
+#include "types.h"
+#include "maps.h"
+#include "parsing.h"
+#include "reply.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* The judgement of one packet, filled along the path and counted at the exit. */
+struct pc_result {
+	__u32 path;    /* enum pc_reason, first block */
+	__u32 flags;   /* bit per flag reason (second block) */
+	__u32 rule;
+	__u8 outcome;  /* enum pc_outcome, when judged */
+	__u8 judged;
+};
+
+static __always_inline int port_governed(const struct pc_config *cfg, __be16 port_be)
+{
+	__u32 port = bpf_ntohs(port_be);
+
+	return (cfg->governed[(port >> 6) & (PC_PORT_WORDS - 1)] >> (port & 63)) & 1;
+}
+
+/* Quarantine first (an entry past its expiry is ignored, so it lifts on time without
+ * the daemon), then the longest matching range, then the default (rule 0). */
+static __always_inline __u8 lookup_source(const struct pc_config *cfg, const struct pc_pkt *p,
+					  __u64 now, struct pc_result *res)
+{
+	__u32 slot = cfg->slot & (PC_SLOTS - 1);
+	struct pc_rule *r = 0;
+	void *q, *t;
+
+	if (p->family == PC_FAM_V4) {
+		struct pc_lpm_v4 k = { .prefixlen = 32 };
+
+		__builtin_memcpy(k.addr, p->saddr, 4);
+		q = bpf_map_lookup_elem(&quarantine_v4, &slot);
+		if (q) {
+			r = bpf_map_lookup_elem(q, &k);
+			if (r && r->expires && now >= r->expires)
+				r = 0;
+		}
+		if (r) {
+			res->flags |= 1 << PC_R_QUARANTINE;
+		} else {
+			t = bpf_map_lookup_elem(&ranges_v4, &slot);
+			if (t)
+				r = bpf_map_lookup_elem(t, &k);
+		}
+	} else {
+		struct pc_lpm_v6 k = { .prefixlen = 128 };
+
+		__builtin_memcpy(k.addr, p->saddr, 16);
+		q = bpf_map_lookup_elem(&quarantine_v6, &slot);
+		if (q) {
+			r = bpf_map_lookup_elem(q, &k);
+			if (r && r->expires && now >= r->expires)
+				r = 0;
+		}
+		if (r) {
+			res->flags |= 1 << PC_R_QUARANTINE;
+		} else {
+			t = bpf_map_lookup_elem(&ranges_v6, &slot);
+			if (t)
+				r = bpf_map_lookup_elem(t, &k);
+		}
+	}
+
+	if (!r) {
+		res->rule = 0;
+		return cfg->default_verdict;
+	}
+	res->rule = r->rule;
+	return r->verdict;
+}
+
+/* Per-CPU token bucket; no atomics needed since only this CPU touches its bucket and
+ * XDP programs do not preempt each other on one CPU. */
+static __always_inline int rst_allowed(const struct pc_config *cfg, __u64 now)
+{
+	__u32 zero = 0;
+
+	if (!cfg->rst_rate)
+		return 1;
+	struct pc_bucket *b = bpf_map_lookup_elem(&rst_bucket, &zero);
+	if (!b)
+		return 0;
+	__u64 cost = 1000000000ULL / cfg->rst_rate;
+	__u64 cap = cost * (cfg->rst_burst ? cfg->rst_burst : 1);
+	__u64 credit = b->credit + (now - b->last);
+
+	if (credit > cap)
+		credit = cap;
+	b->last = now;
+	if (credit < cost) {
+		b->credit = credit;
+		return 0;
+	}
+	b->credit = credit - cost;
+	return 1;
+}
+
+/* Remember a blocked (or monitored) attempt for the "who keeps trying" report. The
+ * table is shared by all CPUs, so the count is added atomically. */
+static __always_inline void record_offender(const struct pc_pkt *p, const struct pc_result *res,
+					    __u64 now)
+{
+	struct pc_src k = { .family = p->family };
+	struct pc_offender *o;
+
+	__builtin_memcpy(k.addr, p->saddr, 16);
+	o = bpf_map_lookup_elem(&offenders, &k);
+	if (!o) {
+		struct pc_offender n = {
+			.first_seen = now,
+		};
+		/* Whoever inserts first wins; everyone then adds to the same entry. */
+		bpf_map_update_elem(&offenders, &k, &n, BPF_NOEXIST);
+		o = bpf_map_lookup_elem(&offenders, &k);
+		if (!o)
+			return;
+	}
+	__sync_fetch_and_add(&o->count, 1);
+	o->last_seen = now;
+	o->rule = res->rule;
+	o->port = p->dport;
+	o->outcome = res->outcome;
+}
+
+static __always_inline void count(void *map, __u32 key, __u64 bytes)
+{
+	struct pc_counter *c = bpf_map_lookup_elem(map, &key);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+SEC("xdp")
+int portcullis(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 bytes = data_end - data;
+	struct pc_result res = { .path = PC_R_NO_POLICY };
+	struct pc_pkt p = {};
+	__u32 action = XDP_PASS;
+	__u32 zero = 0;
+	__u64 now;
+	__u8 verdict;
+
+	/* 1. The live policy. No policy loaded: pass everything. */
+	void *cfg_map = bpf_map_lookup_elem(&policy, &zero);
+	if (!cfg_map)
+		goto out;
+	struct pc_config *cfg = bpf_map_lookup_elem(cfg_map, &zero);
+	if (!cfg)
+		goto out;
+
+	/* 2. Parse. Only TCP with ports (or an over-long IPv6 chain) goes on. */
+	switch (parse_frame(ctx, &p)) {
+	case PC_P_TCP:
+		break;
+	case PC_P_EVASION:
+		goto evasion;
+	case PC_P_FRAGMENT:
+		res.path = PC_R_FRAGMENT;
+		goto out;
+	case PC_P_MALFORMED:
+		res.path = PC_R_MALFORMED;
+		goto out;
+	default:
+		res.path = PC_R_NOT_TCP;
+		goto out;
+	}
+
+	/* 3. Governed port? Ordinary traffic stops here, before any address lookup. */
+	if (!port_governed(cfg, p.dport)) {
+		res.path = PC_R_NOT_GOVERNED;
+		goto out;
+	}
+
+	/* 4. Who sent it: quarantine, then ranges, then the default. */
+	res.path = PC_R_JUDGED;
+	res.judged = 1;
+	now = bpf_ktime_get_boot_ns();
+	verdict = lookup_source(cfg, &p, now, &res);
+
+	/* 5. Act. */
+	switch (verdict) {
+	case PC_DROP:
+		res.outcome = PC_OUT_DROP;
+		action = XDP_DROP;
+		break;
+	case PC_RESET:
+		/* Only a bare SYN in a whole segment gets an RST; other segments, fragments
+		 * and SYNs over the RST budget are dropped. */
+		res.outcome = PC_OUT_DROP;
+		action = XDP_DROP;
+		if ((p.tcp_flags & (PC_TCP_SYN | PC_TCP_ACK | PC_TCP_RST)) != PC_TCP_SYN ||
+		    p.fragment)
+			break;
+		if (!rst_allowed(cfg, now)) {
+			res.flags |= 1 << PC_R_RATE_LIMITED;
+			break;
+		}
+		if (pc_build_rst(ctx, &p) == 0) {
+			res.outcome = PC_OUT_RST;
+			res.flags |= 1 << PC_R_RST_SENT;
+			action = XDP_TX;
+		}
+		break;
+	case PC_MONITOR:
+		res.outcome = PC_OUT_MONITOR;
+		break;
+	default:
+		res.outcome = PC_OUT_PASS;
+		goto out;
+	}
+	record_offender(&p, &res, now);
+	goto out;
+
+evasion:
+	/* The transport header is out of reach. If this source's rule blocks, drop: a long
+	 * chain must not be a way around the policy. Otherwise pass as we would anyway. */
+	res.path = PC_R_EVASION;
+	res.judged = 1;
+	now = bpf_ktime_get_boot_ns();
+	verdict = lookup_source(cfg, &p, now, &res);
+	if (verdict == PC_DROP || verdict == PC_RESET) {
+		res.outcome = PC_OUT_DROP;
+		res.flags |= 1 << PC_R_UNPARSEABLE_BLOCKED;
+		action = XDP_DROP;
+		record_offender(&p, &res, now);
+	} else if (verdict == PC_MONITOR) {
+		res.outcome = PC_OUT_MONITOR;
+		record_offender(&p, &res, now);
+	} else {
+		res.outcome = PC_OUT_PASS;
+	}
+
+out:
+	/* The one exit: every packet counts once in its path reason; judged packets count
+	 * per rule x outcome x family and in their flag reasons. Per-CPU maps: no atomics. */
+	count(&reasons, res.path, bytes);
+	if (res.judged) {
+		__u32 rule = res.rule < PC_MAX_RULES ? res.rule : 0;
+
+		count(&stats, (rule * PC_OUT_MAX + res.outcome) * PC_FAM_MAX + p.family, bytes);
+#pragma unroll
+		for (int i = PC_R_QUARANTINE; i < PC_R_MAX; i++)
+			if (res.flags & (1 << i))
+				count(&reasons, i, bytes);
+	}
+	return action;
+}

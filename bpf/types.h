@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/* Types shared with Go. bpf2go emits a Go struct for each (-type flags in gen.go) that
+ * mirrors it field for field; loader/ uses only those. Addresses and ports are kept in
+ * network byte order, as they are on the wire. */
+#ifndef PC_TYPES_H
+#define PC_TYPES_H
+
+#include "limits.h"
+
+/* What a rule says about a TCP packet to a governed port. */
+enum pc_verdict {
+	PC_PASS = 0,
+	PC_DROP = 1,
+	PC_RESET = 2,   /* SYN -> RST+ACK via XDP_TX; other segments dropped */
+	PC_MONITOR = 3, /* pass, counted as "would block" */
+	PC_VERDICT_MAX,
+};
+
+/* What actually happened to a judged packet (the counter dimension). A reset rule
+ * yields PC_OUT_RST for a SYN within the RST budget and PC_OUT_DROP otherwise. */
+enum pc_outcome {
+	PC_OUT_PASS = 0,
+	PC_OUT_DROP = 1,
+	PC_OUT_RST = 2,
+	PC_OUT_MONITOR = 3,
+	PC_OUT_MAX,
+};
+
+enum pc_family {
+	PC_FAM_V4 = 0,
+	PC_FAM_V6 = 1,
+	PC_FAM_MAX,
+};
+
+/* Reason counters. Every packet counts in exactly one of the path reasons (first
+ * block); judged packets may also count in the flag reasons (second block). */
+enum pc_reason {
+	PC_R_NO_POLICY = 0,   /* no policy loaded: passed */
+	PC_R_NOT_TCP = 1,     /* not TCP over IPv4/IPv6 (or an encapsulation we do not parse) */
+	PC_R_MALFORMED = 2,   /* truncated or invalid header: passed untouched */
+	PC_R_FRAGMENT = 3,    /* non-first fragment: no ports, passed */
+	PC_R_NOT_GOVERNED = 4,/* TCP to a port that is not governed: passed, no lookup */
+	PC_R_JUDGED = 5,      /* went through the address lookup */
+	PC_R_EVASION = 6,     /* IPv6 chain too long to reach TCP; source looked up */
+	PC_R_QUARANTINE = 7,  /* flag: decided by a quarantine entry */
+	PC_R_RST_SENT = 8,    /* flag: RST+ACK sent */
+	PC_R_RATE_LIMITED = 9,/* flag: RST wanted but over budget: dropped */
+	PC_R_UNPARSEABLE_BLOCKED = 10, /* flag: evasion packet from a blocking source: dropped */
+	PC_R_MAX,
+};
+
+/* LPM keys. prefixlen counts bits of addr. */
+struct pc_lpm_v4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct pc_lpm_v6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Value of every prefix table. */
+struct pc_rule {
+	__u32 rule;    /* rule id: index into the counters, names live in Go */
+	__u8 verdict;  /* enum pc_verdict */
+	__u8 pad[3];
+	__u64 expires; /* CLOCK_BOOTTIME ns after which the entry is ignored; 0 = never */
+};
+
+/* The policy-wide knobs. One per policy slot, swapped with the tables. */
+struct pc_config {
+	__u32 slot;            /* which slot of the prefix tables belongs to this policy */
+	__u8 default_verdict;  /* enum pc_verdict for sources in no range (rule 0) */
+	__u8 pad[3];
+	__u32 rst_rate;        /* RSTs per second per CPU; 0 = unlimited */
+	__u32 rst_burst;       /* RSTs a CPU may send back to back (min 1) */
+	__u64 governed[PC_PORT_WORDS]; /* bit (port % 64) of word (port / 64), host order port */
+};
+
+struct pc_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Per-CPU RST token bucket: credit in nanoseconds of refill time. */
+struct pc_bucket {
+	__u64 credit;
+	__u64 last;
+};
+
+/* Offender table key: one source address. */
+struct pc_src {
+	__u8 family; /* enum pc_family */
+	__u8 pad[3];
+	__u8 addr[16]; /* IPv4 in the first 4 bytes */
+};
+
+/* Offender table value: blocked (or monitored) attempts from one source. */
+struct pc_offender {
+	__u64 count;
+	__u64 first_seen; /* CLOCK_BOOTTIME ns */
+	__u64 last_seen;  /* CLOCK_BOOTTIME ns */
+	__u32 rule;       /* rule that judged the last attempt */
+	__be16 port;      /* destination port of the last attempt (0 if unknown) */
+	__u8 outcome;     /* enum pc_outcome of the last attempt */
+	__u8 pad;
+};
+
+#endif

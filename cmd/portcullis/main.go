@@ -1,0 +1,101 @@
+// Command portcullis is the Portcullis control plane: see `portcullis help`.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// env is what a subcommand may touch: injected so tests can drive run directly.
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+// exitError carries a specific exit code out of a subcommand.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// errUsage marks a command-line mistake (exit 2).
+var errUsage = errors.New("usage")
+
+type command struct {
+	name    string
+	summary string
+	run     func(e *env, args []string) error
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{"version", "print the version", runVersion},
+	}
+}
+
+const version = "0.1.0-dev"
+
+func runVersion(e *env, args []string) error {
+	if len(args) > 0 {
+		if args[0] == "-h" || args[0] == "--help" {
+			fmt.Fprintln(e.stdout, "usage: portcullis version\n\nPrints the version.")
+			return nil
+		}
+		return fmt.Errorf("%w: version takes no arguments", errUsage)
+	}
+	fmt.Fprintln(e.stdout, "portcullis", version)
+	return nil
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: portcullis COMMAND [ARGS]\n\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nportcullis COMMAND -h explains a command.")
+}
+
+// run executes one command line and returns its error; main maps it to an exit code.
+func run(e *env, args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(e.stdout)
+		if len(args) == 0 {
+			return fmt.Errorf("%w: no command given", errUsage)
+		}
+		return nil
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			return c.run(e, args[1:])
+		}
+	}
+	return fmt.Errorf("%w: unknown command %q (see portcullis help)", errUsage, args[0])
+}
+
+func exitCode(err error) int {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, errUsage):
+		return 2
+	}
+	return 1
+}
+
+func main() {
+	err := run(&env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "portcullis:", err)
+	}
+	os.Exit(exitCode(err))
+}

@@ -1,0 +1,84 @@
+// Package loader owns everything that touches the kernel: it loads the XDP program,
+// builds and swaps policy tables, runs packets through the program and reads counters.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/portcullis/portcullis/bpf"
+	"github.com/portcullis/portcullis/policy"
+)
+
+// Sentinel errors.
+var (
+	ErrVerifier     = errors.New("the kernel verifier rejected the program")
+	ErrNoPolicy     = errors.New("no policy loaded")
+	ErrTooManyRules = errors.New("policy has more rules than the data plane counts")
+)
+
+// Program is a loaded Portcullis program and its maps.
+type Program struct {
+	objs bpf.PortcullisObjects
+	spec *ebpf.CollectionSpec
+
+	slot      uint32 // slot of the live policy
+	hasPolicy bool
+	tables    *policy.Tables
+}
+
+// Load loads the program into the kernel (needs CAP_BPF and CAP_NET_ADMIN, or root).
+// No policy is loaded: until Apply, the program passes everything.
+func Load() (*Program, error) {
+	spec, err := bpf.LoadPortcullis()
+	if err != nil {
+		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+	}
+	p := &Program{spec: spec}
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("%w: %+v", ErrVerifier, ve)
+		}
+		return nil, fmt.Errorf("loading the BPF program: %w", err)
+	}
+	return p, nil
+}
+
+// Close releases the program and maps held by this process. Pinned or attached
+// objects stay in the kernel.
+func (p *Program) Close() error { return p.objs.Close() }
+
+// XDP returns the program, for attaching.
+func (p *Program) XDP() *ebpf.Program { return p.objs.Portcullis }
+
+// Tables returns the policy tables last applied, or nil.
+func (p *Program) Tables() *policy.Tables { return p.tables }
+
+// bootNow reads CLOCK_BOOTTIME, the clock the program compares expiries against.
+func bootNow() (time.Duration, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+	}
+	return time.Duration(ts.Nano()), nil
+}
+
+// bootTime converts a wall-clock time to CLOCK_BOOTTIME nanoseconds (at least 1, so
+// that a time already past still reads as an expiry).
+func bootTime(t time.Time, boot time.Duration, now time.Time) uint64 {
+	ns := int64(boot) + int64(t.Sub(now))
+	if ns < 1 {
+		ns = 1
+	}
+	return uint64(ns)
+}
+
+// wallTime converts CLOCK_BOOTTIME nanoseconds to wall-clock time.
+func wallTime(ns uint64, boot time.Duration, now time.Time) time.Time {
+	return now.Add(time.Duration(int64(ns) - int64(boot)))
+}

@@ -1,0 +1,444 @@
+package policy
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"time"
+)
+
+// This file is the reference model of the XDP program (bpf/portcullis.c): given a raw
+// Ethernet frame and the same Tables, Judge returns what the program must do, down to
+// the bytes of an RST reply. It is written from the specification, not translated from
+// the C, and the packet tests and the differential fuzzer hold the two together.
+
+// Action is an XDP return code.
+type Action uint32
+
+const (
+	ActionAborted Action = 0
+	ActionDrop    Action = 1
+	ActionPass    Action = 2
+	ActionTX      Action = 3
+)
+
+func (a Action) String() string {
+	switch a {
+	case ActionDrop:
+		return "XDP_DROP"
+	case ActionPass:
+		return "XDP_PASS"
+	case ActionTX:
+		return "XDP_TX"
+	}
+	return "XDP_ABORTED"
+}
+
+// Outcome is what happened to a judged packet (enum pc_outcome).
+type Outcome uint8
+
+const (
+	OutPass    Outcome = 0
+	OutDrop    Outcome = 1
+	OutRST     Outcome = 2
+	OutMonitor Outcome = 3
+)
+
+var outcomeNames = [...]string{"pass", "drop", "rst", "monitor"}
+
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "outcome(" + itoa(int(o)) + ")"
+}
+
+// Family is an address family as the data plane numbers it (enum pc_family).
+type Family uint8
+
+const (
+	IPv4 Family = 0
+	IPv6 Family = 1
+)
+
+func (f Family) String() string {
+	if f == IPv6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// Reason is a reason counter (enum pc_reason). Every packet counts in one path reason
+// (NoPolicy..Evasion); judged packets may also count in flag reasons (Quarantine..).
+type Reason uint8
+
+const (
+	ReasonNoPolicy           Reason = 0
+	ReasonNotTCP             Reason = 1
+	ReasonMalformed          Reason = 2
+	ReasonFragment           Reason = 3
+	ReasonNotGoverned        Reason = 4
+	ReasonJudged             Reason = 5
+	ReasonEvasion            Reason = 6
+	ReasonQuarantine         Reason = 7
+	ReasonRSTSent            Reason = 8
+	ReasonRateLimited        Reason = 9
+	ReasonUnparseableBlocked Reason = 10
+	NumReasons                      = 11
+)
+
+var reasonNames = [...]string{"no_policy", "not_tcp", "malformed", "fragment", "not_governed",
+	"judged", "evasion", "quarantine", "rst_sent", "rate_limited", "unparseable_blocked"}
+
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return "reason(" + itoa(int(r)) + ")"
+}
+
+// Limits the program was built with (bpf/limits.h).
+const (
+	MaxExtHeaders = 8     // IPv6 extension headers walked
+	MaxRules      = 16384 // rules with counters
+	RSTTTL        = 64    // TTL / hop limit of the RSTs sent
+)
+
+// Packet is what the parser made of a frame.
+type Packet struct {
+	Class     Reason // ReasonJudged for TCP with ports, ReasonEvasion, or why it passes
+	Family    Family
+	Src, Dst  netip.Addr
+	SrcPort   uint16
+	DstPort   uint16
+	Flags     uint8
+	Seq       uint32
+	Payload   uint32 // TCP payload bytes from the IP length fields
+	Fragment  bool   // first fragment of a fragmented datagram
+	PortsOnly bool   // first fragment too short for a full TCP header
+	L3Off     int
+	PPPoEOff  int // 0 without PPPoE
+}
+
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpACK = 0x10
+)
+
+// Decode parses a frame the way the program does: Ethernet, up to two VLAN tags
+// (0x8100/0x88a8), optional PPPoE session (PPP IPv4/IPv6), IPv4 with options or IPv6
+// with up to MaxExtHeaders extension headers, TCP.
+func Decode(f []byte) Packet {
+	var p Packet
+	if len(f) < 14 {
+		p.Class = ReasonMalformed
+		return p
+	}
+	proto := binary.BigEndian.Uint16(f[12:])
+	off := 14
+	for i := 0; i < 2 && (proto == 0x8100 || proto == 0x88a8); i++ {
+		if len(f) < off+4 {
+			p.Class = ReasonMalformed
+			return p
+		}
+		proto = binary.BigEndian.Uint16(f[off+2:])
+		off += 4
+	}
+	if proto == 0x8864 {
+		if len(f) < off+8 {
+			p.Class = ReasonMalformed
+			return p
+		}
+		if f[off] != 0x11 || f[off+1] != 0 {
+			p.Class = ReasonNotTCP
+			return p
+		}
+		switch binary.BigEndian.Uint16(f[off+6:]) {
+		case 0x0021:
+			proto = 0x0800
+		case 0x0057:
+			proto = 0x86dd
+		default:
+			p.Class = ReasonNotTCP
+			return p
+		}
+		p.PPPoEOff = off
+		off += 8
+	}
+	p.L3Off = off
+	switch proto {
+	case 0x0800:
+		decodeIPv4(f, off, &p)
+	case 0x86dd:
+		decodeIPv6(f, off, &p)
+	default:
+		p.Class = ReasonNotTCP
+	}
+	return p
+}
+
+func decodeIPv4(f []byte, off int, p *Packet) {
+	if len(f) < off+20 || f[off]>>4 != 4 {
+		p.Class = ReasonMalformed
+		return
+	}
+	hl := int(f[off]&0x0f) * 4
+	if hl < 20 || len(f) < off+hl {
+		p.Class = ReasonMalformed
+		return
+	}
+	frag := binary.BigEndian.Uint16(f[off+6:])
+	if frag&0x1fff != 0 {
+		p.Class = ReasonFragment
+		return
+	}
+	if f[off+9] != 6 {
+		p.Class = ReasonNotTCP
+		return
+	}
+	p.Fragment = frag&0x2000 != 0
+	p.Family = IPv4
+	p.Src = netip.AddrFrom4([4]byte(f[off+12 : off+16]))
+	p.Dst = netip.AddrFrom4([4]byte(f[off+16 : off+20]))
+	tot := int(binary.BigEndian.Uint16(f[off+2:]))
+	decodeTCP(f, off+hl, max(tot-hl, 0), p)
+}
+
+func isExtHeader(nh byte) bool {
+	return nh == 0 || nh == 43 || nh == 60 || nh == 51 || nh == 44
+}
+
+func decodeIPv6(f []byte, off int, p *Packet) {
+	if len(f) < off+40 || f[off]>>4 != 6 {
+		p.Class = ReasonMalformed
+		return
+	}
+	p.Family = IPv6
+	p.Src = netip.AddrFrom16([16]byte(f[off+8 : off+24]))
+	p.Dst = netip.AddrFrom16([16]byte(f[off+24 : off+40]))
+	plen := int(binary.BigEndian.Uint16(f[off+4:]))
+	nh := f[off+6]
+	pos := off + 40
+	ext := 0
+	for i := 0; i < MaxExtHeaders && nh != 6; i++ {
+		var hl int
+		switch nh {
+		case 0, 43, 60, 51:
+			if len(f) < pos+2 {
+				p.Class = ReasonMalformed
+				return
+			}
+			if nh == 51 {
+				hl = (int(f[pos+1]) + 2) * 4
+			} else {
+				hl = (int(f[pos+1]) + 1) * 8
+			}
+			nh = f[pos]
+		case 44:
+			if len(f) < pos+8 {
+				p.Class = ReasonMalformed
+				return
+			}
+			fo := binary.BigEndian.Uint16(f[pos+2:])
+			if fo&0xfff8 != 0 {
+				p.Class = ReasonFragment
+				return
+			}
+			if fo&1 != 0 {
+				p.Fragment = true
+			}
+			hl = 8
+			nh = f[pos]
+		default:
+			p.Class = ReasonNotTCP
+			return
+		}
+		if len(f) < pos+hl {
+			p.Class = ReasonMalformed
+			return
+		}
+		pos += hl
+		ext += hl
+	}
+	if nh != 6 {
+		if isExtHeader(nh) {
+			p.Class = ReasonEvasion
+		} else {
+			p.Class = ReasonNotTCP
+		}
+		return
+	}
+	decodeTCP(f, pos, max(plen-ext, 0), p)
+}
+
+func decodeTCP(f []byte, off, ipPayload int, p *Packet) {
+	if len(f) < off+4 {
+		p.Class = ReasonMalformed
+		return
+	}
+	p.SrcPort = binary.BigEndian.Uint16(f[off:])
+	p.DstPort = binary.BigEndian.Uint16(f[off+2:])
+	if len(f) < off+20 {
+		if !p.Fragment {
+			p.Class = ReasonMalformed
+			return
+		}
+		p.PortsOnly = true
+		p.Class = ReasonJudged
+		return
+	}
+	hl := int(f[off+12]>>4) * 4
+	if hl < 20 {
+		p.Class = ReasonMalformed
+		return
+	}
+	p.Flags = f[off+13]
+	p.Seq = binary.BigEndian.Uint32(f[off+4:])
+	p.Payload = uint32(max(ipPayload-hl, 0))
+	p.Class = ReasonJudged
+}
+
+// Decision is the model's judgement of one frame.
+type Decision struct {
+	Packet  Packet
+	Path    Reason   // the one path reason counted
+	Flags   []Reason // flag reasons counted
+	Judged  bool     // counted per rule x outcome x family
+	Rule    uint32
+	Verdict Verdict
+	Outcome Outcome
+	Action  Action
+	Reply   []byte // the frame sent back, for ActionTX
+	// Offender is true when the source is recorded in the offender table.
+	Offender bool
+}
+
+// Judge returns what the program does with frame under t at time now. rstBudget says
+// whether the RST rate limit has a token for this packet (true when unlimited).
+func (t *Tables) Judge(frame []byte, now time.Time, rstBudget bool) Decision {
+	p := Decode(frame)
+	d := Decision{Packet: p, Path: p.Class, Action: ActionPass}
+	switch p.Class {
+	case ReasonJudged:
+		if !t.IsGoverned(p.DstPort) {
+			d.Path = ReasonNotGoverned
+			return d
+		}
+	case ReasonEvasion:
+	default:
+		return d
+	}
+
+	d.Judged = true
+	src := t.LookupSource(p.Src, now)
+	d.Rule, d.Verdict = src.Rule, src.Verdict
+	if src.Quarantine {
+		d.Flags = append(d.Flags, ReasonQuarantine)
+	}
+
+	if p.Class == ReasonEvasion {
+		switch {
+		case src.Verdict.Blocks():
+			d.Outcome, d.Action, d.Offender = OutDrop, ActionDrop, true
+			d.Flags = append(d.Flags, ReasonUnparseableBlocked)
+		case src.Verdict == Monitor:
+			d.Outcome, d.Offender = OutMonitor, true
+		default:
+			d.Outcome = OutPass
+		}
+		return d
+	}
+
+	switch src.Verdict {
+	case Drop:
+		d.Outcome, d.Action, d.Offender = OutDrop, ActionDrop, true
+	case Reset:
+		d.Outcome, d.Action, d.Offender = OutDrop, ActionDrop, true
+		if p.Flags&(tcpSYN|tcpACK|tcpRST) != tcpSYN || p.Fragment {
+			break
+		}
+		if !rstBudget {
+			d.Flags = append(d.Flags, ReasonRateLimited)
+			break
+		}
+		d.Outcome, d.Action = OutRST, ActionTX
+		d.Flags = append(d.Flags, ReasonRSTSent)
+		d.Reply = BuildRST(frame, &p)
+	case Monitor:
+		d.Outcome, d.Offender = OutMonitor, true
+	default:
+		d.Outcome = OutPass
+	}
+	return d
+}
+
+// BuildRST returns the RST+ACK the program sends for SYN p that arrived in frame: the
+// L2 headers kept (MACs swapped, PPPoE length fixed), a fresh IP header (TTL/hop limit
+// RSTTTL, IPv4 DF, id 0) and a bare TCP header with seq 0, ack = seq + 1 + payload.
+func BuildRST(frame []byte, p *Packet) []byte {
+	out := make([]byte, p.L3Off, p.L3Off+60)
+	copy(out, frame[:p.L3Off])
+	copy(out[0:6], frame[6:12])
+	copy(out[6:12], frame[0:6])
+
+	tcp := make([]byte, 20)
+	binary.BigEndian.PutUint16(tcp[0:], p.DstPort)
+	binary.BigEndian.PutUint16(tcp[2:], p.SrcPort)
+	binary.BigEndian.PutUint32(tcp[8:], p.Seq+1+p.Payload)
+	tcp[12] = 5 << 4
+	tcp[13] = tcpRST | tcpACK
+
+	var ip []byte
+	if p.Family == IPv4 {
+		ip = make([]byte, 20)
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], 40)
+		binary.BigEndian.PutUint16(ip[6:], 0x4000)
+		ip[8] = RSTTTL
+		ip[9] = 6
+		d, s := p.Dst.As4(), p.Src.As4()
+		copy(ip[12:], d[:])
+		copy(ip[16:], s[:])
+		binary.BigEndian.PutUint16(ip[10:], Checksum(ip, 0))
+		pseudo := append(append([]byte{}, ip[12:20]...), 0, 6, 0, 20)
+		binary.BigEndian.PutUint16(tcp[16:], Checksum(tcp, sum16(pseudo)))
+	} else {
+		ip = make([]byte, 40)
+		ip[0] = 0x60
+		binary.BigEndian.PutUint16(ip[4:], 20)
+		ip[6] = 6
+		ip[7] = RSTTTL
+		d, s := p.Dst.As16(), p.Src.As16()
+		copy(ip[8:], d[:])
+		copy(ip[24:], s[:])
+		pseudo := append(append([]byte{}, ip[8:40]...), 0, 0, 0, 20, 0, 0, 0, 6)
+		binary.BigEndian.PutUint16(tcp[16:], Checksum(tcp, sum16(pseudo)))
+	}
+	if p.PPPoEOff != 0 {
+		binary.BigEndian.PutUint16(out[p.PPPoEOff+4:], uint16(len(ip)+len(tcp)+2))
+	}
+	out = append(out, ip...)
+	return append(out, tcp...)
+}
+
+func sum16(b []byte) uint32 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	return s
+}
+
+// Checksum is the Internet checksum (RFC 1071) of b, starting from the partial sum
+// initial (for a pseudo-header).
+func Checksum(b []byte, initial uint32) uint16 {
+	s := initial + sum16(b)
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
+}
