@@ -170,6 +170,8 @@ func buildFrame(t testing.TB, fs frameSpec) []byte {
 			ah := make([]byte, 24)
 			ah[0], ah[1] = next, 4
 			ext = append(ext, ah...)
+		case 43: // routing header, type 0 with no addresses and no segments left
+			ext = append(ext, next, 0, 0, 0, 0, 0, 0, 0)
 		default: // 8 bytes: next, len 0, PadN option
 			ext = append(ext, next, 0, 1, 4, 0, 0, 0, 0)
 		}

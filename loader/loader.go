@@ -40,13 +40,19 @@ func Load() (*Program, error) {
 	}
 	p := &Program{spec: spec}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("%w: %+v", ErrVerifier, ve)
-		}
-		return nil, fmt.Errorf("loading the BPF program: %w", err)
+		return nil, loadError(err)
 	}
 	return p, nil
+}
+
+// loadError wraps a load failure; a verifier rejection carries the verifier's whole
+// log, since its last line alone rarely says which check failed.
+func loadError(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("%w: %+v", ErrVerifier, ve)
+	}
+	return fmt.Errorf("loading the BPF program: %w", err)
 }
 
 // Close releases the program and maps held by this process. Pinned or attached

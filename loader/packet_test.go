@@ -122,7 +122,18 @@ func checkRST(t *testing.T, syn, rst []byte) {
 			t.Errorf("PPPoE length %d, payload %d", op.Length, len(op.Payload))
 		}
 	}
-	itcp := in.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	itcp, ok := in.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if !ok {
+		// gopacket stops at an IPv6 fragment header; the TCP header follows it.
+		fl := in.Layer(layers.LayerTypeIPv6Fragment)
+		if fl == nil {
+			t.Fatal("cannot find the SYN's TCP header")
+		}
+		tp := gopacket.NewPacket(fl.LayerPayload(), layers.LayerTypeTCP, gopacket.Default)
+		if itcp, ok = tp.Layer(layers.LayerTypeTCP).(*layers.TCP); !ok {
+			t.Fatal("cannot find the SYN's TCP header")
+		}
+	}
 	otcp, ok := out.Layer(layers.LayerTypeTCP).(*layers.TCP)
 	if !ok {
 		t.Fatal("reply has no TCP layer")

@@ -1,0 +1,262 @@
+package loader
+
+import (
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
+
+	"github.com/portcullis/portcullis/policy"
+)
+
+// pinCPU keeps the test on one CPU: the RST budget and counters are per CPU, and
+// BPF_PROG_TEST_RUN runs on the caller's CPU.
+func pinCPU(t *testing.T) {
+	runtime.LockOSThread()
+	t.Cleanup(runtime.UnlockOSThread)
+	var set unix.CPUSet
+	set.Set(0)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		t.Fatalf("pinning to CPU 0: %v", err)
+	}
+}
+
+func TestCountersReasonsOffenders(t *testing.T) {
+	tables := testTables(time.Now())
+	p := applied(t, tables)
+	start := time.Now()
+
+	send := func(n int, fs frameSpec) int {
+		frame := buildFrame(t, fs)
+		for i := 0; i < n; i++ {
+			if _, _, err := p.Run(frame); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return len(frame)
+	}
+	drop4 := send(3, frameSpec{src: dropSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true})
+	rst6 := send(2, frameSpec{enc: encVLAN, src: resetSrc.v6, dst: dst6, sport: 1, dport: 25, syn: true})
+	data6 := send(1, frameSpec{enc: encVLAN, src: resetSrc.v6, dst: dst6, sport: 1, dport: 25, ack: true, payload: []byte("MAIL FROM")})
+	mon4 := send(4, frameSpec{src: sources[7].v4, dst: dst4, sport: 1, dport: 25, syn: true})
+	q4 := send(1, frameSpec{enc: encPPPoE, src: sources[4].v4, dst: dst4, sport: 1, dport: 25, syn: true})
+	pass4 := send(2, frameSpec{src: passSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true})
+	send(5, frameSpec{src: dropSrc.v4, dst: dst4, sport: 1, dport: 443, syn: true})
+	send(1, frameSpec{src: dropSrc.v4, dst: dst4, udp: true, sport: 1, dport: 25})
+	send(1, frameSpec{src: dropSrc.v4, dst: dst4, sport: 1, dport: 25, frag: &fragSpec{offset: 8}})
+	ev := send(1, frameSpec{src: dropSrc.v6, dst: dst6, sport: 1, dport: 25, syn: true, ext: make([]extHdr, policy.MaxExtHeaders+1)})
+
+	rc, err := p.RuleCounters(len(tables.RuleNames))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type key struct {
+		rule uint32
+		o    policy.Outcome
+		f    policy.Family
+	}
+	got := map[key]Counter{}
+	for _, c := range rc {
+		got[key{c.Rule, c.Outcome, c.Family}] = c.Counter
+	}
+	want := map[key]Counter{
+		{1, policy.OutDrop, policy.IPv4}:    {3, uint64(3 * drop4)},
+		{1, policy.OutDrop, policy.IPv6}:    {1, uint64(ev)},
+		{2, policy.OutRST, policy.IPv6}:     {2, uint64(2 * rst6)},
+		{2, policy.OutDrop, policy.IPv6}:    {1, uint64(data6)},
+		{5, policy.OutMonitor, policy.IPv4}: {4, uint64(4 * mon4)},
+		{6, policy.OutRST, policy.IPv4}:     {1, uint64(q4)},
+		{3, policy.OutPass, policy.IPv4}:    {2, uint64(2 * pass4)},
+	}
+	if len(got) != len(want) {
+		t.Errorf("counters %v, want %v", got, want)
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("rule %s %v %v: %+v, want %+v", tables.RuleName(k.rule), k.o, k.f, got[k], w)
+		}
+	}
+
+	reasons, err := p.Reasons()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantReasons := map[policy.Reason]uint64{
+		policy.ReasonJudged: 3 + 2 + 1 + 4 + 1 + 2, policy.ReasonNotGoverned: 5, policy.ReasonNotTCP: 1,
+		policy.ReasonFragment: 1, policy.ReasonEvasion: 1, policy.ReasonQuarantine: 1,
+		policy.ReasonRSTSent: 3, policy.ReasonUnparseableBlocked: 1,
+	}
+	for r := policy.Reason(0); r < policy.NumReasons; r++ {
+		if reasons[r].Packets != wantReasons[r] {
+			t.Errorf("reason %v: %d packets, want %d", r, reasons[r].Packets, wantReasons[r])
+		}
+	}
+
+	offs, err := p.Offenders()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOff := map[string]struct {
+		count uint64
+		rule  uint32
+		port  uint16
+		out   policy.Outcome
+	}{
+		dropSrc.v4.String():    {3, 1, 25, policy.OutDrop},
+		dropSrc.v6.String():    {1, 1, 0, policy.OutDrop},
+		resetSrc.v6.String():   {3, 2, 25, policy.OutDrop},
+		sources[7].v4.String(): {4, 5, 25, policy.OutMonitor},
+		sources[4].v4.String(): {1, 6, 25, policy.OutRST},
+	}
+	if len(offs) != len(wantOff) {
+		t.Errorf("%d offenders, want %d: %+v", len(offs), len(wantOff), offs)
+	}
+	for _, o := range offs {
+		w, ok := wantOff[o.Source.String()]
+		if !ok {
+			t.Errorf("unexpected offender %v", o.Source)
+			continue
+		}
+		if o.Count != w.count || o.Rule != w.rule || o.Port != w.port || o.Outcome != w.out {
+			t.Errorf("offender %v: %+v, want %+v", o.Source, o, w)
+		}
+		slack := 2 * time.Second
+		if o.FirstSeen.Before(start.Add(-slack)) || o.LastSeen.After(time.Now().Add(slack)) || o.LastSeen.Before(o.FirstSeen) {
+			t.Errorf("offender %v: seen %v..%v, test ran from %v", o.Source, o.FirstSeen, o.LastSeen, start)
+		}
+	}
+}
+
+func TestRSTRateLimit(t *testing.T) {
+	pinCPU(t)
+	tables := testTables(time.Now())
+	tables.RSTRate, tables.RSTBurst = 1, 3 // one per second, bursts of three
+	p := applied(t, tables)
+	frame := buildFrame(t, frameSpec{src: resetSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true})
+	var acts []policy.Action
+	for i := 0; i < 5; i++ {
+		act, _, err := p.Run(frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acts = append(acts, act)
+	}
+	want := []policy.Action{policy.ActionTX, policy.ActionTX, policy.ActionTX, policy.ActionDrop, policy.ActionDrop}
+	for i := range want {
+		if acts[i] != want[i] {
+			t.Fatalf("actions %v, want %v", acts, want)
+		}
+	}
+	reasons, _ := p.Reasons()
+	if reasons[policy.ReasonRateLimited].Packets != 2 || reasons[policy.ReasonRSTSent].Packets != 3 {
+		t.Errorf("rate_limited %d rst_sent %d, want 2 and 3", reasons[policy.ReasonRateLimited].Packets, reasons[policy.ReasonRSTSent].Packets)
+	}
+	// The budget refills: after a second one more RST goes out.
+	time.Sleep(1100 * time.Millisecond)
+	if act, _, _ := p.Run(frame); act != policy.ActionTX {
+		t.Errorf("after refill: %v, want XDP_TX", act)
+	}
+}
+
+func TestKnobsGovernedPortsAndDefault(t *testing.T) {
+	tables := testTables(time.Now())
+	tables.Governed = []uint16{25, 2525}
+	tables.DefaultVerdict = policy.Drop
+	p := applied(t, tables)
+	unknown := sources[6]
+	for _, c := range []struct {
+		src  string
+		port uint16
+		want policy.Action
+	}{
+		{unknown.v4.String(), 25, policy.ActionDrop},   // default verdict now drop
+		{unknown.v4.String(), 2525, policy.ActionDrop}, // 2525 governed too
+		{unknown.v4.String(), 587, policy.ActionPass},
+		{passSrc.v4.String(), 2525, policy.ActionPass},
+		{dropSrc.v4.String(), 2526, policy.ActionPass},
+		{unknown.v6.String(), 25, policy.ActionDrop},
+	} {
+		a := addr(c.src)
+		dst := dst4
+		if a.Is6() {
+			dst = dst6
+		}
+		if _, act := compareWithModel(t, p, tables, buildFrame(t, frameSpec{src: a, dst: dst, sport: 1, dport: c.port, syn: true})); act != c.want {
+			t.Errorf("%s -> %d: %v, want %v", c.src, c.port, act, c.want)
+		}
+	}
+}
+
+func TestNoPolicyPassesEverything(t *testing.T) {
+	p := loadProgram(t)
+	act, _, err := p.Run(buildFrame(t, frameSpec{src: dropSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true}))
+	if err != nil || act != policy.ActionPass {
+		t.Fatalf("%v %v, want pass", act, err)
+	}
+	r, _ := p.Reasons()
+	if r[policy.ReasonNoPolicy].Packets != 1 {
+		t.Errorf("no_policy %d, want 1", r[policy.ReasonNoPolicy].Packets)
+	}
+}
+
+func TestApplySwapsPolicy(t *testing.T) {
+	a := testTables(time.Now())
+	b := testTables(time.Now())
+	b.Ranges[0].Verdict = policy.Pass // dyn-drop v4 becomes pass
+	p := applied(t, a)
+	frame := buildFrame(t, frameSpec{src: dropSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true})
+	for i, tb := range []*policy.Tables{b, a, b, a} {
+		if err := p.Apply(tb); err != nil {
+			t.Fatal(err)
+		}
+		want := policy.ActionDrop
+		if tb == b {
+			want = policy.ActionPass
+		}
+		if act, _, _ := p.Run(frame); act != want {
+			t.Fatalf("swap %d: %v, want %v", i, act, want)
+		}
+	}
+}
+
+func TestApplyRejectsTooManyRules(t *testing.T) {
+	p := loadProgram(t)
+	tb := testTables(time.Now())
+	tb.Ranges = append(tb.Ranges, policy.Entry{Prefix: pfx("192.0.2.0/24"), Rule: policy.MaxRules, Verdict: policy.Drop})
+	if err := p.Apply(tb); !errors.Is(err, ErrTooManyRules) {
+		t.Fatalf("err %v, want ErrTooManyRules", err)
+	}
+}
+
+// A verifier rejection must surface with the verifier's full log.
+func TestVerifierErrorCarriesLog(t *testing.T) {
+	requireRoot(t)
+	// Reads the packet without a bounds check: the verifier must refuse it.
+	spec := &ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word),
+		asm.LoadMem(asm.R0, asm.R2, 0, asm.Byte),
+		asm.Return(),
+	}}
+	_, err := ebpf.NewProgram(spec)
+	err = loadError(err)
+	if !errors.Is(err, ErrVerifier) {
+		t.Fatalf("err %v, want ErrVerifier", err)
+	}
+	if msg := err.Error(); !containsAll(msg, "invalid access to packet", "0: (61) r2 = *(u32 *)(r1 +0)") {
+		t.Fatalf("verifier log missing from error:\n%s", msg)
+	}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
