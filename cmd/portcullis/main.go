@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 )
 
 // env is what a subcommand may touch: injected so tests can drive run directly.
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	now            func() time.Time
 }
 
 // exitError carries a specific exit code out of a subcommand.
@@ -36,6 +38,9 @@ var commands []command
 
 func init() {
 	commands = []command{
+		{"check", "check a policy file and summarise it", runCheck},
+		{"explain", "say what happens to a packet from an address, and why", runExplain},
+		{"diff", "show which address space changes verdict between two policies", runDiff},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -93,9 +98,12 @@ func exitCode(err error) int {
 }
 
 func main() {
-	err := run(&env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:])
-	if err != nil {
+	err := run(&env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, now: time.Now}, os.Args[1:])
+	if err != nil && !errors.Is(err, errChanged) {
 		fmt.Fprintln(os.Stderr, "portcullis:", err)
 	}
 	os.Exit(exitCode(err))
 }
+
+// errChanged is diff's "something changed" (exit 1); it prints nothing more.
+var errChanged = errors.New("policies differ")

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 func runCmd(args ...string) (string, string, int) {
 	var out, errb bytes.Buffer
-	err := run(&env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}, args)
+	err := run(&env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }, now: time.Now}, args)
 	if err != nil {
 		errb.WriteString(err.Error())
 	}

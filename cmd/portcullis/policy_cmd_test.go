@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var cmdNow = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func runAt(args ...string) (string, string, int) {
+	var out, errb bytes.Buffer
+	err := run(&env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }, now: func() time.Time { return cmdNow }}, args)
+	if err != nil {
+		errb.WriteString(err.Error())
+	}
+	return out.String(), errb.String(), exitCode(err)
+}
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const example = "../../examples/policy.yaml"
+
+func TestCheckExample(t *testing.T) {
+	out, errs, code := runAt("check", example)
+	if code != 0 || !strings.Contains(out, "valid (policy ") || !strings.Contains(out, "4 (5 IPv4 prefixes, 3 IPv6 prefixes)") {
+		t.Fatalf("check: %d\n%s%s", code, out, errs)
+	}
+	out, _, code = runAt("check", "--json", example)
+	var s checkSummary
+	if code != 0 || json.Unmarshal([]byte(out), &s) != nil || !s.Valid || s.QuarantinesActive != 1 || s.Exemptions != 2 {
+		t.Fatalf("check --json: %d %s", code, out)
+	}
+}
+
+func TestCheckErrors(t *testing.T) {
+	p := writeFile(t, "version: 1\nranges:\n  - name: a\n    verdict: blok\n    cidrs: [100.64.0.1/10]\n")
+	out, _, code := runAt("check", p)
+	if code != 1 || !strings.Contains(out, p+":4:14: verdict \"blok\"") || !strings.Contains(out, p+":5:13: 100.64.0.1/10 has host bits set") {
+		t.Fatalf("check bad: %d\n%s", code, out)
+	}
+	if _, _, code := runAt("check", "/nonexistent/policy.yaml"); code != 1 {
+		t.Errorf("missing file: exit %d, want 1", code)
+	}
+	if _, _, code := runAt("check"); code != 2 {
+		t.Errorf("no file: exit %d, want 2", code)
+	}
+}
+
+func TestExplain(t *testing.T) {
+	out, _, code := runAt("explain", example, "100.64.12.25")
+	if code != 0 || !strings.Contains(out, "port 25: pass") || !strings.Contains(out, `exemption "bakery-mail"`) || !strings.Contains(out, `range "dsl-dynamic" 100.64.0.0/12 -> reset`) {
+		t.Fatalf("explain: %d\n%s", code, out)
+	}
+	out, _, _ = runAt("explain", "--json", example, "100.64.1.1", "25")
+	var ex explainJSON
+	if err := json.Unmarshal([]byte(out), &ex); err != nil || ex.Verdict != "reset" || ex.Decider.Name != "dsl-dynamic" {
+		t.Fatalf("explain --json: %v %s", err, out)
+	}
+	out, _, _ = runAt("explain", example, "100.64.1.1", "587")
+	if !strings.Contains(out, "port 587: pass") {
+		t.Fatalf("explain 587: %s", out)
+	}
+	if _, _, code := runAt("explain", example, "not-an-ip"); code != 2 {
+		t.Errorf("bad address: exit %d", code)
+	}
+}
+
+func TestDiffExitCodes(t *testing.T) {
+	if out, _, code := runAt("diff", example, example); code != 0 || !strings.Contains(out, "no address changes verdict") {
+		t.Fatalf("diff same: %d %s", code, out)
+	}
+	src, _ := os.ReadFile(example)
+	changed := writeFile(t, strings.Replace(string(src), "verdict: monitor", "verdict: drop", 1))
+	out, _, code := runAt("diff", "--json", example, changed)
+	var d diffJSON
+	if code != 1 || json.Unmarshal([]byte(out), &d) != nil || len(d.Changes) != 1 || d.Changes[0].Prefix != "100.80.0.0/16" ||
+		d.Changes[0].Old != "monitor" || d.Changes[0].New != "drop" || d.Addresses4 != 65536 {
+		t.Fatalf("diff changed: %d %s", code, out)
+	}
+	bad := writeFile(t, "version: 1\nfoo: 1\n")
+	if _, _, code := runAt("diff", example, bad); code != 2 {
+		t.Errorf("diff with bad policy: exit %d, want 2", code)
+	}
+}

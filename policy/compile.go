@@ -1,0 +1,148 @@
+package policy
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// Kind says which part of a policy an entry comes from.
+type Kind string
+
+const (
+	KindDefault    Kind = "default"
+	KindRange      Kind = "range"
+	KindExemption  Kind = "exemption"
+	KindQuarantine Kind = "quarantine"
+)
+
+// Rule is one compiled rule: a range, exemption or quarantine (or the default).
+type Rule struct {
+	ID      uint32
+	Kind    Kind
+	Name    string
+	Verdict Verdict
+	Pos     Pos
+}
+
+// Compiled is a policy turned into data-plane tables, with what explain and diff need
+// to name the entries behind them.
+type Compiled struct {
+	Policy   *Policy
+	Tables   *Tables
+	Rules    []Rule               // index = rule id
+	EntryPos map[netip.Prefix]Pos // where each compiled prefix is written
+	Hash     string               // canonical hash of Tables
+}
+
+// Compile turns a checked policy into the exact table entries the data plane uses,
+// sorted and deterministic. Exemptions and quarantines expired at now are left out.
+// Rule ids: 0 the default, then ranges by name, exemptions, quarantines by prefix.
+func Compile(pol *Policy, now time.Time) (*Compiled, error) {
+	c := &Compiled{Policy: pol, EntryPos: map[netip.Prefix]Pos{}}
+	t := &Tables{DefaultVerdict: pol.Default, Governed: slices.Clone(pol.Governed),
+		RSTRate: pol.RSTRate, RSTBurst: pol.RSTBurst}
+	c.Rules = append(c.Rules, Rule{ID: 0, Kind: KindDefault, Name: "default", Verdict: pol.Default, Pos: Pos{File: pol.File, Line: 1, Col: 1}})
+
+	ranges := slices.Clone(pol.Ranges)
+	slices.SortFunc(ranges, func(a, b Range) int { return cmp.Compare(a.Name, b.Name) })
+	for _, r := range ranges {
+		id := uint32(len(c.Rules))
+		c.Rules = append(c.Rules, Rule{id, KindRange, r.Name, r.Verdict, r.Pos})
+		for _, p := range r.CIDRs {
+			t.Ranges = append(t.Ranges, Entry{Prefix: p.Prefix, Rule: id, Verdict: r.Verdict})
+			c.EntryPos[p.Prefix] = p.Pos
+		}
+	}
+	ex := slices.Clone(pol.Exemptions)
+	slices.SortFunc(ex, func(a, b Exemption) int { return comparePrefix(a.CIDR.Prefix, b.CIDR.Prefix) })
+	for _, e := range ex {
+		if !e.Expires.IsZero() && !now.Before(e.Expires) {
+			continue
+		}
+		id := uint32(len(c.Rules))
+		c.Rules = append(c.Rules, Rule{id, KindExemption, e.Name, Pass, e.Pos})
+		t.Ranges = append(t.Ranges, Entry{Prefix: e.CIDR.Prefix, Rule: id, Verdict: Pass})
+		c.EntryPos[e.CIDR.Prefix] = e.CIDR.Pos
+	}
+	qs := slices.Clone(pol.Quarantines)
+	slices.SortFunc(qs, func(a, b Quarantine) int { return comparePrefix(a.CIDR.Prefix, b.CIDR.Prefix) })
+	for _, q := range qs {
+		if !now.Before(q.Expires) {
+			continue
+		}
+		id := uint32(len(c.Rules))
+		c.Rules = append(c.Rules, Rule{id, KindQuarantine, q.Name, q.Verdict, q.Pos})
+		t.Quarantines = append(t.Quarantines, Entry{Prefix: q.CIDR.Prefix, Rule: id, Verdict: q.Verdict, Expires: q.Expires})
+		c.EntryPos[q.CIDR.Prefix] = q.CIDR.Pos
+	}
+	if len(c.Rules) > MaxRules {
+		return nil, Errors{{Pos{pol.File, 1, 1}, fmt.Sprintf("the policy has %d rules (ranges + exemptions + quarantines + default); the data plane counts at most %d: merge exemptions or ranges", len(c.Rules), MaxRules)}}
+	}
+	slices.SortFunc(t.Ranges, func(a, b Entry) int { return comparePrefix(a.Prefix, b.Prefix) })
+	for _, r := range c.Rules {
+		t.RuleNames = append(t.RuleNames, r.Name)
+	}
+	c.Tables = t
+	c.Hash = t.Hash()
+	return c, nil
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}
+
+// Hash is a canonical hash of the tables: the same policy, however written (order,
+// comments, spelling of prefixes), hashes the same. 16 hex digits of SHA-256.
+func (t *Tables) Hash() string {
+	h := sha256.New()
+	var b [8]byte
+	put := func(v uint64) {
+		binary.BigEndian.PutUint64(b[:], v)
+		h.Write(b[:])
+	}
+	str := func(s string) {
+		put(uint64(len(s)))
+		h.Write([]byte(s))
+	}
+	put(uint64(t.DefaultVerdict))
+	gov := slices.Clone(t.Governed)
+	slices.Sort(gov)
+	put(uint64(len(gov)))
+	for _, g := range gov {
+		put(uint64(g))
+	}
+	put(uint64(t.RSTRate))
+	put(uint64(t.RSTBurst))
+	for _, tab := range [][]Entry{t.Ranges, t.Quarantines} {
+		es := slices.Clone(tab)
+		slices.SortFunc(es, func(a, b Entry) int { return comparePrefix(a.Prefix, b.Prefix) })
+		put(uint64(len(es)))
+		for _, e := range es {
+			a := e.Prefix.Addr().As16()
+			h.Write(a[:])
+			put(uint64(e.Prefix.Bits()))
+			if e.Prefix.Addr().Is4() {
+				put(4)
+			} else {
+				put(6)
+			}
+			put(uint64(e.Verdict))
+			str(t.RuleName(e.Rule))
+			if !e.Expires.IsZero() {
+				put(uint64(e.Expires.Unix()))
+			} else {
+				put(0)
+			}
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}

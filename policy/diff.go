@@ -1,0 +1,131 @@
+package policy
+
+import (
+	"math/big"
+	"net/netip"
+	"slices"
+	"sort"
+	"time"
+)
+
+// Change is a block of address space whose verdict for the governed ports differs
+// between two policies, with the entries that decide it on each side.
+type Change struct {
+	Prefix  netip.Prefix
+	Old     Verdict
+	New     Verdict
+	OldRule string // deciding entry in the old policy ("default" when none)
+	NewRule string
+}
+
+// DiffResult is what changes between two policies.
+type DiffResult struct {
+	Changes     []Change // minimal CIDR list, in address order
+	Addresses4  uint64   // IPv4 addresses that change verdict
+	Addresses6  *big.Int // IPv6 addresses that change verdict
+	GovernedOld []uint16
+	GovernedNew []uint16
+}
+
+// Empty reports whether nothing changes.
+func (d *DiffResult) Empty() bool {
+	return len(d.Changes) == 0 && slices.Equal(d.GovernedOld, d.GovernedNew)
+}
+
+// Diff returns the address space whose source verdict changes from a to b at now. The
+// verdict is constant inside any prefix that contains no entry of either policy, so
+// the walk splits only where an entry starts; sibling halves with the same change are
+// merged back, which makes the list minimal.
+func Diff(a, b *Compiled, now time.Time) DiffResult {
+	d := DiffResult{Addresses6: new(big.Int), GovernedOld: a.Tables.Governed, GovernedNew: b.Tables.Governed}
+	for _, root := range []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")} {
+		var ps []netip.Prefix
+		for _, c := range []*Compiled{a, b} {
+			for _, tab := range [][]Entry{c.Tables.Ranges, c.Tables.Quarantines} {
+				for _, e := range tab {
+					if e.Prefix.Addr().Is4() == root.Addr().Is4() {
+						ps = append(ps, e.Prefix)
+					}
+				}
+			}
+		}
+		slices.SortFunc(ps, comparePrefix)
+		ps = slices.Compact(ps)
+		w := differ{a: a, b: b, now: now, ps: ps}
+		for _, ch := range w.walk(root) {
+			d.Changes = append(d.Changes, ch)
+			host := ch.Prefix.Addr().BitLen() - ch.Prefix.Bits()
+			if ch.Prefix.Addr().Is4() {
+				d.Addresses4 += 1 << host
+			} else {
+				d.Addresses6.Add(d.Addresses6, new(big.Int).Lsh(big.NewInt(1), uint(host)))
+			}
+		}
+	}
+	return d
+}
+
+type differ struct {
+	a, b *Compiled
+	now  time.Time
+	ps   []netip.Prefix // all entry prefixes of this family, sorted
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr().As16()
+	off := 0
+	if p.Addr().Is4() {
+		off = 12
+	}
+	for i := p.Bits(); i < p.Addr().BitLen(); i++ {
+		a[off+i/8] |= 0x80 >> (i % 8)
+	}
+	if p.Addr().Is4() {
+		return netip.AddrFrom4([4]byte(a[12:]))
+	}
+	return netip.AddrFrom16(a)
+}
+
+// split reports whether some entry lies strictly inside p.
+func (w *differ) split(p netip.Prefix) bool {
+	first, last := p.Addr(), lastAddr(p)
+	i := sort.Search(len(w.ps), func(i int) bool { return w.ps[i].Addr().Compare(first) >= 0 })
+	for ; i < len(w.ps) && w.ps[i].Addr().Compare(last) <= 0; i++ {
+		if w.ps[i].Bits() > p.Bits() {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *differ) walk(p netip.Prefix) []Change {
+	if p.Bits() == p.Addr().BitLen() || !w.split(p) {
+		sa := w.a.Tables.LookupSource(p.Addr(), w.now)
+		sb := w.b.Tables.LookupSource(p.Addr(), w.now)
+		if sa.Verdict == sb.Verdict {
+			return nil
+		}
+		return []Change{{p, sa.Verdict, sb.Verdict, w.a.Tables.RuleName(sa.Rule), w.b.Tables.RuleName(sb.Rule)}}
+	}
+	lo := netip.PrefixFrom(p.Addr(), p.Bits()+1)
+	hiAddr := p.Addr().As16()
+	off := 0
+	if p.Addr().Is4() {
+		off = 12
+	}
+	hiAddr[off+p.Bits()/8] |= 0x80 >> (p.Bits() % 8)
+	var hi netip.Prefix
+	if p.Addr().Is4() {
+		hi = netip.PrefixFrom(netip.AddrFrom4([4]byte(hiAddr[12:])), p.Bits()+1)
+	} else {
+		hi = netip.PrefixFrom(netip.AddrFrom16(hiAddr), p.Bits()+1)
+	}
+	l, h := w.walk(lo), w.walk(hi)
+	if len(l) == 1 && len(h) == 1 && l[0].Prefix == lo && h[0].Prefix == hi &&
+		l[0].Old == h[0].Old && l[0].New == h[0].New && l[0].OldRule == h[0].OldRule && l[0].NewRule == h[0].NewRule {
+		c := l[0]
+		c.Prefix = p
+		return []Change{c}
+	}
+	return append(l, h...)
+}

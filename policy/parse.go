@@ -1,0 +1,573 @@
+package policy
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Version is the policy format version this package reads.
+const Version = 1
+
+// Defaults for keys a policy leaves out.
+var (
+	DefaultGoverned  = []uint16{25}
+	DefaultProtected = []uint16{465, 587}
+)
+
+const (
+	DefaultRSTRate  = 1000 // RSTs per second per CPU
+	DefaultRSTBurst = 200
+)
+
+// CIDR is a prefix as written in the file, normalised (IPv4-mapped IPv6 to IPv4).
+type CIDR struct {
+	Prefix netip.Prefix
+	Pos    Pos
+}
+
+// Range is a named set of prefixes sharing a verdict for the governed ports.
+type Range struct {
+	Name        string
+	Verdict     Verdict
+	CIDRs       []CIDR
+	Description string
+	Owner       string
+	Pos         Pos
+}
+
+// Exemption lets one prefix (usually a customer's registered mail server) through.
+type Exemption struct {
+	Name    string
+	CIDR    CIDR
+	Reason  string
+	Ticket  string
+	Owner   string
+	Expires time.Time // zero: never
+	Pos     Pos
+}
+
+// Quarantine blocks one prefix until it expires; it is checked before the ranges.
+type Quarantine struct {
+	Name    string
+	CIDR    CIDR
+	Verdict Verdict // drop or reset
+	Reason  string
+	Ticket  string
+	Owner   string
+	Expires time.Time
+	Pos     Pos
+}
+
+// Policy is a parsed, checked policy file.
+type Policy struct {
+	File        string
+	Governed    []uint16
+	Protected   []uint16
+	Default     Verdict
+	RSTRate     uint32
+	RSTBurst    uint32
+	Ranges      []Range
+	Exemptions  []Exemption
+	Quarantines []Quarantine
+	// Warnings are problems that do not stop the policy: expired entries (ignored).
+	Warnings Errors
+}
+
+// ParseFile reads and checks the policy at path. now decides which exemptions and
+// quarantines have expired.
+func ParseFile(path string, now time.Time) (*Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading policy: %w", err)
+	}
+	return Parse(path, data, now)
+}
+
+type parser struct {
+	file  string
+	errs  Errors
+	warns Errors
+	now   time.Time
+}
+
+func (p *parser) pos(n *yaml.Node) Pos { return Pos{p.file, n.Line, n.Column} }
+
+func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
+	p.errs = append(p.errs, Error{p.pos(n), fmt.Sprintf(format, args...)})
+}
+
+// Parse checks a policy. On any error it returns Errors (all of them, in file order)
+// and no policy.
+func Parse(file string, data []byte, now time.Time) (*Policy, error) {
+	p := &parser{file: file, now: now}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, Errors{yamlError(file, err)}
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil, Errors{{Pos{file, 1, 1}, "the policy is empty; start from examples/policy.yaml"}}
+	}
+	pol := p.policy(doc.Content[0])
+	if len(p.errs) > 0 {
+		sort.SliceStable(p.errs, func(i, j int) bool {
+			a, b := p.errs[i].Pos, p.errs[j].Pos
+			return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
+		})
+		return nil, p.errs
+	}
+	pol.Warnings = p.warns
+	return pol, nil
+}
+
+// yamlError turns a YAML syntax error into a positioned Error.
+func yamlError(file string, err error) Error {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	line := 1
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if i := strings.Index(rest, ":"); i > 0 {
+			if n, err := strconv.Atoi(rest[:i]); err == nil {
+				line = n
+				msg = strings.TrimSpace(rest[i+1:])
+			}
+		}
+	}
+	return Error{Pos{file, line, 1}, "YAML syntax: " + msg + " (check indentation and quoting)"}
+}
+
+// fields walks a mapping node, rejecting unknown and repeated keys.
+func (p *parser) fields(n *yaml.Node, what string, known []string, fn func(key string, k, v *yaml.Node)) bool {
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "%s must be a mapping of keys (%s), not %s", what, strings.Join(known, ", "), kindName(n))
+		return false
+	}
+	seen := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if !slices.Contains(known, k.Value) {
+			hint := ""
+			if s := closest(k.Value, known); s != "" {
+				hint = fmt.Sprintf("; did you mean %q?", s)
+			}
+			p.errorf(k, "unknown key %q in %s%s (known keys: %s)", k.Value, what, hint, strings.Join(known, ", "))
+			continue
+		}
+		if prev, ok := seen[k.Value]; ok {
+			p.errorf(k, "key %q repeated in %s (first at line %d); keep one", k.Value, what, prev.Line)
+			continue
+		}
+		seen[k.Value] = k
+		fn(k.Value, k, v)
+	}
+	return true
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.ScalarNode:
+		return fmt.Sprintf("%q", n.Value)
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	return "nothing"
+}
+
+func (p *parser) str(n *yaml.Node, what string) string {
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		p.errorf(n, "%s must be text, not %s", what, kindName(n))
+		return ""
+	}
+	return n.Value
+}
+
+func (p *parser) uint(n *yaml.Node, what string, maxv uint64) (uint64, bool) {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+		p.errorf(n, "%s must be a whole number, not %s", what, kindName(n))
+		return 0, false
+	}
+	v, err := strconv.ParseUint(n.Value, 0, 64)
+	if err != nil || v > maxv {
+		p.errorf(n, "%s must be between 0 and %d, not %s", what, maxv, n.Value)
+		return 0, false
+	}
+	return v, true
+}
+
+func (p *parser) list(n *yaml.Node, what string) []*yaml.Node {
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(n, "%s must be a list, not %s", what, kindName(n))
+		return nil
+	}
+	return n.Content
+}
+
+func (p *parser) ports(n *yaml.Node, what string) []uint16 {
+	var out []uint16
+	seen := map[uint64]bool{}
+	for _, e := range p.list(n, what) {
+		v, ok := p.uint(e, "a port in "+what, math.MaxUint16)
+		if !ok {
+			continue
+		}
+		if v == 0 {
+			p.errorf(e, "port 0 in %s is not a port; use 1-65535", what)
+			continue
+		}
+		if seen[v] {
+			p.errorf(e, "port %d listed twice in %s", v, what)
+			continue
+		}
+		seen[v] = true
+		out = append(out, uint16(v))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (p *parser) verdict(n *yaml.Node, allowed []Verdict) Verdict {
+	var words []string
+	for _, a := range allowed {
+		words = append(words, a.String())
+	}
+	s := p.str(n, "verdict")
+	v, ok := ParseVerdict(s)
+	if !ok || !slices.Contains(allowed, v) {
+		if s != "" || n.Kind == yaml.ScalarNode {
+			p.errorf(n, "verdict %q is not one of %s", s, strings.Join(words, ", "))
+		}
+		return 0
+	}
+	return v
+}
+
+// cidr parses a prefix or a bare address (a host prefix). Host bits set is an error
+// that suggests the prefix meant; IPv4-mapped IPv6 becomes IPv4.
+func (p *parser) cidr(n *yaml.Node) (CIDR, bool) {
+	s := p.str(n, "a CIDR")
+	if s == "" {
+		return CIDR{}, false
+	}
+	var pfx netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		pfx, err = netip.ParsePrefix(s)
+		if err != nil {
+			p.errorf(n, "%q is not a CIDR prefix (write it like 100.64.0.0/10 or 2001:db8::/32)", s)
+			return CIDR{}, false
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			p.errorf(n, "%q is not an address or CIDR prefix (write it like 192.0.2.25 or 100.64.0.0/10)", s)
+			return CIDR{}, false
+		}
+		pfx = netip.PrefixFrom(a, a.BitLen())
+	}
+	if pfx.Addr().Zone() != "" {
+		p.errorf(n, "%q has a zone; policies take global prefixes", s)
+		return CIDR{}, false
+	}
+	if pfx.Masked() != pfx {
+		p.errorf(n, "%s has host bits set; did you mean %s?", s, pfx.Masked())
+		return CIDR{}, false
+	}
+	if pfx.Addr().Is4In6() {
+		if pfx.Bits() < 96 {
+			p.errorf(n, "%s is wider than the IPv4-mapped space ::ffff:0:0/96; write the IPv4 prefix instead", s)
+			return CIDR{}, false
+		}
+		pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
+	}
+	return CIDR{pfx, p.pos(n)}, true
+}
+
+// when parses a date (2026-12-01, midnight UTC) or an RFC 3339 time.
+func (p *parser) when(n *yaml.Node, what string) (time.Time, bool) {
+	s := p.str(n, what)
+	if s == "" {
+		return time.Time{}, false
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, true
+	}
+	if t, err := time.Parse("2006-01-02", s); err == nil {
+		return t, true
+	}
+	p.errorf(n, "%s %q is not a date; write 2026-12-31 (midnight UTC) or 2026-12-31T18:00:00Z", what, s)
+	return time.Time{}, false
+}
+
+var topKeys = []string{"version", "governed_ports", "protected_ports", "default", "reset", "ranges", "exemptions", "quarantines"}
+
+func (p *parser) policy(root *yaml.Node) *Policy {
+	pol := &Policy{File: p.file, Governed: DefaultGoverned, Protected: DefaultProtected,
+		Default: Pass, RSTRate: DefaultRSTRate, RSTBurst: DefaultRSTBurst}
+	var versionSeen bool
+	var governedNode *yaml.Node
+	p.fields(root, "the policy", topKeys, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "version":
+			versionSeen = true
+			if n, ok := p.uint(v, "version", math.MaxInt32); ok && n != Version {
+				p.errorf(v, "version %d is not supported; this portcullis reads version %d", n, Version)
+			}
+		case "governed_ports":
+			governedNode = v
+			pol.Governed = p.ports(v, "governed_ports")
+		case "protected_ports":
+			pol.Protected = p.ports(v, "protected_ports")
+		case "default":
+			pol.Default = p.verdict(v, []Verdict{Pass, Drop, Reset, Monitor})
+		case "reset":
+			p.fields(v, "reset", []string{"rate", "burst"}, func(key string, _, v *yaml.Node) {
+				n, ok := p.uint(v, "reset."+key, math.MaxUint32)
+				if !ok {
+					return
+				}
+				if key == "rate" {
+					pol.RSTRate = uint32(n)
+				} else {
+					pol.RSTBurst = uint32(n)
+				}
+			})
+		case "ranges":
+			for _, n := range p.list(v, "ranges") {
+				if r, ok := p.rangeEntry(n); ok {
+					pol.Ranges = append(pol.Ranges, r)
+				}
+			}
+		case "exemptions":
+			for _, n := range p.list(v, "exemptions") {
+				if e, ok := p.exemption(n); ok {
+					pol.Exemptions = append(pol.Exemptions, e)
+				}
+			}
+		case "quarantines":
+			for _, n := range p.list(v, "quarantines") {
+				if q, ok := p.quarantine(n); ok {
+					pol.Quarantines = append(pol.Quarantines, q)
+				}
+			}
+		}
+	})
+	if root.Kind == yaml.MappingNode && !versionSeen {
+		p.errorf(root, "missing \"version: %d\" at the top of the policy", Version)
+	}
+	if len(pol.Governed) == 0 && governedNode != nil && governedNode.Kind == yaml.SequenceNode && len(governedNode.Content) == 0 {
+		p.errorf(governedNode, "governed_ports is empty: the policy would govern nothing; list at least one port (usually 25)")
+	}
+	if governedNode == nil {
+		governedNode = root
+	}
+	for _, g := range pol.Governed {
+		if slices.Contains(pol.Protected, g) {
+			p.errorf(governedNode, "port %d is both governed and protected: a policy must never block, reset or monitor a protected port; remove it from governed_ports (or, if you really mean it, from protected_ports)", g)
+		}
+	}
+	p.checkOverlaps(pol)
+	return pol
+}
+
+func (p *parser) rangeEntry(n *yaml.Node) (Range, bool) {
+	r := Range{Pos: p.pos(n)}
+	var hasName, hasVerdict, hasCIDRs bool
+	errs := len(p.errs)
+	if !p.fields(n, "a range", []string{"name", "verdict", "cidrs", "description", "owner"}, func(key string, _, v *yaml.Node) {
+		switch key {
+		case "name":
+			r.Name, hasName = p.str(v, "name"), true
+		case "verdict":
+			r.Verdict, hasVerdict = p.verdict(v, []Verdict{Pass, Drop, Reset, Monitor}), true
+		case "cidrs":
+			hasCIDRs = true
+			for _, c := range p.list(v, "cidrs") {
+				if cidr, ok := p.cidr(c); ok {
+					r.CIDRs = append(r.CIDRs, cidr)
+				}
+			}
+			if len(v.Content) == 0 && v.Kind == yaml.SequenceNode {
+				p.errorf(v, "range has no cidrs; list at least one prefix")
+			}
+		case "description":
+			r.Description = p.str(v, "description")
+		case "owner":
+			r.Owner = p.str(v, "owner")
+		}
+	}) {
+		return r, false
+	}
+	for _, m := range []struct {
+		ok  bool
+		key string
+	}{{hasName, "name"}, {hasVerdict, "verdict (drop, reset, pass or monitor)"}, {hasCIDRs, "cidrs"}} {
+		if !m.ok {
+			p.errorf(n, "range is missing %s", m.key)
+		}
+	}
+	return r, len(p.errs) == errs
+}
+
+// entryFields parses the keys exemptions and quarantines share.
+func (p *parser) hostEntry(n *yaml.Node, what string, extra []string, fn func(key string, v *yaml.Node)) (cidr CIDR, name, reason, ticket, owner string, expires time.Time, hasExpires, ok bool) {
+	keys := append([]string{"cidr", "name", "reason", "ticket", "owner", "expires"}, extra...)
+	errs := len(p.errs)
+	var hasCIDR bool
+	if !p.fields(n, what, keys, func(key string, _, v *yaml.Node) {
+		switch key {
+		case "cidr":
+			hasCIDR = true
+			cidr, _ = p.cidr(v)
+		case "name":
+			name = p.str(v, "name")
+		case "reason":
+			reason = p.str(v, "reason")
+		case "ticket":
+			ticket = p.str(v, "ticket")
+		case "owner":
+			owner = p.str(v, "owner")
+		case "expires":
+			hasExpires = true
+			expires, _ = p.when(v, "expires")
+		default:
+			fn(key, v)
+		}
+	}) {
+		return
+	}
+	if !hasCIDR {
+		p.errorf(n, "%s is missing cidr (the address or prefix it covers)", what)
+	}
+	if reason == "" {
+		p.errorf(n, "%s is missing reason (say why, for the next person on shift)", what)
+	}
+	if ticket == "" && owner == "" {
+		p.errorf(n, "%s needs a ticket or an owner (who asked for it)", what)
+	}
+	if name == "" && cidr.Prefix.IsValid() {
+		name = what + " " + cidr.Prefix.String()
+	}
+	ok = len(p.errs) == errs
+	return
+}
+
+func (p *parser) exemption(n *yaml.Node) (Exemption, bool) {
+	e := Exemption{Pos: p.pos(n)}
+	var ok bool
+	e.CIDR, e.Name, e.Reason, e.Ticket, e.Owner, e.Expires, _, ok = p.hostEntry(n, "exemption", nil, nil)
+	if ok && !e.Expires.IsZero() && !p.now.Before(e.Expires) {
+		p.warns = append(p.warns, Error{e.Pos, fmt.Sprintf("exemption %s expired on %s and is ignored; remove it or extend it", e.CIDR.Prefix, e.Expires.Format(time.RFC3339))})
+	}
+	return e, ok
+}
+
+func (p *parser) quarantine(n *yaml.Node) (Quarantine, bool) {
+	q := Quarantine{Pos: p.pos(n)}
+	var hasVerdict, hasExpires, ok bool
+	q.CIDR, q.Name, q.Reason, q.Ticket, q.Owner, q.Expires, hasExpires, ok = p.hostEntry(n, "quarantine", []string{"verdict"}, func(key string, v *yaml.Node) {
+		hasVerdict = true
+		q.Verdict = p.verdict(v, []Verdict{Drop, Reset})
+	})
+	if !hasVerdict {
+		p.errorf(n, "quarantine is missing verdict (drop or reset)")
+		ok = false
+	}
+	if !hasExpires {
+		p.errorf(n, "quarantine is missing expires: quarantines lift themselves; give a date like 2026-12-31")
+		ok = false
+	}
+	if q.Expires.IsZero() {
+		ok = false
+	}
+	if ok && !p.now.Before(q.Expires) {
+		p.warns = append(p.warns, Error{q.Pos, fmt.Sprintf("quarantine %s expired on %s and is ignored; remove it", q.CIDR.Prefix, q.Expires.Format(time.RFC3339))})
+	}
+	return q, ok
+}
+
+// checkOverlaps rejects the same prefix twice anywhere, duplicate range names, and
+// quarantines inside other quarantines (the data plane checks only the most specific
+// quarantine, so nesting would make the outer one's expiry ambiguous).
+func (p *parser) checkOverlaps(pol *Policy) {
+	type where struct {
+		pos  Pos
+		what string
+	}
+	seen := map[netip.Prefix]where{}
+	add := func(c CIDR, what string) {
+		if !c.Prefix.IsValid() {
+			return
+		}
+		if prev, ok := seen[c.Prefix]; ok {
+			p.errs = append(p.errs, Error{c.Pos, fmt.Sprintf("%s appears twice: here in %s and at %s in %s; the most specific prefix decides, so each prefix may appear only once", c.Prefix, what, prev.pos, prev.what)})
+			return
+		}
+		seen[c.Prefix] = where{c.Pos, what}
+	}
+	names := map[string]Pos{}
+	for _, r := range pol.Ranges {
+		if prev, ok := names[r.Name]; ok {
+			p.errs = append(p.errs, Error{r.Pos, fmt.Sprintf("range name %q is already used at %s; names must be unique (counters are kept by name)", r.Name, prev)})
+		}
+		names[r.Name] = r.Pos
+		for _, c := range r.CIDRs {
+			add(c, "range "+strconv.Quote(r.Name))
+		}
+	}
+	for _, e := range pol.Exemptions {
+		add(e.CIDR, "exemption "+strconv.Quote(e.Name))
+	}
+	for _, q := range pol.Quarantines {
+		add(q.CIDR, "quarantine "+strconv.Quote(q.Name))
+	}
+	for i, a := range pol.Quarantines {
+		for j, b := range pol.Quarantines {
+			if i != j && a.CIDR.Prefix != b.CIDR.Prefix && b.CIDR.Prefix.Bits() < a.CIDR.Prefix.Bits() && b.CIDR.Prefix.Contains(a.CIDR.Prefix.Addr()) {
+				p.errs = append(p.errs, Error{a.CIDR.Pos, fmt.Sprintf("quarantine %s lies inside quarantine %s (%s); quarantines may not nest: drop one or merge them", a.CIDR.Prefix, b.CIDR.Prefix, b.CIDR.Pos)})
+			}
+		}
+	}
+}
+
+// closest returns the known word within edit distance 2 of s, if any.
+func closest(s string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := editDistance(s, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

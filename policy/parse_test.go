@@ -1,0 +1,166 @@
+package policy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+var testNow = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+const goodPolicy = `version: 1
+ranges:
+  - name: dyn
+    verdict: reset
+    cidrs: [100.64.0.0/10, 2001:db8:1::/48]
+  - name: biz
+    verdict: pass
+    cidrs: [198.51.100.0/24]
+exemptions:
+  - cidr: 100.64.1.25
+    reason: mail server
+    ticket: T-1
+quarantines:
+  - cidr: 198.51.100.66/32
+    verdict: drop
+    reason: spam
+    owner: abuse
+    expires: 2027-01-01
+`
+
+func TestParseGood(t *testing.T) {
+	p, err := Parse("p.yaml", []byte(goodPolicy), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Compile(p, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Tables.Ranges) != 4 || len(c.Tables.Quarantines) != 1 || c.Tables.Governed[0] != 25 {
+		t.Fatalf("tables %+v", c.Tables)
+	}
+	for addr, want := range map[string]Verdict{"100.64.9.9": Reset, "100.64.1.25": Pass, "198.51.100.66": Drop, "198.51.100.1": Pass, "2001:db8:1::9": Reset, "192.0.2.1": Pass} {
+		if got := c.Tables.LookupSource(addr_(addr), testNow).Verdict; got != want {
+			t.Errorf("%s: %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// Order in the file never matters, nor does spelling: the hash is canonical.
+func TestHashCanonical(t *testing.T) {
+	reordered := `# comment
+quarantines:
+  - {cidr: 198.51.100.66/32, verdict: drop, reason: spam, owner: abuse, expires: "2027-01-01T00:00:00Z"}
+exemptions:
+  - {cidr: 100.64.1.25/32, reason: mail server, ticket: T-1}
+ranges:
+  - {name: biz, verdict: pass, cidrs: ["::ffff:198.51.100.0/120"]}
+  - {name: dyn, verdict: reset, cidrs: ["2001:db8:1::/48", 100.64.0.0/10]}
+version: 1
+`
+	h := func(src string) string {
+		p, err := Parse("p.yaml", []byte(src), testNow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := Compile(p, testNow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Hash
+	}
+	if a, b := h(goodPolicy), h(reordered); a != b {
+		t.Fatalf("hash %s != %s", a, b)
+	}
+	if h(goodPolicy) == h(strings.Replace(goodPolicy, "verdict: reset", "verdict: drop", 1)) {
+		t.Fatal("different policies hash the same")
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	cases := []struct {
+		name, src string
+		want      []string // "line:col: substring"
+	}{
+		{"unknown key", "version: 1\nrangse: []\n", []string{`2:1: unknown key "rangse" in the policy; did you mean "ranges"?`}},
+		{"missing version", "ranges: []\n", []string{`1:1: missing "version: 1"`}},
+		{"bad version", "version: 2\n", []string{"1:10: version 2 is not supported"}},
+		{"wrong type", "version: 1\ngoverned_ports: 25\n", []string{`2:17: governed_ports must be a list, not "25"`}},
+		{"bad port", "version: 1\ngoverned_ports: [25, 70000]\n", []string{"2:22: a port in governed_ports must be between 0 and 65535"}},
+		{"bad verdict", "version: 1\nranges:\n  - name: a\n    verdict: block\n    cidrs: [192.0.2.0/24]\n", []string{`4:14: verdict "block" is not one of pass, drop, reset, monitor`}},
+		{"bad cidr", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/33]\n", []string{`5:13: "192.0.2.0/33" is not a CIDR prefix`}},
+		{"host bits", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [100.64.0.1/10]\n", []string{"5:13: 100.64.0.1/10 has host bits set; did you mean 100.64.0.0/10?"}},
+		{"duplicate prefix", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/24]\n  - name: b\n    verdict: pass\n    cidrs: [192.0.2.0/24]\n", []string{`8:13: 192.0.2.0/24 appears twice: here in range "b" and at p.yaml:5:13 in range "a"`}},
+		{"duplicate via mapped", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/24, \"::ffff:192.0.2.0/120\"]\n", []string{"5:27: 192.0.2.0/24 appears twice"}},
+		{"governed protected", "version: 1\ngoverned_ports: [25, 587]\n", []string{"2:17: port 587 is both governed and protected"}},
+		{"bad date", "version: 1\nquarantines:\n  - cidr: 192.0.2.1\n    verdict: drop\n    reason: x\n    owner: y\n    expires: tomorrow\n", []string{`7:14: expires "tomorrow" is not a date`}},
+		{"quarantine no expiry", "version: 1\nquarantines:\n  - cidr: 192.0.2.1\n    verdict: drop\n    reason: x\n    owner: y\n", []string{"3:5: quarantine is missing expires"}},
+		{"quarantine pass", "version: 1\nquarantines:\n  - cidr: 192.0.2.1\n    verdict: pass\n    reason: x\n    owner: y\n    expires: 2027-01-01\n", []string{`4:14: verdict "pass" is not one of drop, reset`}},
+		{"exemption no reason", "version: 1\nexemptions:\n  - cidr: 192.0.2.1\n", []string{"3:5: exemption is missing reason", "3:5: exemption needs a ticket or an owner"}},
+		{"range missing keys", "version: 1\nranges:\n  - name: a\n", []string{"3:5: range is missing verdict", "3:5: range is missing cidrs"}},
+		{"duplicate name", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [192.0.2.0/25]}\n  - {name: a, verdict: drop, cidrs: [192.0.2.128/25]}\n", []string{`4:5: range name "a" is already used at p.yaml:3:5`}},
+		{"nested quarantine", "version: 1\nquarantines:\n  - {cidr: 192.0.2.0/24, verdict: drop, reason: x, owner: y, expires: 2027-01-01}\n  - {cidr: 192.0.2.1, verdict: drop, reason: x, owner: y, expires: 2027-01-01}\n", []string{"4:12: quarantine 192.0.2.1/32 lies inside quarantine 192.0.2.0/24"}},
+		{"yaml syntax", "version: 1\nranges: [\n", []string{"YAML syntax"}},
+		{"repeated key", "version: 1\nversion: 1\n", []string{`2:1: key "version" repeated`}},
+		{"all at once", "version: 1\ndefault: maybe\nreset: {rate: -1}\n", []string{`2:10: verdict "maybe"`, "3:15: reset.rate must be between 0 and 4294967295, not -1"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse("p.yaml", []byte(c.src), testNow)
+			var es Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("err %v, want Errors", err)
+			}
+			if len(es) != len(c.want) {
+				t.Errorf("%d errors, want %d:\n%v", len(es), len(c.want), err)
+			}
+			for i, w := range c.want {
+				if i >= len(es) {
+					break
+				}
+				if !strings.Contains(es[i].Error(), w) || !strings.HasPrefix(es[i].Error(), "p.yaml:") {
+					t.Errorf("error %d: %q, want it to contain %q", i, es[i].Error(), w)
+				}
+			}
+		})
+	}
+}
+
+func TestExpiredAreWarnings(t *testing.T) {
+	src := "version: 1\nexemptions:\n  - {cidr: 192.0.2.1, reason: x, owner: y, expires: 2026-01-01}\nquarantines:\n  - {cidr: 192.0.2.2, verdict: drop, reason: x, owner: y, expires: 2026-01-01}\n"
+	p, err := Parse("p.yaml", []byte(src), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Warnings) != 2 || !strings.Contains(p.Warnings[0].Error(), "p.yaml:3:5: exemption 192.0.2.1/32 expired") {
+		t.Fatalf("warnings %v", p.Warnings)
+	}
+	c, _ := Compile(p, testNow)
+	if len(c.Tables.Ranges) != 0 || len(c.Tables.Quarantines) != 0 {
+		t.Fatalf("expired entries compiled: %+v", c.Tables)
+	}
+}
+
+// FuzzParse: no input panics the parser, and every rejection carries a position.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(goodPolicy))
+	f.Add([]byte("version: 1\nranges: [{name: a, verdict: drop, cidrs: [1.2.3.4/33]}]\n"))
+	f.Add([]byte("{"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, err := Parse("f.yaml", data, testNow)
+		if err == nil {
+			return
+		}
+		var es Errors
+		if !errors.As(err, &es) || len(es) == 0 {
+			t.Fatalf("rejection without positions: %v", err)
+		}
+		for _, e := range es {
+			if e.Pos.File != "f.yaml" || e.Pos.Line < 1 || e.Pos.Col < 1 {
+				t.Fatalf("error without a position: %q", e.Error())
+			}
+		}
+	})
+}
