@@ -1,0 +1,51 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// bigPolicy writes a policy of n /30 prefixes (n <= 2^20) out of 100.64.0.0/10, spread
+// over four ranges, plus a few exemptions.
+func bigPolicy(n int) []byte {
+	var b strings.Builder
+	b.WriteString("version: 1\nranges:\n")
+	per := n / 4
+	for r := 0; r < 4; r++ {
+		fmt.Fprintf(&b, "  - name: pool%d\n    verdict: drop\n    cidrs:\n", r)
+		for i := r * per; i < (r+1)*per; i++ {
+			a := uint32(100)<<24 | uint32(64)<<16 | uint32(i)<<2
+			fmt.Fprintf(&b, "      - %d.%d.%d.%d/30\n", a>>24, a>>16&0xff, a>>8&0xff, a&0xff)
+		}
+	}
+	b.WriteString("exemptions:\n  - {cidr: 100.64.0.1, reason: mail, owner: noc}\n")
+	return []byte(b.String())
+}
+
+// BenchmarkParseCompile measures parse + check + compile of large policies
+// (go test -run '^$' -bench ParseCompile -benchtime 1x ./policy/).
+func BenchmarkParseCompile(b *testing.B) {
+	for _, n := range benchSizes {
+		src := bigPolicy(n)
+		b.Run(fmt.Sprintf("prefixes=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(src)))
+			for b.Loop() {
+				p, err := Parse("big.yaml", src, testNow)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c, err := Compile(p, testNow)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(c.Tables.Ranges) != n+1 {
+					b.Fatalf("%d entries", len(c.Tables.Ranges))
+				}
+			}
+		})
+	}
+}
+
+var benchSizes = []int{10_000, 100_000, 1 << 20}
