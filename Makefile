@@ -25,9 +25,11 @@ build: ## build bin/portcullis (no clang needed: the BPF object is committed)
 test: ## run all tests (as root: BPF, XDP, netns) plus a bounded differential fuzz run
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzProgramVsModel$$' -fuzztime $(FUZZTIME) ./loader/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./policy/
 
-fuzz: ## long differential fuzz run of program vs model (FUZZTIME=10m by default here)
-	$(GO) test -run '^$$' -fuzz '^FuzzProgramVsModel$$' -fuzztime $(if $(filter 20s,$(FUZZTIME)),10m,$(FUZZTIME)) ./loader/
+fuzz: ## long fuzz runs: program vs model, then the policy parser (10m each)
+	$(GO) test -run '^$$' -fuzz '^FuzzProgramVsModel$$' -fuzztime 10m ./loader/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10m ./policy/
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
