@@ -40,17 +40,12 @@ func (c *Compiled) Explain(a netip.Addr, port uint16, now time.Time) Explanation
 	var all []Covering
 	ix := t.idx()
 	for _, table := range []*prefixIndex{&ix.quarantines, &ix.ranges} {
-		lens := table.lens6
-		if a.Is4() {
-			lens = table.lens4
-		}
-		for _, l := range lens {
-			p, _ := a.Prefix(l)
-			if e, ok := table.byPrefix[p]; ok {
-				r := c.Rules[e.Rule]
-				all = append(all, Covering{r.Kind, r.Name, p, e.Verdict, c.EntryPos[p]})
-			}
-		}
+		table.covering(a, func(e Entry) bool {
+			r := c.Rules[e.Rule]
+			p := e.Prefix.Masked()
+			all = append(all, Covering{r.Kind, r.Name, p, e.Verdict, c.EntryPos[p]})
+			return true
+		})
 	}
 	def := c.Rules[0]
 	all = append(all, Covering{KindDefault, "default", netip.Prefix{}, t.DefaultVerdict, def.Pos})

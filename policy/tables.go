@@ -117,19 +117,28 @@ func newPrefixIndex(entries []Entry) prefixIndex {
 	return ix
 }
 
-// lookup returns the entry with the longest prefix containing a.
-func (ix *prefixIndex) lookup(a netip.Addr) (Entry, bool) {
+// covering calls fn for every entry whose prefix contains a, longest first, until fn
+// returns false.
+func (ix *prefixIndex) covering(a netip.Addr, fn func(Entry) bool) {
 	lens := ix.lens6
 	if a.Is4() {
 		lens = ix.lens4
 	}
 	for _, l := range lens {
 		p, _ := a.Prefix(l)
-		if e, ok := ix.byPrefix[p]; ok {
-			return e, true
+		if e, ok := ix.byPrefix[p]; ok && !fn(e) {
+			return
 		}
 	}
-	return Entry{}, false
+}
+
+// lookup returns the entry with the longest prefix containing a.
+func (ix *prefixIndex) lookup(a netip.Addr) (e Entry, found bool) {
+	ix.covering(a, func(x Entry) bool {
+		e, found = x, true
+		return false
+	})
+	return e, found
 }
 
 func (t *Tables) idx() *tableIndex {
