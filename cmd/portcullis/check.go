@@ -32,11 +32,8 @@ type checkSummary struct {
 func runCheck(e *env, args []string) error {
 	fs := newFlags(e, "check", "[--json] FILE", checkHelp)
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return helpOK(err)
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: check takes one policy file (see portcullis check -h)", errUsage)
+	if done, err := parseVerb(fs, "one policy file", args, 1, 1); done || err != nil {
+		return err
 	}
 	path := fs.Arg(0)
 	s := checkSummary{File: path}
@@ -96,12 +93,4 @@ func runCheck(e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "  quarantines      %d active, %d expired\n", s.QuarantinesActive, s.QuarantinesExpired)
 	fmt.Fprintf(e.stdout, "  RST budget       %d/s per CPU, burst %d\n", p.RSTRate, p.RSTBurst)
 	return nil
-}
-
-// helpOK turns a shown -h into success.
-func helpOK(err error) error {
-	if err == errHelp {
-		return nil
-	}
-	return err
 }

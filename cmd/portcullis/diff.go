@@ -34,20 +34,14 @@ type changeJSON struct {
 func runDiff(e *env, args []string) error {
 	fs := newFlags(e, "diff", "[--json] OLD NEW", diffHelp)
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return helpOK(err)
-	}
-	if fs.NArg() != 2 {
-		return fmt.Errorf("%w: diff takes two policy files, OLD and NEW (see portcullis diff -h)", errUsage)
+	if done, err := parseVerb(fs, "two policy files, OLD and NEW", args, 2, 2); done || err != nil {
+		return err
 	}
 	var cs [2]*policy.Compiled
 	for i := range cs {
 		c, err := loadPolicy(e, fs.Arg(i))
 		if err != nil {
-			for _, l := range errorList(err) {
-				fmt.Fprintln(e.stderr, l)
-			}
-			return &exitError{2, fmt.Errorf("%s is not a valid policy", fs.Arg(i))}
+			return rejectPolicy(e, fs.Arg(i), err, 2)
 		}
 		cs[i] = c
 	}

@@ -37,11 +37,8 @@ type coveringJSON struct {
 func runExplain(e *env, args []string) error {
 	fs := newFlags(e, "explain", "[--json] FILE ADDRESS [PORT]", explainHelp)
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return helpOK(err)
-	}
-	if fs.NArg() < 2 || fs.NArg() > 3 {
-		return fmt.Errorf("%w: explain takes FILE ADDRESS [PORT] (see portcullis explain -h)", errUsage)
+	if done, err := parseVerb(fs, "FILE ADDRESS [PORT]", args, 2, 3); done || err != nil {
+		return err
 	}
 	a, err := netip.ParseAddr(fs.Arg(1))
 	if err != nil {
@@ -56,19 +53,9 @@ func runExplain(e *env, args []string) error {
 	}
 	c, err := loadPolicy(e, fs.Arg(0))
 	if err != nil {
-		for _, l := range errorList(err) {
-			fmt.Fprintln(e.stderr, l)
-		}
-		return &exitError{1, fmt.Errorf("%s is not a valid policy", fs.Arg(0))}
+		return rejectPolicy(e, fs.Arg(0), err, 1)
 	}
 	ex := c.Explain(a, uint16(port), e.now())
-	cov := func(x coveringJSON) string {
-		p := ""
-		if x.Prefix != "" {
-			p = " " + x.Prefix
-		}
-		return fmt.Sprintf("%s %q%s -> %s (%s)", x.Kind, x.Name, p, x.Verdict, x.At)
-	}
 	out := explainJSON{Address: ex.Address.String(), Port: ex.Port, Governed: ex.Governed, Protected: ex.Protected,
 		Verdict: ex.Verdict.String(), Reason: ex.Reason, Hash: c.Hash, Losers: []coveringJSON{}}
 	out.Decider = coveringOut(ex.Decider)
@@ -81,19 +68,27 @@ func runExplain(e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "TCP %s -> port %d: %s\n", out.Address, out.Port, out.Verdict)
 	fmt.Fprintf(e.stdout, "  why:      %s\n", out.Reason)
 	if out.Governed {
-		fmt.Fprintf(e.stdout, "  decided:  %s\n", cov(out.Decider))
+		fmt.Fprintf(e.stdout, "  decided:  %s\n", out.Decider)
 	} else {
-		fmt.Fprintf(e.stdout, "  on governed ports the source would get: %s\n", cov(out.Decider))
+		fmt.Fprintf(e.stdout, "  on governed ports the source would get: %s\n", out.Decider)
 	}
 	for i, l := range out.Losers {
 		label := "            "
 		if i == 0 {
 			label = "  overruled:"
 		}
-		fmt.Fprintf(e.stdout, "%s %s\n", label, cov(l))
+		fmt.Fprintf(e.stdout, "%s %s\n", label, l)
 	}
 	fmt.Fprintf(e.stdout, "  policy:   %s\n", c.Hash)
 	return nil
+}
+
+func (x coveringJSON) String() string {
+	p := ""
+	if x.Prefix != "" {
+		p = " " + x.Prefix
+	}
+	return fmt.Sprintf("%s %q%s -> %s (%s)", x.Kind, x.Name, p, x.Verdict, x.At)
 }
 
 func coveringOut(c policy.Covering) coveringJSON {

@@ -29,19 +29,22 @@ func newFlags(e *env, name, args, text string) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args; -h is a clean exit (errHelp), anything else wrong is usage.
-func parseFlags(fs *flag.FlagSet, args []string) error {
+// parseVerb parses a verb's flags (newFlags plus any the caller added through
+// addFlags) and checks it got between minArgs and maxArgs arguments. done is true when
+// -h was shown: the caller returns nil.
+func parseVerb(fs *flag.FlagSet, synopsis string, args []string, minArgs, maxArgs int) (done bool, err error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.Usage()
-			return errHelp
+			return true, nil
 		}
-		return fmt.Errorf("%w: %v (see portcullis %s -h)", errUsage, err, fs.Name())
+		return false, fmt.Errorf("%w: %v (see portcullis %s -h)", errUsage, err, fs.Name())
 	}
-	return nil
+	if fs.NArg() < minArgs || fs.NArg() > maxArgs {
+		return false, fmt.Errorf("%w: %s takes %s (see portcullis %s -h)", errUsage, fs.Name(), synopsis, fs.Name())
+	}
+	return false, nil
 }
-
-var errHelp = errors.New("help shown")
 
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
@@ -58,6 +61,15 @@ func loadPolicy(e *env, path string) (*policy.Compiled, error) {
 		return nil, err
 	}
 	return policy.Compile(pol, now)
+}
+
+// rejectPolicy prints every error of the policy at path to stderr and returns the
+// verb's error with exit code code.
+func rejectPolicy(e *env, path string, err error, code int) error {
+	for _, l := range errorList(err) {
+		fmt.Fprintln(e.stderr, l)
+	}
+	return &exitError{code, fmt.Errorf("%s is not a valid policy", path)}
 }
 
 func errorList(err error) []string {

@@ -48,12 +48,9 @@ func init() {
 const version = "0.1.0-dev"
 
 func runVersion(e *env, args []string) error {
-	if len(args) > 0 {
-		if args[0] == "-h" || args[0] == "--help" {
-			fmt.Fprintln(e.stdout, "usage: portcullis version\n\nPrints the version.")
-			return nil
-		}
-		return fmt.Errorf("%w: version takes no arguments", errUsage)
+	fs := newFlags(e, "version", "", "Prints the version.")
+	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
+		return err
 	}
 	fmt.Fprintln(e.stdout, "portcullis", version)
 	return nil
