@@ -17,7 +17,7 @@ func newFlags(e *env, name, args, text string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fmt.Fprintf(e.stdout, "usage: portcullis %s %s\n\n%s\n", name, args, strings.TrimSpace(text))
+		fmt.Fprintf(e.stdout, "%s\n\n%s\n", strings.TrimSpace("usage: portcullis "+name+" "+args), strings.TrimSpace(text))
 		var b strings.Builder
 		fs.SetOutput(&b)
 		fs.PrintDefaults()
@@ -34,8 +34,7 @@ func newFlags(e *env, name, args, text string) *flag.FlagSet {
 // -h was shown: the caller returns nil.
 func parseVerb(fs *flag.FlagSet, synopsis string, args []string, minArgs, maxArgs int) (done bool, err error) {
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+		if errors.Is(err, flag.ErrHelp) { // Parse has already shown fs.Usage
 			return true, nil
 		}
 		return false, fmt.Errorf("%w: %v (see portcullis %s -h)", errUsage, err, fs.Name())
