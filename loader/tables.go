@@ -86,9 +86,11 @@ func (p *Program) Apply(t *policy.Tables) error {
 	if len(t.RuleNames) > policy.MaxRules {
 		return fmt.Errorf("%w: %d rules, limit %d", ErrTooManyRules, len(t.RuleNames), policy.MaxRules)
 	}
-	for _, e := range append(append([]policy.Entry{}, t.Ranges...), t.Quarantines...) {
-		if e.Rule >= policy.MaxRules {
-			return fmt.Errorf("%w: rule id %d, limit %d", ErrTooManyRules, e.Rule, policy.MaxRules)
+	for _, tab := range [][]policy.Entry{t.Ranges, t.Quarantines} {
+		for _, e := range tab {
+			if e.Rule >= policy.MaxRules {
+				return fmt.Errorf("%w: rule id %d, limit %d", ErrTooManyRules, e.Rule, policy.MaxRules)
+			}
 		}
 	}
 	boot, err := bootNow()

@@ -89,7 +89,7 @@ func Compile(pol *Policy, now time.Time) (*Compiled, error) {
 		t.RuleNames = append(t.RuleNames, r.Name)
 	}
 	c.Tables = t
-	c.Hash = t.Hash()
+	c.Hash = t.hash()
 	return c, nil
 }
 
@@ -100,9 +100,10 @@ func comparePrefix(a, b netip.Prefix) int {
 	return cmp.Compare(a.Bits(), b.Bits())
 }
 
-// Hash is a canonical hash of the tables: the same policy, however written (order,
-// comments, spelling of prefixes), hashes the same. 16 hex digits of SHA-256.
-func (t *Tables) Hash() string {
+// hash is a canonical hash of tables in the order Compile leaves them (entries by
+// prefix, ports ascending): the same policy, however written (order, comments,
+// spelling of prefixes), hashes the same. 16 hex digits of SHA-256.
+func (t *Tables) hash() string {
 	h := sha256.New()
 	var b [8]byte
 	put := func(v uint64) {
@@ -114,17 +115,13 @@ func (t *Tables) Hash() string {
 		h.Write([]byte(s))
 	}
 	put(uint64(t.DefaultVerdict))
-	gov := slices.Clone(t.Governed)
-	slices.Sort(gov)
-	put(uint64(len(gov)))
-	for _, g := range gov {
+	put(uint64(len(t.Governed)))
+	for _, g := range t.Governed {
 		put(uint64(g))
 	}
 	put(uint64(t.RSTRate))
 	put(uint64(t.RSTBurst))
-	for _, tab := range [][]Entry{t.Ranges, t.Quarantines} {
-		es := slices.Clone(tab)
-		slices.SortFunc(es, func(a, b Entry) int { return comparePrefix(a.Prefix, b.Prefix) })
+	for _, es := range [][]Entry{t.Ranges, t.Quarantines} {
 		put(uint64(len(es)))
 		for _, e := range es {
 			a := e.Prefix.Addr().As16()

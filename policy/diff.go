@@ -71,19 +71,26 @@ type differ struct {
 	ps   []netip.Prefix // all entry prefixes of this family, sorted
 }
 
+// withBit returns a with bit i (counted from the most significant, within the
+// address's own family) set.
+func withBit(a netip.Addr, i int) netip.Addr {
+	if a.Is4() {
+		b := a.As4()
+		b[i/8] |= 0x80 >> (i % 8)
+		return netip.AddrFrom4(b)
+	}
+	b := a.As16()
+	b[i/8] |= 0x80 >> (i % 8)
+	return netip.AddrFrom16(b)
+}
+
+// lastAddr is the highest address in p.
 func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Addr().As16()
-	off := 0
-	if p.Addr().Is4() {
-		off = 12
+	a := p.Addr()
+	for i := p.Bits(); i < a.BitLen(); i++ {
+		a = withBit(a, i)
 	}
-	for i := p.Bits(); i < p.Addr().BitLen(); i++ {
-		a[off+i/8] |= 0x80 >> (i % 8)
-	}
-	if p.Addr().Is4() {
-		return netip.AddrFrom4([4]byte(a[12:]))
-	}
-	return netip.AddrFrom16(a)
+	return a
 }
 
 // split reports whether some entry lies strictly inside p.
@@ -108,18 +115,7 @@ func (w *differ) walk(p netip.Prefix) []Change {
 		return []Change{{p, sa.Verdict, sb.Verdict, w.a.Tables.RuleName(sa.Rule), w.b.Tables.RuleName(sb.Rule)}}
 	}
 	lo := netip.PrefixFrom(p.Addr(), p.Bits()+1)
-	hiAddr := p.Addr().As16()
-	off := 0
-	if p.Addr().Is4() {
-		off = 12
-	}
-	hiAddr[off+p.Bits()/8] |= 0x80 >> (p.Bits() % 8)
-	var hi netip.Prefix
-	if p.Addr().Is4() {
-		hi = netip.PrefixFrom(netip.AddrFrom4([4]byte(hiAddr[12:])), p.Bits()+1)
-	} else {
-		hi = netip.PrefixFrom(netip.AddrFrom16(hiAddr), p.Bits()+1)
-	}
+	hi := netip.PrefixFrom(withBit(p.Addr(), p.Bits()), p.Bits()+1)
 	l, h := w.walk(lo), w.walk(hi)
 	if len(l) == 1 && len(h) == 1 && l[0].Prefix == lo && h[0].Prefix == hi &&
 		l[0].Old == h[0].Old && l[0].New == h[0].New && l[0].OldRule == h[0].OldRule && l[0].NewRule == h[0].NewRule {

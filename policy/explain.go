@@ -14,6 +14,7 @@ type Covering struct {
 	Prefix  netip.Prefix `json:"prefix"`
 	Verdict Verdict      `json:"-"`
 	Pos     Pos          `json:"-"`
+	Rule    uint32       `json:"-"`
 }
 
 // Explanation answers "what happens to a TCP packet from Address to Port, and which
@@ -43,25 +44,17 @@ func (c *Compiled) Explain(a netip.Addr, port uint16, now time.Time) Explanation
 		table.covering(a, func(e Entry) bool {
 			r := c.Rules[e.Rule]
 			p := e.Prefix.Masked()
-			all = append(all, Covering{r.Kind, r.Name, p, e.Verdict, c.EntryPos[p]})
+			all = append(all, Covering{r.Kind, r.Name, p, e.Verdict, c.EntryPos[p], e.Rule})
 			return true
 		})
 	}
 	def := c.Rules[0]
-	all = append(all, Covering{KindDefault, "default", netip.Prefix{}, t.DefaultVerdict, def.Pos})
+	all = append(all, Covering{KindDefault, "default", netip.Prefix{}, t.DefaultVerdict, def.Pos, 0})
 
 	src := t.LookupSource(a, now)
-	decider := -1
-	for i, cv := range all {
-		r := c.Rules
-		if src.Rule < uint32(len(r)) && cv.Kind == r[src.Rule].Kind && cv.Name == r[src.Rule].Name {
-			decider = i
-			break
-		}
-	}
-	if decider < 0 {
-		decider = len(all) - 1
-	}
+	// Covering entries come longest first, so the first with the deciding rule is
+	// the one the lookup found; the default (rule 0) closes the list.
+	decider := slices.IndexFunc(all, func(cv Covering) bool { return cv.Rule == src.Rule })
 	ex.Decider = all[decider]
 	ex.Losers = append(append([]Covering{}, all[:decider]...), all[decider+1:]...)
 

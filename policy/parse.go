@@ -44,27 +44,27 @@ type Range struct {
 	Pos         Pos
 }
 
-// Exemption lets one prefix (usually a customer's registered mail server) through.
-type Exemption struct {
+// Listing is what exemptions and quarantines share: one prefix, who asked for it and
+// why, and when it ends.
+type Listing struct {
 	Name    string
 	CIDR    CIDR
 	Reason  string
 	Ticket  string
 	Owner   string
-	Expires time.Time // zero: never
+	Expires time.Time // zero: never (exemptions only; quarantines require it)
 	Pos     Pos
+}
+
+// Exemption lets one prefix (usually a customer's registered mail server) through.
+type Exemption struct {
+	Listing
 }
 
 // Quarantine blocks one prefix until it expires; it is checked before the ranges.
 type Quarantine struct {
-	Name    string
-	CIDR    CIDR
+	Listing
 	Verdict Verdict // drop or reset
-	Reason  string
-	Ticket  string
-	Owner   string
-	Expires time.Time
-	Pos     Pos
 }
 
 // Policy is a parsed, checked policy file.
@@ -420,8 +420,10 @@ func (p *parser) rangeEntry(n *yaml.Node) (Range, bool) {
 	return r, len(p.errs) == errs
 }
 
-// entryFields parses the keys exemptions and quarantines share.
-func (p *parser) hostEntry(n *yaml.Node, what string, extra []string, fn func(key string, v *yaml.Node)) (cidr CIDR, name, reason, ticket, owner string, expires time.Time, hasExpires, ok bool) {
+// listing parses the keys exemptions and quarantines share; extra keys go to fn.
+// hasExpires reports whether the key was present, ok whether n had no errors.
+func (p *parser) listing(n *yaml.Node, what string, extra []string, fn func(key string, v *yaml.Node)) (l Listing, hasExpires, ok bool) {
+	l.Pos = p.pos(n)
 	keys := append([]string{"cidr", "name", "reason", "ticket", "owner", "expires"}, extra...)
 	errs := len(p.errs)
 	var hasCIDR bool
@@ -429,44 +431,42 @@ func (p *parser) hostEntry(n *yaml.Node, what string, extra []string, fn func(ke
 		switch key {
 		case "cidr":
 			hasCIDR = true
-			cidr, _ = p.cidr(v)
+			l.CIDR, _ = p.cidr(v)
 		case "name":
-			name = p.str(v, "name")
+			l.Name = p.str(v, "name")
 		case "reason":
-			reason = p.str(v, "reason")
+			l.Reason = p.str(v, "reason")
 		case "ticket":
-			ticket = p.str(v, "ticket")
+			l.Ticket = p.str(v, "ticket")
 		case "owner":
-			owner = p.str(v, "owner")
+			l.Owner = p.str(v, "owner")
 		case "expires":
 			hasExpires = true
-			expires, _ = p.when(v, "expires")
+			l.Expires, _ = p.when(v, "expires")
 		default:
 			fn(key, v)
 		}
 	}) {
-		return
+		return l, hasExpires, false
 	}
 	if !hasCIDR {
 		p.errorf(n, "%s is missing cidr (the address or prefix it covers)", what)
 	}
-	if reason == "" {
+	if l.Reason == "" {
 		p.errorf(n, "%s is missing reason (say why, for the next person on shift)", what)
 	}
-	if ticket == "" && owner == "" {
+	if l.Ticket == "" && l.Owner == "" {
 		p.errorf(n, "%s needs a ticket or an owner (who asked for it)", what)
 	}
-	if name == "" && cidr.Prefix.IsValid() {
-		name = what + " " + cidr.Prefix.String()
+	if l.Name == "" && l.CIDR.Prefix.IsValid() {
+		l.Name = what + " " + l.CIDR.Prefix.String()
 	}
-	ok = len(p.errs) == errs
-	return
+	return l, hasExpires, len(p.errs) == errs
 }
 
 func (p *parser) exemption(n *yaml.Node) (Exemption, bool) {
-	e := Exemption{Pos: p.pos(n)}
-	var ok bool
-	e.CIDR, e.Name, e.Reason, e.Ticket, e.Owner, e.Expires, _, ok = p.hostEntry(n, "exemption", nil, nil)
+	l, _, ok := p.listing(n, "exemption", nil, nil)
+	e := Exemption{l}
 	if ok && !e.Expires.IsZero() && !p.now.Before(e.Expires) {
 		p.warns = append(p.warns, Error{e.Pos, fmt.Sprintf("exemption %s expired on %s and is ignored; remove it or extend it", e.CIDR.Prefix, e.Expires.Format(time.RFC3339))})
 	}
@@ -474,12 +474,13 @@ func (p *parser) exemption(n *yaml.Node) (Exemption, bool) {
 }
 
 func (p *parser) quarantine(n *yaml.Node) (Quarantine, bool) {
-	q := Quarantine{Pos: p.pos(n)}
-	var hasVerdict, hasExpires, ok bool
-	q.CIDR, q.Name, q.Reason, q.Ticket, q.Owner, q.Expires, hasExpires, ok = p.hostEntry(n, "quarantine", []string{"verdict"}, func(key string, v *yaml.Node) {
+	var q Quarantine
+	var hasVerdict bool
+	l, hasExpires, ok := p.listing(n, "quarantine", []string{"verdict"}, func(key string, v *yaml.Node) {
 		hasVerdict = true
 		q.Verdict = p.verdict(v, []Verdict{Drop, Reset})
 	})
+	q.Listing = l
 	if !hasVerdict {
 		p.errorf(n, "quarantine is missing verdict (drop or reset)")
 		ok = false

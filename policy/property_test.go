@@ -39,7 +39,7 @@ func randomPolicy(r *rand.Rand) *Policy {
 	}
 	for i := 0; i < r.IntN(4); i++ {
 		pf := randPrefix()
-		p.Exemptions = append(p.Exemptions, Exemption{Name: "e" + pf.String(), CIDR: CIDR{Prefix: pf}})
+		p.Exemptions = append(p.Exemptions, Exemption{Listing{Name: "e" + pf.String(), CIDR: CIDR{Prefix: pf}}})
 	}
 	// Quarantines: host prefixes only, so they never nest.
 	for i := 0; i < r.IntN(3); i++ {
@@ -53,7 +53,7 @@ func randomPolicy(r *rand.Rand) *Policy {
 		if r.IntN(3) == 0 {
 			exp = testNow.Add(-time.Hour)
 		}
-		p.Quarantines = append(p.Quarantines, Quarantine{Name: "q" + pf.String(), CIDR: CIDR{Prefix: pf}, Verdict: Verdict(1 + r.IntN(2)), Expires: exp})
+		p.Quarantines = append(p.Quarantines, Quarantine{Listing: Listing{Name: "q" + pf.String(), CIDR: CIDR{Prefix: pf}, Expires: exp}, Verdict: Verdict(1 + r.IntN(2))})
 	}
 	return p
 }

@@ -19,7 +19,7 @@ func runCmd(args ...string) (string, string, int) {
 func TestEverySubcommandHelp(t *testing.T) {
 	for _, c := range commands {
 		out, errs, code := runCmd(c.name, "-h")
-		if code != 0 || !strings.Contains(out, "usage: portcullis "+c.name) {
+		if code != 0 || !strings.Contains(out, "usage: portcullis "+c.name) || strings.Count(out, "usage:") != 1 {
 			t.Errorf("%s -h: code %d, out %q, err %q", c.name, code, out, errs)
 		}
 	}
