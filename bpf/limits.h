@@ -39,6 +39,15 @@
 /* Governed-port bitmap: one bit per TCP port. */
 #define PC_PORT_WORDS (65536 / 64)
 
+/* Bytes of a rule label ("kind/name") in the rule_names map. */
+#define PC_LABEL_LEN 128
+
+/* Metadata word (XDP data_meta, 4 bytes) that marks a control-plane probe: the packet
+ * is judged and answered as usual but leaves no trace (no counters, no offender entry,
+ * no RST token spent). Only an XDP program or BPF_PROG_TEST_RUN can set metadata, so no
+ * packet off the wire can carry it. "PCPR". */
+#define PC_PROBE_MAGIC 0x52504350
+
 /* Hop limit / TTL of the RSTs we originate. */
 #define PC_RST_TTL 64
 

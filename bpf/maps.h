@@ -117,4 +117,23 @@ struct {
 	__type(value, struct pc_offender);
 } offenders SEC(".maps");
 
+/* Control-plane state, pinned with the rest so it survives the daemon. */
+
+/* stable rule id -> label. Counters are indexed by these ids; a name keeps its id
+ * across policy swaps and daemon restarts, so its counters never go backwards. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct pc_label);
+} rule_names SEC(".maps");
+
+/* key 0 -> live policy hash, load time, last proof */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pc_meta);
+} meta SEC(".maps");
+
 #endif

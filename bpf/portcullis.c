@@ -141,6 +141,18 @@ static __always_inline void record_offender(const struct pc_pkt *p, const struct
 	o->outcome = res->outcome;
 }
 
+/* A control-plane probe (PC_PROBE_MAGIC in the XDP metadata) is judged like any packet
+ * but leaves no trace: production counters, offenders and RST tokens stay untouched. */
+static __always_inline int is_probe(struct xdp_md *ctx)
+{
+	void *meta = (void *)(long)ctx->data_meta;
+	void *data = (void *)(long)ctx->data;
+
+	if (meta + sizeof(__u32) > data)
+		return 0;
+	return *(__u32 *)meta == PC_PROBE_MAGIC;
+}
+
 static __always_inline void count(void *map, __u32 key, __u64 bytes)
 {
 	struct pc_counter *c = bpf_map_lookup_elem(map, &key);
@@ -161,6 +173,7 @@ int portcullis(struct xdp_md *ctx)
 	struct pc_pkt p = {};
 	__u32 action = XDP_PASS;
 	__u32 zero = 0;
+	int probe = is_probe(ctx);
 	__u64 now;
 	__u8 verdict;
 
@@ -215,7 +228,7 @@ int portcullis(struct xdp_md *ctx)
 		if ((p.tcp_flags & (PC_TCP_SYN | PC_TCP_ACK | PC_TCP_RST)) != PC_TCP_SYN ||
 		    p.fragment)
 			break;
-		if (!rst_allowed(cfg, now)) {
+		if (!probe && !rst_allowed(cfg, now)) {
 			res.flags |= 1 << PC_R_RATE_LIMITED;
 			break;
 		}
@@ -232,7 +245,8 @@ int portcullis(struct xdp_md *ctx)
 		res.outcome = PC_OUT_PASS;
 		goto out;
 	}
-	record_offender(&p, &res, now);
+	if (!probe)
+		record_offender(&p, &res, now);
 	goto out;
 
 evasion:
@@ -246,15 +260,19 @@ evasion:
 		res.outcome = PC_OUT_DROP;
 		res.flags |= 1 << PC_R_UNPARSEABLE_BLOCKED;
 		action = XDP_DROP;
-		record_offender(&p, &res, now);
+		if (!probe)
+			record_offender(&p, &res, now);
 	} else if (verdict == PC_MONITOR) {
 		res.outcome = PC_OUT_MONITOR;
-		record_offender(&p, &res, now);
+		if (!probe)
+			record_offender(&p, &res, now);
 	} else {
 		res.outcome = PC_OUT_PASS;
 	}
 
 out:
+	if (probe)
+		return action;
 	/* The one exit: every packet counts once in its path reason; judged packets count
 	 * per rule x outcome x family and in their flag reasons. Per-CPU maps: no atomics. */
 	count(&reasons, res.path, bytes);

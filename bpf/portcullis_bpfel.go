@@ -43,6 +43,11 @@ const (
 	PortcullisPcFamilyPC_FAM_MAX PortcullisPcFamily = 2
 )
 
+type PortcullisPcLabel struct {
+	_     structs.HostLayout
+	Label [128]uint8
+}
+
 type PortcullisPcLpmV4 struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -53,6 +58,18 @@ type PortcullisPcLpmV6 struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      [16]uint8
+}
+
+type PortcullisPcMeta struct {
+	_             structs.HostLayout
+	Hash          [32]uint8
+	PolicyFile    [256]uint8
+	LoadedAt      uint64
+	ProofAt       uint64
+	ProofOk       uint32
+	ProofProbes   uint32
+	LoadFailures  uint64
+	ProofFailures uint64
 }
 
 type PortcullisPcOffender struct {
@@ -122,6 +139,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	PortcullisMapMeta         = "meta"
 	PortcullisMapOffenders    = "offenders"
 	PortcullisMapPolicy       = "policy"
 	PortcullisMapQuarantineV4 = "quarantine_v4"
@@ -130,6 +148,7 @@ const (
 	PortcullisMapRangesV6     = "ranges_v6"
 	PortcullisMapReasons      = "reasons"
 	PortcullisMapRstBucket    = "rst_bucket"
+	PortcullisMapRuleNames    = "rule_names"
 	PortcullisMapStats        = "stats"
 	PortcullisProgPortcullis  = "portcullis"
 	PortcullisVarPcBtfConfig  = "pc_btf_config"
@@ -191,6 +210,7 @@ type PortcullisProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PortcullisMapSpecs struct {
+	Meta         *ebpf.MapSpec `ebpf:"meta"`
 	Offenders    *ebpf.MapSpec `ebpf:"offenders"`
 	Policy       *ebpf.MapSpec `ebpf:"policy"`
 	QuarantineV4 *ebpf.MapSpec `ebpf:"quarantine_v4"`
@@ -199,6 +219,7 @@ type PortcullisMapSpecs struct {
 	RangesV6     *ebpf.MapSpec `ebpf:"ranges_v6"`
 	Reasons      *ebpf.MapSpec `ebpf:"reasons"`
 	RstBucket    *ebpf.MapSpec `ebpf:"rst_bucket"`
+	RuleNames    *ebpf.MapSpec `ebpf:"rule_names"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
 
@@ -236,6 +257,7 @@ func (o *PortcullisObjects) Close() error {
 //
 // It can be passed to LoadPortcullisObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PortcullisMaps struct {
+	Meta         *ebpf.Map `ebpf:"meta"`
 	Offenders    *ebpf.Map `ebpf:"offenders"`
 	Policy       *ebpf.Map `ebpf:"policy"`
 	QuarantineV4 *ebpf.Map `ebpf:"quarantine_v4"`
@@ -244,11 +266,13 @@ type PortcullisMaps struct {
 	RangesV6     *ebpf.Map `ebpf:"ranges_v6"`
 	Reasons      *ebpf.Map `ebpf:"reasons"`
 	RstBucket    *ebpf.Map `ebpf:"rst_bucket"`
+	RuleNames    *ebpf.Map `ebpf:"rule_names"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *PortcullisMaps) Close() error {
 	return _PortcullisClose(
+		m.Meta,
 		m.Offenders,
 		m.Policy,
 		m.QuarantineV4,
@@ -257,6 +281,7 @@ func (m *PortcullisMaps) Close() error {
 		m.RangesV6,
 		m.Reasons,
 		m.RstBucket,
+		m.RuleNames,
 		m.Stats,
 	)
 }

@@ -107,4 +107,23 @@ struct pc_offender {
 	__u8 pad;
 };
 
+/* rule_names value: which named entry a (stable) rule id counts for, "kind/name"
+ * NUL-padded; empty = id free. Written by the control plane, never read by the program. */
+struct pc_label {
+	__u8 label[PC_LABEL_LEN];
+};
+
+/* meta value: control-plane state kept in bpffs beside the maps, so that status works
+ * while the daemon is down and survives its restarts. Never read by the program. */
+struct pc_meta {
+	__u8 hash[32];          /* live policy's canonical hash, NUL-padded */
+	__u8 policy_file[256];  /* where the live policy came from */
+	__u64 loaded_at;        /* unix ns when it went live */
+	__u64 proof_at;         /* unix ns of the last proof */
+	__u32 proof_ok;         /* 1 if the last proof passed */
+	__u32 proof_probes;     /* probes in the last proof */
+	__u64 load_failures;    /* policies rejected (invalid, failed to build) */
+	__u64 proof_failures;   /* proofs that failed (and rolled back) */
+};
+
 #endif

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -21,6 +22,36 @@ func (p *Program) Run(frame []byte) (policy.Action, []byte, error) {
 		return 0, nil, fmt.Errorf("test run: %w", err)
 	}
 	return policy.Action(ret), opts.DataOut, nil
+}
+
+// probeMagic is PC_PROBE_MAGIC: the XDP metadata word that marks a probe.
+const probeMagic = 0x52504350
+
+// xdpMD mirrors struct xdp_md as BPF_PROG_TEST_RUN takes it: Data is the length of
+// the metadata in front of the frame.
+type xdpMD struct {
+	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
+}
+
+// Probe passes one frame through the program like Run, marked as a probe: it is
+// judged and answered exactly like traffic, but leaves no trace (no counters, no
+// offender entry, no RST token spent). The daemon's proof uses it on the live program.
+func (p *Program) Probe(frame []byte) (policy.Action, []byte, error) {
+	in := make([]byte, 4+len(frame))
+	binary.NativeEndian.PutUint32(in, probeMagic)
+	copy(in[4:], frame)
+	ctx := xdpMD{Data: 4, DataEnd: uint32(len(in))}
+	var ctxOut xdpMD
+	opts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256), Context: ctx, ContextOut: &ctxOut}
+	ret, err := p.objs.Portcullis.Run(opts)
+	if err != nil {
+		return 0, nil, fmt.Errorf("probe run: %w", err)
+	}
+	out := opts.DataOut
+	if int(ctxOut.Data) > len(out) || ctxOut.DataEnd < ctxOut.Data || int(ctxOut.DataEnd) > len(out) {
+		return 0, nil, fmt.Errorf("probe run: context out of range (%+v, %d bytes)", ctxOut, len(out))
+	}
+	return policy.Action(ret), out[ctxOut.Data:ctxOut.DataEnd], nil
 }
 
 // Benchmark runs frame through the program repeat times in the kernel and returns the
@@ -55,23 +86,42 @@ func statsKey(rule uint32, o policy.Outcome, f policy.Family) uint32 {
 	return (rule*numOutcomes+uint32(o))*numFamilies + uint32(f)
 }
 
-// RuleCounters returns the non-zero counters of rules 0..rules-1, summed across CPUs.
+// RuleCounters returns the non-zero counters of the live policy's rules 0..rules-1
+// (its compiled ids), summed across CPUs.
 func (p *Program) RuleCounters(rules int) ([]RuleCounter, error) {
 	var out []RuleCounter
-	var per []bpf.PortcullisPcCounter
 	for r := 0; r < rules && r < policy.MaxRules; r++ {
-		for o := policy.Outcome(0); o < numOutcomes; o++ {
-			for f := policy.Family(0); f < numFamilies; f++ {
-				if err := p.objs.Stats.Lookup(statsKey(uint32(r), o, f), &per); err != nil {
-					return nil, fmt.Errorf("reading counters: %w", err)
-				}
-				rc := RuleCounter{Rule: uint32(r), Outcome: o, Family: f}
-				for _, v := range per {
-					rc.add(v)
-				}
-				if rc.Packets != 0 {
-					out = append(out, rc)
-				}
+		id := uint32(r)
+		if r < len(p.live) {
+			id = p.live[r]
+		}
+		rc, err := p.idCounters(id)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range rc {
+			c.Rule = uint32(r)
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// idCounters returns the non-zero counters of one stable rule id.
+func (p *Program) idCounters(id uint32) ([]RuleCounter, error) {
+	var out []RuleCounter
+	var per []bpf.PortcullisPcCounter
+	for o := policy.Outcome(0); o < numOutcomes; o++ {
+		for f := policy.Family(0); f < numFamilies; f++ {
+			if err := p.objs.Stats.Lookup(statsKey(id, o, f), &per); err != nil {
+				return nil, fmt.Errorf("reading counters: %w", err)
+			}
+			rc := RuleCounter{Rule: id, Outcome: o, Family: f}
+			for _, v := range per {
+				rc.add(v)
+			}
+			if rc.Packets != 0 {
+				out = append(out, rc)
 			}
 		}
 	}
@@ -99,7 +149,8 @@ type Offender struct {
 	Count     uint64
 	FirstSeen time.Time
 	LastSeen  time.Time
-	Rule      uint32         // rule that judged the last attempt
+	Rule      uint32         // stable rule id that judged the last attempt
+	Label     string         // its label, "kind/name"
 	Port      uint16         // destination port of the last attempt (0 if unknown)
 	Outcome   policy.Outcome // outcome of the last attempt
 }
@@ -116,6 +167,9 @@ func (p *Program) Offenders() ([]Offender, error) {
 		v   bpf.PortcullisPcOffender
 		out []Offender
 	)
+	if err := p.readLabels(); err != nil {
+		return nil, err
+	}
 	it := p.objs.Offenders.Iterate()
 	for it.Next(&k, &v) {
 		var a netip.Addr
@@ -130,6 +184,7 @@ func (p *Program) Offenders() ([]Offender, error) {
 			FirstSeen: wallTime(v.FirstSeen, boot, now),
 			LastSeen:  wallTime(v.LastSeen, boot, now),
 			Rule:      v.Rule,
+			Label:     p.Label(v.Rule),
 			Port:      ntohs(v.Port),
 			Outcome:   policy.Outcome(v.Outcome),
 		})

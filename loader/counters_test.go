@@ -1,7 +1,9 @@
 package loader
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -259,4 +261,89 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// A probe is judged and answered like traffic but leaves no trace: no counters, no
+// offender, no RST token.
+func TestProbeLeavesNoTrace(t *testing.T) {
+	tables := testTables(time.Now())
+	tables.RSTRate, tables.RSTBurst = 1, 1
+	p := applied(t, tables)
+	for _, fam := range []source{resetSrc, dropSrc} {
+		frame := buildFrame(t, frameSpec{src: fam.v4, dst: dst4, sport: 1234, dport: 25, syn: true})
+		want := tables.Judge(frame, time.Now(), true)
+		for range 3 { // over the burst of 1: a probe never runs out of tokens
+			act, out, err := p.Probe(frame)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if act != want.Action {
+				t.Fatalf("%s: probe %v, model %v", fam.name, act, want.Action)
+			}
+			if want.Reply != nil && !bytes.Equal(out, want.Reply) {
+				t.Fatalf("%s: probe reply differs from the model's:\n%x\n%x", fam.name, out, want.Reply)
+			}
+		}
+	}
+	rc, err := p.RuleCounters(len(tables.RuleNames))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons, _ := p.Reasons()
+	offenders, _ := p.Offenders()
+	var total uint64
+	for _, r := range reasons {
+		total += r.Packets
+	}
+	if len(rc) != 0 || total != 0 || len(offenders) != 0 {
+		t.Fatalf("probes left a trace: counters %v, reasons %d packets, offenders %v", rc, total, offenders)
+	}
+	// The token bucket is untouched: real traffic still gets its one RST.
+	act, _, _ := p.Run(buildFrame(t, frameSpec{src: resetSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true}))
+	if act != policy.ActionTX {
+		t.Fatalf("first real SYN after probes: %v, want tx", act)
+	}
+}
+
+// Counters are kept by label: a range keeps its counts across a swap to a policy that
+// numbers its rules differently, and a new label never inherits another's counts.
+func TestCountersKeptByLabelAcrossSwaps(t *testing.T) {
+	mk := func(names ...string) *policy.Tables {
+		tb := &policy.Tables{Governed: []uint16{25}, RuleNames: []string{"default"}, RuleKinds: []policy.Kind{policy.KindDefault}}
+		for i, n := range names {
+			id := uint32(i + 1)
+			tb.RuleNames = append(tb.RuleNames, n)
+			tb.RuleKinds = append(tb.RuleKinds, policy.KindRange)
+			tb.Ranges = append(tb.Ranges, policy.Entry{Prefix: pfx(fmt.Sprintf("100.64.%d.0/24", n[0])), Rule: id, Verdict: policy.Drop})
+		}
+		return tb
+	}
+	p := applied(t, mk("a", "b"))
+	send := func(name byte, n int) {
+		for range n {
+			f := buildFrame(t, frameSpec{src: addr(fmt.Sprintf("100.64.%d.1", name)), dst: dst4, sport: 1, dport: 25, syn: true})
+			if _, _, err := p.Run(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send('a', 2)
+	send('b', 3)
+	if err := p.Apply(mk("b", "c")); err != nil { // b is now rule 1, c rule 2
+		t.Fatal(err)
+	}
+	send('b', 4)
+	send('c', 5)
+	got := map[string]uint64{}
+	cs, err := p.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		got[c.Label] += c.Packets
+	}
+	want := map[string]uint64{"range/a": 2, "range/b": 7, "range/c": 5}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("counters by label %v, want %v", got, want)
+	}
 }

@@ -29,6 +29,10 @@ type Program struct {
 	slot      uint32 // slot of the live policy
 	hasPolicy bool
 	tables    *policy.Tables
+	live      []uint32 // the live policy's compiled rule id -> stable id
+
+	labels   map[string]uint32 // rule label -> stable id (see labels.go)
+	idLabels map[uint32]string
 }
 
 // Load loads the program into the kernel (needs CAP_BPF and CAP_NET_ADMIN, or root).
@@ -41,6 +45,10 @@ func Load() (*Program, error) {
 	p := &Program{spec: spec}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		return nil, loadError(err)
+	}
+	if err := p.readLabels(); err != nil {
+		p.Close()
+		return nil, err
 	}
 	return p, nil
 }

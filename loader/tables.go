@@ -93,6 +93,10 @@ func (p *Program) Apply(t *policy.Tables) error {
 			}
 		}
 	}
+	ids, err := p.stableIDs(t)
+	if err != nil {
+		return err
+	}
 	boot, err := bootNow()
 	if err != nil {
 		return err
@@ -103,8 +107,16 @@ func (p *Program) Apply(t *policy.Tables) error {
 		next = p.slot ^ 1
 	}
 
-	r4, r6 := split(t.Ranges)
-	q4, q6 := split(t.Quarantines)
+	ranges, err := withIDs(t.Ranges, ids)
+	if err != nil {
+		return err
+	}
+	quarantines, err := withIDs(t.Quarantines, ids)
+	if err != nil {
+		return err
+	}
+	r4, r6 := split(ranges)
+	q4, q6 := split(quarantines)
 	tables := []struct {
 		outer   *ebpf.Map
 		builder prefixTableBuilder
@@ -150,6 +162,19 @@ func (p *Program) Apply(t *policy.Tables) error {
 	if err := p.objs.Policy.Put(uint32(0), cm); err != nil {
 		return fmt.Errorf("switching policy: %w", err)
 	}
-	p.slot, p.hasPolicy, p.tables = next, true, t
+	p.slot, p.hasPolicy, p.tables, p.live = next, true, t, ids
 	return nil
+}
+
+// withIDs returns entries with their compiled rule ids replaced by stable ids.
+func withIDs(entries []policy.Entry, ids []uint32) ([]policy.Entry, error) {
+	out := make([]policy.Entry, len(entries))
+	for i, e := range entries {
+		if int(e.Rule) >= len(ids) {
+			return nil, fmt.Errorf("entry %s names rule %d, but the policy names only %d rules", e.Prefix, e.Rule, len(ids))
+		}
+		e.Rule = ids[e.Rule]
+		out[i] = e
+	}
+	return out, nil
 }

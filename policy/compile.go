@@ -87,6 +87,7 @@ func Compile(pol *Policy, now time.Time) (*Compiled, error) {
 	slices.SortFunc(t.Ranges, func(a, b Entry) int { return comparePrefix(a.Prefix, b.Prefix) })
 	for _, r := range c.Rules {
 		t.RuleNames = append(t.RuleNames, r.Name)
+		t.RuleKinds = append(t.RuleKinds, r.Kind)
 	}
 	c.Tables = t
 	c.Hash = t.hash()

@@ -193,6 +193,18 @@ func (p *parser) str(n *yaml.Node, what string) string {
 	return n.Value
 }
 
+// MaxNameLen bounds entry names: counters are kept in the data plane under
+// "kind/name", in a fixed-size label.
+const MaxNameLen = 100
+
+func (p *parser) name(n *yaml.Node) string {
+	s := p.str(n, "name")
+	if len(s) > MaxNameLen {
+		p.errorf(n, "name is %d bytes long; keep it to %d (counters are kept under it)", len(s), MaxNameLen)
+	}
+	return s
+}
+
 func (p *parser) uint(n *yaml.Node, what string, maxv uint64) (uint64, bool) {
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
 		p.errorf(n, "%s must be a whole number, not %s", what, kindName(n))
@@ -388,7 +400,7 @@ func (p *parser) rangeEntry(n *yaml.Node) (Range, bool) {
 	if !p.fields(n, "a range", []string{"name", "verdict", "cidrs", "description", "owner"}, func(key string, _, v *yaml.Node) {
 		switch key {
 		case "name":
-			r.Name, hasName = p.str(v, "name"), true
+			r.Name, hasName = p.name(v), true
 		case "verdict":
 			r.Verdict, hasVerdict = p.verdict(v, []Verdict{Pass, Drop, Reset, Monitor}), true
 		case "cidrs":
@@ -433,7 +445,7 @@ func (p *parser) listing(n *yaml.Node, what string, extra []string, fn func(key 
 			hasCIDR = true
 			l.CIDR, _ = p.cidr(v)
 		case "name":
-			l.Name = p.str(v, "name")
+			l.Name = p.name(v)
 		case "reason":
 			l.Reason = p.str(v, "reason")
 		case "ticket":

@@ -102,6 +102,7 @@ func TestParseErrors(t *testing.T) {
 		{"range missing keys", "version: 1\nranges:\n  - name: a\n", []string{"3:5: range is missing verdict", "3:5: range is missing cidrs"}},
 		{"duplicate name", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [192.0.2.0/25]}\n  - {name: a, verdict: drop, cidrs: [192.0.2.128/25]}\n", []string{`4:5: range name "a" is already used at p.yaml:3:5`}},
 		{"nested quarantine", "version: 1\nquarantines:\n  - {cidr: 192.0.2.0/24, verdict: drop, reason: x, owner: y, expires: 2027-01-01}\n  - {cidr: 192.0.2.1, verdict: drop, reason: x, owner: y, expires: 2027-01-01}\n", []string{"4:12: quarantine 192.0.2.1/32 lies inside quarantine 192.0.2.0/24"}},
+		{"long name", "version: 1\nranges:\n  - {name: " + strings.Repeat("n", 101) + ", verdict: drop, cidrs: [192.0.2.0/24]}\n", []string{"3:12: name is 101 bytes long; keep it to 100"}},
 		{"yaml syntax", "version: 1\nranges: [\n", []string{"YAML syntax"}},
 		{"repeated key", "version: 1\nversion: 1\n", []string{`2:1: key "version" repeated`}},
 		{"all at once", "version: 1\ndefault: maybe\nreset: {rate: -1}\n", []string{`2:10: verdict "maybe"`, "3:15: reset.rate must be between 0 and 4294967295, not -1"}},

@@ -61,6 +61,7 @@ type Tables struct {
 	Ranges         []Entry  // ranges and exemptions, IPv4 and IPv6
 	Quarantines    []Entry  // checked before Ranges; expired entries are ignored
 	RuleNames      []string
+	RuleKinds      []Kind // RuleKinds[i] is rule i's kind; may be empty (tests build tables by hand)
 
 	index *tableIndex
 }
@@ -71,6 +72,18 @@ func (t *Tables) RuleName(id uint32) string {
 		return t.RuleNames[id]
 	}
 	return "rule " + itoa(int(id))
+}
+
+// RuleLabel returns "kind/name" for rule id: the name under which its counters are
+// kept across policies (the data plane's rule ids change from one policy to the next).
+func (t *Tables) RuleLabel(id uint32) string {
+	kind := "rule"
+	if int(id) < len(t.RuleKinds) {
+		kind = string(t.RuleKinds[id])
+	} else if id == 0 {
+		kind = string(KindDefault)
+	}
+	return kind + "/" + t.RuleName(id)
 }
 
 // IsGoverned reports whether TCP port is governed.

@@ -1,0 +1,158 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Mode is how the program is attached to an interface.
+type Mode string
+
+const (
+	ModeNative  Mode = "native"  // in the driver: fastest, needs driver support
+	ModeGeneric Mode = "generic" // in the kernel's network stack: works everywhere, slower
+	ModeAuto    Mode = "auto"    // native, falling back to generic (the caller logs it)
+)
+
+// ErrAlreadyAttached means another XDP program holds the interface.
+var ErrAlreadyAttached = errors.New("another XDP program is already attached")
+
+const linkPrefix = "link."
+
+// LinkPath is where the link of an interface is pinned in dir.
+func LinkPath(dir, ifname string) string { return filepath.Join(dir, linkPrefix+ifname) }
+
+// Attach attaches the program to ifname through a bpf_link pinned in dir, so that it
+// stays attached when this process exits. A pin left by a link whose interface went
+// away is replaced. It returns the mode that took: with ModeAuto, generic if the
+// driver refused native.
+func (p *Program) Attach(dir, ifname string, mode Mode) (Mode, error) {
+	iface, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return "", fmt.Errorf("interface %s: %w", ifname, err)
+	}
+	try := []Mode{mode}
+	if mode == ModeAuto {
+		try = []Mode{ModeNative, ModeGeneric}
+	}
+	var l link.Link
+	var used Mode
+	for _, m := range try {
+		flags := link.XDPDriverMode
+		if m == ModeGeneric {
+			flags = link.XDPGenericMode
+		}
+		l, err = link.AttachXDP(link.XDPOptions{Program: p.objs.Portcullis, Interface: iface.Index, Flags: flags})
+		if err == nil {
+			used = m
+			break
+		}
+		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
+			return "", fmt.Errorf("%s: %w (see `ip link show %s`; detach it first)", ifname, ErrAlreadyAttached, ifname)
+		}
+		err = fmt.Errorf("attaching to %s in %s mode: %w", ifname, m, err)
+	}
+	if err != nil {
+		return "", err
+	}
+	path := LinkPath(dir, ifname)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		l.Close()
+		return "", fmt.Errorf("removing stale link pin: %w", err)
+	}
+	if err := l.Pin(path); err != nil {
+		l.Close()
+		return "", fmt.Errorf("pinning link of %s: %w", ifname, err)
+	}
+	return used, l.Close() // the pin keeps it attached
+}
+
+// PinnedLink is one link pinned in a Portcullis directory.
+type PinnedLink struct {
+	Interface string // name it was attached under
+	Path      string
+	Ifindex   int // 0 when the interface is gone (the kernel detached the link)
+	LinkID    link.ID
+	ProgramID ebpf.ProgramID
+}
+
+// PinnedLinks lists the links pinned in dir.
+func PinnedLinks(dir string) ([]PinnedLink, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []PinnedLink
+	for _, e := range entries {
+		name, ok := strings.CutPrefix(e.Name(), linkPrefix)
+		if !ok {
+			continue
+		}
+		pl := PinnedLink{Interface: name, Path: filepath.Join(dir, e.Name())}
+		l, err := link.LoadPinnedLink(pl.Path, &ebpf.LoadPinOptions{ReadOnly: true})
+		if err != nil {
+			return nil, fmt.Errorf("opening pinned link %s: %w", pl.Path, err)
+		}
+		info, err := l.Info()
+		l.Close()
+		if err != nil {
+			return nil, fmt.Errorf("reading pinned link %s: %w", pl.Path, err)
+		}
+		pl.LinkID, pl.ProgramID = info.ID, info.Program
+		if x := info.XDP(); x != nil {
+			pl.Ifindex = int(x.Ifindex)
+		}
+		out = append(out, pl)
+	}
+	return out, nil
+}
+
+// UpdateLinks points every link pinned in dir at this program: an atomic replacement
+// on each interface (no packet goes unjudged), used when a daemon restarts or a new
+// version takes over.
+func (p *Program) UpdateLinks(dir string) ([]PinnedLink, error) {
+	links, err := PinnedLinks(dir)
+	if err != nil {
+		return nil, err
+	}
+	for i, pl := range links {
+		if pl.Ifindex == 0 {
+			continue // detached by the kernel; Attach replaces it when the interface is back
+		}
+		l, err := link.LoadPinnedLink(pl.Path, nil)
+		if err != nil {
+			return nil, fmt.Errorf("opening pinned link %s: %w", pl.Path, err)
+		}
+		err = l.Update(p.objs.Portcullis)
+		l.Close()
+		if err != nil {
+			return nil, fmt.Errorf("updating the program on %s: %w", pl.Interface, err)
+		}
+		info, err := p.objs.Portcullis.Info()
+		if err == nil {
+			links[i].ProgramID, _ = info.ID()
+		}
+	}
+	return links, nil
+}
+
+// ID returns the kernel's id of the loaded program.
+func (p *Program) ID() ebpf.ProgramID {
+	info, err := p.objs.Portcullis.Info()
+	if err != nil {
+		return 0
+	}
+	id, _ := info.ID()
+	return id
+}

@@ -1,0 +1,156 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/portcullis/portcullis/bpf"
+)
+
+// DefaultPinDir is where the daemon pins its maps and links.
+const DefaultPinDir = "/sys/fs/bpf/portcullis"
+
+// ErrIncompatiblePins means the maps pinned in a directory were made by a Portcullis
+// whose maps differ from this one's.
+var ErrIncompatiblePins = errors.New("pinned maps are incompatible with this version")
+
+// MountBPFFS makes sure dir lies on a bpffs, mounting one on its parent directory if
+// that is not one yet (/sys/fs/bpf is not mounted at boot on every distribution), and
+// creates dir, readable by root only.
+func MountBPFFS(dir string) error {
+	parent := filepath.Dir(filepath.Clean(dir))
+	var st unix.Statfs_t
+	if err := unix.Statfs(parent, &st); err != nil {
+		return fmt.Errorf("bpffs: %s: %w", parent, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		if err := unix.Mount("bpf", parent, "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("mounting bpffs on %s: %w (mount it by hand: mount -t bpf bpf %s)", parent, err, parent)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("bpffs: %w", err)
+	}
+	return nil
+}
+
+// LoadPinned loads the program with its maps pinned in dir (a bpffs directory, see
+// MountBPFFS). Maps already pinned there are reused, so counters, rule labels, the
+// offender table and the live policy carry on; missing ones are created and pinned.
+// The program itself is new: UpdateLinks puts it in place of a running one.
+func LoadPinned(dir string) (*Program, error) {
+	spec, err := bpf.LoadPortcullis()
+	if err != nil {
+		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinByName
+	}
+	p := &Program{spec: spec}
+	err = spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}})
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return nil, fmt.Errorf("%w: %v; the maps in %s come from another Portcullis version: `portcullis detach` removes them (and enforcement), then start again", ErrIncompatiblePins, err, dir)
+	}
+	if err != nil {
+		return nil, loadError(err)
+	}
+	if err := p.adopt(); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// adopt reads the live policy's slot and the rule labels from the pinned maps.
+func (p *Program) adopt() error {
+	if err := p.readLabels(); err != nil {
+		return err
+	}
+	var cm *ebpf.Map
+	err := p.objs.Policy.Lookup(uint32(0), &cm)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil // pinned maps without a policy yet
+	}
+	if err != nil {
+		return fmt.Errorf("reading the live policy: %w", err)
+	}
+	defer cm.Close()
+	var cfg bpf.PortcullisPcConfig
+	if err := cm.Lookup(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("reading the live policy config: %w", err)
+	}
+	p.slot, p.hasPolicy = cfg.Slot, true
+	// The live policy's rules are not known here: keep every labelled id in use until
+	// the next Apply says which ones are.
+	p.live = []uint32{0}
+	for id := range p.idLabels {
+		p.live = append(p.live, id)
+	}
+	return nil
+}
+
+// OpenPinned opens the maps pinned in dir for reading (status, stats, top), without
+// loading a program: it works while the daemon is down.
+func OpenPinned(dir string) (*Program, error) {
+	p := &Program{}
+	maps := []struct {
+		name string
+		m    **ebpf.Map
+	}{
+		{bpf.PortcullisMapPolicy, &p.objs.Policy},
+		{bpf.PortcullisMapStats, &p.objs.Stats},
+		{bpf.PortcullisMapReasons, &p.objs.Reasons},
+		{bpf.PortcullisMapOffenders, &p.objs.Offenders},
+		{bpf.PortcullisMapRuleNames, &p.objs.RuleNames},
+		{bpf.PortcullisMapMeta, &p.objs.Meta},
+	}
+	for _, m := range maps {
+		var err error
+		*m.m, err = ebpf.LoadPinnedMap(filepath.Join(dir, m.name), &ebpf.LoadPinOptions{ReadOnly: true})
+		if err != nil {
+			p.Close()
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("nothing pinned in %s: is `portcullis run` configured with another bpffs directory, or never started? (%w)", dir, err)
+			}
+			return nil, fmt.Errorf("opening pinned map %s: %w", m.name, err)
+		}
+	}
+	if err := p.readLabels(); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// Unpin removes every pin in dir (links first, which detaches the program from those
+// interfaces, then maps) and the directory itself. Only `portcullis detach` calls it.
+func Unpin(dir string) error {
+	links, err := PinnedLinks(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, l := range links {
+		if err := os.Remove(l.Path); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, e := range entries {
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
