@@ -25,10 +25,14 @@ const (
 // ErrAlreadyAttached means another XDP program holds the interface.
 var ErrAlreadyAttached = errors.New("another XDP program is already attached")
 
-const linkPrefix = "link."
+const linkPrefix = "link-"
 
-// LinkPath is where the link of an interface is pinned in dir.
-func LinkPath(dir, ifname string) string { return filepath.Join(dir, linkPrefix+ifname) }
+// LinkPath is where the link of an interface is pinned in dir. bpffs refuses names
+// with a dot, which VLAN interfaces have (eth0.100): a dot is written as ':', which
+// interface names cannot contain.
+func LinkPath(dir, ifname string) string {
+	return filepath.Join(dir, linkPrefix+strings.ReplaceAll(ifname, ".", ":"))
+}
 
 // Attach attaches the program to ifname through a bpf_link pinned in dir, so that it
 // stays attached when this process exits. A pin left by a link whose interface went
@@ -64,9 +68,12 @@ func (p *Program) Attach(dir, ifname string, mode Mode) (Mode, error) {
 		return "", err
 	}
 	path := LinkPath(dir, ifname)
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		l.Close()
-		return "", fmt.Errorf("removing stale link pin: %w", err)
+	// bpffs answers EPERM, not ENOENT, to unlinking a name that does not exist.
+	if _, err := os.Lstat(path); err == nil {
+		if err := unix.Unlink(path); err != nil {
+			l.Close()
+			return "", fmt.Errorf("removing stale link pin: %w", err)
+		}
 	}
 	if err := l.Pin(path); err != nil {
 		l.Close()
@@ -99,8 +106,8 @@ func PinnedLinks(dir string) ([]PinnedLink, error) {
 		if !ok {
 			continue
 		}
-		pl := PinnedLink{Interface: name, Path: filepath.Join(dir, e.Name())}
-		l, err := link.LoadPinnedLink(pl.Path, &ebpf.LoadPinOptions{ReadOnly: true})
+		pl := PinnedLink{Interface: strings.ReplaceAll(name, ":", "."), Path: filepath.Join(dir, e.Name())}
+		l, err := link.LoadPinnedLink(pl.Path, nil)
 		if err != nil {
 			return nil, fmt.Errorf("opening pinned link %s: %w", pl.Path, err)
 		}

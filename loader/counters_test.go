@@ -347,3 +347,36 @@ func TestCountersKeptByLabelAcrossSwaps(t *testing.T) {
 		t.Fatalf("counters by label %v, want %v", got, want)
 	}
 }
+
+func TestRollback(t *testing.T) {
+	a := testTables(time.Now())
+	b := testTables(time.Now())
+	b.Ranges[0].Verdict = policy.Pass // dyn-drop v4 becomes pass
+	p := applied(t, a)
+	frame := buildFrame(t, frameSpec{src: dropSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true})
+	if err := p.Apply(b); err != nil {
+		t.Fatal(err)
+	}
+	if act, _, _ := p.Run(frame); act != policy.ActionPass {
+		t.Fatalf("after apply: %v, want pass", act)
+	}
+	if err := p.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if act, _, _ := p.Run(frame); act != policy.ActionDrop {
+		t.Fatalf("after rollback: %v, want drop", act)
+	}
+	if p.Tables() != a {
+		t.Fatal("Tables() is not the rolled-back policy")
+	}
+	if err := p.Rollback(); !errors.Is(err, ErrNoRollback) {
+		t.Fatalf("second rollback: %v, want ErrNoRollback", err)
+	}
+	// The next Apply after a rollback builds in the idle slot, not over the live one.
+	if err := p.Apply(b); err != nil {
+		t.Fatal(err)
+	}
+	if act, _, _ := p.Run(frame); act != policy.ActionPass {
+		t.Fatalf("apply after rollback: %v, want pass", act)
+	}
+}

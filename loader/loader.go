@@ -29,7 +29,8 @@ type Program struct {
 	slot      uint32 // slot of the live policy
 	hasPolicy bool
 	tables    *policy.Tables
-	live      []uint32 // the live policy's compiled rule id -> stable id
+	live      []uint32  // the live policy's compiled rule id -> stable id
+	prev      *previous // what the last Apply replaced, for Rollback
 
 	labels   map[string]uint32 // rule label -> stable id (see labels.go)
 	idLabels map[uint32]string
@@ -65,10 +66,16 @@ func loadError(err error) error {
 
 // Close releases the program and maps held by this process. Pinned or attached
 // objects stay in the kernel.
-func (p *Program) Close() error { return p.objs.Close() }
+func (p *Program) Close() error {
+	p.dropPrev()
+	return p.objs.Close()
+}
 
 // XDP returns the program, for attaching.
 func (p *Program) XDP() *ebpf.Program { return p.objs.Portcullis }
+
+// HasPolicy reports whether a policy is live (applied, or adopted from pinned maps).
+func (p *Program) HasPolicy() bool { return p.hasPolicy }
 
 // Tables returns the policy tables last applied, or nil.
 func (p *Program) Tables() *policy.Tables { return p.tables }

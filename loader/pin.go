@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -48,8 +49,10 @@ func LoadPinned(dir string) (*Program, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
-	for _, m := range spec.Maps {
-		m.Pinning = ebpf.PinByName
+	for name, m := range spec.Maps {
+		if !strings.HasPrefix(name, ".") { // not .bss/.rodata: those belong to one program
+			m.Pinning = ebpf.PinByName
+		}
 	}
 	p := &Program{spec: spec}
 	err = spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}})
@@ -136,7 +139,7 @@ func Unpin(dir string) error {
 	}
 	var errs []error
 	for _, l := range links {
-		if err := os.Remove(l.Path); err != nil {
+		if err := unix.Unlink(l.Path); err != nil {
 			errs = append(errs, err)
 		}
 	}

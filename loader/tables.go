@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -158,11 +159,59 @@ func (p *Program) Apply(t *policy.Tables) error {
 	if err := cm.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("writing config: %w", err)
 	}
+	// Keep the config being replaced: Rollback puts it back. Its slot's tables stay
+	// as they are until the next Apply.
+	var prev *ebpf.Map
+	if p.hasPolicy {
+		if err := p.objs.Policy.Lookup(uint32(0), &prev); err != nil {
+			return fmt.Errorf("reading the live config: %w", err)
+		}
+	}
 	// The switch: one update, after which new packets see only t.
 	if err := p.objs.Policy.Put(uint32(0), cm); err != nil {
+		if prev != nil {
+			prev.Close()
+		}
 		return fmt.Errorf("switching policy: %w", err)
 	}
+	p.dropPrev()
+	if prev != nil {
+		p.prev = &previous{config: prev, slot: p.slot, tables: p.tables, live: p.live}
+	}
 	p.slot, p.hasPolicy, p.tables, p.live = next, true, t, ids
+	return nil
+}
+
+// previous is the policy an Apply replaced, kept for Rollback.
+type previous struct {
+	config *ebpf.Map
+	slot   uint32
+	tables *policy.Tables
+	live   []uint32
+}
+
+func (p *Program) dropPrev() {
+	if p.prev != nil {
+		p.prev.config.Close()
+		p.prev = nil
+	}
+}
+
+// ErrNoRollback means there is no replaced policy to go back to.
+var ErrNoRollback = errors.New("no previous policy to roll back to")
+
+// Rollback makes the policy replaced by the last Apply live again, with the same
+// single update (its tables were left untouched in the other slot). It works once per
+// Apply, also for a policy adopted from pinned maps whose tables this process never saw.
+func (p *Program) Rollback() error {
+	if p.prev == nil {
+		return ErrNoRollback
+	}
+	if err := p.objs.Policy.Put(uint32(0), p.prev.config); err != nil {
+		return fmt.Errorf("rolling back: %w", err)
+	}
+	p.slot, p.tables, p.live = p.prev.slot, p.prev.tables, p.prev.live
+	p.dropPrev()
 	return nil
 }
 

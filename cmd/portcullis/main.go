@@ -41,6 +41,12 @@ func init() {
 		{"check", "check a policy file and summarise it", runCheck},
 		{"explain", "say what happens to a packet from an address, and why", runExplain},
 		{"diff", "show which address space changes verdict between two policies", runDiff},
+		{"run", "run the daemon: attach, apply and prove the policy, serve metrics", runRun},
+		{"apply", "apply a policy file on the running daemon (atomic, proved)", runApply},
+		{"status", "show interfaces, program, policy in force and last proof", runStatus},
+		{"stats", "show counters per policy entry and verdict", runStats},
+		{"top", "list the sources with the most blocked port-25 attempts", runTop},
+		{"detach", "remove Portcullis from every interface and delete its pins", runDetach},
 		{"version", "print the version", runVersion},
 	}
 }

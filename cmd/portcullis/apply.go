@@ -1,0 +1,80 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/portcullis/portcullis/daemon"
+)
+
+const applyHelp = `
+Sends the policy in FILE to the running daemon over its control socket (root only).
+The daemon checks it (the same file:line:column errors as "check"), builds it in fresh
+tables, switches to it with one update, and proves the live program against the
+reference model; a failed proof rolls back. On any failure the policy in force stays.
+
+The daemon returns to its configured policy file when that file changes, on SIGHUP
+and when it restarts: to change the policy for good, edit the configured file (the
+daemon applies it on save). Exit 0 applied (or unchanged), 1 not applied, 2 usage.`
+
+func runApply(e *env, args []string) error {
+	fs := newFlags(e, "apply", "[--json] [--socket PATH] FILE", applyHelp)
+	p := pathFlags(fs)
+	asJSON := fs.Bool("json", false, "print the daemon's answer as JSON")
+	if done, err := parseVerb(fs, "FILE", args, 1, 1); done || err != nil {
+		return err
+	}
+	_, socket, err := p.resolve()
+	if err != nil {
+		return &exitError{2, err}
+	}
+	file := fs.Arg(0)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return &exitError{2, fmt.Errorf("reading policy: %w", err)}
+	}
+	resp, err := daemon.RemoteApply(socket, file, data)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if err := writeJSON(e.stdout, resp); err != nil {
+			return err
+		}
+	} else {
+		printApply(e, resp)
+	}
+	if resp.Error != "" {
+		return &exitError{1, fmt.Errorf("%s: not applied (%s); the policy in force stays (%s)", file, resp.Result, resp.OldHash)}
+	}
+	return nil
+}
+
+func printApply(e *env, r daemon.ApplyResponse) {
+	if r.Error != "" {
+		for _, l := range strings.Split(r.Error, "\n") {
+			fmt.Fprintln(e.stderr, l)
+		}
+		for _, m := range r.Mismatches {
+			fmt.Fprintln(e.stderr, "  mismatch:", m)
+		}
+		return
+	}
+	fmt.Fprintf(e.stdout, "%s: %s -> %s\n", r.Result, orNone(r.OldHash), r.NewHash)
+	if d := r.Diff; d != nil {
+		fmt.Fprintf(e.stdout, "changes: %d blocks, %d IPv4 and %s IPv6 addresses change verdict; governed ports %s\n",
+			d.Blocks, d.Addresses4, d.Addresses6, d.Governed)
+		for _, c := range d.First {
+			fmt.Fprintln(e.stdout, "  "+c)
+		}
+	}
+	fmt.Fprintf(e.stdout, "proof: %d probes, all match the model\n", r.Probes)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}

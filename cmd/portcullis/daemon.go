@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/portcullis/portcullis/daemon"
+	"github.com/portcullis/portcullis/loader"
+)
+
+const defaultConfig = "/etc/portcullis/portcullis.yaml"
+
+const runHelp = `
+Runs the daemon: attaches the XDP program to the configured subscriber-facing
+interfaces (bpf_link, pinned under the bpffs directory), applies the policy file and
+proves it, then serves metrics and the control socket. It re-applies the policy on
+SIGHUP and when the file changes, and re-attaches interfaces that come back.
+
+Stopping it (or a crash) leaves enforcement in place: links and maps stay pinned, and a
+restarted daemon adopts them without a gap and without resetting counters. Only
+"portcullis detach" removes them. See docs/daemon.md and deploy/.`
+
+func runRun(e *env, args []string) error {
+	fs := newFlags(e, "run", "[--config FILE] [--wait-for-interfaces]", runHelp)
+	cfgPath := fs.String("config", defaultConfig, "configuration file")
+	wait := fs.Bool("wait-for-interfaces", false, "a missing interface is a warning (attached when it appears), not an error")
+	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
+		return err
+	}
+	cfg, err := daemon.LoadConfig(*cfgPath)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	cfg.WaitForInterfaces = cfg.WaitForInterfaces || *wait
+	if os.Geteuid() != 0 {
+		return errors.New("run needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN to mount bpffs); see deploy/portcullis.service")
+	}
+	var h slog.Handler = slog.NewTextHandler(e.stderr, nil)
+	if cfg.LogFormat == "json" {
+		h = slog.NewJSONHandler(e.stderr, nil)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return daemon.New(cfg, slog.New(h)).Run(ctx)
+}
+
+// paths are where the daemon keeps its pins and socket: from --config if given (or
+// the default config if it exists), overridden by --bpffs and --socket.
+type paths struct {
+	config, bpffs, socket *string
+}
+
+func pathFlags(fs *flag.FlagSet) paths {
+	return paths{
+		config: fs.String("config", defaultConfig, "read bpffs and control_socket from this configuration, if it exists"),
+		bpffs:  fs.String("bpffs", "", "bpffs directory of the pins (default: the configuration's, else "+loader.DefaultPinDir+")"),
+		socket: fs.String("socket", "", "control socket (default: the configuration's, else "+daemon.DefaultControlSocket+")"),
+	}
+}
+
+func (p paths) resolve() (bpffs, socket string, err error) {
+	bpffs, socket = loader.DefaultPinDir, daemon.DefaultControlSocket
+	if _, statErr := os.Stat(*p.config); statErr == nil {
+		cfg, err := daemon.LoadConfig(*p.config)
+		if err != nil {
+			return "", "", err
+		}
+		bpffs, socket = cfg.BPFFS, cfg.ControlSocket
+	} else if *p.config != defaultConfig {
+		return "", "", fmt.Errorf("configuration %s: %w", *p.config, statErr)
+	}
+	if *p.bpffs != "" {
+		bpffs = *p.bpffs
+	}
+	if *p.socket != "" {
+		socket = *p.socket
+	}
+	return bpffs, socket, nil
+}
+
+const detachHelp = `
+Removes Portcullis from every interface it is attached to and deletes its pinned maps
+(counters, offender table, the policy in force). Nothing else ever detaches: stopping
+or killing the daemon leaves enforcement in place. Stop the daemon first, or it
+attaches again.`
+
+func runDetach(e *env, args []string) error {
+	fs := newFlags(e, "detach", "[--config FILE | --bpffs DIR --socket PATH]", detachHelp)
+	p := pathFlags(fs)
+	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
+		return err
+	}
+	bpffs, socket, err := p.resolve()
+	if err != nil {
+		return &exitError{2, err}
+	}
+	if st, err := daemon.RemoteStatus(socket); err == nil {
+		return fmt.Errorf("the daemon (pid %d) is running and would attach again: stop it first (systemctl stop portcullis), then detach", st.PID)
+	}
+	links, err := loader.PinnedLinks(bpffs)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(bpffs); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(e.stdout, "nothing to detach: %s does not exist\n", bpffs)
+		return nil
+	}
+	if err := loader.Unpin(bpffs); err != nil {
+		return fmt.Errorf("detaching: %w", err)
+	}
+	for _, l := range links {
+		fmt.Fprintf(e.stdout, "detached from %s\n", l.Interface)
+	}
+	fmt.Fprintf(e.stdout, "removed %s (maps and counters)\n", bpffs)
+	return nil
+}

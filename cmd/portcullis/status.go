@@ -1,0 +1,271 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/portcullis/portcullis/daemon"
+	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/policy"
+)
+
+// status, stats and top read the pinned maps: they work while the daemon is down.
+
+const statusHelp = `
+Shows what is enforced: the interfaces the program is attached to and how, the program
+id, the policy in force (hash, file, when it went live), the last proof, and whether
+the daemon is running. Reads the pinned state, so it works while the daemon is down.`
+
+type statusJSON struct {
+	Daemon     string             `json:"daemon"` // "running (pid N)" or "not running"
+	Interfaces []interfaceJSON    `json:"interfaces"`
+	Hash       string             `json:"policy_hash"`
+	Policy     string             `json:"policy_file"`
+	LoadedAt   string             `json:"loaded_at"`
+	Proof      daemon.ProofStatus `json:"last_proof"`
+	Failures   map[string]uint64  `json:"failures"`
+}
+
+type interfaceJSON struct {
+	Name      string `json:"name"`
+	Ifindex   int    `json:"ifindex"`
+	Mode      string `json:"mode"`
+	ProgramID uint32 `json:"program_id"`
+}
+
+func runStatus(e *env, args []string) error {
+	fs := newFlags(e, "status", "[--json] [--config FILE | --bpffs DIR --socket PATH]", statusHelp)
+	p := pathFlags(fs)
+	asJSON := fs.Bool("json", false, "print as JSON")
+	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
+		return err
+	}
+	bpffs, socket, err := p.resolve()
+	if err != nil {
+		return &exitError{2, err}
+	}
+	prog, err := loader.OpenPinned(bpffs)
+	if err != nil {
+		return err
+	}
+	defer prog.Close()
+	meta, err := prog.Meta()
+	if err != nil {
+		return err
+	}
+	links, err := loader.PinnedLinks(bpffs)
+	if err != nil {
+		return err
+	}
+	out := statusJSON{Daemon: "not running (enforcement continues through the pinned links)", Hash: meta.Hash,
+		Policy: meta.PolicyFile, LoadedAt: fmtTime(meta.LoadedAt),
+		Proof:    daemon.ProofStatus{At: meta.ProofAt, OK: meta.ProofOK, Probes: int(meta.ProofProbes)},
+		Failures: map[string]uint64{"policy_load": meta.LoadFailures, "proof": meta.ProofFailures}}
+	if st, err := daemon.RemoteStatus(socket); err == nil {
+		out.Daemon = fmt.Sprintf("running (pid %d, since %s)", st.PID, fmtTime(st.Started))
+		out.Proof = st.Proof
+	}
+	for _, l := range links {
+		ij := interfaceJSON{Name: l.Interface, Ifindex: l.Ifindex, ProgramID: uint32(l.ProgramID), Mode: "detached (interface gone)"}
+		if l.Ifindex != 0 {
+			ij.Mode = "?"
+			if nl, err := netlink.LinkByIndex(l.Ifindex); err == nil && nl.Attrs().Xdp != nil {
+				ij.Mode = attachModeName(nl.Attrs().Xdp.AttachMode)
+			}
+		}
+		out.Interfaces = append(out.Interfaces, ij)
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, out)
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "daemon:\t%s\n", out.Daemon)
+	fmt.Fprintf(w, "policy:\t%s (%s), live since %s\n", orNone(out.Hash), out.Policy, out.LoadedAt)
+	proof := "never run"
+	if !out.Proof.At.IsZero() {
+		verdict := "all match the model"
+		if !out.Proof.OK {
+			verdict = "FAILED"
+		}
+		proof = fmt.Sprintf("%d probes, %s (%s)", out.Proof.Probes, verdict, fmtTime(out.Proof.At))
+	}
+	fmt.Fprintf(w, "last proof:\t%s\n", proof)
+	fmt.Fprintf(w, "failures:\t%d policies rejected, %d proofs failed\n", meta.LoadFailures, meta.ProofFailures)
+	fmt.Fprintf(w, "bpffs:\t%s\n", bpffs)
+	w.Flush()
+	fmt.Fprintln(e.stdout)
+	w = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "INTERFACE\tIFINDEX\tMODE\tPROGRAM")
+	for _, i := range out.Interfaces {
+		fmt.Fprintf(w, "%s\t%d\t%s\t%d\n", i.Name, i.Ifindex, i.Mode, i.ProgramID)
+	}
+	if len(out.Interfaces) == 0 {
+		fmt.Fprintln(w, "(none attached)")
+	}
+	return w.Flush()
+}
+
+func attachModeName(m uint32) string {
+	switch m {
+	case 1:
+		return "native"
+	case 2:
+		return "generic"
+	case 3:
+		return "offload"
+	}
+	return fmt.Sprintf("mode %d", m)
+}
+
+const statsHelp = `
+Counters of the data plane, per policy entry, outcome and family: packets and bytes to
+governed ports, kept by entry name across policy changes and daemon restarts, then the
+path counters of every packet seen. Reads the pinned maps (works while the daemon is
+down).`
+
+type statsJSON struct {
+	Entries []entryStat       `json:"entries"`
+	Reasons map[string]uint64 `json:"reasons"`
+}
+
+type entryStat struct {
+	Kind    string `json:"kind"`
+	Entry   string `json:"entry"`
+	Outcome string `json:"outcome"`
+	Family  string `json:"family"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+func runStats(e *env, args []string) error {
+	fs := newFlags(e, "stats", "[--json] [--config FILE | --bpffs DIR]", statsHelp)
+	p := pathFlags(fs)
+	asJSON := fs.Bool("json", false, "print as JSON")
+	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
+		return err
+	}
+	bpffs, _, err := p.resolve()
+	if err != nil {
+		return &exitError{2, err}
+	}
+	prog, err := loader.OpenPinned(bpffs)
+	if err != nil {
+		return err
+	}
+	defer prog.Close()
+	cs, err := prog.Counters()
+	if err != nil {
+		return err
+	}
+	reasons, err := prog.Reasons()
+	if err != nil {
+		return err
+	}
+	out := statsJSON{Entries: []entryStat{}, Reasons: map[string]uint64{}}
+	for _, c := range cs {
+		kind, name := splitLabel(c.Label)
+		out.Entries = append(out.Entries, entryStat{kind, name, c.Outcome.String(), c.Family.String(), c.Packets, c.Bytes})
+	}
+	slices.SortFunc(out.Entries, func(a, b entryStat) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Entry, b.Entry), cmp.Compare(a.Outcome, b.Outcome), cmp.Compare(a.Family, b.Family))
+	})
+	for r, c := range reasons {
+		out.Reasons[reasonName(r)] = c.Packets
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, out)
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "KIND\tENTRY\tOUTCOME\tFAMILY\tPACKETS\tBYTES\t")
+	for _, s := range out.Entries {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t\n", s.Kind, s.Entry, s.Outcome, s.Family, s.Packets, s.Bytes)
+	}
+	if len(out.Entries) == 0 {
+		fmt.Fprintln(w, "(no packets to governed ports judged yet)\t\t\t\t\t\t")
+	}
+	w.Flush()
+	fmt.Fprintln(e.stdout)
+	w = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "PATH\tPACKETS\t")
+	for r, c := range reasons {
+		fmt.Fprintf(w, "%s\t%d\t\n", reasonName(r), c.Packets)
+	}
+	return w.Flush()
+}
+
+const topHelp = `
+The sources with the most blocked (or monitored) attempts to governed ports, most first:
+the abuse desk's list of likely infected subscribers. Reads the pinned offender table
+(the 65536 most recent sources; works while the daemon is down).`
+
+type offenderJSON struct {
+	Source      string    `json:"source"`
+	Attempts    uint64    `json:"attempts"`
+	FirstSeen   time.Time `json:"first_seen"`
+	LastSeen    time.Time `json:"last_seen"`
+	Entry       string    `json:"entry"`
+	Kind        string    `json:"kind"`
+	LastPort    uint16    `json:"last_port"`
+	LastOutcome string    `json:"last_outcome"`
+}
+
+func runTop(e *env, args []string) error {
+	fs := newFlags(e, "top", "[-n N] [--json] [--config FILE | --bpffs DIR]", topHelp)
+	p := pathFlags(fs)
+	n := fs.Int("n", 20, "how many sources")
+	asJSON := fs.Bool("json", false, "print as JSON")
+	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
+		return err
+	}
+	if *n < 1 {
+		return fmt.Errorf("%w: -n must be at least 1", errUsage)
+	}
+	bpffs, _, err := p.resolve()
+	if err != nil {
+		return &exitError{2, err}
+	}
+	prog, err := loader.OpenPinned(bpffs)
+	if err != nil {
+		return err
+	}
+	defer prog.Close()
+	offs, err := prog.Offenders()
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(offs, func(a, b loader.Offender) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), b.LastSeen.Compare(a.LastSeen), a.Source.Compare(b.Source))
+	})
+	offs = offs[:min(len(offs), *n)]
+	out := []offenderJSON{}
+	for _, o := range offs {
+		kind, name := splitLabel(o.Label)
+		out = append(out, offenderJSON{o.Source.String(), o.Count, o.FirstSeen.UTC().Round(time.Millisecond), o.LastSeen.UTC().Round(time.Millisecond), name, kind, o.Port, o.Outcome.String()})
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, out)
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SOURCE\tATTEMPTS\tFIRST SEEN\tLAST SEEN\tENTRY\tLAST PORT\tLAST OUTCOME")
+	for _, o := range out {
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s %s\t%d\t%s\n", o.Source, o.Attempts, o.FirstSeen.Format(time.RFC3339), o.LastSeen.Format(time.RFC3339), o.Kind, o.Entry, o.LastPort, o.LastOutcome)
+	}
+	if len(out) == 0 {
+		fmt.Fprintln(w, "(no blocked attempts recorded)")
+	}
+	return w.Flush()
+}
+
+func reasonName(r int) string { return policy.Reason(r).String() }
+
+// splitLabel splits a counter label "kind/name" (names may contain "/").
+func splitLabel(l string) (kind, name string) {
+	kind, name, _ = strings.Cut(l, "/")
+	return kind, name
+}

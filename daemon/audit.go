@@ -1,0 +1,90 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/portcullis/portcullis/policy"
+)
+
+// DiffSummary is what a policy change does to the address space, in brief.
+type DiffSummary struct {
+	Blocks     int      `json:"blocks"`          // CIDR blocks that change verdict
+	Addresses4 uint64   `json:"addresses4"`      // IPv4 addresses that change verdict
+	Addresses6 string   `json:"addresses6"`      // IPv6 addresses (a big number, as text)
+	Governed   string   `json:"governed"`        // "unchanged" or "old -> new"
+	First      []string `json:"first,omitempty"` // the first few changes
+}
+
+func summarise(d policy.DiffResult) DiffSummary {
+	s := DiffSummary{Blocks: len(d.Changes), Addresses4: d.Addresses4, Addresses6: d.Addresses6.String(), Governed: "unchanged"}
+	if fmt.Sprint(d.GovernedOld) != fmt.Sprint(d.GovernedNew) {
+		s.Governed = fmt.Sprintf("%v -> %v", d.GovernedOld, d.GovernedNew)
+	}
+	for i, c := range d.Changes {
+		if i == 5 {
+			break
+		}
+		s.First = append(s.First, fmt.Sprintf("%s: %s (%s) -> %s (%s)", c.Prefix, c.Old, c.OldRule, c.New, c.NewRule))
+	}
+	return s
+}
+
+// auditLog appends one JSON object per policy change.
+type auditLog struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+// AuditRecord is one line of the audit log.
+type AuditRecord struct {
+	Time    time.Time    `json:"time"`
+	Who     string       `json:"who"` // "uid:N" (control socket), "file", "signal", "expiry"
+	File    string       `json:"file"`
+	OldHash string       `json:"old_hash"`
+	NewHash string       `json:"new_hash,omitempty"`
+	Diff    *DiffSummary `json:"diff,omitempty"`
+	Result  string       `json:"result"`
+	Probes  int          `json:"probes,omitempty"`
+	Error   string       `json:"error,omitempty"`
+}
+
+func openAudit(path string) (*auditLog, error) {
+	if path == "" {
+		return &auditLog{}, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	return &auditLog{f: f}, nil
+}
+
+func (a *auditLog) write(now time.Time, who, file string, r Result) {
+	if a == nil || a.f == nil {
+		return
+	}
+	rec := AuditRecord{Time: now.UTC(), Who: who, File: file, OldHash: r.OldHash, NewHash: r.NewHash,
+		Diff: r.Diff, Result: r.Outcome, Probes: r.Proof.Probes}
+	if r.Err != nil {
+		rec.Error = r.Err.Error()
+	}
+	b, _ := json.Marshal(rec)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.f.Write(append(b, '\n'))
+}
+
+func (a *auditLog) Close() error {
+	if a == nil || a.f == nil {
+		return nil
+	}
+	return a.f.Close()
+}

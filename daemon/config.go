@@ -1,0 +1,106 @@
+// Package daemon is `portcullis run`: it keeps the XDP program attached to the
+// subscriber-facing interfaces, applies policies atomically and proves them, survives
+// its own crashes through pinned links and maps, and serves metrics and the local
+// control socket.
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/portcullis/portcullis/loader"
+)
+
+// Config is the daemon's configuration file (docs/daemon.md, deploy/portcullis.yaml).
+type Config struct {
+	Interfaces        []string    `yaml:"interfaces"`          // subscriber-facing interfaces
+	Mode              loader.Mode `yaml:"mode"`                // native, generic or auto
+	Policy            string      `yaml:"policy"`              // policy file
+	Listen            string      `yaml:"listen"`              // metrics HTTP address; "" = off
+	ControlSocket     string      `yaml:"control_socket"`      // local control socket
+	BPFFS             string      `yaml:"bpffs"`               // directory for pins
+	LogFormat         string      `yaml:"log_format"`          // text or json
+	AuditLog          string      `yaml:"audit_log"`           // JSON lines; "" = off
+	WaitForInterfaces bool        `yaml:"wait_for_interfaces"` // missing interface: warn, attach when it appears
+}
+
+// Defaults for what a configuration leaves out.
+const (
+	DefaultListen        = "127.0.0.1:9725"
+	DefaultControlSocket = "/run/portcullis/control.sock"
+	DefaultAuditLog      = "/var/log/portcullis/audit.jsonl"
+)
+
+// DefaultConfig is a configuration with every default filled in.
+func DefaultConfig() Config {
+	return Config{
+		Mode:          loader.ModeAuto,
+		Listen:        DefaultListen,
+		ControlSocket: DefaultControlSocket,
+		BPFFS:         loader.DefaultPinDir,
+		LogFormat:     "text",
+		AuditLog:      DefaultAuditLog,
+	}
+}
+
+// LoadConfig reads and checks a configuration file. Errors name file:line and the fix.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading configuration: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig parses configuration data read from file.
+func ParseConfig(file string, data []byte) (Config, error) {
+	c := DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		// yaml.v3 errors read "yaml: line N: ..."; name the file.
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		msg = strings.ReplaceAll(msg, "\n  line ", "\n"+file+":")
+		if after, ok := strings.CutPrefix(msg, "unmarshal errors:\n"); ok {
+			msg = after
+		} else if after, ok := strings.CutPrefix(msg, "line "); ok {
+			msg = file + ":" + after
+		}
+		return Config{}, fmt.Errorf("%s (keys: interfaces, mode, policy, listen, control_socket, bpffs, log_format, audit_log, wait_for_interfaces)", msg)
+	}
+	var errs []string
+	if len(c.Interfaces) == 0 {
+		errs = append(errs, file+": interfaces is empty: list the subscriber-facing interfaces, e.g. interfaces: [eth1]")
+	}
+	seen := map[string]bool{}
+	for _, i := range c.Interfaces {
+		if seen[i] {
+			errs = append(errs, fmt.Sprintf("%s: interface %q is listed twice", file, i))
+		}
+		seen[i] = true
+	}
+	switch c.Mode {
+	case loader.ModeNative, loader.ModeGeneric, loader.ModeAuto:
+	default:
+		errs = append(errs, fmt.Sprintf("%s: mode %q is not one of native, generic, auto", file, c.Mode))
+	}
+	if c.Policy == "" {
+		errs = append(errs, file+": policy is missing: the policy file to enforce, e.g. policy: /etc/portcullis/policy.yaml")
+	}
+	if c.BPFFS == "" {
+		errs = append(errs, file+": bpffs is empty: a directory on bpffs, e.g. "+loader.DefaultPinDir)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Sprintf("%s: log_format %q is not one of text, json", file, c.LogFormat))
+	}
+	if len(errs) > 0 {
+		return Config{}, errors.New(strings.Join(errs, "\n"))
+	}
+	return c, nil
+}

@@ -1,0 +1,139 @@
+package daemon
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/portcullis/portcullis/policy"
+)
+
+// metrics reads the pinned maps at every scrape: the counters live in the kernel (and
+// survive the daemon), so they are exported as they are, never reset. Entries keep their
+// counts by name across policy swaps and restarts. No per-source series: `top` has that.
+type metrics struct {
+	d   *Daemon
+	reg *prometheus.Registry
+}
+
+var (
+	descPackets = prometheus.NewDesc("portcullis_packets_total",
+		"Packets to governed ports judged, by deciding policy entry, outcome and family.",
+		[]string{"kind", "entry", "outcome", "family"}, nil)
+	descBytes = prometheus.NewDesc("portcullis_bytes_total",
+		"Bytes of packets to governed ports judged, by deciding policy entry, outcome and family.",
+		[]string{"kind", "entry", "outcome", "family"}, nil)
+	descReasons = prometheus.NewDesc("portcullis_reason_packets_total",
+		"Packets seen by the XDP program, by path (every packet counts once in not_tcp, malformed, fragment, not_governed, judged, evasion or no_policy) and flag (quarantine, rst_sent, rate_limited, unparseable_blocked).",
+		[]string{"reason"}, nil)
+	descRSTSent = prometheus.NewDesc("portcullis_rst_sent_total",
+		"TCP RSTs sent in answer to SYNs from reset ranges.", nil, nil)
+	descRSTLimited = prometheus.NewDesc("portcullis_rst_rate_limited_total",
+		"SYNs from reset ranges dropped instead of answered because the RST budget was spent.", nil, nil)
+	descUnparseable = prometheus.NewDesc("portcullis_unparseable_blocked_total",
+		"IPv6 packets from blocking sources dropped because their extension-header chain was too long to reach TCP.", nil, nil)
+	descPolicy = prometheus.NewDesc("portcullis_policy_info",
+		"The policy in force (value 1).", []string{"hash", "file"}, nil)
+	descLoaded = prometheus.NewDesc("portcullis_policy_loaded_timestamp_seconds",
+		"When the policy in force went live.", nil, nil)
+	descLoadFail = prometheus.NewDesc("portcullis_policy_load_failures_total",
+		"Policies rejected (invalid) or that failed to install.", nil, nil)
+	descProofFail = prometheus.NewDesc("portcullis_proof_failures_total",
+		"Proofs of a new policy that failed (and were rolled back).", nil, nil)
+	descProofOK = prometheus.NewDesc("portcullis_last_proof_ok",
+		"1 if the last proof matched the reference model on every probe.", nil, nil)
+	descProbes = prometheus.NewDesc("portcullis_last_proof_probes",
+		"Probes run by the last proof.", nil, nil)
+	descAttached = prometheus.NewDesc("portcullis_interface_attached",
+		"1 if the program is attached to the interface (mode native or generic), 0 if the interface is missing.",
+		[]string{"interface", "mode"}, nil)
+	descOffenders = prometheus.NewDesc("portcullis_offender_sources",
+		"Sources in the offender table (blocked attempts on governed ports; `portcullis top` lists them).", nil, nil)
+)
+
+func newMetrics(d *Daemon) *metrics {
+	m := &metrics{d: d, reg: prometheus.NewRegistry()}
+	m.reg.MustRegister(m)
+	return m
+}
+
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descReasons, descRSTSent, descRSTLimited,
+		descUnparseable, descPolicy, descLoaded, descLoadFail, descProofFail, descProofOK, descProbes,
+		descAttached, descOffenders} {
+		ch <- d
+	}
+}
+
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	d := m.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cs, err := d.prog.Counters()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descPackets, err)
+		return
+	}
+	for _, c := range cs {
+		kind, entry := splitLabel(c.Label)
+		labels := []string{kind, entry, c.Outcome.String(), c.Family.String()}
+		ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(c.Packets), labels...)
+		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(c.Bytes), labels...)
+	}
+	reasons, err := d.prog.Reasons()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descReasons, err)
+		return
+	}
+	for r, c := range reasons {
+		ch <- prometheus.MustNewConstMetric(descReasons, prometheus.CounterValue, float64(c.Packets), policy.Reason(r).String())
+	}
+	ch <- prometheus.MustNewConstMetric(descRSTSent, prometheus.CounterValue, float64(reasons[policy.ReasonRSTSent].Packets))
+	ch <- prometheus.MustNewConstMetric(descRSTLimited, prometheus.CounterValue, float64(reasons[policy.ReasonRateLimited].Packets))
+	ch <- prometheus.MustNewConstMetric(descUnparseable, prometheus.CounterValue, float64(reasons[policy.ReasonUnparseableBlocked].Packets))
+	if d.meta.Hash != "" {
+		ch <- prometheus.MustNewConstMetric(descPolicy, prometheus.GaugeValue, 1, d.meta.Hash, d.meta.PolicyFile)
+		ch <- prometheus.MustNewConstMetric(descLoaded, prometheus.GaugeValue, float64(d.meta.LoadedAt.UnixNano())/1e9)
+	}
+	ch <- prometheus.MustNewConstMetric(descLoadFail, prometheus.CounterValue, float64(d.meta.LoadFailures))
+	ch <- prometheus.MustNewConstMetric(descProofFail, prometheus.CounterValue, float64(d.meta.ProofFailures))
+	ok := 0.0
+	if d.meta.ProofOK {
+		ok = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descProofOK, prometheus.GaugeValue, ok)
+	ch <- prometheus.MustNewConstMetric(descProbes, prometheus.GaugeValue, float64(d.meta.ProofProbes))
+	for _, name := range d.cfg.Interfaces {
+		if mode, ok := d.attached[name]; ok {
+			ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, 1, name, string(mode))
+		} else {
+			ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, 0, name, "none")
+		}
+	}
+	if offs, err := d.prog.Offenders(); err == nil {
+		ch <- prometheus.MustNewConstMetric(descOffenders, prometheus.GaugeValue, float64(len(offs)))
+	}
+}
+
+// splitLabel splits "kind/name" (names may contain "/").
+func splitLabel(l string) (kind, name string) {
+	kind, name, _ = strings.Cut(l, "/")
+	return kind, name
+}
+
+func (d *Daemon) serveMetrics() (*http.Server, error) {
+	ln, err := net.Listen("tcp", d.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener %s: %w", d.cfg.Listen, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	return srv, nil
+}
