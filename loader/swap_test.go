@@ -1,0 +1,105 @@
+package loader
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/policy"
+)
+
+// Policies A and B differ in a range's verdict and in an exemption inside it. While
+// several goroutines run packets through the program, the policy is swapped thousands
+// of times; every verdict must be A's or B's for that packet, never a mix.
+func TestSwapIsAtomicUnderLoad(t *testing.T) {
+	now := time.Now()
+	compile := func(src string) *policy.Tables {
+		pol, err := policy.Parse("p.yaml", []byte(src), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := policy.Compile(pol, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Tables
+	}
+	a := compile(`version: 1
+ranges: [{name: dyn, verdict: reset, cidrs: [100.64.0.0/10, "2001:db8:1000::/36"]}]
+exemptions: [{cidr: 100.64.1.25, name: mx, reason: mail server, ticket: T-1}, {cidr: "2001:db8:1000::25", name: mx6, reason: mail server, ticket: T-1}]
+`)
+	b := compile(`version: 1
+ranges: [{name: dyn, verdict: drop, cidrs: [100.64.0.0/10, "2001:db8:1000::/36"]}]
+`)
+	p := applied(t, a)
+	var frames [][]byte
+	var want [][2]policy.Action // A's and B's verdict per frame
+	for _, src := range []string{"100.64.1.25", "100.64.9.9", "2001:db8:1000::25", "2001:db8:1000::9"} {
+		s := addr(src)
+		dst := dst4
+		if s.Is6() {
+			dst = dst6
+		}
+		f := buildFrame(t, frameSpec{src: s, dst: dst, sport: 40000, dport: 25, syn: true})
+		frames = append(frames, f)
+		want = append(want, [2]policy.Action{a.Judge(f, now, true).Action, b.Judge(f, now, true).Action})
+		if want[len(want)-1][0] == want[len(want)-1][1] {
+			t.Fatalf("%s: A and B agree (%v); the test needs them to differ", src, want[len(want)-1][0])
+		}
+	}
+
+	var stop atomic.Bool
+	var runs, seenA, seenB atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan string, 16)
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; !stop.Load(); i++ {
+				f := frames[i%len(frames)]
+				act, _, err := p.Run(f)
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				w := want[i%len(frames)]
+				switch act {
+				case w[0]:
+					seenA.Add(1)
+				case w[1]:
+					seenB.Add(1)
+				default:
+					errs <- "frame " + string(rune('0'+i%len(frames))) + ": " + act.String() + ", neither A's " + w[0].String() + " nor B's " + w[1].String()
+					return
+				}
+				runs.Add(1)
+			}
+		}()
+	}
+	swaps := 1000
+	if testing.Short() {
+		swaps = 200
+	}
+	start := time.Now()
+	for i := range swaps {
+		next := b
+		if i%2 == 1 {
+			next = a
+		}
+		if err := p.Apply(next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	if seenA.Load() == 0 || seenB.Load() == 0 {
+		t.Fatalf("verdicts A %d, B %d: the runs did not overlap the swaps", seenA.Load(), seenB.Load())
+	}
+	t.Logf("%d swaps in %v, %d packets judged concurrently (A %d, B %d)", swaps, time.Since(start), runs.Load(), seenA.Load(), seenB.Load())
+}
