@@ -106,7 +106,7 @@ func New(c *policy.Compiled, now time.Time) (*Replayer, error) {
 	}
 	prog, err := loader.Load()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("loading a private copy of the XDP program (needs root, or CAP_BPF and CAP_NET_ADMIN): %w", err)
 	}
 	if err := prog.Apply(priv); err != nil {
 		prog.Close()

@@ -1,6 +1,8 @@
 package replay
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -314,6 +316,7 @@ func TestReplayLinkTypes(t *testing.T) {
 		es   []expectation
 	}{
 		{"pcap Ethernet", writePcap(t, "eth.pcap", LinkTypeEthernet, frames), es},
+		{"pcap gzipped", gzipFile(t, writePcap(t, "eth.pcap", LinkTypeEthernet, frames)), es},
 		{"pcapng Ethernet", writePcapNG(t, "eth.pcapng", []layers.LinkType{layers.LinkTypeEthernet}, frames, func(int) int { return 0 }), es},
 		{"pcap SLL", writePcap(t, "sll.pcap", LinkTypeLinuxSLL, sll), es},
 		{"pcapng SLL", writePcapNG(t, "sll.pcapng", []layers.LinkType{layers.LinkTypeLinuxSLL}, sll, func(int) int { return 0 }), es},
@@ -479,6 +482,18 @@ func TestCaptureErrors(t *testing.T) {
 			t.Errorf("%s: %d frames, %v", p, n, err)
 		}
 	}
+}
+
+// gzipFile writes a gzipped copy of the file at path and returns its path.
+func gzipFile(t *testing.T, path string) string {
+	b, err := os.ReadFile(path)
+	must(t, err)
+	var z bytes.Buffer
+	w := gzip.NewWriter(&z)
+	_, err = w.Write(b)
+	must(t, err)
+	must(t, w.Close())
+	return writeBytes(t, "capture.pcap.gz", z.Bytes())
 }
 
 func readAll(path string) (int, error) {
