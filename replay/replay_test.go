@@ -536,3 +536,25 @@ func FuzzCapture(f *testing.F) {
 		}
 	})
 }
+
+// Frames the kernel refuses to run (shorter than an Ethernet header) and records too
+// short for their link-layer header are unparseable passes, judged by nobody.
+func TestReplayShortFrames(t *testing.T) {
+	requireRoot(t)
+	r, err := New(compileTestPolicy(t), testNow)
+	must(t, err)
+	defer r.Close()
+	for _, fr := range []Frame{
+		{Index: 1, LinkType: LinkTypeEthernet, Data: make([]byte, 10)},
+		{Index: 2, LinkType: LinkTypeLinuxSLL, LinkErr: "8 bytes, shorter than a Linux cooked (SLL) header"},
+	} {
+		res, err := r.Judge(fr)
+		must(t, err)
+		if res.Verdict != "pass" || !res.Unparseable || res.Judged || res.Reason == "" || len(res.Problems) > 0 {
+			t.Errorf("frame %d: %+v", fr.Index, res)
+		}
+	}
+	if f, why, err := toEthernet(LinkTypeLinuxSLL2, make([]byte, 19)); f != nil || err != nil || !strings.Contains(why, "SLL2") {
+		t.Errorf("short SLL2: %x %q %v", f, why, err)
+	}
+}
