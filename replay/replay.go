@@ -73,7 +73,7 @@ type Replayer struct {
 	now    time.Time
 
 	reasons [policy.NumReasons]uint64       // reason packet counts after the last frame
-	rules   map[uint32][]loader.RuleCounter // per-rule counters after the last frame
+	rules   map[string][]loader.RuleCounter // per-rule counters after the last frame, by label
 }
 
 // New loads a private copy of the program (root, or CAP_BPF and CAP_NET_ADMIN) and
@@ -97,6 +97,7 @@ func New(c *policy.Compiled, now time.Time) (*Replayer, error) {
 		RSTBurst:       t.RSTBurst,
 		Ranges:         slices.Clone(t.Ranges),
 		RuleNames:      slices.Clone(t.RuleNames),
+		RuleKinds:      slices.Clone(t.RuleKinds),
 	}
 	for _, q := range t.Quarantines {
 		if q.Expires.IsZero() || now.Before(q.Expires) {
@@ -112,7 +113,7 @@ func New(c *policy.Compiled, now time.Time) (*Replayer, error) {
 		prog.Close()
 		return nil, fmt.Errorf("installing the policy in the private program: %w", err)
 	}
-	return &Replayer{prog: prog, c: c, tables: priv, now: now, rules: map[uint32][]loader.RuleCounter{}}, nil
+	return &Replayer{prog: prog, c: c, tables: priv, now: now, rules: map[string][]loader.RuleCounter{}}, nil
 }
 
 // Close unloads the private program.
@@ -246,6 +247,9 @@ func (r *Replayer) programJudgement(res *Result, p policy.Packet) error {
 }
 
 // moved reads the counters of rules and returns those that moved since last read.
+// Snapshots are kept by rule label (kind/name): rules sharing a label share their
+// counters in the data plane, so they share a snapshot, and the first of them read
+// stands for all (the counters cannot tell them apart; compare treats them as one).
 func (r *Replayer) moved(rules []uint32) ([]loader.RuleCounter, error) {
 	cs, err := r.prog.CountersOf(rules)
 	if err != nil {
@@ -258,7 +262,8 @@ func (r *Replayer) moved(rules []uint32) ([]loader.RuleCounter, error) {
 		for j < len(cs) && cs[j].Rule == rule {
 			j++
 		}
-		prev := r.rules[rule]
+		label := r.tables.RuleLabel(rule)
+		prev := r.rules[label]
 		for k, c := range cs[i:j] {
 			var before uint64
 			if k < len(prev) {
@@ -269,7 +274,7 @@ func (r *Replayer) moved(rules []uint32) ([]loader.RuleCounter, error) {
 				out = append(out, c)
 			}
 		}
-		r.rules[rule] = slices.Clone(cs[i:j])
+		r.rules[label] = slices.Clone(cs[i:j])
 		i = j
 	}
 	return out, nil
@@ -298,7 +303,7 @@ func (r *Replayer) compare(res *Result, frame, out []byte) {
 	if d.Judged != res.Judged {
 		add("judged %v, program %v", d.Judged, res.Judged)
 	} else if d.Judged {
-		if d.Rule != res.Rule {
+		if d.Rule != res.Rule && r.tables.RuleLabel(d.Rule) != r.tables.RuleLabel(res.Rule) {
 			add("entry %q, program %q", r.tables.RuleName(d.Rule), res.Entry)
 		}
 		if d.Outcome != res.Outcome {

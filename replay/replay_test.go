@@ -558,3 +558,41 @@ func TestReplayShortFrames(t *testing.T) {
 		t.Errorf("short SLL2: %x %q %v", f, why, err)
 	}
 }
+
+// Two exemptions with one name share their counters in the data plane (by label). The
+// replay must neither report a phantom second rule nor blame the wrong one.
+func TestReplaySharedLabel(t *testing.T) {
+	requireRoot(t)
+	src := strings.Replace(testPolicy, "exemptions:\n", `exemptions:
+  - cidr: 100.64.8.0/24
+    name: shared-mail
+    reason: mail servers
+    ticket: NOC-2
+  - cidr: 100.64.9.0/24
+    name: shared-mail
+    reason: mail servers
+    ticket: NOC-2
+  - cidr: 100.64.8.8/32
+    name: inner-mail
+    reason: one server
+    ticket: NOC-3
+`, 1)
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	must(t, os.WriteFile(p, []byte(src), 0o644))
+	pol, err := policy.ParseFile(p, testNow)
+	must(t, err)
+	c, err := policy.Compile(pol, testNow)
+	must(t, err)
+	r, err := New(c, testNow)
+	must(t, err)
+	defer r.Close()
+	for i, tc := range []struct{ src, entry string }{
+		{"100.64.9.1", "shared-mail"}, {"100.64.8.8", "inner-mail"}, {"100.64.8.1", "shared-mail"}, {"100.64.1.1", "dyn-reset"},
+	} {
+		res, err := r.Judge(Frame{Index: i + 1, LinkType: LinkTypeEthernet, Data: buildFrame(t, syn(encPlain, tc.src, 25))})
+		must(t, err)
+		if res.Entry != tc.entry || len(res.Problems) > 0 {
+			t.Errorf("%s: entry %q, want %q; %v", tc.src, res.Entry, tc.entry, res.Problems)
+		}
+	}
+}
