@@ -26,10 +26,12 @@ test: ## run all tests (as root: BPF, XDP, netns) plus a bounded differential fu
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzProgramVsModel$$' -fuzztime $(FUZZTIME) ./loader/
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./policy/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzCapture$$' -fuzztime 10s ./replay/
 
-fuzz: ## long fuzz runs: program vs model, then the policy parser (10m each)
+fuzz: ## long fuzz runs: program vs model, the policy parser, the capture reader (10m each)
 	$(GO) test -run '^$$' -fuzz '^FuzzProgramVsModel$$' -fuzztime 10m ./loader/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10m ./policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzCapture$$' -fuzztime 10m ./replay/
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }

@@ -47,6 +47,7 @@ func init() {
 		{"stats", "show counters per policy entry and verdict", runStats},
 		{"top", "list the sources with the most blocked port-25 attempts", runTop},
 		{"detach", "remove Portcullis from every interface and delete its pins", runDetach},
+		{"replay", "judge a pcap/pcapng capture with the real program and a policy", runReplay},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -1,0 +1,566 @@
+// Package replay judges the frames of a pcap or pcapng capture with the real XDP
+// program (BPF_PROG_TEST_RUN on a private, verifier-loaded copy of the program and its
+// tables) and with the Go reference model, and reports per frame what the program did,
+// which policy entry decided, and any disagreement between the two.
+package replay
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/policy"
+)
+
+// Verdicts as the replay reports them: what happened to the frame.
+const (
+	VerdictPass    = "pass"    // XDP_PASS, not counted as blocked
+	VerdictDrop    = "drop"    // XDP_DROP
+	VerdictReset   = "reset"   // XDP_TX with an RST+ACK in place of the frame
+	VerdictMonitor = "monitor" // XDP_PASS, counted as "would block"
+)
+
+// Verdicts lists the verdicts in report order.
+var Verdicts = []string{VerdictPass, VerdictDrop, VerdictReset, VerdictMonitor}
+
+// Result is the judgement of one frame.
+type Result struct {
+	Frame    int // 1-based index in the capture
+	Time     time.Time
+	LinkType LinkType
+	Length   int // bytes of the frame as the program saw it
+	Snapped  bool
+
+	// What the program did. Rule, Entry, Kind and RuleVerdict are set when a rule
+	// judged the frame (Judged), from the program's own per-rule counters.
+	Verdict     string
+	Action      policy.Action
+	Judged      bool
+	Rule        uint32
+	Entry       string
+	Kind        policy.Kind
+	RuleVerdict policy.Verdict
+	Outcome     policy.Outcome  // the rule x outcome counter that moved
+	Path        policy.Reason   // the program's path reason counter
+	Flags       []policy.Reason // the program's flag reason counters
+	Reason      string          // why, in a few words
+	Reply       []byte          // the frame the program sends back (reset)
+	Unparseable bool            // the link layer or the program's parser gave up
+
+	// What the frame is, as the parser reads it (for display).
+	Packet    policy.Packet
+	Port25SYN bool // a TCP SYN (no ACK) to port 25
+
+	// Problems are disagreements between the program and the model, and faults
+	// found in an RST the program built. Any of them means a bug.
+	Problems []string
+}
+
+// Replayer judges frames with a private copy of the program under one policy.
+type Replayer struct {
+	prog   *loader.Program
+	c      *policy.Compiled
+	tables *policy.Tables
+	now    time.Time
+
+	reasons [policy.NumReasons]uint64       // reason packet counts after the last frame
+	rules   map[string][]loader.RuleCounter // per-rule counters after the last frame, by label
+}
+
+// New loads a private copy of the program (root, or CAP_BPF and CAP_NET_ADMIN) and
+// installs c's tables, judged at the fixed time now for the whole replay:
+//
+//   - Quarantines are installed without expiry if they are live at now and left out
+//     if not, so the program and the model (which judges at now) agree however long
+//     the replay runs and whatever the clock says.
+//   - The RST rate limit is off (rate 0 = unlimited): it is a per-CPU token bucket
+//     that refills in real time, so a replay, running thousands of frames a second,
+//     would exhaust it where the live router, seeing them over minutes, would not.
+//     Every SYN that the policy resets gets its RST.
+func New(c *policy.Compiled, now time.Time) (*Replayer, error) {
+	t := c.Tables
+	// A field-by-field copy: policy.Tables caches a lookup index built from its
+	// slices, which must not be shared with the changed quarantine list.
+	priv := &policy.Tables{
+		DefaultVerdict: t.DefaultVerdict,
+		Governed:       slices.Clone(t.Governed),
+		RSTRate:        0,
+		RSTBurst:       t.RSTBurst,
+		Ranges:         slices.Clone(t.Ranges),
+		RuleNames:      slices.Clone(t.RuleNames),
+		RuleKinds:      slices.Clone(t.RuleKinds),
+	}
+	for _, q := range t.Quarantines {
+		if q.Expires.IsZero() || now.Before(q.Expires) {
+			q.Expires = time.Time{}
+			priv.Quarantines = append(priv.Quarantines, q)
+		}
+	}
+	prog, err := loader.Load()
+	if err != nil {
+		return nil, fmt.Errorf("loading a private copy of the XDP program (needs root, or CAP_BPF and CAP_NET_ADMIN): %w", err)
+	}
+	if err := prog.Apply(priv); err != nil {
+		prog.Close()
+		return nil, fmt.Errorf("installing the policy in the private program: %w", err)
+	}
+	return &Replayer{prog: prog, c: c, tables: priv, now: now, rules: map[string][]loader.RuleCounter{}}, nil
+}
+
+// Close unloads the private program.
+func (r *Replayer) Close() error { return r.prog.Close() }
+
+// Tables returns the tables the replay installed (see New).
+func (r *Replayer) Tables() *policy.Tables { return r.tables }
+
+// Judge runs one frame through the program and the model. An error means the
+// program could not be run or its counters read, not that the frame was odd.
+func (r *Replayer) Judge(fr Frame) (Result, error) {
+	res := Result{Frame: fr.Index, Time: fr.Time, LinkType: fr.LinkType, Length: len(fr.Data), Snapped: fr.Snapped,
+		Verdict: VerdictPass, Action: policy.ActionPass}
+	if fr.LinkErr != "" {
+		res.Unparseable, res.Path, res.Reason = true, policy.ReasonMalformed, fr.LinkErr
+		return res, nil
+	}
+	res.Packet = policy.Decode(fr.Data)
+	p := res.Packet
+	res.Port25SYN = p.Class == policy.ReasonJudged && !p.PortsOnly && p.DstPort == 25 && p.Flags&0x12 == 0x02
+	if len(fr.Data) < ethLen {
+		// BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header; no
+		// such frame reaches XDP.
+		res.Unparseable, res.Path = true, policy.ReasonMalformed
+		res.Reason = fmt.Sprintf("%d bytes, shorter than an Ethernet header (not run)", len(fr.Data))
+		return res, nil
+	}
+
+	act, out, err := r.prog.Run(fr.Data)
+	if err != nil {
+		return res, fmt.Errorf("frame %d: %w", fr.Index, err)
+	}
+	res.Action = act
+	if err := r.programJudgement(&res, p); err != nil {
+		return res, fmt.Errorf("frame %d: %w", fr.Index, err)
+	}
+	switch act {
+	case policy.ActionTX:
+		res.Verdict, res.Reply = VerdictReset, out
+	case policy.ActionDrop:
+		res.Verdict = VerdictDrop
+	case policy.ActionPass:
+		if res.Judged && res.Path != policy.ReasonNotGoverned && res.Outcome == policy.OutMonitor {
+			res.Verdict = VerdictMonitor
+		}
+	default:
+		res.Verdict = act.String()
+		res.Problems = append(res.Problems, "program returned "+act.String())
+	}
+	res.Unparseable = res.Path == policy.ReasonMalformed
+	res.Reason = r.describe(res, p)
+
+	r.compare(&res, fr.Data, out)
+	if res.Reply != nil {
+		res.Problems = append(res.Problems, CheckRST(fr.Data, res.Reply)...)
+	}
+	return res, nil
+}
+
+// programJudgement reads what the program counted for the frame it just ran: the
+// reason counters (one path reason, any flag reasons) and, for a judged frame, the
+// one rule x outcome counter that moved. The program is private and nothing else runs
+// it, so the differences from the previous frame's counts are this frame's exactly.
+func (r *Replayer) programJudgement(res *Result, p policy.Packet) error {
+	rs, err := r.prog.Reasons()
+	if err != nil {
+		return err
+	}
+	paths := 0
+	for i := range rs {
+		d := rs[i].Packets - r.reasons[i]
+		r.reasons[i] = rs[i].Packets
+		if d == 0 {
+			continue
+		}
+		if d != 1 {
+			res.Problems = append(res.Problems, fmt.Sprintf("reason counter %s moved by %d", policy.Reason(i), d))
+		}
+		if policy.Reason(i) <= policy.ReasonEvasion {
+			res.Path = policy.Reason(i)
+			paths++
+		} else {
+			res.Flags = append(res.Flags, policy.Reason(i))
+		}
+	}
+	if paths != 1 {
+		res.Problems = append(res.Problems, fmt.Sprintf("program counted %d path reasons, want 1", paths))
+	}
+	if res.Path != policy.ReasonJudged && res.Path != policy.ReasonEvasion {
+		return nil
+	}
+
+	// The deciding rule is one of those covering the source: read only theirs,
+	// and fall back to every rule if none of them moved.
+	cands := []uint32{0}
+	if p.Src.IsValid() {
+		ex := r.c.Explain(p.Src, p.DstPort, r.now)
+		cands = append(cands, ex.Decider.Rule)
+		for _, l := range ex.Losers {
+			cands = append(cands, l.Rule)
+		}
+		slices.Sort(cands)
+		cands = slices.Compact(cands)
+	}
+	moved, err := r.moved(cands)
+	if err != nil {
+		return err
+	}
+	if len(moved) == 0 {
+		all := make([]uint32, len(r.tables.RuleNames))
+		for i := range all {
+			all[i] = uint32(i)
+		}
+		if moved, err = r.moved(all); err != nil {
+			return err
+		}
+	}
+	if len(moved) != 1 {
+		res.Problems = append(res.Problems, fmt.Sprintf("a judged frame moved %d rule counters, want 1", len(moved)))
+		if len(moved) == 0 {
+			return nil
+		}
+	}
+	rc := moved[0]
+	res.Judged, res.Rule, res.Outcome = true, rc.Rule, rc.Outcome
+	res.Entry = r.tables.RuleName(rc.Rule)
+	if int(rc.Rule) < len(r.c.Rules) {
+		res.Kind, res.RuleVerdict = r.c.Rules[rc.Rule].Kind, r.c.Rules[rc.Rule].Verdict
+	}
+	return nil
+}
+
+// moved reads the counters of rules and returns those that moved since last read.
+// Snapshots are kept by rule label (kind/name): rules sharing a label share their
+// counters in the data plane, so they share a snapshot, and the first of them read
+// stands for all (the counters cannot tell them apart; compare treats them as one).
+func (r *Replayer) moved(rules []uint32) ([]loader.RuleCounter, error) {
+	cs, err := r.prog.CountersOf(rules)
+	if err != nil {
+		return nil, err
+	}
+	var out []loader.RuleCounter
+	for i := 0; i < len(cs); {
+		rule := cs[i].Rule
+		j := i
+		for j < len(cs) && cs[j].Rule == rule {
+			j++
+		}
+		label := r.tables.RuleLabel(rule)
+		prev := r.rules[label]
+		for k, c := range cs[i:j] {
+			var before uint64
+			if k < len(prev) {
+				before = prev[k].Packets
+			}
+			if c.Packets != before {
+				c.Packets -= before
+				out = append(out, c)
+			}
+		}
+		r.rules[label] = slices.Clone(cs[i:j])
+		i = j
+	}
+	return out, nil
+}
+
+// compare sets Problems for every way the model's judgement differs from the
+// program's: action, path and flag reasons, judging rule and outcome, and the bytes of
+// the frame sent back.
+func (r *Replayer) compare(res *Result, frame, out []byte) {
+	d := r.tables.Judge(frame, r.now, true)
+	add := func(format string, args ...any) {
+		res.Problems = append(res.Problems, "model disagrees: "+fmt.Sprintf(format, args...))
+	}
+	if d.Action != res.Action {
+		add("action %v, program %v", d.Action, res.Action)
+	}
+	if d.Path != res.Path {
+		add("path reason %v, program %v", d.Path, res.Path)
+	}
+	mf, pf := slices.Clone(d.Flags), slices.Clone(res.Flags)
+	slices.Sort(mf)
+	slices.Sort(pf)
+	if !slices.Equal(mf, pf) {
+		add("flag reasons %v, program %v", mf, pf)
+	}
+	if d.Judged != res.Judged {
+		add("judged %v, program %v", d.Judged, res.Judged)
+	} else if d.Judged {
+		if d.Rule != res.Rule && r.tables.RuleLabel(d.Rule) != r.tables.RuleLabel(res.Rule) {
+			add("entry %q, program %q", r.tables.RuleName(d.Rule), res.Entry)
+		}
+		if d.Outcome != res.Outcome {
+			add("outcome %v, program %v", d.Outcome, res.Outcome)
+		}
+	}
+	switch {
+	case d.Action == policy.ActionTX && res.Action == policy.ActionTX:
+		if !bytes.Equal(d.Reply, out) {
+			add("RST differs\n  model   %s\n  program %s", hex.EncodeToString(d.Reply), hex.EncodeToString(out))
+		}
+	case res.Action != policy.ActionTX && !bytes.Equal(out, frame):
+		res.Problems = append(res.Problems, fmt.Sprintf("program changed a frame it did not send back (%v)", res.Action))
+	}
+}
+
+// describe says in a few words why the program did what it did.
+func (r *Replayer) describe(res Result, p policy.Packet) string {
+	switch res.Path {
+	case policy.ReasonNoPolicy:
+		return "no policy loaded"
+	case policy.ReasonNotTCP:
+		return "not TCP"
+	case policy.ReasonMalformed:
+		return "headers malformed or cut short"
+	case policy.ReasonFragment:
+		return "non-first fragment, no ports"
+	case policy.ReasonNotGoverned:
+		return fmt.Sprintf("port %d not governed", p.DstPort)
+	}
+	who := string(res.Kind)
+	if res.Kind == policy.KindDefault {
+		who = "default"
+	}
+	who += " says " + res.RuleVerdict.String()
+	has := func(f policy.Reason) bool { return slices.Contains(res.Flags, f) }
+	if res.Path == policy.ReasonEvasion {
+		switch res.Verdict {
+		case VerdictDrop:
+			return "IPv6 extension chain too long to reach TCP; " + who + ": dropped"
+		case VerdictMonitor:
+			return "IPv6 extension chain too long to reach TCP; " + who + ": counted"
+		}
+		return "IPv6 extension chain too long to reach TCP; " + who
+	}
+	switch {
+	case has(policy.ReasonRSTSent):
+		return who + ": SYN answered with RST"
+	case has(policy.ReasonRateLimited):
+		return who + ": RST rate limit reached, dropped"
+	case res.RuleVerdict == policy.Reset && res.Verdict == VerdictDrop:
+		if p.Fragment {
+			return who + ": fragmented SYN dropped, no RST"
+		}
+		return who + ": not a bare SYN, dropped"
+	case res.Verdict == VerdictMonitor:
+		return who + ": passed, counted as would-block"
+	}
+	return who
+}
+
+// CheckRST decodes the RST reply the program built for the frame syn with gopacket,
+// independently of the program and the model, and returns what is wrong with it:
+// RST+ACK only, MACs, addresses and ports swapped, ack = seq + 1 + payload, and IP and
+// TCP checksums valid.
+func CheckRST(syn, rst []byte) []string {
+	var probs []string
+	bad := func(format string, args ...any) { probs = append(probs, "RST: "+fmt.Sprintf(format, args...)) }
+	in := gopacket.NewPacket(syn, layers.LayerTypeEthernet, gopacket.Default)
+	out := gopacket.NewPacket(rst, layers.LayerTypeEthernet, gopacket.Default)
+	if el := out.ErrorLayer(); el != nil {
+		bad("does not decode: %v", el.Error())
+		return probs
+	}
+	ie, _ := in.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	oe, _ := out.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	if ie == nil || oe == nil {
+		bad("no Ethernet header")
+		return probs
+	}
+	if !bytes.Equal(ie.SrcMAC, oe.DstMAC) || !bytes.Equal(ie.DstMAC, oe.SrcMAC) {
+		bad("MACs not swapped")
+	}
+	itcp := tcpOf(in)
+	otcp, _ := out.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if itcp == nil || otcp == nil {
+		bad("no TCP header to compare")
+		return probs
+	}
+	if otcp.SrcPort != itcp.DstPort || otcp.DstPort != itcp.SrcPort {
+		bad("ports not swapped: %d>%d answered as %d>%d", itcp.SrcPort, itcp.DstPort, otcp.SrcPort, otcp.DstPort)
+	}
+	if !otcp.RST || !otcp.ACK || otcp.SYN || otcp.FIN || otcp.PSH || otcp.URG || otcp.ECE || otcp.CWR || otcp.NS {
+		bad("flags are not RST+ACK")
+	}
+	if want := itcp.Seq + 1 + synPayload(in, itcp); otcp.Ack != want {
+		bad("ack %d, want %d", otcp.Ack, want)
+	}
+	var netl gopacket.NetworkLayer
+	if o4, ok := out.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok {
+		i4, _ := in.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		if i4 == nil || !o4.SrcIP.Equal(i4.DstIP) || !o4.DstIP.Equal(i4.SrcIP) {
+			bad("IPv4 addresses not swapped")
+		}
+		cp := *o4
+		if err := cp.SerializeTo(gopacket.NewSerializeBuffer(), gopacket.SerializeOptions{ComputeChecksums: true}); err != nil || cp.Checksum != o4.Checksum {
+			bad("IPv4 header checksum %#04x, want %#04x", o4.Checksum, cp.Checksum)
+		}
+		netl = o4
+	} else if o6, ok := out.Layer(layers.LayerTypeIPv6).(*layers.IPv6); ok {
+		i6, _ := in.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+		if i6 == nil || !o6.SrcIP.Equal(i6.DstIP) || !o6.DstIP.Equal(i6.SrcIP) {
+			bad("IPv6 addresses not swapped")
+		}
+		netl = o6
+	} else {
+		bad("no IP header")
+		return probs
+	}
+	cp := *otcp
+	if err := cp.SetNetworkLayerForChecksum(netl); err == nil {
+		err = cp.SerializeTo(gopacket.NewSerializeBuffer(), gopacket.SerializeOptions{ComputeChecksums: true})
+		if err != nil || cp.Checksum != otcp.Checksum {
+			bad("TCP checksum %#04x, want %#04x", otcp.Checksum, cp.Checksum)
+		}
+	}
+	return probs
+}
+
+// tcpOf finds the TCP header of a frame, also behind an IPv6 fragment header (where
+// gopacket stops decoding).
+func tcpOf(p gopacket.Packet) *layers.TCP {
+	if t, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
+		return t
+	}
+	if fl := p.Layer(layers.LayerTypeIPv6Fragment); fl != nil {
+		tp := gopacket.NewPacket(fl.LayerPayload(), layers.LayerTypeTCP, gopacket.Default)
+		if t, ok := tp.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
+			return t
+		}
+	}
+	return nil
+}
+
+// synPayload is the SYN's TCP payload length as its IP header states it (the capture
+// may hold fewer bytes).
+func synPayload(p gopacket.Packet, t *layers.TCP) uint32 {
+	hl := uint32(t.DataOffset) * 4
+	if i4, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok {
+		return uint32(max(int(i4.Length)-int(i4.IHL)*4-int(hl), 0))
+	}
+	if i6, ok := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6); ok {
+		// IPv6 payload length covers extension headers too: subtract what lies
+		// between the IPv6 header and TCP.
+		ext := len(i6.Payload) - len(t.Contents) - len(t.Payload)
+		return uint32(max(int(i6.Length)-ext-int(hl), 0))
+	}
+	return uint32(len(t.Payload))
+}
+
+// Summary counts the results of a replay.
+type Summary struct {
+	Frames      int                       `json:"frames"`
+	Verdicts    map[string]int            `json:"verdicts"`
+	Entries     map[string]map[string]int `json:"entries"`    // deciding entry -> verdict -> frames
+	NotJudged   map[string]int            `json:"not_judged"` // frames no entry judged, by verdict
+	Port25SYNs  map[string]int            `json:"port25_syns"`
+	Reasons     map[string]int            `json:"reasons"` // program path reason -> frames
+	Unparseable int                       `json:"unparseable"`
+	Snapped     int                       `json:"snapped"`
+	Resets      int                       `json:"resets"`
+	Problems    int                       `json:"disagreements"` // frames with a problem
+	LinkTypes   []string                  `json:"link_types"`
+}
+
+// NewSummary returns an empty summary.
+func NewSummary() *Summary {
+	s := &Summary{Verdicts: map[string]int{}, Entries: map[string]map[string]int{}, NotJudged: map[string]int{},
+		Port25SYNs: map[string]int{}, Reasons: map[string]int{}, LinkTypes: []string{}}
+	for _, v := range Verdicts {
+		s.Verdicts[v], s.Port25SYNs[v] = 0, 0
+	}
+	return s
+}
+
+// Add counts one result.
+func (s *Summary) Add(r Result) {
+	s.Frames++
+	s.Verdicts[r.Verdict]++
+	if r.Judged {
+		if s.Entries[r.Entry] == nil {
+			s.Entries[r.Entry] = map[string]int{}
+		}
+		s.Entries[r.Entry][r.Verdict]++
+	} else {
+		s.NotJudged[r.Verdict]++
+	}
+	if r.Port25SYN {
+		s.Port25SYNs[r.Verdict]++
+	}
+	s.Reasons[r.Path.String()]++
+	if r.Unparseable {
+		s.Unparseable++
+	}
+	if r.Snapped {
+		s.Snapped++
+	}
+	if r.Verdict == VerdictReset {
+		s.Resets++
+	}
+	if len(r.Problems) > 0 {
+		s.Problems++
+	}
+	if lt := r.LinkType.String(); !slices.Contains(s.LinkTypes, lt) {
+		s.LinkTypes = append(s.LinkTypes, lt)
+	}
+}
+
+// File replays every frame of the capture at path under c, judged at now, calling fn
+// with each result in order, and returns the summary. Frames are judged up to the
+// first damaged record; the damage comes back as an error wrapping ErrCapture (with
+// the summary of the frames before it). An error from fn stops the replay.
+func File(path string, c *policy.Compiled, now time.Time, fn func(Result) error) (*Summary, error) {
+	capt, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer capt.Close()
+	r, err := New(c, now)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	s := NewSummary()
+	for {
+		fr, err := capt.Next()
+		if errors.Is(err, io.EOF) {
+			return s, nil
+		}
+		if err != nil {
+			return s, err
+		}
+		res, err := r.Judge(fr)
+		if err != nil {
+			return s, err
+		}
+		s.Add(res)
+		if err := fn(res); err != nil {
+			return s, err
+		}
+	}
+}
+
+// Addr formats an address and port for display.
+func Addr(a netip.Addr, port uint16) string {
+	if !a.IsValid() {
+		return "-"
+	}
+	return netip.AddrPortFrom(a, port).String()
+}
