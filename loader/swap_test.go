@@ -103,3 +103,33 @@ ranges: [{name: dyn, verdict: drop, cidrs: [100.64.0.0/10, "2001:db8:1000::/36"]
 	}
 	t.Logf("%d swaps in %v, %d packets judged concurrently (A %d, B %d)", swaps, time.Since(start), runs.Load(), seenA.Load(), seenB.Load())
 }
+
+// BenchmarkApply is the cost of one policy change (build the idle slot's tables, switch),
+// idle and while other goroutines run packets through the program.
+func BenchmarkApply(b *testing.B) {
+	a := testTables(time.Now())
+	p := applied(b, a)
+	frame := buildFrame(b, frameSpec{src: dropSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true})
+	for _, load := range []int{0, 1} {
+		b.Run(map[int]string{0: "idle", 1: "under-load"}[load], func(b *testing.B) {
+			var stop atomic.Bool
+			var wg sync.WaitGroup
+			for range load {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for !stop.Load() {
+						p.Run(frame)
+					}
+				}()
+			}
+			for b.Loop() {
+				if err := p.Apply(a); err != nil {
+					b.Fatal(err)
+				}
+			}
+			stop.Store(true)
+			wg.Wait()
+		})
+	}
+}
