@@ -78,7 +78,7 @@ ranges: [{name: dyn, verdict: drop, cidrs: [100.64.0.0/10, "2001:db8:1000::/36"]
 			}
 		}()
 	}
-	swaps := 1000
+	swaps := 2000
 	if testing.Short() {
 		swaps = 200
 	}
