@@ -77,7 +77,7 @@ ranges:
     cidrs: [100.96.0.0/11, 2001:db8:4000::/34]
   - name: wifi-hotspots
     verdict: monitor
-    cidrs: [100.80.0.0/16, 2001:db8:5000::/36]
+    cidrs: [100.80.0.0/16, 2001:db8:c000::/36]
   - name: business-static
     verdict: pass
     cidrs: [198.51.100.0/24, 2001:db8:8000::/40]

@@ -6,7 +6,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,7 +14,7 @@ import (
 //
 // The kernels these tests run on are built without 8021q (CONFIG_VLAN_8021Q unset, and
 // no modules), so there are no VLAN sub-interfaces to create. The tag is handled at both
-// ends of the veth by two tiny tc (tcx) programs instead: egress pushes the tag, ingress
+// ends of the veth by two tiny tc BPF programs instead: egress pushes the tag, ingress
 // checks and pops it. The tc hooks run after XDP on ingress and before the driver on
 // egress, so the frames on the wire between host and gateway carry a real 802.1Q header
 // in their data: the XDP program on the gateway parses it, and its XDP_TX reply (which
@@ -72,7 +72,8 @@ func vlanPrograms(vid uint16) (egress, ingress *ebpf.Program, err error) {
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // tagInterface makes ifname in ns an access port of VLAN vid: tag on egress, untag on
-// ingress, TX VLAN offload off.
+// ingress (cls_bpf on a clsact qdisc, which every kernel with tc BPF has), TX VLAN
+// offload off. The filters hold the programs; they go away with the interface.
 func (t *Topology) tagInterface(ns *Namespace, ifname string, vid uint16) error {
 	l, err := ns.nl.LinkByName(ifname)
 	if err != nil {
@@ -85,21 +86,27 @@ func (t *Topology) tagInterface(ns *Namespace, ifname string, vid uint16) error 
 	if err != nil {
 		return err
 	}
-	defer eg.Close() // the links hold their own references
+	defer eg.Close()
 	defer in.Close()
-	return ns.Do(func() error {
-		for _, a := range []struct {
-			prog *ebpf.Program
-			at   ebpf.AttachType
-		}{{eg, ebpf.AttachTCXEgress}, {in, ebpf.AttachTCXIngress}} {
-			tl, err := link.AttachTCX(link.TCXOptions{Interface: l.Attrs().Index, Program: a.prog, Attach: a.at})
-			if err != nil {
-				return fmt.Errorf("attaching the VLAN %d tc program to %s in %s (needs tcx, Linux 6.6+): %w", vid, ifname, ns.Name, err)
-			}
-			t.links = append(t.links, tl)
+	idx := l.Attrs().Index
+	qdisc := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
+	if err := ns.nl.QdiscAdd(qdisc); err != nil {
+		return fmt.Errorf("adding a clsact qdisc to %s in %s (needs CONFIG_NET_SCH_INGRESS): %w", ifname, ns.Name, err)
+	}
+	for _, f := range []struct {
+		parent uint32
+		prog   *ebpf.Program
+	}{{netlink.HANDLE_MIN_EGRESS, eg}, {netlink.HANDLE_MIN_INGRESS, in}} {
+		filter := &netlink.BpfFilter{
+			FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: f.parent, Handle: netlink.MakeHandle(0, 1),
+				Protocol: unix.ETH_P_ALL, Priority: 1},
+			Fd: f.prog.FD(), Name: fmt.Sprintf("pc_vlan%d", vid), DirectAction: true,
 		}
-		return nil
-	})
+		if err := ns.nl.FilterAdd(filter); err != nil {
+			return fmt.Errorf("attaching the VLAN %d tc program to %s in %s (needs CONFIG_NET_CLS_BPF): %w", vid, ifname, ns.Name, err)
+		}
+	}
+	return nil
 }
 
 // ethtool ioctl (include/uapi/linux/ethtool.h): the legacy flags interface is enough
