@@ -41,6 +41,7 @@ func init() {
 		{"check", "check a policy file and summarise it", runCheck},
 		{"explain", "say what happens to a packet from an address, and why", runExplain},
 		{"diff", "show which address space changes verdict between two policies", runDiff},
+		{"demo", "build a test ISP in namespaces, send real mail through Portcullis, show the result", runDemo},
 		{"version", "print the version", runVersion},
 	}
 }
