@@ -419,8 +419,8 @@ func TestCountersExact(t *testing.T) {
 			if len(d) != 0 {
 				t.Errorf("submission changed rule counters: %v", d)
 			}
-			// Native XDP on veth sees every segment (attaching it turns off GSO on the
-			// peer). Generic XDP sees skbs: Go's TLS ClientHello (with its ML-KEM key
+			// Native XDP on veth has seen every segment in every run so far, and is held
+			// to it. Generic XDP sees skbs: Go's TLS ClientHello (with its ML-KEM key
 			// share) is larger than the MSS and leaves as one two-segment GSO skb, which
 			// the program sees once. Generic-mode packet counts are per skb.
 			ng := r1[policy.ReasonNotGoverned].Packets - r0[policy.ReasonNotGoverned].Packets
