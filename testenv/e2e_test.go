@@ -141,106 +141,117 @@ func TestQuarantineLifts(t *testing.T) {
 // ranges without A's quarantines — half a policy — would be dropped and time out, and
 // would count as a drop for the range rule. None may: every port-25 attempt is refused
 // or connects, the range rule never drops, and every submission (587, 465) delivers.
-func TestPolicySwapUnderLoad(t *testing.T) {
-	requireRoot(t)
-	now := time.Now()
-	ends := now.Add(time.Hour).UTC().Format(time.RFC3339)
-	// RSTs unlimited (rate 0): a rate-limited RST would be a drop, i.e. a timeout.
-	a := compile(t, `version: 1
+// The two policies of TestPolicySwapUnderLoad. RSTs are unlimited (rate 0): a
+// rate-limited RST would be a drop, i.e. a timeout.
+const (
+	swapA = `version: 1
 reset: {rate: 0}
 ranges:
   - {name: pool, verdict: drop, cidrs: [100.64.0.0/12, 2001:db8:1000::/36]}
 quarantines:
-  - {cidr: 100.64.1.10/32, name: q4, verdict: reset, reason: swap test, ticket: T, expires: `+ends+`}
-  - {cidr: 2001:db8:1000:1::10/128, name: q6, verdict: reset, reason: swap test, ticket: T, expires: `+ends+`}
-`, now)
-	b := compile(t, `version: 1
+  - {cidr: 100.64.1.10/32, name: q4, verdict: reset, reason: swap test, ticket: T, expires: %[1]s}
+  - {cidr: 2001:db8:1000:1::10/128, name: q6, verdict: reset, reason: swap test, ticket: T, expires: %[1]s}
+`
+	swapB = `version: 1
 reset: {rate: 0}
 ranges:
   - {name: pool, verdict: pass, cidrs: [100.64.0.0/12, 2001:db8:1000::/36]}
-`, now)
-	top, p := setup(t, testenv.Native, a)
-	h := top.Host("dsl")
-	pool, q4, q6 := ruleID(t, a, "pool"), ruleID(t, a, "q4"), ruleID(t, a, "q6")
-	if ruleID(t, b, "pool") != pool {
-		t.Fatal("rule ids differ between the two policies")
-	}
+`
+)
 
-	var (
-		stop               atomic.Bool
-		refused, connected atomic.Int64
-		delivered, swaps   atomic.Int64
-		wg                 sync.WaitGroup
-		mu                 sync.Mutex
-		failures           []string
-	)
-	fail := func(f string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(failures) < 20 {
-			failures = append(failures, fmt.Sprintf(f, args...))
-		}
-	}
-	for w := 0; w < 2; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; !stop.Load(); i++ {
-				src := h.Addresses()[i%2]
-				conn, err := h.NS.Dial("tcp", net.JoinHostPort(mailAddr(src).String(), "25"), dialTimeout)
-				switch {
-				case err == nil:
-					connected.Add(1)
-					conn.Close()
-				case errors.Is(err, syscall.ECONNREFUSED):
-					refused.Add(1)
-				default:
-					fail("port 25 from %s: %v (neither policy's outcome)", src, err)
+func TestPolicySwapUnderLoad(t *testing.T) {
+	requireRoot(t)
+	for _, mode := range modes {
+		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
+			now := time.Now()
+			ends := now.Add(time.Hour).UTC().Format(time.RFC3339)
+			a := compile(t, fmt.Sprintf(swapA, ends), now)
+			b := compile(t, swapB, now)
+			top, p := setup(t, mode, a)
+			h := top.Host("dsl")
+			pool, q4, q6 := ruleID(t, a, "pool"), ruleID(t, a, "q4"), ruleID(t, a, "q6")
+			if ruleID(t, b, "pool") != pool {
+				t.Fatal("rule ids differ between the two policies")
+			}
+
+			var (
+				stop               atomic.Bool
+				refused, connected atomic.Int64
+				delivered, swaps   atomic.Int64
+				wg                 sync.WaitGroup
+				mu                 sync.Mutex
+				failures           []string
+			)
+			fail := func(f string, args ...any) {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(failures) < 20 {
+					failures = append(failures, fmt.Sprintf(f, args...))
 				}
 			}
-		}()
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; !stop.Load(); i++ {
-			src, port := h.Addresses()[i%2], testenv.Ports[1+(i/2)%2]
-			if got, err, _ := top.Send(h, src, port, dialTimeout); got != testenv.Delivered {
-				fail("port %d from %s: %s (%v)", port, src, got, err)
-				continue
+			for w := 0; w < 2; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; !stop.Load(); i++ {
+						src := h.Addresses()[i%2]
+						conn, err := h.NS.Dial("tcp", net.JoinHostPort(mailAddr(src).String(), "25"), dialTimeout)
+						switch {
+						case err == nil:
+							connected.Add(1)
+							conn.Close()
+						case errors.Is(err, syscall.ECONNREFUSED):
+							refused.Add(1)
+						default:
+							fail("port 25 from %s: %v (neither policy's outcome)", src, err)
+						}
+					}
+				}()
 			}
-			delivered.Add(1)
-		}
-	}()
-	start := time.Now()
-	for i := 1; time.Since(start) < 2*time.Second; i++ {
-		next := b
-		if i%2 == 0 {
-			next = a
-		}
-		if err := p.Apply(next.Tables); err != nil {
-			t.Fatalf("Apply: %v", err)
-		}
-		swaps.Add(1)
-		time.Sleep(5 * time.Millisecond)
-	}
-	stop.Store(true)
-	wg.Wait()
-	for _, f := range failures {
-		t.Error(f)
-	}
-	t.Logf("%d policy swaps; port 25: %d refused, %d connected; %d messages submitted", swaps.Load(), refused.Load(), connected.Load(), delivered.Load())
-	if refused.Load() == 0 || connected.Load() == 0 || delivered.Load() == 0 || swaps.Load() < 10 {
-		t.Errorf("the run did not exercise both policies with submissions running")
-	}
-	rc := counters(t, p, a)
-	if n := rc[key{pool, policy.OutDrop, policy.IPv4}].Packets + rc[key{pool, policy.OutDrop, policy.IPv6}].Packets; n != 0 {
-		t.Errorf("the range rule dropped %d packets: a packet was judged by half a policy", n)
-	}
-	// Each refusal is exactly one SYN answered by the program: nothing retransmits.
-	rst := rc[key{q4, policy.OutRST, policy.IPv4}].Packets + rc[key{q6, policy.OutRST, policy.IPv6}].Packets
-	if rst != uint64(refused.Load()) {
-		t.Errorf("RST counters say %d, clients saw %d refusals", rst, refused.Load())
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; !stop.Load(); i++ {
+					src, port := h.Addresses()[i%2], testenv.Ports[1+(i/2)%2]
+					if got, err, _ := top.Send(h, src, port, dialTimeout); got != testenv.Delivered {
+						fail("port %d from %s: %s (%v)", port, src, got, err)
+						continue
+					}
+					delivered.Add(1)
+				}
+			}()
+			start := time.Now()
+			for i := 1; time.Since(start) < 2*time.Second; i++ {
+				next := b
+				if i%2 == 0 {
+					next = a
+				}
+				if err := p.Apply(next.Tables); err != nil {
+					t.Fatalf("Apply: %v", err)
+				}
+				swaps.Add(1)
+				time.Sleep(5 * time.Millisecond)
+			}
+			stop.Store(true)
+			wg.Wait()
+			for _, f := range failures {
+				t.Error(f)
+			}
+			t.Logf("%d policy swaps; port 25: %d refused, %d connected; %d messages submitted", swaps.Load(), refused.Load(), connected.Load(), delivered.Load())
+			if refused.Load() == 0 || connected.Load() == 0 || delivered.Load() == 0 || swaps.Load() < 10 {
+				t.Errorf("the run did not exercise both policies with submissions running")
+			}
+			rc := counters(t, p, a)
+			if n := rc[key{pool, policy.OutDrop, policy.IPv4}].Packets + rc[key{pool, policy.OutDrop, policy.IPv6}].Packets; n != 0 {
+				t.Errorf("the range rule dropped %d packets: a packet was judged by half a policy", n)
+			}
+			// Each refusal is exactly one SYN answered by the program: nothing retransmits.
+			rst := rc[key{q4, policy.OutRST, policy.IPv4}].Packets + rc[key{q6, policy.OutRST, policy.IPv6}].Packets
+			if rst != uint64(refused.Load()) {
+				t.Errorf("RST counters say %d, clients saw %d refusals", rst, refused.Load())
+			}
+		})
 	}
 }
 
