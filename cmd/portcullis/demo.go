@@ -91,11 +91,12 @@ func runDemo(e *env, args []string) error {
 	defer top.Close()
 
 	w := e.stdout
-	fmt.Fprintf(w, "Portcullis demo: policy %s (hash %s), XDP in %s mode on the gateway's %d subscriber interfaces.\n",
-		name, c.Hash, mode, len(top.Hosts))
-	fmt.Fprintf(w, "Mail server %s at %s and %s: port 25 plain, 587 STARTTLS+AUTH, 465 TLS+AUTH.\n",
-		testenv.MailHostname, testenv.MailV4, testenv.MailV6)
-	fmt.Fprintf(w, "Every client sends one real message to each port; %v without an answer counts as timed out.\n\n", demoDialTimeout)
+	fmt.Fprintf(w, "Portcullis demo\n")
+	fmt.Fprintf(w, "  policy:       %s, hash %s\n", name, c.Hash)
+	fmt.Fprintf(w, "  gateway:      XDP in %s mode on %d subscriber interfaces\n", mode, len(top.Hosts))
+	fmt.Fprintf(w, "  mail server:  %s at %s and %s\n", testenv.MailHostname, testenv.MailV4, testenv.MailV6)
+	fmt.Fprintf(w, "                25 plain, 587 STARTTLS + AUTH, 465 TLS + AUTH\n")
+	fmt.Fprintf(w, "  each client sends one real message to each port; %v without an answer is \"timed out\"\n\n", demoDialTimeout)
 
 	attempts := top.Scenario(c, e.now())
 	top.Run(attempts, demoDialTimeout)
