@@ -11,7 +11,7 @@ export BPF_CLANG BPF_STRIP BPF_CFLAGS
 
 FUZZTIME ?= 20s
 
-.PHONY: help generate build test fuzz lint bench clean
+.PHONY: help generate build demo test fuzz lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ generate: ## rebuild the BPF object and Go bindings (needs clang-14, llvm)
 
 build: ## build bin/portcullis (no clang needed: the BPF object is committed)
 	$(GO) build -o bin/portcullis ./cmd/portcullis
+
+demo: build ## as root: a test ISP in namespaces, real mail through Portcullis, example policy
+	bin/portcullis demo $(DEMO_FLAGS)
 
 test: ## run all tests (as root: BPF, XDP, netns) plus a bounded differential fuzz run
 	$(GO) test -count=1 ./...

@@ -58,9 +58,7 @@ func binary(t *testing.T) string {
 
 func requireRootNet(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (BPF, XDP, network namespaces); run: sudo make test")
-	}
+	requireRoot(t)
 	for _, tool := range []string{"ip", "nsenter"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s (iproute2, util-linux)", tool)

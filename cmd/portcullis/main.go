@@ -48,6 +48,7 @@ func init() {
 		{"top", "list the sources with the most blocked port-25 attempts", runTop},
 		{"detach", "remove Portcullis from every interface and delete its pins", runDetach},
 		{"replay", "judge a pcap/pcapng capture with the real program and a policy", runReplay},
+		{"demo", "build a test ISP in namespaces, send real mail through Portcullis, show the result", runDemo},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -17,13 +17,6 @@ import (
 	"github.com/google/gopacket/pcapgo"
 )
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_BPF, CAP_NET_ADMIN) to load the XDP program for replay; run: sudo make test")
-	}
-}
-
 var (
 	subMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
 	gwMAC  = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x02}
