@@ -215,11 +215,8 @@ func (d *Daemon) install(c *policy.Compiled, file, who string, now time.Time) Re
 	if d.tamper != nil {
 		tables = d.tamper(tables)
 	}
-	unchanged := d.good == nil && c.Hash == d.meta.Hash && d.prog.HasPolicy()
-	if unchanged {
-		// The adopted policy is this one: prove it, install nothing.
-		res.Outcome = "unchanged"
-	} else if d.good != nil && c.Hash == d.good.Hash {
+	if d.prog.HasPolicy() && c.Hash == d.meta.Hash {
+		// Already in force (applied by this process, or adopted): prove it, install nothing.
 		res.Outcome = "unchanged"
 	} else if err := d.prog.Apply(tables); err != nil {
 		d.meta.LoadFailures++

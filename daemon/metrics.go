@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/policy"
 )
 
@@ -79,7 +79,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, c := range cs {
-		kind, entry := splitLabel(c.Label)
+		kind, entry := loader.SplitLabel(c.Label)
 		labels := []string{kind, entry, c.Outcome.String(), c.Family.String()}
 		ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(c.Packets), labels...)
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(c.Bytes), labels...)
@@ -117,12 +117,6 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	if offs, err := d.prog.Offenders(); err == nil {
 		ch <- prometheus.MustNewConstMetric(descOffenders, prometheus.GaugeValue, float64(len(offs)))
 	}
-}
-
-// splitLabel splits "kind/name" (names may contain "/").
-func splitLabel(l string) (kind, name string) {
-	kind, name, _ = strings.Cut(l, "/")
-	return kind, name
 }
 
 func (d *Daemon) serveMetrics() (*http.Server, error) {

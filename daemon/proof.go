@@ -90,7 +90,7 @@ func prove(run func([]byte) (policy.Action, []byte, error), t *policy.Tables, pr
 	// own destination is as good as any; if a policy covers it, it is judged by that).
 	srcs := []netip.Addr{netip.MustParseAddr("203.0.113.254"), netip.MustParseAddr("2001:db8:ffff:ffff::fe")}
 	for _, e := range entries {
-		srcs = append(srcs, e.Prefix.Masked().Addr(), lastAddr(e.Prefix))
+		srcs = append(srcs, e.Prefix.Masked().Addr(), policy.LastAddr(e.Prefix))
 	}
 
 	var pr Proof
@@ -121,16 +121,6 @@ func prove(run func([]byte) (policy.Action, []byte, error), t *policy.Tables, pr
 	}
 	pr.Took = time.Since(start)
 	return pr, nil
-}
-
-// lastAddr is the highest address in p.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 // probeFrame is a TCP SYN from src to port over plain Ethernet.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -78,11 +79,7 @@ func (d *Daemon) reconcileAll() {
 // reconcile makes sure the program is attached to name if name is one of ours and
 // exists: an interface deleted and created again gets a new link; down and up keep it.
 func (d *Daemon) reconcile(name string) {
-	ours := false
-	for _, n := range d.cfg.Interfaces {
-		ours = ours || n == name
-	}
-	if !ours {
+	if !slices.Contains(d.cfg.Interfaces, name) {
 		return
 	}
 	d.mu.Lock()
@@ -98,7 +95,7 @@ func (d *Daemon) reconcile(name string) {
 	}
 	xdp := l.Attrs().Xdp
 	if xdp != nil && xdp.Attached && xdp.ProgId == uint32(d.prog.ID()) {
-		d.attached[name] = modeOf(xdp.AttachMode)
+		d.attached[name] = loader.AttachedMode(xdp.AttachMode)
 		delete(d.gone, name)
 		return
 	}
@@ -117,14 +114,4 @@ func (d *Daemon) reconcile(name string) {
 	d.log.Info("attached", "interface", name, "mode", mode, "ifindex", l.Attrs().Index)
 	d.attached[name] = mode
 	delete(d.gone, name)
-}
-
-func modeOf(attachMode uint32) loader.Mode {
-	switch attachMode {
-	case 1: // XDP_ATTACHED_DRV
-		return loader.ModeNative
-	case 2: // XDP_ATTACHED_SKB
-		return loader.ModeGeneric
-	}
-	return loader.Mode(fmt.Sprint("mode ", attachMode))
 }

@@ -22,6 +22,20 @@ const (
 	ModeAuto    Mode = "auto"    // native, falling back to generic (the caller logs it)
 )
 
+// AttachedMode names the kernel's report of how XDP is attached to an interface
+// (IFLA_XDP_ATTACHED: 1 driver, 2 generic, 3 offload).
+func AttachedMode(attached uint32) Mode {
+	switch attached {
+	case 1:
+		return ModeNative
+	case 2:
+		return ModeGeneric
+	case 3:
+		return "offload"
+	}
+	return Mode(fmt.Sprint("mode ", attached))
+}
+
 // ErrAlreadyAttached means another XDP program holds the interface.
 var ErrAlreadyAttached = errors.New("another XDP program is already attached")
 
@@ -133,6 +147,7 @@ func (p *Program) UpdateLinks(dir string) ([]PinnedLink, error) {
 	if err != nil {
 		return nil, err
 	}
+	id := p.ID()
 	for i, pl := range links {
 		if pl.Ifindex == 0 {
 			continue // detached by the kernel; Attach replaces it when the interface is back
@@ -146,10 +161,7 @@ func (p *Program) UpdateLinks(dir string) ([]PinnedLink, error) {
 		if err != nil {
 			return nil, fmt.Errorf("updating the program on %s: %w", pl.Interface, err)
 		}
-		info, err := p.objs.Portcullis.Info()
-		if err == nil {
-			links[i].ProgramID, _ = info.ID()
-		}
+		links[i].ProgramID = id
 	}
 	return links, nil
 }

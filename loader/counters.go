@@ -198,9 +198,6 @@ func (p *Program) Offenders() ([]Offender, error) {
 		v   bpf.PortcullisPcOffender
 		out []Offender
 	)
-	if err := p.readLabels(); err != nil {
-		return nil, err
-	}
 	it := p.objs.Offenders.Iterate()
 	for it.Next(&k, &v) {
 		var a netip.Addr

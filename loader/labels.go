@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/cilium/ebpf"
 
@@ -99,7 +100,7 @@ func (p *Program) stableIDs(t *policy.Tables) ([]uint32, error) {
 // reclaim frees id (labelled old, used by no policy in force): its counters are zeroed
 // and its label removed.
 func (p *Program) reclaim(id uint32, old string) error {
-	zero := make([]bpf.PortcullisPcCounter, ebpfPossibleCPUs())
+	zero := make([]bpf.PortcullisPcCounter, ebpf.MustPossibleCPU())
 	for o := policy.Outcome(0); o < numOutcomes; o++ {
 		for f := policy.Family(0); f < numFamilies; f++ {
 			if err := p.objs.Stats.Put(statsKey(id, o, f), zero); err != nil {
@@ -115,12 +116,10 @@ func (p *Program) reclaim(id uint32, old string) error {
 	return nil
 }
 
-func ebpfPossibleCPUs() int {
-	n, err := ebpf.PossibleCPU()
-	if err != nil {
-		return 1
-	}
-	return n
+// SplitLabel splits a rule label "kind/name" (names may contain "/").
+func SplitLabel(l string) (kind, name string) {
+	kind, name, _ = strings.Cut(l, "/")
+	return kind, name
 }
 
 // Label returns the label of a stable rule id ("kind/name"), or "" if none.
@@ -142,9 +141,6 @@ type LabelCounter struct {
 // Counters returns the non-zero counters of every label ever used, summed across CPUs:
 // a label's counts survive policy swaps and daemon restarts.
 func (p *Program) Counters() ([]LabelCounter, error) {
-	if err := p.readLabels(); err != nil {
-		return nil, err
-	}
 	ids := []uint32{0}
 	for id := range p.idLabels {
 		if id != 0 {

@@ -47,10 +47,8 @@ func Load() (*Program, error) {
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		return nil, loadError(err)
 	}
-	if err := p.readLabels(); err != nil {
-		p.Close()
-		return nil, err
-	}
+	// Fresh maps: no rule labels yet (LoadPinned and OpenPinned read theirs).
+	p.labels, p.idLabels = map[string]uint32{}, map[uint32]string{}
 	return p, nil
 }
 

@@ -84,8 +84,8 @@ func withBit(a netip.Addr, i int) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
-// lastAddr is the highest address in p.
-func lastAddr(p netip.Prefix) netip.Addr {
+// LastAddr is the highest address in p.
+func LastAddr(p netip.Prefix) netip.Addr {
 	a := p.Addr()
 	for i := p.Bits(); i < a.BitLen(); i++ {
 		a = withBit(a, i)
@@ -95,7 +95,7 @@ func lastAddr(p netip.Prefix) netip.Addr {
 
 // split reports whether some entry lies strictly inside p.
 func (w *differ) split(p netip.Prefix) bool {
-	first, last := p.Addr(), lastAddr(p)
+	first, last := p.Addr(), LastAddr(p)
 	i := sort.Search(len(w.ps), func(i int) bool { return w.ps[i].Addr().Compare(first) >= 0 })
 	for ; i < len(w.ps) && w.ps[i].Addr().Compare(last) <= 0; i++ {
 		if w.ps[i].Bits() > p.Bits() {

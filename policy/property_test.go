@@ -80,7 +80,7 @@ func sampleAddrs(r *rand.Rand, cs ...*Compiled) []netip.Addr {
 	for _, c := range cs {
 		for _, tab := range [][]Entry{c.Tables.Ranges, c.Tables.Quarantines} {
 			for _, e := range tab {
-				first, last := e.Prefix.Addr(), lastAddr(e.Prefix)
+				first, last := e.Prefix.Addr(), LastAddr(e.Prefix)
 				out = append(out, first, last, first.Prev(), last.Next())
 			}
 		}

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -16,6 +15,16 @@ import (
 )
 
 // status, stats and top read the pinned maps: they work while the daemon is down.
+
+// openPinned opens the pinned maps the paths name, for reading.
+func (p paths) openPinned() (prog *loader.Program, bpffs, socket string, err error) {
+	bpffs, socket, err = p.resolve()
+	if err != nil {
+		return nil, "", "", &exitError{2, err}
+	}
+	prog, err = loader.OpenPinned(bpffs)
+	return prog, bpffs, socket, err
+}
 
 const statusHelp = `
 Shows what is enforced: the interfaces the program is attached to and how, the program
@@ -46,11 +55,7 @@ func runStatus(e *env, args []string) error {
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
-	bpffs, socket, err := p.resolve()
-	if err != nil {
-		return &exitError{2, err}
-	}
-	prog, err := loader.OpenPinned(bpffs)
+	prog, bpffs, socket, err := p.openPinned()
 	if err != nil {
 		return err
 	}
@@ -76,7 +81,7 @@ func runStatus(e *env, args []string) error {
 		if l.Ifindex != 0 {
 			ij.Mode = "?"
 			if nl, err := netlink.LinkByIndex(l.Ifindex); err == nil && nl.Attrs().Xdp != nil {
-				ij.Mode = attachModeName(nl.Attrs().Xdp.AttachMode)
+				ij.Mode = string(loader.AttachedMode(nl.Attrs().Xdp.AttachMode))
 			}
 		}
 		out.Interfaces = append(out.Interfaces, ij)
@@ -111,18 +116,6 @@ func runStatus(e *env, args []string) error {
 	return w.Flush()
 }
 
-func attachModeName(m uint32) string {
-	switch m {
-	case 1:
-		return "native"
-	case 2:
-		return "generic"
-	case 3:
-		return "offload"
-	}
-	return fmt.Sprintf("mode %d", m)
-}
-
 const statsHelp = `
 Counters of the data plane, per policy entry, outcome and family: packets and bytes to
 governed ports, kept by entry name across policy changes and daemon restarts, then the
@@ -150,11 +143,7 @@ func runStats(e *env, args []string) error {
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
-	bpffs, _, err := p.resolve()
-	if err != nil {
-		return &exitError{2, err}
-	}
-	prog, err := loader.OpenPinned(bpffs)
+	prog, _, _, err := p.openPinned()
 	if err != nil {
 		return err
 	}
@@ -169,7 +158,7 @@ func runStats(e *env, args []string) error {
 	}
 	out := statsJSON{Entries: []entryStat{}, Reasons: map[string]uint64{}}
 	for _, c := range cs {
-		kind, name := splitLabel(c.Label)
+		kind, name := loader.SplitLabel(c.Label)
 		out.Entries = append(out.Entries, entryStat{kind, name, c.Outcome.String(), c.Family.String(), c.Packets, c.Bytes})
 	}
 	slices.SortFunc(out.Entries, func(a, b entryStat) int {
@@ -226,11 +215,7 @@ func runTop(e *env, args []string) error {
 	if *n < 1 {
 		return fmt.Errorf("%w: -n must be at least 1", errUsage)
 	}
-	bpffs, _, err := p.resolve()
-	if err != nil {
-		return &exitError{2, err}
-	}
-	prog, err := loader.OpenPinned(bpffs)
+	prog, _, _, err := p.openPinned()
 	if err != nil {
 		return err
 	}
@@ -245,7 +230,7 @@ func runTop(e *env, args []string) error {
 	offs = offs[:min(len(offs), *n)]
 	out := []offenderJSON{}
 	for _, o := range offs {
-		kind, name := splitLabel(o.Label)
+		kind, name := loader.SplitLabel(o.Label)
 		out = append(out, offenderJSON{o.Source.String(), o.Count, o.FirstSeen.UTC().Round(time.Millisecond), o.LastSeen.UTC().Round(time.Millisecond), name, kind, o.Port, o.Outcome.String()})
 	}
 	if *asJSON {
@@ -263,9 +248,3 @@ func runTop(e *env, args []string) error {
 }
 
 func reasonName(r int) string { return policy.Reason(r).String() }
-
-// splitLabel splits a counter label "kind/name" (names may contain "/").
-func splitLabel(l string) (kind, name string) {
-	kind, name, _ = strings.Cut(l, "/")
-	return kind, name
-}
