@@ -30,7 +30,8 @@
 #define PC_MAX_PREFIXES (1 << 24)
 #endif
 
-/* Longest L2 prefix we parse: Ethernet 14 + two VLAN tags 8 + PPPoE 6 + PPP 2 = 30. */
+/* Longest L2 prefix we parse: Ethernet 14 + two VLAN tags 8 + PPPoE 6 + PPP 2 = 30
+ * (a compressed 1-byte PPP protocol makes it 29). */
 #define PC_MAX_L2 30
 
 /* Policy slots: the live policy is in one, the next is built in the other. */

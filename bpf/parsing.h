@@ -22,17 +22,20 @@ struct pc_vlanhdr {
 	__be16 proto; /* encapsulated ethertype */
 };
 
-/* PPPoE session header (RFC 2516) followed by the PPP protocol field. */
+/* PPPoE session header (RFC 2516). The PPP protocol field follows: 2 bytes, or 1 byte
+ * when its first byte is odd (protocol-field compression, RFC 1661 6.5). */
 struct pc_pppoehdr {
 	__u8 ver_type; /* 0x11 */
 	__u8 code;     /* 0x00 for session data */
 	__be16 session;
-	__be16 length; /* PPP payload length, including the 2-byte protocol field */
-	__be16 ppp_proto;
+	__be16 length; /* PPP payload length, including the protocol field */
 };
 
+/* PPP protocols (RFC 1661, 1332, 5072, 1144). */
 #define PC_PPP_IPV4 0x0021
 #define PC_PPP_IPV6 0x0057
+#define PC_PPP_VJ_COMP 0x002d   /* Van Jacobson compressed TCP/IP */
+#define PC_PPP_VJ_UNCOMP 0x002f /* Van Jacobson uncompressed TCP/IP */
 
 struct pc_iphdr {
 	__u8 ver_ihl;
@@ -121,7 +124,8 @@ struct pc_pkt {
 	__u8 fragment;   /* first fragment of a fragmented datagram */
 	__u8 ports_only; /* first fragment too short for a full TCP header */
 	__u16 l3_proto;  /* ethertype of the IP header at l3_off (host order) */
-	__u8 pad[2];
+	__u8 vj;         /* PPP VJ-uncompressed: IPv4 whose protocol byte is a VJ slot */
+	__u8 pad;
 	__u8 saddr[16];  /* IPv4 uses the first 4 bytes, the rest stay zero */
 	__u8 daddr[16];
 };
@@ -173,7 +177,9 @@ static __always_inline int parse_ipv4(struct pc_cursor *c, struct pc_pkt *p)
 	__u16 frag = bpf_ntohs(ip->frag_off);
 	if (frag & PC_IP_OFFSET)
 		return PC_P_FRAGMENT;
-	if (ip->protocol != IPPROTO_TCP)
+	/* A VJ-uncompressed frame carries a VJ connection slot in the protocol byte; the
+	 * kernel (slhc_remember) writes IPPROTO_TCP over it and routes it as TCP. */
+	if (ip->protocol != IPPROTO_TCP && !p->vj)
 		return PC_P_NOT_TCP;
 	p->fragment = (frag & PC_IP_MF) != 0;
 	p->family = PC_FAM_V4;
@@ -254,8 +260,59 @@ static __always_inline int parse_ipv6(struct pc_cursor *c, struct pc_pkt *p)
 	return parse_tcp(c, p, plen > ext ? plen - ext : 0);
 }
 
+/* The PPP protocol field after a PPPoE session header: 1 byte if its first byte is odd
+ * (protocol-field compression), else 2. Linux's PPP stack (ppp_input) decompresses a
+ * 1-byte field on every received frame, negotiated or not, so both forms are routed
+ * and both are parsed here. What each protocol means for us:
+ *   IPv4 0x21, IPv6 0x57  judged as IP.
+ *   VJ uncompressed 0x2f  a full IPv4+TCP header whose protocol byte holds a VJ slot;
+ *                         the kernel restores it to TCP and routes it (its VJ state is
+ *                         allocated for every PPP unit, so this needs no negotiation).
+ *                         Judged as IPv4 TCP; never answered with an RST (a reply would
+ *                         need a different PPP protocol): a reset verdict drops it.
+ *   VJ compressed 0x2d    carries neither addresses nor ports: only deltas against a
+ *                         slot whose header came in a 0x2f frame, which was judged, so
+ *                         it can only continue a connection we let through. Passed.
+ *   anything else         not IP to us (LCP, IPCP, CCP 0xfd, multilink 0x3d, MPLS...):
+ *                         passed. Compressed (CCP) and multilink frames carry IP only if
+ *                         the BNG negotiated them; docs/DATAPLANE.md says which settings
+ *                         keep them off. */
+static __always_inline int parse_ppp(struct pc_cursor *c, struct pc_pkt *p, __be16 *proto,
+				     __u32 *off)
+{
+	__u8 *pp = c->pos;
+	__u16 ppp;
+
+	if ((void *)(pp + 1) > c->end)
+		return PC_P_MALFORMED;
+	if (pp[0] & 1) {
+		ppp = pp[0];
+		c->pos = pp + 1;
+		*off += 1;
+	} else {
+		if ((void *)(pp + 2) > c->end)
+			return PC_P_MALFORMED;
+		ppp = ((__u16)pp[0] << 8) | pp[1];
+		c->pos = pp + 2;
+		*off += 2;
+	}
+	switch (ppp) {
+	case PC_PPP_IPV4:
+		*proto = bpf_htons(ETH_P_IP);
+		return PC_P_CONTINUE;
+	case PC_PPP_IPV6:
+		*proto = bpf_htons(ETH_P_IPV6);
+		return PC_P_CONTINUE;
+	case PC_PPP_VJ_UNCOMP:
+		p->vj = 1;
+		*proto = bpf_htons(ETH_P_IP);
+		return PC_P_CONTINUE;
+	}
+	return PC_P_NOT_TCP;
+}
+
 /* Ethernet, then up to two VLAN tags (802.1Q or 802.1ad, in any order), then an
- * optional PPPoE session header carrying PPP IPv4 or IPv6. A third tag, PPPoE
+ * optional PPPoE session header and its PPP protocol (parse_ppp). A third tag, PPPoE
  * discovery, other PPP protocols and unknown ethertypes are not ours: pass.
  * Fills p->l3_off and p->l3_proto and returns PC_P_CONTINUE for IPv4/IPv6. */
 static __always_inline int parse_l2(struct pc_cursor *c, struct pc_pkt *p)
@@ -288,15 +345,12 @@ static __always_inline int parse_l2(struct pc_cursor *c, struct pc_pkt *p)
 			return PC_P_MALFORMED;
 		if (ph->ver_type != 0x11 || ph->code != 0)
 			return PC_P_NOT_TCP;
-		if (ph->ppp_proto == bpf_htons(PC_PPP_IPV4))
-			proto = bpf_htons(ETH_P_IP);
-		else if (ph->ppp_proto == bpf_htons(PC_PPP_IPV6))
-			proto = bpf_htons(ETH_P_IPV6);
-		else
-			return PC_P_NOT_TCP;
 		p->pppoe_off = off;
 		c->pos = ph + 1;
 		off += sizeof(*ph);
+		int r = parse_ppp(c, p, &proto, &off);
+		if (r != PC_P_CONTINUE)
+			return r;
 	}
 
 	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6))
@@ -304,6 +358,28 @@ static __always_inline int parse_l2(struct pc_cursor *c, struct pc_pkt *p)
 	p->l3_off = off;
 	p->l3_proto = bpf_ntohs(proto);
 	return PC_P_CONTINUE;
+}
+
+/* A frame from an interface without a link-layer header (tun, ppp, WireGuard, IP
+ * tunnels): it starts at the IP header, whose version nibble says which. The kernel's
+ * ip_rcv/ipv6_rcv drop a packet whose version does not match, so the nibble is what
+ * the router goes by. l3_off 0 tells the reply there are no MACs to swap. */
+static __always_inline int parse_raw_ip(struct pc_cursor *c, struct pc_pkt *p)
+{
+	__u8 *v = c->pos;
+
+	if ((void *)(v + 1) > c->end)
+		return PC_P_MALFORMED;
+	p->l3_off = 0;
+	switch (*v >> 4) {
+	case 4:
+		p->l3_proto = ETH_P_IP;
+		return PC_P_CONTINUE;
+	case 6:
+		p->l3_proto = ETH_P_IPV6;
+		return PC_P_CONTINUE;
+	}
+	return PC_P_NOT_TCP;
 }
 
 /* IP and TCP, from p->l3_off. A global (non-inlined) function: the verifier checks it
@@ -326,14 +402,15 @@ __attribute__((noinline)) int pc_parse_ip(struct xdp_md *ctx, struct pc_pkt *p)
 	return parse_ipv6(&c, p);
 }
 
-/* The whole parse: L2 inline, IP and TCP in the global function. */
-static __always_inline int parse_frame(struct xdp_md *ctx, struct pc_pkt *p)
+/* The whole parse: L2 (or none, on a raw-IP interface) inline, IP and TCP in the
+ * global function. */
+static __always_inline int parse_frame(struct xdp_md *ctx, struct pc_pkt *p, int raw_ip)
 {
 	struct pc_cursor c = {
 		.pos = (void *)(long)ctx->data,
 		.end = (void *)(long)ctx->data_end,
 	};
-	int r = parse_l2(&c, p);
+	int r = raw_ip ? parse_raw_ip(&c, p) : parse_l2(&c, p);
 
 	if (r != PC_P_CONTINUE)
 		return r;

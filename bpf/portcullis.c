@@ -35,6 +35,16 @@ static __always_inline int port_governed(const struct pc_config *cfg, __be16 por
 	return (cfg->governed[(port >> 6) & (PC_PORT_WORDS - 1)] >> (port & 63)) & 1;
 }
 
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d). Linux forwards packets with such a
+ * source (only local TCPv6 delivery refuses them), so they are judged as the IPv4
+ * address they map, as the policy and `explain` read them. */
+static __always_inline int v4_mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
+}
+
 /* Quarantine first (an entry past its expiry is ignored, so it lifts on time without
  * the daemon), then the longest matching range, then the default (rule 0). */
 static __always_inline __u8 lookup_source(const struct pc_config *cfg, const struct pc_pkt *p,
@@ -43,11 +53,15 @@ static __always_inline __u8 lookup_source(const struct pc_config *cfg, const str
 	__u32 slot = cfg->slot & (PC_SLOTS - 1);
 	struct pc_rule *r = 0;
 	void *q, *t;
+	int mapped = p->family == PC_FAM_V6 && v4_mapped(p->saddr);
 
-	if (p->family == PC_FAM_V4) {
+	if (p->family == PC_FAM_V4 || mapped) {
 		struct pc_lpm_v4 k = { .prefixlen = 32 };
 
-		__builtin_memcpy(k.addr, p->saddr, 4);
+		if (mapped)
+			__builtin_memcpy(k.addr, p->saddr + 12, 4);
+		else
+			__builtin_memcpy(k.addr, p->saddr, 4);
 		q = bpf_map_lookup_elem(&quarantine_v4, &slot);
 		if (q) {
 			r = bpf_map_lookup_elem(q, &k);
@@ -163,8 +177,9 @@ static __always_inline void count(void *map, __u32 key, __u64 bytes)
 	}
 }
 
-SEC("xdp")
-int portcullis(struct xdp_md *ctx)
+/* The whole judgement of one frame. raw_ip is a compile-time constant at each entry
+ * point below: frames that start at an Ethernet header, or at the IP header. */
+static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -186,7 +201,7 @@ int portcullis(struct xdp_md *ctx)
 		goto out;
 
 	/* 2. Parse. Only TCP with ports (or an over-long IPv6 chain) goes on. */
-	switch (parse_frame(ctx, &p)) {
+	switch (parse_frame(ctx, &p, raw_ip)) {
 	case PC_P_TCP:
 		break;
 	case PC_P_EVASION:
@@ -221,12 +236,12 @@ int portcullis(struct xdp_md *ctx)
 		action = XDP_DROP;
 		break;
 	case PC_RESET:
-		/* Only a bare SYN in a whole segment gets an RST; other segments, fragments
-		 * and SYNs over the RST budget are dropped. */
+		/* Only a bare SYN in a whole segment gets an RST; other segments, fragments,
+		 * PPP VJ frames and SYNs over the RST budget are dropped. */
 		res.outcome = PC_OUT_DROP;
 		action = XDP_DROP;
 		if ((p.tcp_flags & (PC_TCP_SYN | PC_TCP_ACK | PC_TCP_RST)) != PC_TCP_SYN ||
-		    p.fragment)
+		    p.fragment || p.vj)
 			break;
 		if (!probe && !rst_allowed(cfg, now)) {
 			res.flags |= 1 << PC_R_RATE_LIMITED;
@@ -286,4 +301,19 @@ out:
 				count(&reasons, i, bytes);
 	}
 	return action;
+}
+
+/* Interfaces with an Ethernet header (Ethernet, VLAN, bonds, veth, tap...). */
+SEC("xdp")
+int portcullis(struct xdp_md *ctx)
+{
+	return judge(ctx, 0);
+}
+
+/* Interfaces whose frames start at the IP header (tun, ppp, WireGuard, IP tunnels).
+ * The loader picks this entry point from the interface's link type. */
+SEC("xdp")
+int portcullis_l3(struct xdp_md *ctx)
+{
+	return judge(ctx, 1);
 }

@@ -139,26 +139,27 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	PortcullisMapMeta         = "meta"
-	PortcullisMapOffenders    = "offenders"
-	PortcullisMapPolicy       = "policy"
-	PortcullisMapQuarantineV4 = "quarantine_v4"
-	PortcullisMapQuarantineV6 = "quarantine_v6"
-	PortcullisMapRangesV4     = "ranges_v4"
-	PortcullisMapRangesV6     = "ranges_v6"
-	PortcullisMapReasons      = "reasons"
-	PortcullisMapRstBucket    = "rst_bucket"
-	PortcullisMapRuleNames    = "rule_names"
-	PortcullisMapStats        = "stats"
-	PortcullisProgPortcullis  = "portcullis"
-	PortcullisVarPcBtfConfig  = "pc_btf_config"
-	PortcullisVarPcBtfFamily  = "pc_btf_family"
-	PortcullisVarPcBtfLpmV4   = "pc_btf_lpm_v4"
-	PortcullisVarPcBtfLpmV6   = "pc_btf_lpm_v6"
-	PortcullisVarPcBtfOutcome = "pc_btf_outcome"
-	PortcullisVarPcBtfReason  = "pc_btf_reason"
-	PortcullisVarPcBtfRule    = "pc_btf_rule"
-	PortcullisVarPcBtfVerdict = "pc_btf_verdict"
+	PortcullisMapMeta          = "meta"
+	PortcullisMapOffenders     = "offenders"
+	PortcullisMapPolicy        = "policy"
+	PortcullisMapQuarantineV4  = "quarantine_v4"
+	PortcullisMapQuarantineV6  = "quarantine_v6"
+	PortcullisMapRangesV4      = "ranges_v4"
+	PortcullisMapRangesV6      = "ranges_v6"
+	PortcullisMapReasons       = "reasons"
+	PortcullisMapRstBucket     = "rst_bucket"
+	PortcullisMapRuleNames     = "rule_names"
+	PortcullisMapStats         = "stats"
+	PortcullisProgPortcullis   = "portcullis"
+	PortcullisProgPortcullisL3 = "portcullis_l3"
+	PortcullisVarPcBtfConfig   = "pc_btf_config"
+	PortcullisVarPcBtfFamily   = "pc_btf_family"
+	PortcullisVarPcBtfLpmV4    = "pc_btf_lpm_v4"
+	PortcullisVarPcBtfLpmV6    = "pc_btf_lpm_v6"
+	PortcullisVarPcBtfOutcome  = "pc_btf_outcome"
+	PortcullisVarPcBtfReason   = "pc_btf_reason"
+	PortcullisVarPcBtfRule     = "pc_btf_rule"
+	PortcullisVarPcBtfVerdict  = "pc_btf_verdict"
 )
 
 // LoadPortcullis returns the embedded CollectionSpec for Portcullis.
@@ -203,7 +204,8 @@ type PortcullisSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PortcullisProgramSpecs struct {
-	Portcullis *ebpf.ProgramSpec `ebpf:"portcullis"`
+	Portcullis   *ebpf.ProgramSpec `ebpf:"portcullis"`
+	PortcullisL3 *ebpf.ProgramSpec `ebpf:"portcullis_l3"`
 }
 
 // PortcullisMapSpecs contains maps before they are loaded into the kernel.
@@ -304,12 +306,14 @@ type PortcullisVariables struct {
 //
 // It can be passed to LoadPortcullisObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PortcullisPrograms struct {
-	Portcullis *ebpf.Program `ebpf:"portcullis"`
+	Portcullis   *ebpf.Program `ebpf:"portcullis"`
+	PortcullisL3 *ebpf.Program `ebpf:"portcullis_l3"`
 }
 
 func (p *PortcullisPrograms) Close() error {
 	return _PortcullisClose(
 		p.Portcullis,
+		p.PortcullisL3,
 	)
 }
 

@@ -44,11 +44,14 @@ __attribute__((noinline)) int pc_build_rst(struct xdp_md *ctx, const struct pc_p
 	__u32 l3 = p->l3_off;
 	__u32 iplen;
 
-	if ((void *)(eth + 1) > end)
-		return -1;
-	__builtin_memcpy(mac, eth->dst, ETH_ALEN);
-	__builtin_memcpy(eth->dst, eth->src, ETH_ALEN);
-	__builtin_memcpy(eth->src, mac, ETH_ALEN);
+	/* l3_off 0: a raw-IP interface, no link-layer header to turn around. */
+	if (l3) {
+		if ((void *)(eth + 1) > end)
+			return -1;
+		__builtin_memcpy(mac, eth->dst, ETH_ALEN);
+		__builtin_memcpy(eth->dst, eth->src, ETH_ALEN);
+		__builtin_memcpy(eth->src, mac, ETH_ALEN);
+	}
 
 	struct pc_tcphdr th = {
 		.source = p->dport,
@@ -113,7 +116,8 @@ __attribute__((noinline)) int pc_build_rst(struct xdp_md *ctx, const struct pc_p
 		struct pc_pppoehdr *ph = data + po;
 		if ((void *)(ph + 1) > end)
 			return -1;
-		ph->length = bpf_htons(iplen + 2);
+		/* The PPP protocol field (1 or 2 bytes) sits between PPPoE and IP. */
+		ph->length = bpf_htons(iplen + (l3 - po - sizeof(*ph)));
 	}
 
 	int delta = (int)(l3 + iplen) - (int)(end - data);

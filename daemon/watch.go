@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
 	"github.com/portcullis/portcullis/loader"
@@ -94,7 +95,7 @@ func (d *Daemon) reconcile(name string) {
 		return
 	}
 	xdp := l.Attrs().Xdp
-	if xdp != nil && xdp.Attached && xdp.ProgId == uint32(d.prog.ID()) {
+	if xdp != nil && xdp.Attached && slices.Contains(d.prog.IDs(), ebpf.ProgramID(xdp.ProgId)) {
 		d.attached[name] = loader.AttachedMode(xdp.AttachMode)
 		delete(d.gone, name)
 		return

@@ -3,14 +3,16 @@ package loader
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/portcullis/portcullis/policy"
 )
 
 // Mode is how the program is attached to an interface.
@@ -36,8 +38,44 @@ func AttachedMode(attached uint32) Mode {
 	return Mode(fmt.Sprint("mode ", attached))
 }
 
-// ErrAlreadyAttached means another XDP program holds the interface.
-var ErrAlreadyAttached = errors.New("another XDP program is already attached")
+// Sentinel errors of attaching.
+var (
+	// ErrAlreadyAttached means another XDP program holds the interface.
+	ErrAlreadyAttached = errors.New("another XDP program is already attached")
+	// ErrLinkType means the interface's frames have a link layer the program cannot
+	// parse, so it would judge nothing there.
+	ErrLinkType = errors.New("link type the program cannot judge")
+)
+
+// LinkOf says where the frames of an interface with the kernel's link type encap (as
+// netlink names it: IFLA's ARPHRD_*) start: at an Ethernet header, or at the IP header.
+// Any other link type is ErrLinkType: attaching there would judge nothing.
+func LinkOf(ifname, encap string) (policy.Link, error) {
+	switch encap {
+	case "ether", "loopback": // loopback carries a (zeroed) Ethernet header
+		return policy.LinkEthernet, nil
+	case "none", // tun, WireGuard (ARPHRD_NONE)
+		"ppp",        // kernel PPP (pppd, accel-ppp)
+		"unknown519", // ARPHRD_RAWIP
+		"ipip",       // ARPHRD_TUNNEL
+		"tunnel6",    // ip6tnl
+		"sit",        // 6in4
+		"gre",        // ARPHRD_IPGRE (L3 GRE; gretap is Ethernet)
+		"unknown823": // ARPHRD_IP6GRE
+		return policy.LinkRawIP, nil
+	}
+	return 0, fmt.Errorf("%s: %w: %q (Portcullis judges Ethernet interfaces, with VLAN and PPPoE, and raw-IP ones: tun, ppp, WireGuard, IP tunnels); attach to the interface that carries the subscribers' IP traffic instead", ifname, ErrLinkType, encap)
+}
+
+// linkOf looks up the interface and its link type.
+func linkOf(ifname string) (int, policy.Link, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return 0, 0, fmt.Errorf("interface %s: %w", ifname, err)
+	}
+	kind, err := LinkOf(ifname, l.Attrs().EncapType)
+	return l.Attrs().Index, kind, err
+}
 
 const linkPrefix = "link-"
 
@@ -51,11 +89,12 @@ func LinkPath(dir, ifname string) string {
 // Attach attaches the program to ifname through a bpf_link pinned in dir, so that it
 // stays attached when this process exits. A pin left by a link whose interface went
 // away is replaced. It returns the mode that took: with ModeAuto, generic if the
-// driver refused native.
+// driver refused native. The entry point follows the interface's link type (Ethernet
+// or raw IP); an interface of any other type is refused with ErrLinkType.
 func (p *Program) Attach(dir, ifname string, mode Mode) (Mode, error) {
-	iface, err := net.InterfaceByName(ifname)
+	index, kind, err := linkOf(ifname)
 	if err != nil {
-		return "", fmt.Errorf("interface %s: %w", ifname, err)
+		return "", err
 	}
 	try := []Mode{mode}
 	if mode == ModeAuto {
@@ -68,7 +107,7 @@ func (p *Program) Attach(dir, ifname string, mode Mode) (Mode, error) {
 		if m == ModeGeneric {
 			flags = link.XDPGenericMode
 		}
-		l, err = link.AttachXDP(link.XDPOptions{Program: p.objs.Portcullis, Interface: iface.Index, Flags: flags})
+		l, err = link.AttachXDP(link.XDPOptions{Program: p.entry(kind), Interface: index, Flags: flags})
 		if err == nil {
 			used = m
 			break
@@ -147,28 +186,42 @@ func (p *Program) UpdateLinks(dir string) ([]PinnedLink, error) {
 	if err != nil {
 		return nil, err
 	}
-	id := p.ID()
 	for i, pl := range links {
 		if pl.Ifindex == 0 {
 			continue // detached by the kernel; Attach replaces it when the interface is back
+		}
+		nl, err := netlink.LinkByIndex(pl.Ifindex)
+		if err != nil {
+			return nil, fmt.Errorf("interface of pinned link %s: %w", pl.Path, err)
+		}
+		kind, err := LinkOf(nl.Attrs().Name, nl.Attrs().EncapType)
+		if err != nil {
+			return nil, err
 		}
 		l, err := link.LoadPinnedLink(pl.Path, nil)
 		if err != nil {
 			return nil, fmt.Errorf("opening pinned link %s: %w", pl.Path, err)
 		}
-		err = l.Update(p.objs.Portcullis)
+		err = l.Update(p.entry(kind))
 		l.Close()
 		if err != nil {
 			return nil, fmt.Errorf("updating the program on %s: %w", pl.Interface, err)
 		}
-		links[i].ProgramID = id
+		links[i].ProgramID = programID(p.entry(kind))
 	}
 	return links, nil
 }
 
-// ID returns the kernel's id of the loaded program.
-func (p *Program) ID() ebpf.ProgramID {
-	info, err := p.objs.Portcullis.Info()
+// ID returns the kernel's id of the loaded program (its Ethernet entry point).
+func (p *Program) ID() ebpf.ProgramID { return programID(p.objs.Portcullis) }
+
+// IDs returns the kernel's ids of both entry points: Ethernet and raw IP.
+func (p *Program) IDs() []ebpf.ProgramID {
+	return []ebpf.ProgramID{programID(p.objs.Portcullis), programID(p.objs.PortcullisL3)}
+}
+
+func programID(prog *ebpf.Program) ebpf.ProgramID {
+	info, err := prog.Info()
 	if err != nil {
 		return 0
 	}

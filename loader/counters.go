@@ -16,8 +16,13 @@ import (
 // Run passes one frame through the program (BPF_PROG_TEST_RUN) and returns the XDP
 // action and the frame as the program left it. It counts like real traffic.
 func (p *Program) Run(frame []byte) (policy.Action, []byte, error) {
+	return p.RunOn(policy.LinkEthernet, frame)
+}
+
+// RunOn is Run through the entry point for links of type l.
+func (p *Program) RunOn(l policy.Link, frame []byte) (policy.Action, []byte, error) {
 	opts := &ebpf.RunOptions{Data: frame, DataOut: make([]byte, len(frame)+256)}
-	ret, err := p.objs.Portcullis.Run(opts)
+	ret, err := p.entry(l).Run(opts)
 	if err != nil {
 		return 0, nil, fmt.Errorf("test run: %w", err)
 	}
@@ -37,13 +42,18 @@ type xdpMD struct {
 // judged and answered exactly like traffic, but leaves no trace (no counters, no
 // offender entry, no RST token spent). The daemon's proof uses it on the live program.
 func (p *Program) Probe(frame []byte) (policy.Action, []byte, error) {
+	return p.ProbeOn(policy.LinkEthernet, frame)
+}
+
+// ProbeOn is Probe through the entry point for links of type l.
+func (p *Program) ProbeOn(l policy.Link, frame []byte) (policy.Action, []byte, error) {
 	in := make([]byte, 4+len(frame))
 	binary.NativeEndian.PutUint32(in, probeMagic)
 	copy(in[4:], frame)
 	ctx := xdpMD{Data: 4, DataEnd: uint32(len(in))}
 	var ctxOut xdpMD
 	opts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256), Context: ctx, ContextOut: &ctxOut}
-	ret, err := p.objs.Portcullis.Run(opts)
+	ret, err := p.entry(l).Run(opts)
 	if err != nil {
 		return 0, nil, fmt.Errorf("probe run: %w", err)
 	}

@@ -1,12 +1,15 @@
 package loader
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"github.com/portcullis/portcullis/policy"
 )
 
 // Frame builders for the packet tests: real frames serialised by gopacket with
@@ -20,9 +23,25 @@ const (
 	encQinQ
 	encPPPoE
 	encVLANPPPoE
+	encPPPoEPFC     // PPPoE with the PPP protocol compressed to one byte (RFC 1661 6.5)
+	encVLANPPPoEPFC // the same behind a VLAN tag
+	encRawIP        // no link layer: the frame starts at the IP header (tun, ppp, WireGuard)
+	numEncaps
 )
 
-var encapNames = [...]string{"plain", "802.1Q", "QinQ", "PPPoE", "VLAN+PPPoE"}
+var encapNames = [...]string{"plain", "802.1Q", "QinQ", "PPPoE", "VLAN+PPPoE", "PPPoE-PFC", "VLAN+PPPoE-PFC", "raw-IP"}
+
+// link is the kind of interface a frame of this encapsulation arrives on.
+func (e encap) link() policy.Link {
+	if e == encRawIP {
+		return policy.LinkRawIP
+	}
+	return policy.LinkEthernet
+}
+
+func (e encap) pppoe() bool {
+	return e == encPPPoE || e == encVLANPPPoE || e == encPPPoEPFC || e == encVLANPPPoEPFC
+}
 
 func (e encap) String() string { return encapNames[e] }
 
@@ -81,10 +100,12 @@ func l2Layers(enc encap, v6 bool) []gopacket.SerializableLayer {
 		return []gopacket.SerializableLayer{eth,
 			&layers.Dot1Q{VLANIdentifier: 200, Type: layers.EthernetTypeDot1Q},
 			&layers.Dot1Q{VLANIdentifier: 300, Type: ipType}}
-	case encPPPoE:
+	case encPPPoE, encPPPoEPFC:
 		eth.EthernetType = layers.EthernetTypePPPoESession
 		return append([]gopacket.SerializableLayer{eth}, pppoe...)
-	case encVLANPPPoE:
+	case encRawIP:
+		return nil
+	case encVLANPPPoE, encVLANPPPoEPFC:
 		eth.EthernetType = layers.EthernetTypeDot1Q
 		return append([]gopacket.SerializableLayer{eth,
 			&layers.Dot1Q{VLANIdentifier: 100, Type: layers.EthernetTypePPPoESession}}, pppoe...)
@@ -180,7 +201,38 @@ func buildFrame(t testing.TB, fs frameSpec) []byte {
 
 	buf := gopacket.NewSerializeBuffer()
 	must(t, gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...))
-	return buf.Bytes()
+	f := buf.Bytes()
+	if fs.enc == encPPPoEPFC || fs.enc == encVLANPPPoEPFC {
+		f = compressPPPProto(t, f, pppoeOffset(fs.enc))
+	}
+	return f
+}
+
+// pppoeOffset is where the PPPoE header starts in a frame of encapsulation e.
+func pppoeOffset(e encap) int {
+	if e == encVLANPPPoE || e == encVLANPPPoEPFC {
+		return 18
+	}
+	return 14
+}
+
+// compressPPPProto rewrites a PPPoE session frame's 2-byte PPP protocol 0x00XX into the
+// 1-byte form XX (protocol-field compression), fixing the PPPoE length.
+func compressPPPProto(t testing.TB, f []byte, off int) []byte {
+	t.Helper()
+	if f[off+6] != 0 || f[off+7]&1 == 0 {
+		t.Fatalf("PPP protocol %#02x%02x cannot be compressed", f[off+6], f[off+7])
+	}
+	out := append(append([]byte{}, f[:off+6]...), f[off+7:]...)
+	binary.BigEndian.PutUint16(out[off+4:], binary.BigEndian.Uint16(f[off+4:])-1)
+	return out
+}
+
+// setPPPProto rewrites the PPP protocol of a PPPoE session frame (2-byte form).
+func setPPPProto(f []byte, off int, proto uint16) []byte {
+	out := append([]byte{}, f...)
+	binary.BigEndian.PutUint16(out[off+6:], proto)
+	return out
 }
 
 func must(t testing.TB, err error) {

@@ -69,8 +69,17 @@ func (p *Program) Close() error {
 	return p.objs.Close()
 }
 
-// XDP returns the program, for attaching.
+// XDP returns the program for Ethernet links, for attaching.
 func (p *Program) XDP() *ebpf.Program { return p.objs.Portcullis }
+
+// entry returns the program's entry point for links of type l: frames that start at
+// an Ethernet header, or at the IP header (tun, ppp, WireGuard, IP tunnels).
+func (p *Program) entry(l policy.Link) *ebpf.Program {
+	if l == policy.LinkRawIP {
+		return p.objs.PortcullisL3
+	}
+	return p.objs.Portcullis
+}
 
 // HasPolicy reports whether a policy is live (applied, or adopted from pinned maps).
 func (p *Program) HasPolicy() bool { return p.hasPolicy }

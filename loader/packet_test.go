@@ -38,7 +38,7 @@ func TestPacketMatrix(t *testing.T) {
 		port uint16
 	}{{false, 25}, {false, 465}, {false, 587}, {false, 443}, {true, 25}}
 
-	for enc := encPlain; enc <= encVLANPPPoE; enc++ {
+	for enc := encPlain; enc < numEncaps; enc++ {
 		for _, fam := range []string{"v4", "v6"} {
 			for _, s := range sources {
 				for _, pt := range ports {
@@ -54,7 +54,7 @@ func TestPacketMatrix(t *testing.T) {
 						}
 						frame := buildFrame(t, frameSpec{enc: enc, src: src, dst: dst, udp: pt.udp,
 							sport: 40000, dport: pt.port, syn: true, seq: 0x11223344, tcpOpts: true})
-						act, out, err := p.Run(frame)
+						act, out, err := p.RunOn(enc.link(), frame)
 						if err != nil {
 							t.Fatal(err)
 						}
@@ -62,7 +62,7 @@ func TestPacketMatrix(t *testing.T) {
 						if act != want {
 							t.Fatalf("action %v, want %v", act, want)
 						}
-						d := tables.Judge(frame, time.Now(), true)
+						d := tables.JudgeOn(enc.link(), frame, time.Now(), true)
 						if d.Action != act {
 							t.Fatalf("model says %v, program %v", d.Action, act)
 						}
@@ -71,7 +71,7 @@ func TestPacketMatrix(t *testing.T) {
 							if !bytes.Equal(out, d.Reply) {
 								t.Fatalf("reply differs from model\nprog  %s\nmodel %s", hex.EncodeToString(out), hex.EncodeToString(d.Reply))
 							}
-							checkRST(t, frame, out)
+							checkRSTOn(t, enc.link(), frame, out)
 						default:
 							if !bytes.Equal(out, frame) {
 								t.Fatalf("frame modified on %v", act)
@@ -89,14 +89,29 @@ func TestPacketMatrix(t *testing.T) {
 // recomputed by gopacket's serialiser.
 func checkRST(t *testing.T, syn, rst []byte) {
 	t.Helper()
-	in := gopacket.NewPacket(syn, layers.LayerTypeEthernet, gopacket.Default)
-	out := gopacket.NewPacket(rst, layers.LayerTypeEthernet, gopacket.Default)
+	checkRSTOn(t, policy.LinkEthernet, syn, rst)
+}
+
+// checkRSTOn is checkRST for frames of a link of type l (raw IP: no MACs to check).
+func checkRSTOn(t *testing.T, l policy.Link, syn, rst []byte) {
+	t.Helper()
+	first := layers.LayerTypeEthernet
+	if l == policy.LinkRawIP {
+		first = layers.LayerTypeIPv4
+		if len(syn) > 0 && syn[0]>>4 == 6 {
+			first = layers.LayerTypeIPv6
+		}
+	}
+	in := gopacket.NewPacket(syn, first, gopacket.Default)
+	out := gopacket.NewPacket(rst, first, gopacket.Default)
 	if el := out.ErrorLayer(); el != nil {
 		t.Fatalf("reply does not decode: %v", el.Error())
 	}
-	ie, oe := in.Layer(layers.LayerTypeEthernet).(*layers.Ethernet), out.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
-	if !bytes.Equal(ie.SrcMAC, oe.DstMAC) || !bytes.Equal(ie.DstMAC, oe.SrcMAC) {
-		t.Errorf("MACs not swapped: %v>%v became %v>%v", ie.SrcMAC, ie.DstMAC, oe.SrcMAC, oe.DstMAC)
+	if l == policy.LinkEthernet {
+		ie, oe := in.Layer(layers.LayerTypeEthernet).(*layers.Ethernet), out.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+		if !bytes.Equal(ie.SrcMAC, oe.DstMAC) || !bytes.Equal(ie.DstMAC, oe.SrcMAC) {
+			t.Errorf("MACs not swapped: %v>%v became %v>%v", ie.SrcMAC, ie.DstMAC, oe.SrcMAC, oe.DstMAC)
+		}
 	}
 	// L2 encapsulation kept: same VLAN ids, same PPPoE session.
 	var iv, ov []uint16

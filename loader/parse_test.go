@@ -1,7 +1,11 @@
 package loader
 
 import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -161,4 +165,135 @@ func TestTruncations(t *testing.T) {
 		}
 	}
 	t.Logf("%d truncated frames agree", n)
+}
+
+// TestPPPProtocols: what each PPP protocol the kernel may route does, in both forms of
+// the protocol field (2 bytes, or 1 with protocol-field compression). Every frame is
+// also compared with the model, byte for byte.
+func TestPPPProtocols(t *testing.T) {
+	tables := testTables(time.Now())
+	p := applied(t, tables)
+	syn := func(enc encap, src source, port uint16) []byte {
+		return buildFrame(t, frameSpec{enc: enc, src: src.v4, dst: dst4, sport: 40000, dport: port, syn: true, seq: 7})
+	}
+	// vj turns a PPPoE IPv4 frame into PPP VJ-uncompressed TCP: protocol 0x002f and a VJ
+	// slot number (3) where the IP header's protocol byte was.
+	vj := func(f []byte, off int) []byte {
+		f = setPPPProto(f, off, 0x002f)
+		f[off+8+9] = 3
+		return f
+	}
+	cases := []struct {
+		name     string
+		frame    []byte
+		want     policy.Action
+		wantPath policy.Reason
+	}{
+		{"pfc/ipv4/drop-range/25", syn(encPPPoEPFC, dropSrc, 25), policy.ActionDrop, policy.ReasonJudged},
+		{"pfc/ipv4/reset-range/25", syn(encPPPoEPFC, resetSrc, 25), policy.ActionTX, policy.ReasonJudged},
+		{"pfc/ipv4/drop-range/587", syn(encPPPoEPFC, dropSrc, 587), policy.ActionPass, policy.ReasonNotGoverned},
+		{"pfc/ipv6/reset-range/25", buildFrame(t, frameSpec{enc: encVLANPPPoEPFC, src: resetSrc.v6, dst: dst6, sport: 1, dport: 25, syn: true}), policy.ActionTX, policy.ReasonJudged},
+		{"vj-uncompressed/drop-range/25", vj(syn(encPPPoE, dropSrc, 25), 14), policy.ActionDrop, policy.ReasonJudged},
+		// A VJ frame is never answered (the reply would need another PPP protocol): dropped.
+		{"vj-uncompressed/reset-range/25", vj(syn(encPPPoE, resetSrc, 25), 14), policy.ActionDrop, policy.ReasonJudged},
+		{"vj-uncompressed/drop-range/587", vj(syn(encPPPoE, dropSrc, 587), 14), policy.ActionPass, policy.ReasonNotGoverned},
+		{"vj-uncompressed-pfc/drop-range/25", compressPPPProto(t, vj(syn(encPPPoE, dropSrc, 25), 14), 14), policy.ActionDrop, policy.ReasonJudged},
+		// VJ compressed: no addresses, no ports; it only continues a judged 0x2f header.
+		{"vj-compressed", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x002d), policy.ActionPass, policy.ReasonNotTCP},
+		{"ccp-compressed", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x00fd), policy.ActionPass, policy.ReasonNotTCP},
+		{"multilink", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x003d), policy.ActionPass, policy.ReasonNotTCP},
+		{"mpls", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x0281), policy.ActionPass, policy.ReasonNotTCP},
+		{"lcp", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0xc021), policy.ActionPass, policy.ReasonNotTCP},
+		// 0x21 0x00: an odd first byte is the whole (1-byte) protocol, IPv4, so the IP
+		// header would start at the 0x00: malformed, as the kernel finds it too.
+		{"odd-first-byte-is-the-1-byte-form", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x2100), policy.ActionPass, policy.ReasonMalformed},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d, act := compareWithModel(t, p, tables, c.frame)
+			if act != c.want {
+				t.Errorf("action %v, want %v", act, c.want)
+			}
+			if d.Path != c.wantPath {
+				t.Errorf("path %v, want %v", d.Path, c.wantPath)
+			}
+			if act == policy.ActionTX {
+				_, out, _ := p.Run(c.frame)
+				checkRST(t, c.frame, out)
+			}
+		})
+	}
+}
+
+// TestPFCResetBytes: the RST for a SYN with a 1-byte PPP protocol keeps the 1-byte
+// form and sets the PPPoE length to match, byte for byte.
+func TestPFCResetBytes(t *testing.T) {
+	tables := testTables(time.Now())
+	p := applied(t, tables)
+	frame := buildFrame(t, frameSpec{enc: encPPPoEPFC, src: resetSrc.v4, dst: dst4, sport: 40000, dport: 25, syn: true, seq: 0x11223344})
+	act, out, err := p.Run(frame)
+	if err != nil || act != policy.ActionTX {
+		t.Fatalf("action %v (%v), want TX", act, err)
+	}
+	want := mustHex(t, ""+
+		"020000000001"+"020000000002"+"8864"+ // MACs swapped, PPPoE session
+		"1100"+"1234"+"0029"+"21"+ // PPPoE: session 0x1234, length 41 = 1 + 20 + 20, PPP IPv4 (1 byte)
+		"45000028000040004006"+"0000"+"c0000219"+"64410505"+ // IPv4 (checksum below)
+		"0019"+"9c40"+"00000000"+"11223345"+"5014"+"0000"+"0000"+"0000") // RST+ACK, ack = seq+1
+	// Fill in the checksums the test computes itself.
+	ip := want[14+6+1:]
+	binary.BigEndian.PutUint16(ip[10:], policy.Checksum(ip[:20], 0))
+	pseudo := append(append([]byte{}, ip[12:20]...), 0, 6, 0, 20)
+	var sum uint32
+	for i := 0; i < len(pseudo); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(pseudo[i:]))
+	}
+	binary.BigEndian.PutUint16(ip[20+16:], policy.Checksum(ip[20:40], sum))
+	if !bytes.Equal(out, want) {
+		t.Fatalf("reply\n got %s\nwant %s", hex.EncodeToString(out), hex.EncodeToString(want))
+	}
+}
+
+// TestMappedSources: an IPv6 packet whose source is IPv4-mapped (::ffff:a.b.c.d) is
+// forwarded by Linux, so it is judged as the IPv4 address it maps, as the policy and
+// explain read it; the RST still answers in IPv6.
+func TestMappedSources(t *testing.T) {
+	tables := testTables(time.Now())
+	p := applied(t, tables)
+	mapped := func(s source) netip.Addr { return netip.AddrFrom16(s.v4.As16()) }
+	for _, c := range []struct {
+		src  source
+		port uint16
+		want policy.Action
+	}{
+		{sources[0], 25, policy.ActionDrop},  // drop range
+		{sources[1], 25, policy.ActionTX},    // reset range
+		{sources[4], 25, policy.ActionTX},    // quarantined
+		{sources[3], 25, policy.ActionPass},  // exemption inside the drop range
+		{sources[0], 587, policy.ActionPass}, // never governed
+	} {
+		t.Run(fmt.Sprintf("%s/%d", c.src.name, c.port), func(t *testing.T) {
+			frame := buildFrame(t, frameSpec{src: mapped(c.src), dst: dst6, sport: 40000, dport: c.port, syn: true, seq: 5})
+			d, act := compareWithModel(t, p, tables, frame)
+			if act != c.want {
+				t.Fatalf("action %v, want %v", act, c.want)
+			}
+			if d.Packet.Family != policy.IPv6 {
+				t.Errorf("family %v, want IPv6", d.Packet.Family)
+			}
+			if act == policy.ActionTX {
+				_, out, _ := p.Run(frame)
+				checkRST(t, frame, out)
+			}
+		})
+	}
+}
+
+func mustHex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -115,8 +115,9 @@ type Packet struct {
 	Payload   uint32 // TCP payload bytes from the IP length fields
 	Fragment  bool   // first fragment of a fragmented datagram
 	PortsOnly bool   // first fragment too short for a full TCP header
-	L3Off     int
-	PPPoEOff  int // 0 without PPPoE
+	L3Off     int  // 0 on a raw-IP link
+	PPPoEOff  int  // 0 without PPPoE
+	VJ        bool // PPP VJ-uncompressed TCP: judged, never answered with an RST
 }
 
 const (
@@ -126,11 +127,53 @@ const (
 	tcpACK = 0x10
 )
 
+// Link says where a frame starts: at an Ethernet header, or (on tun, ppp, WireGuard and
+// IP-tunnel interfaces) at the IP header. The program has one entry point for each.
+type Link uint8
+
+const (
+	LinkEthernet Link = iota
+	LinkRawIP
+)
+
+func (l Link) String() string {
+	if l == LinkRawIP {
+		return "raw-ip"
+	}
+	return "ethernet"
+}
+
+// PPP protocols the parser knows (RFC 1661, 1332, 5072, 1144).
+const (
+	pppIPv4     = 0x0021
+	pppIPv6     = 0x0057
+	pppVJUncomp = 0x002f // VJ uncompressed TCP/IP: IPv4 whose protocol byte is a VJ slot
+)
+
 // Decode parses a frame the way the program does: Ethernet, up to two VLAN tags
-// (0x8100/0x88a8), optional PPPoE session (PPP IPv4/IPv6), IPv4 with options or IPv6
-// with up to MaxExtHeaders extension headers, TCP.
-func Decode(f []byte) Packet {
+// (0x8100/0x88a8), optional PPPoE session (PPP protocol in 2 bytes or compressed to 1:
+// IPv4, IPv6, VJ-uncompressed TCP), IPv4 with options or IPv6 with up to MaxExtHeaders
+// extension headers, TCP.
+func Decode(f []byte) Packet { return DecodeOn(LinkEthernet, f) }
+
+// DecodeOn parses a frame that arrived on a link of type l.
+func DecodeOn(l Link, f []byte) Packet {
 	var p Packet
+	if l == LinkRawIP {
+		if len(f) < 1 {
+			p.Class = ReasonMalformed
+			return p
+		}
+		switch f[0] >> 4 {
+		case 4:
+			decodeIPv4(f, 0, &p)
+		case 6:
+			decodeIPv6(f, 0, &p)
+		default:
+			p.Class = ReasonNotTCP
+		}
+		return p
+	}
 	if len(f) < 14 {
 		p.Class = ReasonMalformed
 		return p
@@ -146,7 +189,7 @@ func Decode(f []byte) Packet {
 		off += 4
 	}
 	if proto == 0x8864 {
-		if len(f) < off+8 {
+		if len(f) < off+7 {
 			p.Class = ReasonMalformed
 			return p
 		}
@@ -154,17 +197,33 @@ func Decode(f []byte) Packet {
 			p.Class = ReasonNotTCP
 			return p
 		}
-		switch binary.BigEndian.Uint16(f[off+6:]) {
-		case 0x0021:
+		p.PPPoEOff = off
+		off += 6
+		// Protocol-field compression: an odd first byte is the whole protocol.
+		var ppp uint16
+		if f[off]&1 == 1 {
+			ppp = uint16(f[off])
+			off++
+		} else {
+			if len(f) < off+2 {
+				p.Class = ReasonMalformed
+				return p
+			}
+			ppp = binary.BigEndian.Uint16(f[off:])
+			off += 2
+		}
+		switch ppp {
+		case pppIPv4:
 			proto = 0x0800
-		case 0x0057:
+		case pppIPv6:
 			proto = 0x86dd
-		default:
+		case pppVJUncomp:
+			proto = 0x0800
+			p.VJ = true
+		default: // VJ compressed (no addresses or ports), LCP, CCP, ...: passed
 			p.Class = ReasonNotTCP
 			return p
 		}
-		p.PPPoEOff = off
-		off += 8
 	}
 	p.L3Off = off
 	switch proto {
@@ -193,7 +252,7 @@ func decodeIPv4(f []byte, off int, p *Packet) {
 		p.Class = ReasonFragment
 		return
 	}
-	if f[off+9] != 6 {
+	if f[off+9] != 6 && !p.VJ { // a VJ slot number, restored to TCP by the kernel
 		p.Class = ReasonNotTCP
 		return
 	}
@@ -317,7 +376,12 @@ type Decision struct {
 // Judge returns what the program does with frame under t at time now. rstBudget says
 // whether the RST rate limit has a token for this packet (true when unlimited).
 func (t *Tables) Judge(frame []byte, now time.Time, rstBudget bool) Decision {
-	p := Decode(frame)
+	return t.JudgeOn(LinkEthernet, frame, now, rstBudget)
+}
+
+// JudgeOn is Judge for a frame that arrived on a link of type l.
+func (t *Tables) JudgeOn(l Link, frame []byte, now time.Time, rstBudget bool) Decision {
+	p := DecodeOn(l, frame)
 	d := Decision{Packet: p, Path: p.Class, Action: ActionPass}
 	switch p.Class {
 	case ReasonJudged:
@@ -355,7 +419,7 @@ func (t *Tables) Judge(frame []byte, now time.Time, rstBudget bool) Decision {
 		d.Outcome, d.Action, d.Offender = OutDrop, ActionDrop, true
 	case Reset:
 		d.Outcome, d.Action, d.Offender = OutDrop, ActionDrop, true
-		if p.Flags&(tcpSYN|tcpACK|tcpRST) != tcpSYN || p.Fragment {
+		if p.Flags&(tcpSYN|tcpACK|tcpRST) != tcpSYN || p.Fragment || p.VJ {
 			break
 		}
 		if !rstBudget {
@@ -379,8 +443,10 @@ func (t *Tables) Judge(frame []byte, now time.Time, rstBudget bool) Decision {
 func BuildRST(frame []byte, p *Packet) []byte {
 	out := make([]byte, p.L3Off, p.L3Off+60)
 	copy(out, frame[:p.L3Off])
-	copy(out[0:6], frame[6:12])
-	copy(out[6:12], frame[0:6])
+	if p.L3Off > 0 { // a raw-IP link has no MACs to swap
+		copy(out[0:6], frame[6:12])
+		copy(out[6:12], frame[0:6])
+	}
 
 	tcp := make([]byte, 20)
 	binary.BigEndian.PutUint16(tcp[0:], p.DstPort)
@@ -416,7 +482,8 @@ func BuildRST(frame []byte, p *Packet) []byte {
 		binary.BigEndian.PutUint16(tcp[16:], Checksum(tcp, sum16(pseudo)))
 	}
 	if p.PPPoEOff != 0 {
-		binary.BigEndian.PutUint16(out[p.PPPoEOff+4:], uint16(len(ip)+len(tcp)+2))
+		pppLen := p.L3Off - p.PPPoEOff - 6 // the PPP protocol field: 1 or 2 bytes
+		binary.BigEndian.PutUint16(out[p.PPPoEOff+4:], uint16(len(ip)+len(tcp)+pppLen))
 	}
 	out = append(out, ip...)
 	return append(out, tcp...)
