@@ -128,6 +128,14 @@ struct {
 	__type(value, struct pc_label);
 } rule_names SEC(".maps");
 
+/* stable rule id -> when it got its label, when the label last left the live policy */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct pc_label_age);
+} rule_ages SEC(".maps");
+
 /* key 0 -> live policy hash, load time, last proof */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -48,6 +48,12 @@ type PortcullisPcLabel struct {
 	Label [128]uint8
 }
 
+type PortcullisPcLabelAge struct {
+	_       structs.HostLayout
+	Born    uint64
+	Retired uint64
+}
+
 type PortcullisPcLpmV4 struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -148,6 +154,7 @@ const (
 	PortcullisMapRangesV6      = "ranges_v6"
 	PortcullisMapReasons       = "reasons"
 	PortcullisMapRstBucket     = "rst_bucket"
+	PortcullisMapRuleAges      = "rule_ages"
 	PortcullisMapRuleNames     = "rule_names"
 	PortcullisMapStats         = "stats"
 	PortcullisProgPortcullis   = "portcullis"
@@ -221,6 +228,7 @@ type PortcullisMapSpecs struct {
 	RangesV6     *ebpf.MapSpec `ebpf:"ranges_v6"`
 	Reasons      *ebpf.MapSpec `ebpf:"reasons"`
 	RstBucket    *ebpf.MapSpec `ebpf:"rst_bucket"`
+	RuleAges     *ebpf.MapSpec `ebpf:"rule_ages"`
 	RuleNames    *ebpf.MapSpec `ebpf:"rule_names"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -268,6 +276,7 @@ type PortcullisMaps struct {
 	RangesV6     *ebpf.Map `ebpf:"ranges_v6"`
 	Reasons      *ebpf.Map `ebpf:"reasons"`
 	RstBucket    *ebpf.Map `ebpf:"rst_bucket"`
+	RuleAges     *ebpf.Map `ebpf:"rule_ages"`
 	RuleNames    *ebpf.Map `ebpf:"rule_names"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 }
@@ -283,6 +292,7 @@ func (m *PortcullisMaps) Close() error {
 		m.RangesV6,
 		m.Reasons,
 		m.RstBucket,
+		m.RuleAges,
 		m.RuleNames,
 		m.Stats,
 	)

@@ -113,6 +113,14 @@ struct pc_label {
 	__u8 label[PC_LABEL_LEN];
 };
 
+/* rule_ages value: the history of a stable rule id, so that ids are reclaimed oldest
+ * first and an offender recorded under an id is never named after a later owner.
+ * Written by the control plane, never read by the program. */
+struct pc_label_age {
+	__u64 born;    /* CLOCK_BOOTTIME ns when the id got its current label */
+	__u64 retired; /* unix ns when the label last left the live policy; 0 while live */
+};
+
 /* meta value: control-plane state kept in bpffs beside the maps, so that status works
  * while the daemon is down and survives its restarts. Never read by the program. */
 struct pc_meta {

@@ -191,7 +191,7 @@ type Offender struct {
 	FirstSeen time.Time
 	LastSeen  time.Time
 	Rule      uint32         // stable rule id that judged the last attempt
-	Label     string         // its label, "kind/name"
+	Label     string         // its label, "kind/name"; "" if that entry is gone and its id reused
 	Port      uint16         // destination port of the last attempt (0 if unknown)
 	Outcome   policy.Outcome // outcome of the last attempt
 }
@@ -222,7 +222,7 @@ func (p *Program) Offenders() ([]Offender, error) {
 			FirstSeen: wallTime(v.FirstSeen, boot, now),
 			LastSeen:  wallTime(v.LastSeen, boot, now),
 			Rule:      v.Rule,
-			Label:     p.Label(v.Rule),
+			Label:     p.labelAt(v.Rule, v.LastSeen),
 			Port:      ntohs(v.Port),
 			Outcome:   policy.Outcome(v.Outcome),
 		})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"runtime"
 	"strings"
 	"testing"
@@ -378,5 +379,130 @@ func TestRollback(t *testing.T) {
 	}
 	if act, _, _ := p.Run(frame); act != policy.ActionPass {
 		t.Fatalf("apply after rollback: %v, want pass", act)
+	}
+}
+
+// labelled builds a policy of drop ranges (kind "range") and pass exemptions (kind
+// "exemption"), each named entry on the /24 (or the .25/32 inside it) of 100.64.N.0
+// where N is the first byte of its name.
+func labelled(ranges, exemptions []string) *policy.Tables {
+	tb := &policy.Tables{Governed: []uint16{25}, RuleNames: []string{"default"}, RuleKinds: []policy.Kind{policy.KindDefault}}
+	for _, n := range ranges {
+		tb.RuleNames, tb.RuleKinds = append(tb.RuleNames, n), append(tb.RuleKinds, policy.KindRange)
+		tb.Ranges = append(tb.Ranges, policy.Entry{Prefix: pfx(fmt.Sprintf("100.64.%d.0/24", n[0])), Rule: uint32(len(tb.RuleNames) - 1), Verdict: policy.Drop})
+	}
+	for _, n := range exemptions {
+		tb.RuleNames, tb.RuleKinds = append(tb.RuleNames, n), append(tb.RuleKinds, policy.KindExemption)
+		tb.Ranges = append(tb.Ranges, policy.Entry{Prefix: pfx(fmt.Sprintf("100.64.%d.25/32", n[0])), Rule: uint32(len(tb.RuleNames) - 1), Verdict: policy.Pass})
+	}
+	return tb
+}
+
+// A range removed and added back keeps its counts, and the offenders it recorded keep
+// its name, though other entries came and went in between (their new ids must not be
+// the removed range's).
+func TestCountersKeptByNameAcrossRemoval(t *testing.T) {
+	p := applied(t, labelled([]string{"a", "b"}, []string{"e"}))
+	send := func(src string, n int) {
+		for range n {
+			f := buildFrame(t, frameSpec{src: addr(src), dst: dst4, sport: 1, dport: 25, syn: true})
+			if _, _, err := p.Run(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send("100.64.97.1", 2) // range a
+	send("100.64.98.1", 1) // range b
+	// a removed; exemption e swapped for x.
+	must(t, p.Apply(labelled([]string{"b"}, []string{"x"})))
+	send("100.64.120.25", 4) // exemption x (pass)
+	// Another swap of exemptions, then a comes back.
+	must(t, p.Apply(labelled([]string{"b"}, []string{"y"})))
+	must(t, p.Apply(labelled([]string{"b", "a"}, []string{"y"})))
+	send("100.64.97.1", 3)
+
+	got := map[string]uint64{}
+	cs, err := p.Counters()
+	must(t, err)
+	for _, c := range cs {
+		got[c.Label] += c.Packets
+	}
+	want := map[string]uint64{"range/a": 5, "range/b": 1, "exemption/x": 4}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("counters by label %v, want %v", got, want)
+	}
+	offs, err := p.Offenders()
+	must(t, err)
+	byAddr := map[string]string{}
+	for _, o := range offs {
+		byAddr[fmt.Sprintf("%s %d", o.Source, o.Count)] = o.Label
+	}
+	wantOffs := map[string]string{"100.64.97.1 5": "range/a", "100.64.98.1 1": "range/b"}
+	if fmt.Sprint(byAddr) != fmt.Sprint(wantOffs) {
+		t.Errorf("offenders %v, want %v", byAddr, wantOffs)
+	}
+}
+
+// When every counter id is taken, the label that left the live policy longest ago
+// gives up its id, with its counts; an offender recorded under that id is no longer
+// named after it, nor after the id's new owner.
+func TestCounterIDsReclaimedOldestFirst(t *testing.T) {
+	names := func(from, to int, extra ...string) *policy.Tables {
+		tb := &policy.Tables{Governed: []uint16{25}, RuleNames: []string{"default"}, RuleKinds: []policy.Kind{policy.KindDefault}}
+		add := func(n string, a netip.Addr) {
+			tb.RuleNames, tb.RuleKinds = append(tb.RuleNames, n), append(tb.RuleKinds, policy.KindRange)
+			tb.Ranges = append(tb.Ranges, policy.Entry{Prefix: netip.PrefixFrom(a, 32), Rule: uint32(len(tb.RuleNames) - 1), Verdict: policy.Drop})
+		}
+		base := netip.MustParseAddr("100.64.0.0").As4()
+		for i := from; i <= to; i++ {
+			b := base
+			b[2], b[3] = byte(i>>8), byte(i)
+			add(fmt.Sprintf("r%d", i), netip.AddrFrom4(b))
+		}
+		for i, n := range extra {
+			add(n, netip.AddrFrom4([4]byte{100, 65, 0, byte(i + 1)}))
+		}
+		return tb
+	}
+	last := policy.MaxRules - 1 // ids 1..last: the whole id space
+	p := applied(t, names(1, last))
+	idOf := func(l string) uint32 { return p.labels[l] }
+	r1, r2 := idOf("range/r1"), idOf("range/r2")
+	f := buildFrame(t, frameSpec{src: addr("100.64.0.1"), dst: dst4, sport: 1, dport: 25, syn: true}) // r1
+	if act, _, err := p.Run(f); err != nil || act != policy.ActionDrop {
+		t.Fatalf("r1: %v %v", act, err)
+	}
+	f2 := buildFrame(t, frameSpec{src: addr("100.64.0.2"), dst: dst4, sport: 1, dport: 25, syn: true}) // r2
+	if act, _, err := p.Run(f2); err != nil || act != policy.ActionDrop {
+		t.Fatalf("r2: %v %v", act, err)
+	}
+	must(t, p.Apply(names(2, last))) // r1 leaves first
+	must(t, p.Apply(names(3, last))) // then r2
+	must(t, p.Apply(names(3, last, "new")))
+	if got := idOf("range/new"); got != r1 {
+		t.Fatalf("new label got id %d, want r1's %d (the label retired longest ago)", got, r1)
+	}
+	if got := idOf("range/r2"); got != r2 {
+		t.Fatalf("r2 lost its id: %d, want %d", got, r2)
+	}
+	counts := map[string]uint64{}
+	cs, err := p.Counters()
+	must(t, err)
+	for _, c := range cs {
+		counts[c.Label] += c.Packets
+	}
+	if counts["range/new"] != 0 || counts["range/r1"] != 0 || counts["range/r2"] != 1 {
+		t.Errorf("counts new=%d r1=%d r2=%d, want 0, 0 (gone with its id), 1", counts["range/new"], counts["range/r1"], counts["range/r2"])
+	}
+	offs, err := p.Offenders()
+	must(t, err)
+	for _, o := range offs {
+		want := map[string]string{"100.64.0.1": "", "100.64.0.2": "range/r2"}[o.Source.String()]
+		if o.Label != want {
+			t.Errorf("offender %s named %q, want %q", o.Source, o.Label, want)
+		}
+	}
+	if len(offs) != 2 {
+		t.Errorf("%d offenders, want 2", len(offs))
 	}
 }

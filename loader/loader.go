@@ -34,6 +34,7 @@ type Program struct {
 
 	labels   map[string]uint32 // rule label -> stable id (see labels.go)
 	idLabels map[uint32]string
+	ages     map[uint32]labelAge
 }
 
 // Load loads the program into the kernel (needs CAP_BPF and CAP_NET_ADMIN, or root).
@@ -48,7 +49,7 @@ func Load() (*Program, error) {
 		return nil, loadError(err)
 	}
 	// Fresh maps: no rule labels yet (LoadPinned and OpenPinned read theirs).
-	p.labels, p.idLabels = map[string]uint32{}, map[uint32]string{}
+	p.labels, p.idLabels, p.ages = map[string]uint32{}, map[uint32]string{}, map[uint32]labelAge{}
 	return p, nil
 }
 

@@ -123,6 +123,15 @@ func OpenPinned(dir string) (*Program, error) {
 			return nil, fmt.Errorf("opening pinned map %s: %w", m.name, err)
 		}
 	}
+	// rule_ages came after the other maps: pins from before it still open, and their
+	// offenders are named as recorded.
+	ages, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.PortcullisMapRuleAges), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err == nil {
+		p.objs.RuleAges = ages
+	} else if !errors.Is(err, os.ErrNotExist) {
+		p.Close()
+		return nil, fmt.Errorf("opening pinned map %s: %w", bpf.PortcullisMapRuleAges, err)
+	}
 	if err := p.readLabels(); err != nil {
 		p.Close()
 		return nil, err

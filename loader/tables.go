@@ -178,6 +178,9 @@ func (p *Program) Apply(t *policy.Tables) error {
 	if prev != nil {
 		p.prev = &previous{config: prev, slot: p.slot, tables: p.tables, live: p.live}
 	}
+	// The ages only order the reclaiming of ids; a write to an array key in range
+	// cannot fail, and the switch above has happened either way.
+	_ = p.retire(p.live, ids)
 	p.slot, p.hasPolicy, p.tables, p.live = next, true, t, ids
 	return nil
 }
@@ -210,6 +213,7 @@ func (p *Program) Rollback() error {
 	if err := p.objs.Policy.Put(uint32(0), p.prev.config); err != nil {
 		return fmt.Errorf("rolling back: %w", err)
 	}
+	_ = p.retire(p.live, p.prev.live) // as in Apply
 	p.slot, p.tables, p.live = p.prev.slot, p.prev.tables, p.prev.live
 	p.dropPrev()
 	return nil

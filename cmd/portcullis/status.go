@@ -231,6 +231,9 @@ func runTop(e *env, args []string) error {
 	out := []offenderJSON{}
 	for _, o := range offs {
 		kind, name := loader.SplitLabel(o.Label)
+		if o.Label == "" { // the entry that judged it is gone and its id was reused
+			kind, name = "removed", "(entry since removed)"
+		}
 		out = append(out, offenderJSON{o.Source.String(), o.Count, o.FirstSeen.UTC().Round(time.Millisecond), o.LastSeen.UTC().Round(time.Millisecond), name, kind, o.Port, o.Outcome.String()})
 	}
 	if *asJSON {
