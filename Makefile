@@ -13,7 +13,7 @@ FUZZTIME ?= 20s
 
 .PHONY: help generate build demo test fuzz lint bench clean
 
-help: ## list the targets
+help: ## list the targets, with roughly how long each takes on 2 vCPUs (instant)
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 generate: ## rebuild the BPF object and Go bindings (needs clang-14, llvm)
@@ -40,8 +40,11 @@ lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
 	$(GO) vet ./...
 
-bench: ## program cost per packet (prog.Benchmark), see docs/BENCHMARKS.md
-	$(GO) test -run '^$$' -bench . -benchtime 2000000x ./loader/
+bench: ## as root: program cost per packet, policy swap, parse+compile, replay; docs/BENCHMARKS.md (~2 min)
+	$(GO) test -run '^$$' -bench '^BenchmarkDataPlane$$' -benchtime 2000000x ./loader/
+	$(GO) test -run '^$$' -bench '^BenchmarkApply$$' -benchtime 100x ./loader/
+	$(GO) test -run '^$$' -bench '^BenchmarkParseCompile$$' -benchtime 1x ./policy/
+	$(GO) test -run '^$$' -bench '^BenchmarkReplay$$' -benchtime 3x ./replay/
 
 clean: ## remove build output
 	rm -rf bin

@@ -32,6 +32,9 @@ func BenchmarkDataPlane(b *testing.B) {
 		{"tcp25-drop", frameSpec{src: dropSrc.v4, dst: dst4, sport: 40000, dport: 25, syn: true, tcpOpts: true}},
 		{"tcp25-drop-v6", frameSpec{src: dropSrc.v6, dst: dst6, sport: 40000, dport: 25, syn: true, tcpOpts: true}},
 		{"tcp25-drop-qinq-pppoe", frameSpec{enc: encVLANPPPoE, src: dropSrc.v4, dst: dst4, sport: 40000, dport: 25, syn: true, tcpOpts: true}},
+		{"tcp25-drop-pppoe-pfc", frameSpec{enc: encPPPoEPFC, src: dropSrc.v4, dst: dst4, sport: 40000, dport: 25, syn: true, tcpOpts: true}},
+		{"tcp25-drop-raw-ip", frameSpec{enc: encRawIP, src: dropSrc.v4, dst: dst4, sport: 40000, dport: 25, syn: true, tcpOpts: true}},
+		{"tcp443-raw-ip", frameSpec{enc: encRawIP, src: dropSrc.v4, dst: dst4, sport: 40000, dport: 443, syn: true, tcpOpts: true}},
 		{"tcp587-pass", frameSpec{src: dropSrc.v4, dst: dst4, sport: 40000, dport: 587, syn: true, tcpOpts: true}},
 	}
 	for _, c := range cases {
@@ -41,7 +44,7 @@ func BenchmarkDataPlane(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			_, d, err := p.objs.Portcullis.Benchmark(frame, b.N, nil)
+			_, d, err := p.entry(c.frame.enc.link()).Benchmark(frame, b.N, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
