@@ -115,9 +115,9 @@ type Packet struct {
 	Payload   uint32 // TCP payload bytes from the IP length fields
 	Fragment  bool   // first fragment of a fragmented datagram
 	PortsOnly bool   // first fragment too short for a full TCP header
-	L3Off     int  // 0 on a raw-IP link
-	PPPoEOff  int  // 0 without PPPoE
-	VJ        bool // PPP VJ-uncompressed TCP: judged, never answered with an RST
+	L3Off     int    // 0 on a raw-IP link
+	PPPoEOff  int    // 0 without PPPoE
+	VJ        bool   // PPP VJ-uncompressed TCP: judged, never answered with an RST
 }
 
 const (
