@@ -6,8 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/portcullis/portcullis/bpf"
@@ -141,6 +143,9 @@ func OpenPinned(dir string) (*Program, error) {
 
 // Unpin removes every pin in dir (links first, which detaches the program from those
 // interfaces, then maps) and the directory itself. Only `portcullis detach` calls it.
+// The kernel releases an unpinned link in deferred work; Unpin returns once every
+// interface is free of the program (or says which one is not), so that "detached"
+// is true when the caller says it.
 func Unpin(dir string) error {
 	links, err := PinnedLinks(dir)
 	if err != nil {
@@ -149,6 +154,11 @@ func Unpin(dir string) error {
 	var errs []error
 	for _, l := range links {
 		if err := unix.Unlink(l.Path); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, l := range links {
+		if err := waitDetached(l, detachWait); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -165,4 +175,27 @@ func Unpin(dir string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// detachWait bounds how long Unpin waits for the kernel to release an unpinned link.
+const detachWait = 10 * time.Second
+
+// waitDetached waits until l's interface no longer runs l's program.
+func waitDetached(l PinnedLink, limit time.Duration) error {
+	if l.Ifindex == 0 {
+		return nil
+	}
+	for deadline := time.Now().Add(limit); ; time.Sleep(10 * time.Millisecond) {
+		nl, err := netlink.LinkByIndex(l.Ifindex)
+		if err != nil {
+			return nil // the interface is gone, and the link with it
+		}
+		x := nl.Attrs().Xdp
+		if x == nil || !x.Attached || x.ProgId != uint32(l.ProgramID) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: the program is still attached %v after its link was unpinned (another process holds the link?)", l.Interface, limit)
+		}
+	}
 }
