@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -10,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 )
 
 // Version is the policy format version this package reads.
@@ -99,9 +98,9 @@ type parser struct {
 	now   time.Time
 }
 
-func (p *parser) pos(n *yaml.Node) Pos { return Pos{p.file, n.Line, n.Column} }
+func (p *parser) pos(n *node) Pos { return Pos{p.file, max(n.line, 1), max(n.col, 1)} }
 
-func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
+func (p *parser) errorf(n *node, format string, args ...any) {
 	p.errs = append(p.errs, Error{p.pos(n), fmt.Sprintf(format, args...)})
 }
 
@@ -109,14 +108,14 @@ func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
 // and no policy.
 func Parse(file string, data []byte, now time.Time) (*Policy, error) {
 	p := &parser{file: file, now: now}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, Errors{yamlError(file, err)}
-	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+	root, err := parseYAML(file, data)
+	if errors.Is(err, errEmpty) {
 		return nil, Errors{{Pos{file, 1, 1}, "the policy is empty; start from examples/policy.yaml"}}
 	}
-	pol := p.policy(doc.Content[0])
+	if err != nil {
+		return nil, Errors{err.(Error)}
+	}
+	pol := p.policy(root)
 	if len(p.errs) > 0 {
 		sort.SliceStable(p.errs, func(i, j int) bool {
 			a, b := p.errs[i].Pos, p.errs[j].Pos
@@ -128,76 +127,60 @@ func Parse(file string, data []byte, now time.Time) (*Policy, error) {
 	return pol, nil
 }
 
-// yamlError turns a YAML syntax error into a positioned Error.
-func yamlError(file string, err error) Error {
-	msg := err.Error()
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	line := 1
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if i := strings.Index(rest, ":"); i > 0 {
-			if n, err := strconv.Atoi(rest[:i]); err == nil {
-				line = n
-				msg = strings.TrimSpace(rest[i+1:])
-			}
-		}
-	}
-	return Error{Pos{file, line, 1}, "YAML syntax: " + msg + " (check indentation and quoting)"}
-}
-
 // fields walks a mapping node, rejecting unknown and repeated keys.
-func (p *parser) fields(n *yaml.Node, what string, known []string, fn func(key string, k, v *yaml.Node)) bool {
-	if n.Kind != yaml.MappingNode {
+func (p *parser) fields(n *node, what string, known []string, fn func(key string, k, v *node)) bool {
+	if n.kind != mappingNode {
 		p.errorf(n, "%s must be a mapping of keys (%s), not %s", what, strings.Join(known, ", "), kindName(n))
 		return false
 	}
-	seen := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if !slices.Contains(known, k.Value) {
+	seen := map[string]*node{}
+	for i := 0; i+1 < len(n.content); i += 2 {
+		k, v := n.content[i], n.content[i+1]
+		if !slices.Contains(known, k.value) {
 			hint := ""
-			if s := closest(k.Value, known); s != "" {
+			if s := closest(k.value, known); s != "" {
 				hint = fmt.Sprintf("; did you mean %q?", s)
 			}
-			p.errorf(k, "unknown key %q in %s%s (known keys: %s)", k.Value, what, hint, strings.Join(known, ", "))
+			p.errorf(k, "unknown key %q in %s%s (known keys: %s)", k.value, what, hint, strings.Join(known, ", "))
 			continue
 		}
-		if prev, ok := seen[k.Value]; ok {
-			p.errorf(k, "key %q repeated in %s (first at line %d); keep one", k.Value, what, prev.Line)
+		if prev, ok := seen[k.value]; ok {
+			p.errorf(k, "key %q repeated in %s (first at line %d); keep one", k.value, what, prev.line)
 			continue
 		}
-		seen[k.Value] = k
-		fn(k.Value, k, v)
+		seen[k.value] = k
+		fn(k.value, k, v)
 	}
 	return true
 }
 
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.SequenceNode:
+func kindName(n *node) string {
+	switch n.kind {
+	case sequenceNode:
 		return "a list"
-	case yaml.MappingNode:
+	case mappingNode:
 		return "a mapping"
-	case yaml.ScalarNode:
-		return fmt.Sprintf("%q", n.Value)
-	case yaml.AliasNode:
+	case scalarNode:
+		return fmt.Sprintf("%q", n.value)
+	case aliasNode:
 		return "an alias"
 	}
 	return "nothing"
 }
 
-func (p *parser) str(n *yaml.Node, what string) string {
-	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+func (p *parser) str(n *node, what string) string {
+	if n.kind != scalarNode || n.tag == "!!null" {
 		p.errorf(n, "%s must be text, not %s", what, kindName(n))
 		return ""
 	}
-	return n.Value
+	return n.value
 }
 
 // MaxNameLen bounds entry names: counters are kept in the data plane under
 // "kind/name", in a fixed-size label.
 const MaxNameLen = 100
 
-func (p *parser) name(n *yaml.Node) string {
+func (p *parser) name(n *node) string {
 	s := p.str(n, "name")
 	if len(s) > MaxNameLen {
 		p.errorf(n, "name is %d bytes long; keep it to %d (counters are kept under it)", len(s), MaxNameLen)
@@ -205,28 +188,28 @@ func (p *parser) name(n *yaml.Node) string {
 	return s
 }
 
-func (p *parser) uint(n *yaml.Node, what string, maxv uint64) (uint64, bool) {
-	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+func (p *parser) uint(n *node, what string, maxv uint64) (uint64, bool) {
+	if n.kind != scalarNode || n.tag != "!!int" {
 		p.errorf(n, "%s must be a whole number, not %s", what, kindName(n))
 		return 0, false
 	}
-	v, err := strconv.ParseUint(n.Value, 0, 64)
+	v, err := strconv.ParseUint(n.value, 0, 64)
 	if err != nil || v > maxv {
-		p.errorf(n, "%s must be between 0 and %d, not %s", what, maxv, n.Value)
+		p.errorf(n, "%s must be between 0 and %d, not %s", what, maxv, n.value)
 		return 0, false
 	}
 	return v, true
 }
 
-func (p *parser) list(n *yaml.Node, what string) []*yaml.Node {
-	if n.Kind != yaml.SequenceNode {
+func (p *parser) list(n *node, what string) []*node {
+	if n.kind != sequenceNode {
 		p.errorf(n, "%s must be a list, not %s", what, kindName(n))
 		return nil
 	}
-	return n.Content
+	return n.content
 }
 
-func (p *parser) ports(n *yaml.Node, what string) []uint16 {
+func (p *parser) ports(n *node, what string) []uint16 {
 	var out []uint16
 	seen := map[uint64]bool{}
 	for _, e := range p.list(n, what) {
@@ -249,7 +232,7 @@ func (p *parser) ports(n *yaml.Node, what string) []uint16 {
 	return out
 }
 
-func (p *parser) verdict(n *yaml.Node, allowed []Verdict) Verdict {
+func (p *parser) verdict(n *node, allowed []Verdict) Verdict {
 	var words []string
 	for _, a := range allowed {
 		words = append(words, a.String())
@@ -257,7 +240,7 @@ func (p *parser) verdict(n *yaml.Node, allowed []Verdict) Verdict {
 	s := p.str(n, "verdict")
 	v, ok := ParseVerdict(s)
 	if !ok || !slices.Contains(allowed, v) {
-		if s != "" || n.Kind == yaml.ScalarNode {
+		if s != "" || n.kind == scalarNode {
 			p.errorf(n, "verdict %q is not one of %s", s, strings.Join(words, ", "))
 		}
 		return 0
@@ -267,7 +250,7 @@ func (p *parser) verdict(n *yaml.Node, allowed []Verdict) Verdict {
 
 // cidr parses a prefix or a bare address (a host prefix). Host bits set is an error
 // that suggests the prefix meant; IPv4-mapped IPv6 becomes IPv4.
-func (p *parser) cidr(n *yaml.Node) (CIDR, bool) {
+func (p *parser) cidr(n *node) (CIDR, bool) {
 	s := p.str(n, "a CIDR")
 	if s == "" {
 		return CIDR{}, false
@@ -307,7 +290,7 @@ func (p *parser) cidr(n *yaml.Node) (CIDR, bool) {
 }
 
 // when parses a date (2026-12-01, midnight UTC) or an RFC 3339 time.
-func (p *parser) when(n *yaml.Node, what string) (time.Time, bool) {
+func (p *parser) when(n *node, what string) (time.Time, bool) {
 	s := p.str(n, what)
 	if s == "" {
 		return time.Time{}, false
@@ -324,12 +307,12 @@ func (p *parser) when(n *yaml.Node, what string) (time.Time, bool) {
 
 var topKeys = []string{"version", "governed_ports", "protected_ports", "default", "reset", "ranges", "exemptions", "quarantines"}
 
-func (p *parser) policy(root *yaml.Node) *Policy {
+func (p *parser) policy(root *node) *Policy {
 	pol := &Policy{File: p.file, Governed: DefaultGoverned, Protected: DefaultProtected,
 		Default: Pass, RSTRate: DefaultRSTRate, RSTBurst: DefaultRSTBurst}
 	var versionSeen bool
-	var governedNode *yaml.Node
-	p.fields(root, "the policy", topKeys, func(key string, k, v *yaml.Node) {
+	var governedNode *node
+	p.fields(root, "the policy", topKeys, func(key string, k, v *node) {
 		switch key {
 		case "version":
 			versionSeen = true
@@ -344,7 +327,7 @@ func (p *parser) policy(root *yaml.Node) *Policy {
 		case "default":
 			pol.Default = p.verdict(v, []Verdict{Pass, Drop, Reset, Monitor})
 		case "reset":
-			p.fields(v, "reset", []string{"rate", "burst"}, func(key string, _, v *yaml.Node) {
+			p.fields(v, "reset", []string{"rate", "burst"}, func(key string, _, v *node) {
 				n, ok := p.uint(v, "reset."+key, math.MaxUint32)
 				if !ok {
 					return
@@ -375,10 +358,10 @@ func (p *parser) policy(root *yaml.Node) *Policy {
 			}
 		}
 	})
-	if root.Kind == yaml.MappingNode && !versionSeen {
+	if root.kind == mappingNode && !versionSeen {
 		p.errorf(root, "missing \"version: %d\" at the top of the policy", Version)
 	}
-	if len(pol.Governed) == 0 && governedNode != nil && governedNode.Kind == yaml.SequenceNode && len(governedNode.Content) == 0 {
+	if len(pol.Governed) == 0 && governedNode != nil && governedNode.kind == sequenceNode && len(governedNode.content) == 0 {
 		p.errorf(governedNode, "governed_ports is empty: the policy would govern nothing; list at least one port (usually 25)")
 	}
 	if governedNode == nil {
@@ -393,11 +376,11 @@ func (p *parser) policy(root *yaml.Node) *Policy {
 	return pol
 }
 
-func (p *parser) rangeEntry(n *yaml.Node) (Range, bool) {
+func (p *parser) rangeEntry(n *node) (Range, bool) {
 	r := Range{Pos: p.pos(n)}
 	var hasName, hasVerdict, hasCIDRs bool
 	errs := len(p.errs)
-	if !p.fields(n, "a range", []string{"name", "verdict", "cidrs", "description", "owner"}, func(key string, _, v *yaml.Node) {
+	if !p.fields(n, "a range", []string{"name", "verdict", "cidrs", "description", "owner"}, func(key string, _, v *node) {
 		switch key {
 		case "name":
 			r.Name, hasName = p.name(v), true
@@ -410,7 +393,7 @@ func (p *parser) rangeEntry(n *yaml.Node) (Range, bool) {
 					r.CIDRs = append(r.CIDRs, cidr)
 				}
 			}
-			if len(v.Content) == 0 && v.Kind == yaml.SequenceNode {
+			if len(v.content) == 0 && v.kind == sequenceNode {
 				p.errorf(v, "range has no cidrs; list at least one prefix")
 			}
 		case "description":
@@ -434,12 +417,12 @@ func (p *parser) rangeEntry(n *yaml.Node) (Range, bool) {
 
 // listing parses the keys exemptions and quarantines share; extra keys go to fn.
 // hasExpires reports whether the key was present, ok whether n had no errors.
-func (p *parser) listing(n *yaml.Node, what string, extra []string, fn func(key string, v *yaml.Node)) (l Listing, hasExpires, ok bool) {
+func (p *parser) listing(n *node, what string, extra []string, fn func(key string, v *node)) (l Listing, hasExpires, ok bool) {
 	l.Pos = p.pos(n)
 	keys := append([]string{"cidr", "name", "reason", "ticket", "owner", "expires"}, extra...)
 	errs := len(p.errs)
 	var hasCIDR bool
-	if !p.fields(n, what, keys, func(key string, _, v *yaml.Node) {
+	if !p.fields(n, what, keys, func(key string, _, v *node) {
 		switch key {
 		case "cidr":
 			hasCIDR = true
@@ -476,7 +459,7 @@ func (p *parser) listing(n *yaml.Node, what string, extra []string, fn func(key 
 	return l, hasExpires, len(p.errs) == errs
 }
 
-func (p *parser) exemption(n *yaml.Node) (Exemption, bool) {
+func (p *parser) exemption(n *node) (Exemption, bool) {
 	l, _, ok := p.listing(n, "exemption", nil, nil)
 	e := Exemption{l}
 	if ok && !e.Expires.IsZero() && !p.now.Before(e.Expires) {
@@ -485,10 +468,10 @@ func (p *parser) exemption(n *yaml.Node) (Exemption, bool) {
 	return e, ok
 }
 
-func (p *parser) quarantine(n *yaml.Node) (Quarantine, bool) {
+func (p *parser) quarantine(n *node) (Quarantine, bool) {
 	var q Quarantine
 	var hasVerdict bool
-	l, hasExpires, ok := p.listing(n, "quarantine", []string{"verdict"}, func(key string, v *yaml.Node) {
+	l, hasExpires, ok := p.listing(n, "quarantine", []string{"verdict"}, func(key string, v *node) {
 		hasVerdict = true
 		q.Verdict = p.verdict(v, []Verdict{Drop, Reset})
 	})

@@ -165,3 +165,90 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// YAML syntax errors point at the offending line and column, not at the start of the
+// enclosing block.
+func TestParseSyntaxPositions(t *testing.T) {
+	cases := []struct {
+		name, src string
+		want      string // "line:col: substring"
+	}{
+		{"tab indentation", "version: 1\nranges:\n  - name: a\n\tverdict: drop\n", "4:1: YAML syntax: a tab"},
+		{"tab in reset", "version: 1\nreset:\n  rate: 1\n\tburst: 2\n", "4:1: YAML syntax: a tab"},
+		{"unclosed [", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/24\n", "5:12: YAML syntax:"},
+		{"unclosed [ then more", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/24\n  - name: b\n", "6:3: YAML syntax:"},
+		{"mis-indented item", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs:\n      - 192.0.2.0/24\n     - 198.51.100.0/24\n", "7:6: YAML syntax:"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse("p.yaml", []byte(c.src), testNow)
+			var es Errors
+			if !errors.As(err, &es) || len(es) != 1 {
+				t.Fatalf("err %v, want one error", err)
+			}
+			if !strings.HasPrefix(es[0].Error(), "p.yaml:"+c.want) {
+				t.Fatalf("error %q, want it to start with %q", es[0].Error(), "p.yaml:"+c.want)
+			}
+		})
+	}
+}
+
+// A plain scalar may start with "::" inside a flow list: [0.0.0.0/0, ::/0] is valid YAML.
+func TestParseIPv6InFlowList(t *testing.T) {
+	src := "version: 1\nranges:\n  - name: all\n    verdict: drop\n    cidrs: [0.0.0.0/0, ::/0, ::1]\n"
+	p, err := Parse("p.yaml", []byte(src), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range p.Ranges[0].CIDRs {
+		got = append(got, c.Prefix.String()+"@"+c.Pos.String())
+	}
+	want := []string{"0.0.0.0/0@p.yaml:5:13", "::/0@p.yaml:5:24", "::1/128@p.yaml:5:30"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("cidrs %v, want %v", got, want)
+	}
+}
+
+// A policy file holds one YAML document: a second one with content is rejected at its
+// start, not silently ignored. A leading "---" and an empty trailing document are fine.
+func TestParseDocuments(t *testing.T) {
+	for _, src := range []string{
+		"---\nversion: 1\n",
+		"version: 1\n...\n",
+		"version: 1\n---\n",
+		"---\nversion: 1\n---\n# nothing here\n",
+		"---\n---\nversion: 1\n",
+		"%YAML 1.2\n---\nversion: 1\n",
+	} {
+		if _, err := Parse("p.yaml", []byte(src), testNow); err != nil {
+			t.Errorf("%q: %v", src, err)
+		}
+	}
+	for _, c := range []struct{ src, want string }{
+		{"version: 1\n---\nversion: 1\nranges: []\n", "p.yaml:2:1: a second YAML document starts here"},
+		{"---\nversion: 1\n# end\n---\nexemptions: []\n", "p.yaml:4:1: a second YAML document starts here"},
+		{"version: 1\n---\n---\nversion: 1\n", "p.yaml:3:1: a second YAML document starts here"},
+		{"version: 1\n...\nversion: 1\n", "p.yaml:3:1: a second YAML document starts here"},
+	} {
+		_, err := Parse("p.yaml", []byte(c.src), testNow)
+		var es Errors
+		if !errors.As(err, &es) || len(es) != 1 || !strings.HasPrefix(es[0].Error(), c.want) {
+			t.Errorf("%q: err %v, want %q", c.src, err, c.want)
+		}
+	}
+}
+
+// Deep nesting is refused quickly (goccy's parser is quadratic in the depth).
+func TestParseDeepNesting(t *testing.T) {
+	for _, src := range []string{strings.Repeat("[", 100_000), "a: " + strings.Repeat("- ", 100_000) + "x\n"} {
+		start := time.Now()
+		_, err := Parse("p.yaml", []byte(src), testNow)
+		if err == nil || !strings.Contains(err.Error(), "nested more than 64 levels deep") {
+			t.Fatalf("err %v", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("took %v", d)
+		}
+	}
+}
