@@ -209,8 +209,10 @@ func (p *parser) list(n *node, what string) []*node {
 	return n.content
 }
 
-func (p *parser) ports(n *node, what string) []uint16 {
+// ports parses a list of ports, sorted, and where each is written.
+func (p *parser) ports(n *node, what string) ([]uint16, map[uint16]*node) {
 	var out []uint16
+	at := map[uint16]*node{}
 	seen := map[uint64]bool{}
 	for _, e := range p.list(n, what) {
 		v, ok := p.uint(e, "a port in "+what, math.MaxUint16)
@@ -227,9 +229,10 @@ func (p *parser) ports(n *node, what string) []uint16 {
 		}
 		seen[v] = true
 		out = append(out, uint16(v))
+		at[uint16(v)] = e
 	}
 	slices.Sort(out)
-	return out
+	return out, at
 }
 
 func (p *parser) verdict(n *node, allowed []Verdict) Verdict {
@@ -312,6 +315,7 @@ func (p *parser) policy(root *node) *Policy {
 		Default: Pass, RSTRate: DefaultRSTRate, RSTBurst: DefaultRSTBurst}
 	var versionSeen bool
 	var governedNode *node
+	var governedAt, protectedAt map[uint16]*node
 	p.fields(root, "the policy", topKeys, func(key string, k, v *node) {
 		switch key {
 		case "version":
@@ -321,9 +325,9 @@ func (p *parser) policy(root *node) *Policy {
 			}
 		case "governed_ports":
 			governedNode = v
-			pol.Governed = p.ports(v, "governed_ports")
+			pol.Governed, governedAt = p.ports(v, "governed_ports")
 		case "protected_ports":
-			pol.Protected = p.ports(v, "protected_ports")
+			pol.Protected, protectedAt = p.ports(v, "protected_ports")
 		case "default":
 			pol.Default = p.verdict(v, []Verdict{Pass, Drop, Reset, Monitor})
 		case "reset":
@@ -364,12 +368,17 @@ func (p *parser) policy(root *node) *Policy {
 	if len(pol.Governed) == 0 && governedNode != nil && governedNode.kind == sequenceNode && len(governedNode.content) == 0 {
 		p.errorf(governedNode, "governed_ports is empty: the policy would govern nothing; list at least one port (usually 25)")
 	}
-	if governedNode == nil {
-		governedNode = root
-	}
 	for _, g := range pol.Governed {
 		if slices.Contains(pol.Protected, g) {
-			p.errorf(governedNode, "port %d is both governed and protected: a policy must never block, reset or monitor a protected port; remove it from governed_ports (or, if you really mean it, from protected_ports)", g)
+			// At the port as written in governed_ports, else in protected_ports.
+			at := governedAt[g]
+			if at == nil {
+				at = protectedAt[g]
+			}
+			if at == nil {
+				at = root
+			}
+			p.errorf(at, "port %d is both governed and protected: a policy must never block, reset or monitor a protected port; remove it from governed_ports (or, if you really mean it, from protected_ports)", g)
 		}
 	}
 	p.checkOverlaps(pol)
