@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -123,6 +124,10 @@ func Parse(file string, data []byte, now time.Time) (*Policy, error) {
 		})
 		return nil, p.errs
 	}
+	p.checkShadowed(pol)
+	slices.SortStableFunc(p.warns, func(a, b Error) int {
+		return cmp.Or(cmp.Compare(a.Pos.Line, b.Pos.Line), cmp.Compare(a.Pos.Col, b.Pos.Col))
+	})
 	pol.Warnings = p.warns
 	return pol, nil
 }
@@ -543,6 +548,97 @@ func (p *parser) checkOverlaps(pol *Policy) {
 				p.errs = append(p.errs, Error{a.CIDR.Pos, fmt.Sprintf("quarantine %s lies inside quarantine %s (%s); quarantines may not nest: drop one or merge them", a.CIDR.Prefix, b.CIDR.Prefix, b.CIDR.Pos)})
 			}
 		}
+	}
+}
+
+// maxShadowers is how many shadowing entries a warning names.
+const maxShadowers = 3
+
+// checkShadowed warns about exemptions that can never decide: every address in them
+// is covered by more specific prefixes of ranges and other exemptions (expired
+// exemptions and quarantines, which lift, do not count). All prefixes are sorted once
+// (by address, then length); the prefixes inside an exemption are then a contiguous
+// run, and only its largest ones (its children in the prefix tree) need looking at:
+// after each child the walk jumps past everything inside it. Each prefix is the child
+// of one entry, so the whole check is O(n log n).
+func (p *parser) checkShadowed(pol *Policy) {
+	type entry struct {
+		prefix netip.Prefix
+		pos    Pos
+		what   string
+	}
+	live := func(e Exemption) bool { return e.Expires.IsZero() || p.now.Before(e.Expires) }
+	if !slices.ContainsFunc(pol.Exemptions, live) {
+		return
+	}
+	size := len(pol.Exemptions)
+	for _, r := range pol.Ranges {
+		size += len(r.CIDRs)
+	}
+	all := make([]entry, 0, size)
+	for _, e := range pol.Exemptions {
+		if live(e) {
+			what := "exemption"
+			if e.Name != "exemption "+e.CIDR.Prefix.String() {
+				what += " " + strconv.Quote(e.Name)
+			}
+			all = append(all, entry{e.CIDR.Prefix, e.CIDR.Pos, what})
+		}
+	}
+	for _, r := range pol.Ranges {
+		what := "range " + strconv.Quote(r.Name)
+		for _, c := range r.CIDRs {
+			all = append(all, entry{c.Prefix, c.Pos, what})
+		}
+	}
+	slices.SortFunc(all, func(a, b entry) int { return comparePrefix(a.prefix, b.prefix) })
+	// after returns the index of the first entry whose address is past a.
+	after := func(a netip.Addr, from int) int {
+		return from + sort.Search(len(all)-from, func(i int) bool { return all[from+i].prefix.Addr().Compare(a) > 0 })
+	}
+	for _, e := range pol.Exemptions {
+		if !live(e) {
+			continue
+		}
+		x := e.CIDR.Prefix
+		i, _ := slices.BinarySearchFunc(all, x, func(a entry, x netip.Prefix) int { return comparePrefix(a.prefix, x) })
+		next, last := x.Addr(), LastAddr(x) // next: the first address not yet covered
+		var shadowers []entry
+		n := 0
+		covered := false
+		for i++; i < len(all) && x.Contains(all[i].prefix.Addr()); {
+			c := all[i]
+			if c.prefix.Addr() != next {
+				break // a gap: next is decided by the exemption itself
+			}
+			if len(shadowers) < maxShadowers {
+				shadowers = append(shadowers, c)
+			}
+			n++
+			end := LastAddr(c.prefix)
+			if end == last {
+				covered = true
+				break
+			}
+			next = end.Next()
+			i = after(end, i)
+		}
+		if !covered {
+			continue
+		}
+		names := make([]string, len(shadowers))
+		for k, s := range shadowers {
+			names[k] = fmt.Sprintf("%s %s (%s)", s.what, s.prefix, s.pos)
+		}
+		more := ""
+		if n > len(shadowers) {
+			more = fmt.Sprintf(" and %d more", n-len(shadowers))
+		}
+		subject := "exemption " + x.String()
+		if e.Name != subject {
+			subject = fmt.Sprintf("exemption %q (%s)", e.Name, x)
+		}
+		p.warns = append(p.warns, Error{e.Pos, fmt.Sprintf("%s never decides anything: every address in it is decided by more specific entries: %s%s; remove it, or remove what shadows it", subject, strings.Join(names, ", "), more)})
 	}
 }
 

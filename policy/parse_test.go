@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -255,4 +256,77 @@ func TestParseDeepNesting(t *testing.T) {
 			t.Fatalf("took %v", d)
 		}
 	}
+}
+
+// An exemption every address of which is decided by more specific entries never
+// decides anything: it is accepted with a warning naming the entries that shadow it.
+func TestShadowedExemption(t *testing.T) {
+	const head = "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs:\n"
+	cases := []struct {
+		name, src string
+		want      []string // warnings, in order
+	}{
+		{"shadowed", head + "      - 192.0.2.0/25\n      - 192.0.2.0/26\nexemptions:\n" +
+			"  - {cidr: 192.0.2.0/24, reason: x, owner: y}\n  - {cidr: 192.0.2.128/25, name: upper, reason: x, owner: y}\n",
+			[]string{`p.yaml:9:5: exemption 192.0.2.0/24 never decides anything: every address in it is decided by more specific entries: range "a" 192.0.2.0/25 (p.yaml:6:9), exemption "upper" 192.0.2.128/25 (p.yaml:10:12); remove it, or remove what shadows it`}},
+		{"partly shadowed", head + "      - 192.0.2.0/25\n      - 192.0.2.128/26\nexemptions:\n  - {cidr: 192.0.2.0/24, reason: x, owner: y}\n", nil},
+		{"gap at the start", head + "      - 192.0.2.128/25\n      - 192.0.2.64/26\nexemptions:\n  - {cidr: 192.0.2.0/24, reason: x, owner: y}\n", nil},
+		{"not shadowed", head + "      - 192.0.2.0/24\nexemptions:\n  - {cidr: 192.0.2.25, reason: x, owner: y}\n", nil},
+		{"end of the space", head + "      - 255.255.255.0/25\n      - 255.255.255.128/25\n      - ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/121\nexemptions:\n" +
+			"  - {cidr: 255.255.255.0/24, reason: x, owner: y}\n  - {cidr: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120', reason: x, owner: y}\n",
+			[]string{`p.yaml:10:5: exemption 255.255.255.0/24 never decides anything: every address in it is decided by more specific entries: range "a" 255.255.255.0/25 (p.yaml:6:9), range "a" 255.255.255.128/25 (p.yaml:7:9); remove it`}},
+		{"an expired exemption shadows nothing", head + "      - 192.0.2.0/25\nexemptions:\n" +
+			"  - {cidr: 192.0.2.0/24, reason: x, owner: y}\n  - {cidr: 192.0.2.128/25, reason: x, owner: y, expires: 2026-01-01}\n",
+			[]string{"p.yaml:9:5: exemption 192.0.2.128/25 expired"}},
+		{"a quarantine shadows nothing (it lifts)", head + "      - 192.0.2.0/25\nexemptions:\n  - {cidr: 192.0.2.0/24, reason: x, owner: y}\n" +
+			"quarantines:\n  - {cidr: 192.0.2.128/25, verdict: drop, reason: x, owner: y, expires: 2027-01-01}\n", nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := Parse("p.yaml", []byte(c.src), testNow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Warnings) != len(c.want) {
+				t.Fatalf("warnings %v, want %d", p.Warnings, len(c.want))
+			}
+			for i, w := range c.want {
+				if !strings.HasPrefix(p.Warnings[i].Error(), w) {
+					t.Errorf("warning %q, want it to start with %q", p.Warnings[i].Error(), w)
+				}
+			}
+		})
+	}
+}
+
+// The shadow check is near-linear: a /14 tiled with 65,536 /30s under nested
+// exemptions (each shadowed) is checked at once, and the warning lists a few
+// shadowing entries, not all of them.
+func TestShadowedExemptionLarge(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("version: 1\nranges:\n  - name: tiles\n    verdict: drop\n    cidrs:\n")
+	for i := 0; i < 1<<16; i++ {
+		fmt.Fprintf(&b, "      - 100.%d.%d.%d/30\n", 64+i>>14, i>>6&0xff, i<<2&0xff)
+	}
+	b.WriteString("exemptions:\n")
+	for bits := 14; bits <= 29; bits++ {
+		fmt.Fprintf(&b, "  - {cidr: 100.64.0.0/%d, reason: x, owner: y}\n", bits)
+	}
+	start := time.Now()
+	p, err := Parse("p.yaml", []byte(b.String()), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Warnings) != 16 {
+		t.Fatalf("%d warnings, want 16: %v", len(p.Warnings), p.Warnings)
+	}
+	if w := p.Warnings[0].Error(); !strings.Contains(w, `exemption 100.64.0.0/14 never decides`) ||
+		!strings.Contains(w, `exemption 100.64.0.0/15 (p.yaml:65544:12), range "tiles" 100.66.0.0/30 (p.yaml:32774:9), range "tiles" 100.66.0.4/30 (p.yaml:32775:9) and 32766 more;`) {
+		t.Errorf("first warning %s", w)
+	}
+	if w := p.Warnings[15].Error(); !strings.Contains(w, `exemption 100.64.0.0/29 never decides`) ||
+		!strings.Contains(w, `range "tiles" 100.64.0.0/30 (p.yaml:6:9), range "tiles" 100.64.0.4/30 (p.yaml:7:9);`) {
+		t.Errorf("last warning %s", w)
+	}
+	t.Logf("parse and shadow check of %d prefixes: %v", 1<<16, time.Since(start))
 }
