@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net/netip"
 	"os"
@@ -16,6 +17,9 @@ import (
 
 // Version is the policy format version this package reads.
 const Version = 1
+
+// PortRange is how messages write the range of valid port numbers.
+const PortRange = "1-65535"
 
 // Defaults for keys a policy leaves out.
 var (
@@ -73,6 +77,7 @@ type Policy struct {
 	Governed    []uint16
 	Protected   []uint16
 	Default     Verdict
+	DefaultPos  Pos // where the default: key is written; zero when it is not
 	RSTRate     uint32
 	RSTBurst    uint32
 	Ranges      []Range
@@ -87,10 +92,30 @@ type Policy struct {
 func ParseFile(path string, now time.Time) (*Policy, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading policy: %w", err)
+		return nil, &FileError{path, err}
 	}
 	return Parse(path, data, now)
 }
+
+// FileError is a policy file that could not be read (as opposed to Errors, a file
+// that was read and is not a valid policy).
+type FileError struct {
+	Path string
+	Err  error
+}
+
+func (e *FileError) Error() string {
+	if errors.Is(e.Err, fs.ErrNotExist) {
+		return e.Path + ": no such file"
+	}
+	var pe *fs.PathError
+	if errors.As(e.Err, &pe) {
+		return "cannot read " + e.Path + ": " + pe.Err.Error()
+	}
+	return "cannot read " + e.Path + ": " + e.Err.Error()
+}
+
+func (e *FileError) Unwrap() error { return e.Err }
 
 type parser struct {
 	file  string
@@ -220,12 +245,9 @@ func (p *parser) ports(n *node, what string) ([]uint16, map[uint16]*node) {
 	at := map[uint16]*node{}
 	seen := map[uint64]bool{}
 	for _, e := range p.list(n, what) {
-		v, ok := p.uint(e, "a port in "+what, math.MaxUint16)
-		if !ok {
-			continue
-		}
-		if v == 0 {
-			p.errorf(e, "port 0 in %s is not a port; use 1-65535", what)
+		v, err := strconv.ParseUint(e.value, 0, 16)
+		if e.kind != scalarNode || e.tag != "!!int" || err != nil || v == 0 {
+			p.errorf(e, "a port in %s must be a port number %s, not %s", what, PortRange, kindName(e))
 			continue
 		}
 		if seen[v] {
@@ -268,13 +290,13 @@ func (p *parser) cidr(n *node) (CIDR, bool) {
 		var err error
 		pfx, err = netip.ParsePrefix(s)
 		if err != nil {
-			p.errorf(n, "%q is not a CIDR prefix (write it like 100.64.0.0/10 or 2001:db8::/32)", s)
+			p.errorf(n, "%q is not a CIDR prefix%s (write it like 100.64.0.0/10 or 2001:db8::/32)", s, cidrProblem(s))
 			return CIDR{}, false
 		}
 	} else {
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.Zone() != "" {
-			p.errorf(n, "%q is not an address or CIDR prefix (write it like 192.0.2.25 or 100.64.0.0/10)", s)
+			p.errorf(n, "%q is not an address or CIDR prefix%s (write it like 192.0.2.25 or 100.64.0.0/10)", s, cidrProblem(s))
 			return CIDR{}, false
 		}
 		pfx = netip.PrefixFrom(a, a.BitLen())
@@ -295,6 +317,80 @@ func (p *parser) cidr(n *node) (CIDR, bool) {
 		pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
 	}
 	return CIDR{pfx, p.pos(n)}, true
+}
+
+// cidrProblem says which part of s, an address or prefix netip rejected, is wrong:
+// ": octet 300 is over 255", ": prefix length 129 is over 128 for IPv6"... or "" when
+// it cannot tell.
+func cidrProblem(s string) string {
+	addr, length, hasLength := strings.Cut(s, "/")
+	if addr == "" && hasLength {
+		return `: nothing before the "/"; give an address`
+	}
+	if i := strings.IndexByte(addr, '%'); i >= 0 {
+		return fmt.Sprintf(": the address has a zone (%s); policies take global addresses", addr[i:])
+	}
+	v6 := strings.Contains(addr, ":")
+	if v6 {
+		if _, err := netip.ParseAddr(addr); err != nil {
+			reason := err.Error()
+			if i := strings.Index(reason, "): "); i >= 0 {
+				reason = reason[i+3:]
+			}
+			return fmt.Sprintf(": the IPv6 address %s is malformed (%s)", addr, reason)
+		}
+	} else if msg := ipv4Problem(addr); msg != "" {
+		return ": " + msg
+	}
+	if !hasLength {
+		return ""
+	}
+	maxBits, family := 32, "IPv4"
+	if v6 {
+		maxBits, family = 128, "IPv6"
+	}
+	switch bits, err := strconv.Atoi(length); {
+	case length == "":
+		return `: nothing after the "/"; give a prefix length`
+	case err != nil || !isDigits(length):
+		return fmt.Sprintf(": prefix length %q is not a number", length)
+	case bits > maxBits:
+		return fmt.Sprintf(": prefix length %d is over %d for %s", bits, maxBits, family)
+	case len(length) > 1 && length[0] == '0':
+		return fmt.Sprintf(": prefix length %q has a leading zero", length)
+	}
+	return ""
+}
+
+// ipv4Problem says what is wrong with a dotted IPv4 address, or "" when nothing is.
+func ipv4Problem(a string) string {
+	octets := strings.Split(a, ".")
+	if octets[0] != "" && !isDigits(octets[0]) {
+		return "write an IP address, not a name"
+	}
+	if len(octets) != 4 {
+		return fmt.Sprintf("an IPv4 address has 4 octets, this has %d", len(octets))
+	}
+	for _, o := range octets {
+		switch {
+		case !isDigits(o):
+			return fmt.Sprintf("octet %q is not a number", o)
+		case len(o) > 3 || len(o) == 3 && o > "255":
+			return fmt.Sprintf("octet %s is over 255", o)
+		case len(o) > 1 && o[0] == '0':
+			return fmt.Sprintf("octet %q has a leading zero", o)
+		}
+	}
+	return ""
+}
+
+func isDigits(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // when parses a date (2026-12-01, midnight UTC) or an RFC 3339 time.
@@ -335,6 +431,7 @@ func (p *parser) policy(root *node) *Policy {
 			pol.Protected, protectedAt = p.ports(v, "protected_ports")
 		case "default":
 			pol.Default = p.verdict(v, []Verdict{Pass, Drop, Reset, Monitor})
+			pol.DefaultPos = p.pos(k)
 		case "reset":
 			p.fields(v, "reset", []string{"rate", "burst"}, func(key string, _, v *node) {
 				n, ok := p.uint(v, "reset."+key, math.MaxUint32)

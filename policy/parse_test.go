@@ -89,16 +89,18 @@ func TestParseErrors(t *testing.T) {
 		{"missing version", "ranges: []\n", []string{`1:1: missing "version: 1"`}},
 		{"bad version", "version: 2\n", []string{"1:10: version 2 is not supported"}},
 		{"wrong type", "version: 1\ngoverned_ports: 25\n", []string{`2:17: governed_ports must be a list, not "25"`}},
-		{"bad port", "version: 1\ngoverned_ports: [25, 70000]\n", []string{"2:22: a port in governed_ports must be between 0 and 65535"}},
+		{"bad port", "version: 1\ngoverned_ports: [25, 70000]\n", []string{"2:22: a port in governed_ports must be a port number 1-65535, not \"70000\""}},
+		{"port 0", "version: 1\nprotected_ports: [0]\n", []string{"2:19: a port in protected_ports must be a port number 1-65535, not \"0\""}},
+		{"port not a number", "version: 1\ngoverned_ports: [smtp]\n", []string{`2:18: a port in governed_ports must be a port number 1-65535, not "smtp"`}},
 		{"bad verdict", "version: 1\nranges:\n  - name: a\n    verdict: block\n    cidrs: [192.0.2.0/24]\n", []string{`4:14: verdict "block" is not one of pass, drop, reset, monitor`}},
-		{"bad cidr", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/33]\n", []string{`5:13: "192.0.2.0/33" is not a CIDR prefix`}},
+		{"bad cidr", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/33]\n", []string{`5:13: "192.0.2.0/33" is not a CIDR prefix: prefix length 33 is over 32 for IPv4`}},
 		{"host bits", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [100.64.0.1/10]\n", []string{"5:13: 100.64.0.1/10 has host bits set; did you mean 100.64.0.0/10?"}},
 		{"duplicate prefix", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/24]\n  - name: b\n    verdict: pass\n    cidrs: [192.0.2.0/24]\n", []string{`8:13: 192.0.2.0/24 appears twice: here in range "b" and at p.yaml:5:13 in range "a"`}},
 		{"duplicate via mapped", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/24, \"::ffff:192.0.2.0/120\"]\n", []string{"5:27: 192.0.2.0/24 appears twice"}},
 		{"governed protected", "version: 1\ngoverned_ports: [25, 587]\n", []string{"2:22: port 587 is both governed and protected"}},
 		{"governed protected block", "version: 1\ngoverned_ports:\n  - 25\n  - 587\n", []string{"4:5: port 587 is both governed and protected"}},
 		{"protected governed block", "version: 1\nprotected_ports:\n  - 465\n  - 25\n", []string{"4:5: port 25 is both governed and protected"}},
-		{"bad port block", "version: 1\ngoverned_ports:\n  - 25\n  - 70000\n", []string{"4:5: a port in governed_ports must be"}},
+		{"bad port block", "version: 1\ngoverned_ports:\n  - 25\n  - 70000\n", []string{"4:5: a port in governed_ports must be a port number 1-65535, not \"70000\""}},
 		{"bad cidr block", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs:\n      - 192.0.2.0/24\n      - 192.0.2.0/33\n", []string{"7:9: "}},
 		{"bad date", "version: 1\nquarantines:\n  - cidr: 192.0.2.1\n    verdict: drop\n    reason: x\n    owner: y\n    expires: tomorrow\n", []string{`7:14: expires "tomorrow" is not a date`}},
 		{"quarantine no expiry", "version: 1\nquarantines:\n  - cidr: 192.0.2.1\n    verdict: drop\n    reason: x\n    owner: y\n", []string{"3:5: quarantine is missing expires"}},
@@ -329,4 +331,53 @@ func TestShadowedExemptionLarge(t *testing.T) {
 		t.Errorf("last warning %s", w)
 	}
 	t.Logf("parse and shadow check of %d prefixes: %v", 1<<16, time.Since(start))
+}
+
+// An invalid CIDR or address says which part is wrong.
+func TestCIDRProblems(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"300.1.2.0/24", `"300.1.2.0/24" is not a CIDR prefix: octet 300 is over 255`},
+		{"192.0.2.256", `"192.0.2.256" is not an address or CIDR prefix: octet 256 is over 255`},
+		{"192.0.2/24", `"192.0.2/24" is not a CIDR prefix: an IPv4 address has 4 octets, this has 3`},
+		{"192.0.2.x/24", `"192.0.2.x/24" is not a CIDR prefix: octet "x" is not a number`},
+		{"192.0.02.0/24", `"192.0.02.0/24" is not a CIDR prefix: octet "02" has a leading zero`},
+		{"192.0.2.0/33", `"192.0.2.0/33" is not a CIDR prefix: prefix length 33 is over 32 for IPv4`},
+		{"2001:db8::/129", `"2001:db8::/129" is not a CIDR prefix: prefix length 129 is over 128 for IPv6`},
+		{"2001:db8::/x", `"2001:db8::/x" is not a CIDR prefix: prefix length "x" is not a number`},
+		{"2001:db8::/", `"2001:db8::/" is not a CIDR prefix: nothing after the "/"; give a prefix length`},
+		{"/24", `"/24" is not a CIDR prefix: nothing before the "/"; give an address`},
+		{"192.0.2.0/-1", `"192.0.2.0/-1" is not a CIDR prefix: prefix length "-1" is not a number`},
+		{"2001:db8:::1/64", `"2001:db8:::1/64" is not a CIDR prefix: the IPv6 address 2001:db8:::1 is malformed`},
+		{"2001:db8::g/64", `"2001:db8::g/64" is not a CIDR prefix: the IPv6 address 2001:db8::g is malformed`},
+		{"mail.example.com", `"mail.example.com" is not an address or CIDR prefix: write an IP address, not a name`},
+	} {
+		src := "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: ['" + c.in + "']\n"
+		_, err := Parse("p.yaml", []byte(src), testNow)
+		if err == nil || !strings.HasPrefix(err.Error(), "p.yaml:5:13: "+c.want) {
+			t.Errorf("%s: %v\nwant %s", c.in, err, c.want)
+		}
+	}
+}
+
+// The default: key's position is recorded for explain; without the key there is none.
+func TestDefaultPos(t *testing.T) {
+	p, err := Parse("p.yaml", []byte("version: 1\n\ndefault: drop\n"), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mustCompile(t, p)
+	if got := c.Explain(addr_("192.0.2.1"), 25, testNow).Decider.Pos.String(); got != "p.yaml:3:1" {
+		t.Errorf("default at %s, want p.yaml:3:1", got)
+	}
+	p, _ = Parse("p.yaml", []byte("version: 1\n"), testNow)
+	if got := mustCompile(t, p).Explain(addr_("192.0.2.1"), 25, testNow).Decider.Pos; got.Line != 0 {
+		t.Errorf("built-in default at %s, want no position", got)
+	}
+}
+
+func TestParseFileMissing(t *testing.T) {
+	_, err := ParseFile("/nonexistent/p.yaml", testNow)
+	if err == nil || err.Error() != "/nonexistent/p.yaml: no such file" {
+		t.Fatalf("err %v", err)
+	}
 }
