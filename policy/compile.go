@@ -47,7 +47,7 @@ func Compile(pol *Policy, now time.Time) (*Compiled, error) {
 	c := &Compiled{Policy: pol, EntryPos: map[netip.Prefix]Pos{}}
 	t := &Tables{DefaultVerdict: pol.Default, Governed: slices.Clone(pol.Governed),
 		RSTRate: pol.RSTRate, RSTBurst: pol.RSTBurst}
-	c.Rules = append(c.Rules, Rule{ID: 0, Kind: KindDefault, Name: "default", Verdict: pol.Default, Pos: Pos{File: pol.File, Line: 1, Col: 1}})
+	c.Rules = append(c.Rules, Rule{ID: 0, Kind: KindDefault, Name: "default", Verdict: pol.Default, Pos: pol.DefaultPos})
 
 	ranges := slices.Clone(pol.Ranges)
 	slices.SortFunc(ranges, func(a, b Range) int { return cmp.Compare(a.Name, b.Name) })

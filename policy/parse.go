@@ -1,7 +1,10 @@
 package policy
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net/netip"
 	"os"
@@ -10,12 +13,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 )
 
 // Version is the policy format version this package reads.
 const Version = 1
+
+// PortRange is how messages write the range of valid port numbers.
+const PortRange = "1-65535"
 
 // Defaults for keys a policy leaves out.
 var (
@@ -73,6 +77,7 @@ type Policy struct {
 	Governed    []uint16
 	Protected   []uint16
 	Default     Verdict
+	DefaultPos  Pos // where the default: key is written; zero when it is not
 	RSTRate     uint32
 	RSTBurst    uint32
 	Ranges      []Range
@@ -87,10 +92,30 @@ type Policy struct {
 func ParseFile(path string, now time.Time) (*Policy, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading policy: %w", err)
+		return nil, &FileError{path, err}
 	}
 	return Parse(path, data, now)
 }
+
+// FileError is a policy file that could not be read (as opposed to Errors, a file
+// that was read and is not a valid policy).
+type FileError struct {
+	Path string
+	Err  error
+}
+
+func (e *FileError) Error() string {
+	if errors.Is(e.Err, fs.ErrNotExist) {
+		return e.Path + ": no such file"
+	}
+	var pe *fs.PathError
+	if errors.As(e.Err, &pe) {
+		return "cannot read " + e.Path + ": " + pe.Err.Error()
+	}
+	return "cannot read " + e.Path + ": " + e.Err.Error()
+}
+
+func (e *FileError) Unwrap() error { return e.Err }
 
 type parser struct {
 	file  string
@@ -99,9 +124,9 @@ type parser struct {
 	now   time.Time
 }
 
-func (p *parser) pos(n *yaml.Node) Pos { return Pos{p.file, n.Line, n.Column} }
+func (p *parser) pos(n *node) Pos { return Pos{p.file, max(n.line, 1), max(n.col, 1)} }
 
-func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
+func (p *parser) errorf(n *node, format string, args ...any) {
 	p.errs = append(p.errs, Error{p.pos(n), fmt.Sprintf(format, args...)})
 }
 
@@ -109,14 +134,14 @@ func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
 // and no policy.
 func Parse(file string, data []byte, now time.Time) (*Policy, error) {
 	p := &parser{file: file, now: now}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, Errors{yamlError(file, err)}
-	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+	root, err := parseYAML(file, data)
+	if errors.Is(err, errEmpty) {
 		return nil, Errors{{Pos{file, 1, 1}, "the policy is empty; start from examples/policy.yaml"}}
 	}
-	pol := p.policy(doc.Content[0])
+	if err != nil {
+		return nil, Errors{err.(Error)}
+	}
+	pol := p.policy(root)
 	if len(p.errs) > 0 {
 		sort.SliceStable(p.errs, func(i, j int) bool {
 			a, b := p.errs[i].Pos, p.errs[j].Pos
@@ -124,80 +149,68 @@ func Parse(file string, data []byte, now time.Time) (*Policy, error) {
 		})
 		return nil, p.errs
 	}
+	p.checkShadowed(pol)
+	slices.SortStableFunc(p.warns, func(a, b Error) int {
+		return cmp.Or(cmp.Compare(a.Pos.Line, b.Pos.Line), cmp.Compare(a.Pos.Col, b.Pos.Col))
+	})
 	pol.Warnings = p.warns
 	return pol, nil
 }
 
-// yamlError turns a YAML syntax error into a positioned Error.
-func yamlError(file string, err error) Error {
-	msg := err.Error()
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	line := 1
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if i := strings.Index(rest, ":"); i > 0 {
-			if n, err := strconv.Atoi(rest[:i]); err == nil {
-				line = n
-				msg = strings.TrimSpace(rest[i+1:])
-			}
-		}
-	}
-	return Error{Pos{file, line, 1}, "YAML syntax: " + msg + " (check indentation and quoting)"}
-}
-
 // fields walks a mapping node, rejecting unknown and repeated keys.
-func (p *parser) fields(n *yaml.Node, what string, known []string, fn func(key string, k, v *yaml.Node)) bool {
-	if n.Kind != yaml.MappingNode {
+func (p *parser) fields(n *node, what string, known []string, fn func(key string, k, v *node)) bool {
+	if n.kind != mappingNode {
 		p.errorf(n, "%s must be a mapping of keys (%s), not %s", what, strings.Join(known, ", "), kindName(n))
 		return false
 	}
-	seen := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if !slices.Contains(known, k.Value) {
+	seen := map[string]*node{}
+	for i := 0; i+1 < len(n.content); i += 2 {
+		k, v := n.content[i], n.content[i+1]
+		if !slices.Contains(known, k.value) {
 			hint := ""
-			if s := closest(k.Value, known); s != "" {
+			if s := closest(k.value, known); s != "" {
 				hint = fmt.Sprintf("; did you mean %q?", s)
 			}
-			p.errorf(k, "unknown key %q in %s%s (known keys: %s)", k.Value, what, hint, strings.Join(known, ", "))
+			p.errorf(k, "unknown key %q in %s%s (known keys: %s)", k.value, what, hint, strings.Join(known, ", "))
 			continue
 		}
-		if prev, ok := seen[k.Value]; ok {
-			p.errorf(k, "key %q repeated in %s (first at line %d); keep one", k.Value, what, prev.Line)
+		if prev, ok := seen[k.value]; ok {
+			p.errorf(k, "key %q repeated in %s (first at line %d); keep one", k.value, what, prev.line)
 			continue
 		}
-		seen[k.Value] = k
-		fn(k.Value, k, v)
+		seen[k.value] = k
+		fn(k.value, k, v)
 	}
 	return true
 }
 
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.SequenceNode:
+func kindName(n *node) string {
+	switch n.kind {
+	case sequenceNode:
 		return "a list"
-	case yaml.MappingNode:
+	case mappingNode:
 		return "a mapping"
-	case yaml.ScalarNode:
-		return fmt.Sprintf("%q", n.Value)
-	case yaml.AliasNode:
+	case scalarNode:
+		return fmt.Sprintf("%q", n.value)
+	case aliasNode:
 		return "an alias"
 	}
 	return "nothing"
 }
 
-func (p *parser) str(n *yaml.Node, what string) string {
-	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+func (p *parser) str(n *node, what string) string {
+	if n.kind != scalarNode || n.tag == "!!null" {
 		p.errorf(n, "%s must be text, not %s", what, kindName(n))
 		return ""
 	}
-	return n.Value
+	return n.value
 }
 
 // MaxNameLen bounds entry names: counters are kept in the data plane under
 // "kind/name", in a fixed-size label.
 const MaxNameLen = 100
 
-func (p *parser) name(n *yaml.Node) string {
+func (p *parser) name(n *node) string {
 	s := p.str(n, "name")
 	if len(s) > MaxNameLen {
 		p.errorf(n, "name is %d bytes long; keep it to %d (counters are kept under it)", len(s), MaxNameLen)
@@ -205,37 +218,36 @@ func (p *parser) name(n *yaml.Node) string {
 	return s
 }
 
-func (p *parser) uint(n *yaml.Node, what string, maxv uint64) (uint64, bool) {
-	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+func (p *parser) uint(n *node, what string, maxv uint64) (uint64, bool) {
+	if n.kind != scalarNode || n.tag != "!!int" {
 		p.errorf(n, "%s must be a whole number, not %s", what, kindName(n))
 		return 0, false
 	}
-	v, err := strconv.ParseUint(n.Value, 0, 64)
+	v, err := strconv.ParseUint(n.value, 0, 64)
 	if err != nil || v > maxv {
-		p.errorf(n, "%s must be between 0 and %d, not %s", what, maxv, n.Value)
+		p.errorf(n, "%s must be between 0 and %d, not %s", what, maxv, n.value)
 		return 0, false
 	}
 	return v, true
 }
 
-func (p *parser) list(n *yaml.Node, what string) []*yaml.Node {
-	if n.Kind != yaml.SequenceNode {
+func (p *parser) list(n *node, what string) []*node {
+	if n.kind != sequenceNode {
 		p.errorf(n, "%s must be a list, not %s", what, kindName(n))
 		return nil
 	}
-	return n.Content
+	return n.content
 }
 
-func (p *parser) ports(n *yaml.Node, what string) []uint16 {
+// ports parses a list of ports, sorted, and where each is written.
+func (p *parser) ports(n *node, what string) ([]uint16, map[uint16]*node) {
 	var out []uint16
+	at := map[uint16]*node{}
 	seen := map[uint64]bool{}
 	for _, e := range p.list(n, what) {
-		v, ok := p.uint(e, "a port in "+what, math.MaxUint16)
-		if !ok {
-			continue
-		}
-		if v == 0 {
-			p.errorf(e, "port 0 in %s is not a port; use 1-65535", what)
+		v, err := strconv.ParseUint(e.value, 0, 16)
+		if e.kind != scalarNode || e.tag != "!!int" || err != nil || v == 0 {
+			p.errorf(e, "a port in %s must be a port number %s, not %s", what, PortRange, kindName(e))
 			continue
 		}
 		if seen[v] {
@@ -244,12 +256,13 @@ func (p *parser) ports(n *yaml.Node, what string) []uint16 {
 		}
 		seen[v] = true
 		out = append(out, uint16(v))
+		at[uint16(v)] = e
 	}
 	slices.Sort(out)
-	return out
+	return out, at
 }
 
-func (p *parser) verdict(n *yaml.Node, allowed []Verdict) Verdict {
+func (p *parser) verdict(n *node, allowed []Verdict) Verdict {
 	var words []string
 	for _, a := range allowed {
 		words = append(words, a.String())
@@ -257,7 +270,7 @@ func (p *parser) verdict(n *yaml.Node, allowed []Verdict) Verdict {
 	s := p.str(n, "verdict")
 	v, ok := ParseVerdict(s)
 	if !ok || !slices.Contains(allowed, v) {
-		if s != "" || n.Kind == yaml.ScalarNode {
+		if s != "" || n.kind == scalarNode {
 			p.errorf(n, "verdict %q is not one of %s", s, strings.Join(words, ", "))
 		}
 		return 0
@@ -267,7 +280,7 @@ func (p *parser) verdict(n *yaml.Node, allowed []Verdict) Verdict {
 
 // cidr parses a prefix or a bare address (a host prefix). Host bits set is an error
 // that suggests the prefix meant; IPv4-mapped IPv6 becomes IPv4.
-func (p *parser) cidr(n *yaml.Node) (CIDR, bool) {
+func (p *parser) cidr(n *node) (CIDR, bool) {
 	s := p.str(n, "a CIDR")
 	if s == "" {
 		return CIDR{}, false
@@ -277,13 +290,13 @@ func (p *parser) cidr(n *yaml.Node) (CIDR, bool) {
 		var err error
 		pfx, err = netip.ParsePrefix(s)
 		if err != nil {
-			p.errorf(n, "%q is not a CIDR prefix (write it like 100.64.0.0/10 or 2001:db8::/32)", s)
+			p.errorf(n, "%q is not a CIDR prefix%s (write it like 100.64.0.0/10 or 2001:db8::/32)", s, cidrProblem(s))
 			return CIDR{}, false
 		}
 	} else {
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.Zone() != "" {
-			p.errorf(n, "%q is not an address or CIDR prefix (write it like 192.0.2.25 or 100.64.0.0/10)", s)
+			p.errorf(n, "%q is not an address or CIDR prefix%s (write it like 192.0.2.25 or 100.64.0.0/10)", s, cidrProblem(s))
 			return CIDR{}, false
 		}
 		pfx = netip.PrefixFrom(a, a.BitLen())
@@ -306,8 +319,82 @@ func (p *parser) cidr(n *yaml.Node) (CIDR, bool) {
 	return CIDR{pfx, p.pos(n)}, true
 }
 
+// cidrProblem says which part of s, an address or prefix netip rejected, is wrong:
+// ": octet 300 is over 255", ": prefix length 129 is over 128 for IPv6"... or "" when
+// it cannot tell.
+func cidrProblem(s string) string {
+	addr, length, hasLength := strings.Cut(s, "/")
+	if addr == "" && hasLength {
+		return `: nothing before the "/"; give an address`
+	}
+	if i := strings.IndexByte(addr, '%'); i >= 0 {
+		return fmt.Sprintf(": the address has a zone (%s); policies take global addresses", addr[i:])
+	}
+	v6 := strings.Contains(addr, ":")
+	if v6 {
+		if _, err := netip.ParseAddr(addr); err != nil {
+			reason := err.Error()
+			if i := strings.Index(reason, "): "); i >= 0 {
+				reason = reason[i+3:]
+			}
+			return fmt.Sprintf(": the IPv6 address %s is malformed (%s)", addr, reason)
+		}
+	} else if msg := ipv4Problem(addr); msg != "" {
+		return ": " + msg
+	}
+	if !hasLength {
+		return ""
+	}
+	maxBits, family := 32, "IPv4"
+	if v6 {
+		maxBits, family = 128, "IPv6"
+	}
+	switch bits, err := strconv.Atoi(length); {
+	case length == "":
+		return `: nothing after the "/"; give a prefix length`
+	case err != nil || !isDigits(length):
+		return fmt.Sprintf(": prefix length %q is not a number", length)
+	case bits > maxBits:
+		return fmt.Sprintf(": prefix length %d is over %d for %s", bits, maxBits, family)
+	case len(length) > 1 && length[0] == '0':
+		return fmt.Sprintf(": prefix length %q has a leading zero", length)
+	}
+	return ""
+}
+
+// ipv4Problem says what is wrong with a dotted IPv4 address, or "" when nothing is.
+func ipv4Problem(a string) string {
+	octets := strings.Split(a, ".")
+	if octets[0] != "" && !isDigits(octets[0]) {
+		return "write an IP address, not a name"
+	}
+	if len(octets) != 4 {
+		return fmt.Sprintf("an IPv4 address has 4 octets, this has %d", len(octets))
+	}
+	for _, o := range octets {
+		switch {
+		case !isDigits(o):
+			return fmt.Sprintf("octet %q is not a number", o)
+		case len(o) > 3 || len(o) == 3 && o > "255":
+			return fmt.Sprintf("octet %s is over 255", o)
+		case len(o) > 1 && o[0] == '0':
+			return fmt.Sprintf("octet %q has a leading zero", o)
+		}
+	}
+	return ""
+}
+
+func isDigits(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
 // when parses a date (2026-12-01, midnight UTC) or an RFC 3339 time.
-func (p *parser) when(n *yaml.Node, what string) (time.Time, bool) {
+func (p *parser) when(n *node, what string) (time.Time, bool) {
 	s := p.str(n, what)
 	if s == "" {
 		return time.Time{}, false
@@ -324,12 +411,13 @@ func (p *parser) when(n *yaml.Node, what string) (time.Time, bool) {
 
 var topKeys = []string{"version", "governed_ports", "protected_ports", "default", "reset", "ranges", "exemptions", "quarantines"}
 
-func (p *parser) policy(root *yaml.Node) *Policy {
+func (p *parser) policy(root *node) *Policy {
 	pol := &Policy{File: p.file, Governed: DefaultGoverned, Protected: DefaultProtected,
 		Default: Pass, RSTRate: DefaultRSTRate, RSTBurst: DefaultRSTBurst}
 	var versionSeen bool
-	var governedNode *yaml.Node
-	p.fields(root, "the policy", topKeys, func(key string, k, v *yaml.Node) {
+	var governedNode *node
+	var governedAt, protectedAt map[uint16]*node
+	p.fields(root, "the policy", topKeys, func(key string, k, v *node) {
 		switch key {
 		case "version":
 			versionSeen = true
@@ -338,13 +426,14 @@ func (p *parser) policy(root *yaml.Node) *Policy {
 			}
 		case "governed_ports":
 			governedNode = v
-			pol.Governed = p.ports(v, "governed_ports")
+			pol.Governed, governedAt = p.ports(v, "governed_ports")
 		case "protected_ports":
-			pol.Protected = p.ports(v, "protected_ports")
+			pol.Protected, protectedAt = p.ports(v, "protected_ports")
 		case "default":
 			pol.Default = p.verdict(v, []Verdict{Pass, Drop, Reset, Monitor})
+			pol.DefaultPos = p.pos(k)
 		case "reset":
-			p.fields(v, "reset", []string{"rate", "burst"}, func(key string, _, v *yaml.Node) {
+			p.fields(v, "reset", []string{"rate", "burst"}, func(key string, _, v *node) {
 				n, ok := p.uint(v, "reset."+key, math.MaxUint32)
 				if !ok {
 					return
@@ -375,29 +464,34 @@ func (p *parser) policy(root *yaml.Node) *Policy {
 			}
 		}
 	})
-	if root.Kind == yaml.MappingNode && !versionSeen {
+	if root.kind == mappingNode && !versionSeen {
 		p.errorf(root, "missing \"version: %d\" at the top of the policy", Version)
 	}
-	if len(pol.Governed) == 0 && governedNode != nil && governedNode.Kind == yaml.SequenceNode && len(governedNode.Content) == 0 {
+	if len(pol.Governed) == 0 && governedNode != nil && governedNode.kind == sequenceNode && len(governedNode.content) == 0 {
 		p.errorf(governedNode, "governed_ports is empty: the policy would govern nothing; list at least one port (usually 25)")
-	}
-	if governedNode == nil {
-		governedNode = root
 	}
 	for _, g := range pol.Governed {
 		if slices.Contains(pol.Protected, g) {
-			p.errorf(governedNode, "port %d is both governed and protected: a policy must never block, reset or monitor a protected port; remove it from governed_ports (or, if you really mean it, from protected_ports)", g)
+			// At the port as written in governed_ports, else in protected_ports.
+			at := governedAt[g]
+			if at == nil {
+				at = protectedAt[g]
+			}
+			if at == nil {
+				at = root
+			}
+			p.errorf(at, "port %d is both governed and protected: a policy must never block, reset or monitor a protected port; remove it from governed_ports (or, if you really mean it, from protected_ports)", g)
 		}
 	}
 	p.checkOverlaps(pol)
 	return pol
 }
 
-func (p *parser) rangeEntry(n *yaml.Node) (Range, bool) {
+func (p *parser) rangeEntry(n *node) (Range, bool) {
 	r := Range{Pos: p.pos(n)}
 	var hasName, hasVerdict, hasCIDRs bool
 	errs := len(p.errs)
-	if !p.fields(n, "a range", []string{"name", "verdict", "cidrs", "description", "owner"}, func(key string, _, v *yaml.Node) {
+	if !p.fields(n, "a range", []string{"name", "verdict", "cidrs", "description", "owner"}, func(key string, _, v *node) {
 		switch key {
 		case "name":
 			r.Name, hasName = p.name(v), true
@@ -410,7 +504,7 @@ func (p *parser) rangeEntry(n *yaml.Node) (Range, bool) {
 					r.CIDRs = append(r.CIDRs, cidr)
 				}
 			}
-			if len(v.Content) == 0 && v.Kind == yaml.SequenceNode {
+			if len(v.content) == 0 && v.kind == sequenceNode {
 				p.errorf(v, "range has no cidrs; list at least one prefix")
 			}
 		case "description":
@@ -434,12 +528,12 @@ func (p *parser) rangeEntry(n *yaml.Node) (Range, bool) {
 
 // listing parses the keys exemptions and quarantines share; extra keys go to fn.
 // hasExpires reports whether the key was present, ok whether n had no errors.
-func (p *parser) listing(n *yaml.Node, what string, extra []string, fn func(key string, v *yaml.Node)) (l Listing, hasExpires, ok bool) {
+func (p *parser) listing(n *node, what string, extra []string, fn func(key string, v *node)) (l Listing, hasExpires, ok bool) {
 	l.Pos = p.pos(n)
 	keys := append([]string{"cidr", "name", "reason", "ticket", "owner", "expires"}, extra...)
 	errs := len(p.errs)
 	var hasCIDR bool
-	if !p.fields(n, what, keys, func(key string, _, v *yaml.Node) {
+	if !p.fields(n, what, keys, func(key string, _, v *node) {
 		switch key {
 		case "cidr":
 			hasCIDR = true
@@ -476,7 +570,7 @@ func (p *parser) listing(n *yaml.Node, what string, extra []string, fn func(key 
 	return l, hasExpires, len(p.errs) == errs
 }
 
-func (p *parser) exemption(n *yaml.Node) (Exemption, bool) {
+func (p *parser) exemption(n *node) (Exemption, bool) {
 	l, _, ok := p.listing(n, "exemption", nil, nil)
 	e := Exemption{l}
 	if ok && !e.Expires.IsZero() && !p.now.Before(e.Expires) {
@@ -485,10 +579,10 @@ func (p *parser) exemption(n *yaml.Node) (Exemption, bool) {
 	return e, ok
 }
 
-func (p *parser) quarantine(n *yaml.Node) (Quarantine, bool) {
+func (p *parser) quarantine(n *node) (Quarantine, bool) {
 	var q Quarantine
 	var hasVerdict bool
-	l, hasExpires, ok := p.listing(n, "quarantine", []string{"verdict"}, func(key string, v *yaml.Node) {
+	l, hasExpires, ok := p.listing(n, "quarantine", []string{"verdict"}, func(key string, v *node) {
 		hasVerdict = true
 		q.Verdict = p.verdict(v, []Verdict{Drop, Reset})
 	})
@@ -551,6 +645,97 @@ func (p *parser) checkOverlaps(pol *Policy) {
 				p.errs = append(p.errs, Error{a.CIDR.Pos, fmt.Sprintf("quarantine %s lies inside quarantine %s (%s); quarantines may not nest: drop one or merge them", a.CIDR.Prefix, b.CIDR.Prefix, b.CIDR.Pos)})
 			}
 		}
+	}
+}
+
+// maxShadowers is how many shadowing entries a warning names.
+const maxShadowers = 3
+
+// checkShadowed warns about exemptions that can never decide: every address in them
+// is covered by more specific prefixes of ranges and other exemptions (expired
+// exemptions and quarantines, which lift, do not count). All prefixes are sorted once
+// (by address, then length); the prefixes inside an exemption are then a contiguous
+// run, and only its largest ones (its children in the prefix tree) need looking at:
+// after each child the walk jumps past everything inside it. Each prefix is the child
+// of one entry, so the whole check is O(n log n).
+func (p *parser) checkShadowed(pol *Policy) {
+	type entry struct {
+		prefix netip.Prefix
+		pos    Pos
+		what   string
+	}
+	live := func(e Exemption) bool { return e.Expires.IsZero() || p.now.Before(e.Expires) }
+	if !slices.ContainsFunc(pol.Exemptions, live) {
+		return
+	}
+	size := len(pol.Exemptions)
+	for _, r := range pol.Ranges {
+		size += len(r.CIDRs)
+	}
+	all := make([]entry, 0, size)
+	for _, e := range pol.Exemptions {
+		if live(e) {
+			what := "exemption"
+			if e.Name != "exemption "+e.CIDR.Prefix.String() {
+				what += " " + strconv.Quote(e.Name)
+			}
+			all = append(all, entry{e.CIDR.Prefix, e.CIDR.Pos, what})
+		}
+	}
+	for _, r := range pol.Ranges {
+		what := "range " + strconv.Quote(r.Name)
+		for _, c := range r.CIDRs {
+			all = append(all, entry{c.Prefix, c.Pos, what})
+		}
+	}
+	slices.SortFunc(all, func(a, b entry) int { return comparePrefix(a.prefix, b.prefix) })
+	// after returns the index of the first entry whose address is past a.
+	after := func(a netip.Addr, from int) int {
+		return from + sort.Search(len(all)-from, func(i int) bool { return all[from+i].prefix.Addr().Compare(a) > 0 })
+	}
+	for _, e := range pol.Exemptions {
+		if !live(e) {
+			continue
+		}
+		x := e.CIDR.Prefix
+		i, _ := slices.BinarySearchFunc(all, x, func(a entry, x netip.Prefix) int { return comparePrefix(a.prefix, x) })
+		next, last := x.Addr(), LastAddr(x) // next: the first address not yet covered
+		var shadowers []entry
+		n := 0
+		covered := false
+		for i++; i < len(all) && x.Contains(all[i].prefix.Addr()); {
+			c := all[i]
+			if c.prefix.Addr() != next {
+				break // a gap: next is decided by the exemption itself
+			}
+			if len(shadowers) < maxShadowers {
+				shadowers = append(shadowers, c)
+			}
+			n++
+			end := LastAddr(c.prefix)
+			if end == last {
+				covered = true
+				break
+			}
+			next = end.Next()
+			i = after(end, i)
+		}
+		if !covered {
+			continue
+		}
+		names := make([]string, len(shadowers))
+		for k, s := range shadowers {
+			names[k] = fmt.Sprintf("%s %s (%s)", s.what, s.prefix, s.pos)
+		}
+		more := ""
+		if n > len(shadowers) {
+			more = fmt.Sprintf(" and %d more", n-len(shadowers))
+		}
+		subject := "exemption " + x.String()
+		if e.Name != subject {
+			subject = fmt.Sprintf("exemption %q (%s)", e.Name, x)
+		}
+		p.warns = append(p.warns, Error{e.Pos, fmt.Sprintf("%s never decides anything: every address in it is decided by more specific entries: %s%s; remove it, or remove what shadows it", subject, strings.Join(names, ", "), more)})
 	}
 }
 

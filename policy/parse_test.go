@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -88,13 +89,19 @@ func TestParseErrors(t *testing.T) {
 		{"missing version", "ranges: []\n", []string{`1:1: missing "version: 1"`}},
 		{"bad version", "version: 2\n", []string{"1:10: version 2 is not supported"}},
 		{"wrong type", "version: 1\ngoverned_ports: 25\n", []string{`2:17: governed_ports must be a list, not "25"`}},
-		{"bad port", "version: 1\ngoverned_ports: [25, 70000]\n", []string{"2:22: a port in governed_ports must be between 0 and 65535"}},
+		{"bad port", "version: 1\ngoverned_ports: [25, 70000]\n", []string{"2:22: a port in governed_ports must be a port number 1-65535, not \"70000\""}},
+		{"port 0", "version: 1\nprotected_ports: [0]\n", []string{"2:19: a port in protected_ports must be a port number 1-65535, not \"0\""}},
+		{"port not a number", "version: 1\ngoverned_ports: [smtp]\n", []string{`2:18: a port in governed_ports must be a port number 1-65535, not "smtp"`}},
 		{"bad verdict", "version: 1\nranges:\n  - name: a\n    verdict: block\n    cidrs: [192.0.2.0/24]\n", []string{`4:14: verdict "block" is not one of pass, drop, reset, monitor`}},
-		{"bad cidr", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/33]\n", []string{`5:13: "192.0.2.0/33" is not a CIDR prefix`}},
+		{"bad cidr", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/33]\n", []string{`5:13: "192.0.2.0/33" is not a CIDR prefix: prefix length 33 is over 32 for IPv4`}},
 		{"host bits", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [100.64.0.1/10]\n", []string{"5:13: 100.64.0.1/10 has host bits set; did you mean 100.64.0.0/10?"}},
 		{"duplicate prefix", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/24]\n  - name: b\n    verdict: pass\n    cidrs: [192.0.2.0/24]\n", []string{`8:13: 192.0.2.0/24 appears twice: here in range "b" and at p.yaml:5:13 in range "a"`}},
 		{"duplicate via mapped", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/24, \"::ffff:192.0.2.0/120\"]\n", []string{"5:27: 192.0.2.0/24 appears twice"}},
-		{"governed protected", "version: 1\ngoverned_ports: [25, 587]\n", []string{"2:17: port 587 is both governed and protected"}},
+		{"governed protected", "version: 1\ngoverned_ports: [25, 587]\n", []string{"2:22: port 587 is both governed and protected"}},
+		{"governed protected block", "version: 1\ngoverned_ports:\n  - 25\n  - 587\n", []string{"4:5: port 587 is both governed and protected"}},
+		{"protected governed block", "version: 1\nprotected_ports:\n  - 465\n  - 25\n", []string{"4:5: port 25 is both governed and protected"}},
+		{"bad port block", "version: 1\ngoverned_ports:\n  - 25\n  - 70000\n", []string{"4:5: a port in governed_ports must be a port number 1-65535, not \"70000\""}},
+		{"bad cidr block", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs:\n      - 192.0.2.0/24\n      - 192.0.2.0/33\n", []string{"7:9: "}},
 		{"bad date", "version: 1\nquarantines:\n  - cidr: 192.0.2.1\n    verdict: drop\n    reason: x\n    owner: y\n    expires: tomorrow\n", []string{`7:14: expires "tomorrow" is not a date`}},
 		{"quarantine no expiry", "version: 1\nquarantines:\n  - cidr: 192.0.2.1\n    verdict: drop\n    reason: x\n    owner: y\n", []string{"3:5: quarantine is missing expires"}},
 		{"quarantine pass", "version: 1\nquarantines:\n  - cidr: 192.0.2.1\n    verdict: pass\n    reason: x\n    owner: y\n    expires: 2027-01-01\n", []string{`4:14: verdict "pass" is not one of drop, reset`}},
@@ -149,6 +156,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(goodPolicy))
 	f.Add([]byte("version: 1\nranges: [{name: a, verdict: drop, cidrs: [1.2.3.4/33]}]\n"))
 	f.Add([]byte("{"))
+	f.Add([]byte("version: 1\n---\n---\nranges: [{name: a, verdict: drop, cidrs: [::/0, 0.0.0.0/0]}]\n...\n"))
+	f.Add([]byte("version: 1\nranges:\n  - name: a\n\tverdict: drop\n    cidrs:\n      -\n     - 192.0.2.0/24\n"))
+	f.Add([]byte("%YAML 1.2\n---\nexemptions:\n  - &e {cidr: 192.0.2.0/24, reason: x, owner: y}\n  - *e\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, err := Parse("f.yaml", data, testNow)
 		if err == nil {
@@ -164,4 +174,213 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// YAML syntax errors point at the offending line and column, not at the start of the
+// enclosing block.
+func TestParseSyntaxPositions(t *testing.T) {
+	cases := []struct {
+		name, src string
+		want      string // "line:col: substring"
+	}{
+		{"tab indentation", "version: 1\nranges:\n  - name: a\n\tverdict: drop\n", "4:1: YAML syntax: a tab"},
+		{"tab in reset", "version: 1\nreset:\n  rate: 1\n\tburst: 2\n", "4:1: YAML syntax: a tab"},
+		{"unclosed [", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/24\n", "5:12: YAML syntax:"},
+		{"unclosed [ then more", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/24\n  - name: b\n", "6:3: YAML syntax:"},
+		{"mis-indented item", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs:\n      - 192.0.2.0/24\n     - 198.51.100.0/24\n", "7:6: YAML syntax:"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse("p.yaml", []byte(c.src), testNow)
+			var es Errors
+			if !errors.As(err, &es) || len(es) != 1 {
+				t.Fatalf("err %v, want one error", err)
+			}
+			if !strings.HasPrefix(es[0].Error(), "p.yaml:"+c.want) {
+				t.Fatalf("error %q, want it to start with %q", es[0].Error(), "p.yaml:"+c.want)
+			}
+		})
+	}
+}
+
+// A plain scalar may start with "::" inside a flow list: [0.0.0.0/0, ::/0] is valid YAML.
+func TestParseIPv6InFlowList(t *testing.T) {
+	src := "version: 1\nranges:\n  - name: all\n    verdict: drop\n    cidrs: [0.0.0.0/0, ::/0, ::1]\n"
+	p, err := Parse("p.yaml", []byte(src), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range p.Ranges[0].CIDRs {
+		got = append(got, c.Prefix.String()+"@"+c.Pos.String())
+	}
+	want := []string{"0.0.0.0/0@p.yaml:5:13", "::/0@p.yaml:5:24", "::1/128@p.yaml:5:30"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("cidrs %v, want %v", got, want)
+	}
+}
+
+// A policy file holds one YAML document: a second one with content is rejected at its
+// start, not silently ignored. A leading "---" and an empty trailing document are fine.
+func TestParseDocuments(t *testing.T) {
+	for _, src := range []string{
+		"---\nversion: 1\n",
+		"version: 1\n...\n",
+		"version: 1\n---\n",
+		"---\nversion: 1\n---\n# nothing here\n",
+		"---\n---\nversion: 1\n",
+		"%YAML 1.2\n---\nversion: 1\n",
+	} {
+		if _, err := Parse("p.yaml", []byte(src), testNow); err != nil {
+			t.Errorf("%q: %v", src, err)
+		}
+	}
+	for _, c := range []struct{ src, want string }{
+		{"version: 1\n---\nversion: 1\nranges: []\n", "p.yaml:2:1: a second YAML document starts here"},
+		{"---\nversion: 1\n# end\n---\nexemptions: []\n", "p.yaml:4:1: a second YAML document starts here"},
+		{"version: 1\n---\n---\nversion: 1\n", "p.yaml:3:1: a second YAML document starts here"},
+		{"version: 1\n...\nversion: 1\n", "p.yaml:3:1: a second YAML document starts here"},
+	} {
+		_, err := Parse("p.yaml", []byte(c.src), testNow)
+		var es Errors
+		if !errors.As(err, &es) || len(es) != 1 || !strings.HasPrefix(es[0].Error(), c.want) {
+			t.Errorf("%q: err %v, want %q", c.src, err, c.want)
+		}
+	}
+}
+
+// Deep nesting is refused quickly (goccy's parser is quadratic in the depth).
+func TestParseDeepNesting(t *testing.T) {
+	for _, src := range []string{strings.Repeat("[", 100_000), "a: " + strings.Repeat("- ", 100_000) + "x\n"} {
+		start := time.Now()
+		_, err := Parse("p.yaml", []byte(src), testNow)
+		if err == nil || !strings.Contains(err.Error(), "nested more than 64 levels deep") {
+			t.Fatalf("err %v", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("took %v", d)
+		}
+	}
+}
+
+// An exemption every address of which is decided by more specific entries never
+// decides anything: it is accepted with a warning naming the entries that shadow it.
+func TestShadowedExemption(t *testing.T) {
+	const head = "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs:\n"
+	cases := []struct {
+		name, src string
+		want      []string // warnings, in order
+	}{
+		{"shadowed", head + "      - 192.0.2.0/25\n      - 192.0.2.0/26\nexemptions:\n" +
+			"  - {cidr: 192.0.2.0/24, reason: x, owner: y}\n  - {cidr: 192.0.2.128/25, name: upper, reason: x, owner: y}\n",
+			[]string{`p.yaml:9:5: exemption 192.0.2.0/24 never decides anything: every address in it is decided by more specific entries: range "a" 192.0.2.0/25 (p.yaml:6:9), exemption "upper" 192.0.2.128/25 (p.yaml:10:12); remove it, or remove what shadows it`}},
+		{"partly shadowed", head + "      - 192.0.2.0/25\n      - 192.0.2.128/26\nexemptions:\n  - {cidr: 192.0.2.0/24, reason: x, owner: y}\n", nil},
+		{"gap at the start", head + "      - 192.0.2.128/25\n      - 192.0.2.64/26\nexemptions:\n  - {cidr: 192.0.2.0/24, reason: x, owner: y}\n", nil},
+		{"not shadowed", head + "      - 192.0.2.0/24\nexemptions:\n  - {cidr: 192.0.2.25, reason: x, owner: y}\n", nil},
+		{"end of the space", head + "      - 255.255.255.0/25\n      - 255.255.255.128/25\n      - ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/121\nexemptions:\n" +
+			"  - {cidr: 255.255.255.0/24, reason: x, owner: y}\n  - {cidr: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120', reason: x, owner: y}\n",
+			[]string{`p.yaml:10:5: exemption 255.255.255.0/24 never decides anything: every address in it is decided by more specific entries: range "a" 255.255.255.0/25 (p.yaml:6:9), range "a" 255.255.255.128/25 (p.yaml:7:9); remove it`}},
+		{"an expired exemption shadows nothing", head + "      - 192.0.2.0/25\nexemptions:\n" +
+			"  - {cidr: 192.0.2.0/24, reason: x, owner: y}\n  - {cidr: 192.0.2.128/25, reason: x, owner: y, expires: 2026-01-01}\n",
+			[]string{"p.yaml:9:5: exemption 192.0.2.128/25 expired"}},
+		{"a quarantine shadows nothing (it lifts)", head + "      - 192.0.2.0/25\nexemptions:\n  - {cidr: 192.0.2.0/24, reason: x, owner: y}\n" +
+			"quarantines:\n  - {cidr: 192.0.2.128/25, verdict: drop, reason: x, owner: y, expires: 2027-01-01}\n", nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := Parse("p.yaml", []byte(c.src), testNow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Warnings) != len(c.want) {
+				t.Fatalf("warnings %v, want %d", p.Warnings, len(c.want))
+			}
+			for i, w := range c.want {
+				if !strings.HasPrefix(p.Warnings[i].Error(), w) {
+					t.Errorf("warning %q, want it to start with %q", p.Warnings[i].Error(), w)
+				}
+			}
+		})
+	}
+}
+
+// The shadow check is near-linear: a /14 tiled with 65,536 /30s under nested
+// exemptions (each shadowed) is checked at once, and the warning lists a few
+// shadowing entries, not all of them.
+func TestShadowedExemptionLarge(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("version: 1\nranges:\n  - name: tiles\n    verdict: drop\n    cidrs:\n")
+	for i := 0; i < 1<<16; i++ {
+		fmt.Fprintf(&b, "      - 100.%d.%d.%d/30\n", 64+i>>14, i>>6&0xff, i<<2&0xff)
+	}
+	b.WriteString("exemptions:\n")
+	for bits := 14; bits <= 29; bits++ {
+		fmt.Fprintf(&b, "  - {cidr: 100.64.0.0/%d, reason: x, owner: y}\n", bits)
+	}
+	start := time.Now()
+	p, err := Parse("p.yaml", []byte(b.String()), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Warnings) != 16 {
+		t.Fatalf("%d warnings, want 16: %v", len(p.Warnings), p.Warnings)
+	}
+	if w := p.Warnings[0].Error(); !strings.Contains(w, `exemption 100.64.0.0/14 never decides`) ||
+		!strings.Contains(w, `exemption 100.64.0.0/15 (p.yaml:65544:12), range "tiles" 100.66.0.0/30 (p.yaml:32774:9), range "tiles" 100.66.0.4/30 (p.yaml:32775:9) and 32766 more;`) {
+		t.Errorf("first warning %s", w)
+	}
+	if w := p.Warnings[15].Error(); !strings.Contains(w, `exemption 100.64.0.0/29 never decides`) ||
+		!strings.Contains(w, `range "tiles" 100.64.0.0/30 (p.yaml:6:9), range "tiles" 100.64.0.4/30 (p.yaml:7:9);`) {
+		t.Errorf("last warning %s", w)
+	}
+	t.Logf("parse and shadow check of %d prefixes: %v", 1<<16, time.Since(start))
+}
+
+// An invalid CIDR or address says which part is wrong.
+func TestCIDRProblems(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"300.1.2.0/24", `"300.1.2.0/24" is not a CIDR prefix: octet 300 is over 255`},
+		{"192.0.2.256", `"192.0.2.256" is not an address or CIDR prefix: octet 256 is over 255`},
+		{"192.0.2/24", `"192.0.2/24" is not a CIDR prefix: an IPv4 address has 4 octets, this has 3`},
+		{"192.0.2.x/24", `"192.0.2.x/24" is not a CIDR prefix: octet "x" is not a number`},
+		{"192.0.02.0/24", `"192.0.02.0/24" is not a CIDR prefix: octet "02" has a leading zero`},
+		{"192.0.2.0/33", `"192.0.2.0/33" is not a CIDR prefix: prefix length 33 is over 32 for IPv4`},
+		{"2001:db8::/129", `"2001:db8::/129" is not a CIDR prefix: prefix length 129 is over 128 for IPv6`},
+		{"2001:db8::/x", `"2001:db8::/x" is not a CIDR prefix: prefix length "x" is not a number`},
+		{"2001:db8::/", `"2001:db8::/" is not a CIDR prefix: nothing after the "/"; give a prefix length`},
+		{"/24", `"/24" is not a CIDR prefix: nothing before the "/"; give an address`},
+		{"192.0.2.0/-1", `"192.0.2.0/-1" is not a CIDR prefix: prefix length "-1" is not a number`},
+		{"2001:db8:::1/64", `"2001:db8:::1/64" is not a CIDR prefix: the IPv6 address 2001:db8:::1 is malformed`},
+		{"2001:db8::g/64", `"2001:db8::g/64" is not a CIDR prefix: the IPv6 address 2001:db8::g is malformed`},
+		{"mail.example.com", `"mail.example.com" is not an address or CIDR prefix: write an IP address, not a name`},
+	} {
+		src := "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: ['" + c.in + "']\n"
+		_, err := Parse("p.yaml", []byte(src), testNow)
+		if err == nil || !strings.HasPrefix(err.Error(), "p.yaml:5:13: "+c.want) {
+			t.Errorf("%s: %v\nwant %s", c.in, err, c.want)
+		}
+	}
+}
+
+// The default: key's position is recorded for explain; without the key there is none.
+func TestDefaultPos(t *testing.T) {
+	p, err := Parse("p.yaml", []byte("version: 1\n\ndefault: drop\n"), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mustCompile(t, p)
+	if got := c.Explain(addr_("192.0.2.1"), 25, testNow).Decider.Pos.String(); got != "p.yaml:3:1" {
+		t.Errorf("default at %s, want p.yaml:3:1", got)
+	}
+	p, _ = Parse("p.yaml", []byte("version: 1\n"), testNow)
+	if got := mustCompile(t, p).Explain(addr_("192.0.2.1"), 25, testNow).Decider.Pos; got.Line != 0 {
+		t.Errorf("built-in default at %s, want no position", got)
+	}
+}
+
+func TestParseFileMissing(t *testing.T) {
+	_, err := ParseFile("/nonexistent/p.yaml", testNow)
+	if err == nil || err.Error() != "/nonexistent/p.yaml: no such file" {
+		t.Fatalf("err %v", err)
+	}
 }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+
+	"github.com/portcullis/portcullis/policy"
 )
 
 const checkHelp = `
@@ -38,6 +41,14 @@ func runCheck(e *env, args []string) error {
 	path := fs.Arg(0)
 	s := checkSummary{File: path}
 	c, err := loadPolicy(e, path)
+	var fe *policy.FileError
+	if errors.As(err, &fe) { // not read at all: say why, not "not a valid policy"
+		if *asJSON {
+			s.Errors = []string{fe.Error()}
+			writeJSON(e.stdout, s)
+		}
+		return &exitError{1, fe}
+	}
 	if err != nil {
 		s.Errors = errorList(err)
 		if *asJSON {
@@ -91,6 +102,10 @@ func runCheck(e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "  ranges           %d (%d IPv4 prefixes, %d IPv6 prefixes)\n", s.Ranges, s.Prefixes4, s.Prefixes6)
 	fmt.Fprintf(e.stdout, "  exemptions       %d (%d expired)\n", s.Exemptions, s.ExemptionsExpired)
 	fmt.Fprintf(e.stdout, "  quarantines      %d active, %d expired\n", s.QuarantinesActive, s.QuarantinesExpired)
-	fmt.Fprintf(e.stdout, "  RST budget       %d/s per CPU, burst %d\n", p.RSTRate, p.RSTBurst)
+	if p.RSTRate == 0 {
+		fmt.Fprintln(e.stdout, "  RST budget       unlimited (reset.rate: 0)")
+	} else {
+		fmt.Fprintf(e.stdout, "  RST budget       %d/s per CPU, burst %d\n", p.RSTRate, p.RSTBurst)
+	}
 	return nil
 }

@@ -48,7 +48,7 @@ func runExplain(e *env, args []string) error {
 	if fs.NArg() == 3 {
 		port, err = strconv.ParseUint(fs.Arg(2), 10, 16)
 		if err != nil || port == 0 {
-			return fmt.Errorf("%w: %q is not a TCP port (1-65535)", errUsage, fs.Arg(2))
+			return fmt.Errorf("%w: %q is not a port number %s", errUsage, fs.Arg(2), policy.PortRange)
 		}
 	}
 	c, err := loadPolicy(e, fs.Arg(0))
@@ -84,6 +84,13 @@ func runExplain(e *env, args []string) error {
 }
 
 func (x coveringJSON) String() string {
+	if x.Kind == string(policy.KindDefault) {
+		at := x.At
+		if at == "" {
+			at = "built in: the file has no default: key"
+		}
+		return fmt.Sprintf("default -> %s (%s)", x.Verdict, at)
+	}
 	p := ""
 	if x.Prefix != "" {
 		p = " " + x.Prefix
@@ -92,7 +99,10 @@ func (x coveringJSON) String() string {
 }
 
 func coveringOut(c policy.Covering) coveringJSON {
-	out := coveringJSON{Kind: string(c.Kind), Name: c.Name, Verdict: c.Verdict.String(), At: c.Pos.String()}
+	out := coveringJSON{Kind: string(c.Kind), Name: c.Name, Verdict: c.Verdict.String()}
+	if c.Pos.Line > 0 { // the built-in default is written nowhere
+		out.At = c.Pos.String()
+	}
 	if c.Prefix.IsValid() {
 		out.Prefix = c.Prefix.String()
 	}

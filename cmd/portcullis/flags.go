@@ -63,8 +63,12 @@ func loadPolicy(e *env, path string) (*policy.Compiled, error) {
 }
 
 // rejectPolicy prints every error of the policy at path to stderr and returns the
-// verb's error with exit code code.
+// verb's error with exit code code. A file that could not be read is just that error.
 func rejectPolicy(e *env, path string, err error, code int) error {
+	var fe *policy.FileError
+	if errors.As(err, &fe) { // not read at all: "no such file", not "not a valid policy"
+		return &exitError{code, fe}
+	}
 	for _, l := range errorList(err) {
 		fmt.Fprintln(e.stderr, l)
 	}

@@ -94,3 +94,58 @@ func TestDiffExitCodes(t *testing.T) {
 		t.Errorf("diff with bad policy: exit %d, want 2", code)
 	}
 }
+
+// Golden output of check for a policy with an unlimited RST budget (reset.rate: 0).
+func TestCheckGoldenUnlimited(t *testing.T) {
+	p := writeFile(t, "version: 1\ndefault: reset\nreset:\n  rate: 0\n  burst: 10\n")
+	out, errs, code := runAt("check", p)
+	want := p + ": valid (policy 207d6c629611d5f6)\n" +
+		"  governed ports   [25]   protected ports [465 587]   default reset\n" +
+		"  ranges           0 (0 IPv4 prefixes, 0 IPv6 prefixes)\n" +
+		"  exemptions       0 (0 expired)\n" +
+		"  quarantines      0 active, 0 expired\n" +
+		"  RST budget       unlimited (reset.rate: 0)\n"
+	if code != 0 || out != want {
+		t.Fatalf("check: %d %s\ngot:\n%s\nwant:\n%s", code, errs, out, want)
+	}
+}
+
+// Golden output of explain when the default decides: the default: key's own position,
+// or "built in" when the file has none.
+func TestExplainGoldenDefault(t *testing.T) {
+	p := writeFile(t, "version: 1\n\ndefault: monitor\n")
+	out, _, code := runAt("explain", p, "192.0.2.1")
+	want := "TCP 192.0.2.1 -> port 25: monitor\n" +
+		"  why:      no range covers the source: the default verdict applies\n" +
+		"  decided:  default -> monitor (" + p + ":3:1)\n"
+	if code != 0 || !strings.HasPrefix(out, want) {
+		t.Fatalf("explain: %d\ngot:\n%s\nwant:\n%s", code, out, want)
+	}
+	p = writeFile(t, "version: 1\n")
+	out, _, _ = runAt("explain", p, "192.0.2.1")
+	if !strings.Contains(out, "  decided:  default -> pass (built in: the file has no default: key)\n") {
+		t.Fatalf("explain, built-in default:\n%s", out)
+	}
+	out, _, _ = runAt("explain", "--json", p, "192.0.2.1")
+	var ex explainJSON
+	if err := json.Unmarshal([]byte(out), &ex); err != nil || ex.Decider.At != "" || ex.Decider.Kind != "default" {
+		t.Fatalf("explain --json, built-in default: %v %s", err, out)
+	}
+}
+
+// A missing policy file says so, with its path, in every verb that reads policies.
+func TestMissingPolicyFile(t *testing.T) {
+	const missing = "/nonexistent/policy.yaml"
+	for _, args := range [][]string{{"check", missing}, {"explain", missing, "192.0.2.1"}, {"diff", example, missing}} {
+		out, errs, code := runAt(args...)
+		if code == 0 || !strings.Contains(errs, missing+": no such file") || strings.Contains(out+errs, "not a valid policy") {
+			t.Errorf("%v: exit %d\nstdout %s\nstderr %s", args, code, out, errs)
+		}
+	}
+}
+
+func TestExplainBadPort(t *testing.T) {
+	if _, errs, code := runAt("explain", example, "192.0.2.1", "70000"); code != 2 || !strings.Contains(errs, `"70000" is not a port number 1-65535`) {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+}
