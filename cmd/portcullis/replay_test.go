@@ -266,3 +266,23 @@ func TestReplayBadInput(t *testing.T) {
 		t.Errorf("truncated --json: exit %d\n%s", code, stdout)
 	}
 }
+
+// A SYN behind an IPv6 hop-by-hop header from a reset range: the program's RST is
+// right (its ack counts only the TCP payload), and the replay must say so (exit 0),
+// not call it a bug.
+func TestReplayHopByHopSYN(t *testing.T) {
+	requireRoot(t)
+	plain := tcpFrame(t, "2001:db8:1000::9", "2001:db8:ffff::25", 25, true, false)
+	// Insert an 8-byte hop-by-hop header (PadN) between the IPv6 header and TCP.
+	const l3 = 14
+	f := append([]byte(nil), plain[:l3+40]...)
+	f = append(f, byte(layers.IPProtocolTCP), 0, 1, 4, 0, 0, 0, 0)
+	f = append(f, plain[l3+40:]...)
+	f[l3+6] = 0                                                    // next header: hop-by-hop
+	f[l3+4], f[l3+5] = byte((len(f)-l3-40)>>8), byte(len(f)-l3-40) // payload length
+	in := writeCapture(t, [][]byte{f})
+	stdout, stderr, code := runAt("replay", "--policy", example, "-v", in)
+	if code != 0 || !strings.Contains(stdout, "reset    dsl-dynamic") || !strings.Contains(stdout, "agree on every frame") {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+}
