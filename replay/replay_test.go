@@ -456,7 +456,7 @@ func TestCaptureErrors(t *testing.T) {
 		{"pcap cut in a record", writeBytes(t, "cut.pcap", gb[:len(gb)-10]), 2, []string{"cut.pcap: record 3: truncated"}},
 		{"pcap cut in a record header", writeBytes(t, "cuth.pcap", gb[:24+16+len(frames[0])+5]), 1, []string{"cuth.pcap: record 2: truncated"}},
 		{"pcap huge record", writeBytes(t, "huge.pcap", hugeLen), 0, []string{"huge.pcap: record 1: corrupt"}},
-		{"pcap wrong link type", writeBytes(t, "wifi.pcap", wrongLT), 0, []string{"wifi.pcap: record 1: unsupported link type 105 (802.11)", "replay reads Ethernet"}},
+		{"pcap wrong link type", writeBytes(t, "wifi.pcap", wrongLT), 0, []string{"wifi.pcap: unsupported link type 105 (802.11)", "replay reads Ethernet"}},
 		{"pcapng cut", writeBytes(t, "cut.pcapng", nb[:len(nb)-10]), 2, []string{"cut.pcapng: record 3: truncated: block at offset"}},
 		{"pcapng bad block length", writeBytes(t, "bad.pcapng", badBlock), 2, []string{"bad.pcapng: record 3: corrupt"}},
 		{"pcapng header only", writeBytes(t, "shb.pcapng", nb[:8]), 0, []string{"shb.pcapng: damaged pcapng section header"}},
