@@ -176,7 +176,7 @@ func demoPolicy(e *env, path string) (string, *policy.Compiled, error) {
 // demoPreflight names what is missing before anything is built.
 func demoPreflight() error {
 	if geteuid() != 0 {
-		return errors.New("the demo needs root: it creates network namespaces and veth pairs (CAP_SYS_ADMIN, CAP_NET_ADMIN) and loads BPF programs (CAP_BPF); run: sudo make demo")
+		return errors.New("the demo needs root: it creates network namespaces and veth pairs (CAP_SYS_ADMIN, CAP_NET_ADMIN) and loads BPF programs (CAP_BPF); run as root: make demo (or: sudo make demo)")
 	}
 	var missing []string
 	for _, c := range []struct {
