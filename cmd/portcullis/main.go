@@ -122,7 +122,7 @@ func run(e *env, args []string) error {
 	case len(args) == 0:
 		usage(e.stdout)
 		return fmt.Errorf("%w: no command given", errUsage)
-	case args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help" && len(args) == 1:
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help" && (len(args) == 1 || args[1] == "help"):
 		usage(e.stdout)
 		return nil
 	case args[0] == "help": // help VERB is VERB -h

@@ -83,6 +83,10 @@ func TestHelpVerb(t *testing.T) {
 			t.Errorf("help %s: exit %d, %q %q; want %q", c.name, code, out, errs, want)
 		}
 	}
+	usage, _, _ := runCmd("help")
+	if out, _, code := runCmd("help", "help"); code != 0 || out != usage || !strings.Contains(usage, "portcullis help COMMAND") {
+		t.Errorf("help help: exit %d, %q", code, out)
+	}
 	if _, errs, code := runCmd("help", "statsu"); code != 2 || !strings.Contains(errs, `did you mean "status"?`) {
 		t.Errorf("help statsu: exit %d, %q", code, errs)
 	}
