@@ -19,8 +19,12 @@ help: ## list the targets, with roughly how long each takes on 2 vCPUs (instant)
 generate: ## rebuild the BPF object and Go bindings (needs clang-14, llvm)
 	$(GO) generate ./bpf/
 
+# The commit `portcullis version` names when the Go toolchain does not stamp one (in a
+# linked git worktree, or with GOFLAGS=-buildvcs=false); empty outside git.
+COMMIT = $(shell git rev-parse HEAD 2>/dev/null)$(shell git status --porcelain 2>/dev/null | grep -q . && echo +dirty)
+
 build: ## build bin/portcullis (no clang needed: the BPF object is committed)
-	$(GO) build -o bin/portcullis ./cmd/portcullis
+	$(GO) build -ldflags '-X github.com/portcullis/portcullis/buildinfo.commit=$(COMMIT)' -o bin/portcullis ./cmd/portcullis
 
 demo: build ## as root: a test ISP in namespaces, real mail through Portcullis, example policy
 	bin/portcullis demo $(DEMO_FLAGS)

@@ -1,21 +1,23 @@
 package daemon
 
 import (
-	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
 	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/verify"
 )
 
 // Proof is the result of running synthetic packets through the live program and
-// comparing each verdict with the reference model's.
+// comparing each verdict and frame out with the reference model's (verify.Compare,
+// the comparison the replay and the differential fuzzer use too).
 type Proof struct {
 	Probes     int
 	Mismatches []Mismatch // at most maxMismatches are kept
@@ -105,22 +107,36 @@ func prove(run func([]byte) (policy.Action, []byte, error), t *policy.Tables, pr
 				return pr, err
 			}
 			pr.Probes++
-			want := t.Judge(frame, now, true)
-			m := Mismatch{Src: src, Port: port, Program: act, Model: want.Action}
-			switch {
-			case act != want.Action:
-			case act == policy.ActionTX && !bytes.Equal(out, want.Reply):
-				m.Note = " (the RSTs differ)"
-			default:
+			want, diffs := verify.Compare(t, frame, now, verify.Observed{Action: act, Out: out})
+			if len(diffs) == 0 {
 				continue
 			}
 			if len(pr.Mismatches) < maxMismatches {
-				pr.Mismatches = append(pr.Mismatches, m)
+				pr.Mismatches = append(pr.Mismatches, Mismatch{Src: src, Port: port, Program: act, Model: want.Action, Note: mismatchNote(diffs)})
 			}
 		}
 	}
 	pr.Took = time.Since(start)
 	return pr, nil
+}
+
+// mismatchNote says what differs beyond the actions, if they agree: " (the RSTs
+// differ)" when the program's RST is not the model's, else the first fault found.
+func mismatchNote(diffs []verify.Difference) string {
+	note := ""
+	for _, d := range diffs {
+		switch d.Kind {
+		case verify.DiffAction:
+			return ""
+		case verify.DiffReply:
+			note = " (the RSTs differ)"
+		}
+	}
+	if note == "" {
+		first, _, _ := strings.Cut(diffs[0].Msg, "\n")
+		note = " (" + first + ")"
+	}
+	return note
 }
 
 // probeFrame is a TCP SYN from src to port over plain Ethernet.

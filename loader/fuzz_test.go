@@ -1,13 +1,14 @@
 package loader
 
 import (
-	"bytes"
 	"encoding/hex"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/verify"
 )
 
 // seedFrames are valid frames of every shape the parser knows, for fuzz seeds and the
@@ -40,24 +41,23 @@ var (
 	fuzzErr  error
 )
 
-// compareWithModel runs frame through the program and the model and fails on any
-// difference in action or in the frame the program leaves (the RST, byte for byte).
+// compareWithModel runs frame through the program and fails on any difference
+// verify.Compare finds (the comparison the replay and the daemon's proof use): the
+// action, and the frame the program leaves (the RST byte for byte and checked on its
+// own, any other frame unchanged).
 func compareWithModel(t testing.TB, p *Program, tables *policy.Tables, frame []byte) (policy.Decision, policy.Action) {
 	t.Helper()
 	act, out, err := p.Run(frame)
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	d := tables.Judge(frame, time.Now(), true)
-	if act != d.Action {
-		t.Fatalf("program %v, model %v (%+v)\nframe %s", act, d.Action, d.Packet, hex.EncodeToString(frame))
-	}
-	want := frame
-	if act == policy.ActionTX {
-		want = d.Reply
-	}
-	if !bytes.Equal(out, want) {
-		t.Fatalf("frame out differs on %v\nprog  %s\nmodel %s", act, hex.EncodeToString(out), hex.EncodeToString(want))
+	d, diffs := verify.Compare(tables, frame, time.Now(), verify.Observed{Action: act, Out: out})
+	if len(diffs) > 0 {
+		var b strings.Builder
+		for _, x := range diffs {
+			b.WriteString("\n" + x.Msg)
+		}
+		t.Fatalf("program %v, model %v (%+v)%s\nframe %s", act, d.Action, d.Packet, b.String(), hex.EncodeToString(frame))
 	}
 	return d, act
 }

@@ -137,7 +137,8 @@ const (
 )
 
 // Open opens a pcap or pcapng capture (told apart by their magic numbers; a gzipped
-// pcap is read too). Errors wrap ErrCapture.
+// pcap is read too). Errors wrap ErrCapture, and also ErrLinkType for a pcap file of
+// a link type the replay does not read.
 func Open(path string) (*Capture, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -205,6 +206,13 @@ func (c *Capture) open() error {
 		c.pcap = r
 		if c.pcapLink, err = pcapLinkType(c.f, magic[0] == 0x1f); err != nil {
 			return c.fail(0, "%v", err)
+		}
+		// One link type for the whole file: refuse it now, before any program is
+		// loaded, rather than at the first record.
+		if err := checkLinkType(c.pcapLink); err != nil {
+			e := c.fail(0, "%v", err)
+			e.err = err
+			return e
 		}
 	default:
 		return c.fail(0, "not a pcap or pcapng capture (the file starts with %#08x)", be)
@@ -332,8 +340,7 @@ func toEthernet(lt LinkType, rec []byte) (frame []byte, linkErr string, err erro
 		}
 		payload = rec
 	default:
-		return nil, "", fmt.Errorf("%w %d (%s): replay reads Ethernet (1), Linux cooked SLL (113) and SLL2 (276), and raw IP (101, 228, 229)",
-			ErrLinkType, uint16(lt), lt)
+		return nil, "", checkLinkType(lt)
 	}
 	frame = make([]byte, ethLen+len(payload))
 	copy(frame[0:6], synthDstMAC[:])
@@ -341,6 +348,17 @@ func toEthernet(lt LinkType, rec []byte) (frame []byte, linkErr string, err erro
 	binary.BigEndian.PutUint16(frame[12:], proto)
 	copy(frame[ethLen:], payload)
 	return frame, "", nil
+}
+
+// checkLinkType returns an error wrapping ErrLinkType if the replay cannot give
+// records of link type lt an Ethernet header.
+func checkLinkType(lt LinkType) error {
+	switch lt {
+	case LinkTypeEthernet, LinkTypeLinuxSLL, LinkTypeLinuxSLL2, LinkTypeRaw, LinkTypeIPv4, LinkTypeIPv6:
+		return nil
+	}
+	return fmt.Errorf("%w %d (%s): replay reads Ethernet (1), Linux cooked SLL (113) and SLL2 (276), and raw IP (101, 228, 229)",
+		ErrLinkType, uint16(lt), lt)
 }
 
 // pcapng block types the pre-scan looks into.

@@ -241,3 +241,18 @@ func toSLL2(f []byte) []byte {
 	copy(h[12:], f[6:12])
 	return append(h, f[14:]...)
 }
+
+// tcpOf finds the TCP header of a frame, also behind an IPv6 fragment header (where
+// gopacket stops decoding).
+func tcpOf(p gopacket.Packet) *layers.TCP {
+	if t, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
+		return t
+	}
+	if fl := p.Layer(layers.LayerTypeIPv6Fragment); fl != nil {
+		tp := gopacket.NewPacket(fl.LayerPayload(), layers.LayerTypeTCP, gopacket.Default)
+		if t, ok := tp.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
+			return t
+		}
+	}
+	return nil
+}

@@ -5,8 +5,6 @@
 package replay
 
 import (
-	"bytes"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,11 +12,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
-
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/verify"
 )
 
 // Verdicts as the replay reports them: what happened to the frame.
@@ -167,9 +163,6 @@ func (r *Replayer) Judge(fr Frame) (Result, error) {
 	res.Reason = r.describe(res, p)
 
 	r.compare(&res, fr.Data, out)
-	if res.Reply != nil {
-		res.Problems = append(res.Problems, CheckRST(fr.Data, res.Reply)...)
-	}
 	return res, nil
 }
 
@@ -280,43 +273,15 @@ func (r *Replayer) moved(rules []uint32) ([]loader.RuleCounter, error) {
 	return out, nil
 }
 
-// compare sets Problems for every way the model's judgement differs from the
-// program's: action, path and flag reasons, judging rule and outcome, and the bytes of
-// the frame sent back.
+// compare adds to Problems every difference verify.Compare finds between the model's
+// judgement and the program's: action, path and flag reasons, judging rule and
+// outcome, and the frame sent back (byte for byte, and checked on its own).
 func (r *Replayer) compare(res *Result, frame, out []byte) {
-	d := r.tables.Judge(frame, r.now, true)
-	add := func(format string, args ...any) {
-		res.Problems = append(res.Problems, "model disagrees: "+fmt.Sprintf(format, args...))
-	}
-	if d.Action != res.Action {
-		add("action %v, program %v", d.Action, res.Action)
-	}
-	if d.Path != res.Path {
-		add("path reason %v, program %v", d.Path, res.Path)
-	}
-	mf, pf := slices.Clone(d.Flags), slices.Clone(res.Flags)
-	slices.Sort(mf)
-	slices.Sort(pf)
-	if !slices.Equal(mf, pf) {
-		add("flag reasons %v, program %v", mf, pf)
-	}
-	if d.Judged != res.Judged {
-		add("judged %v, program %v", d.Judged, res.Judged)
-	} else if d.Judged {
-		if d.Rule != res.Rule && r.tables.RuleLabel(d.Rule) != r.tables.RuleLabel(res.Rule) {
-			add("entry %q, program %q", r.tables.RuleName(d.Rule), res.Entry)
-		}
-		if d.Outcome != res.Outcome {
-			add("outcome %v, program %v", d.Outcome, res.Outcome)
-		}
-	}
-	switch {
-	case d.Action == policy.ActionTX && res.Action == policy.ActionTX:
-		if !bytes.Equal(d.Reply, out) {
-			add("RST differs\n  model   %s\n  program %s", hex.EncodeToString(d.Reply), hex.EncodeToString(out))
-		}
-	case res.Action != policy.ActionTX && !bytes.Equal(out, frame):
-		res.Problems = append(res.Problems, fmt.Sprintf("program changed a frame it did not send back (%v)", res.Action))
+	got := verify.Observed{Action: res.Action, Out: out, Counted: &verify.Counted{
+		Path: res.Path, Flags: res.Flags, Judged: res.Judged, Rule: res.Rule, Outcome: res.Outcome}}
+	_, diffs := verify.Compare(r.tables, frame, r.now, got)
+	for _, d := range diffs {
+		res.Problems = append(res.Problems, d.Msg)
 	}
 }
 
@@ -363,105 +328,6 @@ func (r *Replayer) describe(res Result, p policy.Packet) string {
 		return who + ": passed, counted as would-block"
 	}
 	return who
-}
-
-// CheckRST decodes the RST reply the program built for the frame syn with gopacket,
-// independently of the program and the model, and returns what is wrong with it:
-// RST+ACK only, MACs, addresses and ports swapped, ack = seq + 1 + payload, and IP and
-// TCP checksums valid.
-func CheckRST(syn, rst []byte) []string {
-	var probs []string
-	bad := func(format string, args ...any) { probs = append(probs, "RST: "+fmt.Sprintf(format, args...)) }
-	in := gopacket.NewPacket(syn, layers.LayerTypeEthernet, gopacket.Default)
-	out := gopacket.NewPacket(rst, layers.LayerTypeEthernet, gopacket.Default)
-	if el := out.ErrorLayer(); el != nil {
-		bad("does not decode: %v", el.Error())
-		return probs
-	}
-	ie, _ := in.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
-	oe, _ := out.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
-	if ie == nil || oe == nil {
-		bad("no Ethernet header")
-		return probs
-	}
-	if !bytes.Equal(ie.SrcMAC, oe.DstMAC) || !bytes.Equal(ie.DstMAC, oe.SrcMAC) {
-		bad("MACs not swapped")
-	}
-	itcp := tcpOf(in)
-	otcp, _ := out.Layer(layers.LayerTypeTCP).(*layers.TCP)
-	if itcp == nil || otcp == nil {
-		bad("no TCP header to compare")
-		return probs
-	}
-	if otcp.SrcPort != itcp.DstPort || otcp.DstPort != itcp.SrcPort {
-		bad("ports not swapped: %d>%d answered as %d>%d", itcp.SrcPort, itcp.DstPort, otcp.SrcPort, otcp.DstPort)
-	}
-	if !otcp.RST || !otcp.ACK || otcp.SYN || otcp.FIN || otcp.PSH || otcp.URG || otcp.ECE || otcp.CWR || otcp.NS {
-		bad("flags are not RST+ACK")
-	}
-	if want := itcp.Seq + 1 + synPayload(in, itcp); otcp.Ack != want {
-		bad("ack %d, want %d", otcp.Ack, want)
-	}
-	var netl gopacket.NetworkLayer
-	if o4, ok := out.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok {
-		i4, _ := in.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-		if i4 == nil || !o4.SrcIP.Equal(i4.DstIP) || !o4.DstIP.Equal(i4.SrcIP) {
-			bad("IPv4 addresses not swapped")
-		}
-		cp := *o4
-		if err := cp.SerializeTo(gopacket.NewSerializeBuffer(), gopacket.SerializeOptions{ComputeChecksums: true}); err != nil || cp.Checksum != o4.Checksum {
-			bad("IPv4 header checksum %#04x, want %#04x", o4.Checksum, cp.Checksum)
-		}
-		netl = o4
-	} else if o6, ok := out.Layer(layers.LayerTypeIPv6).(*layers.IPv6); ok {
-		i6, _ := in.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
-		if i6 == nil || !o6.SrcIP.Equal(i6.DstIP) || !o6.DstIP.Equal(i6.SrcIP) {
-			bad("IPv6 addresses not swapped")
-		}
-		netl = o6
-	} else {
-		bad("no IP header")
-		return probs
-	}
-	cp := *otcp
-	if err := cp.SetNetworkLayerForChecksum(netl); err == nil {
-		err = cp.SerializeTo(gopacket.NewSerializeBuffer(), gopacket.SerializeOptions{ComputeChecksums: true})
-		if err != nil || cp.Checksum != otcp.Checksum {
-			bad("TCP checksum %#04x, want %#04x", otcp.Checksum, cp.Checksum)
-		}
-	}
-	return probs
-}
-
-// tcpOf finds the TCP header of a frame, also behind an IPv6 fragment header (where
-// gopacket stops decoding).
-func tcpOf(p gopacket.Packet) *layers.TCP {
-	if t, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
-		return t
-	}
-	if fl := p.Layer(layers.LayerTypeIPv6Fragment); fl != nil {
-		tp := gopacket.NewPacket(fl.LayerPayload(), layers.LayerTypeTCP, gopacket.Default)
-		if t, ok := tp.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
-			return t
-		}
-	}
-	return nil
-}
-
-// synPayload is the SYN's TCP payload length as its IP header states it (the capture
-// may hold fewer bytes).
-func synPayload(p gopacket.Packet, t *layers.TCP) uint32 {
-	hl := uint32(t.DataOffset) * 4
-	if i4, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok {
-		return uint32(max(int(i4.Length)-int(i4.IHL)*4-int(hl), 0))
-	}
-	if i6, ok := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6); ok {
-		// IPv6 payload length covers extension headers too: subtract what lies
-		// between the IPv6 header and TCP.
-		ext := len(i6.Payload) - len(t.Contents) - len(t.Payload)
-		return uint32(max(int(i6.Length)-ext-int(hl), 0))
-	}
-	return uint32(len(t.Payload))
 }
 
 // Summary counts the results of a replay.

@@ -16,6 +16,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/verify"
 )
 
 // requireRoot skips tests that load the XDP program. CI runs them as root.
@@ -335,7 +336,7 @@ func TestReplayLinkTypes(t *testing.T) {
 				if r.Reply != nil {
 					// The reply answers the synthetic Ethernet frame: its
 					// MACs are ours, the rest must be right.
-					if probs := CheckRST(buildFrame(t, c.es[i].spec), r.Reply); len(probs) > 0 {
+					if probs := verify.CheckRST(buildFrame(t, c.es[i].spec), r.Reply); len(probs) > 0 {
 						t.Errorf("frame %d: %v", r.Frame, probs)
 					}
 				}
@@ -401,8 +402,8 @@ func TestCheckRSTFindsFaults(t *testing.T) {
 	frame := buildFrame(t, syn(encPlain, "100.64.1.1", 25))
 	res, err := r.Judge(Frame{Index: 1, Data: frame, LinkType: LinkTypeEthernet})
 	must(t, err)
-	if res.Reply == nil || len(CheckRST(frame, res.Reply)) != 0 {
-		t.Fatalf("reply %x: %v", res.Reply, CheckRST(frame, res.Reply))
+	if res.Reply == nil || len(verify.CheckRST(frame, res.Reply)) != 0 {
+		t.Fatalf("reply %x: %v", res.Reply, verify.CheckRST(frame, res.Reply))
 	}
 	for _, tc := range []struct {
 		off  int
@@ -417,7 +418,7 @@ func TestCheckRSTFindsFaults(t *testing.T) {
 	} {
 		bad := append([]byte(nil), res.Reply...)
 		bad[tc.off] ^= 0x40
-		probs := strings.Join(CheckRST(frame, bad), "; ")
+		probs := strings.Join(verify.CheckRST(frame, bad), "; ")
 		if !strings.Contains(probs, tc.want) {
 			t.Errorf("byte %d flipped: %q, want it to mention %q", tc.off, probs, tc.want)
 		}
@@ -455,7 +456,7 @@ func TestCaptureErrors(t *testing.T) {
 		{"pcap cut in a record", writeBytes(t, "cut.pcap", gb[:len(gb)-10]), 2, []string{"cut.pcap: record 3: truncated"}},
 		{"pcap cut in a record header", writeBytes(t, "cuth.pcap", gb[:24+16+len(frames[0])+5]), 1, []string{"cuth.pcap: record 2: truncated"}},
 		{"pcap huge record", writeBytes(t, "huge.pcap", hugeLen), 0, []string{"huge.pcap: record 1: corrupt"}},
-		{"pcap wrong link type", writeBytes(t, "wifi.pcap", wrongLT), 0, []string{"wifi.pcap: record 1: unsupported link type 105 (802.11)", "replay reads Ethernet"}},
+		{"pcap wrong link type", writeBytes(t, "wifi.pcap", wrongLT), 0, []string{"wifi.pcap: unsupported link type 105 (802.11)", "replay reads Ethernet"}},
 		{"pcapng cut", writeBytes(t, "cut.pcapng", nb[:len(nb)-10]), 2, []string{"cut.pcapng: record 3: truncated: block at offset"}},
 		{"pcapng bad block length", writeBytes(t, "bad.pcapng", badBlock), 2, []string{"bad.pcapng: record 3: corrupt"}},
 		{"pcapng header only", writeBytes(t, "shb.pcapng", nb[:8]), 0, []string{"shb.pcapng: damaged pcapng section header"}},
@@ -593,6 +594,32 @@ func TestReplaySharedLabel(t *testing.T) {
 		must(t, err)
 		if res.Entry != tc.entry || len(res.Problems) > 0 {
 			t.Errorf("%s: entry %q, want %q; %v", tc.src, res.Entry, tc.entry, res.Problems)
+		}
+	}
+}
+
+// A SYN behind IPv6 extension headers (hop-by-hop first, as a router-alert or jumbo
+// option would put it) from a reset range gets an RST whose ack counts only the TCP
+// payload: the extension headers are part of the IPv6 payload length, not of TCP's.
+func TestReplayExtensionHeaderSYNReset(t *testing.T) {
+	requireRoot(t)
+	var es []expectation
+	for _, ext := range [][]byte{{0}, {0, 60}, {60}, {0, 43, 60}} {
+		s := syn(encPlain, "2001:db8:1::5", 25)
+		s.ext = ext
+		es = append(es, expectation{name: fmt.Sprintf("SYN behind %v", ext), spec: s, verdict: "reset", entry: "dyn-reset"})
+		d := s
+		d.payload = []byte("fast open data")
+		es = append(es, expectation{name: fmt.Sprintf("SYN with data behind %v", ext), spec: d, verdict: "reset", entry: "dyn-reset"})
+	}
+	frames := buildAll(t, es)
+	s, got := replayAll(t, writePcap(t, "hbh.pcap", LinkTypeEthernet, frames), es)
+	if s.Problems != 0 || s.Resets != len(es) {
+		t.Errorf("summary: %d disagreements, %d resets; want 0, %d", s.Problems, s.Resets, len(es))
+	}
+	for i, r := range got {
+		if r.Reply != nil {
+			checkReply(t, frames[i], r.Reply, encPlain)
 		}
 	}
 }

@@ -67,10 +67,7 @@ func runDemo(e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "removed %d namespaces left by an earlier run that was killed\n", len(removed))
 	}
 
-	// Interrupts end the demo through the deferred teardown. So does a closed stdout
-	// (SIGPIPE, e.g. `portcullis demo | head`): without this the process would die on
-	// the next write and leave its namespaces behind (SweepStale removes them next time).
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGPIPE)
+	ctx, stop := demoContext()
 	defer stop()
 
 	prog, err := loader.Load()
@@ -90,7 +87,8 @@ func runDemo(e *env, args []string) error {
 	}
 	defer top.Close()
 
-	w := e.stdout
+	out := &demoOut{w: e.stdout}
+	w := out
 	fmt.Fprintf(w, "Portcullis demo\n")
 	fmt.Fprintf(w, "  policy:       %s, hash %s\n", name, c.Hash)
 	fmt.Fprintf(w, "  gateway:      XDP in %s mode on %d subscriber interfaces\n", mode, len(top.Hosts))
@@ -113,6 +111,9 @@ func runDemo(e *env, args []string) error {
 	if bad > 0 {
 		result = &exitError{1, fmt.Errorf("%d of %d attempts did not end as the policy says", bad, len(attempts))}
 	}
+	if out.err != nil { // nobody reads the output: no point holding
+		return out.err
+	}
 	if *hold {
 		printHold(w, top, attempts)
 		<-ctx.Done()
@@ -122,6 +123,39 @@ func runDemo(e *env, args []string) error {
 		}
 	}
 	return result
+}
+
+// demoContext is done when the demo is interrupted (Ctrl-C, SIGTERM): the demo then
+// ends through its deferred teardown.
+//
+// SIGPIPE is ignored, not caught: once caught, it is delivered for a write to any
+// broken connection, and the demo's own mail server writes to clients that hang up
+// (the --hold hint `echo > /dev/tcp/.../25` does), which ended the demo. Ignored, a
+// write to a closed stdout (`portcullis demo | head`) fails with EPIPE instead of
+// killing the process and leaving its namespaces behind; demoOut notices that. It
+// stays ignored after stop: the demo is the last thing the process does.
+func demoContext() (context.Context, context.CancelFunc) {
+	signal.Ignore(syscall.SIGPIPE)
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// demoOut is the demo's stdout, remembering the first write error: once stdout is
+// gone the demo stops at its next check instead of running, or holding the
+// topology, for nobody.
+type demoOut struct {
+	w   io.Writer
+	err error
+}
+
+func (o *demoOut) Write(p []byte) (int, error) {
+	if o.err != nil {
+		return 0, o.err
+	}
+	n, err := o.w.Write(p)
+	if err != nil {
+		o.err = fmt.Errorf("writing the demo's output: %w", err)
+	}
+	return n, err
 }
 
 // demoPolicy returns the policy to demonstrate and the name it goes by.
@@ -142,7 +176,7 @@ func demoPolicy(e *env, path string) (string, *policy.Compiled, error) {
 // demoPreflight names what is missing before anything is built.
 func demoPreflight() error {
 	if geteuid() != 0 {
-		return errors.New("the demo needs root: it creates network namespaces and veth pairs (CAP_SYS_ADMIN, CAP_NET_ADMIN) and loads BPF programs (CAP_BPF); run: sudo make demo")
+		return errors.New("the demo needs root: it creates network namespaces and veth pairs (CAP_SYS_ADMIN, CAP_NET_ADMIN) and loads BPF programs (CAP_BPF); run as root: make demo (or: sudo make demo)")
 	}
 	var missing []string
 	for _, c := range []struct {
@@ -299,18 +333,30 @@ func printCounters(w io.Writer, prog *loader.Program, c *policy.Compiled, title 
 	if err != nil {
 		return err
 	}
-	slices.SortFunc(offs, func(a, b loader.Offender) int { return a.Source.Compare(b.Source) })
 	fmt.Fprintln(w, "\nOffenders (sources with blocked or monitored packets on a governed port):")
-	t = table{align: "lrllr"}
+	t = offenderTable(offs)
+	t.write(w, "  ")
+	return nil
+}
+
+// offenderTable lists offenders by source with the rule that judged each one's last
+// attempt. Offender.Rule is a stable counter id (the loader's numbering of labels),
+// not a rule id of the compiled policy: the rule is named by its label.
+func offenderTable(offs []loader.Offender) table {
+	slices.SortFunc(offs, func(a, b loader.Offender) int { return a.Source.Compare(b.Source) })
+	t := table{align: "lrllr"}
 	t.add("source", "packets", "rule", "last outcome", "port")
 	for _, o := range offs {
-		t.add(o.Source.String(), fmt.Sprint(o.Count), c.Tables.RuleName(o.Rule), o.Outcome.String(), fmt.Sprint(o.Port))
+		_, name := loader.SplitLabel(o.Label)
+		if o.Label == "" {
+			name = fmt.Sprintf("(counter id %d)", o.Rule)
+		}
+		t.add(o.Source.String(), fmt.Sprint(o.Count), name, o.Outcome.String(), fmt.Sprint(o.Port))
 	}
 	if len(offs) == 0 {
 		t.add("(none)")
 	}
-	t.write(w, "  ")
-	return nil
+	return t
 }
 
 // printHold tells the user how to poke the running topology by hand.

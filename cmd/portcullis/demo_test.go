@@ -1,9 +1,24 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/testenv"
 )
 
@@ -57,5 +72,161 @@ func TestDemoErrors(t *testing.T) {
 	geteuid = func() int { return 1000 }
 	if _, errs, code := runCmd("demo"); code != 2 || !strings.Contains(errs, "needs root") || !strings.Contains(errs, "sudo make demo") {
 		t.Errorf("not root: exit %d, %q", code, errs)
+	}
+}
+
+// A client that hangs up on the demo's mail server (as the "connects" hint of --hold
+// does: `echo > /dev/tcp/.../25`) makes the server's next write fail with EPIPE, and
+// the kernel raises SIGPIPE for it: that must not end the demo.
+func TestDemoContextIgnoresSocketSIGPIPE(t *testing.T) {
+	ctx, stop := demoContext()
+	defer stop()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c.(*net.TCPConn).SetLinger(0) // hang up with a reset
+	c.Close()
+	var werr error
+	for i := 0; i < 100 && !errors.Is(werr, syscall.EPIPE); i++ {
+		_, werr = srv.Write([]byte("220 mx.portcullis.test ESMTP\r\n"))
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !errors.Is(werr, syscall.EPIPE) {
+		t.Fatalf("the server's write did not fail with EPIPE: %v", werr)
+	}
+	time.Sleep(50 * time.Millisecond) // let a caught signal arrive
+	if ctx.Err() != nil {
+		t.Fatal("a socket's SIGPIPE ended the demo")
+	}
+}
+
+// The offender table names each offender's rule by the label of its stable counter id
+// (loader.Offender.Label), not by the compiled policy's rule of the same number: the
+// loader numbers labels in its own id space, which differs from a policy's rule ids
+// as soon as labels are shared or a policy is swapped.
+func TestDemoOffenderTableUsesLabels(t *testing.T) {
+	c, err := loadPolicy(&env{now: func() time.Time { return cmdNow }}, example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stable id 3 is the quarantine here; in the compiled policy, rule 3 is another entry.
+	if got := c.Tables.RuleName(3); got == "quarantine 198.51.100.66/32" {
+		t.Fatalf("the test needs rule 3 of the example to be something else, got %q", got)
+	}
+	offs := []loader.Offender{
+		{Source: netip.MustParseAddr("198.51.100.66"), Count: 2, Rule: 3, Label: "quarantine/quarantine 198.51.100.66/32", Outcome: policy.OutRST, Port: 25},
+		{Source: netip.MustParseAddr("100.64.1.10"), Count: 1, Rule: 9, Label: "range/dsl-dynamic", Outcome: policy.OutRST, Port: 25},
+	}
+	tb := offenderTable(offs)
+	var b strings.Builder
+	tb.write(&b, "")
+	want := "source         packets  rule                         last outcome  port\n" +
+		"100.64.1.10          1  dsl-dynamic                  rst             25\n" +
+		"198.51.100.66        2  quarantine 198.51.100.66/32  rst             25\n"
+	if b.String() != want {
+		t.Errorf("offender table:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+// TestHelperCLI is not a test: subprocess tests run the test binary as the portcullis
+// command through it (PORTCULLIS_HELPER_CLI=1, arguments after "--").
+func TestHelperCLI(t *testing.T) {
+	if os.Getenv("PORTCULLIS_HELPER_CLI") != "1" {
+		t.Skip("runs only as a subprocess of another test")
+	}
+	args := os.Args[slices.Index(os.Args, "--")+1:]
+	err := run(&env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, now: time.Now}, args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "portcullis:", err)
+	}
+	os.Exit(exitCode(err))
+}
+
+// TestDemoHoldSurvivesHangUp runs `portcullis demo --hold` as its own process, follows
+// its "connects" hint by hand (a client that connects to the mail server and hangs
+// up), and checks the demo is still holding; then interrupts it as a user would.
+func TestDemoHoldSurvivesHangUp(t *testing.T) {
+	requireRoot(t)
+	for _, tool := range []string{"ip", "bash"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s to follow the demo's hint", tool)
+		}
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperCLI$", "--", "demo", "--hold")
+	cmd.Env = append(os.Environ(), "PORTCULLIS_HELPER_CLI=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	pr, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	hint := regexp.MustCompile(`ip netns exec (\S+) bash -c '(echo > /dev/tcp/[^']+)' +# \S+: connects`)
+	var out bytes.Buffer
+	var mu sync.Mutex
+	found := make(chan []string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			mu.Lock()
+			out.WriteString(sc.Text() + "\n")
+			mu.Unlock()
+			if m := hint.FindStringSubmatch(sc.Text()); m != nil {
+				found <- m
+			}
+		}
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var m []string
+	select {
+	case m = <-found:
+	case err := <-exited:
+		t.Fatalf("demo ended before holding: %v\n%s\n%s", err, out.String(), stderr.String())
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("no 'connects' hint:\n%s", out.String())
+	}
+	time.Sleep(time.Second) // the hint is printed just before the demo waits
+	for range 3 {
+		if b, err := exec.Command("ip", "netns", "exec", m[1], "bash", "-c", m[2]).CombinedOutput(); err != nil {
+			select {
+			case werr := <-exited:
+				t.Fatalf("demo --hold ended when a client hung up (%v); the hint then failed: %v\n%s", werr, err, b)
+			default:
+				t.Fatalf("the hint %q: %v\n%s", m[2], err, b)
+			}
+		}
+	}
+	select {
+	case err := <-exited:
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("demo --hold ended when a client hung up: %v\n%s\n%s", err, out.String(), stderr.String())
+	case <-time.After(2 * time.Second):
+	}
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-exited:
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil || !strings.Contains(out.String(), "Stopping. Counters now") {
+			t.Fatalf("after Ctrl-C: %v\n%s\n%s", err, out.String(), stderr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("demo did not stop on an interrupt")
 	}
 }

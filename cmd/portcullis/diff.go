@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math/big"
 	"slices"
 
 	"github.com/portcullis/portcullis/policy"
@@ -13,12 +14,14 @@ in OLD and the one in NEW: a minimal list of CIDRs with old -> new verdict and t
 deciding entries, then totals per family. Exits 0 when nothing changes, 1 when
 something does (like diff(1)), 2 on error.`
 
+// diffJSON is the --json output. Both totals are JSON numbers, exact: an IPv6 total
+// can pass 2^64 (read it as a big integer: json.Number in Go, plain int in Python).
 type diffJSON struct {
 	Old         string       `json:"old_hash"`
 	New         string       `json:"new_hash"`
 	Changes     []changeJSON `json:"changes"`
 	Addresses4  uint64       `json:"ipv4_addresses"`
-	Addresses6  string       `json:"ipv6_addresses"`
+	Addresses6  *big.Int     `json:"ipv6_addresses"`
 	GovernedOld []uint16     `json:"governed_old"`
 	GovernedNew []uint16     `json:"governed_new"`
 }
@@ -47,7 +50,7 @@ func runDiff(e *env, args []string) error {
 	}
 	d := policy.Diff(cs[0], cs[1], e.now())
 	out := diffJSON{Old: cs[0].Hash, New: cs[1].Hash, Changes: []changeJSON{}, Addresses4: d.Addresses4,
-		Addresses6: d.Addresses6.String(), GovernedOld: d.GovernedOld, GovernedNew: d.GovernedNew}
+		Addresses6: d.Addresses6, GovernedOld: d.GovernedOld, GovernedNew: d.GovernedNew}
 	for _, c := range d.Changes {
 		out.Changes = append(out.Changes, changeJSON{c.Prefix.String(), c.Old.String(), c.New.String(), c.OldRule, c.NewRule})
 	}

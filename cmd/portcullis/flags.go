@@ -30,14 +30,34 @@ func newFlags(e *env, name, args, text string) *flag.FlagSet {
 }
 
 // parseVerb parses a verb's flags (newFlags plus any the caller added through
-// addFlags) and checks it got between minArgs and maxArgs arguments. done is true when
-// -h was shown: the caller returns nil.
+// addFlags) and checks it got between minArgs and maxArgs arguments. Flags may come
+// before, between or after the arguments (`explain FILE ADDR --json`); "--" ends the
+// flags, everything after it is an argument. done is true when -h was shown: the
+// caller returns nil.
 func parseVerb(fs *flag.FlagSet, synopsis string, args []string, minArgs, maxArgs int) (done bool, err error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) { // Parse has already shown fs.Usage
-			return true, nil
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) { // Parse has already shown fs.Usage
+				return true, nil
+			}
+			return false, fmt.Errorf("%w: %v (see portcullis %s -h)", errUsage, err, fs.Name())
 		}
-		return false, fmt.Errorf("%w: %v (see portcullis %s -h)", errUsage, err, fs.Name())
+		rest := fs.Args()
+		// Parse stops at the first argument, or after a "--" (which it drops).
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		if len(rest) == 0 {
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	// Leave the arguments where fs.Arg and fs.NArg find them.
+	if err := fs.Parse(append([]string{"--"}, pos...)); err != nil {
+		return false, err
 	}
 	if fs.NArg() < minArgs || fs.NArg() > maxArgs {
 		return false, fmt.Errorf("%w: %s takes %s (see portcullis %s -h)", errUsage, fs.Name(), synopsis, fs.Name())
@@ -92,4 +112,42 @@ func fmtTime(t time.Time) string {
 		return "never"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// suggest returns the candidate closest to s by edit distance, if it is close enough
+// to be a typo (at most two edits, and fewer than half of s), else "".
+func suggest(s string, candidates []string) string {
+	best, bestD := "", 3
+	for _, c := range candidates {
+		if d := editDistance(s, c); d < bestD && 2*d < max(len(s), len(c)) {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Damerau-Levenshtein distance (optimal string alignment): a
+// swap of two neighbouring letters, the commonest typo, counts as one edit.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
 }

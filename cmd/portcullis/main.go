@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
+
+	"github.com/portcullis/portcullis/buildinfo"
 )
 
 // env is what a subcommand may touch: injected so tests can drive run directly.
@@ -53,15 +56,40 @@ func init() {
 	}
 }
 
+// version is the release this tree is working towards; a binary built from a module
+// version (go install ...@v1.2.3) reports that instead.
 const version = "0.1.0-dev"
 
+const versionHelp = `
+Prints the version, the commit the binary was built from (with "with uncommitted
+changes" if the tree was dirty), the SHA-256 of the BPF object compiled into it, and
+the Go version. portcullis --version prints the same.`
+
 func runVersion(e *env, args []string) error {
-	fs := newFlags(e, "version", "", "Prints the version.")
+	fs := newFlags(e, "version", "", versionHelp)
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
-	fmt.Fprintln(e.stdout, "portcullis", version)
-	return nil
+	_, err := fmt.Fprint(e.stdout, versionText(buildinfo.Read(version)))
+	return err
+}
+
+func versionText(in buildinfo.Info) string {
+	commit := "unknown (built without VCS information)"
+	if in.Revision != "" {
+		commit = in.Revision
+		if in.Modified {
+			commit += ", with uncommitted changes"
+		}
+		if in.Time != "" {
+			commit += " (" + in.Time + ")"
+		}
+	}
+	goVersion := in.Go
+	if goVersion == "" {
+		goVersion = runtime.Version()
+	}
+	return fmt.Sprintf("portcullis %s\ncommit      %s\nbpf object  sha256:%s\ngo          %s\n", in.Version, commit, in.BPFObject, goVersion)
 }
 
 func usage(w io.Writer) {
@@ -69,24 +97,51 @@ func usage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nportcullis COMMAND -h explains a command.")
+	fmt.Fprintln(w, "\nportcullis help COMMAND (or COMMAND -h) explains a command; portcullis --version says which build this is.")
+}
+
+func lookup(name string) (command, error) {
+	for _, c := range commands {
+		if c.name == name {
+			return c, nil
+		}
+	}
+	names := make([]string, len(commands))
+	for i, c := range commands {
+		names[i] = c.name
+	}
+	if s := suggest(name, names); s != "" {
+		return command{}, fmt.Errorf("%w: unknown command %q: did you mean %q? (see portcullis help)", errUsage, name, s)
+	}
+	return command{}, fmt.Errorf("%w: unknown command %q (see portcullis help)", errUsage, name)
 }
 
 // run executes one command line and returns its error; main maps it to an exit code.
 func run(e *env, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch {
+	case len(args) == 0:
 		usage(e.stdout)
-		if len(args) == 0 {
-			return fmt.Errorf("%w: no command given", errUsage)
-		}
+		return fmt.Errorf("%w: no command given", errUsage)
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help" && (len(args) == 1 || args[1] == "help"):
+		usage(e.stdout)
 		return nil
-	}
-	for _, c := range commands {
-		if c.name == args[0] {
-			return c.run(e, args[1:])
+	case args[0] == "help": // help VERB is VERB -h
+		c, err := lookup(args[1])
+		if err != nil {
+			return err
 		}
+		if len(args) > 2 {
+			return fmt.Errorf("%w: help takes one command name", errUsage)
+		}
+		return c.run(e, []string{"-h"})
+	case args[0] == "--version" || args[0] == "-version":
+		return runVersion(e, args[1:])
 	}
-	return fmt.Errorf("%w: unknown command %q (see portcullis help)", errUsage, args[0])
+	c, err := lookup(args[0])
+	if err != nil {
+		return err
+	}
+	return c.run(e, args[1:])
 }
 
 func exitCode(err error) int {

@@ -149,3 +149,25 @@ func TestExplainBadPort(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 }
+
+// diff --json's totals are all JSON numbers, exact however large (an IPv6 total can
+// pass 2^64).
+func TestDiffJSONTotals(t *testing.T) {
+	src, _ := os.ReadFile(example)
+	changed := writeFile(t, strings.Replace(string(src), "verdict: reset", "verdict: drop", 1)) // dsl-dynamic: /12 and /36
+	out, _, code := runAt("diff", "--json", example, changed)
+	dec := json.NewDecoder(strings.NewReader(out))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); code != 1 || err != nil {
+		t.Fatalf("diff --json: exit %d, %v\n%s", code, err, out)
+	}
+	for _, k := range []string{"ipv4_addresses", "ipv6_addresses"} {
+		if _, ok := m[k].(json.Number); !ok {
+			t.Errorf("%s is %T (%v), want a number", k, m[k], m[k])
+		}
+	}
+	if m["ipv6_addresses"] != json.Number("4951760157141521099596496895") { // 2^92 - 1: a /36 less one exempt address
+		t.Errorf("ipv6_addresses %v, want 2^92 exactly", m["ipv6_addresses"])
+	}
+}

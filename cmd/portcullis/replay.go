@@ -33,7 +33,11 @@ rate limit is off, so every SYN the policy resets gets its RST (see docs/replay.
 
 Exit status: 0 done, 2 bad input (policy, capture, arguments; frames before a damaged
 record are still reported), 3 the program and the model disagreed on some frame, or an
-RST was malformed: a bug, please report it with the capture.`
+RST was malformed: a bug, please report it with the capture. 3 wins over a damaged
+capture (the damage is still reported).`
+
+// replayFile is replay.File; tests replace it.
+var replayFile = replay.File
 
 // frameJSON is one line of --json output.
 type frameJSON struct {
@@ -105,7 +109,7 @@ func runReplay(e *env, args []string) error {
 
 	enc := json.NewEncoder(e.stdout)
 	var problems []string
-	sum, rerr := replay.File(capPath, c, now, func(r replay.Result) error {
+	sum, rerr := replayFile(capPath, c, now, func(r replay.Result) error {
 		for _, p := range r.Problems {
 			problems = append(problems, fmt.Sprintf("frame %d: %s", r.Frame, p))
 		}
@@ -123,7 +127,9 @@ func runReplay(e *env, args []string) error {
 		}
 		return nil
 	})
-	if sum == nil { // nothing judged: the capture did not open, or no program
+	// Nothing judged: the capture did not open or could not give a single frame, or
+	// there is no program. The error says it all, once.
+	if sum == nil || sum.Frames == 0 && errors.Is(rerr, replay.ErrCapture) {
 		if errors.Is(rerr, replay.ErrCapture) {
 			return &exitError{2, rerr}
 		}
@@ -152,11 +158,21 @@ func runReplay(e *env, args []string) error {
 	for _, p := range problems {
 		fmt.Fprintln(e.stderr, p)
 	}
-	switch {
-	case rerr != nil:
-		return &exitError{2, fmt.Errorf("%w (the %d frames before it were judged)", rerr, sum.Frames)}
-	case len(problems) > 0:
+	// A disagreement is a bug, the more important finding: it sets the exit status
+	// (3) even when the capture was damaged further on, and the damage is reported
+	// on stderr on its own line.
+	var damage error
+	if rerr != nil {
+		damage = fmt.Errorf("%w (the %d frames before it were judged)", rerr, sum.Frames)
+	}
+	if len(problems) > 0 {
+		if damage != nil {
+			fmt.Fprintln(e.stderr, damage)
+		}
 		return &exitError{3, fmt.Errorf("the program and the model disagree on %d frame(s): a bug, please report it with the capture", sum.Problems)}
+	}
+	if damage != nil {
+		return &exitError{2, damage}
 	}
 	return nil
 }
@@ -261,8 +277,8 @@ func printSummary(w io.Writer, s summaryJSON, c *policy.Compiled) {
 	} else {
 		fmt.Fprintf(w, "program and model DISAGREE on %d frame(s)\n", s.Problems)
 	}
-	if s.Error != "" {
-		fmt.Fprintf(w, "stopped early: %s\n", s.Error)
+	if s.Error != "" { // the error itself goes to stderr
+		fmt.Fprintf(w, "stopped early at record %d: the capture is damaged there (see the error)\n", s.Frames+1)
 	}
 }
 

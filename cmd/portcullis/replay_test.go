@@ -11,10 +11,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+
+	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/replay"
 )
 
 var (
@@ -264,5 +268,106 @@ func TestReplayBadInput(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
 	if code != 2 || len(lines) != 9 || !strings.Contains(lines[8], `"error":"`) || !strings.Contains(lines[8], "record 9: truncated") {
 		t.Errorf("truncated --json: exit %d\n%s", code, stdout)
+	}
+}
+
+// A SYN behind an IPv6 hop-by-hop header from a reset range: the program's RST is
+// right (its ack counts only the TCP payload), and the replay must say so (exit 0),
+// not call it a bug.
+func TestReplayHopByHopSYN(t *testing.T) {
+	requireRoot(t)
+	plain := tcpFrame(t, "2001:db8:1000::9", "2001:db8:ffff::25", 25, true, false)
+	// Insert an 8-byte hop-by-hop header (PadN) between the IPv6 header and TCP.
+	const l3 = 14
+	f := append([]byte(nil), plain[:l3+40]...)
+	f = append(f, byte(layers.IPProtocolTCP), 0, 1, 4, 0, 0, 0, 0)
+	f = append(f, plain[l3+40:]...)
+	f[l3+6] = 0                                                    // next header: hop-by-hop
+	f[l3+4], f[l3+5] = byte((len(f)-l3-40)>>8), byte(len(f)-l3-40) // payload length
+	in := writeCapture(t, [][]byte{f})
+	stdout, stderr, code := runAt("replay", "--policy", example, "-v", in)
+	if code != 0 || !strings.Contains(stdout, "reset    dsl-dynamic") || !strings.Contains(stdout, "agree on every frame") {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+}
+
+// fakeReplay stands in for replay.File: it reports results, then returns err with the
+// summary of those results.
+func fakeReplay(t *testing.T, results []replay.Result, err error) {
+	t.Helper()
+	old := replayFile
+	t.Cleanup(func() { replayFile = old })
+	replayFile = func(path string, c *policy.Compiled, now time.Time, fn func(replay.Result) error) (*replay.Summary, error) {
+		s := replay.NewSummary()
+		for _, r := range results {
+			s.Add(r)
+			if err := fn(r); err != nil {
+				return s, err
+			}
+		}
+		return s, err
+	}
+}
+
+// captureErr is a damaged capture as replay reports it: an ErrCapture.
+type captureErr string
+
+func (e captureErr) Error() string        { return string(e) }
+func (e captureErr) Is(target error) bool { return target == replay.ErrCapture }
+
+// A disagreement is the more important finding: a capture damaged after one still
+// exits 3, and the damage is reported once, on stderr.
+func TestReplayDisagreementBeatsDamage(t *testing.T) {
+	damage := captureErr("in.pcap: record 3: truncated: the file ends inside this record")
+	results := []replay.Result{
+		{Frame: 1, Verdict: "pass", Action: policy.ActionPass, LinkType: replay.LinkTypeEthernet},
+		{Frame: 2, Verdict: "reset", Action: policy.ActionTX, LinkType: replay.LinkTypeEthernet,
+			Problems: []string{"model disagrees: action XDP_DROP, program XDP_TX"}},
+	}
+	fakeReplay(t, results, damage)
+	for _, args := range [][]string{{}, {"--json"}} {
+		stdout, stderr, code := runAt(append(append([]string{"replay", "--policy", example}, args...), "in.pcap")...)
+		if code != 3 || !strings.Contains(stderr, "frame 2: model disagrees: action XDP_DROP") || !strings.Contains(stderr, "disagree on 1 frame(s)") {
+			t.Errorf("%v: exit %d, want 3\nstdout %s\nstderr %s", args, code, stdout, stderr)
+		}
+		// On stderr once; --json also names it in the summary's "error", for machines.
+		text := stdout
+		if len(args) > 0 {
+			text = ""
+			if !strings.Contains(stdout, `"error":"in.pcap: record 3: truncated`) {
+				t.Errorf("--json: the summary does not name the damage:\n%s", stdout)
+			}
+		}
+		if strings.Count(text+stderr, "record 3: truncated") != 1 || !strings.Contains(stderr, "record 3: truncated") {
+			t.Errorf("%v: the damage must be reported once, on stderr\nstdout %s\nstderr %s", args, stdout, stderr)
+		}
+	}
+	// Damage alone: exit 2, reported once.
+	fakeReplay(t, results[:1], damage)
+	stdout, stderr, code := runAt("replay", "--policy", example, "in.pcap")
+	if code != 2 || strings.Count(stdout+stderr, "record 3: truncated") != 1 || !strings.Contains(stdout, "stopped early") {
+		t.Errorf("damage only: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+}
+
+// A capture of a link type the replay cannot read says so once, before any program is
+// loaded (so also without root).
+func TestReplayUnsupportedLinkTypeOnce(t *testing.T) {
+	var b bytes.Buffer
+	w := pcapgo.NewWriter(&b)
+	if err := w.WriteFileHeader(65536, layers.LinkTypeIEEE802_11); err != nil {
+		t.Fatal(err)
+	}
+	f := make([]byte, 40)
+	if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: cmdNow, CaptureLength: len(f), Length: len(f)}, f); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "wifi.pcap")
+	if err := os.WriteFile(p, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runAt("replay", "--policy", example, p)
+	if code != 2 || strings.Count(stdout+stderr, "unsupported link type 105 (802.11)") != 1 || stdout != "" {
+		t.Errorf("exit %d, want 2 and the error once\nstdout %q\nstderr %q", code, stdout, stderr)
 	}
 }

@@ -9,6 +9,6 @@ import (
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (BPF, XDP, network namespaces); run: sudo make test")
+		t.Skip("needs root (BPF, XDP, network namespaces); run as root: make test (or: sudo make test)")
 	}
 }

@@ -26,6 +26,16 @@ func (p paths) openPinned() (prog *loader.Program, bpffs, socket string, err err
 	return prog, bpffs, socket, err
 }
 
+// jsonErrors makes the error of a verb run with --json come out as JSON too, for the
+// script reading stdout: {"error": "..."}. The exit status, and the message main prints
+// on stderr, stay as they are.
+func jsonErrors(e *env, asJSON bool, err error) error {
+	if err != nil && asJSON {
+		writeJSON(e.stdout, map[string]string{"error": err.Error()})
+	}
+	return err
+}
+
 const statusHelp = `
 Shows what is enforced: the interfaces the program is attached to and how, the program
 id, the policy in force (hash, file, when it went live), the last proof, and whether
@@ -48,10 +58,11 @@ type interfaceJSON struct {
 	ProgramID uint32 `json:"program_id"`
 }
 
-func runStatus(e *env, args []string) error {
+func runStatus(e *env, args []string) (err error) {
 	fs := newFlags(e, "status", "[--json] [--config FILE | --bpffs DIR --socket PATH]", statusHelp)
 	p := pathFlags(fs)
 	asJSON := fs.Bool("json", false, "print as JSON")
+	defer func() { err = jsonErrors(e, *asJSON, err) }()
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
@@ -136,10 +147,11 @@ type entryStat struct {
 	Bytes   uint64 `json:"bytes"`
 }
 
-func runStats(e *env, args []string) error {
+func runStats(e *env, args []string) (err error) {
 	fs := newFlags(e, "stats", "[--json] [--config FILE | --bpffs DIR]", statsHelp)
 	p := pathFlags(fs)
 	asJSON := fs.Bool("json", false, "print as JSON")
+	defer func() { err = jsonErrors(e, *asJSON, err) }()
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
@@ -204,11 +216,12 @@ type offenderJSON struct {
 	LastOutcome string    `json:"last_outcome"`
 }
 
-func runTop(e *env, args []string) error {
+func runTop(e *env, args []string) (err error) {
 	fs := newFlags(e, "top", "[-n N] [--json] [--config FILE | --bpffs DIR]", topHelp)
 	p := pathFlags(fs)
 	n := fs.Int("n", 20, "how many sources")
 	asJSON := fs.Bool("json", false, "print as JSON")
+	defer func() { err = jsonErrors(e, *asJSON, err) }()
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
