@@ -227,7 +227,7 @@ func (d *Daemon) install(c *policy.Compiled, file, who string, now time.Time) Re
 		return res
 	}
 
-	proof, err := prove(d.prog.Probe, c.Tables, c.Policy.Protected, now, d.rng)
+	proof, err := prove(d.prog.ProbeOn, c.Tables, c.Policy.Protected, now, d.rng)
 	if err != nil {
 		proof.Mismatches = append(proof.Mismatches, Mismatch{Note: "probe error: " + err.Error()})
 	}

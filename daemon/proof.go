@@ -31,13 +31,18 @@ func (p Proof) OK() bool { return len(p.Mismatches) == 0 }
 type Mismatch struct {
 	Src     netip.Addr
 	Port    uint16
+	Link    policy.Link // the entry point probed: Ethernet or raw IP
 	Program policy.Action
 	Model   policy.Action
 	Note    string
 }
 
 func (m Mismatch) String() string {
-	return fmt.Sprintf("%s -> port %d: program %v, model %v%s", m.Src, m.Port, m.Program, m.Model, m.Note)
+	via := ""
+	if m.Link == policy.LinkRawIP {
+		via = " (raw-IP entry point)"
+	}
+	return fmt.Sprintf("%s -> port %d%s: program %v, model %v%s", m.Src, m.Port, via, m.Program, m.Model, m.Note)
 }
 
 const (
@@ -60,8 +65,11 @@ var (
 // prove probes every rule (its first prefix) and a bounded random sample of the other
 // prefixes of t: the first and last address of each, to every governed port (the first
 // few), each protected port and an ordinary one (443). run is the live program's probe
-// run, which leaves production counters alone.
-func prove(run func([]byte) (policy.Action, []byte, error), t *policy.Tables, protected []uint16, now time.Time, rng *rand.Rand) (Proof, error) {
+// run through the entry point for a link type, which leaves production counters alone.
+// Every probe goes through the Ethernet entry point; the default's and each rule's
+// also through the raw-IP one (the same frame from its IP header on), which shares the
+// tables and everything after the parse.
+func prove(run func(policy.Link, []byte) (policy.Action, []byte, error), t *policy.Tables, protected []uint16, now time.Time, rng *rand.Rand) (Proof, error) {
 	start := time.Now()
 	ports := append([]uint16{}, t.Governed[:min(len(t.Governed), 4)]...)
 	ports = append(ports, protected...)
@@ -87,6 +95,7 @@ func prove(run func([]byte) (policy.Action, []byte, error), t *policy.Tables, pr
 		rng.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
 		rest = rest[:proofEntries]
 	}
+	perRule := 2 + 2*len(entries) // sources below: the default's and each rule's
 	entries = append(entries, rest...)
 	// The default: an address in no entry (the documentation prefix of the probes'
 	// own destination is as good as any; if a policy covers it, it is judged by that).
@@ -96,23 +105,33 @@ func prove(run func([]byte) (policy.Action, []byte, error), t *policy.Tables, pr
 	}
 
 	var pr Proof
-	for _, src := range srcs {
+	for i, src := range srcs {
+		links := []policy.Link{policy.LinkEthernet}
+		if i < perRule {
+			links = append(links, policy.LinkRawIP)
+		}
 		for _, port := range ports {
-			frame, err := probeFrame(src, port)
+			eth, err := probeFrame(src, port)
 			if err != nil {
 				return pr, err
 			}
-			act, out, err := run(frame)
-			if err != nil {
-				return pr, err
-			}
-			pr.Probes++
-			want, diffs := verify.Compare(t, frame, now, verify.Observed{Action: act, Out: out})
-			if len(diffs) == 0 {
-				continue
-			}
-			if len(pr.Mismatches) < maxMismatches {
-				pr.Mismatches = append(pr.Mismatches, Mismatch{Src: src, Port: port, Program: act, Model: want.Action, Note: mismatchNote(diffs)})
+			for _, link := range links {
+				frame := eth
+				if link == policy.LinkRawIP {
+					frame = eth[14:] // from the IP header on
+				}
+				act, out, err := run(link, frame)
+				if err != nil {
+					return pr, err
+				}
+				pr.Probes++
+				want, diffs := verify.Compare(t, frame, now, verify.Observed{Link: link, Action: act, Out: out})
+				if len(diffs) == 0 {
+					continue
+				}
+				if len(pr.Mismatches) < maxMismatches {
+					pr.Mismatches = append(pr.Mismatches, Mismatch{Src: src, Port: port, Link: link, Program: act, Model: want.Action, Note: mismatchNote(diffs)})
+				}
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"encoding/hex"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +16,7 @@ import (
 // truncation test.
 func seedFrames(t testing.TB) [][]byte {
 	var out [][]byte
-	for enc := encPlain; enc <= encVLANPPPoE; enc++ {
+	for enc := encPlain; enc < numEncaps; enc++ {
 		for _, s := range sources[:2] {
 			out = append(out,
 				buildFrame(t, frameSpec{enc: enc, src: s.v4, dst: dst4, sport: 1234, dport: 25, syn: true, seq: 99, tcpOpts: true}),
@@ -31,6 +32,14 @@ func seedFrames(t testing.TB) [][]byte {
 		buildFrame(t, frameSpec{enc: encQinQ, src: sources[0].v6, dst: dst6, sport: 1, dport: 25, syn: true,
 			ext: make([]extHdr, policy.MaxExtHeaders+1)}),
 		buildFrame(t, frameSpec{src: sources[7].v4, dst: dst4, udp: true, sport: 1, dport: 25}),
+		// An IPv4-mapped IPv6 source, judged as the IPv4 address it maps.
+		buildFrame(t, frameSpec{src: netip.AddrFrom16(sources[1].v4.As16()), dst: dst6, sport: 1, dport: 25, syn: true}),
+		// PPP VJ-uncompressed TCP (0x002f, a VJ slot in the IPv4 protocol byte).
+		func() []byte {
+			f := setPPPProto(buildFrame(t, frameSpec{enc: encPPPoE, src: sources[0].v4, dst: dst4, sport: 1, dport: 25, syn: true}), 14, 0x002f)
+			f[14+8+9] = 1
+			return f
+		}(),
 	)
 	return out
 }
@@ -47,23 +56,30 @@ var (
 // own, any other frame unchanged).
 func compareWithModel(t testing.TB, p *Program, tables *policy.Tables, frame []byte) (policy.Decision, policy.Action) {
 	t.Helper()
-	act, out, err := p.Run(frame)
+	return compareWithModelOn(t, policy.LinkEthernet, p, tables, frame)
+}
+
+// compareWithModelOn is compareWithModel through the entry point for links of type l.
+func compareWithModelOn(t testing.TB, l policy.Link, p *Program, tables *policy.Tables, frame []byte) (policy.Decision, policy.Action) {
+	t.Helper()
+	act, out, err := p.RunOn(l, frame)
 	if err != nil {
-		t.Fatalf("run: %v", err)
+		t.Fatalf("run (%v): %v", l, err)
 	}
-	d, diffs := verify.Compare(tables, frame, time.Now(), verify.Observed{Action: act, Out: out})
+	d, diffs := verify.Compare(tables, frame, time.Now(), verify.Observed{Link: l, Action: act, Out: out})
 	if len(diffs) > 0 {
 		var b strings.Builder
 		for _, x := range diffs {
 			b.WriteString("\n" + x.Msg)
 		}
-		t.Fatalf("program %v, model %v (%+v)%s\nframe %s", act, d.Action, d.Packet, b.String(), hex.EncodeToString(frame))
+		t.Fatalf("%v link: program %v, model %v (%+v)%s\nframe %s", l, act, d.Action, d.Packet, b.String(), hex.EncodeToString(frame))
 	}
 	return d, act
 }
 
 // FuzzProgramVsModel feeds random and mutated frames to the verifier-loaded program
-// and to the reference model: they must agree on every one.
+// and to the reference model: they must agree on every one, read as a frame of an
+// Ethernet interface and as one of a raw-IP interface (both entry points).
 func FuzzProgramVsModel(f *testing.F) {
 	requireRoot(f)
 	for _, fr := range seedFrames(f) {
@@ -85,6 +101,7 @@ func FuzzProgramVsModel(f *testing.F) {
 		if len(frame) < 14 || len(frame) > 1514 {
 			t.Skip("outside the frame sizes XDP sees")
 		}
-		compareWithModel(t, fuzzProg, tables, frame)
+		compareWithModelOn(t, policy.LinkEthernet, fuzzProg, tables, frame)
+		compareWithModelOn(t, policy.LinkRawIP, fuzzProg, tables, frame)
 	})
 }

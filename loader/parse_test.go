@@ -157,11 +157,13 @@ func TestTruncations(t *testing.T) {
 	n := 0
 	for _, full := range seedFrames(t) {
 		for l := 14; l < len(full); l++ {
-			d, act := compareWithModel(t, p, tables, full[:l])
-			if act != policy.ActionPass && !d.Judged {
-				t.Fatalf("truncated to %d: %v without judgement", l, act)
+			for _, link := range []policy.Link{policy.LinkEthernet, policy.LinkRawIP} {
+				d, act := compareWithModelOn(t, link, p, tables, full[:l])
+				if act != policy.ActionPass && !d.Judged {
+					t.Fatalf("%v link, truncated to %d: %v without judgement", link, l, act)
+				}
+				n++
 			}
-			n++
 		}
 	}
 	t.Logf("%d truncated frames agree", n)

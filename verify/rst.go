@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"github.com/portcullis/portcullis/policy"
 )
 
 // CheckRST decodes the RST reply the program built for the frame syn with gopacket,
@@ -18,23 +20,36 @@ import (
 // not decode, such as an AH shorter than its fixed fields) the addresses, ports and ack
 // are not checked: the RST is then checked on its own (it decodes, RST+ACK, MACs
 // swapped, checksums), and Compare's byte comparison with the model covers the rest.
-func CheckRST(syn, rst []byte) []string {
+func CheckRST(syn, rst []byte) []string { return CheckRSTOn(policy.LinkEthernet, syn, rst) }
+
+// CheckRSTOn is CheckRST for frames of a link of type l: on a raw-IP link the frames
+// start at the IP header and there are no MACs to check.
+func CheckRSTOn(l policy.Link, syn, rst []byte) []string {
 	var probs []string
 	bad := func(format string, args ...any) { probs = append(probs, "RST: "+fmt.Sprintf(format, args...)) }
-	in := gopacket.NewPacket(syn, layers.LayerTypeEthernet, gopacket.Default)
-	out := gopacket.NewPacket(rst, layers.LayerTypeEthernet, gopacket.Default)
+	first := layers.LayerTypeEthernet
+	if l == policy.LinkRawIP {
+		first = layers.LayerTypeIPv4
+		if len(syn) > 0 && syn[0]>>4 == 6 {
+			first = layers.LayerTypeIPv6
+		}
+	}
+	in := gopacket.NewPacket(syn, first, gopacket.Default)
+	out := gopacket.NewPacket(rst, first, gopacket.Default)
 	if el := out.ErrorLayer(); el != nil {
 		bad("does not decode: %v", el.Error())
 		return probs
 	}
-	ie, _ := in.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
-	oe, _ := out.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
-	if ie == nil || oe == nil {
-		bad("no Ethernet header")
-		return probs
-	}
-	if !bytes.Equal(ie.SrcMAC, oe.DstMAC) || !bytes.Equal(ie.DstMAC, oe.SrcMAC) {
-		bad("MACs not swapped")
+	if l == policy.LinkEthernet {
+		ie, _ := in.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+		oe, _ := out.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+		if ie == nil || oe == nil {
+			bad("no Ethernet header")
+			return probs
+		}
+		if !bytes.Equal(ie.SrcMAC, oe.DstMAC) || !bytes.Equal(ie.DstMAC, oe.SrcMAC) {
+			bad("MACs not swapped")
+		}
 	}
 	otcp, _ := out.Layer(layers.LayerTypeTCP).(*layers.TCP)
 	if otcp == nil {
