@@ -1,20 +1,30 @@
 package policy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/lexer"
 	yamlparser "github.com/goccy/go-yaml/parser"
 	"github.com/goccy/go-yaml/token"
+	yamlv3 "go.yaml.in/yaml/v3"
 )
 
-// The YAML layer: github.com/goccy/go-yaml's syntax tree, reduced to what the checker
-// reads. goccy is used because its syntax errors carry the offending token's line and
-// column, and because it reads plain scalars such as ::/0 inside flow lists, which are
-// valid YAML that go.yaml.in/yaml/v3 rejects.
+// The YAML layer: a syntax tree reduced to what the checker reads, from one of two
+// libraries, because each misreads some valid YAML a policy holds:
+//   - go.yaml.in/yaml/v3 rejects a plain scalar starting with "::" in a flow list
+//     (cidrs: [0.0.0.0/0, ::/0]), and its syntax errors name only a line, often the
+//     start of the enclosing block;
+//   - github.com/goccy/go-yaml (v1.19.2) reads an IPv6 prefix in a flow list inside a
+//     flow mapping ({name: x, cidrs: [2001:db8::/32]}) as a mapping.
+// The file's tokens (goccy's lexer) are checked first: one document, bounded depth.
+// Then yaml.v3 builds the tree, the reading every earlier policy was checked with;
+// where it finds a syntax error, goccy's parser tries: its tree if it reads the file,
+// else its error, which names the offending token's line and column.
 
 type nodeKind uint8
 
@@ -64,6 +74,9 @@ func parseYAML(file string, data []byte) (*node, error) {
 	}
 	if lo == hi {
 		return nil, errEmpty
+	}
+	if n, err := parseV3(data); err == nil {
+		return n, nil
 	}
 	f, err := yamlparser.Parse(toks[lo:hi], 0, yamlparser.AllowDuplicateMapKey())
 	if err != nil {
@@ -149,6 +162,10 @@ func syntaxError(file string, tk *token.Token, msg string) Error {
 	pos := tokenPos(file, tk)
 	if strings.Contains(msg, "'\t'") || tk != nil && strings.HasPrefix(tk.Origin, "\t") {
 		return Error{pos, "YAML syntax: a tab character here; YAML indents with spaces only"}
+	}
+	if tk != nil && strings.HasPrefix(strings.TrimSpace(tk.Origin), ":") {
+		// Neither library reads ::/0 in a flow list inside a flow mapping.
+		return Error{pos, "YAML syntax: " + msg + ` (an IPv6 prefix that starts with "::" inside { } must be quoted: "::/0")`}
 	}
 	return Error{pos, "YAML syntax: " + msg + " (check indentation and quoting)"}
 }
@@ -305,4 +322,59 @@ func at(n *node, tk *token.Token) *node {
 		n.line, n.col = tk.Position.Line, tk.Position.Column
 	}
 	return n
+}
+
+// parseV3 reads data's one document with content with yaml.v3 (oneDocument has made sure
+// there is exactly one). errEmpty if there is none; yaml.v3's error if it fails.
+func parseV3(data []byte) (*node, error) {
+	dec := yamlv3.NewDecoder(bytes.NewReader(data))
+	for {
+		var doc yamlv3.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return nil, errEmpty
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(doc.Content) > 0 {
+			root := doc.Content[0]
+			if root.Kind == yamlv3.ScalarNode && root.ShortTag() == "!!null" && root.Value == "" {
+				continue // an empty document around the one with content
+			}
+			if n := convertV3(root); n != nil {
+				return n, nil
+			}
+		}
+	}
+}
+
+// convertV3 turns a yaml.v3 node into a node.
+func convertV3(n *yamlv3.Node) *node {
+	out := &node{line: n.Line, col: n.Column}
+	switch n.Kind {
+	case yamlv3.DocumentNode:
+		if len(n.Content) == 0 {
+			return nil
+		}
+		return convertV3(n.Content[0])
+	case yamlv3.MappingNode:
+		out.kind = mappingNode
+	case yamlv3.SequenceNode:
+		out.kind = sequenceNode
+	case yamlv3.AliasNode:
+		out.kind = aliasNode
+		return out
+	case yamlv3.ScalarNode:
+		out.kind, out.tag, out.value = scalarNode, n.ShortTag(), n.Value
+		return out
+	default:
+		return nil
+	}
+	for _, c := range n.Content {
+		if e := convertV3(c); e != nil {
+			out.content = append(out.content, e)
+		}
+	}
+	return out
 }
