@@ -20,10 +20,14 @@ const DefaultPinDir = "/sys/fs/bpf/portcullis"
 // whose maps differ from this one's.
 var ErrIncompatiblePins = errors.New("pinned maps are incompatible with this version")
 
-// MountBPFFS makes sure dir lies on a bpffs, mounting one on its parent directory if
-// that is not one yet (/sys/fs/bpf is not mounted at boot on every distribution), and
-// creates dir, readable by root only.
+// MountBPFFS makes sure dir lies on a bpffs whose pins outlive this process (see
+// CheckPinsOutlive: it refuses a private one, such as `ip netns exec` would give),
+// mounting one on its parent directory if that is not one yet (/sys/fs/bpf is not
+// mounted at boot on every distribution), and creates dir, readable by root only.
 func MountBPFFS(dir string) error {
+	if err := CheckPinsOutlive(dir); err != nil {
+		return err
+	}
 	parent := filepath.Dir(filepath.Clean(dir))
 	var st unix.Statfs_t
 	if err := unix.Statfs(parent, &st); err != nil {
@@ -118,6 +122,9 @@ func OpenPinned(dir string) (*Program, error) {
 		if err != nil {
 			p.Close()
 			if errors.Is(err, os.ErrNotExist) {
+				if why := explainMissing(dir); why != nil {
+					return nil, why
+				}
 				return nil, fmt.Errorf("nothing pinned in %s: is `portcullis run` configured with another bpffs directory, or never started? (%w)", dir, err)
 			}
 			return nil, fmt.Errorf("opening pinned map %s: %w", m.name, err)
