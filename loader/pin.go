@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/portcullis/portcullis/bpf"
@@ -139,6 +140,9 @@ func OpenPinned(dir string) (*Program, error) {
 
 // Unpin removes every pin in dir (links first, which detaches the program from those
 // interfaces, then maps) and the directory itself. Only `portcullis detach` calls it.
+// Each link is detached before its pin goes (BPF_LINK_DETACH): the kernel releases an
+// unpinned link only after an RCU grace period and a work item, and the program would
+// go on judging for that moment after "detached" was said.
 func Unpin(dir string) error {
 	links, err := PinnedLinks(dir)
 	if err != nil {
@@ -146,6 +150,10 @@ func Unpin(dir string) error {
 	}
 	var errs []error
 	for _, l := range links {
+		if pl, err := link.LoadPinnedLink(l.Path, nil); err == nil {
+			pl.Detach() // a failure leaves it to the unlink below, which detaches later
+			pl.Close()
+		}
 		if err := unix.Unlink(l.Path); err != nil {
 			errs = append(errs, err)
 		}
