@@ -117,6 +117,7 @@ func (d *Daemon) reconcile(name string) {
 	}
 	d.log.Info("attached", "interface", name, "mode", mode, "ifindex", l.Attrs().Index)
 	d.attached[name] = mode
+	delete(d.modeNotes, name)
 	delete(d.gone, name)
 }
 
