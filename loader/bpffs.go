@@ -52,18 +52,33 @@ func CheckPinsOutlive(dir string) error {
 		ErrPinsWouldNotSurvive, dir, survivalAdvice("run"))
 }
 
-// explainMissing turns "no such pin in dir" into why, when the reason is that this
-// process cannot see the host's bpffs; otherwise it returns nil.
-func explainMissing(dir string) error {
+// CheckPinsVisible returns ErrNoBPFFSHere, with what to do, when dir is on no bpffs
+// and this process is in a mount namespace other than PID 1's (as under `ip netns
+// exec`): pins the daemon made on the host's bpffs cannot be seen from here, so their
+// absence says nothing. Otherwise it returns nil.
+func CheckPinsVisible(dir string) error {
 	fs, err := bpffsOf(dir)
 	if err != nil || fs.bpffs {
 		return nil
 	}
-	if same, known := inInitMountNS(); known && !same {
-		return fmt.Errorf("%w: nothing can be read in %s: this command runs in a mount namespace of its own "+
-			"(`ip netns exec` makes one, with a fresh /sys), where the host's bpffs, and the daemon's pins in it, are not visible. "+
-			"Enter only the network namespace: `nsenter --net=/run/netns/%s portcullis status ...` (likewise stats and top), or run it from the host",
-			ErrNoBPFFSHere, dir, netnsNameOr("NAME"))
+	if same, known := inInitMountNS(); !known || same {
+		return nil
+	}
+	return fmt.Errorf("%w: %s cannot be read here: this command runs in a mount namespace of its own "+
+		"(`ip netns exec` makes one, with a fresh /sys), where the host's bpffs, and the daemon's pins in it, are not visible. "+
+		"Enter only the network namespace: `nsenter --net=/run/netns/%s portcullis ...`, or run it from the host",
+		ErrNoBPFFSHere, dir, netnsNameOr("NAME"))
+}
+
+// explainMissing turns "no such pin in dir" into why, when no bpffs holds dir;
+// otherwise it returns nil.
+func explainMissing(dir string) error {
+	if err := CheckPinsVisible(dir); err != nil {
+		return err
+	}
+	fs, err := bpffsOf(dir)
+	if err != nil || fs.bpffs {
+		return nil
 	}
 	return fmt.Errorf("nothing pinned in %s: no bpffs is mounted there (%s is %s); has `portcullis run` not been started since boot (it mounts one), or is it configured with another bpffs directory?",
 		dir, fs.path, fs.kind)

@@ -105,6 +105,9 @@ func runDetach(e *env, args []string) error {
 	if st, err := daemon.RemoteStatus(socket); err == nil {
 		return fmt.Errorf("the daemon (pid %d) is running and would attach again: stop it first (systemctl stop portcullis), then detach", st.PID)
 	}
+	if err := loader.CheckPinsVisible(bpffs); err != nil {
+		return err // "nothing to detach" would be wrong: the pins are elsewhere
+	}
 	links, err := loader.PinnedLinks(bpffs)
 	if err != nil {
 		return err

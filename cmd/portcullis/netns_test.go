@@ -71,6 +71,14 @@ func TestDaemonNetnsExec(t *testing.T) {
 	}
 	l.expect(587, "ok")
 
+	t.Log("detach under ip netns exec with the daemon down: says it cannot see the pins, detaches nothing")
+	c := exec.Command(ipExec[0], append(ipExec[1:], binary(t), "detach", "--config", l.cfg)...)
+	out, err = c.CombinedOutput()
+	if err == nil || strings.Contains(string(out), "nothing to detach") || !strings.Contains(string(out), "not mounted in this mount namespace") {
+		t.Errorf("detach under ip netns exec: %v\n%s", err, out)
+	}
+	l.expect(25, "refused")
+
 	t.Log("ip netns exec with the host's bpffs bind-mounted into view (the documented recipe): runs and survives kill -9")
 	view := "/run/" + filepath.Base(l.bpffs) + "-bpffs"
 	if err := os.MkdirAll(view, 0o700); err != nil {
