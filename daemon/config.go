@@ -28,6 +28,7 @@ type Config struct {
 	LogFormat         string      `yaml:"log_format"`          // text or json
 	AuditLog          string      `yaml:"audit_log"`           // JSON lines; "" = off
 	WaitForInterfaces bool        `yaml:"wait_for_interfaces"` // missing interface: warn, attach when it appears
+	SwitchMode        bool        `yaml:"switch_mode"`         // re-attach a pinned link left in the other mode (a short gap)
 }
 
 // Defaults for what a configuration leaves out.
@@ -72,7 +73,7 @@ func ParseConfig(file string, data []byte) (Config, error) {
 		} else if after, ok := strings.CutPrefix(msg, "line "); ok {
 			msg = file + ":" + after
 		}
-		return Config{}, fmt.Errorf("%s (keys: interfaces, mode, policy, listen, control_socket, bpffs, log_format, audit_log, wait_for_interfaces)", msg)
+		return Config{}, fmt.Errorf("%s (keys: interfaces, mode, policy, listen, control_socket, bpffs, log_format, audit_log, wait_for_interfaces, switch_mode)", msg)
 	}
 	var errs []string
 	if len(c.Interfaces) == 0 {

@@ -31,6 +31,8 @@ type Daemon struct {
 	lastProof  Proof
 	attached   map[string]loader.Mode // interface -> mode, for the ones attached now
 	gone       map[string]bool        // interfaces reported missing (log once)
+	modeNotes  map[string]string      // interface -> why it is not in the configured mode
+	switched   map[string]bool        // interfaces whose mode switch was tried (once a process)
 	audit      *auditLog
 	started    time.Time
 	rng        *rand.Rand
@@ -44,7 +46,8 @@ type Daemon struct {
 // New returns a daemon for cfg, logging to log.
 func New(cfg Config, log *slog.Logger) *Daemon {
 	return &Daemon{cfg: cfg, log: log, now: time.Now, attached: map[string]loader.Mode{},
-		gone: map[string]bool{}, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
+		gone: map[string]bool{}, modeNotes: map[string]string{}, switched: map[string]bool{},
+		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
 }
 
 // Run starts enforcing and serves until ctx ends or SIGTERM/SIGINT. It never detaches:
@@ -127,7 +130,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 
-	d.log.Info("running", "interfaces", d.cfg.Interfaces, "mode", d.cfg.Mode, "policy", d.cfg.Policy,
+	d.mu.Lock()
+	attached := fmt.Sprint(d.attached) // the modes in force, which the configured one need not be
+	d.mu.Unlock()
+	d.log.Info("running", "interfaces", d.cfg.Interfaces, "configured_mode", d.cfg.Mode, "attached", attached, "policy", d.cfg.Policy,
 		"metrics", d.cfg.Listen, "control", d.cfg.ControlSocket, "bpffs", d.cfg.BPFFS, "program_id", prog.ID())
 	for {
 		select {
@@ -306,7 +312,8 @@ type Status struct {
 	PID        int               `json:"pid"`
 	Started    time.Time         `json:"started"`
 	ProgramID  uint32            `json:"program_id"`
-	Interfaces map[string]string `json:"interfaces"` // name -> mode, or "missing"
+	Interfaces map[string]string `json:"interfaces"`           // name -> mode, or "missing"
+	ModeNotes  map[string]string `json:"mode_notes,omitempty"` // name -> why not in the configured mode
 	Hash       string            `json:"policy_hash"`
 	Policy     string            `json:"policy_file"`
 	LoadedAt   time.Time         `json:"loaded_at"`
@@ -329,6 +336,12 @@ func (d *Daemon) status() Status {
 		Proof: ProofStatus{At: d.meta.ProofAt, OK: d.meta.ProofOK, Probes: int(d.meta.ProofProbes)}}
 	for _, m := range d.lastProof.Mismatches {
 		st.Proof.Mismatches = append(st.Proof.Mismatches, m.String())
+	}
+	for name, note := range d.modeNotes {
+		if st.ModeNotes == nil {
+			st.ModeNotes = map[string]string{}
+		}
+		st.ModeNotes[name] = note
 	}
 	for _, name := range d.cfg.Interfaces {
 		if m, ok := d.attached[name]; ok {

@@ -96,8 +96,12 @@ func (d *Daemon) reconcile(name string) {
 	}
 	xdp := l.Attrs().Xdp
 	if xdp != nil && xdp.Attached && slices.Contains(d.prog.IDs(), ebpf.ProgramID(xdp.ProgId)) {
-		d.attached[name] = loader.AttachedMode(xdp.AttachMode)
-		delete(d.gone, name)
+		if mode := d.checkMode(name, loader.AttachedMode(xdp.AttachMode)); mode != "" {
+			d.attached[name] = mode
+			delete(d.gone, name)
+		} else {
+			delete(d.attached, name) // the next reconcile attaches it again
+		}
 		return
 	}
 	mode, err := d.prog.Attach(d.cfg.BPFFS, name, d.cfg.Mode)
@@ -114,5 +118,40 @@ func (d *Daemon) reconcile(name string) {
 	}
 	d.log.Info("attached", "interface", name, "mode", mode, "ifindex", l.Attrs().Index)
 	d.attached[name] = mode
+	delete(d.modeNotes, name)
 	delete(d.gone, name)
+}
+
+// checkMode compares the mode name is attached in (a pinned link adopted from an
+// earlier run keeps its mode) with the configured one. The kernel cannot switch
+// without a gap (loader.ErrModeSwitchGap): unless switch_mode is set, the link is kept
+// and the mismatch is logged once and shown by status. It returns the mode attached
+// now, "" if it is not attached any more. Called with d.mu held.
+func (d *Daemon) checkMode(name string, attached loader.Mode) loader.Mode {
+	want := d.cfg.Mode
+	if want == loader.ModeAuto || attached == want || (attached != loader.ModeNative && attached != loader.ModeGeneric) {
+		delete(d.modeNotes, name)
+		return attached
+	}
+	if !d.cfg.SwitchMode || d.switched[name] {
+		if _, noted := d.modeNotes[name]; !noted {
+			d.modeNotes[name] = fmt.Sprintf("attached in %s mode, configured %s: not switched, because %v; "+
+				"to switch anyway, set switch_mode: true (or run --switch-mode) and restart", attached, want, loader.ErrModeSwitchGap)
+			d.log.Warn("kept the pinned link in its mode, not the configured one", "interface", name,
+				"attached", attached, "configured", want, "why", loader.ErrModeSwitchGap.Error(),
+				"to_switch", "switch_mode: true (or run --switch-mode), then restart")
+		}
+		return attached
+	}
+	d.switched[name] = true
+	got, gap, err := d.prog.Reattach(d.cfg.BPFFS, name, want)
+	if err != nil {
+		d.modeNotes[name] = fmt.Sprintf("switching from %s to %s mode failed: %v", attached, want, err)
+		d.log.Error("switching the XDP mode failed", "interface", name, "from", attached, "to", want, "unjudged_for", gap, "error", err)
+		return got
+	}
+	delete(d.modeNotes, name)
+	d.log.Warn("switched the XDP mode (switch_mode): the interface was unjudged while it changed", "interface", name,
+		"from", attached, "to", got, "unjudged_for", gap, "why", loader.ErrModeSwitchGap.Error())
+	return got
 }

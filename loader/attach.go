@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -227,4 +228,68 @@ func programID(prog *ebpf.Program) ebpf.ProgramID {
 	}
 	id, _ := info.ID()
 	return id
+}
+
+// ErrModeSwitchGap explains why a change of attach mode is not seamless: the kernel
+// holds native and generic XDP on one interface only one at a time (a second attach in
+// the other mode fails with EEXIST: "Native and generic XDP can't be active at the same
+// time"), and a bpf_link cannot change mode in place (BPF_LINK_UPDATE swaps programs
+// only). Switching means detaching first: the interface is unjudged until the new
+// attach completes.
+var ErrModeSwitchGap = errors.New("the kernel does not allow native and generic XDP on one interface at once, so switching the mode detaches first and leaves the interface unjudged until it is attached again")
+
+// Reattach replaces the link pinned in dir for ifname by one attached in mode (native
+// or generic), for a pinned link left in the other mode. It detaches the old link,
+// attaches the new one and pins it, and returns the mode now attached and how long the
+// interface went unjudged (see ErrModeSwitchGap). If mode is refused, the old mode is
+// attached again and the error says so.
+func (p *Program) Reattach(dir, ifname string, mode Mode) (Mode, time.Duration, error) {
+	if mode != ModeNative && mode != ModeGeneric {
+		return "", 0, fmt.Errorf("reattaching %s: mode %q is not native or generic", ifname, mode)
+	}
+	index, kind, err := linkOf(ifname)
+	if err != nil {
+		return "", 0, err
+	}
+	path := LinkPath(dir, ifname)
+	old, err := link.LoadPinnedLink(path, nil)
+	if err != nil {
+		return "", 0, fmt.Errorf("opening pinned link %s: %w", path, err)
+	}
+	defer old.Close()
+	oldMode := ModeGeneric
+	if mode == ModeGeneric {
+		oldMode = ModeNative
+	}
+	attach := func(m Mode) (link.Link, error) {
+		flags := link.XDPDriverMode
+		if m == ModeGeneric {
+			flags = link.XDPGenericMode
+		}
+		return link.AttachXDP(link.XDPOptions{Program: p.entry(kind), Interface: index, Flags: flags})
+	}
+
+	start := time.Now()
+	if err := old.Detach(); err != nil {
+		return oldMode, 0, fmt.Errorf("detaching the %s link of %s: %w (still attached as it was)", oldMode, ifname, err)
+	}
+	used := mode
+	l, err := attach(mode)
+	if err != nil {
+		used = oldMode
+		var err2 error
+		if l, err2 = attach(oldMode); err2 != nil {
+			return "", time.Since(start), fmt.Errorf("attaching %s in %s mode: %w; attaching it in %s mode again failed too: %v: %s IS NOT JUDGED", ifname, mode, err, oldMode, err2, ifname)
+		}
+		err = fmt.Errorf("attaching %s in %s mode: %w (attached in %s mode again)", ifname, mode, err, oldMode)
+	}
+	gap := time.Since(start)
+	defer l.Close() // the pin keeps it attached
+	if uerr := unix.Unlink(path); uerr != nil {
+		return used, gap, errors.Join(err, fmt.Errorf("removing the old link pin of %s: %w (attached, but not pinned: it goes when this process exits)", ifname, uerr))
+	}
+	if perr := l.Pin(path); perr != nil {
+		return used, gap, errors.Join(err, fmt.Errorf("pinning the link of %s: %w (attached, but not pinned: it goes when this process exits)", ifname, perr))
+	}
+	return used, gap, err
 }

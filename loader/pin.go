@@ -6,10 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/vishvananda/netlink"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/portcullis/portcullis/bpf"
@@ -22,10 +21,14 @@ const DefaultPinDir = "/sys/fs/bpf/portcullis"
 // whose maps differ from this one's.
 var ErrIncompatiblePins = errors.New("pinned maps are incompatible with this version")
 
-// MountBPFFS makes sure dir lies on a bpffs, mounting one on its parent directory if
-// that is not one yet (/sys/fs/bpf is not mounted at boot on every distribution), and
-// creates dir, readable by root only.
+// MountBPFFS makes sure dir lies on a bpffs whose pins outlive this process (see
+// CheckPinsOutlive: it refuses a private one, such as `ip netns exec` would give),
+// mounting one on its parent directory if that is not one yet (/sys/fs/bpf is not
+// mounted at boot on every distribution), and creates dir, readable by root only.
 func MountBPFFS(dir string) error {
+	if err := CheckPinsOutlive(dir); err != nil {
+		return err
+	}
 	parent := filepath.Dir(filepath.Clean(dir))
 	var st unix.Statfs_t
 	if err := unix.Statfs(parent, &st); err != nil {
@@ -120,6 +123,9 @@ func OpenPinned(dir string) (*Program, error) {
 		if err != nil {
 			p.Close()
 			if errors.Is(err, os.ErrNotExist) {
+				if why := explainMissing(dir); why != nil {
+					return nil, why
+				}
 				return nil, fmt.Errorf("nothing pinned in %s: is `portcullis run` configured with another bpffs directory, or never started? (%w)", dir, err)
 			}
 			return nil, fmt.Errorf("opening pinned map %s: %w", m.name, err)
@@ -143,9 +149,9 @@ func OpenPinned(dir string) (*Program, error) {
 
 // Unpin removes every pin in dir (links first, which detaches the program from those
 // interfaces, then maps) and the directory itself. Only `portcullis detach` calls it.
-// The kernel releases an unpinned link in deferred work; Unpin returns once every
-// interface is free of the program (or says which one is not), so that "detached"
-// is true when the caller says it.
+// Each link is detached before its pin goes (BPF_LINK_DETACH): the kernel releases an
+// unpinned link only after an RCU grace period and a work item, and the program would
+// go on judging for that moment after "detached" was said.
 func Unpin(dir string) error {
 	links, err := PinnedLinks(dir)
 	if err != nil {
@@ -153,12 +159,11 @@ func Unpin(dir string) error {
 	}
 	var errs []error
 	for _, l := range links {
-		if err := unix.Unlink(l.Path); err != nil {
-			errs = append(errs, err)
+		if pl, err := link.LoadPinnedLink(l.Path, nil); err == nil {
+			pl.Detach() // a failure leaves it to the unlink below, which detaches later
+			pl.Close()
 		}
-	}
-	for _, l := range links {
-		if err := waitDetached(l, detachWait); err != nil {
+		if err := unix.Unlink(l.Path); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -175,27 +180,4 @@ func Unpin(dir string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// detachWait bounds how long Unpin waits for the kernel to release an unpinned link.
-const detachWait = 10 * time.Second
-
-// waitDetached waits until l's interface no longer runs l's program.
-func waitDetached(l PinnedLink, limit time.Duration) error {
-	if l.Ifindex == 0 {
-		return nil
-	}
-	for deadline := time.Now().Add(limit); ; time.Sleep(10 * time.Millisecond) {
-		nl, err := netlink.LinkByIndex(l.Ifindex)
-		if err != nil {
-			return nil // the interface is gone, and the link with it
-		}
-		x := nl.Attrs().Xdp
-		if x == nil || !x.Attached || x.ProgId != uint32(l.ProgramID) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: the program is still attached %v after its link was unpinned (another process holds the link?)", l.Interface, limit)
-		}
-	}
 }

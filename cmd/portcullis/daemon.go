@@ -27,9 +27,10 @@ restarted daemon adopts them without a gap and without resetting counters. Only
 "portcullis detach" removes them. See docs/daemon.md and deploy/.`
 
 func runRun(e *env, args []string) error {
-	fs := newFlags(e, "run", "[--config FILE] [--wait-for-interfaces]", runHelp)
+	fs := newFlags(e, "run", "[--config FILE] [--wait-for-interfaces] [--switch-mode]", runHelp)
 	cfgPath := fs.String("config", defaultConfig, "configuration file")
 	wait := fs.Bool("wait-for-interfaces", false, "a missing interface is a warning (attached when it appears), not an error")
+	switchMode := fs.Bool("switch-mode", false, "re-attach interfaces whose pinned link is in another mode than the configured one (each is unjudged for a moment: the kernel cannot hold both modes at once)")
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
@@ -38,6 +39,7 @@ func runRun(e *env, args []string) error {
 		return &exitError{2, err}
 	}
 	cfg.WaitForInterfaces = cfg.WaitForInterfaces || *wait
+	cfg.SwitchMode = cfg.SwitchMode || *switchMode
 	if os.Geteuid() != 0 {
 		return errors.New("run needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN to mount bpffs); see deploy/portcullis.service")
 	}
@@ -102,6 +104,9 @@ func runDetach(e *env, args []string) error {
 	}
 	if st, err := daemon.RemoteStatus(socket); err == nil {
 		return fmt.Errorf("the daemon (pid %d) is running and would attach again: stop it first (systemctl stop portcullis), then detach", st.PID)
+	}
+	if err := loader.CheckPinsVisible(bpffs); err != nil {
+		return err // "nothing to detach" would be wrong: the pins are elsewhere
 	}
 	links, err := loader.PinnedLinks(bpffs)
 	if err != nil {

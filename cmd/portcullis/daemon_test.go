@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -215,9 +216,18 @@ func (l *lab) cli(args ...string) (stdout, stderr string, code int) {
 	return o.String(), e.String(), code
 }
 
-func (l *lab) start() {
+// start runs the daemon in the router's network namespace, as documented: nsenter
+// enters only that, so the daemon pins into the host's bpffs.
+func (l *lab) start(args ...string) {
 	l.t.Helper()
-	l.daemon = exec.Command("nsenter", "--net=/run/netns/"+l.router, binary(l.t), "run", "--config", l.cfg)
+	l.startWith([]string{"nsenter", "--net=/run/netns/" + l.router}, args...)
+}
+
+// startWith runs the daemon under the wrapper command (nsenter, ip netns exec) and
+// waits until status reports it attached.
+func (l *lab) startWith(wrapper []string, args ...string) {
+	l.t.Helper()
+	l.daemon = exec.Command(wrapper[0], slices.Concat(wrapper[1:], []string{binary(l.t), "run", "--config", l.cfg}, args)...)
 	l.daemon.Stdout, l.daemon.Stderr = l.log, l.log
 	if err := l.daemon.Start(); err != nil {
 		l.t.Fatal(err)

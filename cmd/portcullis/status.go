@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -49,6 +50,7 @@ type statusJSON struct {
 	LoadedAt   string             `json:"loaded_at"`
 	Proof      daemon.ProofStatus `json:"last_proof"`
 	Failures   map[string]uint64  `json:"failures"`
+	ModeNotes  map[string]string  `json:"mode_notes,omitempty"` // interface -> why it is not in the configured mode
 }
 
 type interfaceJSON struct {
@@ -86,6 +88,7 @@ func runStatus(e *env, args []string) (err error) {
 	if st, err := daemon.RemoteStatus(socket); err == nil {
 		out.Daemon = fmt.Sprintf("running (pid %d, since %s)", st.PID, fmtTime(st.Started))
 		out.Proof = st.Proof
+		out.ModeNotes = st.ModeNotes
 	}
 	for _, l := range links {
 		ij := interfaceJSON{Name: l.Interface, Ifindex: l.Ifindex, ProgramID: uint32(l.ProgramID), Mode: "detached (interface gone)"}
@@ -119,12 +122,22 @@ func runStatus(e *env, args []string) (err error) {
 	w = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "INTERFACE\tIFINDEX\tMODE\tPROGRAM")
 	for _, i := range out.Interfaces {
-		fmt.Fprintf(w, "%s\t%d\t%s\t%d\n", i.Name, i.Ifindex, i.Mode, i.ProgramID)
+		mode := i.Mode
+		if out.ModeNotes[i.Name] != "" {
+			mode += " (not the configured mode: see below)"
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%d\n", i.Name, i.Ifindex, mode, i.ProgramID)
 	}
 	if len(out.Interfaces) == 0 {
 		fmt.Fprintln(w, "(none attached)")
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, name := range slices.Sorted(maps.Keys(out.ModeNotes)) {
+		fmt.Fprintf(e.stdout, "\n%s: %s\n", name, out.ModeNotes[name])
+	}
+	return nil
 }
 
 const statsHelp = `

@@ -1,0 +1,49 @@
+package loader
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Unpin detaches before it returns: `portcullis detach` says "detached" right after.
+// (An unpinned link alone is released only after an RCU grace period and a work item.)
+func TestUnpinDetachesAtOnce(t *testing.T) {
+	requireRoot(t)
+	ifname := fmt.Sprintf("pcu%d", os.Getpid()%100000)
+	if out, err := exec.Command("ip", "link", "add", ifname, "type", "veth", "peer", "name", ifname+"p").CombinedOutput(); err != nil {
+		t.Skipf("needs veth: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "link", "del", ifname).Run() })
+	if out, err := exec.Command("ip", "link", "set", ifname, "up").CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	for i := range 20 {
+		dir := filepath.Join(mountBPF(t), "portcullis")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		p, err := LoadPinned(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Attach(dir, ifname, ModeGeneric); err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+		if err := Unpin(dir); err != nil {
+			t.Fatal(err)
+		}
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x := l.Attrs().Xdp; x != nil && x.Attached {
+			t.Fatalf("round %d: XDP program %d still attached right after Unpin", i, x.ProgId)
+		}
+	}
+}
