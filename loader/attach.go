@@ -39,15 +39,6 @@ func AttachedMode(attached uint32) Mode {
 	return Mode(fmt.Sprint("mode ", attached))
 }
 
-// Sentinel errors of attaching.
-var (
-	// ErrAlreadyAttached means another XDP program holds the interface.
-	ErrAlreadyAttached = errors.New("another XDP program is already attached")
-	// ErrLinkType means the interface's frames have a link layer the program cannot
-	// parse, so it would judge nothing there.
-	ErrLinkType = errors.New("link type the program cannot judge")
-)
-
 // LinkOf says where the frames of an interface with the kernel's link type encap (as
 // netlink names it: IFLA's ARPHRD_*) start: at an Ethernet header, or at the IP header.
 // Any other link type is ErrLinkType: attaching there would judge nothing.
@@ -229,14 +220,6 @@ func programID(prog *ebpf.Program) ebpf.ProgramID {
 	id, _ := info.ID()
 	return id
 }
-
-// ErrModeSwitchGap explains why a change of attach mode is not seamless: the kernel
-// holds native and generic XDP on one interface only one at a time (a second attach in
-// the other mode fails with EEXIST: "Native and generic XDP can't be active at the same
-// time"), and a bpf_link cannot change mode in place (BPF_LINK_UPDATE swaps programs
-// only). Switching means detaching first: the interface is unjudged until the new
-// attach completes.
-var ErrModeSwitchGap = errors.New("the kernel does not allow native and generic XDP on one interface at once, so switching the mode detaches first and leaves the interface unjudged until it is attached again")
 
 // Reattach replaces the link pinned in dir for ifname by one attached in mode (native
 // or generic), for a pinned link left in the other mode. It detaches the old link,

@@ -17,14 +17,6 @@ import (
 // exits: the pins, the links they hold and so the XDP program go with it. These checks
 // tell that case apart from the host's bpffs, which outlives the daemon.
 
-// ErrPinsWouldNotSurvive means pins made in a directory would go away when this process
-// exits, because the bpffs there is (or would be) mounted only in its mount namespace.
-var ErrPinsWouldNotSurvive = errors.New("pins would not outlive this process")
-
-// ErrNoBPFFSHere means no bpffs holds a directory in this process's mount namespace,
-// which is not the host's: pins made from the host are not visible here.
-var ErrNoBPFFSHere = errors.New("the host's bpffs is not mounted in this mount namespace")
-
 // CheckPinsOutlive returns nil if pins made in dir will outlive this process: dir lies
 // on a bpffs that is also mounted in PID 1's mount namespace, or on no bpffs yet while
 // this process is in PID 1's mount namespace (so one that MountBPFFS mounts stays).

@@ -14,11 +14,35 @@ import (
 	"github.com/portcullis/portcullis/policy"
 )
 
-// Sentinel errors.
+// Sentinel errors, all of the package's.
 var (
 	ErrVerifier     = errors.New("the kernel verifier rejected the program")
 	ErrNoPolicy     = errors.New("no policy loaded")
 	ErrTooManyRules = errors.New("policy has more rules than the data plane counts")
+	// ErrNoRollback means there is no replaced policy to go back to.
+	ErrNoRollback = errors.New("no previous policy to roll back to")
+	// ErrIncompatiblePins means the maps pinned in a directory were made by a
+	// Portcullis whose maps differ from this one's.
+	ErrIncompatiblePins = errors.New("pinned maps are incompatible with this version")
+	// ErrPinsWouldNotSurvive means pins made in a directory would go away when this
+	// process exits, because the bpffs there is (or would be) mounted only in its
+	// mount namespace (see bpffs.go).
+	ErrPinsWouldNotSurvive = errors.New("pins would not outlive this process")
+	// ErrNoBPFFSHere means no bpffs holds a directory in this process's mount
+	// namespace, which is not the host's: pins made from the host are not visible.
+	ErrNoBPFFSHere = errors.New("the host's bpffs is not mounted in this mount namespace")
+	// ErrAlreadyAttached means another XDP program holds the interface.
+	ErrAlreadyAttached = errors.New("another XDP program is already attached")
+	// ErrLinkType means the interface's frames have a link layer the program cannot
+	// parse, so it would judge nothing there.
+	ErrLinkType = errors.New("link type the program cannot judge")
+	// ErrModeSwitchGap explains why a change of attach mode is not seamless: the
+	// kernel holds native and generic XDP on one interface only one at a time (a
+	// second attach in the other mode fails with EEXIST: "Native and generic XDP
+	// can't be active at the same time"), and a bpf_link cannot change mode in place
+	// (BPF_LINK_UPDATE swaps programs only). Switching means detaching first: the
+	// interface is unjudged until the new attach completes.
+	ErrModeSwitchGap = errors.New("the kernel does not allow native and generic XDP on one interface at once, so switching the mode detaches first and leaves the interface unjudged until it is attached again")
 )
 
 // Program is a loaded Portcullis program and its maps.

@@ -17,10 +17,6 @@ import (
 // DefaultPinDir is where the daemon pins its maps and links.
 const DefaultPinDir = "/sys/fs/bpf/portcullis"
 
-// ErrIncompatiblePins means the maps pinned in a directory were made by a Portcullis
-// whose maps differ from this one's.
-var ErrIncompatiblePins = errors.New("pinned maps are incompatible with this version")
-
 // MountBPFFS makes sure dir lies on a bpffs whose pins outlive this process (see
 // CheckPinsOutlive: it refuses a private one, such as `ip netns exec` would give),
 // mounting one on its parent directory if that is not one yet (/sys/fs/bpf is not

@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -199,9 +198,6 @@ func (p *Program) dropPrev() {
 		p.prev = nil
 	}
 }
-
-// ErrNoRollback means there is no replaced policy to go back to.
-var ErrNoRollback = errors.New("no previous policy to roll back to")
 
 // Rollback makes the policy replaced by the last Apply live again, with the same
 // single update (its tables were left untouched in the other slot). It works once per
