@@ -21,10 +21,11 @@ import (
 //     start of the enclosing block;
 //   - github.com/goccy/go-yaml (v1.19.2) reads an IPv6 prefix in a flow list inside a
 //     flow mapping ({name: x, cidrs: [2001:db8::/32]}) as a mapping.
-// The file's tokens (goccy's lexer) are checked first: one document, bounded depth.
-// Then yaml.v3 builds the tree, the reading every earlier policy was checked with;
-// where it finds a syntax error, goccy's parser tries: its tree if it reads the file,
-// else its error, which names the offending token's line and column.
+// yaml.v3 builds the tree, the reading every earlier policy was checked with, in one
+// linear pass (a second document with content is refused at its start). Where it finds
+// a syntax error, goccy tries: its tokens are checked (one document, bounded depth),
+// then its parser gives its tree if it reads the file, else its error, which names the
+// offending token's line and column.
 
 type nodeKind uint8
 
@@ -61,6 +62,17 @@ var errEmpty = errors.New("empty document")
 // Documents are told apart on the token stream, before goccy's parser sees them: goccy
 // (v1.19.2) silently drops everything after two "---" in a row.
 func parseYAML(file string, data []byte) (*node, error) {
+	// yaml.v3 first: one linear pass, the reading every earlier policy was checked with.
+	if n, second, err := parseV3(data); err == nil {
+		if second != 0 {
+			lines := strings.Split(string(data), "\n")
+			return nil, Error{Pos{file, docStart(lines, second), 1}, fmt.Sprintf("a second YAML document starts here (the first starts at line %d); a policy file holds one document: merge the two or remove this one", docStart(lines, n.line))}
+		}
+		return n, nil
+	} else if errors.Is(err, errEmpty) {
+		return nil, errEmpty
+	}
+	// yaml.v3 found a syntax error: goccy, from its tokens.
 	toks := lexer.Tokenize(string(data))
 	if tk := toks.InvalidToken(); tk != nil {
 		return nil, syntaxError(file, tk, tk.Error)
@@ -74,9 +86,6 @@ func parseYAML(file string, data []byte) (*node, error) {
 	}
 	if lo == hi {
 		return nil, errEmpty
-	}
-	if n, err := parseV3(data); err == nil {
-		return n, nil
 	}
 	f, err := yamlparser.Parse(toks[lo:hi], 0, yamlparser.AllowDuplicateMapKey())
 	if err != nil {
@@ -98,6 +107,22 @@ func parseYAML(file string, data []byte) (*node, error) {
 		}
 	}
 	return nil, errEmpty
+}
+
+// docStart is the line where the document whose content starts at line starts: the
+// "---" right before it (only blank and comment lines between), else line itself.
+func docStart(lines []string, line int) int {
+	for i := line - 2; i >= 0 && i < len(lines); i-- {
+		l := strings.TrimSpace(lines[i])
+		switch {
+		case strings.HasPrefix(l, "---"):
+			return i + 1
+		case l == "" || strings.HasPrefix(l, "#"):
+			continue
+		}
+		break
+	}
+	return line
 }
 
 // oneDocument finds the document with content: toks[lo:hi] (its "---" and "..."
@@ -324,27 +349,36 @@ func at(n *node, tk *token.Token) *node {
 	return n
 }
 
-// parseV3 reads data's one document with content with yaml.v3 (oneDocument has made sure
-// there is exactly one). errEmpty if there is none; yaml.v3's error if it fails.
-func parseV3(data []byte) (*node, error) {
+// parseV3 reads data with yaml.v3: the root of its one document with content, and the
+// line where a second document's content starts (0 if there is none). errEmpty if no
+// document has content; yaml.v3's error if it fails.
+func parseV3(data []byte) (*node, int, error) {
 	dec := yamlv3.NewDecoder(bytes.NewReader(data))
+	var first *node
 	for {
 		var doc yamlv3.Node
 		err := dec.Decode(&doc)
 		if errors.Is(err, io.EOF) {
-			return nil, errEmpty
+			if first == nil {
+				return nil, 0, errEmpty
+			}
+			return first, 0, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		if len(doc.Content) > 0 {
-			root := doc.Content[0]
-			if root.Kind == yamlv3.ScalarNode && root.ShortTag() == "!!null" && root.Value == "" {
-				continue // an empty document around the one with content
-			}
-			if n := convertV3(root); n != nil {
-				return n, nil
-			}
+		if len(doc.Content) == 0 {
+			continue
+		}
+		root := doc.Content[0]
+		if root.Kind == yamlv3.ScalarNode && root.ShortTag() == "!!null" && root.Value == "" {
+			continue // an empty document around the one with content
+		}
+		if first != nil {
+			return first, root.Line, nil
+		}
+		if first = convertV3(root); first == nil {
+			return nil, 0, errEmpty
 		}
 	}
 }
