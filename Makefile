@@ -16,39 +16,39 @@ FUZZTIME ?= 20s
 help: ## list the targets, with roughly how long each takes on 2 vCPUs (instant)
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-generate: ## rebuild the BPF object and Go bindings (needs clang-14, llvm)
+generate: ## rebuild the BPF object and Go bindings (needs clang-14, llvm; ~15 s)
 	$(GO) generate ./bpf/
 
 # The commit `portcullis version` names when the Go toolchain does not stamp one (in a
 # linked git worktree, or with GOFLAGS=-buildvcs=false); empty outside git.
 COMMIT = $(shell git rev-parse HEAD 2>/dev/null)$(shell git status --porcelain 2>/dev/null | grep -q . && echo +dirty)
 
-build: ## build bin/portcullis (no clang needed: the BPF object is committed)
+build: ## build bin/portcullis (no clang needed: the BPF object is committed; ~10 s, the first build also downloads modules)
 	$(GO) build -ldflags '-X github.com/portcullis/portcullis/buildinfo.commit=$(COMMIT)' -o bin/portcullis ./cmd/portcullis
 
-demo: build ## as root: a test ISP in namespaces, real mail through Portcullis, example policy
+demo: build ## as root: a test ISP in namespaces, real mail through Portcullis, example policy (~10 s)
 	bin/portcullis demo $(DEMO_FLAGS)
 
-test: ## run all tests (as root: BPF, XDP, netns) plus a bounded differential fuzz run
+test: ## run all tests (as root: BPF, XDP, netns) plus bounded fuzz runs (~4-5 min)
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzProgramVsModel$$' -fuzztime $(FUZZTIME) ./loader/
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./policy/
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzCapture$$' -fuzztime 10s ./replay/
 
-fuzz: ## long fuzz runs: program vs model, the policy parser, the capture reader (10m each)
+fuzz: ## long fuzz runs: program vs model, the policy parser, the capture reader (10 min each, ~30 min)
 	$(GO) test -run '^$$' -fuzz '^FuzzProgramVsModel$$' -fuzztime 10m ./loader/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10m ./policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzCapture$$' -fuzztime 10m ./replay/
 
-lint: ## gofmt and go vet
+lint: ## gofmt and go vet (~30 s)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
 	$(GO) vet ./...
 
-bench: ## as root: program cost per packet, policy swap, parse+compile, replay; docs/BENCHMARKS.md (~2 min)
+bench: ## as root: program cost per packet, policy swap, parse+compile, replay; docs/BENCHMARKS.md (~1 min)
 	$(GO) test -run '^$$' -bench '^BenchmarkDataPlane$$' -benchtime 2000000x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkApply$$' -benchtime 100x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkParseCompile$$' -benchtime 1x ./policy/
 	$(GO) test -run '^$$' -bench '^BenchmarkReplay$$' -benchtime 3x ./replay/
 
-clean: ## remove build output
+clean: ## remove build output (instant)
 	rm -rf bin
