@@ -103,7 +103,8 @@ enum pc_parse {
 	PC_P_NOT_TCP,   /* not TCP over IP, or an encapsulation we do not parse: pass */
 	PC_P_MALFORMED, /* truncated or invalid: pass untouched */
 	PC_P_FRAGMENT,  /* non-first fragment: no ports, pass */
-	PC_P_EVASION,   /* IPv6 chain longer than PC_MAX_EXT_HDRS: judge on source alone */
+	PC_P_EVASION,   /* transport header out of reach (IPv6 chain longer than PC_MAX_EXT_HDRS,
+			 * or a first fragment that ends before the ports): judge on source */
 };
 
 struct pc_cursor {
@@ -138,8 +139,10 @@ static __always_inline int parse_tcp(struct pc_cursor *c, struct pc_pkt *p, __u3
 {
 	struct pc_tcphdr *th = c->pos;
 
+	/* A first fragment that ends before the ports: they come in a later fragment, which
+	 * a receiver may reassemble, so it is judged on its source (PC_P_EVASION). */
 	if (c->pos + 4 > c->end)
-		return PC_P_MALFORMED;
+		return p->fragment ? PC_P_EVASION : PC_P_MALFORMED;
 	p->sport = th->source;
 	p->dport = th->dest;
 	if ((void *)(th + 1) > c->end) {
@@ -224,7 +227,7 @@ static __always_inline int parse_ipv6(struct pc_cursor *c, struct pc_pkt *p)
 			struct pc_ipv6_exthdr *eh = c->pos;
 
 			if ((void *)(eh + 1) > c->end)
-				return PC_P_MALFORMED;
+				return p->fragment ? PC_P_EVASION : PC_P_MALFORMED;
 			if (nh == IPPROTO_AH)
 				hlen = ((__u32)eh->hdrlen + 2) * 4;
 			else
@@ -234,7 +237,7 @@ static __always_inline int parse_ipv6(struct pc_cursor *c, struct pc_pkt *p)
 			struct pc_ipv6_fraghdr *fh = c->pos;
 
 			if ((void *)(fh + 1) > c->end)
-				return PC_P_MALFORMED;
+				return p->fragment ? PC_P_EVASION : PC_P_MALFORMED;
 			__u16 off = bpf_ntohs(fh->frag_off);
 			if (off & PC_IP6_OFFSET)
 				return PC_P_FRAGMENT;
@@ -245,8 +248,11 @@ static __always_inline int parse_ipv6(struct pc_cursor *c, struct pc_pkt *p)
 		} else {
 			return PC_P_NOT_TCP;
 		}
+		/* Cut short inside a first fragment: the rest of the chain (and the TCP
+		 * header) comes in a later fragment (RFC 7112 forbids it, but a receiver
+		 * may reassemble it), so it is judged on its source like a long chain. */
 		if (c->pos + hlen > c->end)
-			return PC_P_MALFORMED;
+			return p->fragment ? PC_P_EVASION : PC_P_MALFORMED;
 		c->pos += hlen;
 		ext += hlen;
 	}
@@ -343,8 +349,9 @@ static __always_inline int parse_l2(struct pc_cursor *c, struct pc_pkt *p)
 
 		if ((void *)(ph + 1) > c->end)
 			return PC_P_MALFORMED;
-		if (ph->ver_type != 0x11 || ph->code != 0)
-			return PC_P_NOT_TCP;
+		/* ver_type and code are not checked: the kernel's pppoe_rcv does not check
+		 * them either (it finds the session by id and MAC), so a frame with any
+		 * values there is routed, and judged here. */
 		p->pppoe_off = off;
 		c->pos = ph + 1;
 		off += sizeof(*ph);

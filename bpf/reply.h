@@ -116,7 +116,11 @@ __attribute__((noinline)) int pc_build_rst(struct xdp_md *ctx, const struct pc_p
 		struct pc_pppoehdr *ph = data + po;
 		if ((void *)(ph + 1) > end)
 			return -1;
-		/* The PPP protocol field (1 or 2 bytes) sits between PPPoE and IP. */
+		/* The PPP protocol field (1 or 2 bytes) sits between PPPoE and IP. The reply
+		 * is a well-formed session frame whatever version/type and code the SYN
+		 * carried (the kernel routes those unchecked). */
+		ph->ver_type = 0x11;
+		ph->code = 0;
 		ph->length = bpf_htons(iplen + (l3 - po - sizeof(*ph)));
 	}
 

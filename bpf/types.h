@@ -41,7 +41,8 @@ enum pc_reason {
 	PC_R_FRAGMENT = 3,    /* non-first fragment: no ports, passed */
 	PC_R_NOT_GOVERNED = 4,/* TCP to a port that is not governed: passed, no lookup */
 	PC_R_JUDGED = 5,      /* went through the address lookup */
-	PC_R_EVASION = 6,     /* IPv6 chain too long to reach TCP; source looked up */
+	PC_R_EVASION = 6,     /* TCP out of reach (IPv6 chain too long, or a first fragment
+			       * that ends before the ports); source looked up */
 	PC_R_QUARANTINE = 7,  /* flag: decided by a quarantine entry */
 	PC_R_RST_SENT = 8,    /* flag: RST+ACK sent */
 	PC_R_RATE_LIMITED = 9,/* flag: RST wanted but over budget: dropped */

@@ -206,6 +206,11 @@ func TestPPPProtocols(t *testing.T) {
 		{"multilink", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x003d), policy.ActionPass, policy.ReasonNotTCP},
 		{"mpls", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x0281), policy.ActionPass, policy.ReasonNotTCP},
 		{"lcp", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0xc021), policy.ActionPass, policy.ReasonNotTCP},
+		// The kernel's pppoe_rcv checks neither the version/type nor the code byte.
+		{"pppoe-ver-type-0x00", setByte(syn(encPPPoE, dropSrc, 25), 14, 0x00), policy.ActionDrop, policy.ReasonJudged},
+		{"pppoe-ver-type-0x21", setByte(syn(encPPPoE, dropSrc, 25), 14, 0x21), policy.ActionDrop, policy.ReasonJudged},
+		{"pppoe-code-0x09", setByte(syn(encPPPoE, dropSrc, 25), 15, 0x09), policy.ActionDrop, policy.ReasonJudged},
+		{"pppoe-code-0xa7-pfc", setByte(syn(encPPPoEPFC, resetSrc, 25), 15, 0xa7), policy.ActionTX, policy.ReasonJudged},
 		// 0x21 0x00: an odd first byte is the whole (1-byte) protocol, IPv4, so the IP
 		// header would start at the 0x00: malformed, as the kernel finds it too.
 		{"odd-first-byte-is-the-1-byte-form", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x2100), policy.ActionPass, policy.ReasonMalformed},
@@ -286,6 +291,68 @@ func TestMappedSources(t *testing.T) {
 			if act == policy.ActionTX {
 				_, out, _ := p.Run(frame)
 				checkRST(t, frame, out)
+			}
+		})
+	}
+}
+
+// setByte returns f with byte i set to v.
+func setByte(f []byte, i int, v byte) []byte {
+	out := append([]byte{}, f...)
+	out[i] = v
+	return out
+}
+
+// TestFirstFragmentWithoutPorts: a first fragment that ends before the TCP ports (an
+// IPv6 header chain cut short, RFC 7112 forbids it but a receiver may still reassemble
+// it; or a TCP header with fewer than 4 bytes) brings its ports in a later fragment,
+// which passes as a non-first fragment. It is judged on its source, as an over-long
+// chain is: dropped if the source's rule blocks. Without the fragment it is malformed.
+func TestFirstFragmentWithoutPorts(t *testing.T) {
+	tables := testTables(time.Now())
+	p := applied(t, tables)
+	// IPv6: fragment header (offset 0, more fragments), then a destination-options
+	// header cut after its first 2 bytes: no TCP in this fragment.
+	v6 := func(src source, frag bool) []byte {
+		f := buildFrame(t, frameSpec{src: src.v6, dst: dst6, sport: 1, dport: 25, syn: true,
+			ext: []extHdr{{proto: 44, frag: fragSpec{more: frag}}, {proto: 60}}})
+		return f[:14+40+8+2]
+	}
+	// IPv4: first fragment carrying only 2 bytes of TCP.
+	v4 := func(src source, frag bool) []byte {
+		fs := frameSpec{src: src.v4, dst: dst4, sport: 1, dport: 25, syn: true}
+		if frag {
+			fs.frag = &fragSpec{more: true}
+		}
+		return buildFrame(t, fs)[:14+20+2]
+	}
+	cases := []struct {
+		name     string
+		frame    []byte
+		want     policy.Action
+		wantPath policy.Reason
+	}{
+		{"v6/drop-range", v6(dropSrc, true), policy.ActionDrop, policy.ReasonEvasion},
+		{"v6/reset-range", v6(resetSrc, true), policy.ActionDrop, policy.ReasonEvasion},
+		{"v6/pass-range", v6(passSrc, true), policy.ActionPass, policy.ReasonEvasion},
+		{"v6/atomic-fragment-is-malformed", v6(dropSrc, false), policy.ActionPass, policy.ReasonMalformed},
+		{"v4/drop-range", v4(dropSrc, true), policy.ActionDrop, policy.ReasonEvasion},
+		{"v4/not-a-fragment-is-malformed", v4(dropSrc, false), policy.ActionPass, policy.ReasonMalformed},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for _, link := range []policy.Link{policy.LinkEthernet, policy.LinkRawIP} {
+				frame := c.frame
+				if link == policy.LinkRawIP {
+					frame = frame[14:]
+					if len(frame) < 14 {
+						continue // the kernel's test run takes no shorter frame
+					}
+				}
+				d, act := compareWithModelOn(t, link, p, tables, frame)
+				if act != c.want || d.Path != c.wantPath {
+					t.Errorf("%v link: %v (%v), want %v (%v)", link, act, d.Path, c.want, c.wantPath)
+				}
 			}
 		})
 	}

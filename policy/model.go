@@ -193,10 +193,7 @@ func DecodeOn(l Link, f []byte) Packet {
 			p.Class = ReasonMalformed
 			return p
 		}
-		if f[off] != 0x11 || f[off+1] != 0 {
-			p.Class = ReasonNotTCP
-			return p
-		}
+		// Version/type and code are not checked: the kernel's pppoe_rcv does not.
 		p.PPPoEOff = off
 		off += 6
 		// Protocol-field compression: an odd first byte is the whole protocol.
@@ -285,7 +282,7 @@ func decodeIPv6(f []byte, off int, p *Packet) {
 		switch nh {
 		case 0, 43, 60, 51:
 			if len(f) < pos+2 {
-				p.Class = ReasonMalformed
+				p.Class = truncated(p)
 				return
 			}
 			if nh == 51 {
@@ -296,7 +293,7 @@ func decodeIPv6(f []byte, off int, p *Packet) {
 			nh = f[pos]
 		case 44:
 			if len(f) < pos+8 {
-				p.Class = ReasonMalformed
+				p.Class = truncated(p)
 				return
 			}
 			fo := binary.BigEndian.Uint16(f[pos+2:])
@@ -314,7 +311,7 @@ func decodeIPv6(f []byte, off int, p *Packet) {
 			return
 		}
 		if len(f) < pos+hl {
-			p.Class = ReasonMalformed
+			p.Class = truncated(p)
 			return
 		}
 		pos += hl
@@ -331,9 +328,19 @@ func decodeIPv6(f []byte, off int, p *Packet) {
 	decodeTCP(f, pos, max(plen-ext, 0), p)
 }
 
+// truncated classifies a frame cut short before its ports: malformed (the receiver
+// discards it), unless it is a first fragment, whose rest (and ports) a later fragment
+// brings: then it is judged on its source, like an over-long IPv6 chain.
+func truncated(p *Packet) Reason {
+	if p.Fragment {
+		return ReasonEvasion
+	}
+	return ReasonMalformed
+}
+
 func decodeTCP(f []byte, off, ipPayload int, p *Packet) {
 	if len(f) < off+4 {
-		p.Class = ReasonMalformed
+		p.Class = truncated(p)
 		return
 	}
 	p.SrcPort = binary.BigEndian.Uint16(f[off:])
@@ -438,7 +445,7 @@ func (t *Tables) JudgeOn(l Link, frame []byte, now time.Time, rstBudget bool) De
 }
 
 // BuildRST returns the RST+ACK the program sends for SYN p that arrived in frame: the
-// L2 headers kept (MACs swapped, PPPoE length fixed), a fresh IP header (TTL/hop limit
+// L2 headers kept (MACs swapped, PPPoE version/type 0x11, code 0 and length fixed), a fresh IP header (TTL/hop limit
 // RSTTTL, IPv4 DF, id 0) and a bare TCP header with seq 0, ack = seq + 1 + payload.
 func BuildRST(frame []byte, p *Packet) []byte {
 	out := make([]byte, p.L3Off, p.L3Off+60)
@@ -482,7 +489,8 @@ func BuildRST(frame []byte, p *Packet) []byte {
 		binary.BigEndian.PutUint16(tcp[16:], Checksum(tcp, sum16(pseudo)))
 	}
 	if p.PPPoEOff != 0 {
-		pppLen := p.L3Off - p.PPPoEOff - 6 // the PPP protocol field: 1 or 2 bytes
+		out[p.PPPoEOff], out[p.PPPoEOff+1] = 0x11, 0 // a well-formed session header
+		pppLen := p.L3Off - p.PPPoEOff - 6           // the PPP protocol field: 1 or 2 bytes
 		binary.BigEndian.PutUint16(out[p.PPPoEOff+4:], uint16(len(ip)+len(tcp)+pppLen))
 	}
 	out = append(out, ip...)
