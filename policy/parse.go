@@ -83,7 +83,8 @@ type Policy struct {
 	Ranges      []Range
 	Exemptions  []Exemption
 	Quarantines []Quarantine
-	// Warnings are problems that do not stop the policy: expired entries (ignored).
+	// Warnings are problems that do not stop the policy: expired entries (ignored),
+	// exemptions that never decide, IPv4-mapped prefixes read as IPv4.
 	Warnings Errors
 }
 
@@ -314,7 +315,9 @@ func (p *parser) cidr(n *node) (CIDR, bool) {
 			p.errorf(n, "%s is wider than the IPv4-mapped space ::ffff:0:0/96; write the IPv4 prefix instead", s)
 			return CIDR{}, false
 		}
-		pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
+		v4 := netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
+		p.warns = append(p.warns, Error{p.pos(n), fmt.Sprintf("%s is IPv4-mapped: it is read as the IPv4 prefix %s (IPv6 packets from mapped sources are judged as the IPv4 address they map); write %s to say so", s, v4, v4)})
+		pfx = v4
 	}
 	return CIDR{pfx, p.pos(n)}, true
 }

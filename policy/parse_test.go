@@ -412,3 +412,19 @@ func TestParseFileMissing(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// An IPv4-mapped prefix is read as the IPv4 prefix it maps, and check says so: silently,
+// ::ffff:0:0/96 would become 0.0.0.0/0.
+func TestMappedPrefixWarns(t *testing.T) {
+	src := "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [::ffff:0:0/96]\n"
+	p, err := Parse("p.yaml", []byte(src), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Ranges[0].CIDRs[0].Prefix.String() != "0.0.0.0/0" {
+		t.Fatalf("prefix %v", p.Ranges[0].CIDRs[0].Prefix)
+	}
+	if len(p.Warnings) != 1 || !strings.HasPrefix(p.Warnings[0].Error(), "p.yaml:5:13: ::ffff:0:0/96 is IPv4-mapped: it is read as the IPv4 prefix 0.0.0.0/0") {
+		t.Fatalf("warnings %v", p.Warnings)
+	}
+}
