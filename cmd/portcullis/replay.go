@@ -76,18 +76,24 @@ type summaryJSON struct {
 }
 
 func runReplay(e *env, args []string) error {
-	fs := newFlags(e, "replay", "--policy FILE [-v] [--json] [-w OUT.pcap] CAPTURE", replayHelp)
+	fs := newFlags(e, "replay", "--policy FILE [-v] [--json] [-w OUT.pcap] CAPTURE  (or: replay POLICY CAPTURE)", replayHelp)
 	polPath := fs.String("policy", "", "the policy `FILE` to judge with (required)")
 	verbose := fs.Bool("v", false, "print one line per frame")
 	asJSON := fs.Bool("json", false, "print one JSON object per frame per line, then {\"summary\": ...}")
 	outPath := fs.String("w", "", "write the RSTs the program would send to `OUT.pcap` (Ethernet)")
-	if done, err := parseVerb(fs, "one capture file and --policy FILE", args, 1, 1); done || err != nil {
+	if done, err := parseVerb(fs, "one capture file and --policy FILE (or POLICY CAPTURE)", args, 1, 2); done || err != nil {
 		return err
+	}
+	capPath := fs.Arg(0)
+	if fs.NArg() == 2 { // like check, explain and diff: the policy first
+		if *polPath != "" {
+			return fmt.Errorf("%w: replay takes the policy once: --policy %s, or %s as the first argument, not both", errUsage, *polPath, fs.Arg(0))
+		}
+		*polPath, capPath = fs.Arg(0), fs.Arg(1)
 	}
 	if *polPath == "" {
 		return fmt.Errorf("%w: replay needs --policy FILE (see portcullis replay -h)", errUsage)
 	}
-	capPath := fs.Arg(0)
 
 	now := e.now() // one instant for the whole replay: compile and judge
 	pol, err := policy.ParseFile(*polPath, now)

@@ -247,6 +247,7 @@ func TestReplayBadInput(t *testing.T) {
 	}{
 		{"no policy flag", []string{"replay", in}, "", "replay needs --policy FILE"},
 		{"no capture", []string{"replay", "--policy", example}, "", "takes one capture file"},
+		{"policy twice", []string{"replay", "--policy", example, example, in}, "", "takes the policy once"},
 		{"missing capture", []string{"replay", "--policy", example, "/nonexistent/x.pcap"}, "", "/nonexistent/x.pcap: cannot open"},
 		{"not a capture", []string{"replay", "--policy", example, example}, "", "not a pcap or pcapng capture"},
 		{"invalid policy", []string{"replay", "--policy", bad, in}, "", `verdict "blok"`},
@@ -261,6 +262,12 @@ func TestReplayBadInput(t *testing.T) {
 				t.Errorf("exit %d, want 2; stdout %q (want %q) stderr %q (want %q)", code, stdout, c.out, stderr, c.err)
 			}
 		})
+	}
+	// The policy may also come first, as in check, explain and diff.
+	if pos, _, code := runAt("replay", example, in); code == 2 {
+		t.Errorf("replay POLICY CAPTURE: exit %d\n%s", code, pos)
+	} else if flag, _, _ := runAt("replay", "--policy", example, in); pos != flag {
+		t.Errorf("replay POLICY CAPTURE and replay --policy POLICY CAPTURE differ:\n%s\n---\n%s", pos, flag)
 	}
 	// A truncated capture in --json: the frames before the damage, then a summary
 	// that names the damage.
