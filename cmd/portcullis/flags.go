@@ -35,10 +35,16 @@ func newFlags(e *env, name, args, text string) *flag.FlagSet {
 // flags, everything after it is an argument. done is true when -h was shown: the
 // caller returns nil.
 func parseVerb(fs *flag.FlagSet, synopsis string, args []string, minArgs, maxArgs int) (done bool, err error) {
+	// flag calls Usage on every parse error too; the usage goes to stdout only when it
+	// was asked for (-h), so that stdout stays clean (valid JSON with --json) on errors.
+	usage := fs.Usage
+	fs.Usage = func() {}
+	defer func() { fs.Usage = usage }()
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) { // Parse has already shown fs.Usage
+			if errors.Is(err, flag.ErrHelp) {
+				usage()
 				return true, nil
 			}
 			return false, fmt.Errorf("%w: %v (see portcullis %s -h)", errUsage, err, fs.Name())

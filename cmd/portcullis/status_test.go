@@ -15,6 +15,8 @@ func TestStatusJSONError(t *testing.T) {
 		{[]string{"status", "--json", "--config", "/nonexistent/portcullis.yaml"}, 2},
 		{[]string{"status", "--json", "--bpffs", filepath.Join(t.TempDir(), "pins")}, 1},
 		{[]string{"status", "--json", "extra"}, 2},
+		{[]string{"status", "--json", "--bogus"}, 2}, // no usage text on stdout before the JSON
+		{[]string{"top", "--json", "-n", "x"}, 2},
 	} {
 		out, errs, code := runCmd(c.args...)
 		var m map[string]any
