@@ -59,6 +59,9 @@ func (c *Compiled) Explain(a netip.Addr, port uint16, now time.Time) Explanation
 	ex.Losers = append(append([]Covering{}, all[:decider]...), all[decider+1:]...)
 
 	switch {
+	case ex.Protected:
+		ex.Verdict = Pass
+		ex.Reason = fmt.Sprintf("port %d is protected (protected ports: %v): no policy can govern it, the packet passes before any address lookup", port, c.Policy.Protected)
 	case !ex.Governed:
 		ex.Verdict = Pass
 		ex.Reason = fmt.Sprintf("port %d is not governed (governed ports: %v): the packet passes before any address lookup", port, t.Governed)

@@ -12,7 +12,9 @@ Checks a policy file: syntax, types, verdict words, CIDRs, dates, duplicate pref
 governed ports that are also protected. Prints every error as file:line:column and
 exits 1 if there is any; otherwise prints a summary (ranges, prefixes per family,
 exemptions, active and expired quarantines, the policy hash) and exits 0. Warnings
-(expired entries, which are ignored) do not fail the check.`
+do not fail the check: expired entries (ignored), exemptions that can never decide
+(every address in them is decided by more specific entries, named), IPv4-mapped
+prefixes (read as the IPv4 prefix they map).`
 
 type checkSummary struct {
 	File               string   `json:"file"`

@@ -171,3 +171,13 @@ func TestDiffJSONTotals(t *testing.T) {
 		t.Errorf("ipv6_addresses %v, want 2^92 exactly", m["ipv6_addresses"])
 	}
 }
+
+// explain says a protected port is protected, not merely "not governed".
+func TestExplainProtectedPort(t *testing.T) {
+	out, _, code := runAt("explain", example, "100.64.1.1", "587")
+	want := "TCP 100.64.1.1 -> port 587: pass\n" +
+		"  why:      port 587 is protected (protected ports: [465 587]): no policy can govern it, the packet passes before any address lookup\n"
+	if code != 0 || !strings.HasPrefix(out, want) {
+		t.Fatalf("explain 587: exit %d\ngot:\n%s\nwant:\n%s", code, out, want)
+	}
+}
