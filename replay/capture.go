@@ -181,7 +181,11 @@ func (c *Capture) open() error {
 		}
 		c.damage, c.ngLinks = damage, links
 		c.damage.fill(c.Path)
-		r, err := pcapgo.NewNgReader(io.NewSectionReader(c.f, 0, end), pcapgo.NgReaderOptions{WantMixedLinkType: true})
+		var r *pcapgo.NgReader
+		err = noPanic(func() (err error) {
+			r, err = pcapgo.NewNgReader(io.NewSectionReader(c.f, 0, end), pcapgo.NgReaderOptions{WantMixedLinkType: true})
+			return err
+		})
 		if err != nil {
 			return c.fail(0, "not a valid pcapng file: %v", err)
 		}
@@ -247,7 +251,10 @@ func (c *Capture) Next() (Frame, error) {
 	)
 	rec := c.n + 1
 	if c.ng != nil {
-		data, ci, err = c.ng.ReadPacketData()
+		err = noPanic(func() (err error) {
+			data, ci, err = c.ng.ReadPacketData()
+			return err
+		})
 		if err == nil {
 			if c.n >= len(c.ngLinks) { // cannot happen: the scan counted every packet block
 				err = errors.New("more packets than the block scan found")
@@ -487,4 +494,16 @@ func (e *captureError) fill(path string) {
 	if e != nil {
 		e.path = path
 	}
+}
+
+// noPanic runs a call into gopacket's pcapng reader, which panics on some damaged
+// blocks (an interface description whose timestamp resolution makes it divide by
+// zero, found by FuzzCapture): a hostile capture is a damaged capture, not a crash.
+func noPanic(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("damaged pcapng block (the reader failed: %v)", r)
+		}
+	}()
+	return f()
 }
