@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -337,11 +338,8 @@ func (d *Daemon) status() Status {
 	for _, m := range d.lastProof.Mismatches {
 		st.Proof.Mismatches = append(st.Proof.Mismatches, m.String())
 	}
-	for name, note := range d.modeNotes {
-		if st.ModeNotes == nil {
-			st.ModeNotes = map[string]string{}
-		}
-		st.ModeNotes[name] = note
+	if len(d.modeNotes) > 0 {
+		st.ModeNotes = maps.Clone(d.modeNotes)
 	}
 	for _, name := range d.cfg.Interfaces {
 		if m, ok := d.attached[name]; ok {

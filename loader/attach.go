@@ -95,11 +95,7 @@ func (p *Program) Attach(dir, ifname string, mode Mode) (Mode, error) {
 	var l link.Link
 	var used Mode
 	for _, m := range try {
-		flags := link.XDPDriverMode
-		if m == ModeGeneric {
-			flags = link.XDPGenericMode
-		}
-		l, err = link.AttachXDP(link.XDPOptions{Program: p.entry(kind), Interface: index, Flags: flags})
+		l, err = p.attachXDP(kind, index, m)
 		if err == nil {
 			used = m
 			break
@@ -125,6 +121,16 @@ func (p *Program) Attach(dir, ifname string, mode Mode) (Mode, error) {
 		return "", fmt.Errorf("pinning link of %s: %w", ifname, err)
 	}
 	return used, l.Close() // the pin keeps it attached
+}
+
+// attachXDP attaches the entry point for links of type kind to interface index in
+// mode m (native or generic) through a new bpf_link.
+func (p *Program) attachXDP(kind policy.Link, index int, m Mode) (link.Link, error) {
+	flags := link.XDPDriverMode
+	if m == ModeGeneric {
+		flags = link.XDPGenericMode
+	}
+	return link.AttachXDP(link.XDPOptions{Program: p.entry(kind), Interface: index, Flags: flags})
 }
 
 // PinnedLink is one link pinned in a Portcullis directory.
@@ -199,17 +205,21 @@ func (p *Program) UpdateLinks(dir string) ([]PinnedLink, error) {
 		if err != nil {
 			return nil, fmt.Errorf("updating the program on %s: %w", pl.Interface, err)
 		}
-		links[i].ProgramID = programID(p.entry(kind))
+		links[i].ProgramID = p.IDs()[kind]
 	}
 	return links, nil
 }
 
 // ID returns the kernel's id of the loaded program (its Ethernet entry point).
-func (p *Program) ID() ebpf.ProgramID { return programID(p.objs.Portcullis) }
+func (p *Program) ID() ebpf.ProgramID { return p.IDs()[policy.LinkEthernet] }
 
-// IDs returns the kernel's ids of both entry points: Ethernet and raw IP.
+// IDs returns the kernel's ids of both entry points, indexed by policy.Link (Ethernet,
+// raw IP). They are read from the kernel once: the daemon asks on every reconcile.
 func (p *Program) IDs() []ebpf.ProgramID {
-	return []ebpf.ProgramID{programID(p.objs.Portcullis), programID(p.objs.PortcullisL3)}
+	if p.ids == nil {
+		p.ids = []ebpf.ProgramID{programID(p.objs.Portcullis), programID(p.objs.PortcullisL3)}
+	}
+	return p.ids
 }
 
 func programID(prog *ebpf.Program) ebpf.ProgramID {
@@ -244,13 +254,7 @@ func (p *Program) Reattach(dir, ifname string, mode Mode) (Mode, time.Duration, 
 	if mode == ModeGeneric {
 		oldMode = ModeNative
 	}
-	attach := func(m Mode) (link.Link, error) {
-		flags := link.XDPDriverMode
-		if m == ModeGeneric {
-			flags = link.XDPGenericMode
-		}
-		return link.AttachXDP(link.XDPOptions{Program: p.entry(kind), Interface: index, Flags: flags})
-	}
+	attach := func(m Mode) (link.Link, error) { return p.attachXDP(kind, index, m) }
 
 	start := time.Now()
 	if err := old.Detach(); err != nil {

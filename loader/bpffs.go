@@ -53,6 +53,11 @@ func CheckPinsVisible(dir string) error {
 	if err != nil || fs.bpffs {
 		return nil
 	}
+	return pinsVisible(dir)
+}
+
+// pinsVisible is CheckPinsVisible for a dir already known to be on no bpffs.
+func pinsVisible(dir string) error {
 	if same, known := inInitMountNS(); !known || same {
 		return nil
 	}
@@ -65,12 +70,12 @@ func CheckPinsVisible(dir string) error {
 // explainMissing turns "no such pin in dir" into why, when no bpffs holds dir;
 // otherwise it returns nil.
 func explainMissing(dir string) error {
-	if err := CheckPinsVisible(dir); err != nil {
-		return err
-	}
 	fs, err := bpffsOf(dir)
 	if err != nil || fs.bpffs {
 		return nil
+	}
+	if err := pinsVisible(dir); err != nil {
+		return err
 	}
 	return fmt.Errorf("nothing pinned in %s: no bpffs is mounted there (%s is %s); has `portcullis run` not been started since boot (it mounts one), or is it configured with another bpffs directory?",
 		dir, fs.path, fs.kind)

@@ -50,15 +50,13 @@ func (p *Program) readLabels() error {
 	if p.objs.RuleAges == nil {
 		return nil // pins from a version without rule_ages (read-only)
 	}
-	var a labelAge
-	it = p.objs.RuleAges.Iterate()
-	for it.Next(&k, &a) {
-		if _, ok := p.idLabels[k]; ok {
-			p.ages[k] = a
+	// Only the labelled ids have an age: look those up, not the whole array.
+	for id := range p.idLabels {
+		var a labelAge
+		if err := p.objs.RuleAges.Lookup(id, &a); err != nil {
+			return fmt.Errorf("reading rule ages: %w", err)
 		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("reading rule ages: %w", err)
+		p.ages[id] = a
 	}
 	return nil
 }

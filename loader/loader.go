@@ -59,6 +59,8 @@ type Program struct {
 	labels   map[string]uint32 // rule label -> stable id (see labels.go)
 	idLabels map[uint32]string
 	ages     map[uint32]labelAge
+
+	ids []ebpf.ProgramID // kernel ids of the entry points, by policy.Link (see IDs)
 }
 
 // Load loads the program into the kernel (needs CAP_BPF and CAP_NET_ADMIN, or root).

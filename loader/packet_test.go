@@ -100,13 +100,7 @@ func checkRSTOn(t *testing.T, l policy.Link, syn, rst []byte) {
 	for _, p := range verify.CheckRSTOn(l, syn, rst) {
 		t.Error(p)
 	}
-	first := layers.LayerTypeEthernet
-	if l == policy.LinkRawIP {
-		first = layers.LayerTypeIPv4
-		if len(syn) > 0 && syn[0]>>4 == 6 {
-			first = layers.LayerTypeIPv6
-		}
-	}
+	first := verify.FirstLayer(l, syn)
 	in := gopacket.NewPacket(syn, first, gopacket.Default)
 	out := gopacket.NewPacket(rst, first, gopacket.Default)
 	// L2 encapsulation kept: same VLAN ids, same PPPoE session, PPPoE length right.

@@ -66,7 +66,7 @@ func parseYAML(file string, data []byte) (*node, error) {
 	if n, second, err := parseV3(data); err == nil {
 		if second != 0 {
 			lines := strings.Split(string(data), "\n")
-			return nil, Error{Pos{file, docStart(lines, second), 1}, fmt.Sprintf("a second YAML document starts here (the first starts at line %d); a policy file holds one document: merge the two or remove this one", docStart(lines, n.line))}
+			return nil, secondDocument(Pos{file, docStart(lines, second), 1}, docStart(lines, n.line))
 		}
 		return n, nil
 	} else if errors.Is(err, errEmpty) {
@@ -82,7 +82,7 @@ func parseYAML(file string, data []byte) (*node, error) {
 	}
 	lo, hi, second, firstLine := oneDocument(toks)
 	if second != nil {
-		return nil, Error{tokenPos(file, second), fmt.Sprintf("a second YAML document starts here (the first starts at line %d); a policy file holds one document: merge the two or remove this one", firstLine)}
+		return nil, secondDocument(tokenPos(file, second), firstLine)
 	}
 	if lo == hi {
 		return nil, errEmpty
@@ -107,6 +107,11 @@ func parseYAML(file string, data []byte) (*node, error) {
 		}
 	}
 	return nil, errEmpty
+}
+
+// secondDocument is the error for a second document with content, starting at pos.
+func secondDocument(pos Pos, firstLine int) Error {
+	return Error{pos, fmt.Sprintf("a second YAML document starts here (the first starts at line %d); a policy file holds one document: merge the two or remove this one", firstLine)}
 }
 
 // docStart is the line where the document whose content starts at line starts: the

@@ -5,7 +5,6 @@
 package replay
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -146,9 +145,6 @@ func (r *Replayer) Judge(fr Frame) (Result, error) {
 	res.Action = act
 	if err := r.programJudgement(&res, p); err != nil {
 		return res, fmt.Errorf("frame %d: %w", fr.Index, err)
-	}
-	if act == policy.ActionTX && len(fr.Data) > testRunLinear {
-		out = rstOnly(out)
 	}
 	switch act {
 	case policy.ActionTX:
@@ -433,31 +429,4 @@ func Addr(a netip.Addr, port uint16) string {
 		return "-"
 	}
 	return netip.AddrPortFrom(a, port).String()
-}
-
-// testRunLinear is the most of a frame BPF_PROG_TEST_RUN hands an XDP program in its
-// one buffer (a page less the XDP headroom and the skb_shared_info tailroom); the rest
-// of a longer frame goes into fragments the program does not see. A live interface
-// never splits a frame like that for Portcullis: native drivers refuse a non-fragment-
-// aware program at such MTUs, and generic mode linearises the frame.
-const testRunLinear = 4096 - 256 - 320
-
-// rstOnly cuts the RST the program built for a frame longer than testRunLinear to the
-// length its own IP header gives: the test run returns the fragments after it, which
-// the program never saw and a live interface would not have.
-func rstOnly(out []byte) []byte {
-	p := policy.Decode(out)
-	off := p.L3Off
-	n := len(out)
-	switch p.Family {
-	case policy.IPv4:
-		if len(out) >= off+4 {
-			n = off + int(binary.BigEndian.Uint16(out[off+2:]))
-		}
-	case policy.IPv6:
-		if len(out) >= off+6 {
-			n = off + 40 + int(binary.BigEndian.Uint16(out[off+4:]))
-		}
-	}
-	return out[:min(max(n, 0), len(out))]
 }

@@ -22,18 +22,24 @@ import (
 // swapped, checksums), and Compare's byte comparison with the model covers the rest.
 func CheckRST(syn, rst []byte) []string { return CheckRSTOn(policy.LinkEthernet, syn, rst) }
 
+// FirstLayer is the gopacket layer a frame of a link of type l starts with: Ethernet,
+// or on a raw-IP link the IP version its first byte names.
+func FirstLayer(l policy.Link, frame []byte) gopacket.LayerType {
+	if l != policy.LinkRawIP {
+		return layers.LayerTypeEthernet
+	}
+	if len(frame) > 0 && frame[0]>>4 == 6 {
+		return layers.LayerTypeIPv6
+	}
+	return layers.LayerTypeIPv4
+}
+
 // CheckRSTOn is CheckRST for frames of a link of type l: on a raw-IP link the frames
 // start at the IP header and there are no MACs to check.
 func CheckRSTOn(l policy.Link, syn, rst []byte) []string {
 	var probs []string
 	bad := func(format string, args ...any) { probs = append(probs, "RST: "+fmt.Sprintf(format, args...)) }
-	first := layers.LayerTypeEthernet
-	if l == policy.LinkRawIP {
-		first = layers.LayerTypeIPv4
-		if len(syn) > 0 && syn[0]>>4 == 6 {
-			first = layers.LayerTypeIPv6
-		}
-	}
+	first := FirstLayer(l, syn)
 	in := gopacket.NewPacket(syn, first, gopacket.Default)
 	out := gopacket.NewPacket(rst, first, gopacket.Default)
 	if el := out.ErrorLayer(); el != nil {
