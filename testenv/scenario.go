@@ -13,7 +13,7 @@ import (
 // policy c at now, with the policy's explanation: pass and monitor deliver, reset is
 // refused at once, drop times out.
 func Expect(c *policy.Compiled, src netip.Addr, port uint16, now time.Time) (Outcome, policy.Explanation) {
-	ex := c.Explain(src, port, now)
+	ex := c.Explain(policy.Query{Src: src, Port: port}, now)
 	switch ex.Verdict {
 	case policy.Reset:
 		return Refused, ex
