@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -237,6 +238,9 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 			}
 		},
 		http.StatusInternalServerError: func(e *env, o op, sp *spec) { e.be.setFail(errors.New("the data plane refused the update")) },
+		http.StatusServiceUnavailable: func(e *env, o op, sp *spec) {
+			e.be.setFail(fmt.Errorf("%w: the store of runtime entries failed", overlay.ErrUnavailable))
+		},
 	}
 	for _, o := range doc.ops(t) {
 		i := slices.IndexFunc(routeTable, func(rt route) bool { return rt.method == o.method && documented(rt.pattern) == o.path })

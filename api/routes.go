@@ -406,7 +406,8 @@ func collection(kind overlay.Kind) string {
 }
 
 // backendError answers an error from the backend: 404 for an absent entry, 422 for
-// one the policy or the rules refuse (the backend's message), 500 for the rest.
+// one the policy or the rules refuse (the backend's message), 503 when entries cannot
+// be changed now (the store failed), 500 for the rest.
 func (x *exchange) backendError(err error) {
 	switch {
 	case errors.Is(err, overlay.ErrNotFound):
@@ -414,6 +415,8 @@ func (x *exchange) backendError(err error) {
 	case errors.Is(err, overlay.ErrForbidden), errors.Is(err, overlay.ErrDuration),
 		errors.Is(err, overlay.ErrInvalid), errors.Is(err, overlay.ErrKind):
 		x.fail(http.StatusUnprocessableEntity, "%v", err)
+	case errors.Is(err, overlay.ErrUnavailable):
+		x.fail(http.StatusServiceUnavailable, "%v", err)
 	default:
 		x.fail(http.StatusInternalServerError, "the daemon could not do it: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portcullis/portcullis/api"
 	"github.com/portcullis/portcullis/overlay"
 	"github.com/portcullis/portcullis/policy"
 )
@@ -103,6 +104,26 @@ func (a *auditLog) writeEntry(now time.Time, ev overlay.Event) {
 	rec := EntryRecord{Time: now.UTC(), Who: ev.Who, Action: string(ev.Action), Kind: string(ev.Entry.Kind),
 		Prefix: ev.Entry.Prefix.String(), Expires: ev.Entry.Expires.UTC(), Reason: ev.Reason, Ticket: ev.Entry.Ticket, Level: ev.Entry.Level}
 	b, _ := json.Marshal(rec)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.f.Write(append(b, '\n'))
+}
+
+// APIRecord is one line of the audit log for a request to the HTTP API.
+type APIRecord struct {
+	Time   time.Time `json:"time"`
+	Who    string    `json:"who"` // "api:CLIENT", "api:-" when not authenticated
+	Method string    `json:"method"`
+	Path   string    `json:"path"`
+	Status int       `json:"status"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+func (a *auditLog) writeAPI(r api.Record) {
+	if a == nil || a.f == nil {
+		return
+	}
+	b, _ := json.Marshal(APIRecord{Time: r.Time.UTC(), Who: "api:" + r.Client, Method: r.Method, Path: r.Path, Status: r.Status, Detail: r.Detail})
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.f.Write(append(b, '\n'))

@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/portcullis/portcullis/api"
 	"github.com/portcullis/portcullis/loader"
 )
 
@@ -30,16 +31,7 @@ type Config struct {
 	WaitForInterfaces bool        `yaml:"wait_for_interfaces"` // missing interface: warn, attach when it appears
 	SwitchMode        bool        `yaml:"switch_mode"`         // re-attach a pinned link left in the other mode (a short gap)
 	Store             string      `yaml:"store"`               // runtime entries (quarantines, unblocks): a bbolt file
-	API               APIConfig   `yaml:"api"`                 // the HTTP API for the abuse desk and the portal; off by default
-}
-
-// APIConfig is the HTTP API's part of the configuration (docs/api.md).
-type APIConfig struct {
-	Listen   string `yaml:"listen"`    // "" = off
-	Clients  string `yaml:"clients"`   // the clients file: tokens (as SHA-256) or certificate names, and scopes
-	TLSCert  string `yaml:"tls_cert"`  // serve HTTPS with this certificate
-	TLSKey   string `yaml:"tls_key"`   //
-	ClientCA string `yaml:"client_ca"` // require client certificates signed by this CA (mTLS)
+	API               api.Config  `yaml:"api"`                 // the HTTP API for the abuse desk and the portal; off by default
 }
 
 // Defaults for what a configuration leaves out.

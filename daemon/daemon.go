@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/portcullis/portcullis/api"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/overlay"
 	"github.com/portcullis/portcullis/policy"
@@ -136,6 +137,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer ctl.Close()
+	if d.cfg.API.Listen != "" {
+		apiSrv, err := api.New(d.cfg.API, backend{d}, d.audit.writeAPI)
+		if err != nil {
+			return fmt.Errorf("api: %w", err)
+		}
+		ln, err := net.Listen("tcp", d.cfg.API.Listen)
+		if err != nil {
+			return fmt.Errorf("api listener %s: %w", d.cfg.API.Listen, err)
+		}
+		go apiSrv.Serve(ln)
+		defer apiSrv.Close()
+		d.log.Info("api listening", "address", d.cfg.API.Listen, "tls", d.cfg.API.TLSCert != "", "mtls", d.cfg.API.ClientCA != "")
+	}
 	var srv *http.Server
 	if d.cfg.Listen != "" {
 		if srv, err = d.serveMetrics(); err != nil {

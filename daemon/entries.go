@@ -136,6 +136,17 @@ func (d *Daemon) handleEntries(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
+// backend is the daemon as the HTTP API's api.Backend.
+type backend struct{ d *Daemon }
+
+func (b backend) Add(req overlay.Request) (overlay.Entry, error) { return b.d.AddEntry(req) }
+func (b backend) Release(k overlay.Key, who, reason string) error {
+	return b.d.ReleaseEntry(k, who, reason)
+}
+func (b backend) Entries() []overlay.Entry               { return b.d.Entries() }
+func (b backend) History(p netip.Prefix) []overlay.Event { return b.d.History(p) }
+func (b backend) Status() any                            { return b.d.status() }
+
 // RemoteAddEntry asks the daemon behind socket for a runtime entry.
 func RemoteAddEntry(socket string, req EntryRequest) (overlay.Entry, error) {
 	var resp EntriesResponse

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -25,9 +24,9 @@ var (
 	// ErrStoreFailed means the store of runtime entries could not be read at start
 	// (corrupt, locked, unreadable): the daemon enforces what the data plane holds and
 	// refuses runtime changes until the store is fixed and the daemon restarted.
-	ErrStoreFailed = errors.New("the store of runtime entries failed")
+	ErrStoreFailed = fmt.Errorf("%w: the store of runtime entries failed", overlay.ErrUnavailable)
 	// ErrNoPolicyYet means no policy is in force to lay an entry over.
-	ErrNoPolicyYet = errors.New("no policy in force yet")
+	ErrNoPolicyYet = fmt.Errorf("%w: no policy in force yet", overlay.ErrUnavailable)
 )
 
 // recoveredBy is the Who of entries found in the data plane but not in the store.

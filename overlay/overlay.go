@@ -88,6 +88,9 @@ var (
 	ErrDuration  = errors.New("duration out of bounds")
 	ErrNotFound  = errors.New("no such runtime entry")
 	ErrInvalid   = errors.New("invalid runtime entry")
+	// ErrUnavailable means runtime entries cannot be changed now (the store failed,
+	// no policy in force yet); the request may succeed later.
+	ErrUnavailable = errors.New("runtime entries cannot be changed now")
 )
 
 // Request is what a client asks for.

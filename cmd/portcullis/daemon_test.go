@@ -101,6 +101,7 @@ type lab struct {
 	router, sub    string
 	dir, bpffs     string
 	cfg, pol, sock string
+	store          string
 	metrics        string
 	mode           string
 	daemon         *exec.Cmd
@@ -160,8 +161,9 @@ func newLab(t *testing.T) *lab {
 		})
 	}
 	write(t, l.pol, labPolicy)
-	write(t, l.cfg, fmt.Sprintf("interfaces: [sub0]\nmode: generic\npolicy: %s\nlisten: %s\ncontrol_socket: %s\nbpffs: %s\naudit_log: %s\n",
-		l.pol, l.metrics, l.sock, l.bpffs, filepath.Join(l.dir, "audit.jsonl")))
+	l.store = filepath.Join(l.dir, "runtime.db")
+	write(t, l.cfg, fmt.Sprintf("interfaces: [sub0]\nmode: generic\npolicy: %s\nlisten: %s\ncontrol_socket: %s\nbpffs: %s\naudit_log: %s\nstore: %s\n",
+		l.pol, l.metrics, l.sock, l.bpffs, filepath.Join(l.dir, "audit.jsonl"), l.store))
 	return l
 }
 
