@@ -59,6 +59,7 @@ func (d *Daemon) serveControl() (io.Closer, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/apply", d.handleApply)
+	mux.HandleFunc("POST /v1/apply/release", d.handleApply)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, d.status())
 	})
@@ -107,13 +108,19 @@ func (d *Daemon) onlyRoot(next http.Handler) http.Handler {
 }
 
 func (d *Daemon) handleApply(w http.ResponseWriter, r *http.Request) {
-	var req ApplyRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<30)).Decode(&req); err != nil {
-		writeJSON(w, http.StatusBadRequest, ApplyResponse{Error: "bad request: " + err.Error()})
-		return
-	}
 	uid, _ := r.Context().Value(peerKey{}).(int)
-	res := d.Apply(req.File, req.Policy, "uid:"+strconv.Itoa(uid))
+	who := "uid:" + strconv.Itoa(uid)
+	var res Result
+	if r.URL.Path == "/v1/apply/release" {
+		res = d.ReleaseOverride(who)
+	} else {
+		var req ApplyRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<30)).Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, ApplyResponse{Error: "bad request: " + err.Error()})
+			return
+		}
+		res = d.ApplyOverride(req.File, req.Policy, who)
+	}
 	resp := ApplyResponse{Result: res.Outcome, OldHash: res.OldHash, NewHash: res.NewHash, Diff: res.Diff, Probes: res.Proof.Probes}
 	for _, m := range res.Proof.Mismatches {
 		resp.Mismatches = append(resp.Mismatches, m.String())
@@ -181,6 +188,20 @@ func call(socket, method, path string, body, out any, timeout time.Duration) (in
 func RemoteApply(socket, file string, data []byte) (ApplyResponse, error) {
 	var resp ApplyResponse
 	code, err := call(socket, http.MethodPost, "/v1/apply", ApplyRequest{File: file, Policy: data}, &resp, 5*time.Minute)
+	if err != nil {
+		return resp, err
+	}
+	if code == http.StatusForbidden || code == http.StatusBadRequest {
+		return resp, errors.New(resp.Error)
+	}
+	return resp, nil
+}
+
+// RemoteRelease asks the daemon behind socket to end the override and return to its
+// configured file.
+func RemoteReleaseOverride(socket string) (ApplyResponse, error) {
+	var resp ApplyResponse
+	code, err := call(socket, http.MethodPost, "/v1/apply/release", struct{}{}, &resp, 5*time.Minute)
 	if err != nil {
 		return resp, err
 	}

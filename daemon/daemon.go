@@ -51,6 +51,10 @@ type Daemon struct {
 	storeLost string         // entries the data plane held and the store did not (recovered)
 	live      *policy.Tables // the tables in force: the policy's with the live runtime entries
 
+	// Policy sources (source.go).
+	override    *Override // a policy applied over the control socket, in force until released
+	filePending time.Time // when the configured file changed while the override stood
+
 	// published is the status as of the last change, read without d.mu (publish).
 	published atomic.Pointer[Status]
 
@@ -123,7 +127,24 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.store.Close()
 		}
 	}()
-	res := d.applyFile(d.cfg.Policy, "file")
+	var res Result
+	if o, err := d.loadOverride(); err != nil {
+		d.log.Error("the override cannot be read: applying the configured file", "error", err)
+		res = d.applyFile(d.cfg.Policy, "file")
+	} else if o != nil {
+		d.log.Info("an override stands (portcullis apply): applying it, not the configured file", "file", o.File, "who", o.Who, "at", o.At.Format(time.RFC3339))
+		if res = d.Apply(o.File, o.Policy, "override"); res.Err == nil {
+			d.mu.Lock()
+			d.override = o
+			d.publish()
+			d.mu.Unlock()
+		} else {
+			d.log.Error("the override does not apply any more: applying the configured file", "error", res.Err)
+			res = d.applyFile(d.cfg.Policy, "file")
+		}
+	} else {
+		res = d.applyFile(d.cfg.Policy, "file")
+	}
 	if res.Err != nil && d.meta.Hash == "" {
 		return fmt.Errorf("no policy in force and the configured one cannot be used:\n%w", res.Err)
 	}
@@ -183,14 +204,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case s := <-sig:
 			if s == syscall.SIGHUP {
 				d.log.Info("SIGHUP: reloading the policy file", "file", d.cfg.Policy)
-				d.applyFile(d.cfg.Policy, "signal")
+				d.fileChanged("signal")
 				continue
 			}
 			d.log.Info("stopping on signal; enforcement continues through the pinned links (`portcullis detach` removes them)", "signal", s.String())
 			return nil
 		case <-fileEvents:
-			d.log.Info("policy file changed: applying it", "file", d.cfg.Policy)
-			d.applyFile(d.cfg.Policy, "file")
+			d.log.Info("policy file changed", "file", d.cfg.Policy)
+			d.fileChanged("file")
 		case name := <-linkEvents:
 			d.reconcile(name)
 		case <-tick.C:
@@ -416,6 +437,7 @@ type Status struct {
 	LoadedAt   time.Time         `json:"loaded_at"`
 	Proof      ProofStatus       `json:"last_proof"`
 	Runtime    RuntimeStatus     `json:"runtime"`
+	Source     SourceStatus      `json:"source"`
 }
 
 // RuntimeStatus is the state of the runtime entries.
@@ -471,6 +493,7 @@ func (d *Daemon) statusLocked() Status {
 			st.Interfaces[name] = "missing"
 		}
 	}
+	st.Source = d.sourceStatus()
 	st.Runtime = RuntimeStatus{Store: d.cfg.Store, StoreLost: d.storeLost}
 	if d.storeErr != nil {
 		st.Runtime.StoreError = d.storeErr.Error()

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/portcullis/portcullis/daemon"
@@ -14,20 +15,44 @@ The daemon checks it (the same file:line:column errors as "check"), builds it in
 tables, switches to it with one update, and proves the live program against the
 reference model; a failed proof rolls back. On any failure the policy in force stays.
 
-The daemon returns to its configured policy file when that file changes, on SIGHUP
-and when it restarts: to change the policy for good, edit the configured file (the
-daemon applies it on save). Exit 0 applied (or unchanged), 1 not applied, 2 usage.`
+An applied policy is an override: it stays in force, over restarts too, and changes of
+the configured file wait (status shows them as pending) until "apply --release" hands
+control back to the file, which is then applied. To change the policy for good, edit
+the configured file and release. Exit 0 applied (or unchanged), 1 not applied, 2 usage.`
 
 func runApply(e *env, args []string) error {
-	fs := newFlags(e, "apply", "[--json] [--socket PATH] FILE", applyHelp)
+	fs := newFlags(e, "apply", "[--json] [--socket PATH] FILE  (or: apply --release)", applyHelp)
 	p := pathFlags(fs)
 	asJSON := fs.Bool("json", false, "print the daemon's answer as JSON")
-	if done, err := parseVerb(fs, "FILE", args, 1, 1); done || err != nil {
+	release := fs.Bool("release", false, "end the override: back to the configured file")
+	min := 1
+	if slices.Contains(args, "--release") || slices.Contains(args, "-release") {
+		min = 0
+	}
+	if done, err := parseVerb(fs, "FILE", args, min, 1); done || err != nil {
 		return err
 	}
 	_, socket, err := p.resolve()
 	if err != nil {
 		return &exitError{2, err}
+	}
+	if *release {
+		if fs.NArg() > 0 {
+			return fmt.Errorf("%w: apply --release takes no file", errUsage)
+		}
+		resp, err := daemon.RemoteReleaseOverride(socket)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			writeJSON(e.stdout, resp)
+		} else {
+			printApply(e, resp)
+		}
+		if resp.Error != "" {
+			return &exitError{1, fmt.Errorf("not released: %s", resp.Error)}
+		}
+		return nil
 	}
 	file := fs.Arg(0)
 	data, err := os.ReadFile(file)

@@ -379,9 +379,21 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 	l.expect(25, "ok")
 
-	t.Log("SIGHUP goes back to the configured file")
+	t.Log("the applied policy is an override: SIGHUP and a file change wait; release goes back to the file")
 	l.daemon.Process.Signal(syscall.SIGHUP)
-	l.eventually("SIGHUP re-applies the file", 3*time.Second, func() bool { return l.dial(25) == "refused" })
+	l.eventually("status shows the file pending", 5*time.Second, func() bool {
+		out, _, _ := l.cli("status", "--json", "--config", l.cfg)
+		return strings.Contains(out, `"in_force": "override"`) && strings.Contains(out, `"file_pending": true`)
+	})
+	l.expect(25, "ok")
+	if out, stderr, code := l.cli("apply", "--release", "--config", l.cfg); code != 0 || !strings.Contains(out, "applied:") {
+		t.Fatalf("apply --release: exit %d\n%s%s", code, out, stderr)
+	}
+	l.expect(25, "refused")
+	if _, stderr, code := l.cli("apply", "--release", "--config", l.cfg); code != 1 || !strings.Contains(stderr, "no override in force") {
+		t.Fatalf("apply --release twice: exit %d\n%s", code, stderr)
+	}
+	l.daemon.Process.Signal(syscall.SIGHUP)
 
 	t.Log("a change of the file is applied")
 	write(t, l.pol, strings.Replace(labPolicy, "reset", "drop", 1))
@@ -393,7 +405,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"who":"uid:0","file":"` + bad + `"`, `"result":"rejected"`, `"who":"signal"`, `"who":"file"`, `"result":"applied"`} {
+	for _, want := range []string{`"who":"uid:0","file":"` + bad + `"`, `"result":"rejected"`, `"who":"uid:0","file":"` + l.pol + `"`, `"who":"file"`, `"result":"applied"`} {
 		if !strings.Contains(string(audit), want) {
 			t.Errorf("audit log lacks %s:\n%s", want, audit)
 		}

@@ -196,3 +196,29 @@ func TestDaemonAPI(t *testing.T) {
 		}
 	}
 }
+
+// An applied policy stays in force over kill -9 and a restart, and a file change made
+// meanwhile waits for the release.
+func TestDaemonOverrideSurvivesRestart(t *testing.T) {
+	l := newLab(t)
+	l.start()
+	l.expect(25, "refused")
+	exempt := filepath.Join(l.dir, "exempt.yaml")
+	write(t, exempt, labPolicy+"exemptions:\n  - {cidr: 100.64.1.2, name: mx, reason: mail server, ticket: T-7}\n")
+	if out, errs, code := l.cli("apply", "--config", l.cfg, exempt); code != 0 {
+		t.Fatalf("apply: %d %s %s", code, out, errs)
+	}
+	l.expect(25, "ok")
+	l.stop(syscall.SIGKILL)
+	write(t, l.pol, strings.Replace(labPolicy, "reset", "drop", 1))
+	l.start()
+	l.expect(25, "ok")
+	out, _, _ := l.cli("status", "--config", l.cfg)
+	if !strings.Contains(out, "override applied by uid:0") || !strings.Contains(out, exempt) {
+		t.Fatalf("status after restart:\n%s", out)
+	}
+	if _, errs, code := l.cli("apply", "--release", "--config", l.cfg); code != 0 {
+		t.Fatalf("release: %d %s", code, errs)
+	}
+	l.expect(25, "timeout") // the file as changed meanwhile
+}

@@ -51,6 +51,9 @@ type statusJSON struct {
 	Proof      daemon.ProofStatus `json:"last_proof"`
 	Failures   map[string]uint64  `json:"failures"`
 	ModeNotes  map[string]string  `json:"mode_notes,omitempty"` // interface -> why it is not in the configured mode
+	// Source and Runtime come from the running daemon (absent while it is down).
+	Source  *daemon.SourceStatus  `json:"source,omitempty"`
+	Runtime *daemon.RuntimeStatus `json:"runtime,omitempty"`
 }
 
 type interfaceJSON struct {
@@ -89,6 +92,7 @@ func runStatus(e *env, args []string) (err error) {
 		out.Daemon = fmt.Sprintf("running (pid %d, since %s)", st.PID, fmtTime(st.Started))
 		out.Proof = st.Proof
 		out.ModeNotes = st.ModeNotes
+		out.Source, out.Runtime = &st.Source, &st.Runtime
 	}
 	for _, l := range links {
 		ij := interfaceJSON{Name: l.Interface, Ifindex: l.Ifindex, ProgramID: uint32(l.ProgramID), Mode: "detached (interface gone)"}
@@ -116,6 +120,29 @@ func runStatus(e *env, args []string) (err error) {
 	}
 	fmt.Fprintf(w, "last proof:\t%s\n", proof)
 	fmt.Fprintf(w, "failures:\t%d policies rejected, %d proofs failed\n", meta.LoadFailures, meta.ProofFailures)
+	if src := out.Source; src != nil {
+		if src.Override != nil {
+			line := fmt.Sprintf("override applied by %s at %s (%s); the configured file %s", src.Override.Who, fmtTime(src.Override.At), src.Override.File, src.File)
+			if src.FilePending {
+				line += fmt.Sprintf(" changed at %s and waits", fmtTime(src.FileChangedAt))
+			} else {
+				line += " waits"
+			}
+			fmt.Fprintf(w, "source:\t%s: `portcullis apply --release` returns to it\n", line)
+		} else {
+			fmt.Fprintf(w, "source:\tthe configured file %s\n", src.File)
+		}
+	}
+	if rt := out.Runtime; rt != nil {
+		line := fmt.Sprintf("%d quarantines, %d unblocks (store %s)", rt.Quarantines, rt.Unblocks, rt.Store)
+		if rt.StoreError != "" {
+			line += "; STORE FAILED: " + rt.StoreError
+		}
+		if rt.StoreLost != "" {
+			line += "; STORE LOST ENTRIES: " + rt.StoreLost
+		}
+		fmt.Fprintf(w, "runtime entries:\t%s\n", line)
+	}
 	fmt.Fprintf(w, "bpffs:\t%s\n", bpffs)
 	w.Flush()
 	fmt.Fprintln(e.stdout)
