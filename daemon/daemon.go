@@ -238,6 +238,8 @@ func (d *Daemon) applyFile(file, who string) Result {
 	if err != nil {
 		d.mu.Lock()
 		defer d.mu.Unlock()
+		d.mu.Lock()
+		defer d.mu.Unlock()
 		return d.reject(file, who, fmt.Errorf("reading policy: %w", err))
 	}
 	return d.Apply(file, data, who)
@@ -272,6 +274,7 @@ func (d *Daemon) reject(file, who string, err error) Result {
 	res := Result{Outcome: "rejected", OldHash: d.meta.Hash, Err: err}
 	d.log.Error("policy rejected; the policy in force stays", "file", file, "who", who, "error", err)
 	d.audit.write(d.now(), who, file, res)
+	d.publish()
 	return res
 }
 
@@ -297,6 +300,7 @@ func (d *Daemon) install(c *policy.Compiled, file, who string, now time.Time) Re
 		res.Outcome, res.Err = "failed", fmt.Errorf("installing the policy: %w", err)
 		d.log.Error("policy not installed; the policy in force stays", "file", file, "error", err)
 		d.audit.write(now, who, file, res)
+		d.publish()
 		return res
 	}
 
@@ -438,6 +442,13 @@ type Status struct {
 	Proof      ProofStatus       `json:"last_proof"`
 	Runtime    RuntimeStatus     `json:"runtime"`
 	Source     SourceStatus      `json:"source"`
+	Failures   FailureCounts     `json:"failures"`
+}
+
+// FailureCounts are the policy failures kept in the pinned state.
+type FailureCounts struct {
+	PolicyLoad uint64 `json:"policy_load"`
+	Proof      uint64 `json:"proof"`
 }
 
 // RuntimeStatus is the state of the runtime entries.
@@ -494,6 +505,7 @@ func (d *Daemon) statusLocked() Status {
 		}
 	}
 	st.Source = d.sourceStatus()
+	st.Failures = FailureCounts{PolicyLoad: d.meta.LoadFailures, Proof: d.meta.ProofFailures}
 	st.Runtime = RuntimeStatus{Store: d.cfg.Store, StoreLost: d.storeLost}
 	if d.storeErr != nil {
 		st.Runtime.StoreError = d.storeErr.Error()

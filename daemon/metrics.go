@@ -96,8 +96,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		storeOK = 0
 	}
 	ch <- prometheus.MustNewConstMetric(descStoreOK, prometheus.GaugeValue, storeOK)
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	// The counters come from the kernel's maps: the loader's label table has a lock of
+	// its own, so a scrape does not wait for a policy change either.
 	cs, err := d.prog.Counters()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descPackets, err)
@@ -120,21 +120,21 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRSTSent, prometheus.CounterValue, float64(reasons[policy.ReasonRSTSent].Packets))
 	ch <- prometheus.MustNewConstMetric(descRSTLimited, prometheus.CounterValue, float64(reasons[policy.ReasonRateLimited].Packets))
 	ch <- prometheus.MustNewConstMetric(descUnparseable, prometheus.CounterValue, float64(reasons[policy.ReasonUnparseableBlocked].Packets))
-	if d.meta.Hash != "" {
-		ch <- prometheus.MustNewConstMetric(descPolicy, prometheus.GaugeValue, 1, d.meta.Hash, d.meta.PolicyFile)
-		ch <- prometheus.MustNewConstMetric(descLoaded, prometheus.GaugeValue, float64(d.meta.LoadedAt.UnixNano())/1e9)
+	if st.Hash != "" {
+		ch <- prometheus.MustNewConstMetric(descPolicy, prometheus.GaugeValue, 1, st.Hash, st.Policy)
+		ch <- prometheus.MustNewConstMetric(descLoaded, prometheus.GaugeValue, float64(st.LoadedAt.UnixNano())/1e9)
 	}
-	ch <- prometheus.MustNewConstMetric(descLoadFail, prometheus.CounterValue, float64(d.meta.LoadFailures))
-	ch <- prometheus.MustNewConstMetric(descProofFail, prometheus.CounterValue, float64(d.meta.ProofFailures))
+	ch <- prometheus.MustNewConstMetric(descLoadFail, prometheus.CounterValue, float64(st.Failures.PolicyLoad))
+	ch <- prometheus.MustNewConstMetric(descProofFail, prometheus.CounterValue, float64(st.Failures.Proof))
 	ok := 0.0
-	if d.meta.ProofOK {
+	if st.Proof.OK {
 		ok = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descProofOK, prometheus.GaugeValue, ok)
-	ch <- prometheus.MustNewConstMetric(descProbes, prometheus.GaugeValue, float64(d.meta.ProofProbes))
+	ch <- prometheus.MustNewConstMetric(descProbes, prometheus.GaugeValue, float64(st.Proof.Probes))
 	for _, name := range d.cfg.Interfaces {
-		if mode, ok := d.attached[name]; ok {
-			ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, 1, name, string(mode))
+		if mode := st.Interfaces[name]; mode != "missing" && mode != "" {
+			ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, 1, name, mode)
 		} else {
 			ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, 0, name, "none")
 		}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +180,58 @@ func TestRuntimeStoreRestart(t *testing.T) {
 	}
 	if got := judge(t, d4, "100.64.9.10"); got != policy.ActionDrop {
 		t.Errorf("recovered quarantine not enforced: %v", got)
+	}
+}
+
+// Readers do not wait for a policy change: while an apply is held inside the swap
+// (the tamper hook blocks with the daemon's lock taken), status and a metrics scrape
+// answer. No timing is involved: the hook waits until both have answered, or until a
+// generous deadline that a blocked reader would hit.
+func TestReadersDoNotWaitForAnApply(t *testing.T) {
+	d := testDaemon(t)
+	d.metrics = newMetrics(d)
+	if res := d.Apply("a.yaml", []byte(policyA), "file"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	d.tamper = func(tb *policy.Tables) *policy.Tables {
+		close(entered)
+		<-release
+		return tb
+	}
+	done := make(chan Result)
+	go func() { done <- d.Apply("b.yaml", []byte(policyB), "file") }()
+	<-entered
+	answered := make(chan string, 2)
+	go func() {
+		start := time.Now()
+		st := d.status()
+		answered <- "status " + st.Hash + " after " + time.Since(start).String()
+	}()
+	go func() {
+		start := time.Now()
+		mfs, err := d.metrics.reg.Gather()
+		if err != nil {
+			answered <- "scrape failed: " + err.Error()
+			return
+		}
+		answered <- "scrape of " + strconv.Itoa(len(mfs)) + " families after " + time.Since(start).String()
+	}()
+	deadline := time.After(30 * time.Second)
+	for range 2 {
+		select {
+		case a := <-answered:
+			t.Log(a)
+			if strings.HasPrefix(a, "scrape failed") {
+				t.Error(a)
+			}
+		case <-deadline:
+			close(release)
+			t.Fatal("a reader waited for the apply in progress")
+		}
+	}
+	close(release)
+	if res := <-done; res.Err != nil {
+		t.Fatal(res.Err)
 	}
 }

@@ -261,6 +261,8 @@ func (p *Program) Offenders() ([]Offender, error) {
 		v   bpf.PortcullisPcOffender
 		out []Offender
 	)
+	p.labelsMu.RLock()
+	defer p.labelsMu.RUnlock()
 	it := p.objs.Offenders.Iterate()
 	for it.Next(&k, &v) {
 		var a netip.Addr

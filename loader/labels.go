@@ -221,7 +221,7 @@ func (p *Program) labelAt(id uint32, seen uint64) string {
 	if a, ok := p.ages[id]; ok && id != 0 && a.Born > seen {
 		return ""
 	}
-	return p.Label(id)
+	return p.label(id)
 }
 
 // SplitLabel splits a rule label "kind/name" (names may contain "/").
@@ -232,6 +232,16 @@ func SplitLabel(l string) (kind, name string) {
 
 // Label returns the label of a stable rule id ("kind/name"), or "" if none.
 func (p *Program) Label(id uint32) string {
+	if id == 0 {
+		return "default/default"
+	}
+	p.labelsMu.RLock()
+	defer p.labelsMu.RUnlock()
+	return p.label(id)
+}
+
+// label is Label with labelsMu held.
+func (p *Program) label(id uint32) string {
 	if id == 0 {
 		return "default/default"
 	}
@@ -250,11 +260,13 @@ type LabelCounter struct {
 // a label's counts survive policy swaps and daemon restarts.
 func (p *Program) Counters() ([]LabelCounter, error) {
 	ids := []uint32{0}
+	p.labelsMu.RLock()
 	for id := range p.idLabels {
 		if id != 0 {
 			ids = append(ids, id)
 		}
 	}
+	p.labelsMu.RUnlock()
 	var out []LabelCounter
 	for _, id := range ids {
 		rc, err := p.idCounters(id)

@@ -5,6 +5,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -62,6 +63,9 @@ type Program struct {
 	live      []uint32  // the live policy's compiled rule id -> stable id
 	prev      *previous // what the last Apply replaced, for Rollback
 
+	// labelsMu guards the three label maps, so that readers (counters, offenders,
+	// metrics scrapes) need not wait for an Apply: it writes them only briefly.
+	labelsMu sync.RWMutex
 	labels   map[string]uint32 // rule label -> stable id (see labels.go)
 	idLabels map[uint32]string
 	ages     map[uint32]labelAge

@@ -120,7 +120,9 @@ func (p *Program) AdoptTables(t *policy.Tables) error {
 	if !p.hasPolicy {
 		return ErrNoPolicy
 	}
+	p.labelsMu.Lock()
 	ids, err := p.stableIDs(t)
+	p.labelsMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -132,7 +134,9 @@ func (p *Program) AdoptTables(t *policy.Tables) error {
 // labelled kind/name (the runtime entries' rules), as the data plane holds them: it
 // tells a store that lost entries from one that never had them.
 func (p *Program) RuntimeInDataPlane(kind policy.Kind, name string) ([]policy.TableEntry, error) {
+	p.labelsMu.RLock()
 	id, ok := p.labels[string(kind)+"/"+name]
+	p.labelsMu.RUnlock()
 	if !ok || !p.hasPolicy {
 		return nil, nil
 	}

@@ -219,7 +219,9 @@ func (p *Program) Apply(t *policy.Tables) error {
 			return fmt.Errorf("relay %s lists %d ports, the data plane holds %d", r.Prefix, len(r.Ports), policy.MaxRelayPorts)
 		}
 	}
+	p.labelsMu.Lock()
 	ids, err := p.stableIDs(t)
+	p.labelsMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -345,7 +347,9 @@ func (p *Program) Apply(t *policy.Tables) error {
 	}
 	// The ages only order the reclaiming of ids; a write to an array key in range
 	// cannot fail, and the switch above has happened either way.
+	p.labelsMu.Lock()
 	_ = p.retire(p.live, ids)
+	p.labelsMu.Unlock()
 	p.slot, p.hasPolicy, p.tables, p.live = next, true, t, ids
 	return nil
 }
@@ -375,7 +379,9 @@ func (p *Program) Rollback() error {
 	if err := p.objs.Policy.Put(uint32(0), p.prev.config); err != nil {
 		return fmt.Errorf("rolling back: %w", err)
 	}
+	p.labelsMu.Lock()
 	_ = p.retire(p.live, p.prev.live) // as in Apply
+	p.labelsMu.Unlock()
 	p.slot, p.tables, p.live = p.prev.slot, p.prev.tables, p.prev.live
 	p.dropPrev()
 	return nil
