@@ -91,6 +91,16 @@ var DefaultHosts = []HostSpec{
 		V4: netip.MustParseAddr("198.51.100.66"), V6: netip.MustParseAddr("2001:db8:8000:1::66")},
 }
 
+// WholesaleHost is a wholesale partner's host, for tests of interface scope. It is not
+// in DefaultHosts. Its addresses are in the same /24 and /64 as the dsl host's, on
+// another gateway interface (to-wholesale): the same space is the residential dynamic
+// pool on one port and a partner's static space on the other, and only the interface
+// a packet arrives on tells them apart. Under examples/policy.yaml, which scopes
+// nothing, it is just another address of dsl-dynamic; that is why it is left out of
+// the standard population (and out of the demo's table).
+var WholesaleHost = HostSpec{Name: "wholesale", Role: "wholesale partner's static host, inside the dsl host's /24 on another interface",
+	V4: netip.MustParseAddr("100.64.1.20"), V6: netip.MustParseAddr("2001:db8:1000:1::20")}
+
 // Addresses of the fixed parts of the topology (documentation prefixes only).
 var (
 	// MailV4 and MailV6 are the addresses of mx.portcullis.test (MailHostname), the
@@ -131,6 +141,8 @@ type Host struct {
 	NS *Namespace
 	// GatewayIf is the gateway's interface towards this host, where XDP is attached.
 	GatewayIf string
+	// GatewayIndex is GatewayIf's ifindex in the gateway namespace.
+	GatewayIndex int
 }
 
 // Topology is a running test ISP: subscriber namespaces, a gateway namespace with
@@ -308,6 +320,18 @@ func (t *Topology) Server(addr netip.Addr) *MailServer {
 	return nil
 }
 
+// Interfaces maps the name of each of the gateway's subscriber-facing interfaces (where
+// Portcullis is attached: to-dsl, vlan102, ...) to its ifindex in the gateway
+// namespace: what loader.Program.SetInterfaces takes for a policy that scopes entries
+// to interfaces.
+func (t *Topology) Interfaces() map[string]int {
+	m := make(map[string]int, len(t.Hosts))
+	for _, h := range t.Hosts {
+		m[h.GatewayIf] = h.GatewayIndex
+	}
+	return m
+}
+
 // Namespaces returns every namespace of the topology, gateway and internet first.
 func (t *Topology) Namespaces() []*Namespace { return t.namespaces }
 
@@ -390,6 +414,7 @@ func (t *Topology) buildHost(spec HostSpec) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	h.GatewayIndex = gw.Attrs().Index // read through the gateway namespace's netlink socket
 	if err := up(t.Gateway, gw); err != nil {
 		return nil, err
 	}
