@@ -32,11 +32,13 @@ demo: build ## as root: a test ISP in namespaces, real mail through Portcullis, 
 test: ## run all tests (as root: BPF, XDP, netns) plus bounded fuzz runs (~4-5 min)
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzProgramVsModel$$' -fuzztime $(FUZZTIME) ./loader/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzDestinationsAndInterfaces$$' -fuzztime 10s ./loader/
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./policy/
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzCapture$$' -fuzztime 10s ./replay/
 
-fuzz: ## long fuzz runs: program vs model, the policy parser, the capture reader (10 min each, ~30 min)
+fuzz: ## long fuzz runs: program vs model, the policy parser, the capture reader (10 min each, ~40 min)
 	$(GO) test -run '^$$' -fuzz '^FuzzProgramVsModel$$' -fuzztime 10m ./loader/
+	$(GO) test -run '^$$' -fuzz '^FuzzDestinationsAndInterfaces$$' -fuzztime 10m ./loader/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10m ./policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzCapture$$' -fuzztime 10m ./replay/
 

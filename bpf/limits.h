@@ -34,6 +34,15 @@
  * (a compressed 1-byte PPP protocol makes it 29). */
 #define PC_MAX_L2 30
 
+/* Ports one relay may list (a relay without a list relays every governed port). */
+#define PC_RELAY_PORTS 8
+
+/* Interfaces the scopes of one policy may name (entries of the scopes table per slot). */
+#define PC_MAX_SCOPED_IFACES 1024
+
+/* Top bit of a scoped table key's group: the entry is a quarantine. */
+#define PC_GROUP_QUARANTINE 0x80000000u
+
 /* Policy slots: the live policy is in one, the next is built in the other. */
 #define PC_SLOTS 2
 

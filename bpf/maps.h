@@ -20,11 +20,16 @@ const struct pc_config *pc_btf_config __attribute__((unused));
 const struct pc_lpm_v4 *pc_btf_lpm_v4 __attribute__((unused));
 const struct pc_lpm_v6 *pc_btf_lpm_v6 __attribute__((unused));
 const struct pc_rule *pc_btf_rule __attribute__((unused));
+const struct pc_relay *pc_btf_relay __attribute__((unused));
+const struct pc_scoped_v4 *pc_btf_scoped_v4 __attribute__((unused));
+const struct pc_scoped_v6 *pc_btf_scoped_v6 __attribute__((unused));
 /* Likewise for the enums, so bpf2go emits them as Go constants. */
 const enum pc_verdict *pc_btf_verdict __attribute__((unused));
 const enum pc_outcome *pc_btf_outcome __attribute__((unused));
 const enum pc_family *pc_btf_family __attribute__((unused));
 const enum pc_reason *pc_btf_reason __attribute__((unused));
+const enum pc_config_flag *pc_btf_config_flag __attribute__((unused));
+const enum pc_relay_flag *pc_btf_relay_flag __attribute__((unused));
 
 /* Inner map templates, spelled out anonymously at each use: clang 14 emits a named
  * template used twice with a forward-declared key, which libbpf and cilium/ebpf reject. */
@@ -84,6 +89,59 @@ struct {
 	__type(key, __u32);
 	__array(values, PC_LPM_INNER(struct pc_lpm_v6));
 } quarantine_v6 SEC(".maps");
+
+#define PC_LPM_INNER_VAL(KEY, VAL)                                             \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                           \
+		__uint(max_entries, PC_MAX_PREFIXES);                          \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                          \
+		__type(key, KEY);                                              \
+		__type(value, VAL);                                            \
+	}
+
+/* slot -> IPv4 destination prefix -> relay, checked before any source lookup (only when
+ * the policy has relays: PC_CFG_RELAYS) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, PC_SLOTS);
+	__type(key, __u32);
+	__array(values, PC_LPM_INNER_VAL(struct pc_lpm_v4, struct pc_relay));
+} relays_v4 SEC(".maps");
+
+/* slot -> IPv6 destination prefix -> relay */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, PC_SLOTS);
+	__type(key, __u32);
+	__array(values, PC_LPM_INNER_VAL(struct pc_lpm_v6, struct pc_relay));
+} relays_v6 SEC(".maps");
+
+/* (slot, ingress ifindex) -> scope group of that interface under that slot's policy;
+ * an interface without an entry is group 0 (no scoped entry applies). Not a map-in-map:
+ * the control plane writes the idle slot's keys before the switch, so no extra wait. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PC_SLOTS * PC_MAX_SCOPED_IFACES);
+	__type(key, struct pc_scope_key);
+	__type(value, __u32);
+} scopes SEC(".maps");
+
+/* slot -> (group, IPv4 source prefix) -> rule: the scoped entries of each group (see
+ * policy.ScopePlan), only looked at when the policy has scopes (PC_CFG_SCOPED) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, PC_SLOTS);
+	__type(key, __u32);
+	__array(values, PC_LPM_INNER_VAL(struct pc_scoped_v4, struct pc_rule));
+} scoped_v4 SEC(".maps");
+
+/* slot -> (group, IPv6 source prefix) -> rule */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, PC_SLOTS);
+	__type(key, __u32);
+	__array(values, PC_LPM_INNER_VAL(struct pc_scoped_v6, struct pc_rule));
+} scoped_v6 SEC(".maps");
 
 /* (rule * PC_OUT_MAX + outcome) * PC_FAM_MAX + family -> packets, bytes (per CPU) */
 struct {

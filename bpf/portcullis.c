@@ -2,8 +2,8 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /* Portcullis: judge subscriber packets to governed TCP ports (default 25) by source.
  *
- * Read top to bottom as the packet path: parse -> governed port? -> quarantine ->
- * ranges -> default -> act (pass / drop / reset / monitor) -> one exit that counts.
+ * Read top to bottom as the packet path: parse -> governed port? -> relay? ->
+ * quarantine -> ranges -> default (scoped entries of the ingress interface first) -> act (pass / drop / reset / monitor) -> one exit that counts.
  * Anything we cannot positively identify as TCP to a governed port passes untouched,
  * with one exception (an IPv6 chain too long to reach TCP, from a blocking source). */
 
@@ -45,61 +45,156 @@ static __always_inline int v4_mapped(const __u8 *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
 }
 
+/* The scope group of the interface the packet came in on; 0 (no scoped entry applies
+ * there) for every interface of a policy without scopes, at the cost of one flag test. */
+static __always_inline __u32 scope_group(const struct pc_config *cfg, struct xdp_md *ctx)
+{
+	struct pc_scope_key k = { .slot = cfg->slot & (PC_SLOTS - 1) };
+	__u32 *g;
+
+	if (!(cfg->flags & PC_CFG_SCOPED))
+		return 0;
+	k.ifindex = ctx->ingress_ifindex;
+	g = bpf_map_lookup_elem(&scopes, &k);
+	return g ? *g & ~PC_GROUP_QUARANTINE : 0;
+}
+
+static __always_inline struct pc_rule *unexpired(struct pc_rule *r, __u64 now)
+{
+	if (r && r->expires && now >= r->expires)
+		return 0;
+	return r;
+}
+
+/* The source lookup of one family in the tables of one slot: with a scope group, the
+ * group's entries first (see policy.ScopePlan for why the first hit is the longest
+ * match that applies on this interface). quarantine selects the quarantine tables. */
+static __always_inline struct pc_rule *find_v4(const __u8 *addr, __u32 slot, __u32 group,
+					       int quarantine, __u64 now)
+{
+	struct pc_lpm_v4 k = { .prefixlen = 32 };
+	struct pc_rule *r = 0;
+	void *t;
+
+	if (group) {
+		struct pc_scoped_v4 sk = { .prefixlen = 64 };
+
+		sk.group = quarantine ? group | PC_GROUP_QUARANTINE : group;
+		__builtin_memcpy(sk.addr, addr, 4);
+		t = bpf_map_lookup_elem(&scoped_v4, &slot);
+		if (t)
+			r = bpf_map_lookup_elem(t, &sk);
+		if (quarantine)
+			r = unexpired(r, now);
+		if (r)
+			return r;
+	}
+	__builtin_memcpy(k.addr, addr, 4);
+	t = bpf_map_lookup_elem(quarantine ? (void *)&quarantine_v4 : (void *)&ranges_v4, &slot);
+	if (t)
+		r = bpf_map_lookup_elem(t, &k);
+	return quarantine ? unexpired(r, now) : r;
+}
+
+static __always_inline struct pc_rule *find_v6(const __u8 *addr, __u32 slot, __u32 group,
+					       int quarantine, __u64 now)
+{
+	struct pc_lpm_v6 k = { .prefixlen = 128 };
+	struct pc_rule *r = 0;
+	void *t;
+
+	if (group) {
+		struct pc_scoped_v6 sk = { .prefixlen = 160 };
+
+		sk.group = quarantine ? group | PC_GROUP_QUARANTINE : group;
+		__builtin_memcpy(sk.addr, addr, 16);
+		t = bpf_map_lookup_elem(&scoped_v6, &slot);
+		if (t)
+			r = bpf_map_lookup_elem(t, &sk);
+		if (quarantine)
+			r = unexpired(r, now);
+		if (r)
+			return r;
+	}
+	__builtin_memcpy(k.addr, addr, 16);
+	t = bpf_map_lookup_elem(quarantine ? (void *)&quarantine_v6 : (void *)&ranges_v6, &slot);
+	if (t)
+		r = bpf_map_lookup_elem(t, &k);
+	return quarantine ? unexpired(r, now) : r;
+}
+
+/* The live quarantine covering the source on this interface, if any. */
+static __always_inline struct pc_rule *quarantine_of(const struct pc_config *cfg, const struct pc_pkt *p,
+						     __u32 group, __u64 now)
+{
+	__u32 slot = cfg->slot & (PC_SLOTS - 1);
+
+	if (p->family == PC_FAM_V4)
+		return find_v4(p->saddr, slot, group, 1, now);
+	if (v4_mapped(p->saddr))
+		return find_v4(p->saddr + 12, slot, group, 1, now);
+	return find_v6(p->saddr, slot, group, 1, now);
+}
+
 /* Quarantine first (an entry past its expiry is ignored, so it lifts on time without
  * the daemon), then the longest matching range, then the default (rule 0). */
 static __always_inline __u8 lookup_source(const struct pc_config *cfg, const struct pc_pkt *p,
-					  __u64 now, struct pc_result *res)
+					  __u32 group, __u64 now, struct pc_result *res)
 {
 	__u32 slot = cfg->slot & (PC_SLOTS - 1);
-	struct pc_rule *r = 0;
-	void *q, *t;
-	int mapped = p->family == PC_FAM_V6 && v4_mapped(p->saddr);
+	struct pc_rule *r = quarantine_of(cfg, p, group, now);
 
-	if (p->family == PC_FAM_V4 || mapped) {
-		struct pc_lpm_v4 k = { .prefixlen = 32 };
-
-		if (mapped)
-			__builtin_memcpy(k.addr, p->saddr + 12, 4);
-		else
-			__builtin_memcpy(k.addr, p->saddr, 4);
-		q = bpf_map_lookup_elem(&quarantine_v4, &slot);
-		if (q) {
-			r = bpf_map_lookup_elem(q, &k);
-			if (r && r->expires && now >= r->expires)
-				r = 0;
-		}
-		if (r) {
-			res->flags |= 1 << PC_R_QUARANTINE;
-		} else {
-			t = bpf_map_lookup_elem(&ranges_v4, &slot);
-			if (t)
-				r = bpf_map_lookup_elem(t, &k);
-		}
+	if (r) {
+		res->flags |= 1 << PC_R_QUARANTINE;
+	} else if (p->family == PC_FAM_V4) {
+		r = find_v4(p->saddr, slot, group, 0, now);
+	} else if (v4_mapped(p->saddr)) {
+		r = find_v4(p->saddr + 12, slot, group, 0, now);
 	} else {
-		struct pc_lpm_v6 k = { .prefixlen = 128 };
-
-		__builtin_memcpy(k.addr, p->saddr, 16);
-		q = bpf_map_lookup_elem(&quarantine_v6, &slot);
-		if (q) {
-			r = bpf_map_lookup_elem(q, &k);
-			if (r && r->expires && now >= r->expires)
-				r = 0;
-		}
-		if (r) {
-			res->flags |= 1 << PC_R_QUARANTINE;
-		} else {
-			t = bpf_map_lookup_elem(&ranges_v6, &slot);
-			if (t)
-				r = bpf_map_lookup_elem(t, &k);
-		}
+		r = find_v6(p->saddr, slot, group, 0, now);
 	}
-
 	if (!r) {
 		res->rule = 0;
 		return cfg->default_verdict;
 	}
 	res->rule = r->rule;
 	return r->verdict;
+}
+
+/* The relay towards the packet's destination that lets its port through, if any: the
+ * most specific relay prefix decides, like the most specific range for sources. */
+static __always_inline struct pc_relay *relay_of(const struct pc_config *cfg, const struct pc_pkt *p)
+{
+	__u32 slot = cfg->slot & (PC_SLOTS - 1);
+	struct pc_relay *rl = 0;
+	__u16 port;
+	void *t;
+
+	if (!(cfg->flags & PC_CFG_RELAYS))
+		return 0;
+	if (p->family == PC_FAM_V4 || v4_mapped(p->daddr)) {
+		struct pc_lpm_v4 k = { .prefixlen = 32 };
+
+		__builtin_memcpy(k.addr, p->family == PC_FAM_V4 ? p->daddr : p->daddr + 12, 4);
+		t = bpf_map_lookup_elem(&relays_v4, &slot);
+		if (t)
+			rl = bpf_map_lookup_elem(t, &k);
+	} else {
+		struct pc_lpm_v6 k = { .prefixlen = 128 };
+
+		__builtin_memcpy(k.addr, p->daddr, 16);
+		t = bpf_map_lookup_elem(&relays_v6, &slot);
+		if (t)
+			rl = bpf_map_lookup_elem(t, &k);
+	}
+	if (!rl || !rl->nports)
+		return rl;
+	port = bpf_ntohs(p->dport);
+#pragma unroll
+	for (int i = 0; i < PC_RELAY_PORTS; i++)
+		if (i < rl->nports && rl->ports[i] == port)
+			return rl;
+	return 0;
 }
 
 /* Per-CPU token bucket; no atomics needed since only this CPU touches its bucket and
@@ -189,6 +284,8 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 	__u32 action = XDP_PASS;
 	__u32 zero = 0;
 	int probe = is_probe(ctx);
+	struct pc_relay *relay;
+	__u32 group;
 	__u64 now;
 	__u8 verdict;
 
@@ -223,13 +320,33 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 		goto out;
 	}
 
-	/* 4. Who sent it: quarantine, then ranges, then the default. */
+	/* 4. Where it goes: towards a relay (the ISP's own mail servers) it passes, from
+	 * anyone, quarantined sources too unless the relay says otherwise. */
 	res.path = PC_R_JUDGED;
 	res.judged = 1;
 	now = bpf_ktime_get_boot_ns();
-	verdict = lookup_source(cfg, &p, now, &res);
+	group = scope_group(cfg, ctx);
+	relay = relay_of(cfg, &p);
+	if (relay) {
+		struct pc_rule *q = 0;
 
-	/* 5. Act. */
+		if (relay->flags & PC_RELAY_BLOCK_QUARANTINED)
+			q = quarantine_of(cfg, &p, group, now);
+		if (!q) {
+			res.rule = relay->rule;
+			res.outcome = PC_OUT_PASS;
+			goto out;
+		}
+		res.flags |= 1 << PC_R_QUARANTINE;
+		res.rule = q->rule;
+		verdict = q->verdict;
+	} else {
+		/* 5. Who sent it: quarantine, then ranges, then the default, each looking at
+		 * the entries scoped to this interface first. */
+		verdict = lookup_source(cfg, &p, group, now, &res);
+	}
+
+	/* 6. Act. */
 	switch (verdict) {
 	case PC_DROP:
 		res.outcome = PC_OUT_DROP;
@@ -270,7 +387,8 @@ evasion:
 	res.path = PC_R_EVASION;
 	res.judged = 1;
 	now = bpf_ktime_get_boot_ns();
-	verdict = lookup_source(cfg, &p, now, &res);
+	/* No port, so no relay; scopes apply. */
+	verdict = lookup_source(cfg, &p, scope_group(cfg, ctx), now, &res);
 	if (verdict == PC_DROP || verdict == PC_RESET) {
 		res.outcome = PC_OUT_DROP;
 		res.flags |= 1 << PC_R_UNPARSEABLE_BLOCKED;

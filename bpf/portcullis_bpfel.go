@@ -23,11 +23,19 @@ type PortcullisPcConfig struct {
 	_              structs.HostLayout
 	Slot           uint32
 	DefaultVerdict uint8
-	Pad            [3]uint8
+	Flags          uint8
+	Pad            [2]uint8
 	RstRate        uint32
 	RstBurst       uint32
 	Governed       [1024]uint64
 }
+
+type PortcullisPcConfigFlag uint32
+
+const (
+	PortcullisPcConfigFlagPC_CFG_RELAYS PortcullisPcConfigFlag = 1
+	PortcullisPcConfigFlagPC_CFG_SCOPED PortcullisPcConfigFlag = 2
+)
 
 type PortcullisPcCounter struct {
 	_       structs.HostLayout
@@ -116,12 +124,47 @@ const (
 	PortcullisPcReasonPC_R_MAX                 PortcullisPcReason = 11
 )
 
+type PortcullisPcRelay struct {
+	_      structs.HostLayout
+	Rule   uint32
+	Flags  uint8
+	Nports uint8
+	Ports  [8]uint16
+	Pad    [2]uint8
+}
+
+type PortcullisPcRelayFlag uint32
+
+const (
+	PortcullisPcRelayFlagPC_RELAY_BLOCK_QUARANTINED PortcullisPcRelayFlag = 1
+)
+
 type PortcullisPcRule struct {
 	_       structs.HostLayout
 	Rule    uint32
 	Verdict uint8
 	Pad     [3]uint8
 	Expires uint64
+}
+
+type PortcullisPcScopeKey struct {
+	_       structs.HostLayout
+	Slot    uint32
+	Ifindex uint32
+}
+
+type PortcullisPcScopedV4 struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Group     uint32
+	Addr      [4]uint8
+}
+
+type PortcullisPcScopedV6 struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Group     uint32
+	Addr      [16]uint8
 }
 
 type PortcullisPcSrc struct {
@@ -145,28 +188,38 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	PortcullisMapMeta          = "meta"
-	PortcullisMapOffenders     = "offenders"
-	PortcullisMapPolicy        = "policy"
-	PortcullisMapQuarantineV4  = "quarantine_v4"
-	PortcullisMapQuarantineV6  = "quarantine_v6"
-	PortcullisMapRangesV4      = "ranges_v4"
-	PortcullisMapRangesV6      = "ranges_v6"
-	PortcullisMapReasons       = "reasons"
-	PortcullisMapRstBucket     = "rst_bucket"
-	PortcullisMapRuleAges      = "rule_ages"
-	PortcullisMapRuleNames     = "rule_names"
-	PortcullisMapStats         = "stats"
-	PortcullisProgPortcullis   = "portcullis"
-	PortcullisProgPortcullisL3 = "portcullis_l3"
-	PortcullisVarPcBtfConfig   = "pc_btf_config"
-	PortcullisVarPcBtfFamily   = "pc_btf_family"
-	PortcullisVarPcBtfLpmV4    = "pc_btf_lpm_v4"
-	PortcullisVarPcBtfLpmV6    = "pc_btf_lpm_v6"
-	PortcullisVarPcBtfOutcome  = "pc_btf_outcome"
-	PortcullisVarPcBtfReason   = "pc_btf_reason"
-	PortcullisVarPcBtfRule     = "pc_btf_rule"
-	PortcullisVarPcBtfVerdict  = "pc_btf_verdict"
+	PortcullisMapMeta            = "meta"
+	PortcullisMapOffenders       = "offenders"
+	PortcullisMapPolicy          = "policy"
+	PortcullisMapQuarantineV4    = "quarantine_v4"
+	PortcullisMapQuarantineV6    = "quarantine_v6"
+	PortcullisMapRangesV4        = "ranges_v4"
+	PortcullisMapRangesV6        = "ranges_v6"
+	PortcullisMapReasons         = "reasons"
+	PortcullisMapRelaysV4        = "relays_v4"
+	PortcullisMapRelaysV6        = "relays_v6"
+	PortcullisMapRstBucket       = "rst_bucket"
+	PortcullisMapRuleAges        = "rule_ages"
+	PortcullisMapRuleNames       = "rule_names"
+	PortcullisMapScopedV4        = "scoped_v4"
+	PortcullisMapScopedV6        = "scoped_v6"
+	PortcullisMapScopes          = "scopes"
+	PortcullisMapStats           = "stats"
+	PortcullisProgPortcullis     = "portcullis"
+	PortcullisProgPortcullisL3   = "portcullis_l3"
+	PortcullisVarPcBtfConfig     = "pc_btf_config"
+	PortcullisVarPcBtfConfigFlag = "pc_btf_config_flag"
+	PortcullisVarPcBtfFamily     = "pc_btf_family"
+	PortcullisVarPcBtfLpmV4      = "pc_btf_lpm_v4"
+	PortcullisVarPcBtfLpmV6      = "pc_btf_lpm_v6"
+	PortcullisVarPcBtfOutcome    = "pc_btf_outcome"
+	PortcullisVarPcBtfReason     = "pc_btf_reason"
+	PortcullisVarPcBtfRelay      = "pc_btf_relay"
+	PortcullisVarPcBtfRelayFlag  = "pc_btf_relay_flag"
+	PortcullisVarPcBtfRule       = "pc_btf_rule"
+	PortcullisVarPcBtfScopedV4   = "pc_btf_scoped_v4"
+	PortcullisVarPcBtfScopedV6   = "pc_btf_scoped_v6"
+	PortcullisVarPcBtfVerdict    = "pc_btf_verdict"
 )
 
 // LoadPortcullis returns the embedded CollectionSpec for Portcullis.
@@ -227,9 +280,14 @@ type PortcullisMapSpecs struct {
 	RangesV4     *ebpf.MapSpec `ebpf:"ranges_v4"`
 	RangesV6     *ebpf.MapSpec `ebpf:"ranges_v6"`
 	Reasons      *ebpf.MapSpec `ebpf:"reasons"`
+	RelaysV4     *ebpf.MapSpec `ebpf:"relays_v4"`
+	RelaysV6     *ebpf.MapSpec `ebpf:"relays_v6"`
 	RstBucket    *ebpf.MapSpec `ebpf:"rst_bucket"`
 	RuleAges     *ebpf.MapSpec `ebpf:"rule_ages"`
 	RuleNames    *ebpf.MapSpec `ebpf:"rule_names"`
+	ScopedV4     *ebpf.MapSpec `ebpf:"scoped_v4"`
+	ScopedV6     *ebpf.MapSpec `ebpf:"scoped_v6"`
+	Scopes       *ebpf.MapSpec `ebpf:"scopes"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
 
@@ -237,14 +295,19 @@ type PortcullisMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PortcullisVariableSpecs struct {
-	PcBtfConfig  *ebpf.VariableSpec `ebpf:"pc_btf_config"`
-	PcBtfFamily  *ebpf.VariableSpec `ebpf:"pc_btf_family"`
-	PcBtfLpmV4   *ebpf.VariableSpec `ebpf:"pc_btf_lpm_v4"`
-	PcBtfLpmV6   *ebpf.VariableSpec `ebpf:"pc_btf_lpm_v6"`
-	PcBtfOutcome *ebpf.VariableSpec `ebpf:"pc_btf_outcome"`
-	PcBtfReason  *ebpf.VariableSpec `ebpf:"pc_btf_reason"`
-	PcBtfRule    *ebpf.VariableSpec `ebpf:"pc_btf_rule"`
-	PcBtfVerdict *ebpf.VariableSpec `ebpf:"pc_btf_verdict"`
+	PcBtfConfig     *ebpf.VariableSpec `ebpf:"pc_btf_config"`
+	PcBtfConfigFlag *ebpf.VariableSpec `ebpf:"pc_btf_config_flag"`
+	PcBtfFamily     *ebpf.VariableSpec `ebpf:"pc_btf_family"`
+	PcBtfLpmV4      *ebpf.VariableSpec `ebpf:"pc_btf_lpm_v4"`
+	PcBtfLpmV6      *ebpf.VariableSpec `ebpf:"pc_btf_lpm_v6"`
+	PcBtfOutcome    *ebpf.VariableSpec `ebpf:"pc_btf_outcome"`
+	PcBtfReason     *ebpf.VariableSpec `ebpf:"pc_btf_reason"`
+	PcBtfRelay      *ebpf.VariableSpec `ebpf:"pc_btf_relay"`
+	PcBtfRelayFlag  *ebpf.VariableSpec `ebpf:"pc_btf_relay_flag"`
+	PcBtfRule       *ebpf.VariableSpec `ebpf:"pc_btf_rule"`
+	PcBtfScopedV4   *ebpf.VariableSpec `ebpf:"pc_btf_scoped_v4"`
+	PcBtfScopedV6   *ebpf.VariableSpec `ebpf:"pc_btf_scoped_v6"`
+	PcBtfVerdict    *ebpf.VariableSpec `ebpf:"pc_btf_verdict"`
 }
 
 // PortcullisObjects contains all objects after they have been loaded into the kernel.
@@ -275,9 +338,14 @@ type PortcullisMaps struct {
 	RangesV4     *ebpf.Map `ebpf:"ranges_v4"`
 	RangesV6     *ebpf.Map `ebpf:"ranges_v6"`
 	Reasons      *ebpf.Map `ebpf:"reasons"`
+	RelaysV4     *ebpf.Map `ebpf:"relays_v4"`
+	RelaysV6     *ebpf.Map `ebpf:"relays_v6"`
 	RstBucket    *ebpf.Map `ebpf:"rst_bucket"`
 	RuleAges     *ebpf.Map `ebpf:"rule_ages"`
 	RuleNames    *ebpf.Map `ebpf:"rule_names"`
+	ScopedV4     *ebpf.Map `ebpf:"scoped_v4"`
+	ScopedV6     *ebpf.Map `ebpf:"scoped_v6"`
+	Scopes       *ebpf.Map `ebpf:"scopes"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 }
 
@@ -291,9 +359,14 @@ func (m *PortcullisMaps) Close() error {
 		m.RangesV4,
 		m.RangesV6,
 		m.Reasons,
+		m.RelaysV4,
+		m.RelaysV6,
 		m.RstBucket,
 		m.RuleAges,
 		m.RuleNames,
+		m.ScopedV4,
+		m.ScopedV6,
+		m.Scopes,
 		m.Stats,
 	)
 }
@@ -302,14 +375,19 @@ func (m *PortcullisMaps) Close() error {
 //
 // It can be passed to LoadPortcullisObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PortcullisVariables struct {
-	PcBtfConfig  *ebpf.Variable `ebpf:"pc_btf_config"`
-	PcBtfFamily  *ebpf.Variable `ebpf:"pc_btf_family"`
-	PcBtfLpmV4   *ebpf.Variable `ebpf:"pc_btf_lpm_v4"`
-	PcBtfLpmV6   *ebpf.Variable `ebpf:"pc_btf_lpm_v6"`
-	PcBtfOutcome *ebpf.Variable `ebpf:"pc_btf_outcome"`
-	PcBtfReason  *ebpf.Variable `ebpf:"pc_btf_reason"`
-	PcBtfRule    *ebpf.Variable `ebpf:"pc_btf_rule"`
-	PcBtfVerdict *ebpf.Variable `ebpf:"pc_btf_verdict"`
+	PcBtfConfig     *ebpf.Variable `ebpf:"pc_btf_config"`
+	PcBtfConfigFlag *ebpf.Variable `ebpf:"pc_btf_config_flag"`
+	PcBtfFamily     *ebpf.Variable `ebpf:"pc_btf_family"`
+	PcBtfLpmV4      *ebpf.Variable `ebpf:"pc_btf_lpm_v4"`
+	PcBtfLpmV6      *ebpf.Variable `ebpf:"pc_btf_lpm_v6"`
+	PcBtfOutcome    *ebpf.Variable `ebpf:"pc_btf_outcome"`
+	PcBtfReason     *ebpf.Variable `ebpf:"pc_btf_reason"`
+	PcBtfRelay      *ebpf.Variable `ebpf:"pc_btf_relay"`
+	PcBtfRelayFlag  *ebpf.Variable `ebpf:"pc_btf_relay_flag"`
+	PcBtfRule       *ebpf.Variable `ebpf:"pc_btf_rule"`
+	PcBtfScopedV4   *ebpf.Variable `ebpf:"pc_btf_scoped_v4"`
+	PcBtfScopedV6   *ebpf.Variable `ebpf:"pc_btf_scoped_v6"`
+	PcBtfVerdict    *ebpf.Variable `ebpf:"pc_btf_verdict"`
 }
 
 // PortcullisPrograms contains all programs after they have been loaded into the kernel.

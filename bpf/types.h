@@ -50,6 +50,18 @@ enum pc_reason {
 	PC_R_MAX,
 };
 
+/* pc_config.flags: what the policy has beyond ranges and quarantines. A policy without
+ * them pays nothing for them: the program looks at neither table. */
+enum pc_config_flag {
+	PC_CFG_RELAYS = 1, /* relays_v4/v6 hold destinations to pass */
+	PC_CFG_SCOPED = 2, /* scopes and scoped_v4/v6 hold entries for some interfaces */
+};
+
+/* pc_relay.flags */
+enum pc_relay_flag {
+	PC_RELAY_BLOCK_QUARANTINED = 1, /* quarantined sources get their quarantine here too */
+};
+
 /* LPM keys. prefixlen counts bits of addr. */
 struct pc_lpm_v4 {
 	__u32 prefixlen;
@@ -59,6 +71,36 @@ struct pc_lpm_v4 {
 struct pc_lpm_v6 {
 	__u32 prefixlen;
 	__u8 addr[16];
+};
+
+/* Scoped table keys: the group (host order, PC_GROUP_QUARANTINE set for quarantines)
+ * comes first, so prefixlen is 32 + the bits of addr that count. */
+struct pc_scoped_v4 {
+	__u32 prefixlen;
+	__u32 group;
+	__u8 addr[4];
+};
+
+struct pc_scoped_v6 {
+	__u32 prefixlen;
+	__u32 group;
+	__u8 addr[16];
+};
+
+/* scopes key: one interface of one policy slot. */
+struct pc_scope_key {
+	__u32 slot;
+	__u32 ifindex;
+};
+
+/* Value of the relay tables: a destination towards which the governed ports (or the
+ * listed ones) pass, whoever the source is. */
+struct pc_relay {
+	__u32 rule;   /* rule id of the relay (counters) */
+	__u8 flags;   /* enum pc_relay_flag */
+	__u8 nports;  /* 0: every governed port; else ports[0..nports) */
+	__u16 ports[PC_RELAY_PORTS]; /* host order */
+	__u8 pad[2];
 };
 
 /* Value of every prefix table. */
@@ -73,7 +115,8 @@ struct pc_rule {
 struct pc_config {
 	__u32 slot;            /* which slot of the prefix tables belongs to this policy */
 	__u8 default_verdict;  /* enum pc_verdict for sources in no range (rule 0) */
-	__u8 pad[3];
+	__u8 flags;            /* enum pc_config_flag */
+	__u8 pad[2];
 	__u32 rst_rate;        /* RSTs per second per CPU; 0 = unlimited */
 	__u32 rst_burst;       /* RSTs a CPU may send back to back (min 1) */
 	__u64 governed[PC_PORT_WORDS]; /* bit (port % 64) of word (port / 64), host order port */

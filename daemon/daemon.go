@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -97,6 +98,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	// The configured policy first, then attach: never an interface without a policy.
+	// The interfaces that exist are named to the program first, for the policy's scopes.
+	d.mu.Lock()
+	d.syncInterfaces()
+	d.mu.Unlock()
 	res := d.applyFile(d.cfg.Policy, "file")
 	if res.Err != nil && d.meta.Hash == "" {
 		return fmt.Errorf("no policy in force and the configured one cannot be used:\n%w", res.Err)
@@ -195,6 +200,9 @@ func (d *Daemon) Apply(file string, data []byte, who string) Result {
 	for _, w := range pol.Warnings {
 		d.log.Warn("policy warning", "warning", w.Error())
 	}
+	if err := pol.CheckInterfaces(d.cfg.Interfaces, "the daemon's configuration (interfaces:)"); err != nil {
+		return d.reject(file, who, err)
+	}
 	c, err := policy.Compile(pol, now)
 	if err != nil {
 		return d.reject(file, who, err)
@@ -234,7 +242,7 @@ func (d *Daemon) install(c *policy.Compiled, file, who string, now time.Time) Re
 		return res
 	}
 
-	proof, err := prove(d.prog.ProbeOn, c.Tables, c.Policy.Protected, now, d.rng)
+	proof, err := prove(d.prog.ProbeAt, c.Tables, c.Policy.Protected, slices.Sorted(maps.Keys(d.prog.Interfaces())), now, d.rng)
 	if err != nil {
 		proof.Mismatches = append(proof.Mismatches, Mismatch{Note: "probe error: " + err.Error()})
 	}

@@ -61,7 +61,7 @@ func testDaemon(t *testing.T) *Daemon {
 
 func judge(t *testing.T, d *Daemon, src string) policy.Action {
 	t.Helper()
-	f, err := probeFrame(netip.MustParseAddr(src), 25)
+	f, err := probeFrame(netip.MustParseAddr(src), probeDsts4[0], 25)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestProofFailureRollsBack(t *testing.T) {
 		return &c
 	}
 	res := d.Apply("b.yaml", []byte(policyB), "uid:0")
-	if res.Outcome != "rolled-back" || res.Err == nil || !strings.Contains(res.Err.Error(), "-> port 25: program XDP_PASS, model XDP_DROP") {
+	if res.Outcome != "rolled-back" || res.Err == nil || !strings.Contains(res.Err.Error(), " port 25: program XDP_PASS, model XDP_DROP") {
 		t.Fatalf("tampered B: %s %v", res.Outcome, res.Err)
 	}
 	if got := judge(t, d, "100.64.1.25"); got != policy.ActionPass {

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,12 +30,14 @@ func (p Proof) OK() bool { return len(p.Mismatches) == 0 }
 
 // Mismatch is one probe on which the program and the model disagree.
 type Mismatch struct {
-	Src     netip.Addr
-	Port    uint16
-	Link    policy.Link // the entry point probed: Ethernet or raw IP
-	Program policy.Action
-	Model   policy.Action
-	Note    string
+	Src       netip.Addr
+	Dst       netip.Addr
+	Port      uint16
+	Link      policy.Link // the entry point probed: Ethernet or raw IP
+	Interface string      // the interface it was probed as arriving on ("": one no scope names)
+	Program   policy.Action
+	Model     policy.Action
+	Note      string
 }
 
 func (m Mismatch) String() string {
@@ -42,7 +45,10 @@ func (m Mismatch) String() string {
 	if m.Link == policy.LinkRawIP {
 		via = " (raw-IP entry point)"
 	}
-	return fmt.Sprintf("%s -> port %d%s: program %v, model %v%s", m.Src, m.Port, via, m.Program, m.Model, m.Note)
+	if m.Interface != "" {
+		via += " on " + m.Interface
+	}
+	return fmt.Sprintf("%s -> %s port %d%s: program %v, model %v%s", m.Src, m.Dst, m.Port, via, m.Program, m.Model, m.Note)
 }
 
 const (
@@ -56,24 +62,48 @@ const (
 )
 
 var (
-	probeDst4 = netip.MustParseAddr("192.0.2.25")
-	probeDst6 = netip.MustParseAddr("2001:db8::25")
 	probeMAC1 = net.HardwareAddr{0x02, 0, 0, 0, 0, 1}
 	probeMAC2 = net.HardwareAddr{0x02, 0, 0, 0, 0, 2}
+	// Destinations of the source probes, the first of each family that no relay
+	// covers (a relayed probe would not exercise the source lookup).
+	probeDsts4 = []netip.Addr{netip.MustParseAddr("192.0.2.25"), netip.MustParseAddr("198.51.100.25"), netip.MustParseAddr("203.0.113.25"), netip.MustParseAddr("100.127.255.25")}
+	probeDsts6 = []netip.Addr{netip.MustParseAddr("2001:db8::25"), netip.MustParseAddr("2001:db8:ffff:ffff::25"), netip.MustParseAddr("3fff::25")}
 )
+
+// probe is one frame's worth of a proof: from Src to Dst:Port, arriving on Interface,
+// through the entry points in Links.
+type probe struct {
+	src, dst netip.Addr
+	port     uint16
+	ifname   string
+	links    []policy.Link
+}
 
 // prove probes every rule (its first prefix) and a bounded random sample of the other
 // prefixes of t: the first and last address of each, to every governed port (the first
 // few), each protected port and an ordinary one (443). run is the live program's probe
-// run through the entry point for a link type, which leaves production counters alone.
-// Every probe goes through the Ethernet entry point; the default's and each rule's
-// also through the raw-IP one (the same frame from its IP header on), which shares the
-// tables and everything after the parse.
-func prove(run func(policy.Link, []byte) (policy.Action, []byte, error), t *policy.Tables, protected []uint16, now time.Time, rng *rand.Rand) (Proof, error) {
+// run at an ingress (entry point by link type, interface), which leaves production
+// counters alone. Every probe goes through the Ethernet entry point; the default's and
+// each rule's also through the raw-IP one (the same frame from its IP header on), which
+// shares the tables and everything after the parse.
+//
+// Scoped entries are probed on an interface of their scope that the program knows
+// (known: the names given to SetInterfaces) and on an interface no scope names; every
+// relay prefix is probed from the default's source and, if there is one, from a
+// quarantined source, on the governed ports.
+func prove(run func(policy.Ingress, []byte) (policy.Action, []byte, error), t *policy.Tables, protected []uint16, known []string, now time.Time, rng *rand.Rand) (Proof, error) {
 	start := time.Now()
-	ports := append([]uint16{}, t.Governed[:min(len(t.Governed), 4)]...)
+	governed := t.Governed[:min(len(t.Governed), 4)]
+	ports := append([]uint16{}, governed...)
 	ports = append(ports, protected...)
 	ports = append(ports, 443)
+	dst4, dst6 := unrelayed(t, probeDsts4), unrelayed(t, probeDsts6)
+	dstFor := func(src netip.Addr) netip.Addr {
+		if src.Is4() {
+			return dst4
+		}
+		return dst6
+	}
 
 	var entries []policy.Entry
 	seen := map[uint32]bool{}
@@ -95,48 +125,115 @@ func prove(run func(policy.Link, []byte) (policy.Action, []byte, error), t *poli
 		rng.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
 		rest = rest[:proofEntries]
 	}
-	perRule := 2 + 2*len(entries) // sources below: the default's and each rule's
 	entries = append(entries, rest...)
 	// The default: an address in no entry (the documentation prefix of the probes'
 	// own destination is as good as any; if a policy covers it, it is judged by that).
-	srcs := []netip.Addr{netip.MustParseAddr("203.0.113.254"), netip.MustParseAddr("2001:db8:ffff:ffff::fe")}
-	for _, e := range entries {
-		srcs = append(srcs, e.Prefix.Masked().Addr(), policy.LastAddr(e.Prefix))
+	def4, def6 := netip.MustParseAddr("203.0.113.254"), netip.MustParseAddr("2001:db8:ffff:ffff::fe")
+	both := []policy.Link{policy.LinkEthernet, policy.LinkRawIP}
+	eth := []policy.Link{policy.LinkEthernet}
+	var probes []probe
+	addSrc := func(src netip.Addr, ifname string, links []policy.Link) {
+		for _, port := range ports {
+			probes = append(probes, probe{src, dstFor(src), port, ifname, links})
+		}
+	}
+	addSrc(def4, "", both)
+	addSrc(def6, "", both)
+	for i, e := range entries {
+		links := eth
+		if i < len(seen) {
+			links = both // the first entry of each rule
+		}
+		for _, src := range []netip.Addr{e.Prefix.Masked().Addr(), policy.LastAddr(e.Prefix)} {
+			addSrc(src, "", links)
+			if e.Interfaces == nil {
+				continue
+			}
+			for _, ifname := range e.Interfaces {
+				if slices.Contains(known, ifname) {
+					addSrc(src, ifname, links) // in scope; "" above is out of scope
+					break
+				}
+			}
+		}
+	}
+	// Relays are probed from the default's source, from a blocked source of each
+	// family and from a quarantined one: a relay must open what they would block.
+	var relaySrcs []netip.Addr
+	for _, fam4 := range []bool{true, false} {
+		for _, tab := range [][]policy.Entry{t.Ranges, t.Quarantines} {
+			for _, e := range tab {
+				live := e.Expires.IsZero() || now.Before(e.Expires.Add(-expirySlack))
+				if e.Interfaces == nil && e.Verdict.Blocks() && live && e.Prefix.Addr().Is4() == fam4 {
+					relaySrcs = append(relaySrcs, e.Prefix.Masked().Addr())
+					break
+				}
+			}
+		}
+	}
+	for i, r := range t.Relays {
+		links := eth
+		if i == 0 {
+			links = both
+		}
+		for _, dst := range []netip.Addr{r.Prefix.Masked().Addr(), policy.LastAddr(r.Prefix)} {
+			srcs := []netip.Addr{def4}
+			if dst.Is6() {
+				srcs[0] = def6
+			}
+			for _, q := range relaySrcs {
+				if q.Is4() == dst.Is4() {
+					srcs = append(srcs, q)
+				}
+			}
+			for _, src := range srcs {
+				for _, port := range governed {
+					probes = append(probes, probe{src, dst, port, "", links})
+				}
+			}
+		}
 	}
 
 	var pr Proof
-	for i, src := range srcs {
-		links := []policy.Link{policy.LinkEthernet}
-		if i < perRule {
-			links = append(links, policy.LinkRawIP)
+	for _, pb := range probes {
+		frame, err := probeFrame(pb.src, pb.dst, pb.port)
+		if err != nil {
+			return pr, err
 		}
-		for _, port := range ports {
-			eth, err := probeFrame(src, port)
+		for _, link := range pb.links {
+			f := frame
+			if link == policy.LinkRawIP {
+				f = frame[14:] // from the IP header on
+			}
+			in := policy.Ingress{Link: link, Interface: pb.ifname}
+			act, out, err := run(in, f)
 			if err != nil {
 				return pr, err
 			}
-			for _, link := range links {
-				frame := eth
-				if link == policy.LinkRawIP {
-					frame = eth[14:] // from the IP header on
-				}
-				act, out, err := run(link, frame)
-				if err != nil {
-					return pr, err
-				}
-				pr.Probes++
-				want, diffs := verify.Compare(t, frame, now, verify.Observed{Link: link, Action: act, Out: out})
-				if len(diffs) == 0 {
-					continue
-				}
-				if len(pr.Mismatches) < maxMismatches {
-					pr.Mismatches = append(pr.Mismatches, Mismatch{Src: src, Port: port, Link: link, Program: act, Model: want.Action, Note: mismatchNote(diffs)})
-				}
+			pr.Probes++
+			want, diffs := verify.Compare(t, f, now, verify.Observed{Link: link, Interface: pb.ifname, Action: act, Out: out})
+			if len(diffs) == 0 {
+				continue
+			}
+			if len(pr.Mismatches) < maxMismatches {
+				pr.Mismatches = append(pr.Mismatches, Mismatch{Src: pb.src, Dst: pb.dst, Port: pb.port, Link: link, Interface: pb.ifname,
+					Program: act, Model: want.Action, Note: mismatchNote(diffs)})
 			}
 		}
 	}
 	pr.Took = time.Since(start)
 	return pr, nil
+}
+
+// unrelayed returns the first of candidates that no relay of t covers (the first one
+// if every one is: its probes are then relayed, and still compared with the model).
+func unrelayed(t *policy.Tables, candidates []netip.Addr) netip.Addr {
+	for _, a := range candidates {
+		if _, ok := t.LookupRelay(a); !ok {
+			return a
+		}
+	}
+	return candidates[0]
 }
 
 // mismatchNote says what differs beyond the actions, if they agree: " (the RSTs
@@ -158,18 +255,18 @@ func mismatchNote(diffs []verify.Difference) string {
 	return note
 }
 
-// probeFrame is a TCP SYN from src to port over plain Ethernet.
-func probeFrame(src netip.Addr, port uint16) ([]byte, error) {
+// probeFrame is a TCP SYN from src to dst:port over plain Ethernet.
+func probeFrame(src, dst netip.Addr, port uint16) ([]byte, error) {
 	eth := &layers.Ethernet{SrcMAC: probeMAC1, DstMAC: probeMAC2}
 	tcp := &layers.TCP{SrcPort: 40000, DstPort: layers.TCPPort(port), SYN: true, Seq: 1000, Window: 64240}
 	var ip gopacket.NetworkLayer
 	if src.Is4() {
 		eth.EthernetType = layers.EthernetTypeIPv4
-		ip4 := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: src.AsSlice(), DstIP: probeDst4.AsSlice()}
+		ip4 := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
 		ip = ip4
 	} else {
 		eth.EthernetType = layers.EthernetTypeIPv6
-		ip = &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP, SrcIP: src.AsSlice(), DstIP: probeDst6.AsSlice()}
+		ip = &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
 	}
 	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
 		return nil, err

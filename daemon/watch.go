@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"syscall"
@@ -85,6 +86,7 @@ func (d *Daemon) reconcile(name string) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	defer d.syncInterfaces()
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		if _, was := d.attached[name]; was || !d.gone[name] {
@@ -120,6 +122,26 @@ func (d *Daemon) reconcile(name string) {
 	d.attached[name] = mode
 	delete(d.modeNotes, name)
 	delete(d.gone, name)
+}
+
+// syncInterfaces names the configured interfaces that exist, with their ifindex, to the
+// program, for the policy's scopes (an interface created again gets a new index).
+// Called with d.mu held.
+func (d *Daemon) syncInterfaces() {
+	now := map[string]int{}
+	for _, name := range d.cfg.Interfaces {
+		if l, err := netlink.LinkByName(name); err == nil {
+			now[name] = l.Attrs().Index
+		}
+	}
+	if maps.Equal(now, d.prog.Interfaces()) {
+		return
+	}
+	if err := d.prog.SetInterfaces(now); err != nil {
+		d.log.Error("cannot name the interfaces to the program: scoped entries may not apply", "error", err)
+		return
+	}
+	d.log.Info("interfaces for scopes", "ifindex", fmt.Sprint(now))
 }
 
 // checkMode compares the mode name is attached in (a pinned link adopted from an

@@ -21,7 +21,15 @@ func (p *Program) Run(frame []byte) (policy.Action, []byte, error) {
 
 // RunOn is Run through the entry point for links of type l.
 func (p *Program) RunOn(l policy.Link, frame []byte) (policy.Action, []byte, error) {
-	return p.testRun(l, frame, false)
+	return p.testRun(policy.Ingress{Link: l}, frame, false)
+}
+
+// RunAt is Run through the entry point for in.Link, as if the frame arrived on
+// interface in.Interface (a name given to SetInterfaces; "" for an interface no scope
+// names). The interface must exist in this process's network namespace: the kernel
+// looks it up.
+func (p *Program) RunAt(in policy.Ingress, frame []byte) (policy.Action, []byte, error) {
+	return p.testRun(in, frame, false)
 }
 
 // probeMagic is PC_PROBE_MAGIC: the XDP metadata word that marks a probe.
@@ -42,19 +50,29 @@ func (p *Program) Probe(frame []byte) (policy.Action, []byte, error) {
 
 // ProbeOn is Probe through the entry point for links of type l.
 func (p *Program) ProbeOn(l policy.Link, frame []byte) (policy.Action, []byte, error) {
-	return p.testRun(l, frame, true)
+	return p.testRun(policy.Ingress{Link: l}, frame, true)
 }
 
-// testRun runs frame through the entry point for l with BPF_PROG_TEST_RUN, as a probe
-// (PC_PROBE_MAGIC in the metadata) or not.
-func (p *Program) testRun(l policy.Link, frame []byte, probe bool) (policy.Action, []byte, error) {
+// ProbeAt is Probe as if the frame arrived at in (see RunAt).
+func (p *Program) ProbeAt(in policy.Ingress, frame []byte) (policy.Action, []byte, error) {
+	return p.testRun(in, frame, true)
+}
+
+// testRun runs frame through the entry point for at.Link with BPF_PROG_TEST_RUN, as if
+// it arrived on at.Interface, as a probe (PC_PROBE_MAGIC in the metadata) or not.
+func (p *Program) testRun(at policy.Ingress, frame []byte, probe bool) (policy.Action, []byte, error) {
+	l := at.Link
+	ifindex, err := p.ifindexOf(at.Interface)
+	if err != nil {
+		return 0, nil, err
+	}
 	what, in := "test run", frame
 	if probe {
 		what, in = "probe run", make([]byte, 4+len(frame))
 		binary.NativeEndian.PutUint32(in, probeMagic)
 		copy(in[4:], frame)
 	}
-	ctx := xdpMD{Data: uint32(len(in) - len(frame)), DataEnd: uint32(len(in))}
+	ctx := xdpMD{Data: uint32(len(in) - len(frame)), DataEnd: uint32(len(in)), IngressIfindex: ifindex}
 	var ctxOut xdpMD
 	opts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256), Context: ctx, ContextOut: &ctxOut}
 	ret, err := p.entry(l).Run(opts)

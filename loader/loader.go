@@ -36,6 +36,9 @@ var (
 	// ErrLinkType means the interface's frames have a link layer the program cannot
 	// parse, so it would judge nothing there.
 	ErrLinkType = errors.New("link type the program cannot judge")
+	// ErrUnknownInterface means a test run was asked for an interface that
+	// SetInterfaces did not name.
+	ErrUnknownInterface = errors.New("interface not known to the program")
 	// ErrModeSwitchGap explains why a change of attach mode is not seamless: the
 	// kernel holds native and generic XDP on one interface only one at a time (a
 	// second attach in the other mode fails with EEXIST: "Native and generic XDP
@@ -61,6 +64,9 @@ type Program struct {
 	ages     map[uint32]labelAge
 
 	ids []ebpf.ProgramID // kernel ids of the entry points, by policy.Link (see IDs)
+
+	ifaces map[string]int      // interface name -> ifindex (SetInterfaces)
+	groups []map[string]uint32 // per slot: interface -> scope group of its policy
 }
 
 // Load loads the program into the kernel (needs CAP_BPF and CAP_NET_ADMIN, or root).

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -65,6 +66,123 @@ func (b lpmBuilder) build(entries []policy.Entry, boot time.Duration, now time.T
 	return m, nil
 }
 
+// newTable creates an inner table from spec sized for n entries and fills it.
+func newTable[K, V any](spec *ebpf.MapSpec, keys []K, vals []V) (*ebpf.Map, error) {
+	spec = spec.Copy()
+	spec.MaxEntries = uint32(max(len(keys), 1))
+	m, err := ebpf.NewMap(spec)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s table: %w", spec.Name, err)
+	}
+	if len(keys) > 0 {
+		n, err := m.BatchUpdate(keys, vals, nil)
+		if err == nil && n != len(keys) {
+			err = fmt.Errorf("wrote %d of %d entries", n, len(keys))
+		}
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("filling %s table: %w", spec.Name, err)
+		}
+	}
+	return m, nil
+}
+
+// relayTables builds the relay tables (IPv4, IPv6) of entries, rule ids already stable.
+func (p *Program) relayTables(entries []policy.RelayEntry) (v4, v6 func() (*ebpf.Map, error), n4, n6 int) {
+	var k4 []bpf.PortcullisPcLpmV4
+	var k6 []bpf.PortcullisPcLpmV6
+	var r4, r6 []bpf.PortcullisPcRelay
+	for _, e := range entries {
+		v := bpf.PortcullisPcRelay{Rule: e.Rule, Nports: uint8(len(e.Ports))}
+		copy(v.Ports[:], e.Ports)
+		if e.BlockQuarantined {
+			v.Flags |= uint8(bpf.PortcullisPcRelayFlagPC_RELAY_BLOCK_QUARANTINED)
+		}
+		if e.Prefix.Addr().Is4() {
+			k4 = append(k4, bpf.PortcullisPcLpmV4{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As4()})
+			r4 = append(r4, v)
+		} else {
+			k6 = append(k6, bpf.PortcullisPcLpmV6{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As16()})
+			r6 = append(r6, v)
+		}
+	}
+	v4 = func() (*ebpf.Map, error) { return newTable(p.spec.Maps[bpf.PortcullisMapRelaysV4].InnerMap, k4, r4) }
+	v6 = func() (*ebpf.Map, error) { return newTable(p.spec.Maps[bpf.PortcullisMapRelaysV6].InnerMap, k6, r6) }
+	return v4, v6, len(k4), len(k6)
+}
+
+// scopedTables builds the scoped tables (IPv4, IPv6) of a scope plan, rule ids stable.
+func (p *Program) scopedTables(plan policy.ScopePlan, boot time.Duration, now time.Time) (v4, v6 func() (*ebpf.Map, error), n4, n6 int) {
+	var k4 []bpf.PortcullisPcScopedV4
+	var k6 []bpf.PortcullisPcScopedV6
+	var r4, r6 []bpf.PortcullisPcRule
+	add := func(ge policy.GroupEntry, group uint32) {
+		v := bpf.PortcullisPcRule{Rule: ge.Rule, Verdict: uint8(ge.Verdict)}
+		if !ge.Expires.IsZero() {
+			v.Expires = bootTime(ge.Expires, boot, now)
+		}
+		if ge.Prefix.Addr().Is4() {
+			k4 = append(k4, bpf.PortcullisPcScopedV4{Prefixlen: 32 + uint32(ge.Prefix.Bits()), Group: group, Addr: ge.Prefix.Masked().Addr().As4()})
+			r4 = append(r4, v)
+		} else {
+			k6 = append(k6, bpf.PortcullisPcScopedV6{Prefixlen: 32 + uint32(ge.Prefix.Bits()), Group: group, Addr: ge.Prefix.Masked().Addr().As16()})
+			r6 = append(r6, v)
+		}
+	}
+	for _, ge := range plan.Ranges {
+		add(ge, ge.Group)
+	}
+	for _, ge := range plan.Quarantines {
+		add(ge, ge.Group|groupQuarantine)
+	}
+	v4 = func() (*ebpf.Map, error) { return newTable(p.spec.Maps[bpf.PortcullisMapScopedV4].InnerMap, k4, r4) }
+	v6 = func() (*ebpf.Map, error) { return newTable(p.spec.Maps[bpf.PortcullisMapScopedV6].InnerMap, k6, r6) }
+	return v4, v6, len(k4), len(k6)
+}
+
+// groupQuarantine is PC_GROUP_QUARANTINE.
+const groupQuarantine = 0x80000000
+
+// installOptional puts a table built by build into slot of outer, or, when the
+// policy has no entries for it, makes sure the slot is empty. An empty slot that is
+// already empty costs nothing: a policy without relays or scopes pays no map-in-map
+// update (each is an RCU wait) for them.
+func installOptional(outer *ebpf.Map, slot uint32, n int, build func() (*ebpf.Map, error)) error {
+	if n == 0 {
+		var id ebpf.MapID
+		err := outer.Lookup(slot, &id)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err := outer.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clearing %s: %w", outer, err)
+		}
+		return nil
+	}
+	m, err := build()
+	if err != nil {
+		return err
+	}
+	err = outer.Put(slot, m)
+	m.Close()
+	if err != nil {
+		return fmt.Errorf("installing %s table: %w", outer, err)
+	}
+	return nil
+}
+
+// unscoped returns the entries that apply on every interface: the scoped ones live in
+// the scoped tables (see policy.ScopePlan).
+func unscoped(entries []policy.Entry) []policy.Entry {
+	out := entries[:0:0]
+	for _, e := range entries {
+		if e.Interfaces == nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // split sorts entries by family; the policy compiler has already unmapped
 // IPv4-mapped IPv6 prefixes.
 func split(entries []policy.Entry) (v4, v6 []policy.Entry) {
@@ -93,6 +211,14 @@ func (p *Program) Apply(t *policy.Tables) error {
 			}
 		}
 	}
+	for _, r := range t.Relays {
+		if r.Rule >= policy.MaxRules {
+			return fmt.Errorf("%w: rule id %d, limit %d", ErrTooManyRules, r.Rule, policy.MaxRules)
+		}
+		if len(r.Ports) > policy.MaxRelayPorts {
+			return fmt.Errorf("relay %s lists %d ports, the data plane holds %d", r.Prefix, len(r.Ports), policy.MaxRelayPorts)
+		}
+	}
 	ids, err := p.stableIDs(t)
 	if err != nil {
 		return err
@@ -115,8 +241,8 @@ func (p *Program) Apply(t *policy.Tables) error {
 	if err != nil {
 		return err
 	}
-	r4, r6 := split(ranges)
-	q4, q6 := split(quarantines)
+	r4, r6 := split(unscoped(ranges))
+	q4, q6 := split(unscoped(quarantines))
 	tables := []struct {
 		outer   *ebpf.Map
 		builder prefixTableBuilder
@@ -141,11 +267,51 @@ func (p *Program) Apply(t *policy.Tables) error {
 		}
 	}
 
+	// Relays and scopes: only for policies that have them.
+	relays := make([]policy.RelayEntry, len(t.Relays))
+	for i, r := range t.Relays {
+		if int(r.Rule) >= len(ids) {
+			return fmt.Errorf("relay %s names rule %d, but the policy names only %d rules", r.Prefix, r.Rule, len(ids))
+		}
+		r.Rule = ids[r.Rule]
+		relays[i] = r
+	}
+	plan := t.Plan()
+	if plan.Ranges, err = groupIDs(plan.Ranges, ids); err != nil {
+		return err
+	}
+	if plan.Quarantines, err = groupIDs(plan.Quarantines, ids); err != nil {
+		return err
+	}
+	rv4, rv6, rn4, rn6 := p.relayTables(relays)
+	sv4, sv6, sn4, sn6 := p.scopedTables(plan, boot, now)
+	for _, o := range []struct {
+		outer *ebpf.Map
+		n     int
+		build func() (*ebpf.Map, error)
+	}{
+		{p.objs.RelaysV4, rn4, rv4}, {p.objs.RelaysV6, rn6, rv6},
+		{p.objs.ScopedV4, sn4, sv4}, {p.objs.ScopedV6, sn6, sv6},
+	} {
+		if err := installOptional(o.outer, next, o.n, o.build); err != nil {
+			return err
+		}
+	}
+	if err := p.writeScopes(next, plan.Groups); err != nil {
+		return err
+	}
+
 	cfg := bpf.PortcullisPcConfig{
 		Slot:           next,
 		DefaultVerdict: uint8(t.DefaultVerdict),
 		RstRate:        t.RSTRate,
 		RstBurst:       t.RSTBurst,
+	}
+	if len(relays) > 0 {
+		cfg.Flags |= uint8(bpf.PortcullisPcConfigFlagPC_CFG_RELAYS)
+	}
+	if len(plan.Groups) > 0 {
+		cfg.Flags |= uint8(bpf.PortcullisPcConfigFlagPC_CFG_SCOPED)
 	}
 	for _, port := range t.Governed {
 		cfg.Governed[port/64] |= 1 << (port % 64)
@@ -213,6 +379,19 @@ func (p *Program) Rollback() error {
 	p.slot, p.tables, p.live = p.prev.slot, p.prev.tables, p.prev.live
 	p.dropPrev()
 	return nil
+}
+
+// groupIDs is withIDs for the entries of a scope plan.
+func groupIDs(entries []policy.GroupEntry, ids []uint32) ([]policy.GroupEntry, error) {
+	out := make([]policy.GroupEntry, len(entries))
+	for i, e := range entries {
+		if int(e.Rule) >= len(ids) {
+			return nil, fmt.Errorf("entry %s names rule %d, but the policy names only %d rules", e.Prefix, e.Rule, len(ids))
+		}
+		e.Rule = ids[e.Rule]
+		out[i] = e
+	}
+	return out, nil
 }
 
 // withIDs returns entries with their compiled rule ids replaced by stable ids.

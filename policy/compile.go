@@ -19,6 +19,7 @@ const (
 	KindRange      Kind = "range"
 	KindExemption  Kind = "exemption"
 	KindQuarantine Kind = "quarantine"
+	KindRelay      Kind = "relay"
 )
 
 // Rule is one compiled rule: a range, exemption or quarantine (or the default).
@@ -36,15 +37,23 @@ type Compiled struct {
 	Policy   *Policy
 	Tables   *Tables
 	Rules    []Rule               // index = rule id
-	EntryPos map[netip.Prefix]Pos // where each compiled prefix is written
+	EntryPos map[EntryKey]Pos     // where each compiled source prefix is written
+	RelayPos map[netip.Prefix]Pos // where each relay prefix is written
 	Hash     string               // canonical hash of Tables
+}
+
+// EntryKey names one compiled source entry: a prefix may appear once per scope.
+type EntryKey struct {
+	Prefix netip.Prefix
+	Rule   uint32
 }
 
 // Compile turns a checked policy into the exact table entries the data plane uses,
 // sorted and deterministic. Exemptions and quarantines expired at now are left out.
-// Rule ids: 0 the default, then ranges by name, exemptions, quarantines by prefix.
+// Rule ids: 0 the default, then ranges by name, exemptions, quarantines by prefix,
+// relays by name.
 func Compile(pol *Policy, now time.Time) (*Compiled, error) {
-	c := &Compiled{Policy: pol, EntryPos: map[netip.Prefix]Pos{}}
+	c := &Compiled{Policy: pol, EntryPos: map[EntryKey]Pos{}, RelayPos: map[netip.Prefix]Pos{}}
 	t := &Tables{DefaultVerdict: pol.Default, Governed: slices.Clone(pol.Governed),
 		RSTRate: pol.RSTRate, RSTBurst: pol.RSTBurst}
 	c.Rules = append(c.Rules, Rule{ID: 0, Kind: KindDefault, Name: "default", Verdict: pol.Default, Pos: pol.DefaultPos})
@@ -55,36 +64,54 @@ func Compile(pol *Policy, now time.Time) (*Compiled, error) {
 		id := uint32(len(c.Rules))
 		c.Rules = append(c.Rules, Rule{id, KindRange, r.Name, r.Verdict, r.Pos})
 		for _, p := range r.CIDRs {
-			t.Ranges = append(t.Ranges, Entry{Prefix: p.Prefix, Rule: id, Verdict: r.Verdict})
-			c.EntryPos[p.Prefix] = p.Pos
+			t.Ranges = append(t.Ranges, Entry{Prefix: p.Prefix, Rule: id, Verdict: r.Verdict, Interfaces: r.Scope})
+			c.EntryPos[EntryKey{p.Prefix, id}] = p.Pos
 		}
 	}
 	ex := slices.Clone(pol.Exemptions)
-	slices.SortFunc(ex, func(a, b Exemption) int { return comparePrefix(a.CIDR.Prefix, b.CIDR.Prefix) })
+	slices.SortFunc(ex, func(a, b Exemption) int {
+		return cmp.Or(comparePrefix(a.CIDR.Prefix, b.CIDR.Prefix), slices.Compare(a.Scope, b.Scope))
+	})
 	for _, e := range ex {
 		if !e.Expires.IsZero() && !now.Before(e.Expires) {
 			continue
 		}
 		id := uint32(len(c.Rules))
 		c.Rules = append(c.Rules, Rule{id, KindExemption, e.Name, Pass, e.Pos})
-		t.Ranges = append(t.Ranges, Entry{Prefix: e.CIDR.Prefix, Rule: id, Verdict: Pass})
-		c.EntryPos[e.CIDR.Prefix] = e.CIDR.Pos
+		t.Ranges = append(t.Ranges, Entry{Prefix: e.CIDR.Prefix, Rule: id, Verdict: Pass, Interfaces: e.Scope})
+		c.EntryPos[EntryKey{e.CIDR.Prefix, id}] = e.CIDR.Pos
 	}
 	qs := slices.Clone(pol.Quarantines)
-	slices.SortFunc(qs, func(a, b Quarantine) int { return comparePrefix(a.CIDR.Prefix, b.CIDR.Prefix) })
+	slices.SortFunc(qs, func(a, b Quarantine) int {
+		return cmp.Or(comparePrefix(a.CIDR.Prefix, b.CIDR.Prefix), slices.Compare(a.Scope, b.Scope))
+	})
 	for _, q := range qs {
 		if !now.Before(q.Expires) {
 			continue
 		}
 		id := uint32(len(c.Rules))
 		c.Rules = append(c.Rules, Rule{id, KindQuarantine, q.Name, q.Verdict, q.Pos})
-		t.Quarantines = append(t.Quarantines, Entry{Prefix: q.CIDR.Prefix, Rule: id, Verdict: q.Verdict, Expires: q.Expires})
-		c.EntryPos[q.CIDR.Prefix] = q.CIDR.Pos
+		t.Quarantines = append(t.Quarantines, Entry{Prefix: q.CIDR.Prefix, Rule: id, Verdict: q.Verdict, Expires: q.Expires, Interfaces: q.Scope})
+		c.EntryPos[EntryKey{q.CIDR.Prefix, id}] = q.CIDR.Pos
 	}
+	relays := slices.Clone(pol.Relays)
+	slices.SortFunc(relays, func(a, b Relay) int { return cmp.Compare(a.Name, b.Name) })
+	for _, r := range relays {
+		id := uint32(len(c.Rules))
+		c.Rules = append(c.Rules, Rule{id, KindRelay, r.Name, Pass, r.Pos})
+		for _, p := range r.CIDRs {
+			t.Relays = append(t.Relays, RelayEntry{Prefix: p.Prefix, Rule: id, Ports: slices.Clone(r.Ports), BlockQuarantined: r.BlockQuarantined})
+			c.RelayPos[p.Prefix] = p.Pos
+		}
+	}
+	slices.SortFunc(t.Relays, func(a, b RelayEntry) int { return comparePrefix(a.Prefix, b.Prefix) })
 	if len(c.Rules) > MaxRules {
-		return nil, Errors{{Pos{pol.File, 1, 1}, fmt.Sprintf("the policy has %d rules (ranges + exemptions + quarantines + default); the data plane counts at most %d: merge exemptions or ranges", len(c.Rules), MaxRules)}}
+		return nil, Errors{{Pos{pol.File, 1, 1}, fmt.Sprintf("the policy has %d rules (ranges + exemptions + quarantines + relays + default); the data plane counts at most %d: merge exemptions or ranges", len(c.Rules), MaxRules)}}
 	}
-	slices.SortFunc(t.Ranges, func(a, b Entry) int { return comparePrefix(a.Prefix, b.Prefix) })
+	if n := len(pol.Interfaces()); n > MaxScopedInterfaces {
+		return nil, Errors{{Pos{pol.File, 1, 1}, fmt.Sprintf("the policy's scopes name %d interfaces; the data plane holds at most %d: scope by fewer interfaces", n, MaxScopedInterfaces)}}
+	}
+	slices.SortFunc(t.Ranges, func(a, b Entry) int { return cmp.Or(comparePrefix(a.Prefix, b.Prefix), cmp.Compare(a.Rule, b.Rule)) })
 	for _, r := range c.Rules {
 		t.RuleNames = append(t.RuleNames, r.Name)
 		t.RuleKinds = append(t.RuleKinds, r.Kind)
@@ -137,6 +164,39 @@ func (t *Tables) hash() string {
 			str(t.RuleName(e.Rule))
 			if !e.Expires.IsZero() {
 				put(uint64(e.Expires.Unix()))
+			} else {
+				put(0)
+			}
+			// Scopes only from the first one on, so policies without them keep the
+			// hash they had before scopes existed.
+			if e.Interfaces != nil {
+				str("interfaces")
+				put(uint64(len(e.Interfaces)))
+				for _, i := range e.Interfaces {
+					str(i)
+				}
+			}
+		}
+	}
+	if len(t.Relays) > 0 {
+		str("relays")
+		put(uint64(len(t.Relays)))
+		for _, r := range t.Relays {
+			a := r.Prefix.Addr().As16()
+			h.Write(a[:])
+			put(uint64(r.Prefix.Bits()))
+			if r.Prefix.Addr().Is4() {
+				put(4)
+			} else {
+				put(6)
+			}
+			str(t.RuleName(r.Rule))
+			put(uint64(len(r.Ports)))
+			for _, port := range r.Ports {
+				put(uint64(port))
+			}
+			if r.BlockQuarantined {
+				put(1)
 			} else {
 				put(0)
 			}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"math/big"
 	"net/netip"
 	"slices"
@@ -16,6 +17,19 @@ type Change struct {
 	New     Verdict
 	OldRule string // deciding entry in the old policy ("default" when none)
 	NewRule string
+	// Interface is where the change applies: "" on every interface, OtherInterfaces on
+	// every interface no scope of either policy names, or one interface's name.
+	Interface string
+}
+
+// OtherInterfaces is Change.Interface for interfaces that no scope names.
+const OtherInterfaces = "(other interfaces)"
+
+// RelayChange is a relay destination added, removed or changed (Old or New "" when
+// the prefix is not a relay on that side).
+type RelayChange struct {
+	Prefix   netip.Prefix
+	Old, New string
 }
 
 // DiffResult is what changes between two policies.
@@ -25,19 +39,76 @@ type DiffResult struct {
 	Addresses6  *big.Int // IPv6 addresses that change verdict
 	GovernedOld []uint16
 	GovernedNew []uint16
+	Relays      []RelayChange // in address order
 }
 
 // Empty reports whether nothing changes.
 func (d *DiffResult) Empty() bool {
-	return len(d.Changes) == 0 && slices.Equal(d.GovernedOld, d.GovernedNew)
+	return len(d.Changes) == 0 && len(d.Relays) == 0 && slices.Equal(d.GovernedOld, d.GovernedNew)
 }
 
 // Diff returns the address space whose source verdict changes from a to b at now. The
 // verdict is constant inside any prefix that contains no entry of either policy, so
 // the walk splits only where an entry starts; sibling halves with the same change are
 // merged back, which makes the list minimal.
+//
+// With scopes, the walk runs once for the interfaces no scope names and once per
+// interface a scope of either policy names; a change the same everywhere is listed
+// once. The address totals count the first walk and the changes on named interfaces
+// that it does not have.
 func Diff(a, b *Compiled, now time.Time) DiffResult {
 	d := DiffResult{Addresses6: new(big.Int), GovernedOld: a.Tables.Governed, GovernedNew: b.Tables.Governed}
+	ifaces := append(a.Policy.Interfaces(), b.Policy.Interfaces()...)
+	slices.Sort(ifaces)
+	ifaces = slices.Compact(ifaces)
+	others := diffOn(a, b, "", now)
+	named := make([][]Change, len(ifaces))
+	for i, name := range ifaces {
+		named[i] = diffOn(a, b, name, now)
+	}
+	same := func(x, y Change) bool {
+		return x.Prefix == y.Prefix && x.Old == y.Old && x.New == y.New && x.OldRule == y.OldRule && x.NewRule == y.NewRule
+	}
+	count := func(ch Change) {
+		host := ch.Prefix.Addr().BitLen() - ch.Prefix.Bits()
+		if ch.Prefix.Addr().Is4() {
+			d.Addresses4 += 1 << host
+		} else {
+			d.Addresses6.Add(d.Addresses6, new(big.Int).Lsh(big.NewInt(1), uint(host)))
+		}
+	}
+	for _, ch := range others {
+		everywhere := true
+		for i := range named {
+			j := slices.IndexFunc(named[i], func(x Change) bool { return same(x, ch) })
+			if j < 0 {
+				everywhere = false
+				continue
+			}
+			named[i] = slices.Delete(named[i], j, j+1)
+		}
+		if !everywhere {
+			ch.Interface = OtherInterfaces
+		}
+		d.Changes = append(d.Changes, ch)
+		count(ch)
+	}
+	for i, name := range ifaces {
+		for _, ch := range named[i] {
+			ch.Interface = name
+			d.Changes = append(d.Changes, ch)
+			if !slices.ContainsFunc(others, func(x Change) bool { return x.Prefix.Overlaps(ch.Prefix) }) {
+				count(ch)
+			}
+		}
+	}
+	d.Relays = diffRelays(a, b)
+	return d
+}
+
+// diffOn is the walk for packets arriving on interface ifname.
+func diffOn(a, b *Compiled, ifname string, now time.Time) []Change {
+	var out []Change
 	for _, root := range []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")} {
 		var ps []netip.Prefix
 		for _, c := range []*Compiled{a, b} {
@@ -51,24 +122,51 @@ func Diff(a, b *Compiled, now time.Time) DiffResult {
 		}
 		slices.SortFunc(ps, comparePrefix)
 		ps = slices.Compact(ps)
-		w := differ{a: a, b: b, now: now, ps: ps}
-		for _, ch := range w.walk(root) {
-			d.Changes = append(d.Changes, ch)
-			host := ch.Prefix.Addr().BitLen() - ch.Prefix.Bits()
-			if ch.Prefix.Addr().Is4() {
-				d.Addresses4 += 1 << host
-			} else {
-				d.Addresses6.Add(d.Addresses6, new(big.Int).Lsh(big.NewInt(1), uint(host)))
+		w := differ{a: a, b: b, now: now, ps: ps, ifname: ifname}
+		out = append(out, w.walk(root)...)
+	}
+	return out
+}
+
+// diffRelays lists relay prefixes whose relay (name, ports, quarantined) differs.
+func diffRelays(a, b *Compiled) []RelayChange {
+	describe := func(c *Compiled) map[netip.Prefix]string {
+		m := map[netip.Prefix]string{}
+		for _, r := range c.Tables.Relays {
+			ports := "every governed port"
+			if len(r.Ports) > 0 {
+				ports = fmt.Sprintf("ports %v", r.Ports)
 			}
+			q := "pass"
+			if r.BlockQuarantined {
+				q = "block"
+			}
+			m[r.Prefix] = fmt.Sprintf("relay %q (%s, quarantined: %s)", c.Tables.RuleName(r.Rule), ports, q)
+		}
+		return m
+	}
+	old, nu := describe(a), describe(b)
+	var out []RelayChange
+	for p, o := range old {
+		if nu[p] != o {
+			out = append(out, RelayChange{p, o, nu[p]})
 		}
 	}
-	return d
+	for p, n := range nu {
+		if _, ok := old[p]; !ok {
+			out = append(out, RelayChange{p, "", n})
+		}
+	}
+	slices.SortFunc(out, func(x, y RelayChange) int { return comparePrefix(x.Prefix, y.Prefix) })
+	return out
 }
 
 type differ struct {
 	a, b *Compiled
 	now  time.Time
 	ps   []netip.Prefix // all entry prefixes of this family, sorted
+	// ifname is the interface the walk judges packets on.
+	ifname string
 }
 
 // withBit returns a with bit i (counted from the most significant, within the
@@ -107,12 +205,12 @@ func (w *differ) split(p netip.Prefix) bool {
 
 func (w *differ) walk(p netip.Prefix) []Change {
 	if p.Bits() == p.Addr().BitLen() || !w.split(p) {
-		sa := w.a.Tables.LookupSource(p.Addr(), w.now)
-		sb := w.b.Tables.LookupSource(p.Addr(), w.now)
+		sa := w.a.Tables.LookupSourceOn(p.Addr(), w.ifname, w.now)
+		sb := w.b.Tables.LookupSourceOn(p.Addr(), w.ifname, w.now)
 		if sa.Verdict == sb.Verdict {
 			return nil
 		}
-		return []Change{{p, sa.Verdict, sb.Verdict, w.a.Tables.RuleName(sa.Rule), w.b.Tables.RuleName(sb.Rule)}}
+		return []Change{{Prefix: p, Old: sa.Verdict, New: sb.Verdict, OldRule: w.a.Tables.RuleName(sa.Rule), NewRule: w.b.Tables.RuleName(sb.Rule)}}
 	}
 	lo := netip.PrefixFrom(p.Addr(), p.Bits()+1)
 	hi := netip.PrefixFrom(withBit(p.Addr(), p.Bits()), p.Bits()+1)

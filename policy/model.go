@@ -378,6 +378,8 @@ type Decision struct {
 	Reply   []byte // the frame sent back, for ActionTX
 	// Offender is true when the source is recorded in the offender table.
 	Offender bool
+	// Relay is true when a relay towards the destination decided (Rule is the relay's).
+	Relay bool
 }
 
 // Judge returns what the program does with frame under t at time now. rstBudget says
@@ -386,9 +388,22 @@ func (t *Tables) Judge(frame []byte, now time.Time, rstBudget bool) Decision {
 	return t.JudgeOn(LinkEthernet, frame, now, rstBudget)
 }
 
-// JudgeOn is Judge for a frame that arrived on a link of type l.
+// JudgeOn is Judge for a frame that arrived on a link of type l, on an interface that
+// no scope names.
 func (t *Tables) JudgeOn(l Link, frame []byte, now time.Time, rstBudget bool) Decision {
-	p := DecodeOn(l, frame)
+	return t.JudgeAt(Ingress{Link: l}, frame, now, rstBudget)
+}
+
+// Ingress is where a frame came in: the kind of link, and the interface's name as the
+// policy's scopes write it ("" for an interface no scope names).
+type Ingress struct {
+	Link      Link
+	Interface string
+}
+
+// JudgeAt is Judge for a frame that arrived at in.
+func (t *Tables) JudgeAt(in Ingress, frame []byte, now time.Time, rstBudget bool) Decision {
+	p := DecodeOn(in.Link, frame)
 	d := Decision{Packet: p, Path: p.Class, Action: ActionPass}
 	switch p.Class {
 	case ReasonJudged:
@@ -402,7 +417,13 @@ func (t *Tables) JudgeOn(l Link, frame []byte, now time.Time, rstBudget bool) De
 	}
 
 	d.Judged = true
-	src := t.LookupSource(p.Src, now)
+	var src Source
+	if p.Class == ReasonEvasion {
+		// No port, so no relay: the source decides.
+		src = t.LookupSourceOn(p.Src, in.Interface, now)
+	} else {
+		src, d.Relay = t.Decide(p.Src, p.Dst, p.DstPort, in.Interface, now)
+	}
 	d.Rule, d.Verdict = src.Rule, src.Verdict
 	if src.Quarantine {
 		d.Flags = append(d.Flags, ReasonQuarantine)

@@ -45,8 +45,72 @@ type Range struct {
 	CIDRs       []CIDR
 	Description string
 	Owner       string
+	Scope       Scope
 	Pos         Pos
 }
+
+// Scope is the interfaces an entry applies to, sorted; nil means every interface.
+type Scope []string
+
+// Overlaps reports whether some interface is in both scopes (nil is every interface).
+func (s Scope) Overlaps(o Scope) bool {
+	if s == nil || o == nil {
+		return true
+	}
+	for _, a := range s {
+		if slices.Contains(o, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Covers reports whether every interface of o is in s.
+func (s Scope) Covers(o Scope) bool {
+	if s == nil {
+		return true
+	}
+	if o == nil {
+		return false
+	}
+	for _, a := range o {
+		if !slices.Contains(s, a) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s Scope) String() string {
+	if s == nil {
+		return "every interface"
+	}
+	return strings.Join(s, ", ")
+}
+
+// Relay is a named set of destinations (the ISP's own smarthosts and MXs) towards which
+// the governed ports, or the listed ones among them, always pass, whoever the source.
+type Relay struct {
+	Name   string
+	CIDRs  []CIDR
+	Ports  []uint16 // empty: every governed port
+	Reason string
+	Ticket string
+	Owner  string
+	// BlockQuarantined makes quarantined sources get their quarantine's verdict towards
+	// this relay too ("quarantined: block"); by default they may use it.
+	BlockQuarantined bool
+	Broad            bool // prefixes shorter than MinRelayBits4/6 were asked for
+	Pos              Pos
+	portsAt          map[uint16]*node
+}
+
+// The narrowest a relay prefix may be without `broad: true`: a relay wider than this
+// lets most of the address space take mail on port 25 from anyone.
+const (
+	MinRelayBits4 = 16
+	MinRelayBits6 = 32
+)
 
 // Listing is what exemptions and quarantines share: one prefix, who asked for it and
 // why, and when it ends.
@@ -57,6 +121,7 @@ type Listing struct {
 	Ticket  string
 	Owner   string
 	Expires time.Time // zero: never (exemptions only; quarantines require it)
+	Scope   Scope
 	Pos     Pos
 }
 
@@ -83,6 +148,7 @@ type Policy struct {
 	Ranges      []Range
 	Exemptions  []Exemption
 	Quarantines []Quarantine
+	Relays      []Relay
 	// Warnings are problems that do not stop the policy: expired entries (ignored),
 	// exemptions that never decide, IPv4-mapped prefixes read as IPv4.
 	Warnings Errors
@@ -412,7 +478,7 @@ func (p *parser) when(n *node, what string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-var topKeys = []string{"version", "governed_ports", "protected_ports", "default", "reset", "ranges", "exemptions", "quarantines"}
+var topKeys = []string{"version", "governed_ports", "protected_ports", "default", "reset", "ranges", "exemptions", "quarantines", "relays"}
 
 func (p *parser) policy(root *node) *Policy {
 	pol := &Policy{File: p.file, Governed: DefaultGoverned, Protected: DefaultProtected,
@@ -465,8 +531,15 @@ func (p *parser) policy(root *node) *Policy {
 					pol.Quarantines = append(pol.Quarantines, q)
 				}
 			}
+		case "relays":
+			for _, n := range p.list(v, "relays") {
+				if r, ok := p.relay(n); ok {
+					pol.Relays = append(pol.Relays, r)
+				}
+			}
 		}
 	})
+	p.checkRelays(pol)
 	if root.kind == mappingNode && !versionSeen {
 		p.errorf(root, "missing \"version: %d\" at the top of the policy", Version)
 	}
@@ -494,7 +567,7 @@ func (p *parser) rangeEntry(n *node) (Range, bool) {
 	r := Range{Pos: p.pos(n)}
 	var hasName, hasVerdict, hasCIDRs bool
 	errs := len(p.errs)
-	if !p.fields(n, "a range", []string{"name", "verdict", "cidrs", "description", "owner"}, func(key string, _, v *node) {
+	if !p.fields(n, "a range", []string{"name", "verdict", "cidrs", "description", "owner", "interfaces"}, func(key string, _, v *node) {
 		switch key {
 		case "name":
 			r.Name, hasName = p.name(v), true
@@ -514,6 +587,8 @@ func (p *parser) rangeEntry(n *node) (Range, bool) {
 			r.Description = p.str(v, "description")
 		case "owner":
 			r.Owner = p.str(v, "owner")
+		case "interfaces":
+			r.Scope = p.scope(v)
 		}
 	}) {
 		return r, false
@@ -533,7 +608,7 @@ func (p *parser) rangeEntry(n *node) (Range, bool) {
 // hasExpires reports whether the key was present, ok whether n had no errors.
 func (p *parser) listing(n *node, what string, extra []string, fn func(key string, v *node)) (l Listing, hasExpires, ok bool) {
 	l.Pos = p.pos(n)
-	keys := append([]string{"cidr", "name", "reason", "ticket", "owner", "expires"}, extra...)
+	keys := append([]string{"cidr", "name", "reason", "ticket", "owner", "expires", "interfaces"}, extra...)
 	errs := len(p.errs)
 	var hasCIDR bool
 	if !p.fields(n, what, keys, func(key string, _, v *node) {
@@ -552,6 +627,8 @@ func (p *parser) listing(n *node, what string, extra []string, fn func(key strin
 		case "expires":
 			hasExpires = true
 			l.Expires, _ = p.when(v, "expires")
+		case "interfaces":
+			l.Scope = p.scope(v)
 		default:
 			fn(key, v)
 		}
@@ -612,19 +689,27 @@ func (p *parser) quarantine(n *node) (Quarantine, bool) {
 // quarantine, so nesting would make the outer one's expiry ambiguous).
 func (p *parser) checkOverlaps(pol *Policy) {
 	type where struct {
-		pos  Pos
-		what string
+		pos   Pos
+		what  string
+		scope Scope
 	}
-	seen := map[netip.Prefix]where{}
-	add := func(c CIDR, what string) {
+	seen := map[netip.Prefix][]where{}
+	add := func(c CIDR, what string, scope Scope) {
 		if !c.Prefix.IsValid() {
 			return
 		}
-		if prev, ok := seen[c.Prefix]; ok {
-			p.errs = append(p.errs, Error{c.Pos, fmt.Sprintf("%s appears twice: here in %s and at %s in %s; the most specific prefix decides, so each prefix may appear only once", c.Prefix, what, prev.pos, prev.what)})
+		for _, prev := range seen[c.Prefix] {
+			if !prev.scope.Overlaps(scope) {
+				continue
+			}
+			if prev.scope == nil && scope == nil {
+				p.errs = append(p.errs, Error{c.Pos, fmt.Sprintf("%s appears twice: here in %s and at %s in %s; the most specific prefix decides, so each prefix may appear only once", c.Prefix, what, prev.pos, prev.what)})
+			} else {
+				p.errs = append(p.errs, Error{c.Pos, fmt.Sprintf("%s appears twice on the same interfaces: here in %s (%s) and at %s in %s (%s); the same prefix may appear twice only with interfaces that do not overlap: give each its own interfaces", c.Prefix, what, scope, prev.pos, prev.what, prev.scope)})
+			}
 			return
 		}
-		seen[c.Prefix] = where{c.Pos, what}
+		seen[c.Prefix] = append(seen[c.Prefix], where{c.Pos, what, scope})
 	}
 	names := map[string]Pos{}
 	for _, r := range pol.Ranges {
@@ -633,14 +718,14 @@ func (p *parser) checkOverlaps(pol *Policy) {
 		}
 		names[r.Name] = r.Pos
 		for _, c := range r.CIDRs {
-			add(c, "range "+strconv.Quote(r.Name))
+			add(c, "range "+strconv.Quote(r.Name), r.Scope)
 		}
 	}
 	for _, e := range pol.Exemptions {
-		add(e.CIDR, "exemption "+strconv.Quote(e.Name))
+		add(e.CIDR, "exemption "+strconv.Quote(e.Name), e.Scope)
 	}
 	for _, q := range pol.Quarantines {
-		add(q.CIDR, "quarantine "+strconv.Quote(q.Name))
+		add(q.CIDR, "quarantine "+strconv.Quote(q.Name), q.Scope)
 	}
 	for i, a := range pol.Quarantines {
 		for j, b := range pol.Quarantines {
@@ -662,14 +747,39 @@ const maxShadowers = 3
 // after each child the walk jumps past everything inside it. Each prefix is the child
 // of one entry, so the whole check is O(n log n).
 func (p *parser) checkShadowed(pol *Policy) {
+	live := func(e Exemption) bool { return e.Expires.IsZero() || p.now.Before(e.Expires) }
+	// Entries shadow an exemption only on every interface it applies to: check each
+	// distinct scope of exemptions against the entries whose scope covers it.
+	byScope := map[string][]Exemption{}
+	var scopes []Scope
+	for _, e := range pol.Exemptions {
+		if !live(e) {
+			continue
+		}
+		k := strings.Join(e.Scope, "\x00")
+		if e.Scope == nil {
+			k = "*"
+		}
+		if _, ok := byScope[k]; !ok {
+			scopes = append(scopes, e.Scope)
+		}
+		byScope[k] = append(byScope[k], e)
+	}
+	for _, sc := range scopes {
+		k := strings.Join(sc, "\x00")
+		if sc == nil {
+			k = "*"
+		}
+		p.checkShadowedIn(pol, sc, byScope[k])
+	}
+}
+
+// checkShadowedIn is checkShadowed for the exemptions exs, which all have scope sc.
+func (p *parser) checkShadowedIn(pol *Policy, sc Scope, exs []Exemption) {
 	type entry struct {
 		prefix netip.Prefix
 		pos    Pos
 		what   string
-	}
-	live := func(e Exemption) bool { return e.Expires.IsZero() || p.now.Before(e.Expires) }
-	if !slices.ContainsFunc(pol.Exemptions, live) {
-		return
 	}
 	size := len(pol.Exemptions)
 	for _, r := range pol.Ranges {
@@ -677,7 +787,7 @@ func (p *parser) checkShadowed(pol *Policy) {
 	}
 	all := make([]entry, 0, size)
 	for _, e := range pol.Exemptions {
-		if live(e) {
+		if (e.Expires.IsZero() || p.now.Before(e.Expires)) && e.Scope.Covers(sc) {
 			what := "exemption"
 			if e.Name != "exemption "+e.CIDR.Prefix.String() {
 				what += " " + strconv.Quote(e.Name)
@@ -686,6 +796,9 @@ func (p *parser) checkShadowed(pol *Policy) {
 		}
 	}
 	for _, r := range pol.Ranges {
+		if !r.Scope.Covers(sc) {
+			continue
+		}
 		what := "range " + strconv.Quote(r.Name)
 		for _, c := range r.CIDRs {
 			all = append(all, entry{c.Prefix, c.Pos, what})
@@ -696,10 +809,7 @@ func (p *parser) checkShadowed(pol *Policy) {
 	after := func(a netip.Addr, from int) int {
 		return from + sort.Search(len(all)-from, func(i int) bool { return all[from+i].prefix.Addr().Compare(a) > 0 })
 	}
-	for _, e := range pol.Exemptions {
-		if !live(e) {
-			continue
-		}
+	for _, e := range exs {
 		x := e.CIDR.Prefix
 		i, _ := slices.BinarySearchFunc(all, x, func(a entry, x netip.Prefix) int { return comparePrefix(a.prefix, x) })
 		next, last := x.Addr(), LastAddr(x) // next: the first address not yet covered

@@ -397,11 +397,11 @@ func TestDefaultPos(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := mustCompile(t, p)
-	if got := c.Explain(addr_("192.0.2.1"), 25, testNow).Decider.Pos.String(); got != "p.yaml:3:1" {
+	if got := c.Explain(Query{Src: addr_("192.0.2.1"), Port: 25}, testNow).Decider.Pos.String(); got != "p.yaml:3:1" {
 		t.Errorf("default at %s, want p.yaml:3:1", got)
 	}
 	p, _ = Parse("p.yaml", []byte("version: 1\n"), testNow)
-	if got := mustCompile(t, p).Explain(addr_("192.0.2.1"), 25, testNow).Decider.Pos; got.Line != 0 {
+	if got := mustCompile(t, p).Explain(Query{Src: addr_("192.0.2.1"), Port: 25}, testNow).Decider.Pos; got.Line != 0 {
 		t.Errorf("built-in default at %s, want no position", got)
 	}
 }

@@ -96,7 +96,7 @@ func TestExplainAgreesWithModel(t *testing.T) {
 			if !a.IsValid() {
 				continue
 			}
-			ex := c.Explain(a, 25, testNow)
+			ex := c.Explain(Query{Src: a, Port: 25}, testNow)
 			src := c.Tables.LookupSource(a, testNow)
 			if ex.Verdict != src.Verdict {
 				t.Fatalf("policy %d, %s: explain %v, model %v", i, a, ex.Verdict, src.Verdict)
@@ -104,7 +104,7 @@ func TestExplainAgreesWithModel(t *testing.T) {
 			if ex.Decider.Kind != KindDefault && !ex.Decider.Prefix.Contains(a) {
 				t.Fatalf("%s: decider %v does not contain it", a, ex.Decider.Prefix)
 			}
-			if ex2 := c.Explain(a, 587, testNow); ex2.Verdict != Pass {
+			if ex2 := c.Explain(Query{Src: a, Port: 587}, testNow); ex2.Verdict != Pass {
 				t.Fatalf("%s port 587: %v", a, ex2.Verdict)
 			}
 		}

@@ -5,6 +5,7 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -43,23 +44,50 @@ func ParseVerdict(s string) (Verdict, bool) {
 }
 
 // Entry is one prefix of a compiled table: the prefix, the rule it belongs to and that
-// rule's verdict. Expires is zero for entries that never expire.
+// rule's verdict. Expires is zero for entries that never expire. Interfaces, sorted,
+// is the entry's scope: nil applies on every interface.
 type Entry struct {
-	Prefix  netip.Prefix
-	Rule    uint32
-	Verdict Verdict
-	Expires time.Time
+	Prefix     netip.Prefix
+	Rule       uint32
+	Verdict    Verdict
+	Expires    time.Time
+	Interfaces []string
+}
+
+// AppliesOn reports whether e applies to packets arriving on interface ifname ("" is
+// an interface no scope names).
+func (e *Entry) AppliesOn(ifname string) bool {
+	return e.Interfaces == nil || ifname != "" && slices.Contains(e.Interfaces, ifname)
+}
+
+// MaxRelayPorts is how many ports one relay may list (PC_RELAY_PORTS).
+const MaxRelayPorts = 8
+
+// RelayEntry is one destination prefix of a relay: towards it the relay's ports (all
+// governed ports when Ports is empty) pass whoever the source is, quarantined sources
+// too unless BlockQuarantined.
+type RelayEntry struct {
+	Prefix           netip.Prefix
+	Rule             uint32
+	Ports            []uint16 // sorted; empty: every governed port
+	BlockQuarantined bool
+}
+
+// Covers reports whether the relay lets port through.
+func (r *RelayEntry) Covers(port uint16) bool {
+	return len(r.Ports) == 0 || slices.Contains(r.Ports, port)
 }
 
 // Tables is a compiled policy: exactly what the data plane holds. Rule 0 is the
 // default (sources in no range); RuleNames[i] names rule i.
 type Tables struct {
 	DefaultVerdict Verdict
-	Governed       []uint16 // governed TCP destination ports
-	RSTRate        uint32   // RSTs per second per CPU; 0 = unlimited
-	RSTBurst       uint32   // RSTs a CPU may send back to back
-	Ranges         []Entry  // ranges and exemptions, IPv4 and IPv6
-	Quarantines    []Entry  // checked before Ranges; expired entries are ignored
+	Governed       []uint16     // governed TCP destination ports
+	RSTRate        uint32       // RSTs per second per CPU; 0 = unlimited
+	RSTBurst       uint32       // RSTs a CPU may send back to back
+	Ranges         []Entry      // ranges and exemptions, IPv4 and IPv6
+	Quarantines    []Entry      // checked before Ranges; expired entries are ignored
+	Relays         []RelayEntry // destinations checked before any source lookup
 	RuleNames      []string
 	RuleKinds      []Kind // RuleKinds[i] is rule i's kind; may be empty (tests build tables by hand)
 
@@ -99,20 +127,23 @@ func (t *Tables) IsGoverned(port uint16) bool {
 // tableIndex answers longest-prefix lookups in O(prefix lengths present).
 type tableIndex struct {
 	ranges, quarantines prefixIndex
+	relays              prefixIndex // Entry.Rule indexes Tables.Relays
 }
 
+// prefixIndex holds entries by prefix. A prefix holds more than one entry only when
+// their scopes are disjoint (the parser refuses anything else).
 type prefixIndex struct {
-	byPrefix map[netip.Prefix]Entry
+	byPrefix map[netip.Prefix][]Entry
 	lens4    []int // prefix lengths present, longest first
 	lens6    []int
 }
 
 func newPrefixIndex(entries []Entry) prefixIndex {
-	ix := prefixIndex{byPrefix: make(map[netip.Prefix]Entry, len(entries))}
+	ix := prefixIndex{byPrefix: make(map[netip.Prefix][]Entry, len(entries))}
 	var seen4, seen6 [129]bool
 	for _, e := range entries {
 		p := e.Prefix.Masked()
-		ix.byPrefix[p] = e
+		ix.byPrefix[p] = append(ix.byPrefix[p], e)
 		if p.Addr().Is4() {
 			seen4[p.Bits()] = true
 		} else {
@@ -139,15 +170,21 @@ func (ix *prefixIndex) covering(a netip.Addr, fn func(Entry) bool) {
 	}
 	for _, l := range lens {
 		p, _ := a.Prefix(l)
-		if e, ok := ix.byPrefix[p]; ok && !fn(e) {
-			return
+		for _, e := range ix.byPrefix[p] {
+			if !fn(e) {
+				return
+			}
 		}
 	}
 }
 
-// lookup returns the entry with the longest prefix containing a.
-func (ix *prefixIndex) lookup(a netip.Addr) (e Entry, found bool) {
+// lookup returns the entry with the longest prefix containing a among those that
+// apply on interface ifname.
+func (ix *prefixIndex) lookup(a netip.Addr, ifname string) (e Entry, found bool) {
 	ix.covering(a, func(x Entry) bool {
+		if !x.AppliesOn(ifname) {
+			return true
+		}
 		e, found = x, true
 		return false
 	})
@@ -156,9 +193,14 @@ func (ix *prefixIndex) lookup(a netip.Addr) (e Entry, found bool) {
 
 func (t *Tables) idx() *tableIndex {
 	if t.index == nil {
+		relays := make([]Entry, len(t.Relays))
+		for i, r := range t.Relays {
+			relays[i] = Entry{Prefix: r.Prefix, Rule: uint32(i)}
+		}
 		t.index = &tableIndex{
 			ranges:      newPrefixIndex(t.Ranges),
 			quarantines: newPrefixIndex(t.Quarantines),
+			relays:      newPrefixIndex(relays),
 		}
 	}
 	return t.index
@@ -171,19 +213,63 @@ type Source struct {
 	Quarantine bool // decided by a live quarantine entry
 }
 
-// LookupSource is the data plane's address lookup: the longest quarantine prefix
-// (ignored once expired at now), else the longest range prefix, else rule 0 with the
-// default verdict.
+// LookupSource is LookupSourceOn for an interface that no scope names.
 func (t *Tables) LookupSource(a netip.Addr, now time.Time) Source {
+	return t.LookupSourceOn(a, "", now)
+}
+
+// LookupSourceOn is the data plane's address lookup for a packet that arrived on
+// interface ifname: the longest quarantine prefix that applies there (ignored once
+// expired at now), else the longest range prefix that applies there, else rule 0 with
+// the default verdict.
+func (t *Tables) LookupSourceOn(a netip.Addr, ifname string, now time.Time) Source {
 	a = a.Unmap()
-	ix := t.idx()
-	if e, ok := ix.quarantines.lookup(a); ok && (e.Expires.IsZero() || now.Before(e.Expires)) {
-		return Source{Rule: e.Rule, Verdict: e.Verdict, Quarantine: true}
+	if q, ok := t.lookupQuarantine(a, ifname, now); ok {
+		return q
 	}
-	if e, ok := ix.ranges.lookup(a); ok {
+	if e, ok := t.idx().ranges.lookup(a, ifname); ok {
 		return Source{Rule: e.Rule, Verdict: e.Verdict}
 	}
 	return Source{Rule: 0, Verdict: t.DefaultVerdict}
+}
+
+func (t *Tables) lookupQuarantine(a netip.Addr, ifname string, now time.Time) (Source, bool) {
+	e, ok := t.idx().quarantines.lookup(a, ifname)
+	if ok && (e.Expires.IsZero() || now.Before(e.Expires)) {
+		return Source{Rule: e.Rule, Verdict: e.Verdict, Quarantine: true}, true
+	}
+	return Source{}, false
+}
+
+// LookupRelay returns the relay the data plane finds for a packet to dst: the relay
+// entry with the longest prefix containing dst. Whether it lets the packet through
+// depends on its ports (RelayEntry.Covers): the most specific relay decides, as the
+// most specific range does for sources.
+func (t *Tables) LookupRelay(dst netip.Addr) (RelayEntry, bool) {
+	if !dst.IsValid() || len(t.Relays) == 0 {
+		return RelayEntry{}, false
+	}
+	e, ok := t.idx().relays.lookup(dst.Unmap(), "")
+	if !ok {
+		return RelayEntry{}, false
+	}
+	return t.Relays[e.Rule], true
+}
+
+// Decide is the whole address decision for TCP to governed port dport from src to
+// dst on interface ifname: a relay covering dst and the port passes (unless it blocks
+// quarantined sources and a quarantine covers src), else the source lookup decides.
+// relay reports that a relay decided.
+func (t *Tables) Decide(src, dst netip.Addr, dport uint16, ifname string, now time.Time) (s Source, relay bool) {
+	if r, ok := t.LookupRelay(dst); ok && r.Covers(dport) {
+		if r.BlockQuarantined {
+			if q, ok := t.lookupQuarantine(src.Unmap(), ifname, now); ok {
+				return q, false
+			}
+		}
+		return Source{Rule: r.Rule, Verdict: Pass}, true
+	}
+	return t.LookupSourceOn(src, ifname, now), false
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -21,7 +21,7 @@ func BenchmarkReplay(b *testing.B) {
 	path := writePcap(b, "bench.pcap", LinkTypeEthernet, frames)
 	c := compileTestPolicy(b)
 	for b.Loop() {
-		s, err := File(path, c, testNow, func(Result) error { return nil })
+		s, err := File(path, c, testNow, Options{}, func(Result) error { return nil })
 		if err != nil || s.Frames != len(frames) || s.Problems != 0 {
 			b.Fatalf("%v %+v", err, s)
 		}

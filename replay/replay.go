@@ -61,12 +61,21 @@ type Result struct {
 	Problems []string
 }
 
+// Options are how the frames of a capture came in.
+type Options struct {
+	// Interface is the name of the interface the capture was taken on, as the policy's
+	// scopes name it: entries scoped to it apply, those scoped elsewhere do not. ""
+	// judges the frames as arriving on an interface no scope names.
+	Interface string
+}
+
 // Replayer judges frames with a private copy of the program under one policy.
 type Replayer struct {
 	prog   *loader.Program
 	c      *policy.Compiled
 	tables *policy.Tables
 	now    time.Time
+	in     policy.Ingress
 
 	reasons [policy.NumReasons]uint64       // reason packet counts after the last frame
 	rules   map[string][]loader.RuleCounter // per-rule counters after the last frame, by label
@@ -82,7 +91,10 @@ type Replayer struct {
 //     that refills in real time, so a replay, running thousands of frames a second,
 //     would exhaust it where the live router, seeing them over minutes, would not.
 //     Every SYN that the policy resets gets its RST.
-func New(c *policy.Compiled, now time.Time) (*Replayer, error) {
+//   - With opts.Interface, the private program is told that loopback (ifindex 1, in
+//     every network namespace) is that interface, and runs the frames as arriving on
+//     it: a capture needs no interface of that name on the machine replaying it.
+func New(c *policy.Compiled, now time.Time, opts Options) (*Replayer, error) {
 	t := c.Tables
 	// A field-by-field copy: policy.Tables caches a lookup index built from its
 	// slices, which must not be shared with the changed quarantine list.
@@ -92,6 +104,7 @@ func New(c *policy.Compiled, now time.Time) (*Replayer, error) {
 		RSTRate:        0,
 		RSTBurst:       t.RSTBurst,
 		Ranges:         slices.Clone(t.Ranges),
+		Relays:         slices.Clone(t.Relays),
 		RuleNames:      slices.Clone(t.RuleNames),
 		RuleKinds:      slices.Clone(t.RuleKinds),
 	}
@@ -105,11 +118,18 @@ func New(c *policy.Compiled, now time.Time) (*Replayer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading a private copy of the XDP program (needs root, or CAP_BPF and CAP_NET_ADMIN): %w", err)
 	}
+	if opts.Interface != "" {
+		if err := prog.SetInterfaces(map[string]int{opts.Interface: loopbackIfindex}); err != nil {
+			prog.Close()
+			return nil, fmt.Errorf("naming the interface to the private program: %w", err)
+		}
+	}
 	if err := prog.Apply(priv); err != nil {
 		prog.Close()
 		return nil, fmt.Errorf("installing the policy in the private program: %w", err)
 	}
-	return &Replayer{prog: prog, c: c, tables: priv, now: now, rules: map[string][]loader.RuleCounter{}}, nil
+	return &Replayer{prog: prog, c: c, tables: priv, now: now, in: policy.Ingress{Interface: opts.Interface},
+		rules: map[string][]loader.RuleCounter{}}, nil
 }
 
 // Close unloads the private program.
@@ -138,7 +158,7 @@ func (r *Replayer) Judge(fr Frame) (Result, error) {
 		return res, nil
 	}
 
-	act, out, err := r.prog.Run(fr.Data)
+	act, out, err := r.prog.RunAt(r.in, fr.Data)
 	if err != nil {
 		return res, fmt.Errorf("frame %d: %w", fr.Index, err)
 	}
@@ -203,9 +223,12 @@ func (r *Replayer) programJudgement(res *Result, p policy.Packet) error {
 	// and fall back to every rule if none of them moved.
 	cands := []uint32{0}
 	if p.Src.IsValid() {
-		ex := r.c.Explain(p.Src, p.DstPort, r.now)
+		ex := r.c.Explain(policy.Query{Src: p.Src, Dst: p.Dst, Port: p.DstPort, Interface: r.in.Interface}, r.now)
 		cands = append(cands, ex.Decider.Rule)
 		for _, l := range ex.Losers {
+			cands = append(cands, l.Rule)
+		}
+		for _, l := range ex.Relays {
 			cands = append(cands, l.Rule)
 		}
 		slices.Sort(cands)
@@ -277,7 +300,7 @@ func (r *Replayer) moved(rules []uint32) ([]loader.RuleCounter, error) {
 // judgement and the program's: action, path and flag reasons, judging rule and
 // outcome, and the frame sent back (byte for byte, and checked on its own).
 func (r *Replayer) compare(res *Result, frame, out []byte) {
-	got := verify.Observed{Action: res.Action, Out: out, Counted: &verify.Counted{
+	got := verify.Observed{Interface: r.in.Interface, Action: res.Action, Out: out, Counted: &verify.Counted{
 		Path: res.Path, Flags: res.Flags, Judged: res.Judged, Rule: res.Rule, Outcome: res.Outcome}}
 	_, diffs := verify.Compare(r.tables, frame, r.now, got)
 	for _, d := range diffs {
@@ -392,13 +415,13 @@ func (s *Summary) Add(r Result) {
 // with each result in order, and returns the summary. Frames are judged up to the
 // first damaged record; the damage comes back as an error wrapping ErrCapture (with
 // the summary of the frames before it). An error from fn stops the replay.
-func File(path string, c *policy.Compiled, now time.Time, fn func(Result) error) (*Summary, error) {
+func File(path string, c *policy.Compiled, now time.Time, opts Options, fn func(Result) error) (*Summary, error) {
 	capt, err := Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer capt.Close()
-	r, err := New(c, now)
+	r, err := New(c, now, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -422,6 +445,9 @@ func File(path string, c *policy.Compiled, now time.Time, fn func(Result) error)
 		}
 	}
 }
+
+// loopbackIfindex is the loopback interface's index, the same in every namespace.
+const loopbackIfindex = 1
 
 // Addr formats an address and port for display.
 func Addr(a netip.Addr, port uint16) string {

@@ -156,7 +156,7 @@ func buildAll(t testing.TB, es []expectation) [][]byte {
 func replayAll(t *testing.T, path string, es []expectation) (*Summary, []Result) {
 	t.Helper()
 	var got []Result
-	s, err := File(path, compileTestPolicy(t), testNow, func(r Result) error {
+	s, err := File(path, compileTestPolicy(t), testNow, Options{}, func(r Result) error {
 		got = append(got, r)
 		return nil
 	})
@@ -370,7 +370,7 @@ func TestReplayPcapNGMixedInterfaces(t *testing.T) {
 func TestReplayReportsDisagreement(t *testing.T) {
 	requireRoot(t)
 	c := compileTestPolicy(t)
-	r, err := New(c, testNow)
+	r, err := New(c, testNow, Options{})
 	must(t, err)
 	defer r.Close()
 	frame := buildFrame(t, syn(encPlain, "100.65.1.1", 25))
@@ -396,7 +396,7 @@ func TestReplayReportsDisagreement(t *testing.T) {
 func TestCheckRSTFindsFaults(t *testing.T) {
 	requireRoot(t)
 	c := compileTestPolicy(t)
-	r, err := New(c, testNow)
+	r, err := New(c, testNow, Options{})
 	must(t, err)
 	defer r.Close()
 	frame := buildFrame(t, syn(encPlain, "100.64.1.1", 25))
@@ -542,7 +542,7 @@ func FuzzCapture(f *testing.F) {
 // short for their link-layer header are unparseable passes, judged by nobody.
 func TestReplayShortFrames(t *testing.T) {
 	requireRoot(t)
-	r, err := New(compileTestPolicy(t), testNow)
+	r, err := New(compileTestPolicy(t), testNow, Options{})
 	must(t, err)
 	defer r.Close()
 	for _, fr := range []Frame{
@@ -584,7 +584,7 @@ func TestReplaySharedLabel(t *testing.T) {
 	must(t, err)
 	c, err := policy.Compile(pol, testNow)
 	must(t, err)
-	r, err := New(c, testNow)
+	r, err := New(c, testNow, Options{})
 	must(t, err)
 	defer r.Close()
 	for i, tc := range []struct{ src, entry string }{
@@ -644,6 +644,47 @@ func TestReplayJumboSYNReset(t *testing.T) {
 	for i, r := range got {
 		if r.Reply != nil {
 			checkReply(t, frames[i], r.Reply, encPlain)
+		}
+	}
+}
+
+// Relays and scopes replay as on the router: a SYN to the relay passes from a reset
+// range; a scoped range decides only with --interface naming its interface, which need
+// not exist on the machine replaying.
+func TestReplayRelaysAndInterface(t *testing.T) {
+	requireRoot(t)
+	src := `version: 1
+ranges:
+  - {name: dyn, verdict: reset, cidrs: [100.64.0.0/12]}
+  - {name: partner, verdict: pass, cidrs: [100.64.1.0/24], interfaces: [wholesale0]}
+relays:
+  - {name: smarthost, cidrs: [192.0.2.26], reason: ours, owner: mail}
+`
+	pol, err := policy.Parse("p.yaml", []byte(src), testNow)
+	must(t, err)
+	c, err := policy.Compile(pol, testNow)
+	must(t, err)
+	toRelay := syn(encPlain, "100.64.5.5", 25)
+	toRelay.dst = "192.0.2.26"
+	frames := []struct {
+		spec          frameSpec
+		ifname        string
+		verdict, rule string
+	}{
+		{syn(encPlain, "100.64.5.5", 25), "", "reset", "dyn"},
+		{toRelay, "", "pass", "smarthost"},
+		{syn(encPlain, "100.64.1.10", 25), "", "reset", "dyn"},
+		{syn(encPlain, "100.64.1.10", 25), "wholesale0", "pass", "partner"},
+		{syn(encPlain, "100.64.1.10", 25), "other0", "reset", "dyn"},
+	}
+	for i, f := range frames {
+		r, err := New(c, testNow, Options{Interface: f.ifname})
+		must(t, err)
+		res, err := r.Judge(Frame{Index: i + 1, Data: buildFrame(t, f.spec), LinkType: LinkTypeEthernet})
+		r.Close()
+		must(t, err)
+		if res.Verdict != f.verdict || res.Entry != f.rule || len(res.Problems) != 0 {
+			t.Errorf("%s -> %s on %q: %s by %q, want %s by %q (problems %v)", f.spec.src, f.spec.dst, f.ifname, res.Verdict, res.Entry, f.verdict, f.rule, res.Problems)
 		}
 	}
 }

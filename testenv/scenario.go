@@ -9,11 +9,12 @@ import (
 	"github.com/portcullis/portcullis/policy"
 )
 
-// Expect returns what a client at src should see when it sends mail to dst on port,
-// through the gateway interface iface, under policy c at now, with the policy's
-// explanation: pass and monitor deliver, reset is refused at once, drop times out.
-func Expect(c *policy.Compiled, src, dst netip.Addr, port uint16, iface string, now time.Time) (Outcome, policy.Explanation) {
-	ex := c.Explain(src, port, now)
+// Expect returns what a client should see when it sends mail as q asks (from q.Src to
+// q.Dst on q.Port, arriving at the gateway on q.Interface) under policy c at now, with
+// the policy's explanation: pass and monitor deliver, reset is refused at once, drop
+// times out.
+func Expect(c *policy.Compiled, q policy.Query, now time.Time) (Outcome, policy.Explanation) {
+	ex := c.Explain(q, now)
 	switch ex.Verdict {
 	case policy.Reset:
 		return Refused, ex
@@ -78,7 +79,7 @@ func (t *Topology) Plan(c *policy.Compiled, now time.Time, hosts []*Host, server
 					continue
 				}
 				for _, port := range ports {
-					exp, why := Expect(c, src, dst, port, h.GatewayIf, now)
+					exp, why := Expect(c, policy.Query{Src: src, Dst: dst, Port: port, Interface: h.GatewayIf}, now)
 					out = append(out, Attempt{Host: h, Src: src, Server: srv, Dst: dst, Port: port, Expect: exp, Why: why})
 				}
 			}

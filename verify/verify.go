@@ -22,8 +22,11 @@ import (
 // Observed is what the program did with one frame.
 type Observed struct {
 	// Link is the kind of interface the frame came in on (the zero value: Ethernet).
-	Link   policy.Link
-	Action policy.Action
+	Link policy.Link
+	// Interface is the name of the interface it came in on, as the policy's scopes
+	// write it ("" for one no scope names).
+	Interface string
+	Action    policy.Action
 	// Out is the frame as the program left it: the reply for XDP_TX, and the frame
 	// unchanged for every other action.
 	Out []byte
@@ -67,13 +70,13 @@ type Difference struct {
 
 func (d Difference) String() string { return d.Msg }
 
-// Compare judges frame with the model (t.JudgeOn got.Link at now, with an RST token: callers run
+// Compare judges frame with the model (t.JudgeAt got's link and interface at now, with an RST token: callers run
 // the program with no RST rate limit, or as a probe that spends none) and returns the
 // model's decision and every difference from what the program did, in a fixed order:
 // action, counters (if counted), then the frame out. Rules are the same rule when their
 // labels are: rules sharing a label share their counters in the data plane.
 func Compare(t *policy.Tables, frame []byte, now time.Time, got Observed) (policy.Decision, []Difference) {
-	d := t.JudgeOn(got.Link, frame, now, true)
+	d := t.JudgeAt(policy.Ingress{Link: got.Link, Interface: got.Interface}, frame, now, true)
 	var diffs []Difference
 	add := func(k Kind, format string, args ...any) {
 		diffs = append(diffs, Difference{k, "model disagrees: " + fmt.Sprintf(format, args...)})

@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
+	"github.com/portcullis/portcullis/daemon"
 	"github.com/portcullis/portcullis/policy"
 )
 
@@ -14,7 +16,11 @@ exits 1 if there is any; otherwise prints a summary (ranges, prefixes per family
 exemptions, active and expired quarantines, the policy hash) and exits 0. Warnings
 do not fail the check: expired entries (ignored), exemptions that can never decide
 (every address in them is decided by more specific entries, named), IPv4-mapped
-prefixes (read as the IPv4 prefix they map).`
+prefixes (read as the IPv4 prefix they map), relays inside relays that relay fewer ports.
+
+--config DAEMON.yaml also checks the policy against the daemon's configuration: every
+interface a scope names must be one the daemon attaches to (interfaces:), which the
+daemon checks too before it loads the policy.`
 
 type checkSummary struct {
 	File               string   `json:"file"`
@@ -32,17 +38,32 @@ type checkSummary struct {
 	Governed           []uint16 `json:"governed_ports"`
 	Protected          []uint16 `json:"protected_ports"`
 	Default            string   `json:"default"`
+	Relays             int      `json:"relays"`
+	RelayPrefixes      int      `json:"relay_prefixes"`
+	ScopedInterfaces   []string `json:"scoped_interfaces,omitempty"`
 }
 
 func runCheck(e *env, args []string) error {
-	fs := newFlags(e, "check", "[--json] FILE", checkHelp)
+	fs := newFlags(e, "check", "[--json] [--config DAEMON.yaml] FILE", checkHelp)
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	cfgPath := fs.String("config", "", "the daemon's configuration: refuse scopes naming interfaces it does not attach to")
 	if done, err := parseVerb(fs, "one policy file", args, 1, 1); done || err != nil {
 		return err
 	}
 	path := fs.Arg(0)
 	s := checkSummary{File: path}
+	var attached []string
+	if *cfgPath != "" {
+		cfg, err := daemon.LoadConfig(*cfgPath)
+		if err != nil {
+			return &exitError{2, err}
+		}
+		attached = cfg.Interfaces
+	}
 	c, err := loadPolicy(e, path)
+	if err == nil && *cfgPath != "" {
+		err = c.Policy.CheckInterfaces(attached, *cfgPath)
+	}
 	var fe *policy.FileError
 	if errors.As(err, &fe) { // not read at all: say why, not "not a valid policy"
 		if *asJSON {
@@ -93,6 +114,11 @@ func runCheck(e *env, args []string) error {
 		s.Warnings = append(s.Warnings, w.Error())
 	}
 	s.Governed, s.Protected, s.Default = p.Governed, p.Protected, p.Default.String()
+	s.Relays = len(p.Relays)
+	for _, r := range p.Relays {
+		s.RelayPrefixes += len(r.CIDRs)
+	}
+	s.ScopedInterfaces = p.Interfaces()
 	if *asJSON {
 		return writeJSON(e.stdout, s)
 	}
@@ -104,6 +130,12 @@ func runCheck(e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "  ranges           %d (%d IPv4 prefixes, %d IPv6 prefixes)\n", s.Ranges, s.Prefixes4, s.Prefixes6)
 	fmt.Fprintf(e.stdout, "  exemptions       %d (%d expired)\n", s.Exemptions, s.ExemptionsExpired)
 	fmt.Fprintf(e.stdout, "  quarantines      %d active, %d expired\n", s.QuarantinesActive, s.QuarantinesExpired)
+	if s.Relays > 0 {
+		fmt.Fprintf(e.stdout, "  relays           %d (%d prefixes)\n", s.Relays, s.RelayPrefixes)
+	}
+	if len(s.ScopedInterfaces) > 0 {
+		fmt.Fprintf(e.stdout, "  scoped to        %s\n", strings.Join(s.ScopedInterfaces, ", "))
+	}
 	if p.RSTRate == 0 {
 		fmt.Fprintln(e.stdout, "  RST budget       unlimited (reset.rate: 0)")
 	} else {

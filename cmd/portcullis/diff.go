@@ -11,7 +11,9 @@ import (
 const diffHelp = `
 Shows which address space changes verdict (for the governed ports) between the policy
 in OLD and the one in NEW: a minimal list of CIDRs with old -> new verdict and the
-deciding entries, then totals per family. Exits 0 when nothing changes, 1 when
+deciding entries, then totals per family. With interface scopes, a change that differs
+per interface is listed per interface ("(other interfaces)": those no scope names).
+Relays added, removed or changed are listed after the address changes. Exits 0 when nothing changes, 1 when
 something does (like diff(1)), 2 on error.`
 
 // diffJSON is the --json output. Both totals are JSON numbers, exact: an IPv6 total
@@ -24,6 +26,13 @@ type diffJSON struct {
 	Addresses6  *big.Int     `json:"ipv6_addresses"`
 	GovernedOld []uint16     `json:"governed_old"`
 	GovernedNew []uint16     `json:"governed_new"`
+	Relays      []relayJSON  `json:"relays"`
+}
+
+type relayJSON struct {
+	Prefix string `json:"prefix"`
+	Old    string `json:"old"` // "" when not a relay in OLD
+	New    string `json:"new"` // "" when not a relay in NEW
 }
 
 type changeJSON struct {
@@ -32,6 +41,8 @@ type changeJSON struct {
 	New     string `json:"new"`
 	OldRule string `json:"old_entry"`
 	NewRule string `json:"new_entry"`
+	// Interface: "" on every interface, else one interface or "(other interfaces)".
+	Interface string `json:"interface,omitempty"`
 }
 
 func runDiff(e *env, args []string) error {
@@ -49,10 +60,17 @@ func runDiff(e *env, args []string) error {
 		cs[i] = c
 	}
 	d := policy.Diff(cs[0], cs[1], e.now())
-	out := diffJSON{Old: cs[0].Hash, New: cs[1].Hash, Changes: []changeJSON{}, Addresses4: d.Addresses4,
+	out := diffJSON{Old: cs[0].Hash, New: cs[1].Hash, Changes: []changeJSON{}, Relays: []relayJSON{}, Addresses4: d.Addresses4,
 		Addresses6: d.Addresses6, GovernedOld: d.GovernedOld, GovernedNew: d.GovernedNew}
 	for _, c := range d.Changes {
-		out.Changes = append(out.Changes, changeJSON{c.Prefix.String(), c.Old.String(), c.New.String(), c.OldRule, c.NewRule})
+		out.Changes = append(out.Changes, changeJSON{c.Prefix.String(), c.Old.String(), c.New.String(), c.OldRule, c.NewRule, c.Interface})
+	}
+	scoped := false
+	for _, c := range d.Changes {
+		scoped = scoped || c.Interface != ""
+	}
+	for _, r := range d.Relays {
+		out.Relays = append(out.Relays, relayJSON{r.Prefix.String(), r.Old, r.New})
 	}
 	if *asJSON {
 		if err := writeJSON(e.stdout, out); err != nil {
@@ -66,9 +84,31 @@ func runDiff(e *env, args []string) error {
 		if len(out.Changes) == 0 {
 			fmt.Fprintln(e.stdout, "no address changes verdict")
 		} else {
-			fmt.Fprintf(e.stdout, "%-43s %-18s %s\n", "PREFIX", "VERDICT", "DECIDED BY (old -> new)")
+			if scoped {
+				fmt.Fprintf(e.stdout, "%-43s %-18s %-20s %s\n", "PREFIX", "VERDICT", "INTERFACE", "DECIDED BY (old -> new)")
+			} else {
+				fmt.Fprintf(e.stdout, "%-43s %-18s %s\n", "PREFIX", "VERDICT", "DECIDED BY (old -> new)")
+			}
 			for _, c := range out.Changes {
-				fmt.Fprintf(e.stdout, "%-43s %-18s %s -> %s\n", c.Prefix, c.Old+" -> "+c.New, c.OldRule, c.NewRule)
+				if scoped {
+					where := c.Interface
+					if where == "" {
+						where = "(every interface)"
+					}
+					fmt.Fprintf(e.stdout, "%-43s %-18s %-20s %s -> %s\n", c.Prefix, c.Old+" -> "+c.New, where, c.OldRule, c.NewRule)
+				} else {
+					fmt.Fprintf(e.stdout, "%-43s %-18s %s -> %s\n", c.Prefix, c.Old+" -> "+c.New, c.OldRule, c.NewRule)
+				}
+			}
+		}
+		for _, r := range out.Relays {
+			switch {
+			case r.Old == "":
+				fmt.Fprintf(e.stdout, "relay %s added: %s\n", r.Prefix, r.New)
+			case r.New == "":
+				fmt.Fprintf(e.stdout, "relay %s removed: was %s\n", r.Prefix, r.Old)
+			default:
+				fmt.Fprintf(e.stdout, "relay %s changed: %s -> %s\n", r.Prefix, r.Old, r.New)
 			}
 		}
 		fmt.Fprintf(e.stdout, "IPv4 addresses changed: %d\nIPv6 addresses changed: %s\n", out.Addresses4, out.Addresses6)

@@ -181,3 +181,71 @@ func TestExplainProtectedPort(t *testing.T) {
 		t.Fatalf("explain 587: exit %d\ngot:\n%s\nwant:\n%s", code, out, want)
 	}
 }
+
+const scopedCLIPolicy = `version: 1
+ranges:
+  - {name: dsl-dynamic, verdict: reset, cidrs: [100.64.0.0/12]}
+  - {name: wholesale, verdict: pass, cidrs: [100.64.1.0/24], interfaces: [to-wholesale]}
+relays:
+  - {name: smarthost, cidrs: [192.0.2.26], reason: our smarthost, owner: mail-ops}
+`
+
+// explain --to names the relay that decides; --interface the scoped range.
+func TestExplainRelayAndInterface(t *testing.T) {
+	p := writeFile(t, scopedCLIPolicy)
+	out, _, code := runAt("explain", "--to", "192.0.2.26", p, "100.64.1.10")
+	if code != 0 || !strings.HasPrefix(out, "TCP 100.64.1.10 -> 192.0.2.26 port 25: pass\n") ||
+		!strings.Contains(out, `decided:  relay "smarthost" 192.0.2.26/32 -> pass (`+p+":6:31)") {
+		t.Fatalf("explain --to: %d\n%s", code, out)
+	}
+	out, _, _ = runAt("explain", "--to", "192.0.2.25", p, "100.64.1.10")
+	if !strings.HasPrefix(out, "TCP 100.64.1.10 -> 192.0.2.25 port 25: reset\n") {
+		t.Fatalf("explain to the MX:\n%s", out)
+	}
+	out, _, _ = runAt("explain", "--interface", "to-wholesale", p, "100.64.1.10")
+	if !strings.HasPrefix(out, "TCP 100.64.1.10 -> port 25 on to-wholesale: pass\n") || !strings.Contains(out, `range "wholesale" 100.64.1.0/24 on to-wholesale -> pass`) {
+		t.Fatalf("explain --interface:\n%s", out)
+	}
+	out, _, _ = runAt("explain", "--interface", "to-dsl", p, "100.64.1.10")
+	if !strings.HasPrefix(out, "TCP 100.64.1.10 -> port 25 on to-dsl: reset\n") || !strings.Contains(out, "on to-wholesale (not this interface)") {
+		t.Fatalf("explain on another interface:\n%s", out)
+	}
+	out, _, _ = runAt("explain", "--json", "--to", "192.0.2.26", "--interface", "to-wholesale", p, "100.64.1.10")
+	var ex explainJSON
+	if err := json.Unmarshal([]byte(out), &ex); err != nil || ex.Decider.Kind != "relay" || ex.To != "192.0.2.26" || ex.Interface != "to-wholesale" || len(ex.Relays) != 1 {
+		t.Fatalf("explain --json: %v %s", err, out)
+	}
+	if _, errs, code := runAt("explain", "--to", "2001:db8::1", p, "100.64.1.10"); code != 2 || !strings.Contains(errs, "different families") {
+		t.Fatalf("mixed families: %d %s", code, errs)
+	}
+}
+
+// check --config refuses a scope naming an interface the daemon does not attach to.
+func TestCheckConfigInterfaces(t *testing.T) {
+	p := writeFile(t, scopedCLIPolicy)
+	cfg := filepath.Join(t.TempDir(), "portcullis.yaml")
+	if err := os.WriteFile(cfg, []byte("interfaces: [to-dsl, to-wholesale]\npolicy: "+p+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, errs, code := runAt("check", "--config", cfg, p); code != 0 || !strings.Contains(out, "relays           1 (1 prefixes)") || !strings.Contains(out, "scoped to        to-wholesale") {
+		t.Fatalf("check --config, all attached: %d\n%s%s", code, out, errs)
+	}
+	if err := os.WriteFile(cfg, []byte("interfaces: [to-dsl, to-wholesa1e]\npolicy: "+p+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := runAt("check", "--config", cfg, p)
+	if code != 1 || !strings.Contains(out, p+`:4:5: range "wholesale" is scoped to interface to-wholesale, which `+cfg+" does not attach to (did you mean to-wholesa1e?)") {
+		t.Fatalf("check --config, interface missing: %d\n%s", code, out)
+	}
+}
+
+// diff lists a relay that appears and a change on one interface only.
+func TestDiffRelaysAndScopes(t *testing.T) {
+	old := writeFile(t, "version: 1\nranges:\n  - {name: dsl-dynamic, verdict: reset, cidrs: [100.64.0.0/12]}\n")
+	nu := writeFile(t, scopedCLIPolicy)
+	out, _, code := runAt("diff", old, nu)
+	if code != 1 || !strings.Contains(out, "100.64.1.0/24") || !strings.Contains(out, "to-wholesale") ||
+		!strings.Contains(out, `relay 192.0.2.26/32 added: relay "smarthost" (every governed port, quarantined: pass)`) {
+		t.Fatalf("diff: %d\n%s", code, out)
+	}
+}

@@ -30,6 +30,9 @@ CAP_NET_ADMIN); touches no interface and no live policy.
 Link types: Ethernet; Linux cooked captures (SLL, SLL2: tcpdump -i any) and raw IP get
 a synthetic Ethernet header. The whole capture is judged at one instant (now): the RST
 rate limit is off, so every SYN the policy resets gets its RST (see docs/replay.md).
+Relays apply as on the router. --interface IF judges every frame as arriving on IF,
+for a policy whose entries are scoped to interfaces (without it: an interface no scope
+names); IF need not exist on the machine replaying.
 
 Exit status: 0 done, 2 bad input (policy, capture, arguments; frames before a damaged
 record are still reported), 3 the program and the model disagreed on some frame, or an
@@ -76,7 +79,8 @@ type summaryJSON struct {
 }
 
 func runReplay(e *env, args []string) error {
-	fs := newFlags(e, "replay", "--policy FILE [-v] [--json] [-w OUT.pcap] CAPTURE  (or: replay POLICY CAPTURE)", replayHelp)
+	fs := newFlags(e, "replay", "--policy FILE [--interface IF] [-v] [--json] [-w OUT.pcap] CAPTURE  (or: replay POLICY CAPTURE)", replayHelp)
+	ifname := fs.String("interface", "", "judge the frames as arriving on interface `IF` (the policy's scopes apply)")
 	polPath := fs.String("policy", "", "the policy `FILE` to judge with (required)")
 	verbose := fs.Bool("v", false, "print one line per frame")
 	asJSON := fs.Bool("json", false, "print one JSON object per frame per line, then {\"summary\": ...}")
@@ -115,7 +119,10 @@ func runReplay(e *env, args []string) error {
 
 	enc := json.NewEncoder(e.stdout)
 	var problems []string
-	sum, rerr := replayFile(capPath, c, now, func(r replay.Result) error {
+	if *ifname != "" && !slices.Contains(c.Policy.Interfaces(), *ifname) {
+		fmt.Fprintf(e.stderr, "note: no entry of %s is scoped to %s: the frames are judged as on any interface no scope names\n", *polPath, *ifname)
+	}
+	sum, rerr := replayFile(capPath, c, now, replay.Options{Interface: *ifname}, func(r replay.Result) error {
 		for _, p := range r.Problems {
 			problems = append(problems, fmt.Sprintf("frame %d: %s", r.Frame, p))
 		}

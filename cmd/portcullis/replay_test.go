@@ -304,7 +304,7 @@ func fakeReplay(t *testing.T, results []replay.Result, err error) {
 	t.Helper()
 	old := replayFile
 	t.Cleanup(func() { replayFile = old })
-	replayFile = func(path string, c *policy.Compiled, now time.Time, fn func(replay.Result) error) (*replay.Summary, error) {
+	replayFile = func(path string, c *policy.Compiled, now time.Time, _ replay.Options, fn func(replay.Result) error) (*replay.Summary, error) {
 		s := replay.NewSummary()
 		for _, r := range results {
 			s.Add(r)

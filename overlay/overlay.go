@@ -1,0 +1,272 @@
+// Package overlay holds runtime entries: quarantines the abuse desk adds and unblocks a
+// customer portal grants, on top of the NOC's policy and never written into its file.
+// It is pure Go: what an entry is, how repeated quarantines escalate, and the state
+// the controller keeps (and the store persists). The controller merges the live
+// entries into the policy's tables; the loader writes each one into the live data
+// plane with single map updates.
+package overlay
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// Kind is what a runtime entry does.
+type Kind string
+
+const (
+	// Quarantine blocks a source on the governed ports until it expires, checked
+	// before the policy's ranges, like a policy quarantine.
+	Quarantine Kind = "quarantine"
+	// Unblock lets a source through on the governed ports (a subscriber's opt-out of
+	// the port-25 block), like a policy exemption; a quarantine still wins over it.
+	Unblock Kind = "unblock"
+)
+
+// Valid reports whether k is a kind this package knows.
+func (k Kind) Valid() bool { return k == Quarantine || k == Unblock }
+
+// Entry is one runtime entry. A prefix holds at most one entry of each kind.
+type Entry struct {
+	Kind    Kind         `json:"kind"`
+	Prefix  netip.Prefix `json:"prefix"`
+	Reset   bool         `json:"reset,omitempty"` // a quarantine that answers SYNs with an RST (else drop)
+	Added   time.Time    `json:"added"`
+	Expires time.Time    `json:"expires"`
+	Reason  string       `json:"reason"`
+	Ticket  string       `json:"ticket,omitempty"`
+	Who     string       `json:"who"`   // the client that added it ("uid:0", "api:abuse-desk")
+	Level   int          `json:"level"` // quarantines: 0 for the first, 1 for the next... (escalation)
+}
+
+// Live reports whether e is in force at now.
+func (e Entry) Live(now time.Time) bool { return now.Before(e.Expires) }
+
+// Key is the identity of an entry: its kind and prefix.
+type Key struct {
+	Kind   Kind
+	Prefix netip.Prefix
+}
+
+func (e Entry) Key() Key { return Key{e.Kind, e.Prefix} }
+
+func (k Key) String() string { return string(k.Kind) + " " + k.Prefix.String() }
+
+// Action is what happened to an entry, in its history.
+type Action string
+
+const (
+	Added     Action = "added"
+	Released  Action = "released"
+	Expired   Action = "expired"
+	Escalated Action = "escalated" // added again within the escalation memory: a longer term
+)
+
+// Event is one line of the history: who did what to which entry, when and why.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Action Action    `json:"action"`
+	Entry  Entry     `json:"entry"`
+	Who    string    `json:"who"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// State is everything the overlay keeps: the entries (live or past their expiry but
+// not yet removed) and the history, oldest first.
+type State struct {
+	Entries []Entry `json:"entries"`
+	History []Event `json:"history"`
+}
+
+// Sentinel errors, all of the package's.
+var (
+	ErrKind      = errors.New("unknown kind of runtime entry")
+	ErrForbidden = errors.New("the policy forbids this runtime entry")
+	ErrDuration  = errors.New("duration out of bounds")
+	ErrNotFound  = errors.New("no such runtime entry")
+	ErrInvalid   = errors.New("invalid runtime entry")
+)
+
+// Request is what a client asks for.
+type Request struct {
+	Kind   Kind
+	Prefix netip.Prefix
+	For    time.Duration // 0: the kind's default (quarantines: the escalation step)
+	Reason string
+	Ticket string
+	Who    string
+}
+
+// Rules bound runtime entries; they come from the policy (policy.Runtime).
+type Rules struct {
+	// Escalation is the quarantine terms for a first, second, ... quarantine of the
+	// same prefix within Memory of the last one; the last term repeats.
+	Escalation []time.Duration
+	// Memory is how long a released or expired quarantine counts for escalation.
+	Memory time.Duration
+	// Reset: runtime quarantines answer SYNs with an RST (else they drop).
+	Reset bool
+	// MaxUnblock is the longest unblock allowed; DefaultUnblock the term when none
+	// is asked for.
+	MaxUnblock, DefaultUnblock time.Duration
+	// Forbid says, for a prefix, whether a kind may not be added there and why ("" if
+	// it may).
+	Forbid func(k Kind, p netip.Prefix) string
+}
+
+// Defaults for Rules a policy leaves out.
+var (
+	DefaultEscalation = []time.Duration{time.Hour, 4 * time.Hour, 24 * time.Hour}
+	DefaultMemory     = 30 * 24 * time.Hour
+	DefaultMaxUnblock = 365 * 24 * time.Hour
+)
+
+// Validate checks a request against the rules: kind, prefix (a host or a network, not
+// the whole space), reason, duration and the policy's forbidden ranges.
+func (r Rules) Validate(req Request) error {
+	if !req.Kind.Valid() {
+		return fmt.Errorf("%w %q: quarantine or unblock", ErrKind, req.Kind)
+	}
+	if !req.Prefix.IsValid() {
+		return fmt.Errorf("%w: no address or prefix", ErrInvalid)
+	}
+	if req.Prefix.Masked() != req.Prefix {
+		return fmt.Errorf("%w: %s has host bits set; did you mean %s?", ErrInvalid, req.Prefix, req.Prefix.Masked())
+	}
+	floor := 8
+	if req.Prefix.Addr().Is6() {
+		floor = 32
+	}
+	if req.Prefix.Bits() < floor {
+		return fmt.Errorf("%w: %s is wider than /%d; a runtime entry is for a subscriber or a small block, change the policy for more", ErrInvalid, req.Prefix, floor)
+	}
+	if req.Reason == "" {
+		return fmt.Errorf("%w: a reason is required (say why, for the next person on shift)", ErrInvalid)
+	}
+	if req.For < 0 {
+		return fmt.Errorf("%w: a negative duration", ErrDuration)
+	}
+	if req.Kind == Unblock && r.MaxUnblock > 0 && req.For > r.MaxUnblock {
+		return fmt.Errorf("%w: an unblock lasts at most %s under this policy, not %s", ErrDuration, r.MaxUnblock, req.For)
+	}
+	if r.Forbid != nil {
+		if why := r.Forbid(req.Kind, req.Prefix); why != "" {
+			return fmt.Errorf("%w: %s", ErrForbidden, why)
+		}
+	}
+	return nil
+}
+
+// Add applies req to s at now (after Validate): a new entry, or a longer term for an
+// existing one. A quarantine's term is req.For if given, else the escalation step for
+// how many quarantines of the prefix the history holds within Memory. It returns the
+// entry in force and the event to record.
+func (r Rules) Add(s *State, req Request, now time.Time) (Entry, Event) {
+	e := Entry{Kind: req.Kind, Prefix: req.Prefix, Added: now, Reason: req.Reason, Ticket: req.Ticket, Who: req.Who}
+	action := Added
+	term := req.For
+	switch req.Kind {
+	case Quarantine:
+		e.Reset = r.Reset
+		e.Level = r.priorQuarantines(s, req.Prefix, now)
+		if e.Level > 0 {
+			action = Escalated
+		}
+		if term == 0 {
+			steps := r.Escalation
+			if len(steps) == 0 {
+				steps = DefaultEscalation
+			}
+			term = steps[min(e.Level, len(steps)-1)]
+		}
+	case Unblock:
+		if term == 0 {
+			term = r.DefaultUnblock
+			if term == 0 {
+				term = 30 * 24 * time.Hour
+			}
+		}
+	}
+	e.Expires = now.Add(term)
+	i := slices.IndexFunc(s.Entries, func(x Entry) bool { return x.Key() == e.Key() })
+	if i >= 0 {
+		// Already there: the later expiry wins, the history says who extended it.
+		if s.Entries[i].Expires.After(e.Expires) {
+			e.Expires = s.Entries[i].Expires
+		}
+		s.Entries[i] = e
+	} else {
+		s.Entries = append(s.Entries, e)
+	}
+	ev := Event{Time: now, Action: action, Entry: e, Who: req.Who, Reason: req.Reason}
+	s.History = append(s.History, ev)
+	return e, ev
+}
+
+// priorQuarantines counts the quarantines of p in the history that started within
+// Memory before now.
+func (r Rules) priorQuarantines(s *State, p netip.Prefix, now time.Time) int {
+	memory := r.Memory
+	if memory == 0 {
+		memory = DefaultMemory
+	}
+	n := 0
+	for _, ev := range s.History {
+		if ev.Entry.Kind == Quarantine && ev.Entry.Prefix == p && (ev.Action == Added || ev.Action == Escalated) && now.Sub(ev.Time) < memory {
+			n++
+		}
+	}
+	return n
+}
+
+// Remove takes the entry key out of s (a release by who, or its expiry) and returns
+// the event to record.
+func Remove(s *State, k Key, action Action, who, reason string, now time.Time) (Event, error) {
+	i := slices.IndexFunc(s.Entries, func(x Entry) bool { return x.Key() == k })
+	if i < 0 {
+		return Event{}, fmt.Errorf("%w: %s", ErrNotFound, k)
+	}
+	e := s.Entries[i]
+	s.Entries = slices.Delete(s.Entries, i, i+1)
+	ev := Event{Time: now, Action: action, Entry: e, Who: who, Reason: reason}
+	s.History = append(s.History, ev)
+	return ev, nil
+}
+
+// Expire removes every entry past its expiry at now and returns the events.
+func Expire(s *State, now time.Time) []Event {
+	var evs []Event
+	for _, e := range slices.Clone(s.Entries) {
+		if !e.Live(now) {
+			ev, _ := Remove(s, e.Key(), Expired, "expiry", "", now)
+			evs = append(evs, ev)
+		}
+	}
+	return evs
+}
+
+// Live returns the entries in force at now, sorted by kind then prefix.
+func (s *State) Live(now time.Time) []Entry {
+	var out []Entry
+	for _, e := range s.Entries {
+		if e.Live(now) {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b Entry) int {
+		if a.Kind != b.Kind {
+			if a.Kind < b.Kind {
+				return -1
+			}
+			return 1
+		}
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return a.Prefix.Bits() - b.Prefix.Bits()
+	})
+	return out
+}

@@ -1,0 +1,245 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// This file parses the two parts of a policy that are about where a packet goes and
+// where it came in, rather than who sent it: relays (destinations) and scopes
+// (interfaces).
+
+// MaxInterfaceName is the longest interface name Linux allows (IFNAMSIZ - 1).
+const MaxInterfaceName = 15
+
+// scope parses an `interfaces:` list: Linux interface names, each once, sorted.
+func (p *parser) scope(n *node) Scope {
+	items := p.list(n, "interfaces")
+	if n.kind == sequenceNode && len(items) == 0 {
+		p.errorf(n, "interfaces is empty; leave the key out to apply on every interface, or list the interfaces (like [eth2, eth3.200])")
+		return nil
+	}
+	var out Scope
+	at := map[string]*node{}
+	for _, e := range items {
+		name := p.str(e, "an interface name")
+		if name == "" {
+			continue
+		}
+		if msg := ifnameProblem(name); msg != "" {
+			p.errorf(e, "%q is not an interface name: %s", name, msg)
+			continue
+		}
+		if prev, ok := at[name]; ok {
+			p.errorf(e, "interface %s listed twice (first at line %d)", name, prev.line)
+			continue
+		}
+		at[name] = e
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	if len(items) > 0 && len(out) == 0 {
+		return nil // errors reported; an empty scope must not read as "everywhere"
+	}
+	return out
+}
+
+// ifnameProblem says why Linux would refuse name as an interface name (dev_valid_name),
+// or "".
+func ifnameProblem(name string) string {
+	switch {
+	case len(name) > MaxInterfaceName:
+		return fmt.Sprintf("it is %d bytes long; Linux interface names have at most %d", len(name), MaxInterfaceName)
+	case name == "." || name == "..":
+		return "Linux refuses it"
+	case strings.ContainsAny(name, "/: \t\n"):
+		return "Linux interface names have no '/', ':' or spaces"
+	}
+	return ""
+}
+
+var relayKeys = []string{"name", "cidrs", "ports", "reason", "ticket", "owner", "quarantined", "broad"}
+
+func (p *parser) relay(n *node) (Relay, bool) {
+	r := Relay{Pos: p.pos(n)}
+	errs := len(p.errs)
+	var hasName, hasCIDRs bool
+	if !p.fields(n, "a relay", relayKeys, func(key string, _, v *node) {
+		switch key {
+		case "name":
+			r.Name, hasName = p.name(v), true
+		case "cidrs":
+			hasCIDRs = true
+			for _, c := range p.list(v, "cidrs") {
+				if cidr, ok := p.cidr(c); ok {
+					r.CIDRs = append(r.CIDRs, cidr)
+				}
+			}
+			if len(v.content) == 0 && v.kind == sequenceNode {
+				p.errorf(v, "relay has no cidrs; list the relay's addresses")
+			}
+		case "ports":
+			r.Ports, r.portsAt = p.ports(v, "a relay's ports")
+			if v.kind == sequenceNode && len(v.content) == 0 {
+				p.errorf(v, "ports is empty; leave the key out to relay every governed port")
+			}
+			if len(r.Ports) > MaxRelayPorts {
+				p.errorf(v, "a relay lists at most %d ports; leave ports out to relay every governed port", MaxRelayPorts)
+			}
+		case "reason":
+			r.Reason = p.str(v, "reason")
+		case "ticket":
+			r.Ticket = p.str(v, "ticket")
+		case "owner":
+			r.Owner = p.str(v, "owner")
+		case "quarantined":
+			switch s := p.str(v, "quarantined"); s {
+			case "pass":
+			case "block":
+				r.BlockQuarantined = true
+			default:
+				if s != "" {
+					p.errorf(v, "quarantined %q is not pass or block (pass: quarantined sources may use this relay, the default; block: their quarantine applies here too)", s)
+				}
+			}
+		case "broad":
+			if v.kind != scalarNode || v.tag != "!!bool" {
+				p.errorf(v, "broad must be true or false, not %s", kindName(v))
+				return
+			}
+			r.Broad = v.value == "true"
+		}
+	}) {
+		return r, false
+	}
+	if !hasName {
+		p.errorf(n, "relay is missing name (counters are kept under it)")
+	}
+	if !hasCIDRs {
+		p.errorf(n, "relay is missing cidrs (the relay's addresses)")
+	}
+	if r.Reason == "" {
+		p.errorf(n, "relay is missing reason (say why, for the next person on shift)")
+	}
+	if r.Ticket == "" && r.Owner == "" {
+		p.errorf(n, "relay needs a ticket or an owner (who runs it)")
+	}
+	for _, c := range r.CIDRs {
+		bits, floor := c.Prefix.Bits(), MinRelayBits4
+		if !c.Prefix.Addr().Is4() {
+			floor = MinRelayBits6
+		}
+		switch {
+		case bits == 0:
+			p.errs = append(p.errs, Error{c.Pos, fmt.Sprintf("relay %s would let every source send to the whole address space: a relay lists the ISP's own mail servers", c.Prefix)})
+		case bits < floor && !r.Broad:
+			p.errs = append(p.errs, Error{c.Pos, fmt.Sprintf("relay %s is wider than /%d: towards it anyone may send on the governed ports, which defeats the policy; list the mail servers' own addresses, or add \"broad: true\" to the relay if you mean it", c.Prefix, floor)})
+		}
+	}
+	return r, len(p.errs) == errs
+}
+
+// checkRelays: relay ports must be governed (a relay cannot open a port nobody
+// blocks), names and prefixes unique among relays; a relay inside another that lets
+// fewer ports through gets a warning, since inside it only its own ports pass.
+func (p *parser) checkRelays(pol *Policy) {
+	names := map[string]Pos{}
+	seen := map[string]Pos{}
+	for _, r := range pol.Relays {
+		if prev, ok := names[r.Name]; ok {
+			p.errs = append(p.errs, Error{r.Pos, fmt.Sprintf("relay name %q is already used at %s; names must be unique (counters are kept by name)", r.Name, prev)})
+		}
+		names[r.Name] = r.Pos
+		for _, port := range r.Ports {
+			if !slices.Contains(pol.Governed, port) {
+				p.errs = append(p.errs, Error{p.pos(r.portsAt[port]), fmt.Sprintf("port %d is not governed (governed_ports: %v): it passes anyway; a relay's ports are among the governed ones", port, pol.Governed)})
+			}
+		}
+		for _, c := range r.CIDRs {
+			key := c.Prefix.String()
+			if prev, ok := seen[key]; ok {
+				p.errs = append(p.errs, Error{c.Pos, fmt.Sprintf("relay prefix %s appears twice (first at %s); list it once", c.Prefix, prev)})
+			}
+			seen[key] = c.Pos
+		}
+	}
+	for _, inner := range pol.Relays {
+		for _, ic := range inner.CIDRs {
+			for _, outer := range pol.Relays {
+				if len(inner.Ports) == 0 || slices.Equal(inner.Ports, outer.Ports) {
+					continue
+				}
+				for _, oc := range outer.CIDRs {
+					if oc.Prefix.Bits() >= ic.Prefix.Bits() || !oc.Prefix.Contains(ic.Prefix.Addr()) {
+						continue
+					}
+					if len(outer.Ports) > 0 && !slices.ContainsFunc(outer.Ports, func(x uint16) bool { return !slices.Contains(inner.Ports, x) }) {
+						continue
+					}
+					p.warns = append(p.warns, Error{ic.Pos, fmt.Sprintf("relay %q's %s lies inside relay %q's %s (%s) but lets only ports %v through: the most specific relay decides, so inside %s the other ports are not relayed", inner.Name, ic.Prefix, outer.Name, oc.Prefix, oc.Pos, inner.Ports, ic.Prefix)})
+				}
+			}
+		}
+	}
+}
+
+// Interfaces returns every interface some scope of the policy names, sorted.
+func (pol *Policy) Interfaces() []string {
+	var out []string
+	add := func(s Scope) { out = append(out, s...) }
+	for _, r := range pol.Ranges {
+		add(r.Scope)
+	}
+	for _, e := range pol.Exemptions {
+		add(e.Scope)
+	}
+	for _, q := range pol.Quarantines {
+		add(q.Scope)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// ScopePos returns where the policy first names interface ifname in a scope.
+func (pol *Policy) ScopePos(ifname string) (Pos, string) {
+	for _, r := range pol.Ranges {
+		if slices.Contains(r.Scope, ifname) {
+			return r.Pos, "range " + strconv.Quote(r.Name)
+		}
+	}
+	for _, e := range pol.Exemptions {
+		if slices.Contains(e.Scope, ifname) {
+			return e.Pos, "exemption " + strconv.Quote(e.Name)
+		}
+	}
+	for _, q := range pol.Quarantines {
+		if slices.Contains(q.Scope, ifname) {
+			return q.Pos, "quarantine " + strconv.Quote(q.Name)
+		}
+	}
+	return Pos{}, ""
+}
+
+// CheckInterfaces refuses a policy whose scopes name an interface outside attached,
+// the interfaces the daemon attaches to: such an entry would never apply, which is
+// nearly always a typo or a stale name.
+func (pol *Policy) CheckInterfaces(attached []string, where string) error {
+	var errs Errors
+	for _, name := range pol.Interfaces() {
+		if slices.Contains(attached, name) {
+			continue
+		}
+		pos, what := pol.ScopePos(name)
+		hint := ""
+		if s := closest(name, attached); s != "" {
+			hint = fmt.Sprintf(" (did you mean %s?)", s)
+		}
+		errs = append(errs, Error{pos, fmt.Sprintf("%s is scoped to interface %s, which %s does not attach to%s; the daemon attaches to: %s. Fix the name, or add the interface to the daemon's configuration", what, name, where, hint, strings.Join(attached, ", "))})
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
