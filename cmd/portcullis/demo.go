@@ -29,8 +29,9 @@ Portcullis on its subscriber-facing interfaces; an "internet" with two real SMTP
 on 25, 587 and 465: mx.portcullis.test, a mail server of the world, and smtp.isp.test,
 the ISP's smarthost), loads the policy (default: the built-in examples/policy.yaml),
 sends real mail from every host in IPv4 and IPv6 to each port of the MX, then port-25
-mail from the dsl subscriber to the MX and to the smarthost, prints what happened next
-to what the policy says, prints the counters, and tears everything down.
+mail from the dsl subscriber to the MX and to the smarthost (a relay in the example
+policy: refused towards the MX, delivered through the smarthost), prints what happened
+next to what the policy says, prints the counters, and tears everything down.
 
 Exit status: 0 when every attempt ended as the policy says, 1 when one did not, 2 when
 the demo could not run (not root, no BPF/XDP, bad policy or flags).

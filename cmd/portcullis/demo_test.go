@@ -50,8 +50,9 @@ func TestDemo(t *testing.T) {
 	for _, row := range []string{
 		`dsl +100\.64\.1\.10 +mx\.portcullis\.test 192\.0\.2\.25 +25 +refused .* reset \(range dsl-dynamic 100\.64\.0\.0/12\)\n`,
 		`dsl +2001:db8:1000:1::10 +mx\.portcullis\.test 2001:db8:ffff::25 +25 +refused .* reset \(range dsl-dynamic 2001:db8:1000::/36\)\n`,
-		`dsl +100\.64\.1\.10 +smtp\.isp\.test 192\.0\.2\.26 +25 +`,
-		`dsl +2001:db8:1000:1::10 +smtp\.isp\.test 2001:db8:ffff::26 +25 +`,
+		`dsl +100\.64\.1\.10 +smtp\.isp\.test 192\.0\.2\.26 +25 +delivered .* pass \(relay isp-smarthost 192\.0\.2\.26/32\)\n`,
+		`dsl +2001:db8:1000:1::10 +smtp\.isp\.test 2001:db8:ffff::26 +25 +delivered .* pass \(relay isp-smarthost 2001:db8:ffff::26/128\)\n`,
+		`isp-smarthost +relay +pass +ipv4 `, `isp-smarthost +relay +pass +ipv6 `,
 	} {
 		if !regexp.MustCompile(row).MatchString(out) {
 			t.Errorf("demo output lacks a row matching %s:\n%s", row, out)
