@@ -48,6 +48,7 @@ lint: ## gofmt and go vet (~30 s)
 
 bench: ## as root: program cost per packet, policy swap, parse+compile, replay; docs/BENCHMARKS.md (~1 min)
 	$(GO) test -run '^$$' -bench '^BenchmarkDataPlane$$' -benchtime 2000000x ./loader/
+	$(GO) test -run '^$$' -bench '^BenchmarkRelayScope$$' -benchtime 2000000x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkApply$$' -benchtime 100x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkParseCompile$$' -benchtime 1x ./policy/
 	$(GO) test -run '^$$' -bench '^BenchmarkReplay$$' -benchtime 3x ./replay/

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portcullis/portcullis/overlay"
 	"github.com/portcullis/portcullis/policy"
 )
 
@@ -76,6 +77,31 @@ func (a *auditLog) write(now time.Time, who, file string, r Result) {
 	if r.Err != nil {
 		rec.Error = r.Err.Error()
 	}
+	b, _ := json.Marshal(rec)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.f.Write(append(b, '\n'))
+}
+
+// EntryRecord is one line of the audit log for a runtime entry.
+type EntryRecord struct {
+	Time    time.Time `json:"time"`
+	Who     string    `json:"who"`
+	Action  string    `json:"entry_action"` // added, escalated, released, expired
+	Kind    string    `json:"kind"`
+	Prefix  string    `json:"prefix"`
+	Expires time.Time `json:"expires"`
+	Reason  string    `json:"reason,omitempty"`
+	Ticket  string    `json:"ticket,omitempty"`
+	Level   int       `json:"level,omitempty"`
+}
+
+func (a *auditLog) writeEntry(now time.Time, ev overlay.Event) {
+	if a == nil || a.f == nil {
+		return
+	}
+	rec := EntryRecord{Time: now.UTC(), Who: ev.Who, Action: string(ev.Action), Kind: string(ev.Entry.Kind),
+		Prefix: ev.Entry.Prefix.String(), Expires: ev.Entry.Expires.UTC(), Reason: ev.Reason, Ticket: ev.Entry.Ticket, Level: ev.Entry.Level}
 	b, _ := json.Marshal(rec)
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -29,6 +29,17 @@ type Config struct {
 	AuditLog          string      `yaml:"audit_log"`           // JSON lines; "" = off
 	WaitForInterfaces bool        `yaml:"wait_for_interfaces"` // missing interface: warn, attach when it appears
 	SwitchMode        bool        `yaml:"switch_mode"`         // re-attach a pinned link left in the other mode (a short gap)
+	Store             string      `yaml:"store"`               // runtime entries (quarantines, unblocks): a bbolt file
+	API               APIConfig   `yaml:"api"`                 // the HTTP API for the abuse desk and the portal; off by default
+}
+
+// APIConfig is the HTTP API's part of the configuration (docs/api.md).
+type APIConfig struct {
+	Listen   string `yaml:"listen"`    // "" = off
+	Clients  string `yaml:"clients"`   // the clients file: tokens (as SHA-256) or certificate names, and scopes
+	TLSCert  string `yaml:"tls_cert"`  // serve HTTPS with this certificate
+	TLSKey   string `yaml:"tls_key"`   //
+	ClientCA string `yaml:"client_ca"` // require client certificates signed by this CA (mTLS)
 }
 
 // Defaults for what a configuration leaves out.
@@ -36,6 +47,7 @@ const (
 	DefaultListen        = "127.0.0.1:9725"
 	DefaultControlSocket = "/run/portcullis/control.sock"
 	DefaultAuditLog      = "/var/log/portcullis/audit.jsonl"
+	DefaultStore         = "/var/lib/portcullis/runtime.db"
 )
 
 // DefaultConfig is a configuration with every default filled in.
@@ -47,6 +59,7 @@ func DefaultConfig() Config {
 		BPFFS:         loader.DefaultPinDir,
 		LogFormat:     "text",
 		AuditLog:      DefaultAuditLog,
+		Store:         DefaultStore,
 	}
 }
 
@@ -73,7 +86,7 @@ func ParseConfig(file string, data []byte) (Config, error) {
 		} else if after, ok := strings.CutPrefix(msg, "line "); ok {
 			msg = file + ":" + after
 		}
-		return Config{}, fmt.Errorf("%s (keys: interfaces, mode, policy, listen, control_socket, bpffs, log_format, audit_log, wait_for_interfaces, switch_mode)", msg)
+		return Config{}, fmt.Errorf("%s (keys: interfaces, mode, policy, listen, control_socket, bpffs, log_format, audit_log, wait_for_interfaces, switch_mode, store, api)", msg)
 	}
 	var errs []string
 	if len(c.Interfaces) == 0 {
@@ -99,6 +112,12 @@ func ParseConfig(file string, data []byte) (Config, error) {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Sprintf("%s: log_format %q is not one of text, json", file, c.LogFormat))
+	}
+	if c.Store == "" {
+		errs = append(errs, file+": store is empty: the file that keeps runtime entries, e.g. "+DefaultStore)
+	}
+	if c.API.Listen != "" && c.API.Clients == "" {
+		errs = append(errs, file+": api.listen is set but api.clients is not: the API needs the clients file (docs/api.md)")
 	}
 	if len(errs) > 0 {
 		return Config{}, errors.New(strings.Join(errs, "\n"))

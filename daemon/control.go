@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,6 +62,9 @@ func (d *Daemon) serveControl() (io.Closer, error) {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, d.status())
 	})
+	mux.HandleFunc("GET /v1/entries", d.handleEntries)
+	mux.HandleFunc("POST /v1/entries", d.handleAddEntry)
+	mux.HandleFunc("DELETE /v1/entries", d.handleReleaseEntry)
 	srv := &http.Server{
 		Handler: d.onlyRoot(mux),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -130,6 +134,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // ErrNotRunning means nothing answers on the control socket.
 var ErrNotRunning = errors.New("the daemon is not running (nothing answers on the control socket)")
+
+func urlEscape(s string) string { return url.QueryEscape(s) }
 
 func client(socket string, timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{

@@ -12,11 +12,14 @@ import (
 	"os/signal"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/overlay"
 	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/store"
 )
 
 // Daemon is one `portcullis run`.
@@ -39,6 +42,16 @@ type Daemon struct {
 	started    time.Time
 	rng        *rand.Rand
 	metrics    *metrics
+
+	// Runtime entries (runtime.go).
+	overlay   overlay.State
+	store     *store.Store
+	storeErr  error          // the store could not be read at start: runtime changes refused
+	storeLost string         // entries the data plane held and the store did not (recovered)
+	live      *policy.Tables // the tables in force: the policy's with the live runtime entries
+
+	// published is the status as of the last change, read without d.mu (publish).
+	published atomic.Pointer[Status]
 
 	// tamper, in tests, alters the tables the program gets (not the model's), so a
 	// proof can be seen to fail and roll back.
@@ -98,10 +111,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	// The configured policy first, then attach: never an interface without a policy.
-	// The interfaces that exist are named to the program first, for the policy's scopes.
+	// The interfaces that exist are named to the program first, for the policy's
+	// scopes, and the runtime entries are read, to be laid over the policy.
 	d.mu.Lock()
 	d.syncInterfaces()
+	d.openOverlay()
 	d.mu.Unlock()
+	defer func() {
+		if d.store != nil {
+			d.store.Close()
+		}
+	}()
 	res := d.applyFile(d.cfg.Policy, "file")
 	if res.Err != nil && d.meta.Hash == "" {
 		return fmt.Errorf("no policy in force and the configured one cannot be used:\n%w", res.Err)
@@ -162,6 +182,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-tick.C:
 			d.reconcileAll()
 			d.expireExemptions()
+			d.expireRuntime()
 		}
 	}
 }
@@ -226,12 +247,14 @@ func (d *Daemon) install(c *policy.Compiled, file, who string, now time.Time) Re
 		sum := summarise(policy.Diff(d.good, c, now))
 		res.Diff = &sum
 	}
-	tables := c.Tables
+	merged := d.merged(c, now)
+	tables := merged
 	if d.tamper != nil {
 		tables = d.tamper(tables)
 	}
-	if d.prog.HasPolicy() && c.Hash == d.meta.Hash {
-		// Already in force (applied by this process, or adopted): prove it, install nothing.
+	if d.prog.HasPolicy() && c.Hash == d.meta.Hash && (d.live == nil || sameEntries(d.live, merged)) && d.adopt(merged) {
+		// Already in force (applied by this process, or adopted with the same runtime
+		// entries): prove it, install nothing.
 		res.Outcome = "unchanged"
 	} else if err := d.prog.Apply(tables); err != nil {
 		d.meta.LoadFailures++
@@ -242,7 +265,7 @@ func (d *Daemon) install(c *policy.Compiled, file, who string, now time.Time) Re
 		return res
 	}
 
-	proof, err := prove(d.prog.ProbeAt, c.Tables, c.Policy.Protected, slices.Sorted(maps.Keys(d.prog.Interfaces())), now, d.rng)
+	proof, err := prove(d.prog.ProbeAt, merged, c.Policy.Protected, slices.Sorted(maps.Keys(d.prog.Interfaces())), now, d.rng)
 	if err != nil {
 		proof.Mismatches = append(proof.Mismatches, Mismatch{Note: "probe error: " + err.Error()})
 	}
@@ -265,20 +288,71 @@ func (d *Daemon) install(c *policy.Compiled, file, who string, now time.Time) Re
 		}
 		d.saveMeta()
 		d.audit.write(now, who, file, res)
+		d.publish()
 		return res
 	}
 	if res.Outcome == "" {
 		res.Outcome = "applied"
 		d.meta.LoadedAt = now
 	}
-	d.good = c
+	d.good, d.live = c, merged
 	d.nextExpiry = nextExemptionExpiry(c.Policy, now)
 	d.meta.Hash, d.meta.PolicyFile = c.Hash, file
 	d.saveMeta()
 	d.log.Info("policy "+res.Outcome, "file", file, "who", who, "hash", c.Hash, "old_hash", res.OldHash,
 		"probes", proof.Probes, "proof_took", proof.Took.Round(time.Microsecond))
 	d.audit.write(now, who, file, res)
+	d.publish()
 	return res
+}
+
+// adopt tells the loader the live tables when the policy in force was adopted from
+// pins, if the data plane holds exactly t's runtime entries; false means apply t.
+func (d *Daemon) adopt(t *policy.Tables) bool {
+	if d.prog.Tables() != nil {
+		return true
+	}
+	for _, k := range []struct {
+		kind       policy.Kind
+		quarantine bool
+	}{{policy.KindRuntimeQuarantine, true}, {policy.KindUnblock, false}} {
+		held, err := d.prog.RuntimeInDataPlane(k.kind, overlay.RuleName)
+		if err != nil {
+			return false
+		}
+		q, u := overlay.RuleIDs(t)
+		rule := u
+		if k.quarantine {
+			rule = q
+		}
+		want := 0
+		for _, e := range t.Quarantines {
+			if e.Rule == rule {
+				want++
+			}
+		}
+		for _, e := range t.Ranges {
+			if e.Rule == rule {
+				want++
+			}
+		}
+		if len(held) != want {
+			return false
+		}
+	}
+	if err := d.prog.AdoptTables(t); err != nil {
+		d.log.Warn("cannot adopt the tables in force; applying them", "error", err)
+		return false
+	}
+	return true
+}
+
+// sameEntries reports whether two tables hold the same entries.
+func sameEntries(a, b *policy.Tables) bool {
+	eq := func(x, y policy.Entry) bool {
+		return x.Prefix == y.Prefix && x.Rule == y.Rule && x.Verdict == y.Verdict && x.Expires.Equal(y.Expires) && slices.Equal(x.Interfaces, y.Interfaces)
+	}
+	return slices.EqualFunc(a.Ranges, b.Ranges, eq) && slices.EqualFunc(a.Quarantines, b.Quarantines, eq) && slices.Equal(a.RuleNames, b.RuleNames)
 }
 
 func (d *Daemon) saveMeta() {
@@ -327,6 +401,17 @@ type Status struct {
 	Policy     string            `json:"policy_file"`
 	LoadedAt   time.Time         `json:"loaded_at"`
 	Proof      ProofStatus       `json:"last_proof"`
+	Runtime    RuntimeStatus     `json:"runtime"`
+}
+
+// RuntimeStatus is the state of the runtime entries.
+type RuntimeStatus struct {
+	Quarantines int    `json:"quarantines"` // live runtime quarantines
+	Unblocks    int    `json:"unblocks"`    // live unblocks
+	Store       string `json:"store"`
+	StoreError  string `json:"store_error,omitempty"` // the store failed: runtime changes are refused
+	StoreLost   string `json:"store_lost,omitempty"`  // entries recovered from the data plane at start
+	Generation  uint64 `json:"store_generation"`
 }
 
 // ProofStatus summarises the last proof.
@@ -337,9 +422,25 @@ type ProofStatus struct {
 	Mismatches []string  `json:"mismatches,omitempty"`
 }
 
+// status is the status as last published: readers (the control socket, metrics) do
+// not wait for a policy change in progress.
 func (d *Daemon) status() Status {
+	if st := d.published.Load(); st != nil {
+		return *st
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.statusLocked()
+}
+
+// publish makes the current state what readers see. Called with d.mu held, after
+// every change.
+func (d *Daemon) publish() {
+	st := d.statusLocked()
+	d.published.Store(&st)
+}
+
+func (d *Daemon) statusLocked() Status {
 	st := Status{PID: os.Getpid(), Started: d.started, ProgramID: uint32(d.prog.ID()), Interfaces: map[string]string{},
 		Hash: d.meta.Hash, Policy: d.meta.PolicyFile, LoadedAt: d.meta.LoadedAt,
 		Proof: ProofStatus{At: d.meta.ProofAt, OK: d.meta.ProofOK, Probes: int(d.meta.ProofProbes)}}
@@ -354,6 +455,20 @@ func (d *Daemon) status() Status {
 			st.Interfaces[name] = string(m)
 		} else {
 			st.Interfaces[name] = "missing"
+		}
+	}
+	st.Runtime = RuntimeStatus{Store: d.cfg.Store, StoreLost: d.storeLost}
+	if d.storeErr != nil {
+		st.Runtime.StoreError = d.storeErr.Error()
+	}
+	if d.store != nil {
+		st.Runtime.Generation = d.store.Generation()
+	}
+	for _, e := range d.overlay.Live(d.now()) {
+		if e.Kind == overlay.Quarantine {
+			st.Runtime.Quarantines++
+		} else {
+			st.Runtime.Unblocks++
 		}
 	}
 	return st

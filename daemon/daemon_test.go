@@ -48,14 +48,32 @@ func testDaemon(t *testing.T) *Daemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { prog.Close() })
+	return testDaemonOn(t, prog, filepath.Join(t.TempDir(), "runtime.db"))
+}
+
+// testDaemonOn is testDaemon on a given program and store: a second one on the same
+// program stands for the daemon started again over its pinned maps.
+func testDaemonOn(t *testing.T, prog *loader.Program, storePath string) *Daemon {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.AuditLog = filepath.Join(t.TempDir(), "audit.jsonl")
+	cfg.Store = storePath
 	d := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	d.prog = prog
+	var err error
+	if d.meta, err = prog.Meta(); err != nil {
+		t.Fatal(err)
+	}
 	if d.audit, err = openAudit(cfg.AuditLog); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.audit.Close() })
+	d.openOverlay()
+	t.Cleanup(func() {
+		if d.store != nil {
+			d.store.Close()
+		}
+	})
 	return d
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/overlay"
 	"github.com/portcullis/portcullis/policy"
 )
 
@@ -16,8 +17,9 @@ import (
 // survive the daemon), so they are exported as they are, never reset. Entries keep their
 // counts by name across policy swaps and restarts. No per-source series: `top` has that.
 type metrics struct {
-	d   *Daemon
-	reg *prometheus.Registry
+	d       *Daemon
+	reg     *prometheus.Registry
+	runtime *prometheus.CounterVec // runtime entry events by kind and action
 }
 
 var (
@@ -53,24 +55,47 @@ var (
 		[]string{"interface", "mode"}, nil)
 	descOffenders = prometheus.NewDesc("portcullis_offender_sources",
 		"Sources in the offender table (blocked attempts on governed ports; `portcullis top` lists them).", nil, nil)
+	descRuntime = prometheus.NewDesc("portcullis_runtime_entries",
+		"Runtime entries in force (quarantines from the abuse desk, unblocks), by kind.", []string{"kind"}, nil)
+	descStoreOK = prometheus.NewDesc("portcullis_runtime_store_ok",
+		"1 if the store of runtime entries was read at start without loss or damage.", nil, nil)
 )
 
 func newMetrics(d *Daemon) *metrics {
-	m := &metrics{d: d, reg: prometheus.NewRegistry()}
-	m.reg.MustRegister(m)
+	m := &metrics{d: d, reg: prometheus.NewRegistry(),
+		runtime: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "portcullis_runtime_entry_events_total",
+			Help: "Runtime entries added, escalated (a repeat quarantine: a longer term), released and expired, by kind."},
+			[]string{"kind", "action"})}
+	m.reg.MustRegister(m, m.runtime)
 	return m
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descReasons, descRSTSent, descRSTLimited,
 		descUnparseable, descPolicy, descLoaded, descLoadFail, descProofFail, descProofOK, descProbes,
-		descAttached, descOffenders} {
+		descAttached, descOffenders, descRuntime, descStoreOK} {
 		ch <- d
+	}
+}
+
+// runtimeEvent counts one runtime entry event (nil-safe: before metrics exist).
+func (m *metrics) runtimeEvent(ev overlay.Event) {
+	if m != nil {
+		m.runtime.WithLabelValues(string(ev.Entry.Kind), string(ev.Action)).Inc()
 	}
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	d := m.d
+	// From the published status: no wait for a change in progress.
+	st := d.status()
+	ch <- prometheus.MustNewConstMetric(descRuntime, prometheus.GaugeValue, float64(st.Runtime.Quarantines), "quarantine")
+	ch <- prometheus.MustNewConstMetric(descRuntime, prometheus.GaugeValue, float64(st.Runtime.Unblocks), "unblock")
+	storeOK := 1.0
+	if st.Runtime.StoreError != "" || st.Runtime.StoreLost != "" {
+		storeOK = 0
+	}
+	ch <- prometheus.MustNewConstMetric(descStoreOK, prometheus.GaugeValue, storeOK)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	cs, err := d.prog.Counters()

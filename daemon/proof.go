@@ -194,6 +194,14 @@ func prove(run func(policy.Ingress, []byte) (policy.Action, []byte, error), t *p
 		}
 	}
 
+	pr, err := runProbes(run, t, probes, now)
+	pr.Took = time.Since(start)
+	return pr, err
+}
+
+// runProbes runs every probe through run and compares it with the model of t.
+func runProbes(run func(policy.Ingress, []byte) (policy.Action, []byte, error), t *policy.Tables, probes []probe, now time.Time) (Proof, error) {
+	start := time.Now()
 	var pr Proof
 	for _, pb := range probes {
 		frame, err := probeFrame(pb.src, pb.dst, pb.port)

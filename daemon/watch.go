@@ -86,6 +86,7 @@ func (d *Daemon) reconcile(name string) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	defer d.publish()
 	defer d.syncInterfaces()
 	l, err := netlink.LinkByName(name)
 	if err != nil {

@@ -54,4 +54,14 @@ func TestLimitsMatchC(t *testing.T) {
 	if got := spec.Maps[bpf.PortcullisMapStats].MaxEntries; got != policy.MaxRules*numOutcomes*numFamilies {
 		t.Errorf("stats map has %d entries, model expects %d rules", got, policy.MaxRules)
 	}
+	if got := len(bpf.PortcullisPcRelay{}.Ports); got != policy.MaxRelayPorts {
+		t.Errorf("a relay holds %d ports in the program, %d in the policy", got, policy.MaxRelayPorts)
+	}
+	if got := spec.Maps[bpf.PortcullisMapScopes].MaxEntries; got != 2*policy.MaxScopedInterfaces {
+		t.Errorf("scopes map has %d entries, the policy allows %d interfaces per slot", got, policy.MaxScopedInterfaces)
+	}
+	// The scoped tables' key is (group, address): prefixlen counts the group's 32 bits.
+	if got, want := spec.Maps[bpf.PortcullisMapScopedV4].InnerMap.KeySize, uint32(4+4+4); got != want {
+		t.Errorf("scoped_v4 key is %d bytes, want %d", got, want)
+	}
 }

@@ -39,6 +39,9 @@ var (
 	// ErrUnknownInterface means a test run was asked for an interface that
 	// SetInterfaces did not name.
 	ErrUnknownInterface = errors.New("interface not known to the program")
+	// ErrNotAnUpdate means UpdateEntry was given tables that differ from the live ones
+	// by more than one entry's worth: they need Apply.
+	ErrNotAnUpdate = errors.New("not a single-entry update of the live tables")
 	// ErrModeSwitchGap explains why a change of attach mode is not seamless: the
 	// kernel holds native and generic XDP on one interface only one at a time (a
 	// second attach in the other mode fails with EEXIST: "Native and generic XDP

@@ -26,7 +26,7 @@ type lpmBuilder struct {
 
 func (b lpmBuilder) build(entries []policy.Entry, boot time.Duration, now time.Time) (*ebpf.Map, error) {
 	spec := b.spec.Copy()
-	spec.MaxEntries = uint32(max(len(entries), 1))
+	spec.MaxEntries = uint32(len(entries) + runtimeHeadroom)
 	m, err := ebpf.NewMap(spec)
 	if err != nil {
 		return nil, fmt.Errorf("creating prefix table: %w", err)
@@ -69,7 +69,7 @@ func (b lpmBuilder) build(entries []policy.Entry, boot time.Duration, now time.T
 // newTable creates an inner table from spec sized for n entries and fills it.
 func newTable[K, V any](spec *ebpf.MapSpec, keys []K, vals []V) (*ebpf.Map, error) {
 	spec = spec.Copy()
-	spec.MaxEntries = uint32(max(len(keys), 1))
+	spec.MaxEntries = uint32(len(keys) + runtimeHeadroom)
 	m, err := ebpf.NewMap(spec)
 	if err != nil {
 		return nil, fmt.Errorf("creating %s table: %w", spec.Name, err)

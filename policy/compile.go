@@ -20,6 +20,9 @@ const (
 	KindExemption  Kind = "exemption"
 	KindQuarantine Kind = "quarantine"
 	KindRelay      Kind = "relay"
+	// Runtime entries (package overlay): one rule per kind counts all of them.
+	KindRuntimeQuarantine Kind = "runtime-quarantine"
+	KindUnblock           Kind = "unblock"
 )
 
 // Rule is one compiled rule: a range, exemption or quarantine (or the default).

@@ -149,6 +149,7 @@ type Policy struct {
 	Exemptions  []Exemption
 	Quarantines []Quarantine
 	Relays      []Relay
+	Runtime     Runtime // bounds of the runtime entries laid over this policy
 	// Warnings are problems that do not stop the policy: expired entries (ignored),
 	// exemptions that never decide, IPv4-mapped prefixes read as IPv4.
 	Warnings Errors
@@ -478,13 +479,13 @@ func (p *parser) when(n *node, what string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-var topKeys = []string{"version", "governed_ports", "protected_ports", "default", "reset", "ranges", "exemptions", "quarantines", "relays"}
+var topKeys = []string{"version", "governed_ports", "protected_ports", "default", "reset", "ranges", "exemptions", "quarantines", "relays", "runtime"}
 
 func (p *parser) policy(root *node) *Policy {
 	pol := &Policy{File: p.file, Governed: DefaultGoverned, Protected: DefaultProtected,
-		Default: Pass, RSTRate: DefaultRSTRate, RSTBurst: DefaultRSTBurst}
+		Default: Pass, RSTRate: DefaultRSTRate, RSTBurst: DefaultRSTBurst, Runtime: Runtime{QuarantineReset: true}}
 	var versionSeen bool
-	var governedNode *node
+	var governedNode, runtimeNode *node
 	var governedAt, protectedAt map[uint16]*node
 	p.fields(root, "the policy", topKeys, func(key string, k, v *node) {
 		switch key {
@@ -537,9 +538,13 @@ func (p *parser) policy(root *node) *Policy {
 					pol.Relays = append(pol.Relays, r)
 				}
 			}
+		case "runtime":
+			runtimeNode = v
+			p.runtime(v, pol)
 		}
 	})
 	p.checkRelays(pol)
+	p.checkRuntime(pol, runtimeNode)
 	if root.kind == mappingNode && !versionSeen {
 		p.errorf(root, "missing \"version: %d\" at the top of the policy", Version)
 	}

@@ -2,9 +2,11 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // This file parses the two parts of a policy that are about where a packet goes and
@@ -242,4 +244,160 @@ func (pol *Policy) CheckInterfaces(attached []string, where string) error {
 		return errs
 	}
 	return nil
+}
+
+// Runtime bounds the runtime entries (quarantines from the abuse desk, unblocks from
+// the customer portal) that the daemon lays over this policy (`runtime:`).
+type Runtime struct {
+	// QuarantineTerms are the terms of a first, second, ... quarantine of the same
+	// prefix within QuarantineMemory; the last repeats. Nil: 1h, 4h, 24h.
+	QuarantineTerms  []time.Duration
+	QuarantineMemory time.Duration // 0: 30 days
+	QuarantineReset  bool          // runtime quarantines reset (default) or drop
+	UnblockDefault   time.Duration // 0: 30 days
+	UnblockMax       time.Duration // 0: 365 days
+	// NoQuarantine and NoUnblock name the ranges inside which the kind may not be
+	// added (an unblock in a CGNAT pool would open port 25 for every subscriber
+	// behind the address).
+	NoQuarantine, NoUnblock []string
+	Pos                     Pos
+}
+
+var runtimeKeys = []string{"quarantine", "unblock"}
+
+func (p *parser) runtime(n *node, pol *Policy) {
+	rt := &pol.Runtime
+	rt.Pos = p.pos(n)
+	rt.QuarantineReset = true
+	p.fields(n, "runtime", runtimeKeys, func(key string, _, v *node) {
+		switch key {
+		case "quarantine":
+			p.fields(v, "runtime.quarantine", []string{"terms", "memory", "verdict", "forbidden_in"}, func(key string, _, v *node) {
+				switch key {
+				case "terms":
+					for _, t := range p.list(v, "runtime.quarantine.terms") {
+						if d, ok := p.duration(t, "a quarantine term"); ok {
+							rt.QuarantineTerms = append(rt.QuarantineTerms, d)
+						}
+					}
+					if v.kind == sequenceNode && len(v.content) == 0 {
+						p.errorf(v, "terms is empty; leave it out for 1h, 4h, 24h")
+					}
+				case "memory":
+					rt.QuarantineMemory, _ = p.duration(v, "runtime.quarantine.memory")
+				case "verdict":
+					rt.QuarantineReset = p.verdict(v, []Verdict{Drop, Reset}) == Reset
+				case "forbidden_in":
+					rt.NoQuarantine = p.rangeNames(v, "runtime.quarantine.forbidden_in")
+				}
+			})
+		case "unblock":
+			p.fields(v, "runtime.unblock", []string{"default", "max", "forbidden_in"}, func(key string, _, v *node) {
+				switch key {
+				case "default":
+					rt.UnblockDefault, _ = p.duration(v, "runtime.unblock.default")
+				case "max":
+					rt.UnblockMax, _ = p.duration(v, "runtime.unblock.max")
+				case "forbidden_in":
+					rt.NoUnblock = p.rangeNames(v, "runtime.unblock.forbidden_in")
+				}
+			})
+		}
+	})
+	if rt.UnblockMax > 0 && rt.UnblockDefault > rt.UnblockMax {
+		p.errorf(n, "runtime.unblock.default (%s) is longer than runtime.unblock.max (%s)", FormatDuration(rt.UnblockDefault), FormatDuration(rt.UnblockMax))
+	}
+}
+
+// rangeNames parses a list of range names; that they exist is checked once every
+// range is read (checkRuntime).
+func (p *parser) rangeNames(n *node, what string) []string {
+	var out []string
+	for _, e := range p.list(n, what) {
+		if s := p.str(e, "a range name"); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// checkRuntime: the ranges runtime: names exist.
+func (p *parser) checkRuntime(pol *Policy, n *node) {
+	if n == nil {
+		return
+	}
+	names := map[string]bool{}
+	for _, r := range pol.Ranges {
+		names[r.Name] = true
+	}
+	for _, list := range [][]string{pol.Runtime.NoQuarantine, pol.Runtime.NoUnblock} {
+		for _, name := range list {
+			if !names[name] {
+				var known []string
+				for k := range names {
+					known = append(known, k)
+				}
+				hint := ""
+				if s := closest(name, known); s != "" {
+					hint = fmt.Sprintf("; did you mean %q?", s)
+				}
+				p.errs = append(p.errs, Error{pol.Runtime.Pos, fmt.Sprintf("runtime: forbidden_in names range %q, which the policy does not have%s", name, hint)})
+			}
+		}
+	}
+}
+
+// duration parses a duration: Go's (90m, 24h, 1h30m) or whole days (30d).
+func (p *parser) duration(n *node, what string) (time.Duration, bool) {
+	s := p.str(n, what)
+	if s == "" {
+		return 0, false
+	}
+	d, err := ParseDuration(s)
+	if err != nil || d <= 0 {
+		p.errorf(n, "%s %q is not a duration; write it like 4h, 90m or 30d", what, s)
+		return 0, false
+	}
+	return d, true
+}
+
+// ParseDuration reads a duration as Go writes it (90m, 24h) or in whole days (30d).
+func ParseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok && isDigits(days) {
+		n, err := strconv.Atoi(days)
+		if err != nil || n > 100000 {
+			return 0, fmt.Errorf("%q: too many days", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
+}
+
+// FormatDuration writes d in days when it is whole days, else as Go does.
+func FormatDuration(d time.Duration) string {
+	if d > 0 && d%(24*time.Hour) == 0 {
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	}
+	return d.String()
+}
+
+// RuntimeForbids says why a runtime entry of kind ("quarantine" or "unblock") for
+// prefix is forbidden by the policy, or "": the prefix overlaps a range the policy
+// closes to that kind.
+func (pol *Policy) RuntimeForbids(kind string, prefix netip.Prefix) string {
+	names := pol.Runtime.NoUnblock
+	if kind == "quarantine" {
+		names = pol.Runtime.NoQuarantine
+	}
+	for _, r := range pol.Ranges {
+		if !slices.Contains(names, r.Name) {
+			continue
+		}
+		for _, c := range r.CIDRs {
+			if c.Prefix.Overlaps(prefix) {
+				return fmt.Sprintf("range %q (%s, %s) does not take runtime %ss (runtime.%s.forbidden_in at %s)", r.Name, c.Prefix, c.Pos, kind, kind, pol.Runtime.Pos)
+			}
+		}
+	}
+	return ""
 }

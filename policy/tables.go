@@ -273,3 +273,19 @@ func (t *Tables) Decide(src, dst netip.Addr, dport uint16, ifname string, now ti
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TableEntry is an entry and the table it goes in.
+type TableEntry struct {
+	Entry
+	Quarantine bool // the quarantine table, else the ranges table
+}
+
+// Add puts e into t (for tables being built, before they are looked up or applied).
+func (t *Tables) Add(e TableEntry) {
+	if e.Quarantine {
+		t.Quarantines = append(t.Quarantines, e.Entry)
+	} else {
+		t.Ranges = append(t.Ranges, e.Entry)
+	}
+	t.index = nil
+}

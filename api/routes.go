@@ -1,0 +1,523 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/portcullis/portcullis/overlay"
+)
+
+// AddRequest is the body of POST /v1/quarantines and POST /v1/unblocks. Give Address
+// or CIDR, not both.
+type AddRequest struct {
+	Address string `json:"address,omitempty"` // one host: "100.64.1.10", "2001:db8::1"
+	CIDR    string `json:"cidr,omitempty"`    // a network: "100.64.1.0/28"
+	For     string `json:"for,omitempty"`     // how long: a Go duration ("90m", "24h") or days ("30d"); "" = the policy's default
+	Reason  string `json:"reason"`            // required: why, for the next person on shift
+	Ticket  string `json:"ticket,omitempty"`  // the abuse desk's or the portal's reference
+}
+
+// EntriesResponse is the body of GET /v1/entries.
+type EntriesResponse struct {
+	Entries []overlay.Entry `json:"entries"`
+}
+
+// HistoryResponse is the body of GET /v1/history.
+type HistoryResponse struct {
+	Events []overlay.Event `json:"events"`
+}
+
+// ReleaseResponse is the body of a successful DELETE: the entry that was removed.
+type ReleaseResponse struct {
+	Released overlay.Kind `json:"released"`
+	Prefix   netip.Prefix `json:"prefix"`
+}
+
+// ErrorResponse is the body of every error: what is wrong and how to fix it.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+// maxBody bounds a request body: an AddRequest is a few hundred bytes.
+const maxBody = 64 << 10
+
+// route is one operation of the API.
+type route struct {
+	method  string
+	pattern string // http.ServeMux path pattern
+	scope   scope  // what the client needs
+	kind    overlay.Kind
+	handle  func(s *Server, x *exchange, kind overlay.Kind)
+}
+
+// routeTable is every operation the API serves; openapi.yaml documents the same.
+var routeTable = []route{
+	{http.MethodGet, "/v1/entries", scopeRead, "", (*Server).entries},
+	{http.MethodGet, "/v1/history", scopeRead, "", (*Server).history},
+	{http.MethodGet, "/v1/status", scopeRead, "", (*Server).status},
+	{http.MethodPost, "/v1/quarantines", scopeQuarantine, overlay.Quarantine, (*Server).add},
+	{http.MethodDelete, "/v1/quarantines/{target...}", scopeQuarantine, overlay.Quarantine, (*Server).release},
+	{http.MethodPost, "/v1/unblocks", scopeUnblock, overlay.Unblock, (*Server).add},
+	{http.MethodDelete, "/v1/unblocks/{target...}", scopeUnblock, overlay.Unblock, (*Server).release},
+}
+
+// exchange is one request in flight: who asked, and what to audit.
+type exchange struct {
+	w      *statusWriter
+	r      *http.Request
+	client *client
+	detail string
+}
+
+type exchangeKey struct{}
+
+// statusWriter remembers the status written, for the audit record.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// routes builds the handler: authenticate, route, check the scope, handle, audit.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	allowed := map[string][]string{} // path pattern -> methods
+	var paths []string
+	for _, rt := range routeTable {
+		mux.HandleFunc(rt.method+" "+rt.pattern, func(w http.ResponseWriter, r *http.Request) {
+			x := r.Context().Value(exchangeKey{}).(*exchange)
+			x.r = r
+			if !x.client.scopes[rt.scope] {
+				x.fail(http.StatusForbidden, "%s %s needs the %q scope; client %q has %s (the operator adds scopes in the clients file)", rt.method, r.URL.Path, rt.scope, x.client.name, x.client.scopeList())
+				return
+			}
+			rt.handle(s, x, rt.kind)
+		})
+		if _, ok := allowed[rt.pattern]; !ok {
+			paths = append(paths, rt.pattern)
+		}
+		allowed[rt.pattern] = append(allowed[rt.pattern], rt.method)
+		if rt.method == http.MethodGet {
+			allowed[rt.pattern] = append(allowed[rt.pattern], http.MethodHead)
+		}
+	}
+	for _, p := range paths {
+		allow := strings.Join(allowed[p], ", ")
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			x := r.Context().Value(exchangeKey{}).(*exchange)
+			w.Header().Set("Allow", allow)
+			x.fail(http.StatusMethodNotAllowed, "method %s is not allowed on %s; use %s", r.Method, r.URL.Path, allow)
+		})
+	}
+	var roots []string // the paths without their {target...}, for the 404 message
+	for _, p := range paths {
+		if root, _, _ := strings.Cut(p, "/{"); !slices.Contains(roots, root) {
+			roots = append(roots, root)
+		}
+	}
+	known := strings.Join(roots, ", ")
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		x := r.Context().Value(exchangeKey{}).(*exchange)
+		x.fail(http.StatusNotFound, "no route %s; the API's routes are %s (docs/api.md)", r.URL.Path, known)
+	})
+
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		x := &exchange{w: &statusWriter{ResponseWriter: w}, r: r}
+		start := time.Now()
+		defer func() {
+			if s.audit == nil {
+				return
+			}
+			name := "-"
+			if x.client != nil {
+				name = x.client.name
+			}
+			status := x.w.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			s.audit(Record{Time: start, Client: name, Method: r.Method, Path: r.URL.Path, Status: status, Detail: x.detail})
+		}()
+		if !s.authenticate(x) {
+			return
+		}
+		mux.ServeHTTP(x.w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+	})
+}
+
+// authenticate finds the client of x's request, or answers 401 or 403 and returns false.
+func (s *Server) authenticate(x *exchange) bool {
+	r := x.r
+	if s.mtls {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+			x.fail(http.StatusUnauthorized, "a verified client certificate is required (mTLS)")
+			return false
+		}
+		cn := r.TLS.VerifiedChains[0][0].Subject.CommonName
+		c := s.clients.byCN[cn]
+		if c == nil {
+			x.fail(http.StatusForbidden, "the client certificate's CN %q names no client; the operator adds a client with cert_cn: %q to the clients file", cn, cn)
+			return false
+		}
+		x.client = c
+		return true
+	}
+	h := r.Header.Get("Authorization")
+	scheme, token, _ := strings.Cut(h, " ")
+	token = strings.TrimSpace(token)
+	switch {
+	case h == "":
+		x.w.Header().Set("WWW-Authenticate", `Bearer realm="portcullis"`)
+		x.fail(http.StatusUnauthorized, "no bearer token: send Authorization: Bearer <token>")
+		return false
+	case !strings.EqualFold(scheme, "Bearer") || token == "":
+		x.w.Header().Set("WWW-Authenticate", `Bearer realm="portcullis", error="invalid_request"`)
+		x.fail(http.StatusUnauthorized, "the Authorization header is not a bearer token: send Authorization: Bearer <token>")
+		return false
+	}
+	c := s.clients.byToken(token)
+	if c == nil {
+		x.w.Header().Set("WWW-Authenticate", `Bearer realm="portcullis", error="invalid_token"`)
+		x.fail(http.StatusUnauthorized, "the bearer token is not one the clients file knows; check the token, or ask the operator for its hash to be added")
+		return false
+	}
+	x.client = c
+	return true
+}
+
+// reply writes v as JSON with code.
+func (x *exchange) reply(code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		msg := "the daemon's answer could not be encoded as JSON: " + err.Error()
+		x.detail = msg
+		b, _ = json.Marshal(ErrorResponse{msg})
+	}
+	h := x.w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	x.w.WriteHeader(code)
+	x.w.Write(append(b, '\n'))
+}
+
+// fail answers an error with its message, which also goes into the audit record.
+func (x *exchange) fail(code int, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	x.detail = msg
+	x.reply(code, ErrorResponse{msg})
+}
+
+// query checks the query string against the parameters a route takes, each at most
+// once, and returns it; on a mistake it answers 400 and returns false.
+func (x *exchange) query(takes ...string) (url.Values, bool) {
+	q, err := url.ParseQuery(x.r.URL.RawQuery)
+	if err != nil {
+		x.fail(http.StatusBadRequest, "the query string is malformed (%v); percent-encode its values", err)
+		return nil, false
+	}
+	for k, v := range q {
+		if !slices.Contains(takes, k) {
+			what := "no query parameters"
+			if len(takes) > 0 {
+				what = "only " + strings.Join(takes, ", ")
+			}
+			x.fail(http.StatusBadRequest, "unknown query parameter %q; %s %s takes %s", k, x.r.Method, x.r.URL.Path, what)
+			return nil, false
+		}
+		if len(v) > 1 {
+			x.fail(http.StatusBadRequest, "query parameter %q is given %d times; give it once", k, len(v))
+			return nil, false
+		}
+	}
+	return q, true
+}
+
+func (s *Server) entries(x *exchange, _ overlay.Kind) {
+	if _, ok := x.query(); !ok {
+		return
+	}
+	es := s.backend.Entries()
+	if es == nil {
+		es = []overlay.Entry{}
+	}
+	x.detail = fmt.Sprintf("%d entries", len(es))
+	x.reply(http.StatusOK, EntriesResponse{es})
+}
+
+func (s *Server) history(x *exchange, _ overlay.Kind) {
+	q, ok := x.query("prefix")
+	if !ok {
+		return
+	}
+	var p netip.Prefix
+	if v := q.Get("prefix"); v != "" {
+		var err error
+		if p, err = parseTarget(v); err != nil {
+			x.fail(http.StatusBadRequest, "prefix: %v (or leave prefix out for the whole history)", err)
+			return
+		}
+	}
+	evs := s.backend.History(p)
+	if evs == nil {
+		evs = []overlay.Event{}
+	}
+	x.detail = fmt.Sprintf("%d events", len(evs))
+	if p.IsValid() {
+		x.detail += " for " + p.String()
+	}
+	x.reply(http.StatusOK, HistoryResponse{evs})
+}
+
+func (s *Server) status(x *exchange, _ overlay.Kind) {
+	if _, ok := x.query(); !ok {
+		return
+	}
+	x.reply(http.StatusOK, s.backend.Status())
+}
+
+func (s *Server) add(x *exchange, kind overlay.Kind) {
+	r := x.r
+	if _, ok := x.query(); !ok {
+		return
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		x.fail(http.StatusUnsupportedMediaType, "the body must be JSON: send Content-Type: application/json (got %q)", r.Header.Get("Content-Type"))
+		return
+	}
+	if r.ContentLength > maxBody {
+		x.fail(http.StatusRequestEntityTooLarge, "the body is %d bytes, more than the %d KiB limit; a request is one small JSON object", r.ContentLength, maxBody>>10)
+		return
+	}
+	var body AddRequest
+	// The server's own writer, not the status-recording wrapper: through it the
+	// server learns the body was too large and closes the connection after replying.
+	if !x.decode(http.MaxBytesReader(x.w.ResponseWriter, r.Body, maxBody), &body) {
+		return
+	}
+	var p netip.Prefix
+	switch {
+	case body.Address == "" && body.CIDR == "":
+		x.fail(http.StatusBadRequest, "give address (one host, e.g. \"address\": \"100.64.1.10\") or cidr (a network, e.g. \"cidr\": \"100.64.1.0/28\")")
+		return
+	case body.Address != "" && body.CIDR != "":
+		x.fail(http.StatusBadRequest, "give address or cidr, not both")
+		return
+	case body.Address != "":
+		if strings.Contains(body.Address, "/") {
+			x.fail(http.StatusBadRequest, "address %q is a network; address is one host, put a network in cidr", body.Address)
+			return
+		}
+		if p, err = parseTarget(body.Address); err != nil {
+			x.fail(http.StatusBadRequest, "address: %v", err)
+			return
+		}
+	default:
+		if !strings.Contains(body.CIDR, "/") {
+			x.fail(http.StatusBadRequest, "cidr %q has no prefix length; write a network like 100.64.1.0/28, or put one host in address", body.CIDR)
+			return
+		}
+		if p, err = parseTarget(body.CIDR); err != nil {
+			x.fail(http.StatusBadRequest, "cidr: %v", err)
+			return
+		}
+	}
+	var d time.Duration
+	if body.For != "" {
+		if d, err = ParseDuration(body.For); err != nil {
+			x.fail(http.StatusBadRequest, "for: %v (or leave for out for the policy's default)", err)
+			return
+		}
+	}
+	req := overlay.Request{Kind: kind, Prefix: p, For: d, Reason: body.Reason, Ticket: body.Ticket, Who: "api:" + x.client.name}
+	e, err := s.backend.Add(req)
+	if err != nil {
+		x.backendError(err)
+		return
+	}
+	x.detail = fmt.Sprintf("added %s %s until %s", e.Kind, e.Prefix, e.Expires.UTC().Format(time.RFC3339))
+	if e.Ticket != "" {
+		x.detail += " ticket " + e.Ticket
+	}
+	x.w.Header().Set("Location", collection(kind)+"/"+url.PathEscape(e.Prefix.String()))
+	x.reply(http.StatusCreated, e)
+}
+
+func (s *Server) release(x *exchange, kind overlay.Kind) {
+	q, ok := x.query("reason")
+	if !ok {
+		return
+	}
+	target := x.r.PathValue("target")
+	example := collection(kind) + "/100.64.1.10"
+	if target == "" {
+		x.fail(http.StatusBadRequest, "no address in the path: DELETE %s?reason=... (a network as %s/100.64.1.0%%2F28)", example, collection(kind))
+		return
+	}
+	p, err := parseTarget(target)
+	if err != nil {
+		x.fail(http.StatusBadRequest, "path: %v; e.g. DELETE %s?reason=...", err, example)
+		return
+	}
+	reason := q.Get("reason")
+	if strings.TrimSpace(reason) == "" {
+		x.fail(http.StatusBadRequest, "reason is required: say why, for the next person on shift (?reason=...)")
+		return
+	}
+	k := overlay.Key{Kind: kind, Prefix: p}
+	if err := s.backend.Release(k, "api:"+x.client.name, reason); err != nil {
+		x.backendError(err)
+		return
+	}
+	x.detail = fmt.Sprintf("released %s: %s", k, reason)
+	x.reply(http.StatusOK, ReleaseResponse{Released: kind, Prefix: p})
+}
+
+func collection(kind overlay.Kind) string {
+	if kind == overlay.Unblock {
+		return "/v1/unblocks"
+	}
+	return "/v1/quarantines"
+}
+
+// backendError answers an error from the backend: 404 for an absent entry, 422 for
+// one the policy or the rules refuse (the backend's message), 500 for the rest.
+func (x *exchange) backendError(err error) {
+	switch {
+	case errors.Is(err, overlay.ErrNotFound):
+		x.fail(http.StatusNotFound, "%v", err)
+	case errors.Is(err, overlay.ErrForbidden), errors.Is(err, overlay.ErrDuration),
+		errors.Is(err, overlay.ErrInvalid), errors.Is(err, overlay.ErrKind):
+		x.fail(http.StatusUnprocessableEntity, "%v", err)
+	default:
+		x.fail(http.StatusInternalServerError, "the daemon could not do it: %v", err)
+	}
+}
+
+// decode reads one JSON object into v, refusing unknown fields and trailing data; on a
+// mistake it answers 400 (or 413) and returns false.
+func (x *exchange) decode(body io.Reader, v any) bool {
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// One object and nothing after it but white space.
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = terr
+			if err == nil {
+				err = errTrailing
+			}
+		}
+	}
+	if err == nil {
+		return true
+	}
+	const example = `{"address": "100.64.1.10", "for": "24h", "reason": "spam run", "ticket": "AB-123"}`
+	var (
+		tooBig *http.MaxBytesError
+		syn    *json.SyntaxError
+		typ    *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &tooBig):
+		x.fail(http.StatusRequestEntityTooLarge, "the body is more than the %d KiB limit; a request is one small JSON object", maxBody>>10)
+	case err == io.EOF:
+		x.fail(http.StatusBadRequest, "the body is empty; send a JSON object such as %s", example)
+	case err == errTrailing:
+		x.fail(http.StatusBadRequest, "there is more after the JSON object; send exactly one object such as %s", example)
+	case errors.As(err, &syn):
+		x.fail(http.StatusBadRequest, "malformed JSON at byte %d (%v); send one object such as %s", syn.Offset, syn, example)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		x.fail(http.StatusBadRequest, "malformed JSON: the body ends inside the object; send one object such as %s", example)
+	case errors.As(err, &typ) && typ.Field == "":
+		x.fail(http.StatusBadRequest, "the body is a JSON %s; send one object such as %s", typ.Value, example)
+	case errors.As(err, &typ):
+		x.fail(http.StatusBadRequest, "field %q must be a JSON string, not a %s; e.g. %s", typ.Field, typ.Value, example)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		x.fail(http.StatusBadRequest, "unknown field %s; the fields are address, cidr, for, reason, ticket", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	default:
+		x.fail(http.StatusBadRequest, "the body is not a JSON object (%v); send one such as %s", err, example)
+	}
+	return false
+}
+
+var errTrailing = errors.New("data after the JSON object")
+
+// parseTarget parses one host ("100.64.1.10", a /32 or /128) or a network
+// ("100.64.1.0/28"). An IPv4-mapped IPv6 address is taken as the IPv4 one it maps.
+func parseTarget(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a network; write one like 100.64.1.0/28 or 2001:db8:1::/48", s)
+		}
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		if p.Masked() != p {
+			return netip.Prefix{}, fmt.Errorf("%s has host bits set; did you mean %s?", p, p.Masked())
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address; write one host like 100.64.1.10 or 2001:db8::1", s)
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q has an IPv6 zone; give the address without %%%s", s, a.Zone())
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// ParseDuration parses how long an entry lasts: a Go duration ("90m", "24h", "1h30m")
+// or a whole number of days ("30d"). It must be more than zero.
+func ParseDuration(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
+		const max = int64(1<<63-1) / int64(24*time.Hour)
+		var days int64
+		for _, c := range n {
+			days = days*10 + int64(c-'0')
+			if days > max {
+				return 0, fmt.Errorf("%q is too long", s)
+			}
+		}
+		if days == 0 {
+			return 0, fmt.Errorf("%q is not more than zero; give a positive duration like \"24h\" or \"30d\"", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration; write a Go duration like \"90m\" or \"24h\", or days like \"30d\"", s)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%q is not more than zero; give a positive duration like \"24h\" or \"30d\"", s)
+	}
+	return d, nil
+}

@@ -1,0 +1,180 @@
+package daemon
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/portcullis/portcullis/overlay"
+	"github.com/portcullis/portcullis/policy"
+)
+
+// The control socket's runtime-entry routes: the same operations as the HTTP API
+// (package api), for root on the router.
+
+// EntryRequest asks for a runtime entry.
+type EntryRequest struct {
+	Kind   overlay.Kind `json:"kind"`
+	Prefix string       `json:"prefix"` // an address or a CIDR
+	For    string       `json:"for,omitempty"`
+	Reason string       `json:"reason"`
+	Ticket string       `json:"ticket,omitempty"`
+}
+
+// EntriesResponse lists entries (and, when asked, the history).
+type EntriesResponse struct {
+	Entries []overlay.Entry `json:"entries"`
+	History []overlay.Event `json:"history,omitempty"`
+	Error   string          `json:"error,omitempty"`
+}
+
+// ParsePrefix reads an address (a host prefix) or a CIDR, as the CLI and the API take
+// them.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%w: %q is not a CIDR prefix (write it like 100.64.1.0/28)", overlay.ErrInvalid, s)
+		}
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%w: %q is not an IP address (write it like 100.64.1.10 or 2001:db8::10)", overlay.ErrInvalid, s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Request turns r into an overlay request by who.
+func (r EntryRequest) Request(who string) (overlay.Request, error) {
+	p, err := ParsePrefix(r.Prefix)
+	if err != nil {
+		return overlay.Request{}, err
+	}
+	var d time.Duration
+	if r.For != "" {
+		if d, err = policy.ParseDuration(r.For); err != nil || d <= 0 {
+			return overlay.Request{}, fmt.Errorf("%w: for %q is not a duration; write it like 24h, 90m or 30d", overlay.ErrDuration, r.For)
+		}
+	}
+	return overlay.Request{Kind: r.Kind, Prefix: p, For: d, Reason: r.Reason, Ticket: r.Ticket, Who: who}, nil
+}
+
+// entryStatus is the HTTP status for an error from AddEntry or ReleaseEntry.
+func entryStatus(err error) int {
+	switch {
+	case errors.Is(err, overlay.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, overlay.ErrInvalid), errors.Is(err, overlay.ErrKind), errors.Is(err, overlay.ErrDuration), errors.Is(err, overlay.ErrForbidden):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, ErrStoreFailed), errors.Is(err, ErrNoPolicyYet):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func (d *Daemon) handleAddEntry(w http.ResponseWriter, r *http.Request) {
+	var req EntryRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, EntriesResponse{Error: "bad request: " + err.Error()})
+		return
+	}
+	uid, _ := r.Context().Value(peerKey{}).(int)
+	oreq, err := req.Request("uid:" + strconv.Itoa(uid))
+	if err == nil {
+		var e overlay.Entry
+		if e, err = d.AddEntry(oreq); err == nil {
+			writeJSON(w, http.StatusOK, EntriesResponse{Entries: []overlay.Entry{e}})
+			return
+		}
+	}
+	writeJSON(w, entryStatus(err), EntriesResponse{Error: err.Error()})
+}
+
+func (d *Daemon) handleReleaseEntry(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	p, err := ParsePrefix(q.Get("prefix"))
+	if err == nil {
+		uid, _ := r.Context().Value(peerKey{}).(int)
+		err = d.ReleaseEntry(overlay.Key{Kind: overlay.Kind(q.Get("kind")), Prefix: p}, "uid:"+strconv.Itoa(uid), q.Get("reason"))
+		if err == nil {
+			writeJSON(w, http.StatusOK, EntriesResponse{})
+			return
+		}
+	}
+	writeJSON(w, entryStatus(err), EntriesResponse{Error: err.Error()})
+}
+
+func (d *Daemon) handleEntries(w http.ResponseWriter, r *http.Request) {
+	resp := EntriesResponse{Entries: d.Entries()}
+	if r.URL.Query().Get("history") != "" {
+		var p netip.Prefix
+		if s := r.URL.Query().Get("prefix"); s != "" {
+			var err error
+			if p, err = ParsePrefix(s); err != nil {
+				writeJSON(w, http.StatusBadRequest, EntriesResponse{Error: err.Error()})
+				return
+			}
+		}
+		resp.History = d.History(p)
+	}
+	if resp.Entries == nil {
+		resp.Entries = []overlay.Entry{}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// RemoteAddEntry asks the daemon behind socket for a runtime entry.
+func RemoteAddEntry(socket string, req EntryRequest) (overlay.Entry, error) {
+	var resp EntriesResponse
+	_, err := call(socket, http.MethodPost, "/v1/entries", req, &resp, time.Minute)
+	if err != nil {
+		return overlay.Entry{}, err
+	}
+	if resp.Error != "" || len(resp.Entries) != 1 {
+		return overlay.Entry{}, errors.New(resp.Error)
+	}
+	return resp.Entries[0], nil
+}
+
+// RemoteRelease asks the daemon behind socket to end a runtime entry.
+func RemoteRelease(socket string, kind overlay.Kind, prefix, reason string) error {
+	var resp EntriesResponse
+	path := "/v1/entries?kind=" + urlEscape(string(kind)) + "&prefix=" + urlEscape(prefix) + "&reason=" + urlEscape(reason)
+	if _, err := call(socket, http.MethodDelete, path, nil, &resp, time.Minute); err != nil {
+		return err
+	}
+	if resp.Error != "" {
+		return errors.New(resp.Error)
+	}
+	return nil
+}
+
+// RemoteEntries lists the runtime entries of the daemon behind socket, with the
+// history when history is set (of prefix, or all when prefix is "").
+func RemoteEntries(socket string, history bool, prefix string) (EntriesResponse, error) {
+	var resp EntriesResponse
+	path := "/v1/entries"
+	if history {
+		path += "?history=1&prefix=" + urlEscape(prefix)
+	}
+	if _, err := call(socket, http.MethodGet, path, nil, &resp, 10*time.Second); err != nil {
+		return resp, err
+	}
+	if resp.Error != "" {
+		return resp, errors.New(resp.Error)
+	}
+	return resp, nil
+}

@@ -1,0 +1,183 @@
+package daemon
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/overlay"
+	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/store"
+)
+
+const policyRuntime = policyA + `runtime:
+  quarantine: {terms: [1h, 4h], verdict: drop}
+  unblock: {max: 90d, forbidden_in: [mobile]}
+`
+
+func quarantine(p, reason string) overlay.Request {
+	return overlay.Request{Kind: overlay.Quarantine, Prefix: netip.MustParsePrefix(p), Reason: reason, Ticket: "AB-1", Who: "uid:0"}
+}
+
+// Runtime entries through the daemon: each one is stored, written into the live
+// program, and proved; releases undo it; repeats escalate; the policy's bounds hold.
+func TestRuntimeEntries(t *testing.T) {
+	d := testDaemon(t)
+	if res := d.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if got := judge(t, d, "100.64.9.9"); got != policy.ActionTX {
+		t.Fatalf("before: %v", got)
+	}
+	e, err := d.AddEntry(quarantine("100.64.9.9/32", "spam run"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := judge(t, d, "100.64.9.9"); got != policy.ActionDrop {
+		t.Errorf("quarantined (drop): %v", got)
+	}
+	if e.Expires.Sub(e.Added) != time.Hour {
+		t.Errorf("first term %v", e.Expires.Sub(e.Added))
+	}
+	// An unblock inside the dynamic range passes; one in the mobile range is refused.
+	if _, err := d.AddEntry(overlay.Request{Kind: overlay.Unblock, Prefix: netip.MustParsePrefix("100.64.7.7/32"), Reason: "asked", Who: "api:portal"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := judge(t, d, "100.64.7.7"); got != policy.ActionPass {
+		t.Errorf("unblocked: %v", got)
+	}
+	_, err = d.AddEntry(overlay.Request{Kind: overlay.Unblock, Prefix: netip.MustParsePrefix("100.96.1.1/32"), Reason: "asked", Who: "api:portal"})
+	if !errors.Is(err, overlay.ErrForbidden) {
+		t.Errorf("unblock in the mobile range: %v", err)
+	}
+	if got := judge(t, d, "100.96.1.1"); got != policy.ActionDrop {
+		t.Errorf("refused unblock changed the data plane: %v", got)
+	}
+	// A policy change carries the entries along.
+	if res := d.Apply("b.yaml", []byte(strings.Replace(policyRuntime, "name: mobile, verdict: drop", "name: mobile, verdict: reset", 1)), "file"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if got := judge(t, d, "100.64.9.9"); got != policy.ActionDrop {
+		t.Errorf("quarantine after a policy change: %v", got)
+	}
+	// Release, then a repeat quarantine escalates.
+	if err := d.ReleaseEntry(e.Key(), "uid:0", "cleaned"); err != nil {
+		t.Fatal(err)
+	}
+	if got := judge(t, d, "100.64.9.9"); got != policy.ActionTX {
+		t.Errorf("released: %v", got)
+	}
+	if err := d.ReleaseEntry(e.Key(), "uid:0", ""); !errors.Is(err, overlay.ErrNotFound) {
+		t.Errorf("release twice: %v", err)
+	}
+	e2, err := d.AddEntry(quarantine("100.64.9.9/32", "again"))
+	if err != nil || e2.Level != 1 || e2.Expires.Sub(e2.Added) != 4*time.Hour {
+		t.Fatalf("repeat: %+v %v", e2, err)
+	}
+	// Durable: the store holds what is in force, and the history.
+	d.store.Close()
+	st, err := store.Open(d.cfg.Store, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := st.Load()
+	st.Close()
+	if err != nil || len(state.Entries) != 2 || len(state.History) != 4 {
+		t.Fatalf("stored: %+v %v", state, err)
+	}
+	if d.store, err = store.Open(d.cfg.Store, false); err != nil {
+		t.Fatal(err)
+	}
+	// Nested quarantines are refused.
+	if _, err := d.AddEntry(quarantine("100.64.9.0/24", "block")); !errors.Is(err, overlay.ErrInvalid) {
+		t.Errorf("nested quarantine: %v", err)
+	}
+}
+
+// A daemon started again over the same program finds its entries in the store; with
+// the store damaged, it reports it, keeps what the data plane enforces (recovered
+// from it) and refuses runtime changes; with the store gone, it recovers them too.
+func TestRuntimeStoreRestart(t *testing.T) {
+	requireRoot(t)
+	prog, err := loader.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	dir := t.TempDir()
+	path := filepath.Join(dir, "runtime.db")
+	d := testDaemonOn(t, prog, path)
+	if res := d.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if _, err := d.AddEntry(quarantine("100.64.9.9/32", "spam run")); err != nil {
+		t.Fatal(err)
+	}
+	d.store.Close()
+	d.store = nil
+
+	// Started again: the entry is there, the data plane unchanged, the policy adopted.
+	d2 := testDaemonOn(t, prog, path)
+	if res := d2.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil || res.Outcome != "unchanged" {
+		t.Fatalf("restart: %s %v", res.Outcome, res.Err)
+	}
+	if es := d2.Entries(); len(es) != 1 || es[0].Prefix.String() != "100.64.9.9/32" {
+		t.Fatalf("entries after restart: %+v", es)
+	}
+	if _, err := d2.AddEntry(quarantine("100.64.9.10/32", "more")); err != nil {
+		t.Fatalf("add after restart: %v", err)
+	}
+	d2.store.Close()
+	d2.store = nil
+
+	// Damaged: reported, enforcement kept, changes refused.
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 4096; i < len(data); i += 97 {
+		data[i] ^= 0x5a
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d3 := testDaemonOn(t, prog, path)
+	if d3.storeErr == nil || !errors.Is(d3.storeErr, ErrStoreFailed) {
+		t.Fatalf("damaged store not reported: %v", d3.storeErr)
+	}
+	if res := d3.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if got := judge(t, d3, "100.64.9.9"); got != policy.ActionDrop {
+		t.Errorf("with the store damaged the quarantine is not enforced: %v", got)
+	}
+	if len(d3.Entries()) != 2 {
+		t.Errorf("recovered entries: %+v", d3.Entries())
+	}
+	if _, err := d3.AddEntry(quarantine("100.64.9.11/32", "more")); !errors.Is(err, ErrStoreFailed) {
+		t.Errorf("add with the store damaged: %v", err)
+	}
+	if st := d3.status(); st.Runtime.StoreError == "" {
+		t.Errorf("status does not report the damaged store: %+v", st.Runtime)
+	}
+
+	// Gone: a fresh store, the entries recovered from the data plane and reported.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	d4 := testDaemonOn(t, prog, path)
+	if d4.storeErr != nil || d4.storeLost == "" || len(d4.Entries()) != 2 {
+		t.Fatalf("lost store: err %v lost %q entries %+v", d4.storeErr, d4.storeLost, d4.Entries())
+	}
+	if res := d4.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if got := judge(t, d4, "100.64.9.10"); got != policy.ActionDrop {
+		t.Errorf("recovered quarantine not enforced: %v", got)
+	}
+}

@@ -1,0 +1,196 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/portcullis/portcullis/bpf"
+	"github.com/portcullis/portcullis/policy"
+)
+
+// runtimeHeadroom is how many entries beyond its policy's each prefix table takes, for
+// runtime entries added with UpdateEntry. The tables are NO_PREALLOC LPM tries: the
+// bound costs no memory until used.
+const runtimeHeadroom = 1 << 16
+
+// UpdateEntry makes next the live tables, where next differs from them only by e
+// (added when add, removed otherwise): one map update in e's table (its family's
+// quarantine or ranges trie of the live slot) and one in each scope group's trie it
+// lies in. None is a map-in-map update, so there is no RCU wait, and a packet sees the
+// tables with e or without it. next must have the live tables' rules.
+func (p *Program) UpdateEntry(next *policy.Tables, e policy.TableEntry, add bool) error {
+	if !p.hasPolicy || p.tables == nil {
+		return ErrNoPolicy
+	}
+	if !slices.Equal(next.RuleNames, p.tables.RuleNames) {
+		return fmt.Errorf("%w: the new tables name other rules than the live ones; apply them instead", ErrNotAnUpdate)
+	}
+	if int(e.Rule) >= len(p.live) {
+		return fmt.Errorf("%w: entry %s names rule %d of %d", ErrNotAnUpdate, e.Prefix, e.Rule, len(p.live))
+	}
+	id := p.live[e.Rule]
+	v4 := e.Prefix.Addr().Is4()
+	outer := p.objs.RangesV6
+	switch {
+	case e.Quarantine && v4:
+		outer = p.objs.QuarantineV4
+	case e.Quarantine:
+		outer = p.objs.QuarantineV6
+	case v4:
+		outer = p.objs.RangesV4
+	}
+	var inner *ebpf.Map
+	if err := outer.Lookup(p.slot, &inner); err != nil {
+		return fmt.Errorf("reading the live %s table: %w", outer, err)
+	}
+	defer inner.Close()
+	val := bpf.PortcullisPcRule{Rule: id, Verdict: uint8(e.Verdict)}
+	if !e.Expires.IsZero() {
+		boot, err := bootNow()
+		if err != nil {
+			return err
+		}
+		val.Expires = bootTime(e.Expires, boot, timeNow())
+	}
+	var key any
+	if v4 {
+		key = bpf.PortcullisPcLpmV4{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As4()}
+	} else {
+		key = bpf.PortcullisPcLpmV6{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As16()}
+	}
+	if err := write(inner, key, val, add); err != nil {
+		return err
+	}
+	// The scope groups that hold e (an unscoped entry inside a scoped range).
+	if !e.Quarantine {
+		plan := next.Plan()
+		if !add {
+			plan = p.tables.Plan()
+		}
+		for _, ge := range plan.Ranges {
+			if ge.Prefix != e.Prefix || ge.Rule != e.Rule {
+				continue
+			}
+			scoped := p.objs.ScopedV6
+			var k any
+			if v4 {
+				scoped = p.objs.ScopedV4
+				k = bpf.PortcullisPcScopedV4{Prefixlen: 32 + uint32(e.Prefix.Bits()), Group: ge.Group, Addr: e.Prefix.Masked().Addr().As4()}
+			} else {
+				k = bpf.PortcullisPcScopedV6{Prefixlen: 32 + uint32(e.Prefix.Bits()), Group: ge.Group, Addr: e.Prefix.Masked().Addr().As16()}
+			}
+			var sm *ebpf.Map
+			if err := scoped.Lookup(p.slot, &sm); err != nil {
+				return fmt.Errorf("reading the live scoped table: %w", err)
+			}
+			err := write(sm, k, val, add)
+			sm.Close()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	p.tables = next
+	return nil
+}
+
+func write(m *ebpf.Map, key any, val bpf.PortcullisPcRule, add bool) error {
+	if add {
+		if err := m.Put(key, val); err != nil {
+			return fmt.Errorf("writing the entry: %w", err)
+		}
+		return nil
+	}
+	if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("removing the entry: %w", err)
+	}
+	return nil
+}
+
+// AdoptTables says that the live policy (adopted from pinned maps) is t, without
+// writing it: the daemon calls it when the policy in force is the one it would apply,
+// so that later UpdateEntry calls know the live rules. The proof that follows holds
+// the program to t.
+func (p *Program) AdoptTables(t *policy.Tables) error {
+	if !p.hasPolicy {
+		return ErrNoPolicy
+	}
+	ids, err := p.stableIDs(t)
+	if err != nil {
+		return err
+	}
+	p.tables, p.live = t, ids
+	return nil
+}
+
+// RuntimeInDataPlane returns the entries of the live tables that count for the rules
+// labelled kind/name (the runtime entries' rules), as the data plane holds them: it
+// tells a store that lost entries from one that never had them.
+func (p *Program) RuntimeInDataPlane(kind policy.Kind, name string) ([]policy.TableEntry, error) {
+	id, ok := p.labels[string(kind)+"/"+name]
+	if !ok || !p.hasPolicy {
+		return nil, nil
+	}
+	boot, err := bootNow()
+	if err != nil {
+		return nil, err
+	}
+	now := timeNow()
+	var out []policy.TableEntry
+	for _, t := range []struct {
+		outer      *ebpf.Map
+		v4, quaran bool
+	}{{p.objs.QuarantineV4, true, true}, {p.objs.QuarantineV6, false, true}, {p.objs.RangesV4, true, false}, {p.objs.RangesV6, false, false}} {
+		var inner *ebpf.Map
+		if err := t.outer.Lookup(p.slot, &inner); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				continue
+			}
+			return nil, fmt.Errorf("reading the live %s table: %w", t.outer, err)
+		}
+		var val bpf.PortcullisPcRule
+		it := inner.Iterate()
+		if t.v4 {
+			var k bpf.PortcullisPcLpmV4
+			for it.Next(&k, &val) {
+				if val.Rule == id {
+					out = append(out, runtimeEntry(prefixOf(k.Addr[:], k.Prefixlen), val, t.quaran, boot, now))
+				}
+			}
+		} else {
+			var k bpf.PortcullisPcLpmV6
+			for it.Next(&k, &val) {
+				if val.Rule == id {
+					out = append(out, runtimeEntry(prefixOf(k.Addr[:], k.Prefixlen), val, t.quaran, boot, now))
+				}
+			}
+		}
+		err := it.Err()
+		inner.Close()
+		if err != nil {
+			return nil, fmt.Errorf("reading the live %s table: %w", t.outer, err)
+		}
+	}
+	return out, nil
+}
+
+// timeNow is time.Now, the wall clock that the boot-clock expiries are taken from.
+var timeNow = time.Now
+
+func prefixOf(addr []byte, bits uint32) netip.Prefix {
+	a, _ := netip.AddrFromSlice(addr)
+	return netip.PrefixFrom(a, int(bits))
+}
+
+func runtimeEntry(p netip.Prefix, v bpf.PortcullisPcRule, quarantine bool, boot time.Duration, now time.Time) policy.TableEntry {
+	e := policy.TableEntry{Quarantine: quarantine, Entry: policy.Entry{Prefix: p, Rule: v.Rule, Verdict: policy.Verdict(v.Verdict)}}
+	if v.Expires != 0 {
+		e.Expires = wallTime(v.Expires, boot, now)
+	}
+	return e
+}
