@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -48,19 +47,18 @@ func NewMail(from, subject string) Mail {
 // SessionTimeout bounds an SMTP session once connected.
 const SessionTimeout = 10 * time.Second
 
-// SendMail sends m from inside ns to server:port the way a mail client does on that
-// port: 25 plain; 587 EHLO, STARTTLS, AUTH PLAIN; 465 TLS first, then AUTH PLAIN. The
-// connection attempt gives up after dialTimeout. The certificate is checked against roots
-// and MailHostname.
-func SendMail(ns *Namespace, server netip.Addr, port uint16, m Mail, roots *x509.CertPool, dialTimeout time.Duration) error {
-	addr := net.JoinHostPort(server.String(), strconv.Itoa(int(port)))
-	conn, err := ns.Dial("tcp", addr, dialTimeout)
+// SendMail sends m from inside ns to srv at addr:port the way a mail client does on
+// that port: 25 plain; 587 EHLO, STARTTLS, AUTH PLAIN; 465 TLS first, then AUTH PLAIN.
+// The connection attempt gives up after dialTimeout. The certificate is checked against
+// srv.Roots and srv.Hostname, so a session that reached another server fails.
+func SendMail(ns *Namespace, srv *MailServer, addr netip.Addr, port uint16, m Mail, dialTimeout time.Duration) error {
+	conn, err := ns.Dial("tcp", net.JoinHostPort(addr.String(), strconv.Itoa(int(port))), dialTimeout)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(SessionTimeout))
-	tlsConf := &tls.Config{RootCAs: roots, ServerName: MailHostname, MinVersion: tls.VersionTLS12}
+	tlsConf := &tls.Config{RootCAs: srv.Roots, ServerName: srv.Hostname, MinVersion: tls.VersionTLS12}
 	if port == PortSubmissions {
 		tc := tls.Client(conn, tlsConf)
 		if err := tc.Handshake(); err != nil {
@@ -68,7 +66,7 @@ func SendMail(ns *Namespace, server netip.Addr, port uint16, m Mail, roots *x509
 		}
 		conn = tc
 	}
-	c, err := smtp.NewClient(conn, MailHostname)
+	c, err := smtp.NewClient(conn, srv.Hostname)
 	if err != nil {
 		return fmt.Errorf("SMTP greeting: %w", err)
 	}
@@ -85,7 +83,7 @@ func SendMail(ns *Namespace, server netip.Addr, port uint16, m Mail, roots *x509
 		}
 	}
 	if port != PortSMTP {
-		if err := c.Auth(smtp.PlainAuth("", MailUser, MailPassword, MailHostname)); err != nil {
+		if err := c.Auth(smtp.PlainAuth("", MailUser, MailPassword, srv.Hostname)); err != nil {
 			return fmt.Errorf("AUTH PLAIN: %w", err)
 		}
 	}

@@ -63,8 +63,14 @@ func setup(t testing.TB, mode testenv.Mode, c *policy.Compiled) (*testenv.Topolo
 }
 
 // e2ePolicy is examples/policy.yaml's shape with addresses for every host of the
-// topology in both families, and quarantines that lift at quarantineEnds.
+// topology in both families, quarantines that lift at quarantineEnds, and the
+// smarthost (smtp.isp.test) as a relay.
 func e2ePolicy(quarantineEnds time.Time) string {
+	return e2eBase(quarantineEnds) + relaySection("")
+}
+
+// e2eBase is e2ePolicy without its relays section.
+func e2eBase(quarantineEnds time.Time) string {
 	return fmt.Sprintf(`version: 1
 default: pass
 reset: {rate: 1000, burst: 200}

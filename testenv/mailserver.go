@@ -22,11 +22,16 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// Mail server identity and the submission account (ports 587 and 465).
+// Mail server names and the submission account (ports 587 and 465), the same on both.
 const (
+	// MailHostname is the mail server of the outside world that subscribers try to
+	// reach directly: the MX of portcullis.test.
 	MailHostname = "mx.portcullis.test"
-	MailUser     = "demo"
-	MailPassword = "demo-password"
+	// RelayHostname is the ISP's smarthost, the relay its subscribers are meant to
+	// send through.
+	RelayHostname = "smtp.isp.test"
+	MailUser      = "demo"
+	MailPassword  = "demo-password"
 )
 
 // The three SMTP ports the mail server listens on.
@@ -36,7 +41,7 @@ const (
 	PortSubmissions = 465 // submission over implicit TLS, AUTH PLAIN required
 )
 
-// Ports lists the mail server's ports in the order scenarios try them.
+// Ports lists a mail server's ports in the order scenarios try them.
 var Ports = []uint16{PortSMTP, PortSubmission, PortSubmissions}
 
 // Message is one message the server accepted.
@@ -52,23 +57,28 @@ type Message struct {
 
 // MailServer is a real SMTP server (emersion/go-smtp) in a namespace: port 25 plain,
 // 587 with STARTTLS and AUTH required, 465 with implicit TLS and AUTH required. Its
-// certificate is generated at start; Roots trusts it.
+// certificate (for Hostname and Addrs) is generated at start; Roots trusts it. It
+// listens on Addrs only and records only the messages sent to it.
 type MailServer struct {
-	Roots *x509.CertPool
+	Hostname string
+	Addrs    []netip.Addr // where it listens, as given to StartMailServer
+	Roots    *x509.CertPool
 
 	servers []*smtp.Server
 	mu      sync.Mutex
 	msgs    []Message
 }
 
-// StartMailServer listens on addrs × Ports inside ns. The listening sockets are created
-// on a thread inside ns; they (and the connections they accept) stay in ns.
-func StartMailServer(ns *Namespace, addrs []netip.Addr) (_ *MailServer, err error) {
-	cert, roots, err := selfSigned(MailHostname, addrs)
+// StartMailServer starts a server named hostname (its greeting, EHLO name and
+// certificate) listening on addrs × Ports inside ns, and on nothing else. The listening
+// sockets are created on a thread inside ns; they (and the connections they accept)
+// stay in ns.
+func StartMailServer(ns *Namespace, hostname string, addrs []netip.Addr) (_ *MailServer, err error) {
+	cert, roots, err := selfSigned(hostname, addrs)
 	if err != nil {
 		return nil, err
 	}
-	s := &MailServer{Roots: roots}
+	s := &MailServer{Hostname: hostname, Addrs: slices.Clone(addrs), Roots: roots}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -77,7 +87,7 @@ func StartMailServer(ns *Namespace, addrs []netip.Addr) (_ *MailServer, err erro
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	for _, port := range Ports {
 		srv := smtp.NewServer(&backend{s: s, port: port})
-		srv.Domain = MailHostname
+		srv.Domain = hostname
 		srv.ReadTimeout = 10 * time.Second
 		srv.WriteTimeout = 10 * time.Second
 		srv.MaxMessageBytes = 1 << 20
@@ -90,7 +100,7 @@ func StartMailServer(ns *Namespace, addrs []netip.Addr) (_ *MailServer, err erro
 		for _, a := range addrs {
 			l, err := ns.Listen("tcp", net.JoinHostPort(a.String(), strconv.Itoa(int(port))))
 			if err != nil {
-				return nil, fmt.Errorf("mail server listening on %s port %d: %w", a, port, err)
+				return nil, fmt.Errorf("mail server %s listening on %s port %d: %w", hostname, a, port, err)
 			}
 			if port == PortSubmissions {
 				l = tls.NewListener(l, tlsConf)
@@ -105,6 +115,17 @@ type discardLogger struct{}
 
 func (discardLogger) Printf(string, ...interface{}) {}
 func (discardLogger) Println(...interface{})        {}
+
+// Addr returns the server's address in the family of a (IPv4 or IPv6), or the zero
+// Addr if it has none there.
+func (s *MailServer) Addr(a netip.Addr) netip.Addr {
+	for _, own := range s.Addrs {
+		if own.Is4() == a.Unmap().Is4() {
+			return own
+		}
+	}
+	return netip.Addr{}
+}
 
 // Messages returns a copy of every message accepted so far.
 func (s *MailServer) Messages() []Message {

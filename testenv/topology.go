@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -90,16 +91,33 @@ var DefaultHosts = []HostSpec{
 		V4: netip.MustParseAddr("198.51.100.66"), V6: netip.MustParseAddr("2001:db8:8000:1::66")},
 }
 
+// WholesaleHost is a wholesale partner's host, for tests of interface scope. It is not
+// in DefaultHosts. Its addresses are in the same /24 and /64 as the dsl host's, on
+// another gateway interface (to-wholesale): the same space is the residential dynamic
+// pool on one port and a partner's static space on the other, and only the interface
+// a packet arrives on tells them apart. Under examples/policy.yaml, which scopes
+// nothing, it is just another address of dsl-dynamic; that is why it is left out of
+// the standard population (and out of the demo's table).
+var WholesaleHost = HostSpec{Name: "wholesale", Role: "wholesale partner's static host, inside the dsl host's /24 on another interface",
+	V4: netip.MustParseAddr("100.64.1.20"), V6: netip.MustParseAddr("2001:db8:1000:1::20")}
+
 // Addresses of the fixed parts of the topology (documentation prefixes only).
 var (
-	// MailV4 and MailV6 are the SMTP server's addresses in the internet namespace.
+	// MailV4 and MailV6 are the addresses of mx.portcullis.test (MailHostname), the
+	// outside world's mail server, in the internet namespace.
 	MailV4 = netip.MustParseAddr("192.0.2.25")
 	MailV6 = netip.MustParseAddr("2001:db8:ffff::25")
+	// RelayV4 and RelayV6 are the addresses of smtp.isp.test (RelayHostname), the
+	// ISP's smarthost, in the internet namespace beside the MX.
+	RelayV4 = netip.MustParseAddr("192.0.2.26")
+	RelayV6 = netip.MustParseAddr("2001:db8:ffff::26")
 
 	uplinkGW4 = netip.MustParsePrefix("192.0.2.1/24")
 	uplinkGW6 = netip.MustParsePrefix("2001:db8:ffff::1/64")
 	mail4     = netip.PrefixFrom(MailV4, 24)
 	mail6     = netip.PrefixFrom(MailV6, 64)
+	relay4    = netip.PrefixFrom(RelayV4, 24)
+	relay6    = netip.PrefixFrom(RelayV6, 64)
 	// The gateway's address on every subscriber link (unnumbered, as on a BNG): hosts
 	// reach it with a link-scope route and use it as their default gateway.
 	subGW4 = netip.MustParseAddr("100.64.0.1")
@@ -123,18 +141,21 @@ type Host struct {
 	NS *Namespace
 	// GatewayIf is the gateway's interface towards this host, where XDP is attached.
 	GatewayIf string
+	// GatewayIndex is GatewayIf's ifindex in the gateway namespace.
+	GatewayIndex int
 }
 
 // Topology is a running test ISP: subscriber namespaces, a gateway namespace with
-// Portcullis on its subscriber-facing interfaces, and an internet namespace with an
-// SMTP server.
+// Portcullis on its subscriber-facing interfaces, and an internet namespace with two
+// SMTP servers, the MX the subscribers try to reach and the ISP's smarthost.
 type Topology struct {
 	Mode     Mode
 	ID       string // unique per topology: "pcx-PID-N"
 	Gateway  *Namespace
 	Internet *Namespace
 	Hosts    []*Host
-	Mail     *MailServer
+	Mail     *MailServer // mx.portcullis.test at MailV4, MailV6
+	Relay    *MailServer // smtp.isp.test at RelayV4, RelayV6
 
 	namespaces []*Namespace
 	links      []link.Link
@@ -188,7 +209,10 @@ func New(opts Options) (_ *Topology, err error) {
 		}
 		t.Hosts = append(t.Hosts, h)
 	}
-	if t.Mail, err = StartMailServer(t.Internet, []netip.Addr{MailV4, MailV6}); err != nil {
+	if t.Mail, err = StartMailServer(t.Internet, MailHostname, []netip.Addr{MailV4, MailV6}); err != nil {
+		return nil, err
+	}
+	if t.Relay, err = StartMailServer(t.Internet, RelayHostname, []netip.Addr{RelayV4, RelayV6}); err != nil {
 		return nil, err
 	}
 	if err := t.waitReady(readyTimeout); err != nil {
@@ -205,44 +229,55 @@ func New(opts Options) (_ *Topology, err error) {
 // readyTimeout bounds waitReady.
 const readyTimeout = 10 * time.Second
 
-// waitReady returns once every host reaches the internet namespace in each of its
+// waitReady returns once every host reaches every mail server address of each of its
 // families. A fresh namespace's IPv6 addresses and neighbour tables take a moment to
 // settle, and a SYN sent meanwhile is lost (retransmitted a second later, which a short
 // dial timeout reads as a drop). The probe is a connection to a port nothing listens on
 // (discard, 9): the internet namespace's own stack refuses it, which proves the round
-// trip and leaves no connection behind whose late segments could meet the program. It
-// runs before XDP is attached.
+// trip and leaves no connection behind whose late segments could meet the program.
+// Each server address is probed, as each is a neighbour entry of its own on the
+// gateway's uplink. It runs before XDP is attached.
 func (t *Topology) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	errc := make(chan error, len(t.Hosts)*2)
+	type probe struct {
+		h        *Host
+		src, dst netip.Addr
+	}
+	var probes []probe
 	for _, h := range t.Hosts {
 		for _, src := range h.Addresses() {
-			go func() {
-				addr := net.JoinHostPort(mailAddr(src).String(), strconv.Itoa(probePort))
-				for {
-					c, err := h.NS.Dial("tcp", addr, 200*time.Millisecond)
-					if c != nil {
-						c.Close()
-						err = fmt.Errorf("something listens on %s", addr)
-					}
-					if errors.Is(err, unix.ECONNREFUSED) {
-						errc <- nil
-						return
-					}
-					if time.Now().After(deadline) {
-						errc <- fmt.Errorf("topology not ready: %s (%s) cannot reach %s after %v: %w", h.Name, src, addr, timeout, err)
-						return
-					}
-					time.Sleep(20 * time.Millisecond)
+			for _, s := range t.Servers() {
+				if dst := s.Addr(src); dst.IsValid() {
+					probes = append(probes, probe{h, src, dst})
 				}
-			}()
+			}
 		}
 	}
+	errc := make(chan error, len(probes))
+	for _, p := range probes {
+		go func() {
+			addr := net.JoinHostPort(p.dst.String(), strconv.Itoa(probePort))
+			for {
+				c, err := p.h.NS.Dial("tcp", addr, 200*time.Millisecond)
+				if c != nil {
+					c.Close()
+					err = fmt.Errorf("something listens on %s", addr)
+				}
+				if errors.Is(err, unix.ECONNREFUSED) {
+					errc <- nil
+					return
+				}
+				if time.Now().After(deadline) {
+					errc <- fmt.Errorf("topology not ready: %s (%s) cannot reach %s after %v: %w", p.h.Name, p.src, addr, timeout, err)
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
 	var errs []error
-	for _, h := range t.Hosts {
-		for range h.Addresses() {
-			errs = append(errs, <-errc)
-		}
+	for range probes {
+		errs = append(errs, <-errc)
 	}
 	return errors.Join(errs...)
 }
@@ -262,6 +297,39 @@ func (t *Topology) Host(name string) *Host {
 		}
 	}
 	return nil
+}
+
+// Servers returns the mail servers of the internet namespace: the MX, then the relay.
+func (t *Topology) Servers() []*MailServer {
+	var out []*MailServer
+	for _, s := range []*MailServer{t.Mail, t.Relay} {
+		if s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Server returns the mail server listening on addr, or nil.
+func (t *Topology) Server(addr netip.Addr) *MailServer {
+	for _, s := range t.Servers() {
+		if slices.Contains(s.Addrs, addr.Unmap()) {
+			return s
+		}
+	}
+	return nil
+}
+
+// Interfaces maps the name of each of the gateway's subscriber-facing interfaces (where
+// Portcullis is attached: to-dsl, vlan102, ...) to its ifindex in the gateway
+// namespace: what loader.Program.SetInterfaces takes for a policy that scopes entries
+// to interfaces.
+func (t *Topology) Interfaces() map[string]int {
+	m := make(map[string]int, len(t.Hosts))
+	for _, h := range t.Hosts {
+		m[h.GatewayIf] = h.GatewayIndex
+	}
+	return m
 }
 
 // Namespaces returns every namespace of the topology, gateway and internet first.
@@ -316,7 +384,7 @@ func (t *Topology) buildUplink() error {
 	if err := addAddrs(t.Gateway, gw, uplinkGW4, uplinkGW6); err != nil {
 		return err
 	}
-	if err := addAddrs(t.Internet, in, mail4, mail6); err != nil {
+	if err := addAddrs(t.Internet, in, mail4, mail6, relay4, relay6); err != nil {
 		return err
 	}
 	if err := loUp(t.Internet); err != nil {
@@ -346,6 +414,7 @@ func (t *Topology) buildHost(spec HostSpec) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	h.GatewayIndex = gw.Attrs().Index // read through the gateway namespace's netlink socket
 	if err := up(t.Gateway, gw); err != nil {
 		return nil, err
 	}
@@ -477,14 +546,14 @@ func (t *Topology) attachIn(ns *Namespace, ifname string, prog *ebpf.Program, fl
 	})
 }
 
-// Close tears everything down: the mail server, the XDP links, the namespaces (and
+// Close tears everything down: the mail servers, the XDP links, the namespaces (and
 // with them every interface). It is safe after a failed New and safe to call twice.
 func (t *Topology) Close() error {
 	var errs []error
-	if t.Mail != nil {
-		errs = append(errs, t.Mail.Close())
-		t.Mail = nil
+	for _, s := range t.Servers() {
+		errs = append(errs, s.Close())
 	}
+	t.Mail, t.Relay = nil, nil
 	for _, l := range t.links {
 		errs = append(errs, l.Close())
 	}

@@ -91,13 +91,13 @@ func isAllowed(a netip.Addr) bool {
 	return slices.ContainsFunc(allowed, func(p netip.Prefix) bool { return p.Contains(a.Unmap()) })
 }
 
-// TestIsolation: each namespace holds exactly the interfaces of the design, and every
-// address and route uses documentation prefixes or 100.64.0.0/10: nothing leads to the
-// host's own network.
+// TestIsolation (with the optional wholesale host too): each namespace holds exactly the
+// interfaces of the design, and every address and route uses documentation prefixes or
+// 100.64.0.0/10: nothing leads to the host's own network.
 func TestIsolation(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
-	top, err := testenv.New(testenv.Options{Mode: testenv.Generic})
+	top, err := testenv.New(testenv.Options{Mode: testenv.Generic, Hosts: append(slices.Clone(testenv.DefaultHosts), testenv.WholesaleHost)})
 	if err != nil {
 		t.Fatal(err)
 	}

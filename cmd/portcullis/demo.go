@@ -25,10 +25,13 @@ import (
 const demoHelp = `
 Builds a small ISP in network namespaces (subscribers in dynamic pools, business space,
 a registered mail server, a quarantined host, one subscriber over 802.1Q; a gateway with
-Portcullis on its subscriber-facing interfaces; an "internet" with a real SMTP server on
-25, 587 and 465), loads the policy (default: the built-in examples/policy.yaml), sends
-real mail from every host in IPv4 and IPv6 to each port, prints what happened next to
-what the policy says, prints the counters, and tears everything down.
+Portcullis on its subscriber-facing interfaces; an "internet" with two real SMTP servers
+on 25, 587 and 465: mx.portcullis.test, a mail server of the world, and smtp.isp.test,
+the ISP's smarthost), loads the policy (default: the built-in examples/policy.yaml),
+sends real mail from every host in IPv4 and IPv6 to each port of the MX, then port-25
+mail from the dsl subscriber to the MX and to the smarthost (a relay in the example
+policy: refused towards the MX, delivered through the smarthost), prints what happened
+next to what the policy says, prints the counters, and tears everything down.
 
 Exit status: 0 when every attempt ended as the policy says, 1 when one did not, 2 when
 the demo could not run (not root, no BPF/XDP, bad policy or flags).
@@ -92,16 +95,29 @@ func runDemo(e *env, args []string) error {
 	fmt.Fprintf(w, "Portcullis demo\n")
 	fmt.Fprintf(w, "  policy:       %s, hash %s\n", name, c.Hash)
 	fmt.Fprintf(w, "  gateway:      XDP in %s mode on %d subscriber interfaces\n", mode, len(top.Hosts))
-	fmt.Fprintf(w, "  mail server:  %s at %s and %s\n", testenv.MailHostname, testenv.MailV4, testenv.MailV6)
-	fmt.Fprintf(w, "                25 plain, 587 STARTTLS + AUTH, 465 TLS + AUTH\n")
-	fmt.Fprintf(w, "  each client sends one real message to each port; %v without an answer is \"timed out\"\n\n", demoDialTimeout)
+	fmt.Fprintf(w, "  mail servers: %s at %s and %s (a mail server of the world)\n", top.Mail.Hostname, testenv.MailV4, testenv.MailV6)
+	fmt.Fprintf(w, "                %s at %s and %s (the ISP's smarthost)\n", top.Relay.Hostname, testenv.RelayV4, testenv.RelayV6)
+	fmt.Fprintf(w, "                each: 25 plain, 587 STARTTLS + AUTH, 465 TLS + AUTH\n")
+	fmt.Fprintf(w, "  each client sends one real message to each port of the MX; %v without an answer is \"timed out\"\n\n", demoDialTimeout)
 
-	attempts := top.Scenario(c, e.now())
+	now := e.now()
+	attempts := top.Scenario(c, now)
 	top.Run(attempts, demoDialTimeout)
+	relayed := top.RelayScenario(c, now)
+	top.Run(relayed, demoDialTimeout)
 	if ctx.Err() != nil {
 		return &exitError{2, errors.New("interrupted")}
 	}
 	bad := printAttempts(w, attempts)
+	fmt.Fprintf(w, "\nThrough the smarthost: %s sends port-25 mail to the MX, and to %s for it to relay:\n\n", testenv.RelayHost, top.Relay.Hostname)
+	bad += printRelayed(w, relayed)
+	all := len(attempts) + len(relayed)
+	fmt.Fprintln(w)
+	if bad == 0 {
+		fmt.Fprintf(w, "All %d attempts ended as the policy says.\n", all)
+	} else {
+		fmt.Fprintf(w, "%d of %d attempts did NOT end as the policy says (marked above).\n", bad, all)
+	}
 	fmt.Fprintln(w)
 	if err := printCounters(w, prog, c, "Counters (every packet to a governed port, by deciding rule):"); err != nil {
 		return err
@@ -109,13 +125,13 @@ func runDemo(e *env, args []string) error {
 
 	var result error
 	if bad > 0 {
-		result = &exitError{1, fmt.Errorf("%d of %d attempts did not end as the policy says", bad, len(attempts))}
+		result = &exitError{1, fmt.Errorf("%d of %d attempts did not end as the policy says", bad, all)}
 	}
 	if out.err != nil { // nobody reads the output: no point holding
 		return out.err
 	}
 	if *hold {
-		printHold(w, top, attempts)
+		printHold(w, top, attempts, relayed)
 		<-ctx.Done()
 		fmt.Fprintln(w, "\nStopping. Counters now, including what you sent by hand:")
 		if err := printCounters(w, prog, c, ""); err != nil {
@@ -198,8 +214,8 @@ func demoPreflight() error {
 	return nil
 }
 
-// printAttempts prints the scenario table and returns how many attempts did not end
-// as the policy says.
+// printAttempts prints the scenario table and its tally by port, and returns how many
+// attempts did not end as the policy says.
 func printAttempts(w io.Writer, attempts []testenv.Attempt) int {
 	t := table{align: "llrllll"}
 	t.add("client", "address", "port", "outcome", "time", "policy says", "")
@@ -211,11 +227,8 @@ func printAttempts(w io.Writer, attempts []testenv.Attempt) int {
 			t.add()
 		}
 		last = a.Host
-		mark := ""
-		if !a.OK() {
-			bad++
-			mark = fmt.Sprintf("<-- MISMATCH: policy says %s (%v)", a.Expect, a.Err)
-		}
+		mark, miss := mismatch(a)
+		bad += miss
 		count[a.Port == testenv.PortSMTP][a.Got]++
 		t.add(a.Host.Name, a.Src.String(), fmt.Sprint(a.Port), string(a.Got), fmtDur(a.Took), says(a.Why), mark)
 	}
@@ -227,12 +240,34 @@ func printAttempts(w io.Writer, attempts []testenv.Attempt) int {
 	}
 	nsub := len(attempts) - n25
 	fmt.Fprintf(w, "Port 25: %s. Ports 465/587: %d of %d delivered.\n", tally(count[true]), count[false][testenv.Delivered], nsub)
-	if bad == 0 {
-		fmt.Fprintf(w, "All %d attempts ended as the policy says.\n", len(attempts))
-	} else {
-		fmt.Fprintf(w, "%d of %d attempts did NOT end as the policy says (marked above).\n", bad, len(attempts))
-	}
 	return bad
+}
+
+// printRelayed prints attempts to several servers, one row each with the server's
+// name, and returns how many did not end as the policy says.
+func printRelayed(w io.Writer, attempts []testenv.Attempt) int {
+	t := table{align: "lllrllll"}
+	t.add("client", "address", "to", "port", "outcome", "time", "policy says", "")
+	bad := 0
+	for _, a := range attempts {
+		mark, miss := mismatch(a)
+		bad += miss
+		t.add(a.Host.Name, a.Src.String(), a.Server.Hostname+" "+a.Dst.String(), fmt.Sprint(a.Port), string(a.Got), fmtDur(a.Took), says(a.Why), mark)
+	}
+	if len(attempts) == 0 {
+		t.add("(no " + testenv.RelayHost + " host in this topology)")
+	}
+	t.write(w, "")
+	return bad
+}
+
+// mismatch is the mark of an attempt that did not end as the policy says ("" and 0
+// for one that did).
+func mismatch(a testenv.Attempt) (string, int) {
+	if a.OK() {
+		return "", 0
+	}
+	return fmt.Sprintf("<-- MISMATCH: policy says %s (%v)", a.Expect, a.Err), 1
 }
 
 // table prints aligned columns ('l' or 'r' per column in align) with two spaces
@@ -359,12 +394,14 @@ func offenderTable(offs []loader.Offender) table {
 	return t
 }
 
-// printHold tells the user how to poke the running topology by hand.
-func printHold(w io.Writer, top *testenv.Topology, attempts []testenv.Attempt) {
+// printHold tells the user how to poke the running topology by hand: attempts are the
+// scenario's, relayed RelayScenario's.
+func printHold(w io.Writer, top *testenv.Topology, attempts, relayed []testenv.Attempt) {
 	fmt.Fprintf(w, "\nThe topology stays up until you press Ctrl-C (or send SIGTERM). Namespaces:\n\n")
 	t := table{align: "lll"}
 	t.add(top.Gateway.Name, "", "gateway; XDP ("+top.Mode.String()+") on "+strings.Join(gatewayIfs(top), " "))
-	t.add(top.Internet.Name, joinAddrs([]netip.Addr{testenv.MailV4, testenv.MailV6}), "internet; SMTP server "+testenv.MailHostname)
+	t.add(top.Internet.Name, joinAddrs(top.Mail.Addrs), "internet; SMTP server "+top.Mail.Hostname)
+	t.add("", joinAddrs(top.Relay.Addrs), "and the ISP's smarthost "+top.Relay.Hostname)
 	for _, h := range top.Hosts {
 		t.add(h.NS.Name, joinAddrs(h.Addresses()), h.Role)
 	}
@@ -381,6 +418,13 @@ func printHold(w io.Writer, top *testenv.Topology, attempts []testenv.Attempt) {
 	for _, a := range attempts {
 		if a.Port == testenv.PortSMTP && a.Expect == testenv.Delivered && a.Src.Is4() {
 			fmt.Fprintf(w, "  ip netns exec %s swaks --server %s --port 25 --from you@example.net --to postmaster@example.net\n", a.Host.NS.Name, a.Dst)
+			break
+		}
+	}
+	for _, a := range relayed {
+		if a.Server == top.Relay && a.Expect == testenv.Delivered && a.Src.Is4() {
+			fmt.Fprintf(w, "  ip netns exec %s swaks --server %s --port 25 --from you@example.net --to postmaster@example.net   # %s, through %s\n",
+				a.Host.NS.Name, a.Dst, a.Host.Name, a.Server.Hostname)
 			break
 		}
 	}

@@ -29,16 +29,33 @@ func TestDemo(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errs)
 	}
-	for _, want := range []string{"examples/policy.yaml (built in)", "All 42 attempts ended as the policy says",
+	for _, want := range []string{"examples/policy.yaml (built in)", "All 46 attempts ended as the policy says",
 		"Ports 465/587: 28 of 28 delivered", "reset (range dsl-dynamic 100.64.0.0/12)", "drop (range mobile-dynamic",
-		"pass (exemption bakery-mail", "reset (quarantine 198.51.100.66/32)", "Offenders"} {
+		"pass (exemption bakery-mail", "reset (quarantine 198.51.100.66/32)", "Offenders",
+		"smtp.isp.test at 192.0.2.26 and 2001:db8:ffff::26 (the ISP's smarthost)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
 	for _, h := range testenv.DefaultHosts {
-		if strings.Count(out, "\n"+h.Name+" ") != 6 {
-			t.Errorf("demo output: want 6 rows for %s:\n%s", h.Name, out)
+		want := 6
+		if h.Name == testenv.RelayHost {
+			want += 4 // to the MX and to the smarthost on 25, both families
+		}
+		if n := strings.Count(out, "\n"+h.Name+" "); n != want {
+			t.Errorf("demo output: %d rows for %s, want %d:\n%s", n, h.Name, want, out)
+		}
+	}
+	// The smarthost section: the dsl host to each server, both families, as the policy says.
+	for _, row := range []string{
+		`dsl +100\.64\.1\.10 +mx\.portcullis\.test 192\.0\.2\.25 +25 +refused .* reset \(range dsl-dynamic 100\.64\.0\.0/12\)\n`,
+		`dsl +2001:db8:1000:1::10 +mx\.portcullis\.test 2001:db8:ffff::25 +25 +refused .* reset \(range dsl-dynamic 2001:db8:1000::/36\)\n`,
+		`dsl +100\.64\.1\.10 +smtp\.isp\.test 192\.0\.2\.26 +25 +delivered .* pass \(relay isp-smarthost 192\.0\.2\.26/32\)\n`,
+		`dsl +2001:db8:1000:1::10 +smtp\.isp\.test 2001:db8:ffff::26 +25 +delivered .* pass \(relay isp-smarthost 2001:db8:ffff::26/128\)\n`,
+		`isp-smarthost +relay +pass +ipv4 `, `isp-smarthost +relay +pass +ipv6 `,
+	} {
+		if !regexp.MustCompile(row).MatchString(out) {
+			t.Errorf("demo output lacks a row matching %s:\n%s", row, out)
 		}
 	}
 }
