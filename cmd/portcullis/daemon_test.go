@@ -259,10 +259,13 @@ func (l *lab) eventually(what string, d time.Duration, cond func() bool) {
 }
 
 // dial connects from the subscriber to the router: "ok", "refused" or "timeout".
-func (l *lab) dial(port int) string {
+func (l *lab) dial(port int) string { return l.dialWithin(port, 400*time.Millisecond) }
+
+// dialWithin is dial with a timeout of its own.
+func (l *lab) dialWithin(port int, timeout time.Duration) string {
 	var res string
 	inNS(l.t, l.sub, func() {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("100.64.1.1:%d", port), 400*time.Millisecond)
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("100.64.1.1:%d", port), timeout)
 		switch {
 		case err == nil:
 			c.Close()
