@@ -55,6 +55,7 @@ var (
 type Store struct {
 	path string
 	db   *bolt.DB
+	file *os.File   // the file db holds, read by checkPages before Load's cursors
 	mu   sync.Mutex // serialises Commit, so the generation counts commits in order
 	gen  atomic.Uint64
 	// opened is the state Open read while checking the file, handed to the first Load
@@ -101,11 +102,18 @@ func Open(path string, create bool) (*Store, error) {
 	// The lock is let go between the check and this open: the file must be the one
 	// checked, unchanged.
 	changed := fmt.Errorf("open store: %s was replaced or written to while it was being opened (by another portcullis?): open it again", path)
-	if fi, err := f.Stat(); err != nil || !os.SameFile(fi, checked.info) {
+	fi, err := f.Stat()
+	if err != nil || !os.SameFile(fi, checked.info) {
 		db.Close()
 		return nil, changed
 	}
-	s := &Store{path: path, db: db, opened: &checked.state}
+	s := &Store{path: path, db: db, file: f, opened: &checked.state}
+	// Unlocked in between, so it could have changed: its pages are checked again
+	// before readMeta's cursors follow them.
+	if _, err := checkPages(f, fi.Size()); err != nil {
+		db.Close()
+		return nil, s.wrap(err)
+	}
 	var m meta
 	err = guarded(path, func() error {
 		return db.View(func(tx *bolt.Tx) (err error) { m, err = readMeta(tx); return err })
@@ -125,17 +133,26 @@ func Open(path string, create bool) (*Store, error) {
 // Load returns the entries (in key order: kind, then prefix) and the history (oldest
 // first) as saved, or ErrCorrupt if anything in the file does not check out. The first
 // Load after Open returns what Open read, if nothing was committed since; every other
-// Load reads the file again.
+// Load reads the file again (its page graph first), with commits held off meanwhile.
 func (s *Store) Load() (overlay.State, error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	opened := s.opened
 	s.opened = nil
-	s.mu.Unlock()
 	if opened != nil {
 		return *opened, nil
 	}
+	// No commit runs (s.mu) and no other process writes (the lock): the pages read
+	// here are the ones the transaction below reads.
+	fi, err := s.file.Stat()
+	if err != nil {
+		return overlay.State{}, s.wrap(err)
+	}
+	if _, err := checkPages(s.file, fi.Size()); err != nil {
+		return overlay.State{}, s.wrap(err)
+	}
 	var st overlay.State
-	err := guarded(s.path, func() error {
+	err = guarded(s.path, func() error {
 		return s.db.View(func(tx *bolt.Tx) (err error) { st, _, err = readState(tx); return err })
 	})
 	if err != nil {
@@ -268,13 +285,22 @@ func (s *Store) wrap(err error) error {
 	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrVersion) {
 		return err
 	}
-	if d, ok := errors.AsType[damage](err); ok {
-		return corrupt(s.path, string(d))
-	}
-	if v, ok := errors.AsType[versionError](err); ok {
-		return v.at(s.path)
+	if err := named(s.path, err); err != nil {
+		return err
 	}
 	return fmt.Errorf("store %s: %w", s.path, err)
+}
+
+// named is the damage or the version error in err named with the file, or nil if err
+// is neither.
+func named(path string, err error) error {
+	if d, ok := errors.AsType[damage](err); ok {
+		return corrupt(path, string(d))
+	}
+	if v, ok := errors.AsType[versionError](err); ok {
+		return v.at(path)
+	}
+	return nil
 }
 
 // createFile makes a new, empty store at path: it is built under a temporary name in the
@@ -387,11 +413,12 @@ func openBolt(path string, readOnly bool) (*bolt.DB, *os.File, error) {
 // verify reads the whole file on a read-only handle before the store opens it for
 // writing, so a damaged file is reported and left as it was found.
 //
-// bbolt reads its file through mmap and follows the page numbers it finds there. The
-// order below keeps a damaged page number from crashing the process: the file must be
-// as long as its meta page says, then every page is read under guarded (a fault is a
-// panic there), and only then does tx.Check, whose goroutine has no such guard, read
-// the same pages again.
+// bbolt reads its file through mmap and follows the page numbers it finds there
+// unchecked. The order below keeps a damaged page number from hanging or crashing the
+// process: checkPages first walks the page graph from the raw bytes (every id in range,
+// no page reached twice, so no cursor can loop), then every page is read under guarded
+// (a fault is a panic there), and only then does tx.Check, whose goroutine has no such
+// guard, read the same pages again.
 //
 // What it read comes back, so that Open can tell that the file it opens for writing is
 // the one it checked, and the first Load need not read it again.
@@ -405,10 +432,20 @@ func verify(path string) (checked, error) {
 	if c.info, err = f.Stat(); err != nil {
 		return c, fmt.Errorf("open store: %w", err)
 	}
+	// Under the read lock: no one writes while the pages are checked and then read.
+	g, err := checkPages(f, c.info.Size())
+	if err != nil {
+		if n := named(path, err); n != nil {
+			return c, n
+		}
+		return c, fmt.Errorf("open store %s: %w", path, err)
+	}
 	err = guarded(path, func() error {
 		err := db.View(func(tx *bolt.Tx) error {
-			if need := tx.Size(); c.info.Size() < need {
-				return damage(fmt.Sprintf("truncated: the file is %d bytes, its meta page says %d", c.info.Size(), need))
+			// The tree checked must be the one bbolt reads.
+			if tx.ID() != int(g.meta.txid) || tx.Size() != int64(g.meta.hwm*g.pageSize) || db.Info().PageSize != int(g.pageSize) {
+				return damage(fmt.Sprintf("bbolt reads it by another meta page than the page check did (txid %d, %d bytes, pages of %d; the check: txid %d, %d bytes, pages of %d)",
+					tx.ID(), tx.Size(), db.Info().PageSize, g.meta.txid, g.meta.hwm*g.pageSize, g.pageSize))
 			}
 			walk(tx)
 			var problems []string
@@ -427,11 +464,8 @@ func verify(path string) (checked, error) {
 			c.state, c.generation = st, m.generation
 			return rerr
 		})
-		if d, ok := errors.AsType[damage](err); ok {
-			return corrupt(path, string(d))
-		}
-		if v, ok := errors.AsType[versionError](err); ok {
-			return v.at(path)
+		if n := named(path, err); n != nil {
+			return n
 		}
 		return err
 	})
