@@ -215,8 +215,12 @@ func (d *Daemon) removeEntry(k overlay.Key, action overlay.Action, who, reason s
 	if err != nil {
 		return err
 	}
-	if err := d.store.Commit(nil, []overlay.Key{k}, []overlay.Event{ev}); err != nil {
-		return fmt.Errorf("storing the release: %w", err)
+	// With a failed store (expiries only: changes are refused then) the entry still
+	// leaves the data plane; there is nothing to write it to.
+	if d.store != nil {
+		if err := d.store.Commit(nil, []overlay.Key{k}, []overlay.Event{ev}); err != nil {
+			return fmt.Errorf("storing the release: %w", err)
+		}
 	}
 	if d.live != nil && d.good != nil {
 		tables := overlay.Merge(d.good.Tables, next.Live(now))
@@ -237,13 +241,10 @@ func (d *Daemon) removeEntry(k overlay.Key, action overlay.Action, who, reason s
 
 // expireRuntime ends the entries whose term is over: unblocks are ended here (the data
 // plane keeps no expiry for them), quarantines have already been lifted by the data
-// plane and leave the tables.
+// plane and leave the tables. It runs with a failed store too: terms still end.
 func (d *Daemon) expireRuntime() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.storeErr != nil || d.store == nil {
-		return
-	}
 	now := d.now()
 	for _, e := range slices.Clone(d.overlay.Entries) {
 		if !e.Live(now) {
