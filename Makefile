@@ -51,6 +51,7 @@ bench: ## as root: program cost per packet, policy swap, parse+compile, replay; 
 	$(GO) test -run '^$$' -bench '^BenchmarkRelayScope$$' -benchtime 2000000x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkApply$$' -benchtime 100x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkParseCompile$$' -benchtime 1x ./policy/
+	$(GO) test -run '^$$' -bench '^BenchmarkParseCompileListFile$$' -benchtime 1x ./policy/
 	$(GO) test -run '^$$' -bench '^BenchmarkReplay$$' -benchtime 3x ./replay/
 
 clean: ## remove build output (instant)

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -49,3 +51,46 @@ func BenchmarkParseCompile(b *testing.B) {
 }
 
 var benchSizes = []int{10_000, 100_000, 1 << 20}
+
+// BenchmarkParseCompileListFile is BenchmarkParseCompile with the prefixes in list
+// files (cidrs_file), one per range, as an IPAM export would write them.
+func BenchmarkParseCompileListFile(b *testing.B) {
+	for _, n := range benchSizes {
+		dir := b.TempDir()
+		var pol strings.Builder
+		pol.WriteString("version: 1\nranges:\n")
+		per := n / 4
+		for r := 0; r < 4; r++ {
+			var l strings.Builder
+			for i := r * per; i < (r+1)*per; i++ {
+				a := uint32(100)<<24 | uint32(64)<<16 | uint32(i)<<2
+				fmt.Fprintf(&l, "%d.%d.%d.%d/30\n", a>>24, a>>16&0xff, a>>8&0xff, a&0xff)
+			}
+			name := fmt.Sprintf("pool%d.txt", r)
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(l.String()), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			fmt.Fprintf(&pol, "  - {name: pool%d, verdict: drop, cidrs_file: %s}\n", r, name)
+		}
+		path := filepath.Join(dir, "policy.yaml")
+		if err := os.WriteFile(path, []byte(pol.String()), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("prefixes=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				p, err := ParseFile(path, testNow)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c, err := Compile(p, testNow)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(c.Tables.Ranges) != 4*per {
+					b.Fatalf("%d entries", len(c.Tables.Ranges))
+				}
+			}
+		})
+	}
+}

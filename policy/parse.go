@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -353,40 +355,97 @@ func (p *parser) cidr(n *node) (CIDR, bool) {
 	if s == "" {
 		return CIDR{}, false
 	}
+	return p.cidrAt(s, p.pos(n))
+}
+
+// cidrAt parses s, written at pos (in the policy, or in a list file it names).
+func (p *parser) cidrAt(s string, pos Pos) (CIDR, bool) {
+	fail := func(format string, args ...any) (CIDR, bool) {
+		p.errs = append(p.errs, Error{pos, fmt.Sprintf(format, args...)})
+		return CIDR{}, false
+	}
 	var pfx netip.Prefix
 	if strings.Contains(s, "/") {
 		var err error
 		pfx, err = netip.ParsePrefix(s)
 		if err != nil {
-			p.errorf(n, "%q is not a CIDR prefix%s (write it like 100.64.0.0/10 or 2001:db8::/32)", s, cidrProblem(s))
-			return CIDR{}, false
+			return fail("%q is not a CIDR prefix%s (write it like 100.64.0.0/10 or 2001:db8::/32)", s, cidrProblem(s))
 		}
 	} else {
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.Zone() != "" {
-			p.errorf(n, "%q is not an address or CIDR prefix%s (write it like 192.0.2.25 or 100.64.0.0/10)", s, cidrProblem(s))
-			return CIDR{}, false
+			return fail("%q is not an address or CIDR prefix%s (write it like 192.0.2.25 or 100.64.0.0/10)", s, cidrProblem(s))
 		}
 		pfx = netip.PrefixFrom(a, a.BitLen())
 	}
 	if pfx.Addr().Zone() != "" {
-		p.errorf(n, "%q has a zone; policies take global prefixes", s)
-		return CIDR{}, false
+		return fail("%q has a zone; policies take global prefixes", s)
 	}
 	if pfx.Masked() != pfx {
-		p.errorf(n, "%s has host bits set; did you mean %s?", s, pfx.Masked())
-		return CIDR{}, false
+		return fail("%s has host bits set; did you mean %s?", s, pfx.Masked())
 	}
 	if pfx.Addr().Is4In6() {
 		if pfx.Bits() < 96 {
-			p.errorf(n, "%s is wider than the IPv4-mapped space ::ffff:0:0/96; write the IPv4 prefix instead", s)
-			return CIDR{}, false
+			return fail("%s is wider than the IPv4-mapped space ::ffff:0:0/96; write the IPv4 prefix instead", s)
 		}
 		v4 := netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
-		p.warns = append(p.warns, Error{p.pos(n), fmt.Sprintf("%s is IPv4-mapped: it is read as the IPv4 prefix %s (IPv6 packets from mapped sources are judged as the IPv4 address they map); write %s to say so", s, v4, v4)})
+		p.warns = append(p.warns, Error{pos, fmt.Sprintf("%s is IPv4-mapped: it is read as the IPv4 prefix %s (IPv6 packets from mapped sources are judged as the IPv4 address they map); write %s to say so", s, v4, v4)})
 		pfx = v4
 	}
-	return CIDR{pfx, p.pos(n)}, true
+	return CIDR{pfx, pos}, true
+}
+
+// MaxListErrors bounds the errors reported for one list file: a file of the wrong
+// kind would otherwise give a million.
+const MaxListErrors = 20
+
+// cidrsFile reads a list file named by a range's cidrs_file: one address or CIDR per
+// line, blank lines and "#" comments (whole-line or after the prefix) ignored. A
+// relative path is relative to the policy file's directory. Errors name file:line.
+func (p *parser) cidrsFile(n *node) []CIDR {
+	rel := p.str(n, "cidrs_file")
+	if rel == "" {
+		return nil
+	}
+	path := rel
+	if !filepath.IsAbs(rel) {
+		path = filepath.Join(filepath.Dir(p.file), rel)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		p.errorf(n, "%s", (&FileError{path, err}).Error()+" (cidrs_file is read relative to the policy file's directory)")
+		return nil
+	}
+	var out []CIDR
+	errs := len(p.errs)
+	line := 0
+	for len(data) > 0 {
+		line++
+		var l []byte
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			l, data = data[:i], data[i+1:]
+		} else {
+			l, data = data, nil
+		}
+		if i := bytes.IndexByte(l, '#'); i >= 0 {
+			l = l[:i]
+		}
+		text := strings.TrimSpace(string(l))
+		if text == "" {
+			continue
+		}
+		if len(p.errs)-errs >= MaxListErrors {
+			p.errorf(n, "%s: more than %d errors; stopped reading it (is it a list of CIDRs, one per line?)", path, MaxListErrors)
+			return nil
+		}
+		if c, ok := p.cidrAt(text, Pos{path, line, 1}); ok {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 && len(p.errs) == errs {
+		p.errorf(n, "%s lists no prefix; write one address or CIDR per line", path)
+	}
+	return out
 }
 
 // cidrProblem says which part of s, an address or prefix netip rejected, is wrong:
@@ -572,7 +631,7 @@ func (p *parser) rangeEntry(n *node) (Range, bool) {
 	r := Range{Pos: p.pos(n)}
 	var hasName, hasVerdict, hasCIDRs bool
 	errs := len(p.errs)
-	if !p.fields(n, "a range", []string{"name", "verdict", "cidrs", "description", "owner", "interfaces"}, func(key string, _, v *node) {
+	if !p.fields(n, "a range", []string{"name", "verdict", "cidrs", "cidrs_file", "description", "owner", "interfaces"}, func(key string, _, v *node) {
 		switch key {
 		case "name":
 			r.Name, hasName = p.name(v), true
@@ -588,6 +647,9 @@ func (p *parser) rangeEntry(n *node) (Range, bool) {
 			if len(v.content) == 0 && v.kind == sequenceNode {
 				p.errorf(v, "range has no cidrs; list at least one prefix")
 			}
+		case "cidrs_file":
+			hasCIDRs = true
+			r.CIDRs = append(r.CIDRs, p.cidrsFile(v)...)
 		case "description":
 			r.Description = p.str(v, "description")
 		case "owner":
@@ -601,7 +663,7 @@ func (p *parser) rangeEntry(n *node) (Range, bool) {
 	for _, m := range []struct {
 		ok  bool
 		key string
-	}{{hasName, "name"}, {hasVerdict, "verdict (drop, reset, pass or monitor)"}, {hasCIDRs, "cidrs"}} {
+	}{{hasName, "name"}, {hasVerdict, "verdict (drop, reset, pass or monitor)"}, {hasCIDRs, "cidrs (or cidrs_file)"}} {
 		if !m.ok {
 			p.errorf(n, "range is missing %s", m.key)
 		}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -288,4 +290,59 @@ func mustParse(t *testing.T, src string) *Policy {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// A range's prefixes may come from a list file beside the policy: one per line,
+// comments allowed, errors at file:line; a missing file is an error at the key.
+func TestCIDRsFile(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "policy.yaml")
+	list := filepath.Join(dir, "pools", "dsl.txt")
+	if err := os.MkdirAll(filepath.Dir(list), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := "version: 1\nranges:\n  - name: dsl\n    verdict: reset\n    cidrs_file: pools/dsl.txt\n    cidrs: [2001:db8:1000::/36]\n"
+	write := func(p, s string) {
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(pol, src)
+	write(list, "# DSL pools, exported from the IPAM\n100.64.0.0/12\n\n100.80.0.0/16   # FTTH\n  100.81.1.1\n")
+	p, err := ParseFile(pol, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mustCompile(t, p)
+	if len(c.Tables.Ranges) != 4 {
+		t.Fatalf("ranges %+v", c.Tables.Ranges)
+	}
+	ex := c.Explain(Query{Src: addr_("100.80.3.3"), Port: 25}, testNow)
+	if ex.Decider.Pos.String() != list+":4:1" {
+		t.Errorf("explain names %s", ex.Decider.Pos)
+	}
+	write(list, "100.64.0.0/12\n100.64.0.1/12\n300.1.1.1\n")
+	_, err = ParseFile(pol, testNow)
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 2 {
+		t.Fatalf("errors: %v", err)
+	}
+	for i, want := range []string{list + ":2:1: 100.64.0.1/12 has host bits set", list + ":3:1: \"300.1.1.1\" is not an address"} {
+		if !strings.HasPrefix(es[i].Error(), want) {
+			t.Errorf("error %d: %q, want %q", i, es[i].Error(), want)
+		}
+	}
+	write(list, "100.64.0.0/12\n# again\n100.64.0.0/12\n")
+	if _, err := ParseFile(pol, testNow); err == nil || !strings.HasPrefix(err.Error(), list+":3:1: 100.64.0.0/12 appears twice: here in range \"dsl\" and at "+list+":1:1") {
+		t.Errorf("duplicate in the list: %v", err)
+	}
+	write(pol, strings.Replace(src, "pools/dsl.txt", "pools/missing.txt", 1))
+	if _, err := ParseFile(pol, testNow); err == nil || !strings.Contains(err.Error(), "policy.yaml:5:17: "+filepath.Join(dir, "pools/missing.txt")+": no such file") {
+		t.Errorf("missing list: %v", err)
+	}
+	write(pol, src)
+	write(list, strings.Repeat("not a prefix\n", 100))
+	if _, err := ParseFile(pol, testNow); !errors.As(err, &es) || len(es) != MaxListErrors+1 {
+		t.Errorf("a file of the wrong kind: %d errors", len(es))
+	}
 }
