@@ -1,7 +1,9 @@
 // Package daemon is `portcullis run`: it keeps the XDP program attached to the
-// subscriber-facing interfaces, applies policies atomically and proves them, survives
-// its own crashes through pinned links and maps, and serves metrics and the local
-// control socket.
+// subscriber-facing interfaces (the interface watch, on its own lock), survives its own
+// crashes through pinned links and maps, wires the controller (package controller:
+// every policy change and runtime entry, applied, proved and published) to its
+// sources, and serves metrics, the HTTP API and the local control socket from the
+// controller's published snapshot.
 package daemon
 
 import (

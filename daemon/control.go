@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/portcullis/portcullis/controller"
 )
 
 // The control socket is HTTP over a Unix socket that only root (and the daemon's own
@@ -32,13 +34,13 @@ type ApplyRequest struct {
 
 // ApplyResponse is what became of it.
 type ApplyResponse struct {
-	Result     string       `json:"result"`
-	OldHash    string       `json:"old_hash"`
-	NewHash    string       `json:"new_hash,omitempty"`
-	Diff       *DiffSummary `json:"diff,omitempty"`
-	Probes     int          `json:"probes"`
-	Mismatches []string     `json:"mismatches,omitempty"`
-	Error      string       `json:"error,omitempty"`
+	Result     string                  `json:"result"`
+	OldHash    string                  `json:"old_hash"`
+	NewHash    string                  `json:"new_hash,omitempty"`
+	Diff       *controller.DiffSummary `json:"diff,omitempty"`
+	Probes     int                     `json:"probes"`
+	Mismatches []string                `json:"mismatches,omitempty"`
+	Error      string                  `json:"error,omitempty"`
 }
 
 func (d *Daemon) serveControl() (io.Closer, error) {
@@ -61,7 +63,7 @@ func (d *Daemon) serveControl() (io.Closer, error) {
 	mux.HandleFunc("POST /v1/apply", d.handleApply)
 	mux.HandleFunc("POST /v1/apply/release", d.handleApply)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, d.status())
+		writeJSON(w, http.StatusOK, d.ctl.Snapshot())
 	})
 	mux.HandleFunc("GET /v1/entries", d.handleEntries)
 	mux.HandleFunc("POST /v1/entries", d.handleAddEntry)
@@ -110,16 +112,16 @@ func (d *Daemon) onlyRoot(next http.Handler) http.Handler {
 func (d *Daemon) handleApply(w http.ResponseWriter, r *http.Request) {
 	uid, _ := r.Context().Value(peerKey{}).(int)
 	who := "uid:" + strconv.Itoa(uid)
-	var res Result
+	var res controller.Result
 	if r.URL.Path == "/v1/apply/release" {
-		res = d.ReleaseOverride(who)
+		res = d.override.Release(who)
 	} else {
 		var req ApplyRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<30)).Decode(&req); err != nil {
 			writeJSON(w, http.StatusBadRequest, ApplyResponse{Error: "bad request: " + err.Error()})
 			return
 		}
-		res = d.ApplyOverride(req.File, req.Policy, who)
+		res = d.override.Apply(req.File, req.Policy, who)
 	}
 	resp := ApplyResponse{Result: res.Outcome, OldHash: res.OldHash, NewHash: res.NewHash, Diff: res.Diff, Probes: res.Proof.Probes}
 	for _, m := range res.Proof.Mismatches {
@@ -212,8 +214,8 @@ func RemoteReleaseOverride(socket string) (ApplyResponse, error) {
 }
 
 // RemoteStatus asks the daemon behind socket how it is.
-func RemoteStatus(socket string) (Status, error) {
-	var st Status
+func RemoteStatus(socket string) (controller.Status, error) {
+	var st controller.Status
 	_, err := call(socket, http.MethodGet, "/v1/status", nil, &st, 5*time.Second)
 	return st, err
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/overlay"
 	"github.com/portcullis/portcullis/policy"
 )
@@ -77,7 +78,7 @@ func entryStatus(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, overlay.ErrInvalid), errors.Is(err, overlay.ErrKind), errors.Is(err, overlay.ErrDuration), errors.Is(err, overlay.ErrForbidden):
 		return http.StatusUnprocessableEntity
-	case errors.Is(err, ErrStoreFailed), errors.Is(err, ErrNoPolicyYet):
+	case errors.Is(err, controller.ErrStoreFailed), errors.Is(err, controller.ErrNoPolicyYet):
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
@@ -95,7 +96,7 @@ func (d *Daemon) handleAddEntry(w http.ResponseWriter, r *http.Request) {
 	oreq, err := req.Request("uid:" + strconv.Itoa(uid))
 	if err == nil {
 		var e overlay.Entry
-		if e, err = d.AddEntry(oreq); err == nil {
+		if e, err = d.ctl.AddEntry(oreq); err == nil {
 			writeJSON(w, http.StatusOK, EntriesResponse{Entries: []overlay.Entry{e}})
 			return
 		}
@@ -108,7 +109,7 @@ func (d *Daemon) handleReleaseEntry(w http.ResponseWriter, r *http.Request) {
 	p, err := ParsePrefix(q.Get("prefix"))
 	if err == nil {
 		uid, _ := r.Context().Value(peerKey{}).(int)
-		err = d.ReleaseEntry(overlay.Key{Kind: overlay.Kind(q.Get("kind")), Prefix: p}, "uid:"+strconv.Itoa(uid), q.Get("reason"))
+		err = d.ctl.ReleaseEntry(overlay.Key{Kind: overlay.Kind(q.Get("kind")), Prefix: p}, "uid:"+strconv.Itoa(uid), q.Get("reason"))
 		if err == nil {
 			writeJSON(w, http.StatusOK, EntriesResponse{})
 			return
@@ -118,7 +119,7 @@ func (d *Daemon) handleReleaseEntry(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) handleEntries(w http.ResponseWriter, r *http.Request) {
-	resp := EntriesResponse{Entries: d.Entries()}
+	resp := EntriesResponse{Entries: d.ctl.Entries()}
 	if r.URL.Query().Get("history") != "" {
 		var p netip.Prefix
 		if s := r.URL.Query().Get("prefix"); s != "" {
@@ -128,7 +129,7 @@ func (d *Daemon) handleEntries(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		resp.History = d.History(p)
+		resp.History = d.ctl.History(p)
 	}
 	if resp.Entries == nil {
 		resp.Entries = []overlay.Entry{}
@@ -139,13 +140,13 @@ func (d *Daemon) handleEntries(w http.ResponseWriter, r *http.Request) {
 // backend is the daemon as the HTTP API's api.Backend.
 type backend struct{ d *Daemon }
 
-func (b backend) Add(req overlay.Request) (overlay.Entry, error) { return b.d.AddEntry(req) }
+func (b backend) Add(req overlay.Request) (overlay.Entry, error) { return b.d.ctl.AddEntry(req) }
 func (b backend) Release(k overlay.Key, who, reason string) error {
-	return b.d.ReleaseEntry(k, who, reason)
+	return b.d.ctl.ReleaseEntry(k, who, reason)
 }
-func (b backend) Entries() []overlay.Entry               { return b.d.Entries() }
-func (b backend) History(p netip.Prefix) []overlay.Event { return b.d.History(p) }
-func (b backend) Status() any                            { return b.d.status() }
+func (b backend) Entries() []overlay.Entry               { return b.d.ctl.Entries() }
+func (b backend) History(p netip.Prefix) []overlay.Event { return b.d.ctl.History(p) }
+func (b backend) Status() any                            { return b.d.ctl.Snapshot() }
 
 // RemoteAddEntry asks the daemon behind socket for a runtime entry.
 func RemoteAddEntry(socket string, req EntryRequest) (overlay.Entry, error) {

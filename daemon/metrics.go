@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/overlay"
 	"github.com/portcullis/portcullis/policy"
@@ -17,9 +18,11 @@ import (
 // survive the daemon), so they are exported as they are, never reset. Entries keep their
 // counts by name across policy swaps and restarts. No per-source series: `top` has that.
 type metrics struct {
-	d       *Daemon
-	reg     *prometheus.Registry
-	runtime *prometheus.CounterVec // runtime entry events by kind and action
+	ctl        *controller.Controller // the published status
+	prog       *loader.Program        // the kernel's counters
+	interfaces []string               // the configured interfaces
+	reg        *prometheus.Registry
+	runtime    *prometheus.CounterVec // runtime entry events by kind and action
 }
 
 var (
@@ -61,8 +64,10 @@ var (
 		"1 if the store of runtime entries was read at start without loss or damage.", nil, nil)
 )
 
-func newMetrics(d *Daemon) *metrics {
-	m := &metrics{d: d, reg: prometheus.NewRegistry(),
+// newMetrics returns the metrics of prog; ctl may be set later, before the first
+// scrape (the controller counts runtime events into them from the start).
+func newMetrics(ctl *controller.Controller, prog *loader.Program, interfaces []string) *metrics {
+	m := &metrics{ctl: ctl, prog: prog, interfaces: interfaces, reg: prometheus.NewRegistry(),
 		runtime: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "portcullis_runtime_entry_events_total",
 			Help: "Runtime entries added, escalated (a repeat quarantine: a longer term), released and expired, by kind."},
 			[]string{"kind", "action"})}
@@ -86,9 +91,8 @@ func (m *metrics) runtimeEvent(ev overlay.Event) {
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	d := m.d
 	// From the published status: no wait for a change in progress.
-	st := d.status()
+	st := m.ctl.Snapshot()
 	ch <- prometheus.MustNewConstMetric(descRuntime, prometheus.GaugeValue, float64(st.Runtime.Quarantines), "quarantine")
 	ch <- prometheus.MustNewConstMetric(descRuntime, prometheus.GaugeValue, float64(st.Runtime.Unblocks), "unblock")
 	storeOK := 1.0
@@ -98,7 +102,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descStoreOK, prometheus.GaugeValue, storeOK)
 	// The counters come from the kernel's maps: the loader's label table has a lock of
 	// its own, so a scrape does not wait for a policy change either.
-	cs, err := d.prog.Counters()
+	cs, err := m.prog.Counters()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descPackets, err)
 		return
@@ -109,7 +113,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(c.Packets), labels...)
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(c.Bytes), labels...)
 	}
-	reasons, err := d.prog.Reasons()
+	reasons, err := m.prog.Reasons()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descReasons, err)
 		return
@@ -132,14 +136,14 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descProofOK, prometheus.GaugeValue, ok)
 	ch <- prometheus.MustNewConstMetric(descProbes, prometheus.GaugeValue, float64(st.Proof.Probes))
-	for _, name := range d.cfg.Interfaces {
+	for _, name := range m.interfaces {
 		if mode := st.Interfaces[name]; mode != "missing" && mode != "" {
 			ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, 1, name, mode)
 		} else {
 			ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, 0, name, "none")
 		}
 	}
-	if offs, err := d.prog.Offenders(); err == nil {
+	if offs, err := m.prog.Offenders(); err == nil {
 		ch <- prometheus.MustNewConstMetric(descOffenders, prometheus.GaugeValue, float64(len(offs)))
 	}
 }

@@ -4,14 +4,13 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
+	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/loader"
 )
 
@@ -35,41 +34,35 @@ func watchLinks() (<-chan string, func(), error) {
 	return names, func() { close(done) }, nil
 }
 
-// watchFile reports changes of path's identity, size or modification time, checked
-// every interval (editors that write a new file and rename it over the old are seen).
-func watchFile(ctx context.Context, path string, interval time.Duration) <-chan struct{} {
-	ch := make(chan struct{}, 1)
-	stamp := func() string {
-		fi, err := os.Stat(path)
-		if err != nil {
-			return "missing"
+// watch re-attaches on link events and every second, until ctx ends. It runs on its
+// own: it takes the watch's lock, never the controller's, so a policy change in
+// progress does not hold up attaching an interface that came back.
+func (d *Daemon) watch(ctx context.Context, linkEvents <-chan string) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case name := <-linkEvents:
+			d.reconcile(name)
+		case <-tick.C:
+			d.reconcileAll()
 		}
-		var ino uint64
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			ino = st.Ino
-		}
-		return fmt.Sprint(ino, fi.Size(), fi.ModTime().UnixNano())
 	}
-	last := stamp()
-	go func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if s := stamp(); s != last && s != "missing" {
-					last = s
-					select {
-					case ch <- struct{}{}:
-					default:
-					}
-				}
-			}
+}
+
+// syncer hands the latest interface indexes to the controller (which names them to
+// the program for the policy's scopes, between changes), until ctx ends.
+func (d *Daemon) syncer(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-d.ifaces:
+			d.ctl.SetInterfaces(m)
 		}
-	}()
-	return ch
+	}
 }
 
 func (d *Daemon) reconcileAll() {
@@ -84,9 +77,9 @@ func (d *Daemon) reconcile(name string) {
 	if !slices.Contains(d.cfg.Interfaces, name) {
 		return
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	defer d.publish()
+	d.watchMu.Lock()
+	defer d.watchMu.Unlock()
+	defer d.publishAttachment()
 	defer d.syncInterfaces()
 	l, err := netlink.LinkByName(name)
 	if err != nil {
@@ -125,31 +118,53 @@ func (d *Daemon) reconcile(name string) {
 	delete(d.gone, name)
 }
 
-// syncInterfaces names the configured interfaces that exist, with their ifindex, to the
-// program, for the policy's scopes (an interface created again gets a new index).
-// Called with d.mu held.
+// syncInterfaces offers the controller the configured interfaces that exist, with
+// their ifindex, without waiting for it: the latest offer replaces one not yet taken.
+// Called with d.watchMu held.
 func (d *Daemon) syncInterfaces() {
+	m := interfaceIndexes(d.cfg.Interfaces)
+	for {
+		select {
+		case d.ifaces <- m:
+			return
+		default:
+			select {
+			case <-d.ifaces: // stale: replaced by m
+			default:
+			}
+		}
+	}
+}
+
+// interfaceIndexes is the ifindex of each of names that exists.
+func interfaceIndexes(names []string) map[string]int {
 	now := map[string]int{}
-	for _, name := range d.cfg.Interfaces {
+	for _, name := range names {
 		if l, err := netlink.LinkByName(name); err == nil {
 			now[name] = l.Attrs().Index
 		}
 	}
-	if maps.Equal(now, d.prog.Interfaces()) {
-		return
+	return now
+}
+
+// publishAttachment gives the controller the watch's part of the status. Called with
+// d.watchMu held (or before the watch starts).
+func (d *Daemon) publishAttachment() {
+	a := controller.Attachment{Interfaces: map[string]string{}}
+	for name, m := range d.attached {
+		a.Interfaces[name] = string(m)
 	}
-	if err := d.prog.SetInterfaces(now); err != nil {
-		d.log.Error("cannot name the interfaces to the program: scoped entries may not apply", "error", err)
-		return
+	if len(d.modeNotes) > 0 {
+		a.ModeNotes = maps.Clone(d.modeNotes)
 	}
-	d.log.Info("interfaces for scopes", "ifindex", fmt.Sprint(now))
+	d.ctl.SetAttachment(a)
 }
 
 // checkMode compares the mode name is attached in (a pinned link adopted from an
 // earlier run keeps its mode) with the configured one. The kernel cannot switch
 // without a gap (loader.ErrModeSwitchGap): unless switch_mode is set, the link is kept
 // and the mismatch is logged once and shown by status. It returns the mode attached
-// now, "" if it is not attached any more. Called with d.mu held.
+// now, "" if it is not attached any more. Called with d.watchMu held.
 func (d *Daemon) checkMode(name string, attached loader.Mode) loader.Mode {
 	want := d.cfg.Mode
 	if want == loader.ModeAuto || attached == want || (attached != loader.ModeNative && attached != loader.ModeGeneric) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/daemon"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/policy"
@@ -43,17 +44,17 @@ id, the policy in force (hash, file, when it went live), the last proof, and whe
 the daemon is running. Reads the pinned state, so it works while the daemon is down.`
 
 type statusJSON struct {
-	Daemon     string             `json:"daemon"` // "running (pid N)" or "not running"
-	Interfaces []interfaceJSON    `json:"interfaces"`
-	Hash       string             `json:"policy_hash"`
-	Policy     string             `json:"policy_file"`
-	LoadedAt   string             `json:"loaded_at"`
-	Proof      daemon.ProofStatus `json:"last_proof"`
-	Failures   map[string]uint64  `json:"failures"`
-	ModeNotes  map[string]string  `json:"mode_notes,omitempty"` // interface -> why it is not in the configured mode
+	Daemon     string                 `json:"daemon"` // "running (pid N)" or "not running"
+	Interfaces []interfaceJSON        `json:"interfaces"`
+	Hash       string                 `json:"policy_hash"`
+	Policy     string                 `json:"policy_file"`
+	LoadedAt   string                 `json:"loaded_at"`
+	Proof      controller.ProofStatus `json:"last_proof"`
+	Failures   map[string]uint64      `json:"failures"`
+	ModeNotes  map[string]string      `json:"mode_notes,omitempty"` // interface -> why it is not in the configured mode
 	// Source and Runtime come from the running daemon (absent while it is down).
-	Source  *daemon.SourceStatus  `json:"source,omitempty"`
-	Runtime *daemon.RuntimeStatus `json:"runtime,omitempty"`
+	Source  *controller.SourceStatus  `json:"source,omitempty"`
+	Runtime *controller.RuntimeStatus `json:"runtime,omitempty"`
 }
 
 type interfaceJSON struct {
@@ -86,7 +87,7 @@ func runStatus(e *env, args []string) (err error) {
 	}
 	out := statusJSON{Daemon: "not running (enforcement continues through the pinned links)", Hash: meta.Hash,
 		Policy: meta.PolicyFile, LoadedAt: fmtTime(meta.LoadedAt),
-		Proof:    daemon.ProofStatus{At: meta.ProofAt, OK: meta.ProofOK, Probes: int(meta.ProofProbes)},
+		Proof:    controller.ProofStatus{At: meta.ProofAt, OK: meta.ProofOK, Probes: int(meta.ProofProbes)},
 		Failures: map[string]uint64{"policy_load": meta.LoadFailures, "proof": meta.ProofFailures}}
 	if st, err := daemon.RemoteStatus(socket); err == nil {
 		out.Daemon = fmt.Sprintf("running (pid %d, since %s)", st.PID, fmtTime(st.Started))

@@ -1,11 +1,10 @@
-package daemon
+package controller
 
 import (
 	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +27,7 @@ func quarantine(p, reason string) overlay.Request {
 // Runtime entries through the daemon: each one is stored, written into the live
 // program, and proved; releases undo it; repeats escalate; the policy's bounds hold.
 func TestRuntimeEntries(t *testing.T) {
-	d := testDaemon(t)
+	d := testController(t)
 	if res := d.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -112,7 +111,7 @@ func TestRuntimeStoreRestart(t *testing.T) {
 	t.Cleanup(func() { prog.Close() })
 	dir := t.TempDir()
 	path := filepath.Join(dir, "runtime.db")
-	d := testDaemonOn(t, prog, path)
+	d := testControllerOn(t, prog, path)
 	if res := d.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -123,7 +122,7 @@ func TestRuntimeStoreRestart(t *testing.T) {
 	d.store = nil
 
 	// Started again: the entry is there, the data plane unchanged, the policy adopted.
-	d2 := testDaemonOn(t, prog, path)
+	d2 := testControllerOn(t, prog, path)
 	if res := d2.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil || res.Outcome != "unchanged" {
 		t.Fatalf("restart: %s %v", res.Outcome, res.Err)
 	}
@@ -147,7 +146,7 @@ func TestRuntimeStoreRestart(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d3 := testDaemonOn(t, prog, path)
+	d3 := testControllerOn(t, prog, path)
 	if d3.storeErr == nil || !errors.Is(d3.storeErr, ErrStoreFailed) {
 		t.Fatalf("damaged store not reported: %v", d3.storeErr)
 	}
@@ -163,7 +162,7 @@ func TestRuntimeStoreRestart(t *testing.T) {
 	if _, err := d3.AddEntry(quarantine("100.64.9.11/32", "more")); !errors.Is(err, ErrStoreFailed) {
 		t.Errorf("add with the store damaged: %v", err)
 	}
-	if st := d3.status(); st.Runtime.StoreError == "" {
+	if st := d3.Snapshot(); st.Runtime.StoreError == "" {
 		t.Errorf("status does not report the damaged store: %+v", st.Runtime)
 	}
 
@@ -171,7 +170,7 @@ func TestRuntimeStoreRestart(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	d4 := testDaemonOn(t, prog, path)
+	d4 := testControllerOn(t, prog, path)
 	if d4.storeErr != nil || d4.storeLost == "" || len(d4.Entries()) != 2 {
 		t.Fatalf("lost store: err %v lost %q entries %+v", d4.storeErr, d4.storeLost, d4.Entries())
 	}
@@ -180,58 +179,5 @@ func TestRuntimeStoreRestart(t *testing.T) {
 	}
 	if got := judge(t, d4, "100.64.9.10"); got != policy.ActionDrop {
 		t.Errorf("recovered quarantine not enforced: %v", got)
-	}
-}
-
-// Readers do not wait for a policy change: while an apply is held inside the swap
-// (the tamper hook blocks with the daemon's lock taken), status and a metrics scrape
-// answer. No timing is involved: the hook waits until both have answered, or until a
-// generous deadline that a blocked reader would hit.
-func TestReadersDoNotWaitForAnApply(t *testing.T) {
-	d := testDaemon(t)
-	d.metrics = newMetrics(d)
-	if res := d.Apply("a.yaml", []byte(policyA), "file"); res.Err != nil {
-		t.Fatal(res.Err)
-	}
-	entered, release := make(chan struct{}), make(chan struct{})
-	d.tamper = func(tb *policy.Tables) *policy.Tables {
-		close(entered)
-		<-release
-		return tb
-	}
-	done := make(chan Result)
-	go func() { done <- d.Apply("b.yaml", []byte(policyB), "file") }()
-	<-entered
-	answered := make(chan string, 2)
-	go func() {
-		start := time.Now()
-		st := d.status()
-		answered <- "status " + st.Hash + " after " + time.Since(start).String()
-	}()
-	go func() {
-		start := time.Now()
-		mfs, err := d.metrics.reg.Gather()
-		if err != nil {
-			answered <- "scrape failed: " + err.Error()
-			return
-		}
-		answered <- "scrape of " + strconv.Itoa(len(mfs)) + " families after " + time.Since(start).String()
-	}()
-	deadline := time.After(30 * time.Second)
-	for range 2 {
-		select {
-		case a := <-answered:
-			t.Log(a)
-			if strings.HasPrefix(a, "scrape failed") {
-				t.Error(a)
-			}
-		case <-deadline:
-			close(release)
-			t.Fatal("a reader waited for the apply in progress")
-		}
-	}
-	close(release)
-	if res := <-done; res.Err != nil {
-		t.Fatal(res.Err)
 	}
 }

@@ -1,0 +1,456 @@
+// Package controller is the one place that changes what the data plane enforces
+// (issue 13: one controller, many hands). It takes a desired state from its sources
+// (the configured file, the override pushed over the control socket: source.go),
+// validates it, compiles it, applies it, proves it (proof.go), rolls it back on a
+// failed proof, audits it (audit.go), lays the runtime entries over it (runtime.go),
+// and publishes an immutable snapshot of what is in force (Snapshot) that readers
+// take without waiting for a change in progress.
+//
+// Moved here from package daemon: install, Apply, reject, adopt, sameEntries,
+// expireExemptions and the pinned meta and proof state (daemon.go); the proof
+// (proof.go); the runtime entries (runtime.go); the override (source.go); the audit
+// log (audit.go); and the Status, RuntimeStatus, SourceStatus, FailureCounts and
+// ProofStatus types. Package daemon keeps the configuration, the wiring (Run), the
+// interface watch, the control socket and the metrics: readers of Snapshot that call
+// the controller for writes.
+package controller
+
+import (
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portcullis/portcullis/api"
+	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/overlay"
+	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/store"
+)
+
+// Config is what the controller needs of the daemon's configuration.
+type Config struct {
+	// Interfaces are the configured subscriber-facing interfaces: a policy's scopes
+	// may name only these, and status lists them.
+	Interfaces []string
+	Policy     string // the configured policy file (the file source; applied on release)
+	Store      string // the store of runtime entries; the override is kept beside it
+	AuditLog   string // JSON lines; "" = off
+
+	// Events, if set, is told of every runtime entry event (metrics count them).
+	Events func(overlay.Event)
+	// Tamper, in tests, alters the tables the program gets (not the model's), so a
+	// proof can be seen to fail and roll back, or an apply held inside the swap.
+	Tamper func(*policy.Tables) *policy.Tables
+}
+
+// Controller applies, proves, rolls back and audits every change of what the program
+// enforces, one at a time, and publishes what is in force.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+	now func() time.Time
+
+	mu         sync.Mutex // serialises every write: policy changes, runtime entries, interfaces
+	prog       *loader.Program
+	good       *policy.Compiled // the policy in force, when this process applied it
+	nextExpiry time.Time        // when good's next exemption expires (recompile then)
+	meta       loader.Meta
+	lastProof  Proof
+	audit      *auditLog
+	started    time.Time
+	rng        *rand.Rand
+
+	// Runtime entries (runtime.go).
+	overlay   overlay.State
+	store     *store.Store
+	storeErr  error          // the store could not be read at start: runtime changes refused
+	storeLost string         // entries the data plane held and the store did not (recovered)
+	live      *policy.Tables // the tables in force: the policy's with the live runtime entries
+
+	// Policy sources (source.go).
+	override    *Override // a policy applied over the control socket, in force until released
+	filePending time.Time // when the configured file changed while the override stood
+
+	// published is the status as of the last change, read without mu (publish);
+	// attachment is the interface watch's part, set without mu (SetAttachment).
+	published  atomic.Pointer[Status]
+	attachment atomic.Pointer[Attachment]
+
+	tamper func(*policy.Tables) *policy.Tables
+}
+
+// New returns the controller of prog: it reads the state pinned with the program and
+// opens the audit log. OpenStore reads the runtime entries; Start applies the first
+// policy.
+func New(cfg Config, prog *loader.Program, log *slog.Logger) (*Controller, error) {
+	c := &Controller{cfg: cfg, log: log, now: time.Now, prog: prog, tamper: cfg.Tamper,
+		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
+	c.started = c.now()
+	var err error
+	if c.meta, err = prog.Meta(); err != nil {
+		return nil, err
+	}
+	if c.audit, err = openAudit(cfg.AuditLog); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.publish()
+	c.mu.Unlock()
+	return c, nil
+}
+
+// Close closes the store and the audit log. The program stays with its owner.
+func (c *Controller) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.store != nil {
+		c.store.Close()
+		c.store = nil
+	}
+	return c.audit.Close()
+}
+
+// Meta is the state pinned with the program, as the controller last saved it.
+func (c *Controller) Meta() loader.Meta {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.meta
+}
+
+// AuditAPI writes one request to the HTTP API to the audit log.
+func (c *Controller) AuditAPI(r api.Record) { c.audit.writeAPI(r) }
+
+// SetInterfaces names the configured interfaces that exist, with their ifindex, to the
+// program, for the policy's scopes (an interface created again gets a new index). It
+// waits for a change in progress: the tables and the interface table are written
+// under one lock.
+func (c *Controller) SetInterfaces(now map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if maps.Equal(now, c.prog.Interfaces()) {
+		return
+	}
+	if err := c.prog.SetInterfaces(now); err != nil {
+		c.log.Error("cannot name the interfaces to the program: scoped entries may not apply", "error", err)
+		return
+	}
+	c.log.Info("interfaces for scopes", "ifindex", fmt.Sprint(now))
+}
+
+// Result is what became of one policy change.
+type Result struct {
+	Outcome string // applied, unchanged, rejected, failed, rolled-back
+	OldHash string
+	NewHash string
+	Diff    *DiffSummary
+	Proof   Proof
+	Err     error
+}
+
+// applyFile reads, checks, installs and proves the policy in file.
+func (c *Controller) applyFile(file, who string) Result {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.reject(file, who, fmt.Errorf("reading policy: %w", err))
+	}
+	return c.Apply(file, data, who)
+}
+
+// Apply checks the policy text data (read from file), installs it atomically, proves
+// it and rolls back on a failed proof. who is the audit log's "who".
+func (c *Controller) Apply(file string, data []byte, who string) Result {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	pol, err := policy.Parse(file, data, now)
+	if err != nil {
+		return c.reject(file, who, err)
+	}
+	for _, w := range pol.Warnings {
+		c.log.Warn("policy warning", "warning", w.Error())
+	}
+	if err := pol.CheckInterfaces(c.cfg.Interfaces, "the daemon's configuration (interfaces:)"); err != nil {
+		return c.reject(file, who, err)
+	}
+	comp, err := policy.Compile(pol, now)
+	if err != nil {
+		return c.reject(file, who, err)
+	}
+	return c.install(comp, file, who, now)
+}
+
+func (c *Controller) reject(file, who string, err error) Result {
+	c.meta.LoadFailures++
+	c.saveMeta()
+	res := Result{Outcome: "rejected", OldHash: c.meta.Hash, Err: err}
+	c.log.Error("policy rejected; the policy in force stays", "file", file, "who", who, "error", err)
+	c.audit.write(c.now(), who, file, res)
+	c.publish()
+	return res
+}
+
+// install swaps comp in and proves it. Called with c.mu held.
+func (c *Controller) install(comp *policy.Compiled, file, who string, now time.Time) Result {
+	res := Result{OldHash: c.meta.Hash, NewHash: comp.Hash}
+	if c.good != nil {
+		sum := summarise(policy.Diff(c.good, comp, now))
+		res.Diff = &sum
+	}
+	merged := c.merged(comp, now)
+	tables := merged
+	if c.tamper != nil {
+		tables = c.tamper(tables)
+	}
+	if c.prog.HasPolicy() && comp.Hash == c.meta.Hash && (c.live == nil || sameEntries(c.live, merged)) && c.adopt(merged) {
+		// Already in force (applied by this process, or adopted with the same runtime
+		// entries): prove it, install nothing.
+		res.Outcome = "unchanged"
+	} else if err := c.prog.Apply(tables); err != nil {
+		c.meta.LoadFailures++
+		c.saveMeta()
+		res.Outcome, res.Err = "failed", fmt.Errorf("installing the policy: %w", err)
+		c.log.Error("policy not installed; the policy in force stays", "file", file, "error", err)
+		c.audit.write(now, who, file, res)
+		c.publish()
+		return res
+	}
+
+	proof, err := prove(c.prog.ProbeAt, merged, comp.Policy.Protected, slices.Sorted(maps.Keys(c.prog.Interfaces())), now, c.rng)
+	if err != nil {
+		proof.Mismatches = append(proof.Mismatches, Mismatch{Note: "probe error: " + err.Error()})
+	}
+	res.Proof = proof
+	c.lastProof = proof
+	c.meta.ProofAt, c.meta.ProofProbes, c.meta.ProofOK = now, uint32(proof.Probes), proof.OK()
+	if !proof.OK() {
+		c.meta.ProofFailures++
+		res.Err = fmt.Errorf("proof failed: %d of %d probes disagree with the model, first: %s", len(proof.Mismatches), proof.Probes, proof.Mismatches[0])
+		if res.Outcome == "unchanged" {
+			res.Outcome = "proof-failed"
+			c.log.Error("the policy in force fails its proof", "hash", comp.Hash, "error", res.Err)
+		} else if rerr := c.prog.Rollback(); rerr != nil {
+			res.Outcome = "failed"
+			res.Err = fmt.Errorf("%w; rolling back failed too: %v", res.Err, rerr)
+			c.log.Error("proof failed and rollback failed", "error", res.Err)
+		} else {
+			res.Outcome = "rolled-back"
+			c.log.Error("proof failed: rolled back to the last good policy", "rejected_hash", comp.Hash, "in_force", c.meta.Hash, "error", res.Err)
+		}
+		c.saveMeta()
+		c.audit.write(now, who, file, res)
+		c.publish()
+		return res
+	}
+	if res.Outcome == "" {
+		res.Outcome = "applied"
+		c.meta.LoadedAt = now
+	}
+	c.good, c.live = comp, merged
+	c.nextExpiry = nextExemptionExpiry(comp.Policy, now)
+	c.meta.Hash, c.meta.PolicyFile = comp.Hash, file
+	c.saveMeta()
+	c.log.Info("policy "+res.Outcome, "file", file, "who", who, "hash", comp.Hash, "old_hash", res.OldHash,
+		"probes", proof.Probes, "proof_took", proof.Took.Round(time.Microsecond))
+	c.audit.write(now, who, file, res)
+	c.publish()
+	return res
+}
+
+// adopt tells the loader the live tables when the policy in force was adopted from
+// pins, if the data plane holds exactly t's runtime entries; false means apply t.
+func (c *Controller) adopt(t *policy.Tables) bool {
+	if c.prog.Tables() != nil {
+		return true
+	}
+	for _, k := range []struct {
+		kind       policy.Kind
+		quarantine bool
+	}{{policy.KindRuntimeQuarantine, true}, {policy.KindUnblock, false}} {
+		held, err := c.prog.RuntimeInDataPlane(k.kind, overlay.RuleName)
+		if err != nil {
+			return false
+		}
+		q, u := overlay.RuleIDs(t)
+		rule := u
+		if k.quarantine {
+			rule = q
+		}
+		want := 0
+		for _, e := range t.Quarantines {
+			if e.Rule == rule {
+				want++
+			}
+		}
+		for _, e := range t.Ranges {
+			if e.Rule == rule {
+				want++
+			}
+		}
+		if len(held) != want {
+			return false
+		}
+	}
+	if err := c.prog.AdoptTables(t); err != nil {
+		c.log.Warn("cannot adopt the tables in force; applying them", "error", err)
+		return false
+	}
+	return true
+}
+
+// sameEntries reports whether two tables hold the same entries.
+func sameEntries(a, b *policy.Tables) bool {
+	eq := func(x, y policy.Entry) bool {
+		return x.Prefix == y.Prefix && x.Rule == y.Rule && x.Verdict == y.Verdict && x.Expires.Equal(y.Expires) && slices.Equal(x.Interfaces, y.Interfaces)
+	}
+	return slices.EqualFunc(a.Ranges, b.Ranges, eq) && slices.EqualFunc(a.Quarantines, b.Quarantines, eq) && slices.Equal(a.RuleNames, b.RuleNames)
+}
+
+func (c *Controller) saveMeta() {
+	if err := c.prog.SetMeta(c.meta); err != nil {
+		c.log.Error("saving state", "error", err)
+	}
+}
+
+// expireExemptions recompiles the policy in force when one of its exemptions has
+// expired: the data plane lifts quarantines by itself, but exemptions are compiled out.
+func (c *Controller) expireExemptions() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if c.good == nil || c.nextExpiry.IsZero() || now.Before(c.nextExpiry) {
+		return
+	}
+	comp, err := policy.Compile(c.good.Policy, now)
+	if err != nil {
+		c.log.Error("recompiling after an exemption expired", "error", err)
+		return
+	}
+	c.log.Info("an exemption expired: recompiling the policy in force")
+	c.install(comp, c.meta.PolicyFile, "expiry", now)
+}
+
+// nextExemptionExpiry is the first exemption expiry of pol after now, or zero.
+func nextExemptionExpiry(pol *policy.Policy, now time.Time) time.Time {
+	var next time.Time
+	for _, e := range pol.Exemptions {
+		if e.Expires.After(now) && (next.IsZero() || e.Expires.Before(next)) {
+			next = e.Expires
+		}
+	}
+	return next
+}
+
+// Status is the daemon's view of itself, served on the control socket.
+type Status struct {
+	PID        int               `json:"pid"`
+	Started    time.Time         `json:"started"`
+	ProgramID  uint32            `json:"program_id"`
+	Interfaces map[string]string `json:"interfaces"`           // name -> mode, or "missing"
+	ModeNotes  map[string]string `json:"mode_notes,omitempty"` // name -> why not in the configured mode
+	Hash       string            `json:"policy_hash"`
+	Policy     string            `json:"policy_file"`
+	LoadedAt   time.Time         `json:"loaded_at"`
+	Proof      ProofStatus       `json:"last_proof"`
+	Runtime    RuntimeStatus     `json:"runtime"`
+	Source     SourceStatus      `json:"source"`
+	Failures   FailureCounts     `json:"failures"`
+}
+
+// FailureCounts are the policy failures kept in the pinned state.
+type FailureCounts struct {
+	PolicyLoad uint64 `json:"policy_load"`
+	Proof      uint64 `json:"proof"`
+}
+
+// RuntimeStatus is the state of the runtime entries.
+type RuntimeStatus struct {
+	Quarantines int    `json:"quarantines"` // live runtime quarantines
+	Unblocks    int    `json:"unblocks"`    // live unblocks
+	Store       string `json:"store"`
+	StoreError  string `json:"store_error,omitempty"` // the store failed: runtime changes are refused
+	StoreLost   string `json:"store_lost,omitempty"`  // entries recovered from the data plane at start
+	Generation  uint64 `json:"store_generation"`
+}
+
+// ProofStatus summarises the last proof.
+type ProofStatus struct {
+	At         time.Time `json:"at"`
+	OK         bool      `json:"ok"`
+	Probes     int       `json:"probes"`
+	Mismatches []string  `json:"mismatches,omitempty"`
+}
+
+// Attachment is the interface watch's part of the status: which configured interface
+// is attached in which mode. The watch sets it (SetAttachment) without waiting for
+// the controller.
+type Attachment struct {
+	Interfaces map[string]string // name -> mode, or "missing"
+	ModeNotes  map[string]string // name -> why not in the configured mode
+}
+
+// SetAttachment publishes the interface watch's view. It never waits for a change in
+// progress; a's maps must not be changed afterwards.
+func (c *Controller) SetAttachment(a Attachment) { c.attachment.Store(&a) }
+
+// Snapshot is the status as last published, with the interface watch's view: readers
+// (the control socket, metrics, the API) never wait for a change in progress. The
+// maps are the snapshot's own.
+func (c *Controller) Snapshot() Status {
+	st := *c.published.Load()
+	st.Interfaces = map[string]string{}
+	a := c.attachment.Load()
+	for _, name := range c.cfg.Interfaces {
+		st.Interfaces[name] = "missing"
+		if a != nil {
+			if m, ok := a.Interfaces[name]; ok {
+				st.Interfaces[name] = m
+			}
+		}
+	}
+	if a != nil && len(a.ModeNotes) > 0 {
+		st.ModeNotes = maps.Clone(a.ModeNotes)
+	}
+	st.Proof.Mismatches = slices.Clone(st.Proof.Mismatches)
+	return st
+}
+
+// publish makes the current state what readers see. Called with c.mu held, after
+// every change.
+func (c *Controller) publish() {
+	st := c.statusLocked()
+	c.published.Store(&st)
+}
+
+func (c *Controller) statusLocked() Status {
+	st := Status{PID: os.Getpid(), Started: c.started, ProgramID: uint32(c.prog.ID()),
+		Hash: c.meta.Hash, Policy: c.meta.PolicyFile, LoadedAt: c.meta.LoadedAt,
+		Proof: ProofStatus{At: c.meta.ProofAt, OK: c.meta.ProofOK, Probes: int(c.meta.ProofProbes)}}
+	for _, m := range c.lastProof.Mismatches {
+		st.Proof.Mismatches = append(st.Proof.Mismatches, m.String())
+	}
+	st.Source = c.sourceStatus()
+	st.Failures = FailureCounts{PolicyLoad: c.meta.LoadFailures, Proof: c.meta.ProofFailures}
+	st.Runtime = RuntimeStatus{Store: c.cfg.Store, StoreLost: c.storeLost}
+	if c.storeErr != nil {
+		st.Runtime.StoreError = c.storeErr.Error()
+	}
+	if c.store != nil {
+		st.Runtime.Generation = c.store.Generation()
+	}
+	for _, e := range c.overlay.Live(c.now()) {
+		if e.Kind == overlay.Quarantine {
+			st.Runtime.Quarantines++
+		} else {
+			st.Runtime.Unblocks++
+		}
+	}
+	return st
+}

@@ -1,0 +1,329 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Policy sources. Two offer a policy: the configured file (applied at start, on SIGHUP
+// and when it changes) and `portcullis apply` over the control socket. An applied
+// policy is an override: it is kept on disk beside the store and stays in force, over
+// daemon restarts too, until `portcullis apply --release` hands control back to the
+// file. While it stands, changes of the file are not applied: they are noted (status
+// shows the file as pending) and apply when the override is released. Nothing an
+// operator applied vanishes because someone saved the file, and nobody's file edit
+// silently undoes an emergency apply: status names the source in force and what the
+// other offers.
+//
+// Each source is a Source: it offers desired states on a channel, and Run takes them
+// one at a time. The override outranks every other source; the others (today the
+// configured file, file.go) apply unless an override stands.
+
+// Names of the sources, as status and the log show them.
+const (
+	SourceFile     = "file"
+	SourceOverride = "override"
+)
+
+// Source is one place desired states come from.
+type Source interface {
+	// Name is the source's name in status: SourceOverride, or the name of a source
+	// the override outranks (SourceFile).
+	Name() string
+	// Offers returns the channel the source offers on until ctx ends. Run calls it
+	// once.
+	Offers(ctx context.Context) <-chan Offer
+}
+
+// Offer is one desired state offered by a source.
+type Offer struct {
+	Who    string // the audit log's who: "file", "signal", "uid:N"
+	File   string // the name the policy goes by in errors and the audit log
+	Policy []byte // the policy text; nil: File is read when the offer is taken
+	// Release (the override only) ends the override and applies the configured file.
+	Release bool
+
+	reply chan<- Result // the override's pushes wait for their result
+}
+
+// errStopping answers an offer the controller stopped before taking.
+var errStopping = errors.New("the daemon is stopping: nothing was applied")
+
+// Run takes the sources' offers one at a time, in order of arrival, and ends
+// exemptions and runtime entries on time (checked every second), until ctx ends.
+func (c *Controller) Run(ctx context.Context, sources ...Source) {
+	type offer struct {
+		source string
+		o      Offer
+	}
+	in := make(chan offer)
+	for _, s := range sources {
+		ch, name := s.Offers(ctx), s.Name()
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case o, ok := <-ch:
+					if !ok {
+						return
+					}
+					select {
+					case in <- offer{name, o}:
+					case <-ctx.Done():
+						if o.reply != nil {
+							o.reply <- Result{Outcome: "failed", Err: errStopping}
+						}
+						return
+					}
+				}
+			}
+		}()
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case o := <-in:
+			res := c.take(o.source, o.o)
+			if o.o.reply != nil {
+				o.o.reply <- res
+			}
+		case <-tick.C:
+			c.expireExemptions()
+			c.expireRuntime()
+		}
+	}
+}
+
+// take applies one offer by the precedence above.
+func (c *Controller) take(source string, o Offer) Result {
+	if source == SourceOverride {
+		if o.Release {
+			return c.ReleaseOverride(o.Who)
+		}
+		return c.ApplyOverride(o.File, o.Policy, o.Who)
+	}
+	return c.fileChanged(o)
+}
+
+// Start applies the first policy: the override kept from an earlier run if there is
+// one and it still applies, else the configured file. An error with a policy in force
+// (pinned from an earlier run) leaves that policy in force.
+func (c *Controller) Start() Result {
+	o, err := c.loadOverride()
+	if err != nil {
+		c.log.Error("the override cannot be read: applying the configured file", "error", err)
+		return c.applyFile(c.cfg.Policy, SourceFile)
+	}
+	if o == nil {
+		return c.applyFile(c.cfg.Policy, SourceFile)
+	}
+	c.log.Info("an override stands (portcullis apply): applying it, not the configured file", "file", o.File, "who", o.Who, "at", o.At.Format(time.RFC3339))
+	res := c.Apply(o.File, o.Policy, SourceOverride)
+	if res.Err != nil {
+		c.log.Error("the override does not apply any more: applying the configured file", "error", res.Err)
+		return c.applyFile(c.cfg.Policy, SourceFile)
+	}
+	c.mu.Lock()
+	c.override = o
+	c.publish()
+	c.mu.Unlock()
+	return res
+}
+
+// OverrideSource is the override: policies pushed over the control socket (Apply) and
+// their release (Release), each answered with its result.
+type OverrideSource struct {
+	offers chan Offer
+	done   chan struct{}
+}
+
+// NewOverrideSource returns the override source; Run must take its offers for Apply
+// and Release to return.
+func NewOverrideSource() *OverrideSource {
+	return &OverrideSource{offers: make(chan Offer), done: make(chan struct{})}
+}
+
+// Name is SourceOverride.
+func (s *OverrideSource) Name() string { return SourceOverride }
+
+// Offers returns the pushes.
+func (s *OverrideSource) Offers(ctx context.Context) <-chan Offer {
+	go func() {
+		<-ctx.Done()
+		close(s.done)
+	}()
+	return s.offers
+}
+
+// Apply pushes policy text data (named file) from who as the override and returns
+// what became of it: on success it is kept, and stays in force until Release.
+func (s *OverrideSource) Apply(file string, data []byte, who string) Result {
+	return s.push(Offer{Who: who, File: file, Policy: data})
+}
+
+// Release ends the override and returns what became of the configured file.
+func (s *OverrideSource) Release(who string) Result {
+	return s.push(Offer{Who: who, Release: true})
+}
+
+func (s *OverrideSource) push(o Offer) Result {
+	reply := make(chan Result, 1)
+	o.reply = reply
+	select {
+	case s.offers <- o:
+	case <-s.done:
+		return Result{Outcome: "failed", Err: errStopping}
+	}
+	return <-reply
+}
+
+// Override is a policy applied over the control socket, in force until released.
+type Override struct {
+	File   string    `json:"file"` // the name it was applied under
+	Who    string    `json:"who"`
+	At     time.Time `json:"at"`
+	Hash   string    `json:"hash"`
+	Policy []byte    `json:"policy"`
+}
+
+// SourceStatus says which source is in force and what the other offers.
+type SourceStatus struct {
+	InForce  string    `json:"in_force"` // "file" or "override"
+	File     string    `json:"file"`
+	Override *Override `json:"override,omitempty"` // without the policy text
+	// FilePending: the file changed while the override stood; it applies on release.
+	FilePending   bool      `json:"file_pending,omitempty"`
+	FileChangedAt time.Time `json:"file_changed_at,omitzero"`
+}
+
+// overridePath is where the override is kept: beside the store of runtime entries.
+func (c *Controller) overridePath() string {
+	return filepath.Join(filepath.Dir(c.cfg.Store), "override.json")
+}
+
+// loadOverride reads the override kept from an earlier run, if any.
+func (c *Controller) loadOverride() (*Override, error) {
+	b, err := os.ReadFile(c.overridePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the override %s: %w", c.overridePath(), err)
+	}
+	var o Override
+	if err := json.Unmarshal(b, &o); err != nil || len(o.Policy) == 0 {
+		return nil, fmt.Errorf("the override %s is damaged (%v): move it aside to return to the configured file", c.overridePath(), err)
+	}
+	return &o, nil
+}
+
+// saveOverride keeps o on disk (written to a temporary name, synced, renamed).
+func (c *Controller) saveOverride(o *Override) error {
+	path := c.overridePath()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	b, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".new"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("keeping the override: %w", err)
+	}
+	return nil
+}
+
+// ApplyOverride applies policy text data (named file) from who as an override: on
+// success it is kept, and stays in force until ReleaseOverride.
+func (c *Controller) ApplyOverride(file string, data []byte, who string) Result {
+	res := c.Apply(file, data, who)
+	if res.Err != nil {
+		return res
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o := &Override{File: file, Who: who, At: c.now(), Hash: res.NewHash, Policy: data}
+	if err := c.saveOverride(o); err != nil {
+		res.Err = fmt.Errorf("applied, but %w: it will not survive a restart", err)
+		c.log.Error("applied, but the override was not kept", "error", err)
+	}
+	c.override = o
+	c.log.Info("override in force: changes of the configured file wait until `portcullis apply --release`", "file", file, "who", who, "hash", res.NewHash)
+	c.publish()
+	return res
+}
+
+// ReleaseOverride ends the override and applies the configured file.
+func (c *Controller) ReleaseOverride(who string) Result {
+	c.mu.Lock()
+	if c.override == nil {
+		c.mu.Unlock()
+		return Result{Outcome: "rejected", Err: errors.New("no override in force: the configured file is the source already")}
+	}
+	if err := os.Remove(c.overridePath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		c.mu.Unlock()
+		return Result{Outcome: "failed", Err: fmt.Errorf("removing the override: %w", err)}
+	}
+	c.override, c.filePending = nil, time.Time{}
+	c.mu.Unlock()
+	c.log.Info("override released: back to the configured file", "who", who, "file", c.cfg.Policy)
+	return c.applyFile(c.cfg.Policy, who)
+}
+
+// fileChanged handles an offer of the configured file (a change, or SIGHUP): applied,
+// unless an override stands.
+func (c *Controller) fileChanged(o Offer) Result {
+	c.mu.Lock()
+	if c.override != nil {
+		first, by := c.filePending.IsZero(), *c.override
+		c.filePending = c.now()
+		c.publish()
+		c.mu.Unlock()
+		if first {
+			c.log.Warn("the configured policy file changed while an override stands: not applied; it applies on `portcullis apply --release`",
+				"file", o.File, "override_by", by.Who, "override_at", by.At.Format(time.RFC3339))
+		}
+		return Result{Outcome: "pending", OldHash: c.Snapshot().Hash}
+	}
+	c.mu.Unlock()
+	if o.Policy == nil {
+		return c.applyFile(o.File, o.Who)
+	}
+	return c.Apply(o.File, o.Policy, o.Who)
+}
+
+// sourceStatus is the source part of the status. Called with c.mu held.
+func (c *Controller) sourceStatus() SourceStatus {
+	s := SourceStatus{InForce: SourceFile, File: c.cfg.Policy}
+	if c.override != nil {
+		o := *c.override
+		o.Policy = nil
+		s.InForce, s.Override = SourceOverride, &o
+		s.FilePending, s.FileChangedAt = !c.filePending.IsZero(), c.filePending
+	}
+	return s
+}
