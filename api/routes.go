@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/overlay"
+	"github.com/portcullis/portcullis/policy"
 )
 
 // AddRequest is the body of POST /v1/quarantines and POST /v1/unblocks. Give Address
@@ -277,7 +278,7 @@ func (s *Server) history(x *exchange, _ overlay.Kind) {
 	var p netip.Prefix
 	if v := q.Get("prefix"); v != "" {
 		var err error
-		if p, err = parseTarget(v); err != nil {
+		if p, err = overlay.ParseTarget(v); err != nil {
 			x.fail(http.StatusBadRequest, "prefix: %v (or leave prefix out for the whole history)", err)
 			return
 		}
@@ -333,7 +334,7 @@ func (s *Server) add(x *exchange, kind overlay.Kind) {
 			x.fail(http.StatusBadRequest, "address %q is a network; address is one host, put a network in cidr", body.Address)
 			return
 		}
-		if p, err = parseTarget(body.Address); err != nil {
+		if p, err = overlay.ParseTarget(body.Address); err != nil {
 			x.fail(http.StatusBadRequest, "address: %v", err)
 			return
 		}
@@ -342,7 +343,7 @@ func (s *Server) add(x *exchange, kind overlay.Kind) {
 			x.fail(http.StatusBadRequest, "cidr %q has no prefix length; write a network like 100.64.1.0/28, or put one host in address", body.CIDR)
 			return
 		}
-		if p, err = parseTarget(body.CIDR); err != nil {
+		if p, err = overlay.ParseTarget(body.CIDR); err != nil {
 			x.fail(http.StatusBadRequest, "cidr: %v", err)
 			return
 		}
@@ -379,7 +380,7 @@ func (s *Server) release(x *exchange, kind overlay.Kind) {
 		x.fail(http.StatusBadRequest, "no address in the path: DELETE %s?reason=... (a network as %s/100.64.1.0%%2F28)", example, collection(kind))
 		return
 	}
-	p, err := parseTarget(target)
+	p, err := overlay.ParseTarget(target)
 	if err != nil {
 		x.fail(http.StatusBadRequest, "path: %v; e.g. DELETE %s?reason=...", err, example)
 		return
@@ -471,56 +472,6 @@ func (x *exchange) decode(body io.Reader, v any) bool {
 
 var errTrailing = errors.New("data after the JSON object")
 
-// parseTarget parses one host ("100.64.1.10", a /32 or /128) or a network
-// ("100.64.1.0/28"). An IPv4-mapped IPv6 address is taken as the IPv4 one it maps.
-func parseTarget(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not a network; write one like 100.64.1.0/28 or 2001:db8:1::/48", s)
-		}
-		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
-		}
-		if p.Masked() != p {
-			return netip.Prefix{}, fmt.Errorf("%s has host bits set; did you mean %s?", p, p.Masked())
-		}
-		return p, nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IP address; write one host like 100.64.1.10 or 2001:db8::1", s)
-	}
-	if a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q has an IPv6 zone; give the address without %%%s", s, a.Zone())
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
-// ParseDuration parses how long an entry lasts: a Go duration ("90m", "24h", "1h30m")
-// or a whole number of days ("30d"). It must be more than zero.
-func ParseDuration(s string) (time.Duration, error) {
-	if n, ok := strings.CutSuffix(s, "d"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
-		const max = int64(1<<63-1) / int64(24*time.Hour)
-		var days int64
-		for _, c := range n {
-			days = days*10 + int64(c-'0')
-			if days > max {
-				return 0, fmt.Errorf("%q is too long", s)
-			}
-		}
-		if days == 0 {
-			return 0, fmt.Errorf("%q is not more than zero; give a positive duration like \"24h\" or \"30d\"", s)
-		}
-		return time.Duration(days) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration; write a Go duration like \"90m\" or \"24h\", or days like \"30d\"", s)
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("%q is not more than zero; give a positive duration like \"24h\" or \"30d\"", s)
-	}
-	return d, nil
-}
+// ParseDuration parses how long an entry lasts (policy.ParseDuration: a Go duration or
+// whole days, more than zero).
+func ParseDuration(s string) (time.Duration, error) { return policy.ParseDuration(s) }

@@ -68,72 +68,51 @@ static __always_inline struct pc_rule *unexpired(struct pc_rule *r, __u64 now)
 
 /* The source lookup of one family in the tables of one slot: with a scope group, the
  * group's entries first (see policy.ScopePlan for why the first hit is the longest
- * match that applies on this interface). quarantine selects the quarantine tables. */
-static __always_inline struct pc_rule *find_v4(const __u8 *addr, __u32 slot, __u32 group,
-					       int quarantine, __u64 now)
-{
-	struct pc_lpm_v4 k = { .prefixlen = 32 };
-	struct pc_rule *r = 0;
-	void *t;
-
-	if (group) {
-		struct pc_scoped_v4 sk = { .prefixlen = 64 };
-
-		sk.group = quarantine ? group | PC_GROUP_QUARANTINE : group;
-		__builtin_memcpy(sk.addr, addr, 4);
-		t = bpf_map_lookup_elem(&scoped_v4, &slot);
-		if (t)
-			r = bpf_map_lookup_elem(t, &sk);
-		if (quarantine)
-			r = unexpired(r, now);
-		if (r)
-			return r;
+ * match that applies on this interface). quarantine selects the quarantine tables.
+ * One body for both families: the key types and lengths differ, nothing else. */
+#define PC_FIND(NAME, LPM_KEY, SCOPED_KEY, BYTES, SCOPED, QUARANTINE, RANGES)              \
+	static __always_inline struct pc_rule *NAME(const __u8 *addr, __u32 slot,          \
+						    __u32 group, int quarantine, __u64 now) \
+	{                                                                                  \
+		LPM_KEY k = { .prefixlen = BYTES * 8 };                                    \
+		struct pc_rule *r = 0;                                                     \
+		void *t;                                                                   \
+                                                                                           \
+		if (group) {                                                               \
+			SCOPED_KEY sk = { .prefixlen = 32 + BYTES * 8 };                   \
+                                                                                           \
+			sk.group = quarantine ? group | PC_GROUP_QUARANTINE : group;       \
+			__builtin_memcpy(sk.addr, addr, BYTES);                            \
+			t = bpf_map_lookup_elem(&SCOPED, &slot);                           \
+			if (t)                                                             \
+				r = bpf_map_lookup_elem(t, &sk);                           \
+			if (quarantine)                                                    \
+				r = unexpired(r, now);                                     \
+			if (r)                                                             \
+				return r;                                                  \
+		}                                                                          \
+		__builtin_memcpy(k.addr, addr, BYTES);                                     \
+		t = bpf_map_lookup_elem(quarantine ? (void *)&QUARANTINE : (void *)&RANGES, &slot); \
+		if (t)                                                                     \
+			r = bpf_map_lookup_elem(t, &k);                                    \
+		return quarantine ? unexpired(r, now) : r;                                 \
 	}
-	__builtin_memcpy(k.addr, addr, 4);
-	t = bpf_map_lookup_elem(quarantine ? (void *)&quarantine_v4 : (void *)&ranges_v4, &slot);
-	if (t)
-		r = bpf_map_lookup_elem(t, &k);
-	return quarantine ? unexpired(r, now) : r;
-}
 
-static __always_inline struct pc_rule *find_v6(const __u8 *addr, __u32 slot, __u32 group,
-					       int quarantine, __u64 now)
-{
-	struct pc_lpm_v6 k = { .prefixlen = 128 };
-	struct pc_rule *r = 0;
-	void *t;
+PC_FIND(find_v4, struct pc_lpm_v4, struct pc_scoped_v4, 4, scoped_v4, quarantine_v4, ranges_v4)
+PC_FIND(find_v6, struct pc_lpm_v6, struct pc_scoped_v6, 16, scoped_v6, quarantine_v6, ranges_v6)
 
-	if (group) {
-		struct pc_scoped_v6 sk = { .prefixlen = 160 };
-
-		sk.group = quarantine ? group | PC_GROUP_QUARANTINE : group;
-		__builtin_memcpy(sk.addr, addr, 16);
-		t = bpf_map_lookup_elem(&scoped_v6, &slot);
-		if (t)
-			r = bpf_map_lookup_elem(t, &sk);
-		if (quarantine)
-			r = unexpired(r, now);
-		if (r)
-			return r;
-	}
-	__builtin_memcpy(k.addr, addr, 16);
-	t = bpf_map_lookup_elem(quarantine ? (void *)&quarantine_v6 : (void *)&ranges_v6, &slot);
-	if (t)
-		r = bpf_map_lookup_elem(t, &k);
-	return quarantine ? unexpired(r, now) : r;
-}
-
-/* The live quarantine covering the source on this interface, if any. */
-static __always_inline struct pc_rule *quarantine_of(const struct pc_config *cfg, const struct pc_pkt *p,
-						     __u32 group, __u64 now)
+/* The source lookup of a packet: an IPv4-mapped IPv6 source is looked up as the IPv4
+ * address it maps, as the policy and `explain` read it. */
+static __always_inline struct pc_rule *find_source(const struct pc_config *cfg, const struct pc_pkt *p,
+						   __u32 group, int quarantine, __u64 now)
 {
 	__u32 slot = cfg->slot & (PC_SLOTS - 1);
 
 	if (p->family == PC_FAM_V4)
-		return find_v4(p->saddr, slot, group, 1, now);
+		return find_v4(p->saddr, slot, group, quarantine, now);
 	if (v4_mapped(p->saddr))
-		return find_v4(p->saddr + 12, slot, group, 1, now);
-	return find_v6(p->saddr, slot, group, 1, now);
+		return find_v4(p->saddr + 12, slot, group, quarantine, now);
+	return find_v6(p->saddr, slot, group, quarantine, now);
 }
 
 /* Quarantine first (an entry past its expiry is ignored, so it lifts on time without
@@ -141,18 +120,12 @@ static __always_inline struct pc_rule *quarantine_of(const struct pc_config *cfg
 static __always_inline __u8 lookup_source(const struct pc_config *cfg, const struct pc_pkt *p,
 					  __u32 group, __u64 now, struct pc_result *res)
 {
-	__u32 slot = cfg->slot & (PC_SLOTS - 1);
-	struct pc_rule *r = quarantine_of(cfg, p, group, now);
+	struct pc_rule *r = find_source(cfg, p, group, 1, now);
 
-	if (r) {
+	if (r)
 		res->flags |= 1 << PC_R_QUARANTINE;
-	} else if (p->family == PC_FAM_V4) {
-		r = find_v4(p->saddr, slot, group, 0, now);
-	} else if (v4_mapped(p->saddr)) {
-		r = find_v4(p->saddr + 12, slot, group, 0, now);
-	} else {
-		r = find_v6(p->saddr, slot, group, 0, now);
-	}
+	else
+		r = find_source(cfg, p, group, 0, now);
 	if (!r) {
 		res->rule = 0;
 		return cfg->default_verdict;
@@ -331,7 +304,7 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 		struct pc_rule *q = 0;
 
 		if (relay->flags & PC_RELAY_BLOCK_QUARANTINED)
-			q = quarantine_of(cfg, &p, group, now);
+			q = find_source(cfg, &p, group, 1, now);
 		if (!q) {
 			res.rule = relay->rule;
 			res.outcome = PC_OUT_PASS;

@@ -69,9 +69,10 @@ type Controller struct {
 	// Runtime entries (runtime.go).
 	overlay   overlay.State
 	store     *store.Store
-	storeErr  error          // the store could not be read at start: runtime changes refused
-	storeLost string         // entries the data plane held and the store did not (recovered)
-	live      *policy.Tables // the tables in force: the policy's with the live runtime entries
+	storeErr  error                // the store could not be read at start: runtime changes refused
+	storeLost string               // entries the data plane held and the store did not (recovered)
+	held      map[overlay.Kind]int // runtime entries OpenStore found in the data plane, by kind (nil: not read)
+	live      *policy.Tables       // the tables in force: the policy's with the live runtime entries
 
 	// Policy sources (source.go).
 	override    *Override // a policy applied over the control socket, in force until released
@@ -272,11 +273,17 @@ func (c *Controller) adopt(t *policy.Tables) bool {
 	}
 	for _, k := range []struct {
 		kind       policy.Kind
+		entry      overlay.Kind
 		quarantine bool
-	}{{policy.KindRuntimeQuarantine, true}, {policy.KindUnblock, false}} {
-		held, err := c.prog.RuntimeInDataPlane(k.kind, overlay.RuleName)
-		if err != nil {
-			return false
+	}{{policy.KindRuntimeQuarantine, overlay.Quarantine, true}, {policy.KindUnblock, overlay.Unblock, false}} {
+		// What OpenStore counted in the data plane, else read it now.
+		n := c.held[k.entry]
+		if c.held == nil {
+			held, err := c.prog.RuntimeInDataPlane(k.kind, overlay.RuleName)
+			if err != nil {
+				return false
+			}
+			n = len(held)
 		}
 		q, u := overlay.RuleIDs(t)
 		rule := u
@@ -294,7 +301,7 @@ func (c *Controller) adopt(t *policy.Tables) bool {
 				want++
 			}
 		}
-		if len(held) != want {
+		if n != want {
 			return false
 		}
 	}

@@ -57,6 +57,7 @@ func (c *Controller) OpenStore() {
 	}
 	// What the data plane enforces now (pinned from the last run).
 	var held []overlay.Entry
+	readErr := false
 	for _, k := range []struct {
 		kind policy.Kind
 		ok   overlay.Kind
@@ -64,6 +65,7 @@ func (c *Controller) OpenStore() {
 		tes, err := c.prog.RuntimeInDataPlane(k.kind, overlay.RuleName)
 		if err != nil {
 			c.log.Error("reading the runtime entries the data plane holds", "error", err)
+			readErr = true
 			continue
 		}
 		for _, te := range tes {
@@ -75,12 +77,22 @@ func (c *Controller) OpenStore() {
 			held = append(held, e)
 		}
 	}
+	// Kept for adopt, which would otherwise walk the live tables a second time.
+	c.held = map[overlay.Kind]int{}
+	stored := make(map[overlay.Key]bool, len(c.overlay.Entries))
+	for _, e := range c.overlay.Entries {
+		stored[e.Key()] = true
+	}
 	var lost []string
 	for _, e := range held {
-		if !slices.ContainsFunc(c.overlay.Entries, func(x overlay.Entry) bool { return x.Key() == e.Key() }) && e.Live(now) {
+		c.held[e.Kind]++
+		if !stored[e.Key()] && e.Live(now) {
 			c.overlay.Entries = append(c.overlay.Entries, e)
 			lost = append(lost, e.Key().String())
 		}
+	}
+	if readErr {
+		c.held = nil // not known: adopt reads the tables itself
 	}
 	if len(lost) > 0 {
 		c.storeLost = fmt.Sprintf("%d runtime entries enforced by the data plane were missing from the store %s and were recovered from the data plane: %v", len(lost), c.cfg.Store, lost)

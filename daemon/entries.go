@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/portcullis/portcullis/controller"
@@ -35,25 +34,14 @@ type EntriesResponse struct {
 	Error   string          `json:"error,omitempty"`
 }
 
-// ParsePrefix reads an address (a host prefix) or a CIDR, as the CLI and the API take
-// them.
+// ParsePrefix reads an address (a host prefix) or a CIDR, as the HTTP API does
+// (overlay.ParseTarget); errors are overlay.ErrInvalid.
 func ParsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%w: %q is not a CIDR prefix (write it like 100.64.1.0/28)", overlay.ErrInvalid, s)
-		}
-		if p.Addr().Is4In6() {
-			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
-		}
-		return p, nil
+	p, err := overlay.ParseTarget(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%w: %v", overlay.ErrInvalid, err)
 	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%w: %q is not an IP address (write it like 100.64.1.10 or 2001:db8::10)", overlay.ErrInvalid, s)
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	return p, nil
 }
 
 // Request turns r into an overlay request by who.
@@ -64,8 +52,8 @@ func (r EntryRequest) Request(who string) (overlay.Request, error) {
 	}
 	var d time.Duration
 	if r.For != "" {
-		if d, err = policy.ParseDuration(r.For); err != nil || d <= 0 {
-			return overlay.Request{}, fmt.Errorf("%w: for %q is not a duration; write it like 24h, 90m or 30d", overlay.ErrDuration, r.For)
+		if d, err = policy.ParseDuration(r.For); err != nil {
+			return overlay.Request{}, fmt.Errorf("%w: for: %v", overlay.ErrDuration, err)
 		}
 	}
 	return overlay.Request{Kind: r.Kind, Prefix: p, For: d, Reason: r.Reason, Ticket: r.Ticket, Who: who}, nil

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -272,4 +273,31 @@ func (s *State) Live(now time.Time) []Entry {
 		return a.Prefix.Bits() - b.Prefix.Bits()
 	})
 	return out
+}
+
+// ParseTarget parses one host ("100.64.1.10", a /32 or /128) or a network
+// ("100.64.1.0/28"). An IPv4-mapped IPv6 address is taken as the IPv4 one it maps.
+func ParseTarget(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a network; write one like 100.64.1.0/28 or 2001:db8:1::/48", s)
+		}
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		if p.Masked() != p {
+			return netip.Prefix{}, fmt.Errorf("%s has host bits set; did you mean %s?", p, p.Masked())
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address; write one host like 100.64.1.10 or 2001:db8::1", s)
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q has an IPv6 zone; give the address without %%%s", s, a.Zone())
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

@@ -395,6 +395,20 @@ func (p *parser) cidrAt(s string, pos Pos) (CIDR, bool) {
 	return CIDR{pfx, pos}, true
 }
 
+// cidrs parses a `cidrs:` list; empty says so with ifEmpty.
+func (p *parser) cidrs(v *node, ifEmpty string) []CIDR {
+	var out []CIDR
+	for _, c := range p.list(v, "cidrs") {
+		if cidr, ok := p.cidr(c); ok {
+			out = append(out, cidr)
+		}
+	}
+	if len(v.content) == 0 && v.kind == sequenceNode {
+		p.errorf(v, "%s", ifEmpty)
+	}
+	return out
+}
+
 // MaxListErrors bounds the errors reported for one list file: a file of the wrong
 // kind would otherwise give a million.
 const MaxListErrors = 20
@@ -639,14 +653,7 @@ func (p *parser) rangeEntry(n *node) (Range, bool) {
 			r.Verdict, hasVerdict = p.verdict(v, []Verdict{Pass, Drop, Reset, Monitor}), true
 		case "cidrs":
 			hasCIDRs = true
-			for _, c := range p.list(v, "cidrs") {
-				if cidr, ok := p.cidr(c); ok {
-					r.CIDRs = append(r.CIDRs, cidr)
-				}
-			}
-			if len(v.content) == 0 && v.kind == sequenceNode {
-				p.errorf(v, "range has no cidrs; list at least one prefix")
-			}
+			r.CIDRs = append(r.CIDRs, p.cidrs(v, "range has no cidrs; list at least one prefix")...)
 		case "cidrs_file":
 			hasCIDRs = true
 			r.CIDRs = append(r.CIDRs, p.cidrsFile(v)...)

@@ -74,14 +74,7 @@ func (p *parser) relay(n *node) (Relay, bool) {
 			r.Name, hasName = p.name(v), true
 		case "cidrs":
 			hasCIDRs = true
-			for _, c := range p.list(v, "cidrs") {
-				if cidr, ok := p.cidr(c); ok {
-					r.CIDRs = append(r.CIDRs, cidr)
-				}
-			}
-			if len(v.content) == 0 && v.kind == sequenceNode {
-				p.errorf(v, "relay has no cidrs; list the relay's addresses")
-			}
+			r.CIDRs = p.cidrs(v, "relay has no cidrs; list the relay's addresses")
 		case "ports":
 			r.Ports, r.portsAt = p.ports(v, "a relay's ports")
 			if v.kind == sequenceNode && len(v.content) == 0 {
@@ -361,16 +354,32 @@ func (p *parser) duration(n *node, what string) (time.Duration, bool) {
 	return d, true
 }
 
-// ParseDuration reads a duration as Go writes it (90m, 24h) or in whole days (30d).
+// ParseDuration reads a duration as Go writes it (90m, 24h, 1h30m) or in whole days
+// (30d). It must be more than zero. The policy's runtime: section, the CLI and the HTTP
+// API all read terms with it.
 func ParseDuration(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok && isDigits(days) {
-		n, err := strconv.Atoi(days)
-		if err != nil || n > 100000 {
-			return 0, fmt.Errorf("%q: too many days", s)
+	if n, ok := strings.CutSuffix(s, "d"); ok && isDigits(n) {
+		const maxDays = int64(1<<63-1) / int64(24*time.Hour)
+		var days int64
+		for _, c := range n {
+			days = days*10 + int64(c-'0')
+			if days > maxDays {
+				return 0, fmt.Errorf("%q is too long", s)
+			}
 		}
-		return time.Duration(n) * 24 * time.Hour, nil
+		if days == 0 {
+			return 0, fmt.Errorf("%q is not more than zero; give a positive duration like \"24h\" or \"30d\"", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
 	}
-	return time.ParseDuration(s)
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration; write a Go duration like \"90m\" or \"24h\", or days like \"30d\"", s)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%q is not more than zero; give a positive duration like \"24h\" or \"30d\"", s)
+	}
+	return d, nil
 }
 
 // FormatDuration writes d in days when it is whole days, else as Go does.
