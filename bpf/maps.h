@@ -127,7 +127,7 @@ struct {
 } scopes SEC(".maps");
 
 /* slot -> (group, IPv4 source prefix) -> rule: the scoped entries of each group (see
- * policy.ScopePlan), only looked at when the policy has scopes (PC_CFG_SCOPED) */
+ * model.ScopePlan), only looked at when the policy has scopes (PC_CFG_SCOPED) */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, PC_SLOTS);

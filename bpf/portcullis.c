@@ -67,7 +67,7 @@ static __always_inline struct pc_rule *unexpired(struct pc_rule *r, __u64 now)
 }
 
 /* The source lookup of one family in the tables of one slot: with a scope group, the
- * group's entries first (see policy.ScopePlan for why the first hit is the longest
+ * group's entries first (see model.ScopePlan for why the first hit is the longest
  * match that applies on this interface). quarantine selects the quarantine tables.
  * One body for both families: the key types and lengths differ, nothing else. */
 #define PC_FIND(NAME, LPM_KEY, SCOPED_KEY, BYTES, SCOPED, QUARANTINE, RANGES)              \

@@ -28,6 +28,7 @@ import (
 
 	"github.com/portcullis/portcullis/api"
 	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/overlay"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/store"
@@ -46,7 +47,7 @@ type Config struct {
 	Events func(overlay.Event)
 	// Tamper, in tests, alters the tables the program gets (not the model's), so a
 	// proof can be seen to fail and roll back, or an apply held inside the swap.
-	Tamper func(*policy.Tables) *policy.Tables
+	Tamper func(*model.Tables) *model.Tables
 }
 
 // Controller applies, proves, rolls back and audits every change of what the program
@@ -72,7 +73,7 @@ type Controller struct {
 	storeErr  error                // the store could not be read at start: runtime changes refused
 	storeLost string               // entries the data plane held and the store did not (recovered)
 	held      map[overlay.Kind]int // runtime entries OpenStore found in the data plane, by kind (nil: not read)
-	live      *policy.Tables       // the tables in force: the policy's with the live runtime entries
+	live      *model.Tables        // the tables in force: the policy's with the live runtime entries
 
 	// Policy sources (source.go).
 	override    *Override // a policy applied over the control socket, in force until released
@@ -83,7 +84,7 @@ type Controller struct {
 	published  atomic.Pointer[Status]
 	attachment atomic.Pointer[Attachment]
 
-	tamper func(*policy.Tables) *policy.Tables
+	tamper func(*model.Tables) *model.Tables
 }
 
 // New returns the controller of prog: it reads the state pinned with the program and
@@ -267,15 +268,15 @@ func (c *Controller) install(comp *policy.Compiled, file, who string, now time.T
 
 // adopt tells the loader the live tables when the policy in force was adopted from
 // pins, if the data plane holds exactly t's runtime entries; false means apply t.
-func (c *Controller) adopt(t *policy.Tables) bool {
+func (c *Controller) adopt(t *model.Tables) bool {
 	if c.prog.Tables() != nil {
 		return true
 	}
 	for _, k := range []struct {
-		kind       policy.Kind
+		kind       model.Kind
 		entry      overlay.Kind
 		quarantine bool
-	}{{policy.KindRuntimeQuarantine, overlay.Quarantine, true}, {policy.KindUnblock, overlay.Unblock, false}} {
+	}{{model.KindRuntimeQuarantine, overlay.Quarantine, true}, {model.KindUnblock, overlay.Unblock, false}} {
 		// What OpenStore counted in the data plane, else read it now.
 		n := c.held[k.entry]
 		if c.held == nil {
@@ -313,8 +314,8 @@ func (c *Controller) adopt(t *policy.Tables) bool {
 }
 
 // sameEntries reports whether two tables hold the same entries.
-func sameEntries(a, b *policy.Tables) bool {
-	eq := func(x, y policy.Entry) bool {
+func sameEntries(a, b *model.Tables) bool {
+	eq := func(x, y model.Entry) bool {
 		return x.Prefix == y.Prefix && x.Rule == y.Rule && x.Verdict == y.Verdict && x.Expires.Equal(y.Expires) && slices.Equal(x.Interfaces, y.Interfaces)
 	}
 	return slices.EqualFunc(a.Ranges, b.Ranges, eq) && slices.EqualFunc(a.Quarantines, b.Quarantines, eq) && slices.Equal(a.RuleNames, b.RuleNames)

@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/portcullis/portcullis/loader"
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 func requireRoot(t *testing.T) {
@@ -70,7 +70,7 @@ func testControllerOn(t *testing.T, prog *loader.Program, storePath string) *Con
 	return d
 }
 
-func judge(t *testing.T, d *Controller, src string) policy.Action {
+func judge(t *testing.T, d *Controller, src string) model.Action {
 	t.Helper()
 	f, err := probeFrame(netip.MustParseAddr(src), probeDsts4[0], 25)
 	if err != nil {
@@ -111,7 +111,7 @@ func TestApplyProveAndReject(t *testing.T) {
 	if res.Proof.Probes == 0 || !res.Proof.OK() {
 		t.Fatalf("proof of A: %+v", res.Proof)
 	}
-	if got := judge(t, d, "100.64.1.25"); got != policy.ActionPass {
+	if got := judge(t, d, "100.64.1.25"); got != model.ActionPass {
 		t.Fatalf("exempt host under A: %v", got)
 	}
 	// An invalid policy: positioned errors, nothing changes.
@@ -120,14 +120,14 @@ func TestApplyProveAndReject(t *testing.T) {
 	if res.Outcome != "rejected" || res.Err == nil || !strings.Contains(res.Err.Error(), "bad.yaml:5:29: verdict \"block\"") {
 		t.Fatalf("bad policy: %s %v", res.Outcome, res.Err)
 	}
-	if got := judge(t, d, "100.96.0.1"); got != policy.ActionDrop {
+	if got := judge(t, d, "100.96.0.1"); got != model.ActionDrop {
 		t.Fatalf("after a rejected policy the mobile range gives %v, want drop (A still in force)", got)
 	}
 	res = d.Apply("b.yaml", []byte(policyB), "signal")
 	if res.Outcome != "applied" || res.Diff == nil || res.Diff.Blocks == 0 {
 		t.Fatalf("apply B: %+v", res)
 	}
-	if got := judge(t, d, "100.64.1.25"); got != policy.ActionDrop {
+	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
 		t.Fatalf("former exempt host under B: %v, want drop", got)
 	}
 	recs := audit(t, d)
@@ -154,12 +154,12 @@ func TestProofFailureRollsBack(t *testing.T) {
 		t.Fatal(res.Err)
 	}
 	// The program gets B with the mobile range turned to pass; the model judges B.
-	d.tamper = func(t *policy.Tables) *policy.Tables {
+	d.tamper = func(t *model.Tables) *model.Tables {
 		c := *t
-		c.Ranges = append([]policy.Entry(nil), t.Ranges...)
+		c.Ranges = append([]model.Entry(nil), t.Ranges...)
 		for i, e := range c.Ranges {
 			if e.Prefix.String() == "100.96.0.0/11" {
-				c.Ranges[i].Verdict = policy.Pass
+				c.Ranges[i].Verdict = model.Pass
 			}
 		}
 		return &c
@@ -168,10 +168,10 @@ func TestProofFailureRollsBack(t *testing.T) {
 	if res.Outcome != "rolled-back" || res.Err == nil || !strings.Contains(res.Err.Error(), " port 25: program XDP_PASS, model XDP_DROP") {
 		t.Fatalf("tampered B: %s %v", res.Outcome, res.Err)
 	}
-	if got := judge(t, d, "100.64.1.25"); got != policy.ActionPass {
+	if got := judge(t, d, "100.64.1.25"); got != model.ActionPass {
 		t.Fatalf("after rollback the exempt host gives %v, want pass (A back in force)", got)
 	}
-	if got := judge(t, d, "100.64.9.9"); got != policy.ActionTX {
+	if got := judge(t, d, "100.64.9.9"); got != model.ActionTX {
 		t.Fatalf("after rollback the dynamic range gives %v, want tx (A's reset)", got)
 	}
 	if d.meta.ProofFailures != 1 || d.meta.ProofOK {

@@ -12,6 +12,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/verify"
 )
@@ -33,16 +34,16 @@ type Mismatch struct {
 	Src       netip.Addr
 	Dst       netip.Addr
 	Port      uint16
-	Link      policy.Link // the entry point probed: Ethernet or raw IP
-	Interface string      // the interface it was probed as arriving on ("": one no scope names)
-	Program   policy.Action
-	Model     policy.Action
+	Link      model.Link // the entry point probed: Ethernet or raw IP
+	Interface string     // the interface it was probed as arriving on ("": one no scope names)
+	Program   model.Action
+	Model     model.Action
 	Note      string
 }
 
 func (m Mismatch) String() string {
 	via := ""
-	if m.Link == policy.LinkRawIP {
+	if m.Link == model.LinkRawIP {
 		via = " (raw-IP entry point)"
 	}
 	if m.Interface != "" {
@@ -76,7 +77,7 @@ type probe struct {
 	src, dst netip.Addr
 	port     uint16
 	ifname   string
-	links    []policy.Link
+	links    []model.Link
 }
 
 // prove probes every rule (its first prefix) and a bounded random sample of the other
@@ -91,7 +92,7 @@ type probe struct {
 // (known: the names given to SetInterfaces) and on an interface no scope names; every
 // relay prefix is probed from the default's source and, if there is one, from a
 // quarantined source, on the governed ports.
-func prove(run func(policy.Ingress, []byte) (policy.Action, []byte, error), t *policy.Tables, protected []uint16, known []string, now time.Time, rng *rand.Rand) (Proof, error) {
+func prove(run func(model.Ingress, []byte) (model.Action, []byte, error), t *model.Tables, protected []uint16, known []string, now time.Time, rng *rand.Rand) (Proof, error) {
 	start := time.Now()
 	governed := t.Governed[:min(len(t.Governed), 4)]
 	ports := append([]uint16{}, governed...)
@@ -105,10 +106,10 @@ func prove(run func(policy.Ingress, []byte) (policy.Action, []byte, error), t *p
 		return dst6
 	}
 
-	var entries []policy.Entry
+	var entries []model.Entry
 	seen := map[uint32]bool{}
-	var rest []policy.Entry
-	for _, tab := range [][]policy.Entry{t.Quarantines, t.Ranges} {
+	var rest []model.Entry
+	for _, tab := range [][]model.Entry{t.Quarantines, t.Ranges} {
 		for _, e := range tab {
 			if !e.Expires.IsZero() && e.Expires.Sub(now).Abs() < expirySlack {
 				continue
@@ -129,10 +130,10 @@ func prove(run func(policy.Ingress, []byte) (policy.Action, []byte, error), t *p
 	// The default: an address in no entry (the documentation prefix of the probes'
 	// own destination is as good as any; if a policy covers it, it is judged by that).
 	def4, def6 := netip.MustParseAddr("203.0.113.254"), netip.MustParseAddr("2001:db8:ffff:ffff::fe")
-	both := []policy.Link{policy.LinkEthernet, policy.LinkRawIP}
-	eth := []policy.Link{policy.LinkEthernet}
+	both := []model.Link{model.LinkEthernet, model.LinkRawIP}
+	eth := []model.Link{model.LinkEthernet}
 	var probes []probe
-	addSrc := func(src netip.Addr, ifname string, links []policy.Link) {
+	addSrc := func(src netip.Addr, ifname string, links []model.Link) {
 		for _, port := range ports {
 			probes = append(probes, probe{src, dstFor(src), port, ifname, links})
 		}
@@ -161,7 +162,7 @@ func prove(run func(policy.Ingress, []byte) (policy.Action, []byte, error), t *p
 	// family and from a quarantined one: a relay must open what they would block.
 	var relaySrcs []netip.Addr
 	for _, fam4 := range []bool{true, false} {
-		for _, tab := range [][]policy.Entry{t.Ranges, t.Quarantines} {
+		for _, tab := range [][]model.Entry{t.Ranges, t.Quarantines} {
 			for _, e := range tab {
 				live := e.Expires.IsZero() || now.Before(e.Expires.Add(-expirySlack))
 				if e.Interfaces == nil && e.Verdict.Blocks() && live && e.Prefix.Addr().Is4() == fam4 {
@@ -200,7 +201,7 @@ func prove(run func(policy.Ingress, []byte) (policy.Action, []byte, error), t *p
 }
 
 // runProbes runs every probe through run and compares it with the model of t.
-func runProbes(run func(policy.Ingress, []byte) (policy.Action, []byte, error), t *policy.Tables, probes []probe, now time.Time) (Proof, error) {
+func runProbes(run func(model.Ingress, []byte) (model.Action, []byte, error), t *model.Tables, probes []probe, now time.Time) (Proof, error) {
 	start := time.Now()
 	var pr Proof
 	for _, pb := range probes {
@@ -210,10 +211,10 @@ func runProbes(run func(policy.Ingress, []byte) (policy.Action, []byte, error), 
 		}
 		for _, link := range pb.links {
 			f := frame
-			if link == policy.LinkRawIP {
+			if link == model.LinkRawIP {
 				f = frame[14:] // from the IP header on
 			}
-			in := policy.Ingress{Link: link, Interface: pb.ifname}
+			in := model.Ingress{Link: link, Interface: pb.ifname}
 			act, out, err := run(in, f)
 			if err != nil {
 				return pr, err
@@ -235,7 +236,7 @@ func runProbes(run func(policy.Ingress, []byte) (policy.Action, []byte, error), 
 
 // unrelayed returns the first of candidates that no relay of t covers (the first one
 // if every one is: its probes are then relayed, and still compared with the model).
-func unrelayed(t *policy.Tables, candidates []netip.Addr) netip.Addr {
+func unrelayed(t *model.Tables, candidates []netip.Addr) netip.Addr {
 	for _, a := range candidates {
 		if _, ok := t.LookupRelay(a); !ok {
 			return a

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 )
 
@@ -16,22 +17,22 @@ import (
 // passes; one that agrees passes.
 func TestProofComparesRSTs(t *testing.T) {
 	now := time.Now()
-	tb := &policy.Tables{DefaultVerdict: policy.Pass, Governed: []uint16{25}, RuleNames: []string{"default", "pool"},
-		Ranges: []policy.Entry{{Prefix: netip.MustParsePrefix("100.64.0.0/16"), Rule: 1, Verdict: policy.Reset}}}
-	model := func(in policy.Ingress, frame []byte) (policy.Action, []byte, error) {
+	tb := &model.Tables{DefaultVerdict: model.Pass, Governed: []uint16{25}, RuleNames: []string{"default", "pool"},
+		Ranges: []model.Entry{{Prefix: netip.MustParsePrefix("100.64.0.0/16"), Rule: 1, Verdict: model.Reset}}}
+	oracle := func(in model.Ingress, frame []byte) (model.Action, []byte, error) {
 		d := tb.JudgeAt(in, frame, now, true)
-		if d.Action == policy.ActionTX {
+		if d.Action == model.ActionTX {
 			return d.Action, d.Reply, nil
 		}
 		return d.Action, frame, nil
 	}
-	pr, err := prove(model, tb, nil, nil, now, rand.New(rand.NewPCG(1, 2)))
+	pr, err := prove(oracle, tb, nil, nil, now, rand.New(rand.NewPCG(1, 2)))
 	if err != nil || !pr.OK() || pr.Probes == 0 {
 		t.Fatalf("the model against itself: %+v, %v", pr, err)
 	}
-	wrongAck := func(in policy.Ingress, frame []byte) (policy.Action, []byte, error) {
-		act, out, err := model(in, frame)
-		if act == policy.ActionTX {
+	wrongAck := func(in model.Ingress, frame []byte) (model.Action, []byte, error) {
+		act, out, err := oracle(in, frame)
+		if act == model.ActionTX {
 			out = append([]byte(nil), out...)
 			ack := len(out) - 20 + 8
 			binary.BigEndian.PutUint32(out[ack:], binary.BigEndian.Uint32(out[ack:])+1)
@@ -42,9 +43,9 @@ func TestProofComparesRSTs(t *testing.T) {
 	if err != nil || pr.OK() || !strings.Contains(pr.Mismatches[0].String(), "program XDP_TX, model XDP_TX (the RSTs differ)") {
 		t.Fatalf("wrong ack: %+v, %v", pr, err)
 	}
-	scribbler := func(in policy.Ingress, frame []byte) (policy.Action, []byte, error) {
-		act, out, err := model(in, frame)
-		if act == policy.ActionPass {
+	scribbler := func(in model.Ingress, frame []byte) (model.Action, []byte, error) {
+		act, out, err := oracle(in, frame)
+		if act == model.ActionPass {
 			out = append([]byte(nil), out...)
 			out[len(out)-1] ^= 0xff
 		}
@@ -60,11 +61,11 @@ func TestProofComparesRSTs(t *testing.T) {
 // the model (here: passes everything) fails the proof, named as such.
 func TestProofCoversRawIPEntryPoint(t *testing.T) {
 	now := time.Now()
-	tb := &policy.Tables{DefaultVerdict: policy.Pass, Governed: []uint16{25}, RuleNames: []string{"default", "pool"},
-		Ranges: []policy.Entry{{Prefix: netip.MustParsePrefix("100.64.0.0/16"), Rule: 1, Verdict: policy.Drop}}}
-	ethOnly := func(in policy.Ingress, frame []byte) (policy.Action, []byte, error) {
-		if in.Link == policy.LinkRawIP {
-			return policy.ActionPass, frame, nil
+	tb := &model.Tables{DefaultVerdict: model.Pass, Governed: []uint16{25}, RuleNames: []string{"default", "pool"},
+		Ranges: []model.Entry{{Prefix: netip.MustParsePrefix("100.64.0.0/16"), Rule: 1, Verdict: model.Drop}}}
+	ethOnly := func(in model.Ingress, frame []byte) (model.Action, []byte, error) {
+		if in.Link == model.LinkRawIP {
+			return model.ActionPass, frame, nil
 		}
 		return tb.JudgeAt(in, frame, now, true).Action, frame, nil
 	}
@@ -97,14 +98,14 @@ relays:
 	tb := c.Tables
 	noRelays := *tb
 	noRelays.Relays = nil
-	ignoresRelays := func(in policy.Ingress, frame []byte) (policy.Action, []byte, error) {
+	ignoresRelays := func(in model.Ingress, frame []byte) (model.Action, []byte, error) {
 		return noRelays.JudgeAt(in, frame, now, true).Action, frame, nil
 	}
 	pr, err := prove(ignoresRelays, tb, nil, []string{"whl0"}, now, rand.New(rand.NewPCG(1, 2)))
 	if err != nil || pr.OK() || !strings.Contains(pr.Mismatches[0].String(), "-> 192.0.2.26 port 25") {
 		t.Fatalf("a program without relays: %+v, %v", pr, err)
 	}
-	ignoresScopes := func(in policy.Ingress, frame []byte) (policy.Action, []byte, error) {
+	ignoresScopes := func(in model.Ingress, frame []byte) (model.Action, []byte, error) {
 		in.Interface = ""
 		return tb.JudgeAt(in, frame, now, true).Action, frame, nil
 	}
@@ -112,7 +113,7 @@ relays:
 	if err != nil || pr.OK() || !strings.Contains(pr.Mismatches[0].String(), "on whl0: program XDP_DROP, model XDP_PASS") {
 		t.Fatalf("a program without scopes: %+v, %v", pr, err)
 	}
-	right := func(in policy.Ingress, frame []byte) (policy.Action, []byte, error) {
+	right := func(in model.Ingress, frame []byte) (model.Action, []byte, error) {
 		return tb.JudgeAt(in, frame, now, true).Action, frame, nil
 	}
 	if pr, err = prove(right, tb, nil, []string{"whl0"}, now, rand.New(rand.NewPCG(1, 2))); err != nil || !pr.OK() {

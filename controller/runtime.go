@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/overlay"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/store"
@@ -59,9 +60,9 @@ func (c *Controller) OpenStore() {
 	var held []overlay.Entry
 	readErr := false
 	for _, k := range []struct {
-		kind policy.Kind
+		kind model.Kind
 		ok   overlay.Kind
-	}{{policy.KindRuntimeQuarantine, overlay.Quarantine}, {policy.KindUnblock, overlay.Unblock}} {
+	}{{model.KindRuntimeQuarantine, overlay.Quarantine}, {model.KindUnblock, overlay.Unblock}} {
 		tes, err := c.prog.RuntimeInDataPlane(k.kind, overlay.RuleName)
 		if err != nil {
 			c.log.Error("reading the runtime entries the data plane holds", "error", err)
@@ -69,7 +70,7 @@ func (c *Controller) OpenStore() {
 			continue
 		}
 		for _, te := range tes {
-			e := overlay.Entry{Kind: k.ok, Prefix: te.Prefix, Expires: te.Expires, Reset: te.Verdict == policy.Reset,
+			e := overlay.Entry{Kind: k.ok, Prefix: te.Prefix, Expires: te.Expires, Reset: te.Verdict == model.Reset,
 				Who: recoveredBy, Reason: "found in the data plane, missing from the store", Added: now}
 			if k.ok == overlay.Unblock {
 				e.Expires = now.Add(24 * time.Hour) // the data plane keeps no expiry for unblocks: a day to sort it out
@@ -149,7 +150,7 @@ func (c *Controller) rules() overlay.Rules {
 }
 
 // merged is the policy in force's tables with the live runtime entries.
-func (c *Controller) merged(comp *policy.Compiled, now time.Time) *policy.Tables {
+func (c *Controller) merged(comp *policy.Compiled, now time.Time) *model.Tables {
 	return overlay.Merge(comp.Tables, c.overlay.Live(now))
 }
 
@@ -300,7 +301,7 @@ func (c *Controller) History(p netip.Prefix) []overlay.Event {
 // proveEntry probes the first and last address of prefix on the live program, to the
 // governed ports, as arriving on an interface no scope names and on each interface
 // the program knows, against the model of tables.
-func (c *Controller) proveEntry(tables *policy.Tables, prefix netip.Prefix, now time.Time) Proof {
+func (c *Controller) proveEntry(tables *model.Tables, prefix netip.Prefix, now time.Time) Proof {
 	var probes []probe
 	ifaces := append([]string{""}, slices.Sorted(maps.Keys(c.prog.Interfaces()))...)
 	dst := unrelayed(tables, probeDsts4)
@@ -310,7 +311,7 @@ func (c *Controller) proveEntry(tables *policy.Tables, prefix netip.Prefix, now 
 	for _, src := range []netip.Addr{prefix.Masked().Addr(), policy.LastAddr(prefix)} {
 		for _, port := range tables.Governed[:min(len(tables.Governed), 4)] {
 			for _, ifname := range ifaces {
-				probes = append(probes, probe{src, dst, port, ifname, []policy.Link{policy.LinkEthernet}})
+				probes = append(probes, probe{src, dst, port, ifname, []model.Link{model.LinkEthernet}})
 			}
 		}
 	}

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/overlay"
-	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/store"
 )
 
@@ -31,14 +31,14 @@ func TestRuntimeEntries(t *testing.T) {
 	if res := d.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	if got := judge(t, d, "100.64.9.9"); got != policy.ActionTX {
+	if got := judge(t, d, "100.64.9.9"); got != model.ActionTX {
 		t.Fatalf("before: %v", got)
 	}
 	e, err := d.AddEntry(quarantine("100.64.9.9/32", "spam run"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := judge(t, d, "100.64.9.9"); got != policy.ActionDrop {
+	if got := judge(t, d, "100.64.9.9"); got != model.ActionDrop {
 		t.Errorf("quarantined (drop): %v", got)
 	}
 	if e.Expires.Sub(e.Added) != time.Hour {
@@ -48,28 +48,28 @@ func TestRuntimeEntries(t *testing.T) {
 	if _, err := d.AddEntry(overlay.Request{Kind: overlay.Unblock, Prefix: netip.MustParsePrefix("100.64.7.7/32"), Reason: "asked", Who: "api:portal"}); err != nil {
 		t.Fatal(err)
 	}
-	if got := judge(t, d, "100.64.7.7"); got != policy.ActionPass {
+	if got := judge(t, d, "100.64.7.7"); got != model.ActionPass {
 		t.Errorf("unblocked: %v", got)
 	}
 	_, err = d.AddEntry(overlay.Request{Kind: overlay.Unblock, Prefix: netip.MustParsePrefix("100.96.1.1/32"), Reason: "asked", Who: "api:portal"})
 	if !errors.Is(err, overlay.ErrForbidden) {
 		t.Errorf("unblock in the mobile range: %v", err)
 	}
-	if got := judge(t, d, "100.96.1.1"); got != policy.ActionDrop {
+	if got := judge(t, d, "100.96.1.1"); got != model.ActionDrop {
 		t.Errorf("refused unblock changed the data plane: %v", got)
 	}
 	// A policy change carries the entries along.
 	if res := d.Apply("b.yaml", []byte(strings.Replace(policyRuntime, "name: mobile, verdict: drop", "name: mobile, verdict: reset", 1)), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	if got := judge(t, d, "100.64.9.9"); got != policy.ActionDrop {
+	if got := judge(t, d, "100.64.9.9"); got != model.ActionDrop {
 		t.Errorf("quarantine after a policy change: %v", got)
 	}
 	// Release, then a repeat quarantine escalates.
 	if err := d.ReleaseEntry(e.Key(), "uid:0", "cleaned"); err != nil {
 		t.Fatal(err)
 	}
-	if got := judge(t, d, "100.64.9.9"); got != policy.ActionTX {
+	if got := judge(t, d, "100.64.9.9"); got != model.ActionTX {
 		t.Errorf("released: %v", got)
 	}
 	if err := d.ReleaseEntry(e.Key(), "uid:0", ""); !errors.Is(err, overlay.ErrNotFound) {
@@ -153,7 +153,7 @@ func TestRuntimeStoreRestart(t *testing.T) {
 	if res := d3.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	if got := judge(t, d3, "100.64.9.9"); got != policy.ActionDrop {
+	if got := judge(t, d3, "100.64.9.9"); got != model.ActionDrop {
 		t.Errorf("with the store damaged the quarantine is not enforced: %v", got)
 	}
 	if len(d3.Entries()) != 2 {
@@ -177,7 +177,7 @@ func TestRuntimeStoreRestart(t *testing.T) {
 	if res := d4.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	if got := judge(t, d4, "100.64.9.10"); got != policy.ActionDrop {
+	if got := judge(t, d4, "100.64.9.10"); got != model.ActionDrop {
 		t.Errorf("recovered quarantine not enforced: %v", got)
 	}
 }

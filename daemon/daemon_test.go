@@ -13,7 +13,7 @@ import (
 
 	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/loader"
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 func requireRoot(t *testing.T) {
@@ -71,13 +71,13 @@ func TestReadersDoNotWaitForAnApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { prog.Close() })
-	var tamper atomic.Pointer[func(*policy.Tables) *policy.Tables]
+	var tamper atomic.Pointer[func(*model.Tables) *model.Tables]
 	cfg := DefaultConfig()
 	cfg.AuditLog = filepath.Join(t.TempDir(), "audit.jsonl")
 	cfg.Store = filepath.Join(t.TempDir(), "runtime.db")
 	m := newMetrics(nil, prog, cfg.Interfaces)
 	ccfg := controllerConfig(cfg, m)
-	ccfg.Tamper = func(tb *policy.Tables) *policy.Tables {
+	ccfg.Tamper = func(tb *model.Tables) *model.Tables {
 		if f := tamper.Load(); f != nil {
 			return (*f)(tb)
 		}
@@ -94,7 +94,7 @@ func TestReadersDoNotWaitForAnApply(t *testing.T) {
 		t.Fatal(res.Err)
 	}
 	entered, release := make(chan struct{}), make(chan struct{})
-	hold := func(tb *policy.Tables) *policy.Tables {
+	hold := func(tb *model.Tables) *model.Tables {
 		close(entered)
 		<-release
 		return tb

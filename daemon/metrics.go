@@ -10,8 +10,8 @@ import (
 
 	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/overlay"
-	"github.com/portcullis/portcullis/policy"
 )
 
 // metrics reads the pinned maps at every scrape: the counters live in the kernel (and
@@ -119,11 +119,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for r, c := range reasons {
-		ch <- prometheus.MustNewConstMetric(descReasons, prometheus.CounterValue, float64(c.Packets), policy.Reason(r).String())
+		ch <- prometheus.MustNewConstMetric(descReasons, prometheus.CounterValue, float64(c.Packets), model.Reason(r).String())
 	}
-	ch <- prometheus.MustNewConstMetric(descRSTSent, prometheus.CounterValue, float64(reasons[policy.ReasonRSTSent].Packets))
-	ch <- prometheus.MustNewConstMetric(descRSTLimited, prometheus.CounterValue, float64(reasons[policy.ReasonRateLimited].Packets))
-	ch <- prometheus.MustNewConstMetric(descUnparseable, prometheus.CounterValue, float64(reasons[policy.ReasonUnparseableBlocked].Packets))
+	ch <- prometheus.MustNewConstMetric(descRSTSent, prometheus.CounterValue, float64(reasons[model.ReasonRSTSent].Packets))
+	ch <- prometheus.MustNewConstMetric(descRSTLimited, prometheus.CounterValue, float64(reasons[model.ReasonRateLimited].Packets))
+	ch <- prometheus.MustNewConstMetric(descUnparseable, prometheus.CounterValue, float64(reasons[model.ReasonUnparseableBlocked].Packets))
 	if st.Hash != "" {
 		ch <- prometheus.MustNewConstMetric(descPolicy, prometheus.GaugeValue, 1, st.Hash, st.Policy)
 		ch <- prometheus.MustNewConstMetric(descLoaded, prometheus.GaugeValue, float64(st.LoadedAt.UnixNano())/1e9)

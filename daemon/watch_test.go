@@ -10,7 +10,7 @@ import (
 
 	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/loader"
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // The interface watch does not wait for a policy change: while an apply is held inside
@@ -31,9 +31,9 @@ func TestWatchDoesNotWaitForAnApply(t *testing.T) {
 	d := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	d.prog = prog
 	d.metrics = newMetrics(nil, prog, cfg.Interfaces)
-	var hold atomic.Pointer[func(*policy.Tables) *policy.Tables]
+	var hold atomic.Pointer[func(*model.Tables) *model.Tables]
 	ccfg := controllerConfig(cfg, d.metrics)
-	ccfg.Tamper = func(tb *policy.Tables) *policy.Tables {
+	ccfg.Tamper = func(tb *model.Tables) *model.Tables {
 		if f := hold.Load(); f != nil {
 			return (*f)(tb)
 		}
@@ -55,7 +55,7 @@ func TestWatchDoesNotWaitForAnApply(t *testing.T) {
 	}
 
 	entered, release := make(chan struct{}), make(chan struct{})
-	f := func(tb *policy.Tables) *policy.Tables {
+	f := func(tb *model.Tables) *model.Tables {
 		close(entered)
 		<-release
 		return tb

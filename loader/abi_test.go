@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/portcullis/portcullis/bpf"
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // The Go model's constants must be the C program's (bpf/types.h, via bpf2go).
@@ -13,30 +13,30 @@ func TestConstantsMatchC(t *testing.T) {
 		name   string
 		goV, c uint32
 	}{
-		{"pass", uint32(policy.Pass), uint32(bpf.PortcullisPcVerdictPC_PASS)},
-		{"drop", uint32(policy.Drop), uint32(bpf.PortcullisPcVerdictPC_DROP)},
-		{"reset", uint32(policy.Reset), uint32(bpf.PortcullisPcVerdictPC_RESET)},
-		{"monitor", uint32(policy.Monitor), uint32(bpf.PortcullisPcVerdictPC_MONITOR)},
-		{"out pass", uint32(policy.OutPass), uint32(bpf.PortcullisPcOutcomePC_OUT_PASS)},
-		{"out drop", uint32(policy.OutDrop), uint32(bpf.PortcullisPcOutcomePC_OUT_DROP)},
-		{"out rst", uint32(policy.OutRST), uint32(bpf.PortcullisPcOutcomePC_OUT_RST)},
-		{"out monitor", uint32(policy.OutMonitor), uint32(bpf.PortcullisPcOutcomePC_OUT_MONITOR)},
+		{"pass", uint32(model.Pass), uint32(bpf.PortcullisPcVerdictPC_PASS)},
+		{"drop", uint32(model.Drop), uint32(bpf.PortcullisPcVerdictPC_DROP)},
+		{"reset", uint32(model.Reset), uint32(bpf.PortcullisPcVerdictPC_RESET)},
+		{"monitor", uint32(model.Monitor), uint32(bpf.PortcullisPcVerdictPC_MONITOR)},
+		{"out pass", uint32(model.OutPass), uint32(bpf.PortcullisPcOutcomePC_OUT_PASS)},
+		{"out drop", uint32(model.OutDrop), uint32(bpf.PortcullisPcOutcomePC_OUT_DROP)},
+		{"out rst", uint32(model.OutRST), uint32(bpf.PortcullisPcOutcomePC_OUT_RST)},
+		{"out monitor", uint32(model.OutMonitor), uint32(bpf.PortcullisPcOutcomePC_OUT_MONITOR)},
 		{"outcomes", numOutcomes, uint32(bpf.PortcullisPcOutcomePC_OUT_MAX)},
-		{"ipv4", uint32(policy.IPv4), uint32(bpf.PortcullisPcFamilyPC_FAM_V4)},
-		{"ipv6", uint32(policy.IPv6), uint32(bpf.PortcullisPcFamilyPC_FAM_V6)},
+		{"ipv4", uint32(model.IPv4), uint32(bpf.PortcullisPcFamilyPC_FAM_V4)},
+		{"ipv6", uint32(model.IPv6), uint32(bpf.PortcullisPcFamilyPC_FAM_V6)},
 		{"families", numFamilies, uint32(bpf.PortcullisPcFamilyPC_FAM_MAX)},
-		{"reasons", policy.NumReasons, uint32(bpf.PortcullisPcReasonPC_R_MAX)},
-		{"no_policy", uint32(policy.ReasonNoPolicy), uint32(bpf.PortcullisPcReasonPC_R_NO_POLICY)},
-		{"not_tcp", uint32(policy.ReasonNotTCP), uint32(bpf.PortcullisPcReasonPC_R_NOT_TCP)},
-		{"malformed", uint32(policy.ReasonMalformed), uint32(bpf.PortcullisPcReasonPC_R_MALFORMED)},
-		{"fragment", uint32(policy.ReasonFragment), uint32(bpf.PortcullisPcReasonPC_R_FRAGMENT)},
-		{"not_governed", uint32(policy.ReasonNotGoverned), uint32(bpf.PortcullisPcReasonPC_R_NOT_GOVERNED)},
-		{"judged", uint32(policy.ReasonJudged), uint32(bpf.PortcullisPcReasonPC_R_JUDGED)},
-		{"evasion", uint32(policy.ReasonEvasion), uint32(bpf.PortcullisPcReasonPC_R_EVASION)},
-		{"quarantine", uint32(policy.ReasonQuarantine), uint32(bpf.PortcullisPcReasonPC_R_QUARANTINE)},
-		{"rst_sent", uint32(policy.ReasonRSTSent), uint32(bpf.PortcullisPcReasonPC_R_RST_SENT)},
-		{"rate_limited", uint32(policy.ReasonRateLimited), uint32(bpf.PortcullisPcReasonPC_R_RATE_LIMITED)},
-		{"unparseable_blocked", uint32(policy.ReasonUnparseableBlocked), uint32(bpf.PortcullisPcReasonPC_R_UNPARSEABLE_BLOCKED)},
+		{"reasons", model.NumReasons, uint32(bpf.PortcullisPcReasonPC_R_MAX)},
+		{"no_policy", uint32(model.ReasonNoPolicy), uint32(bpf.PortcullisPcReasonPC_R_NO_POLICY)},
+		{"not_tcp", uint32(model.ReasonNotTCP), uint32(bpf.PortcullisPcReasonPC_R_NOT_TCP)},
+		{"malformed", uint32(model.ReasonMalformed), uint32(bpf.PortcullisPcReasonPC_R_MALFORMED)},
+		{"fragment", uint32(model.ReasonFragment), uint32(bpf.PortcullisPcReasonPC_R_FRAGMENT)},
+		{"not_governed", uint32(model.ReasonNotGoverned), uint32(bpf.PortcullisPcReasonPC_R_NOT_GOVERNED)},
+		{"judged", uint32(model.ReasonJudged), uint32(bpf.PortcullisPcReasonPC_R_JUDGED)},
+		{"evasion", uint32(model.ReasonEvasion), uint32(bpf.PortcullisPcReasonPC_R_EVASION)},
+		{"quarantine", uint32(model.ReasonQuarantine), uint32(bpf.PortcullisPcReasonPC_R_QUARANTINE)},
+		{"rst_sent", uint32(model.ReasonRSTSent), uint32(bpf.PortcullisPcReasonPC_R_RST_SENT)},
+		{"rate_limited", uint32(model.ReasonRateLimited), uint32(bpf.PortcullisPcReasonPC_R_RATE_LIMITED)},
+		{"unparseable_blocked", uint32(model.ReasonUnparseableBlocked), uint32(bpf.PortcullisPcReasonPC_R_UNPARSEABLE_BLOCKED)},
 	}
 	for _, p := range pairs {
 		if p.goV != p.c {
@@ -51,14 +51,14 @@ func TestLimitsMatchC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := spec.Maps[bpf.PortcullisMapStats].MaxEntries; got != policy.MaxRules*numOutcomes*numFamilies {
-		t.Errorf("stats map has %d entries, model expects %d rules", got, policy.MaxRules)
+	if got := spec.Maps[bpf.PortcullisMapStats].MaxEntries; got != model.MaxRules*numOutcomes*numFamilies {
+		t.Errorf("stats map has %d entries, model expects %d rules", got, model.MaxRules)
 	}
-	if got := len(bpf.PortcullisPcRelay{}.Ports); got != policy.MaxRelayPorts {
-		t.Errorf("a relay holds %d ports in the program, %d in the policy", got, policy.MaxRelayPorts)
+	if got := len(bpf.PortcullisPcRelay{}.Ports); got != model.MaxRelayPorts {
+		t.Errorf("a relay holds %d ports in the program, %d in the policy", got, model.MaxRelayPorts)
 	}
-	if got := spec.Maps[bpf.PortcullisMapScopes].MaxEntries; got != 2*policy.MaxScopedInterfaces {
-		t.Errorf("scopes map has %d entries, the policy allows %d interfaces per slot", got, policy.MaxScopedInterfaces)
+	if got := spec.Maps[bpf.PortcullisMapScopes].MaxEntries; got != 2*model.MaxScopedInterfaces {
+		t.Errorf("scopes map has %d entries, the policy allows %d interfaces per slot", got, model.MaxScopedInterfaces)
 	}
 	// The scoped tables' key is (group, address): prefixlen counts the group's 32 bits.
 	if got, want := spec.Maps[bpf.PortcullisMapScopedV4].InnerMap.KeySize, uint32(4+4+4); got != want {

@@ -13,7 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // Mode is how the program is attached to an interface.
@@ -42,10 +42,10 @@ func AttachedMode(attached uint32) Mode {
 // LinkOf says where the frames of an interface with the kernel's link type encap (as
 // netlink names it: IFLA's ARPHRD_*) start: at an Ethernet header, or at the IP header.
 // Any other link type is ErrLinkType: attaching there would judge nothing.
-func LinkOf(ifname, encap string) (policy.Link, error) {
+func LinkOf(ifname, encap string) (model.Link, error) {
 	switch encap {
 	case "ether", "loopback": // loopback carries a (zeroed) Ethernet header
-		return policy.LinkEthernet, nil
+		return model.LinkEthernet, nil
 	case "none", // tun, WireGuard (ARPHRD_NONE)
 		"ppp",        // kernel PPP (pppd, accel-ppp)
 		"unknown519", // ARPHRD_RAWIP
@@ -54,13 +54,13 @@ func LinkOf(ifname, encap string) (policy.Link, error) {
 		"sit",        // 6in4
 		"gre",        // ARPHRD_IPGRE (L3 GRE; gretap is Ethernet)
 		"unknown823": // ARPHRD_IP6GRE
-		return policy.LinkRawIP, nil
+		return model.LinkRawIP, nil
 	}
 	return 0, fmt.Errorf("%s: %w: %q (Portcullis judges Ethernet interfaces, with VLAN and PPPoE, and raw-IP ones: tun, ppp, WireGuard, IP tunnels); attach to the interface that carries the subscribers' IP traffic instead", ifname, ErrLinkType, encap)
 }
 
 // linkOf looks up the interface and its link type.
-func linkOf(ifname string) (int, policy.Link, error) {
+func linkOf(ifname string) (int, model.Link, error) {
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
 		return 0, 0, fmt.Errorf("interface %s: %w", ifname, err)
@@ -125,7 +125,7 @@ func (p *Program) Attach(dir, ifname string, mode Mode) (Mode, error) {
 
 // attachXDP attaches the entry point for links of type kind to interface index in
 // mode m (native or generic) through a new bpf_link.
-func (p *Program) attachXDP(kind policy.Link, index int, m Mode) (link.Link, error) {
+func (p *Program) attachXDP(kind model.Link, index int, m Mode) (link.Link, error) {
 	flags := link.XDPDriverMode
 	if m == ModeGeneric {
 		flags = link.XDPGenericMode
@@ -211,9 +211,9 @@ func (p *Program) UpdateLinks(dir string) ([]PinnedLink, error) {
 }
 
 // ID returns the kernel's id of the loaded program (its Ethernet entry point).
-func (p *Program) ID() ebpf.ProgramID { return p.IDs()[policy.LinkEthernet] }
+func (p *Program) ID() ebpf.ProgramID { return p.IDs()[model.LinkEthernet] }
 
-// IDs returns the kernel's ids of both entry points, indexed by policy.Link (Ethernet,
+// IDs returns the kernel's ids of both entry points, indexed by model.Link (Ethernet,
 // raw IP). They are read from the kernel once: the daemon asks on every reconcile.
 func (p *Program) IDs() []ebpf.ProgramID {
 	if p.ids == nil {

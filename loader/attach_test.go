@@ -18,15 +18,15 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // TestLinkOf: the link types the program judges, and a clear refusal for the rest.
 func TestLinkOf(t *testing.T) {
-	for encap, want := range map[string]policy.Link{
-		"ether": policy.LinkEthernet, "loopback": policy.LinkEthernet,
-		"none": policy.LinkRawIP, "ppp": policy.LinkRawIP, "ipip": policy.LinkRawIP,
-		"gre": policy.LinkRawIP, "sit": policy.LinkRawIP, "tunnel6": policy.LinkRawIP,
+	for encap, want := range map[string]model.Link{
+		"ether": model.LinkEthernet, "loopback": model.LinkEthernet,
+		"none": model.LinkRawIP, "ppp": model.LinkRawIP, "ipip": model.LinkRawIP,
+		"gre": model.LinkRawIP, "sit": model.LinkRawIP, "tunnel6": model.LinkRawIP,
 	} {
 		got, err := LinkOf("x0", encap)
 		if err != nil || got != want {
@@ -87,8 +87,8 @@ func testTun(t *testing.T, mode Mode) {
 		t.Cleanup(func() { ln.Close() })
 	}
 
-	tables := &policy.Tables{DefaultVerdict: policy.Pass, Governed: []uint16{25}, RuleNames: []string{"default", "dyn"},
-		Ranges: []policy.Entry{{Prefix: pfx("100.64.0.0/10"), Rule: 1, Verdict: policy.Reset}}}
+	tables := &model.Tables{DefaultVerdict: model.Pass, Governed: []uint16{25}, RuleNames: []string{"default", "dyn"},
+		Ranges: []model.Entry{{Prefix: pfx("100.64.0.0/10"), Rule: 1, Verdict: model.Reset}}}
 	p := applied(t, tables)
 	dir := fmt.Sprintf("/sys/fs/bpf/pctun-%d-%s", os.Getpid(), mode)
 	must(t, MountBPFFS(dir))
@@ -118,7 +118,7 @@ func testTun(t *testing.T, mode Mode) {
 		tcp := gopacket.NewPacket(out, layers.LayerTypeIPv4, gopacket.Default).Layer(layers.LayerTypeTCP).(*layers.TCP)
 		switch c.reply {
 		case "rst":
-			d := tables.JudgeOn(policy.LinkRawIP, syn, time.Now(), true)
+			d := tables.JudgeOn(model.LinkRawIP, syn, time.Now(), true)
 			if !tcp.RST || !tcp.ACK || tcp.SYN || !bytes.Equal(out, d.Reply) {
 				t.Errorf("port %d: got %s\nwant the model's RST %s", c.port, hex.EncodeToString(out), hex.EncodeToString(d.Reply))
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 )
 
@@ -111,7 +112,7 @@ ranges:
 	const scoped = `  - {name: partner, verdict: drop, cidrs: [100.64.1.0/24], interfaces: [whl0]}
   - {name: partner-b, verdict: pass, cidrs: [100.64.1.0/24], interfaces: [whl1]}
 `
-	compile := func(src string) *policy.Tables {
+	compile := func(src string) *model.Tables {
 		pol, err := policy.Parse("bench.yaml", []byte(src), time.Now())
 		if err != nil {
 			b.Fatal(err)

@@ -10,25 +10,25 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/portcullis/portcullis/bpf"
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // Run passes one frame through the program (BPF_PROG_TEST_RUN) and returns the XDP
 // action and the frame as the program left it. It counts like real traffic.
-func (p *Program) Run(frame []byte) (policy.Action, []byte, error) {
-	return p.RunOn(policy.LinkEthernet, frame)
+func (p *Program) Run(frame []byte) (model.Action, []byte, error) {
+	return p.RunOn(model.LinkEthernet, frame)
 }
 
 // RunOn is Run through the entry point for links of type l.
-func (p *Program) RunOn(l policy.Link, frame []byte) (policy.Action, []byte, error) {
-	return p.testRun(policy.Ingress{Link: l}, frame, false)
+func (p *Program) RunOn(l model.Link, frame []byte) (model.Action, []byte, error) {
+	return p.testRun(model.Ingress{Link: l}, frame, false)
 }
 
 // RunAt is Run through the entry point for in.Link, as if the frame arrived on
 // interface in.Interface (a name given to SetInterfaces; "" for an interface no scope
 // names). The interface must exist in this process's network namespace: the kernel
 // looks it up.
-func (p *Program) RunAt(in policy.Ingress, frame []byte) (policy.Action, []byte, error) {
+func (p *Program) RunAt(in model.Ingress, frame []byte) (model.Action, []byte, error) {
 	return p.testRun(in, frame, false)
 }
 
@@ -44,23 +44,23 @@ type xdpMD struct {
 // Probe passes one frame through the program like Run, marked as a probe: it is
 // judged and answered exactly like traffic, but leaves no trace (no counters, no
 // offender entry, no RST token spent). The daemon's proof uses it on the live program.
-func (p *Program) Probe(frame []byte) (policy.Action, []byte, error) {
-	return p.ProbeOn(policy.LinkEthernet, frame)
+func (p *Program) Probe(frame []byte) (model.Action, []byte, error) {
+	return p.ProbeOn(model.LinkEthernet, frame)
 }
 
 // ProbeOn is Probe through the entry point for links of type l.
-func (p *Program) ProbeOn(l policy.Link, frame []byte) (policy.Action, []byte, error) {
-	return p.testRun(policy.Ingress{Link: l}, frame, true)
+func (p *Program) ProbeOn(l model.Link, frame []byte) (model.Action, []byte, error) {
+	return p.testRun(model.Ingress{Link: l}, frame, true)
 }
 
 // ProbeAt is Probe as if the frame arrived at in (see RunAt).
-func (p *Program) ProbeAt(in policy.Ingress, frame []byte) (policy.Action, []byte, error) {
+func (p *Program) ProbeAt(in model.Ingress, frame []byte) (model.Action, []byte, error) {
 	return p.testRun(in, frame, true)
 }
 
 // testRun runs frame through the entry point for at.Link with BPF_PROG_TEST_RUN, as if
 // it arrived on at.Interface, as a probe (PC_PROBE_MAGIC in the metadata) or not.
-func (p *Program) testRun(at policy.Ingress, frame []byte, probe bool) (policy.Action, []byte, error) {
+func (p *Program) testRun(at model.Ingress, frame []byte, probe bool) (model.Action, []byte, error) {
 	l := at.Link
 	ifindex, err := p.ifindexOf(at.Interface)
 	if err != nil {
@@ -84,8 +84,8 @@ func (p *Program) testRun(at policy.Ingress, frame []byte, probe bool) (policy.A
 		return 0, nil, fmt.Errorf("%s: context out of range (%+v, %d bytes)", what, ctxOut, len(out))
 	}
 	out = out[ctxOut.Data:ctxOut.DataEnd]
-	act := policy.Action(ret)
-	if act == policy.ActionTX && len(frame) > testRunLinear {
+	act := model.Action(ret)
+	if act == model.ActionTX && len(frame) > testRunLinear {
 		out = replyOnly(l, out)
 	}
 	return act, out, nil
@@ -101,15 +101,15 @@ const testRunLinear = 4096 - 256 - 320
 
 // replyOnly cuts the RST the program built for a frame longer than testRunLinear to the
 // length its own IP header states.
-func replyOnly(l policy.Link, out []byte) []byte {
-	p := policy.DecodeOn(l, out)
+func replyOnly(l model.Link, out []byte) []byte {
+	p := model.DecodeOn(l, out)
 	off, n := p.L3Off, len(out)
 	switch p.Family {
-	case policy.IPv4:
+	case model.IPv4:
 		if len(out) >= off+4 {
 			n = off + int(binary.BigEndian.Uint16(out[off+2:]))
 		}
-	case policy.IPv6:
+	case model.IPv6:
 		if len(out) >= off+6 {
 			n = off + 40 + int(binary.BigEndian.Uint16(out[off+4:]))
 		}
@@ -138,14 +138,14 @@ func (c *Counter) add(v bpf.PortcullisPcCounter) {
 // RuleCounter is the traffic one rule judged with one outcome in one family.
 type RuleCounter struct {
 	Rule    uint32
-	Outcome policy.Outcome
-	Family  policy.Family
+	Outcome model.Outcome
+	Family  model.Family
 	Counter
 }
 
 const numOutcomes, numFamilies = 4, 2
 
-func statsKey(rule uint32, o policy.Outcome, f policy.Family) uint32 {
+func statsKey(rule uint32, o model.Outcome, f model.Family) uint32 {
 	return (rule*numOutcomes+uint32(o))*numFamilies + uint32(f)
 }
 
@@ -153,7 +153,7 @@ func statsKey(rule uint32, o policy.Outcome, f policy.Family) uint32 {
 // (its compiled ids), summed across CPUs.
 func (p *Program) RuleCounters(rules int) ([]RuleCounter, error) {
 	var out []RuleCounter
-	for r := 0; r < rules && r < policy.MaxRules; r++ {
+	for r := 0; r < rules && r < model.MaxRules; r++ {
 		id := uint32(r)
 		if r < len(p.live) {
 			id = p.live[r]
@@ -174,8 +174,8 @@ func (p *Program) RuleCounters(rules int) ([]RuleCounter, error) {
 func (p *Program) idCounters(id uint32) ([]RuleCounter, error) {
 	var out []RuleCounter
 	var per []bpf.PortcullisPcCounter
-	for o := policy.Outcome(0); o < numOutcomes; o++ {
-		for f := policy.Family(0); f < numFamilies; f++ {
+	for o := model.Outcome(0); o < numOutcomes; o++ {
+		for f := model.Family(0); f < numFamilies; f++ {
 			if err := p.objs.Stats.Lookup(statsKey(id, o, f), &per); err != nil {
 				return nil, fmt.Errorf("reading counters: %w", err)
 			}
@@ -203,11 +203,11 @@ func (p *Program) CountersOf(rules []uint32) ([]RuleCounter, error) {
 		if int(r) < len(p.live) {
 			id = p.live[r]
 		}
-		if id >= policy.MaxRules {
-			return nil, fmt.Errorf("%w: rule id %d, limit %d", ErrTooManyRules, id, policy.MaxRules)
+		if id >= model.MaxRules {
+			return nil, fmt.Errorf("%w: rule id %d, limit %d", ErrTooManyRules, id, model.MaxRules)
 		}
-		for o := policy.Outcome(0); o < numOutcomes; o++ {
-			for f := policy.Family(0); f < numFamilies; f++ {
+		for o := model.Outcome(0); o < numOutcomes; o++ {
+			for f := model.Family(0); f < numFamilies; f++ {
 				if err := p.objs.Stats.Lookup(statsKey(id, o, f), &per); err != nil {
 					return nil, fmt.Errorf("reading counters: %w", err)
 				}
@@ -222,9 +222,9 @@ func (p *Program) CountersOf(rules []uint32) ([]RuleCounter, error) {
 	return out, nil
 }
 
-// Reasons returns the reason counters summed across CPUs, indexed by policy.Reason.
-func (p *Program) Reasons() ([policy.NumReasons]Counter, error) {
-	var out [policy.NumReasons]Counter
+// Reasons returns the reason counters summed across CPUs, indexed by model.Reason.
+func (p *Program) Reasons() ([model.NumReasons]Counter, error) {
+	var out [model.NumReasons]Counter
 	var per []bpf.PortcullisPcCounter
 	for r := range out {
 		if err := p.objs.Reasons.Lookup(uint32(r), &per); err != nil {
@@ -243,10 +243,10 @@ type Offender struct {
 	Count     uint64
 	FirstSeen time.Time
 	LastSeen  time.Time
-	Rule      uint32         // stable rule id that judged the last attempt
-	Label     string         // its label, "kind/name"; "" if that entry is gone and its id reused
-	Port      uint16         // destination port of the last attempt (0 if unknown)
-	Outcome   policy.Outcome // outcome of the last attempt
+	Rule      uint32        // stable rule id that judged the last attempt
+	Label     string        // its label, "kind/name"; "" if that entry is gone and its id reused
+	Port      uint16        // destination port of the last attempt (0 if unknown)
+	Outcome   model.Outcome // outcome of the last attempt
 }
 
 // Offenders returns the offender table.
@@ -266,7 +266,7 @@ func (p *Program) Offenders() ([]Offender, error) {
 	it := p.objs.Offenders.Iterate()
 	for it.Next(&k, &v) {
 		var a netip.Addr
-		if k.Family == uint8(policy.IPv4) {
+		if k.Family == uint8(model.IPv4) {
 			a = netip.AddrFrom4([4]byte(k.Addr[:4]))
 		} else {
 			a = netip.AddrFrom16(k.Addr)
@@ -279,7 +279,7 @@ func (p *Program) Offenders() ([]Offender, error) {
 			Rule:      v.Rule,
 			Label:     p.labelAt(v.Rule, v.LastSeen),
 			Port:      ntohs(v.Port),
-			Outcome:   policy.Outcome(v.Outcome),
+			Outcome:   model.Outcome(v.Outcome),
 		})
 	}
 	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {

@@ -14,7 +14,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // pinCPU keeps the test on one CPU: the RST budget and counters are per CPU, and
@@ -52,7 +52,7 @@ func TestCountersReasonsOffenders(t *testing.T) {
 	send(5, frameSpec{src: dropSrc.v4, dst: dst4, sport: 1, dport: 443, syn: true})
 	send(1, frameSpec{src: dropSrc.v4, dst: dst4, udp: true, sport: 1, dport: 25})
 	send(1, frameSpec{src: dropSrc.v4, dst: dst4, sport: 1, dport: 25, frag: &fragSpec{offset: 8}})
-	ev := send(1, frameSpec{src: dropSrc.v6, dst: dst6, sport: 1, dport: 25, syn: true, ext: make([]extHdr, policy.MaxExtHeaders+1)})
+	ev := send(1, frameSpec{src: dropSrc.v6, dst: dst6, sport: 1, dport: 25, syn: true, ext: make([]extHdr, model.MaxExtHeaders+1)})
 
 	rc, err := p.RuleCounters(len(tables.RuleNames))
 	if err != nil {
@@ -60,21 +60,21 @@ func TestCountersReasonsOffenders(t *testing.T) {
 	}
 	type key struct {
 		rule uint32
-		o    policy.Outcome
-		f    policy.Family
+		o    model.Outcome
+		f    model.Family
 	}
 	got := map[key]Counter{}
 	for _, c := range rc {
 		got[key{c.Rule, c.Outcome, c.Family}] = c.Counter
 	}
 	want := map[key]Counter{
-		{1, policy.OutDrop, policy.IPv4}:    {3, uint64(3 * drop4)},
-		{1, policy.OutDrop, policy.IPv6}:    {1, uint64(ev)},
-		{2, policy.OutRST, policy.IPv6}:     {2, uint64(2 * rst6)},
-		{2, policy.OutDrop, policy.IPv6}:    {1, uint64(data6)},
-		{5, policy.OutMonitor, policy.IPv4}: {4, uint64(4 * mon4)},
-		{6, policy.OutRST, policy.IPv4}:     {1, uint64(q4)},
-		{3, policy.OutPass, policy.IPv4}:    {2, uint64(2 * pass4)},
+		{1, model.OutDrop, model.IPv4}:    {3, uint64(3 * drop4)},
+		{1, model.OutDrop, model.IPv6}:    {1, uint64(ev)},
+		{2, model.OutRST, model.IPv6}:     {2, uint64(2 * rst6)},
+		{2, model.OutDrop, model.IPv6}:    {1, uint64(data6)},
+		{5, model.OutMonitor, model.IPv4}: {4, uint64(4 * mon4)},
+		{6, model.OutRST, model.IPv4}:     {1, uint64(q4)},
+		{3, model.OutPass, model.IPv4}:    {2, uint64(2 * pass4)},
 	}
 	if len(got) != len(want) {
 		t.Errorf("counters %v, want %v", got, want)
@@ -89,12 +89,12 @@ func TestCountersReasonsOffenders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantReasons := map[policy.Reason]uint64{
-		policy.ReasonJudged: 3 + 2 + 1 + 4 + 1 + 2, policy.ReasonNotGoverned: 5, policy.ReasonNotTCP: 1,
-		policy.ReasonFragment: 1, policy.ReasonEvasion: 1, policy.ReasonQuarantine: 1,
-		policy.ReasonRSTSent: 3, policy.ReasonUnparseableBlocked: 1,
+	wantReasons := map[model.Reason]uint64{
+		model.ReasonJudged: 3 + 2 + 1 + 4 + 1 + 2, model.ReasonNotGoverned: 5, model.ReasonNotTCP: 1,
+		model.ReasonFragment: 1, model.ReasonEvasion: 1, model.ReasonQuarantine: 1,
+		model.ReasonRSTSent: 3, model.ReasonUnparseableBlocked: 1,
 	}
-	for r := policy.Reason(0); r < policy.NumReasons; r++ {
+	for r := model.Reason(0); r < model.NumReasons; r++ {
 		if reasons[r].Packets != wantReasons[r] {
 			t.Errorf("reason %v: %d packets, want %d", r, reasons[r].Packets, wantReasons[r])
 		}
@@ -108,13 +108,13 @@ func TestCountersReasonsOffenders(t *testing.T) {
 		count uint64
 		rule  uint32
 		port  uint16
-		out   policy.Outcome
+		out   model.Outcome
 	}{
-		dropSrc.v4.String():    {3, 1, 25, policy.OutDrop},
-		dropSrc.v6.String():    {1, 1, 0, policy.OutDrop},
-		resetSrc.v6.String():   {3, 2, 25, policy.OutDrop},
-		sources[7].v4.String(): {4, 5, 25, policy.OutMonitor},
-		sources[4].v4.String(): {1, 6, 25, policy.OutRST},
+		dropSrc.v4.String():    {3, 1, 25, model.OutDrop},
+		dropSrc.v6.String():    {1, 1, 0, model.OutDrop},
+		resetSrc.v6.String():   {3, 2, 25, model.OutDrop},
+		sources[7].v4.String(): {4, 5, 25, model.OutMonitor},
+		sources[4].v4.String(): {1, 6, 25, model.OutRST},
 	}
 	if len(offs) != len(wantOff) {
 		t.Errorf("%d offenders, want %d: %+v", len(offs), len(wantOff), offs)
@@ -141,7 +141,7 @@ func TestRSTRateLimit(t *testing.T) {
 	tables.RSTRate, tables.RSTBurst = 1, 3 // one per second, bursts of three
 	p := applied(t, tables)
 	frame := buildFrame(t, frameSpec{src: resetSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true})
-	var acts []policy.Action
+	var acts []model.Action
 	for i := 0; i < 5; i++ {
 		act, _, err := p.Run(frame)
 		if err != nil {
@@ -149,19 +149,19 @@ func TestRSTRateLimit(t *testing.T) {
 		}
 		acts = append(acts, act)
 	}
-	want := []policy.Action{policy.ActionTX, policy.ActionTX, policy.ActionTX, policy.ActionDrop, policy.ActionDrop}
+	want := []model.Action{model.ActionTX, model.ActionTX, model.ActionTX, model.ActionDrop, model.ActionDrop}
 	for i := range want {
 		if acts[i] != want[i] {
 			t.Fatalf("actions %v, want %v", acts, want)
 		}
 	}
 	reasons, _ := p.Reasons()
-	if reasons[policy.ReasonRateLimited].Packets != 2 || reasons[policy.ReasonRSTSent].Packets != 3 {
-		t.Errorf("rate_limited %d rst_sent %d, want 2 and 3", reasons[policy.ReasonRateLimited].Packets, reasons[policy.ReasonRSTSent].Packets)
+	if reasons[model.ReasonRateLimited].Packets != 2 || reasons[model.ReasonRSTSent].Packets != 3 {
+		t.Errorf("rate_limited %d rst_sent %d, want 2 and 3", reasons[model.ReasonRateLimited].Packets, reasons[model.ReasonRSTSent].Packets)
 	}
 	// The budget refills: after a second one more RST goes out.
 	time.Sleep(1100 * time.Millisecond)
-	if act, _, _ := p.Run(frame); act != policy.ActionTX {
+	if act, _, _ := p.Run(frame); act != model.ActionTX {
 		t.Errorf("after refill: %v, want XDP_TX", act)
 	}
 }
@@ -169,20 +169,20 @@ func TestRSTRateLimit(t *testing.T) {
 func TestKnobsGovernedPortsAndDefault(t *testing.T) {
 	tables := testTables(time.Now())
 	tables.Governed = []uint16{25, 2525}
-	tables.DefaultVerdict = policy.Drop
+	tables.DefaultVerdict = model.Drop
 	p := applied(t, tables)
 	unknown := sources[6]
 	for _, c := range []struct {
 		src  string
 		port uint16
-		want policy.Action
+		want model.Action
 	}{
-		{unknown.v4.String(), 25, policy.ActionDrop},   // default verdict now drop
-		{unknown.v4.String(), 2525, policy.ActionDrop}, // 2525 governed too
-		{unknown.v4.String(), 587, policy.ActionPass},
-		{passSrc.v4.String(), 2525, policy.ActionPass},
-		{dropSrc.v4.String(), 2526, policy.ActionPass},
-		{unknown.v6.String(), 25, policy.ActionDrop},
+		{unknown.v4.String(), 25, model.ActionDrop},   // default verdict now drop
+		{unknown.v4.String(), 2525, model.ActionDrop}, // 2525 governed too
+		{unknown.v4.String(), 587, model.ActionPass},
+		{passSrc.v4.String(), 2525, model.ActionPass},
+		{dropSrc.v4.String(), 2526, model.ActionPass},
+		{unknown.v6.String(), 25, model.ActionDrop},
 	} {
 		a := addr(c.src)
 		dst := dst4
@@ -198,28 +198,28 @@ func TestKnobsGovernedPortsAndDefault(t *testing.T) {
 func TestNoPolicyPassesEverything(t *testing.T) {
 	p := loadProgram(t)
 	act, _, err := p.Run(buildFrame(t, frameSpec{src: dropSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true}))
-	if err != nil || act != policy.ActionPass {
+	if err != nil || act != model.ActionPass {
 		t.Fatalf("%v %v, want pass", act, err)
 	}
 	r, _ := p.Reasons()
-	if r[policy.ReasonNoPolicy].Packets != 1 {
-		t.Errorf("no_policy %d, want 1", r[policy.ReasonNoPolicy].Packets)
+	if r[model.ReasonNoPolicy].Packets != 1 {
+		t.Errorf("no_policy %d, want 1", r[model.ReasonNoPolicy].Packets)
 	}
 }
 
 func TestApplySwapsPolicy(t *testing.T) {
 	a := testTables(time.Now())
 	b := testTables(time.Now())
-	b.Ranges[0].Verdict = policy.Pass // dyn-drop v4 becomes pass
+	b.Ranges[0].Verdict = model.Pass // dyn-drop v4 becomes pass
 	p := applied(t, a)
 	frame := buildFrame(t, frameSpec{src: dropSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true})
-	for i, tb := range []*policy.Tables{b, a, b, a} {
+	for i, tb := range []*model.Tables{b, a, b, a} {
 		if err := p.Apply(tb); err != nil {
 			t.Fatal(err)
 		}
-		want := policy.ActionDrop
+		want := model.ActionDrop
 		if tb == b {
-			want = policy.ActionPass
+			want = model.ActionPass
 		}
 		if act, _, _ := p.Run(frame); act != want {
 			t.Fatalf("swap %d: %v, want %v", i, act, want)
@@ -230,7 +230,7 @@ func TestApplySwapsPolicy(t *testing.T) {
 func TestApplyRejectsTooManyRules(t *testing.T) {
 	p := loadProgram(t)
 	tb := testTables(time.Now())
-	tb.Ranges = append(tb.Ranges, policy.Entry{Prefix: pfx("192.0.2.0/24"), Rule: policy.MaxRules, Verdict: policy.Drop})
+	tb.Ranges = append(tb.Ranges, model.Entry{Prefix: pfx("192.0.2.0/24"), Rule: model.MaxRules, Verdict: model.Drop})
 	if err := p.Apply(tb); !errors.Is(err, ErrTooManyRules) {
 		t.Fatalf("err %v, want ErrTooManyRules", err)
 	}
@@ -301,7 +301,7 @@ func TestProbeLeavesNoTrace(t *testing.T) {
 	}
 	// The token bucket is untouched: real traffic still gets its one RST.
 	act, _, _ := p.Run(buildFrame(t, frameSpec{src: resetSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true}))
-	if act != policy.ActionTX {
+	if act != model.ActionTX {
 		t.Fatalf("first real SYN after probes: %v, want tx", act)
 	}
 }
@@ -309,13 +309,13 @@ func TestProbeLeavesNoTrace(t *testing.T) {
 // Counters are kept by label: a range keeps its counts across a swap to a policy that
 // numbers its rules differently, and a new label never inherits another's counts.
 func TestCountersKeptByLabelAcrossSwaps(t *testing.T) {
-	mk := func(names ...string) *policy.Tables {
-		tb := &policy.Tables{Governed: []uint16{25}, RuleNames: []string{"default"}, RuleKinds: []policy.Kind{policy.KindDefault}}
+	mk := func(names ...string) *model.Tables {
+		tb := &model.Tables{Governed: []uint16{25}, RuleNames: []string{"default"}, RuleKinds: []model.Kind{model.KindDefault}}
 		for i, n := range names {
 			id := uint32(i + 1)
 			tb.RuleNames = append(tb.RuleNames, n)
-			tb.RuleKinds = append(tb.RuleKinds, policy.KindRange)
-			tb.Ranges = append(tb.Ranges, policy.Entry{Prefix: pfx(fmt.Sprintf("100.64.%d.0/24", n[0])), Rule: id, Verdict: policy.Drop})
+			tb.RuleKinds = append(tb.RuleKinds, model.KindRange)
+			tb.Ranges = append(tb.Ranges, model.Entry{Prefix: pfx(fmt.Sprintf("100.64.%d.0/24", n[0])), Rule: id, Verdict: model.Drop})
 		}
 		return tb
 	}
@@ -352,19 +352,19 @@ func TestCountersKeptByLabelAcrossSwaps(t *testing.T) {
 func TestRollback(t *testing.T) {
 	a := testTables(time.Now())
 	b := testTables(time.Now())
-	b.Ranges[0].Verdict = policy.Pass // dyn-drop v4 becomes pass
+	b.Ranges[0].Verdict = model.Pass // dyn-drop v4 becomes pass
 	p := applied(t, a)
 	frame := buildFrame(t, frameSpec{src: dropSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true})
 	if err := p.Apply(b); err != nil {
 		t.Fatal(err)
 	}
-	if act, _, _ := p.Run(frame); act != policy.ActionPass {
+	if act, _, _ := p.Run(frame); act != model.ActionPass {
 		t.Fatalf("after apply: %v, want pass", act)
 	}
 	if err := p.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	if act, _, _ := p.Run(frame); act != policy.ActionDrop {
+	if act, _, _ := p.Run(frame); act != model.ActionDrop {
 		t.Fatalf("after rollback: %v, want drop", act)
 	}
 	if p.Tables() != a {
@@ -377,7 +377,7 @@ func TestRollback(t *testing.T) {
 	if err := p.Apply(b); err != nil {
 		t.Fatal(err)
 	}
-	if act, _, _ := p.Run(frame); act != policy.ActionPass {
+	if act, _, _ := p.Run(frame); act != model.ActionPass {
 		t.Fatalf("apply after rollback: %v, want pass", act)
 	}
 }
@@ -385,15 +385,15 @@ func TestRollback(t *testing.T) {
 // labelled builds a policy of drop ranges (kind "range") and pass exemptions (kind
 // "exemption"), each named entry on the /24 (or the .25/32 inside it) of 100.64.N.0
 // where N is the first byte of its name.
-func labelled(ranges, exemptions []string) *policy.Tables {
-	tb := &policy.Tables{Governed: []uint16{25}, RuleNames: []string{"default"}, RuleKinds: []policy.Kind{policy.KindDefault}}
+func labelled(ranges, exemptions []string) *model.Tables {
+	tb := &model.Tables{Governed: []uint16{25}, RuleNames: []string{"default"}, RuleKinds: []model.Kind{model.KindDefault}}
 	for _, n := range ranges {
-		tb.RuleNames, tb.RuleKinds = append(tb.RuleNames, n), append(tb.RuleKinds, policy.KindRange)
-		tb.Ranges = append(tb.Ranges, policy.Entry{Prefix: pfx(fmt.Sprintf("100.64.%d.0/24", n[0])), Rule: uint32(len(tb.RuleNames) - 1), Verdict: policy.Drop})
+		tb.RuleNames, tb.RuleKinds = append(tb.RuleNames, n), append(tb.RuleKinds, model.KindRange)
+		tb.Ranges = append(tb.Ranges, model.Entry{Prefix: pfx(fmt.Sprintf("100.64.%d.0/24", n[0])), Rule: uint32(len(tb.RuleNames) - 1), Verdict: model.Drop})
 	}
 	for _, n := range exemptions {
-		tb.RuleNames, tb.RuleKinds = append(tb.RuleNames, n), append(tb.RuleKinds, policy.KindExemption)
-		tb.Ranges = append(tb.Ranges, policy.Entry{Prefix: pfx(fmt.Sprintf("100.64.%d.25/32", n[0])), Rule: uint32(len(tb.RuleNames) - 1), Verdict: policy.Pass})
+		tb.RuleNames, tb.RuleKinds = append(tb.RuleNames, n), append(tb.RuleKinds, model.KindExemption)
+		tb.Ranges = append(tb.Ranges, model.Entry{Prefix: pfx(fmt.Sprintf("100.64.%d.25/32", n[0])), Rule: uint32(len(tb.RuleNames) - 1), Verdict: model.Pass})
 	}
 	return tb
 }
@@ -447,11 +447,11 @@ func TestCountersKeptByNameAcrossRemoval(t *testing.T) {
 // gives up its id, with its counts; an offender recorded under that id is no longer
 // named after it, nor after the id's new owner.
 func TestCounterIDsReclaimedOldestFirst(t *testing.T) {
-	names := func(from, to int, extra ...string) *policy.Tables {
-		tb := &policy.Tables{Governed: []uint16{25}, RuleNames: []string{"default"}, RuleKinds: []policy.Kind{policy.KindDefault}}
+	names := func(from, to int, extra ...string) *model.Tables {
+		tb := &model.Tables{Governed: []uint16{25}, RuleNames: []string{"default"}, RuleKinds: []model.Kind{model.KindDefault}}
 		add := func(n string, a netip.Addr) {
-			tb.RuleNames, tb.RuleKinds = append(tb.RuleNames, n), append(tb.RuleKinds, policy.KindRange)
-			tb.Ranges = append(tb.Ranges, policy.Entry{Prefix: netip.PrefixFrom(a, 32), Rule: uint32(len(tb.RuleNames) - 1), Verdict: policy.Drop})
+			tb.RuleNames, tb.RuleKinds = append(tb.RuleNames, n), append(tb.RuleKinds, model.KindRange)
+			tb.Ranges = append(tb.Ranges, model.Entry{Prefix: netip.PrefixFrom(a, 32), Rule: uint32(len(tb.RuleNames) - 1), Verdict: model.Drop})
 		}
 		base := netip.MustParseAddr("100.64.0.0").As4()
 		for i := from; i <= to; i++ {
@@ -464,16 +464,16 @@ func TestCounterIDsReclaimedOldestFirst(t *testing.T) {
 		}
 		return tb
 	}
-	last := policy.MaxRules - 1 // ids 1..last: the whole id space
+	last := model.MaxRules - 1 // ids 1..last: the whole id space
 	p := applied(t, names(1, last))
 	idOf := func(l string) uint32 { return p.labels[l] }
 	r1, r2 := idOf("range/r1"), idOf("range/r2")
 	f := buildFrame(t, frameSpec{src: addr("100.64.0.1"), dst: dst4, sport: 1, dport: 25, syn: true}) // r1
-	if act, _, err := p.Run(f); err != nil || act != policy.ActionDrop {
+	if act, _, err := p.Run(f); err != nil || act != model.ActionDrop {
 		t.Fatalf("r1: %v %v", act, err)
 	}
 	f2 := buildFrame(t, frameSpec{src: addr("100.64.0.2"), dst: dst4, sport: 1, dport: 25, syn: true}) // r2
-	if act, _, err := p.Run(f2); err != nil || act != policy.ActionDrop {
+	if act, _, err := p.Run(f2); err != nil || act != model.ActionDrop {
 		t.Fatalf("r2: %v %v", act, err)
 	}
 	must(t, p.Apply(names(2, last))) // r1 leaves first

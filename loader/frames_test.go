@@ -9,7 +9,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // Frame builders for the packet tests: real frames serialised by gopacket with
@@ -32,11 +32,11 @@ const (
 var encapNames = [...]string{"plain", "802.1Q", "QinQ", "PPPoE", "VLAN+PPPoE", "PPPoE-PFC", "VLAN+PPPoE-PFC", "raw-IP"}
 
 // link is the kind of interface a frame of this encapsulation arrives on.
-func (e encap) link() policy.Link {
+func (e encap) link() model.Link {
 	if e == encRawIP {
-		return policy.LinkRawIP
+		return model.LinkRawIP
 	}
-	return policy.LinkEthernet
+	return model.LinkEthernet
 }
 
 func (e encap) pppoe() bool {

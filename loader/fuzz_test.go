@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/verify"
 )
 
@@ -30,7 +30,7 @@ func seedFrames(t testing.TB) [][]byte {
 		buildFrame(t, frameSpec{src: sources[1].v6, dst: dst6, sport: 1, dport: 25, syn: true,
 			ext: []extHdr{{proto: 0}, {proto: 43}, {proto: 44}, {proto: 51}, {proto: 60}}}),
 		buildFrame(t, frameSpec{enc: encQinQ, src: sources[0].v6, dst: dst6, sport: 1, dport: 25, syn: true,
-			ext: make([]extHdr, policy.MaxExtHeaders+1)}),
+			ext: make([]extHdr, model.MaxExtHeaders+1)}),
 		buildFrame(t, frameSpec{src: sources[7].v4, dst: dst4, udp: true, sport: 1, dport: 25}),
 		// An IPv4-mapped IPv6 source, judged as the IPv4 address it maps.
 		buildFrame(t, frameSpec{src: netip.AddrFrom16(sources[1].v4.As16()), dst: dst6, sport: 1, dport: 25, syn: true}),
@@ -54,13 +54,13 @@ var (
 // verify.Compare finds (the comparison the replay and the daemon's proof use): the
 // action, and the frame the program leaves (the RST byte for byte and checked on its
 // own, any other frame unchanged).
-func compareWithModel(t testing.TB, p *Program, tables *policy.Tables, frame []byte) (policy.Decision, policy.Action) {
+func compareWithModel(t testing.TB, p *Program, tables *model.Tables, frame []byte) (model.Decision, model.Action) {
 	t.Helper()
-	return compareWithModelOn(t, policy.LinkEthernet, p, tables, frame)
+	return compareWithModelOn(t, model.LinkEthernet, p, tables, frame)
 }
 
 // compareWithModelOn is compareWithModel through the entry point for links of type l.
-func compareWithModelOn(t testing.TB, l policy.Link, p *Program, tables *policy.Tables, frame []byte) (policy.Decision, policy.Action) {
+func compareWithModelOn(t testing.TB, l model.Link, p *Program, tables *model.Tables, frame []byte) (model.Decision, model.Action) {
 	t.Helper()
 	act, out, err := p.RunOn(l, frame)
 	if err != nil {
@@ -101,7 +101,7 @@ func FuzzProgramVsModel(f *testing.F) {
 		if len(frame) < 14 || len(frame) > 1514 {
 			t.Skip("outside the frame sizes XDP sees")
 		}
-		compareWithModelOn(t, policy.LinkEthernet, fuzzProg, tables, frame)
-		compareWithModelOn(t, policy.LinkRawIP, fuzzProg, tables, frame)
+		compareWithModelOn(t, model.LinkEthernet, fuzzProg, tables, frame)
+		compareWithModelOn(t, model.LinkRawIP, fuzzProg, tables, frame)
 	})
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // requireRoot skips tests that need CAP_BPF/CAP_NET_ADMIN (loading XDP programs and
@@ -56,34 +56,34 @@ var (
 
 // testTables is the policy of the packet tests. Rule ids are fixed so counters can be
 // checked by id.
-func testTables(now time.Time) *policy.Tables {
+func testTables(now time.Time) *model.Tables {
 	hour := time.Hour
-	return &policy.Tables{
-		DefaultVerdict: policy.Pass,
+	return &model.Tables{
+		DefaultVerdict: model.Pass,
 		Governed:       []uint16{25},
 		RuleNames:      []string{"default", "dyn-drop", "dyn-reset", "business", "mailserver", "staged", "quarantine", "old-quarantine"},
-		Ranges: []policy.Entry{
-			{Prefix: pfx("100.64.0.0/16"), Rule: 1, Verdict: policy.Drop},
-			{Prefix: pfx("2001:db8:100::/48"), Rule: 1, Verdict: policy.Drop},
-			{Prefix: pfx("100.65.0.0/16"), Rule: 2, Verdict: policy.Reset},
-			{Prefix: pfx("2001:db8:200::/48"), Rule: 2, Verdict: policy.Reset},
-			{Prefix: pfx("198.51.100.0/24"), Rule: 3, Verdict: policy.Pass},
-			{Prefix: pfx("2001:db8:300::/48"), Rule: 3, Verdict: policy.Pass},
-			{Prefix: pfx("100.64.1.25/32"), Rule: 4, Verdict: policy.Pass},
-			{Prefix: pfx("2001:db8:100::25/128"), Rule: 4, Verdict: policy.Pass},
-			{Prefix: pfx("100.66.0.0/16"), Rule: 5, Verdict: policy.Monitor},
-			{Prefix: pfx("2001:db8:400::/48"), Rule: 5, Verdict: policy.Monitor},
+		Ranges: []model.Entry{
+			{Prefix: pfx("100.64.0.0/16"), Rule: 1, Verdict: model.Drop},
+			{Prefix: pfx("2001:db8:100::/48"), Rule: 1, Verdict: model.Drop},
+			{Prefix: pfx("100.65.0.0/16"), Rule: 2, Verdict: model.Reset},
+			{Prefix: pfx("2001:db8:200::/48"), Rule: 2, Verdict: model.Reset},
+			{Prefix: pfx("198.51.100.0/24"), Rule: 3, Verdict: model.Pass},
+			{Prefix: pfx("2001:db8:300::/48"), Rule: 3, Verdict: model.Pass},
+			{Prefix: pfx("100.64.1.25/32"), Rule: 4, Verdict: model.Pass},
+			{Prefix: pfx("2001:db8:100::25/128"), Rule: 4, Verdict: model.Pass},
+			{Prefix: pfx("100.66.0.0/16"), Rule: 5, Verdict: model.Monitor},
+			{Prefix: pfx("2001:db8:400::/48"), Rule: 5, Verdict: model.Monitor},
 		},
-		Quarantines: []policy.Entry{
-			{Prefix: pfx("198.51.100.66/32"), Rule: 6, Verdict: policy.Reset, Expires: now.Add(hour)},
-			{Prefix: pfx("2001:db8:300::66/128"), Rule: 6, Verdict: policy.Reset, Expires: now.Add(hour)},
-			{Prefix: pfx("198.51.100.77/32"), Rule: 7, Verdict: policy.Drop, Expires: now.Add(-hour)},
-			{Prefix: pfx("2001:db8:300::77/128"), Rule: 7, Verdict: policy.Drop, Expires: now.Add(-hour)},
+		Quarantines: []model.Entry{
+			{Prefix: pfx("198.51.100.66/32"), Rule: 6, Verdict: model.Reset, Expires: now.Add(hour)},
+			{Prefix: pfx("2001:db8:300::66/128"), Rule: 6, Verdict: model.Reset, Expires: now.Add(hour)},
+			{Prefix: pfx("198.51.100.77/32"), Rule: 7, Verdict: model.Drop, Expires: now.Add(-hour)},
+			{Prefix: pfx("2001:db8:300::77/128"), Rule: 7, Verdict: model.Drop, Expires: now.Add(-hour)},
 		},
 	}
 }
 
-func applied(t testing.TB, tables *policy.Tables) *Program {
+func applied(t testing.TB, tables *model.Tables) *Program {
 	t.Helper()
 	p := loadProgram(t)
 	if err := p.Apply(tables); err != nil {

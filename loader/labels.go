@@ -10,7 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/portcullis/portcullis/bpf"
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // Counters are indexed by rule id, and a compiled policy numbers its rules afresh. So
@@ -68,7 +68,7 @@ func labelString(v bpf.PortcullisPcLabel) string { return cString(v.Label[:]) }
 // else the id of the label that left the live policy longest ago (its counters are
 // zeroed first, so a reused id never inherits another entry's counts). Ids of the live
 // policy and of t are never taken.
-func (p *Program) stableIDs(t *policy.Tables) ([]uint32, error) {
+func (p *Program) stableIDs(t *model.Tables) ([]uint32, error) {
 	n := max(len(t.RuleNames), 1)
 	ids := make([]uint32, n)
 	needed := map[uint32]bool{0: true}
@@ -107,13 +107,13 @@ func (p *Program) stableIDs(t *policy.Tables) ([]uint32, error) {
 			ids[i] = id
 			continue
 		}
-		for ; next < policy.MaxRules; next++ {
+		for ; next < model.MaxRules; next++ {
 			if _, used := p.idLabels[next]; !used {
 				break
 			}
 		}
 		id := next
-		if next < policy.MaxRules {
+		if next < model.MaxRules {
 			next++
 		} else {
 			if oldest == nil {
@@ -195,8 +195,8 @@ func (p *Program) retire(old, live []uint32) error {
 // and its label removed.
 func (p *Program) reclaim(id uint32, old string) error {
 	zero := make([]bpf.PortcullisPcCounter, ebpf.MustPossibleCPU())
-	for o := policy.Outcome(0); o < numOutcomes; o++ {
-		for f := policy.Family(0); f < numFamilies; f++ {
+	for o := model.Outcome(0); o < numOutcomes; o++ {
+		for f := model.Family(0); f < numFamilies; f++ {
 			if err := p.objs.Stats.Put(statsKey(id, o, f), zero); err != nil {
 				return err
 			}
@@ -251,8 +251,8 @@ func (p *Program) label(id uint32) string {
 // LabelCounter is the traffic judged under one label with one outcome in one family.
 type LabelCounter struct {
 	Label   string // "kind/name"
-	Outcome policy.Outcome
-	Family  policy.Family
+	Outcome model.Outcome
+	Family  model.Family
 	Counter
 }
 

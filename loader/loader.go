@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/portcullis/portcullis/bpf"
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // Sentinel errors, all of the package's.
@@ -59,7 +59,7 @@ type Program struct {
 
 	slot      uint32 // slot of the live policy
 	hasPolicy bool
-	tables    *policy.Tables
+	tables    *model.Tables
 	live      []uint32  // the live policy's compiled rule id -> stable id
 	prev      *previous // what the last Apply replaced, for Rollback
 
@@ -70,7 +70,7 @@ type Program struct {
 	idLabels map[uint32]string
 	ages     map[uint32]labelAge
 
-	ids []ebpf.ProgramID // kernel ids of the entry points, by policy.Link (see IDs)
+	ids []ebpf.ProgramID // kernel ids of the entry points, by model.Link (see IDs)
 
 	ifaces map[string]int      // interface name -> ifindex (SetInterfaces)
 	groups []map[string]uint32 // per slot: interface -> scope group of its policy
@@ -114,8 +114,8 @@ func (p *Program) XDP() *ebpf.Program { return p.objs.Portcullis }
 
 // entry returns the program's entry point for links of type l: frames that start at
 // an Ethernet header, or at the IP header (tun, ppp, WireGuard, IP tunnels).
-func (p *Program) entry(l policy.Link) *ebpf.Program {
-	if l == policy.LinkRawIP {
+func (p *Program) entry(l model.Link) *ebpf.Program {
+	if l == model.LinkRawIP {
 		return p.objs.PortcullisL3
 	}
 	return p.objs.Portcullis
@@ -125,7 +125,7 @@ func (p *Program) entry(l policy.Link) *ebpf.Program {
 func (p *Program) HasPolicy() bool { return p.hasPolicy }
 
 // Tables returns the policy tables last applied, or nil.
-func (p *Program) Tables() *policy.Tables { return p.tables }
+func (p *Program) Tables() *model.Tables { return p.tables }
 
 // bootNow reads CLOCK_BOOTTIME, the clock the program compares expiries against.
 func bootNow() (time.Duration, error) {

@@ -10,23 +10,23 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/verify"
 )
 
 // expectAction is the test's own statement of the policy for a SYN from source kind
 // to (udp, port), independent of the model.
-func expectAction(kind string, udp bool, port uint16) policy.Action {
+func expectAction(kind string, udp bool, port uint16) model.Action {
 	if udp || port != 25 {
-		return policy.ActionPass
+		return model.ActionPass
 	}
 	switch kind {
 	case "drop-range":
-		return policy.ActionDrop
+		return model.ActionDrop
 	case "reset-range", "quarantined":
-		return policy.ActionTX
+		return model.ActionTX
 	}
-	return policy.ActionPass
+	return model.ActionPass
 }
 
 func TestPacketMatrix(t *testing.T) {
@@ -68,7 +68,7 @@ func TestPacketMatrix(t *testing.T) {
 							t.Fatalf("model says %v, program %v", d.Action, act)
 						}
 						switch act {
-						case policy.ActionTX:
+						case model.ActionTX:
 							if !bytes.Equal(out, d.Reply) {
 								t.Fatalf("reply differs from model\nprog  %s\nmodel %s", hex.EncodeToString(out), hex.EncodeToString(d.Reply))
 							}
@@ -91,11 +91,11 @@ func TestPacketMatrix(t *testing.T) {
 // check: the L2 encapsulation kept, and the IP header's TTL, length and options.
 func checkRST(t *testing.T, syn, rst []byte) {
 	t.Helper()
-	checkRSTOn(t, policy.LinkEthernet, syn, rst)
+	checkRSTOn(t, model.LinkEthernet, syn, rst)
 }
 
 // checkRSTOn is checkRST for frames of a link of type l (raw IP: no MACs to check).
-func checkRSTOn(t *testing.T, l policy.Link, syn, rst []byte) {
+func checkRSTOn(t *testing.T, l model.Link, syn, rst []byte) {
 	t.Helper()
 	for _, p := range verify.CheckRSTOn(l, syn, rst) {
 		t.Error(p)
@@ -128,11 +128,11 @@ func checkRSTOn(t *testing.T, l policy.Link, syn, rst []byte) {
 		}
 	}
 	if o4, ok := out.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok {
-		if o4.TTL != policy.RSTTTL || o4.IHL != 5 || o4.Length != 40 {
+		if o4.TTL != model.RSTTTL || o4.IHL != 5 || o4.Length != 40 {
 			t.Errorf("ipv4 ttl %d ihl %d len %d", o4.TTL, o4.IHL, o4.Length)
 		}
 	} else if o6, ok := out.Layer(layers.LayerTypeIPv6).(*layers.IPv6); ok {
-		if o6.HopLimit != policy.RSTTTL || o6.Length != 20 || o6.NextHeader != layers.IPProtocolTCP {
+		if o6.HopLimit != model.RSTTTL || o6.Length != 20 || o6.NextHeader != layers.IPProtocolTCP {
 			t.Errorf("ipv6 hop limit %d len %d next %d", o6.HopLimit, o6.Length, o6.NextHeader)
 		}
 	}

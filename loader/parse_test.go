@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 var (
@@ -21,8 +21,8 @@ var (
 type parseCase struct {
 	name       string
 	frame      frameSpec
-	wantAction policy.Action
-	wantPath   policy.Reason
+	wantAction model.Action
+	wantPath   model.Reason
 }
 
 func runParseCases(t *testing.T, cases []parseCase) {
@@ -38,7 +38,7 @@ func runParseCases(t *testing.T, cases []parseCase) {
 			if d.Path != c.wantPath {
 				t.Errorf("model path %v, want %v", d.Path, c.wantPath)
 			}
-			if act == policy.ActionTX {
+			if act == model.ActionTX {
 				_, out, _ := p.Run(frame)
 				checkRST(t, frame, out)
 			}
@@ -57,9 +57,9 @@ func TestIPv4Options(t *testing.T) {
 	}{{"router-alert", routerAlert}, {"record-route-40", longest}} {
 		for _, enc := range []encap{encPlain, encVLANPPPoE} {
 			cases = append(cases,
-				parseCase{fmt.Sprintf("%s/%s/reset-syn", o.name, enc), frameSpec{enc: enc, src: resetSrc.v4, dst: dst4, sport: 5, dport: 25, syn: true, seq: 7, ipOpts: o.opt, tcpOpts: true, payload: []byte("data")}, policy.ActionTX, policy.ReasonJudged},
-				parseCase{fmt.Sprintf("%s/%s/drop", o.name, enc), frameSpec{enc: enc, src: dropSrc.v4, dst: dst4, sport: 5, dport: 25, syn: true, ipOpts: o.opt}, policy.ActionDrop, policy.ReasonJudged},
-				parseCase{fmt.Sprintf("%s/%s/587", o.name, enc), frameSpec{enc: enc, src: dropSrc.v4, dst: dst4, sport: 5, dport: 587, syn: true, ipOpts: o.opt}, policy.ActionPass, policy.ReasonNotGoverned},
+				parseCase{fmt.Sprintf("%s/%s/reset-syn", o.name, enc), frameSpec{enc: enc, src: resetSrc.v4, dst: dst4, sport: 5, dport: 25, syn: true, seq: 7, ipOpts: o.opt, tcpOpts: true, payload: []byte("data")}, model.ActionTX, model.ReasonJudged},
+				parseCase{fmt.Sprintf("%s/%s/drop", o.name, enc), frameSpec{enc: enc, src: dropSrc.v4, dst: dst4, sport: 5, dport: 25, syn: true, ipOpts: o.opt}, model.ActionDrop, model.ReasonJudged},
+				parseCase{fmt.Sprintf("%s/%s/587", o.name, enc), frameSpec{enc: enc, src: dropSrc.v4, dst: dst4, sport: 5, dport: 587, syn: true, ipOpts: o.opt}, model.ActionPass, model.ReasonNotGoverned},
 			)
 		}
 	}
@@ -69,25 +69,25 @@ func TestIPv4Options(t *testing.T) {
 func TestIPv6ExtensionChains(t *testing.T) {
 	var cases []parseCase
 	kinds := []byte{0, 60, 43, 51} // hop-by-hop, destination options, routing, AH
-	for n := 0; n <= policy.MaxExtHeaders+1; n++ {
+	for n := 0; n <= model.MaxExtHeaders+1; n++ {
 		ext := make([]extHdr, n)
 		for i := range ext {
 			ext[i].proto = kinds[i%len(kinds)]
 		}
-		action, path := policy.ActionDrop, policy.ReasonJudged
-		resetAction := policy.ActionTX
-		passPath := policy.ReasonJudged
-		if n > policy.MaxExtHeaders {
+		action, path := model.ActionDrop, model.ReasonJudged
+		resetAction := model.ActionTX
+		passPath := model.ReasonJudged
+		if n > model.MaxExtHeaders {
 			// Past the limit: blocked sources are dropped as evasion, others pass.
-			path, resetAction, passPath = policy.ReasonEvasion, policy.ActionDrop, policy.ReasonEvasion
+			path, resetAction, passPath = model.ReasonEvasion, model.ActionDrop, model.ReasonEvasion
 		}
 		cases = append(cases,
 			parseCase{fmt.Sprintf("%d-headers/drop", n), frameSpec{src: dropSrc.v6, dst: dst6, sport: 5, dport: 25, syn: true, ext: ext}, action, path},
 			parseCase{fmt.Sprintf("%d-headers/reset", n), frameSpec{enc: encVLAN, src: resetSrc.v6, dst: dst6, sport: 5, dport: 25, syn: true, ext: ext, payload: []byte("x")}, resetAction, path},
-			parseCase{fmt.Sprintf("%d-headers/pass-range", n), frameSpec{src: passSrc.v6, dst: dst6, sport: 5, dport: 25, syn: true, ext: ext}, policy.ActionPass, passPath},
+			parseCase{fmt.Sprintf("%d-headers/pass-range", n), frameSpec{src: passSrc.v6, dst: dst6, sport: 5, dport: 25, syn: true, ext: ext}, model.ActionPass, passPath},
 		)
-		if n <= policy.MaxExtHeaders {
-			cases = append(cases, parseCase{fmt.Sprintf("%d-headers/465", n), frameSpec{src: dropSrc.v6, dst: dst6, sport: 5, dport: 465, syn: true, ext: ext}, policy.ActionPass, policy.ReasonNotGoverned})
+		if n <= model.MaxExtHeaders {
+			cases = append(cases, parseCase{fmt.Sprintf("%d-headers/465", n), frameSpec{src: dropSrc.v6, dst: dst6, sport: 5, dport: 465, syn: true, ext: ext}, model.ActionPass, model.ReasonNotGoverned})
 		}
 	}
 	runParseCases(t, cases)
@@ -95,15 +95,15 @@ func TestIPv6ExtensionChains(t *testing.T) {
 
 func TestFragments(t *testing.T) {
 	runParseCases(t, []parseCase{
-		{"v4/non-first", frameSpec{src: dropSrc.v4, dst: dst4, sport: 5, dport: 25, ack: true, frag: &fragSpec{offset: 3, more: true}, payload: make([]byte, 24)}, policy.ActionPass, policy.ReasonFragment},
-		{"v4/last", frameSpec{src: dropSrc.v4, dst: dst4, sport: 5, dport: 25, ack: true, frag: &fragSpec{offset: 3}}, policy.ActionPass, policy.ReasonFragment},
-		{"v4/first", frameSpec{src: dropSrc.v4, dst: dst4, sport: 5, dport: 25, ack: true, frag: &fragSpec{more: true}, payload: make([]byte, 24)}, policy.ActionDrop, policy.ReasonJudged},
-		{"v4/first-syn-reset-range", frameSpec{src: resetSrc.v4, dst: dst4, sport: 5, dport: 25, syn: true, frag: &fragSpec{more: true}, payload: make([]byte, 24)}, policy.ActionDrop, policy.ReasonJudged},
-		{"v4/first-587", frameSpec{src: dropSrc.v4, dst: dst4, sport: 5, dport: 587, frag: &fragSpec{more: true}}, policy.ActionPass, policy.ReasonNotGoverned},
-		{"v6/non-first", frameSpec{src: dropSrc.v6, dst: dst6, sport: 5, dport: 25, ext: []extHdr{{proto: 44, frag: fragSpec{offset: 2, more: true}}}}, policy.ActionPass, policy.ReasonFragment},
-		{"v6/first", frameSpec{src: dropSrc.v6, dst: dst6, sport: 5, dport: 25, syn: true, ext: []extHdr{{proto: 44, frag: fragSpec{more: true}}}}, policy.ActionDrop, policy.ReasonJudged},
-		{"v6/atomic-fragment-syn", frameSpec{src: resetSrc.v6, dst: dst6, sport: 5, dport: 25, syn: true, ext: []extHdr{{proto: 44}}}, policy.ActionTX, policy.ReasonJudged},
-		{"v6/hop-then-non-first", frameSpec{src: dropSrc.v6, dst: dst6, sport: 5, dport: 25, ext: []extHdr{{proto: 0}, {proto: 44, frag: fragSpec{offset: 1}}}}, policy.ActionPass, policy.ReasonFragment},
+		{"v4/non-first", frameSpec{src: dropSrc.v4, dst: dst4, sport: 5, dport: 25, ack: true, frag: &fragSpec{offset: 3, more: true}, payload: make([]byte, 24)}, model.ActionPass, model.ReasonFragment},
+		{"v4/last", frameSpec{src: dropSrc.v4, dst: dst4, sport: 5, dport: 25, ack: true, frag: &fragSpec{offset: 3}}, model.ActionPass, model.ReasonFragment},
+		{"v4/first", frameSpec{src: dropSrc.v4, dst: dst4, sport: 5, dport: 25, ack: true, frag: &fragSpec{more: true}, payload: make([]byte, 24)}, model.ActionDrop, model.ReasonJudged},
+		{"v4/first-syn-reset-range", frameSpec{src: resetSrc.v4, dst: dst4, sport: 5, dport: 25, syn: true, frag: &fragSpec{more: true}, payload: make([]byte, 24)}, model.ActionDrop, model.ReasonJudged},
+		{"v4/first-587", frameSpec{src: dropSrc.v4, dst: dst4, sport: 5, dport: 587, frag: &fragSpec{more: true}}, model.ActionPass, model.ReasonNotGoverned},
+		{"v6/non-first", frameSpec{src: dropSrc.v6, dst: dst6, sport: 5, dport: 25, ext: []extHdr{{proto: 44, frag: fragSpec{offset: 2, more: true}}}}, model.ActionPass, model.ReasonFragment},
+		{"v6/first", frameSpec{src: dropSrc.v6, dst: dst6, sport: 5, dport: 25, syn: true, ext: []extHdr{{proto: 44, frag: fragSpec{more: true}}}}, model.ActionDrop, model.ReasonJudged},
+		{"v6/atomic-fragment-syn", frameSpec{src: resetSrc.v6, dst: dst6, sport: 5, dport: 25, syn: true, ext: []extHdr{{proto: 44}}}, model.ActionTX, model.ReasonJudged},
+		{"v6/hop-then-non-first", frameSpec{src: dropSrc.v6, dst: dst6, sport: 5, dport: 25, ext: []extHdr{{proto: 0}, {proto: 44, frag: fragSpec{offset: 1}}}}, model.ActionPass, model.ReasonFragment},
 	})
 }
 
@@ -116,12 +116,12 @@ func TestTinyFirstFragment(t *testing.T) {
 	tiny := append([]byte{}, full[:14+20+8]...)
 	tiny[14+2], tiny[14+3] = 0, 28 // IPv4 total length
 	d, act := compareWithModel(t, p, tables, tiny)
-	if act != policy.ActionDrop || !d.Packet.PortsOnly {
+	if act != model.ActionDrop || !d.Packet.PortsOnly {
 		t.Fatalf("tiny first fragment: %v (ports only %v), want drop", act, d.Packet.PortsOnly)
 	}
 	// The same truncation without MF is just a truncated packet: untouched.
 	tiny[14+6] = 0
-	if d, act := compareWithModel(t, p, tables, tiny); act != policy.ActionPass || d.Path != policy.ReasonMalformed {
+	if d, act := compareWithModel(t, p, tables, tiny); act != model.ActionPass || d.Path != model.ReasonMalformed {
 		t.Fatalf("truncated non-fragment: %v %v, want pass/malformed", act, d.Path)
 	}
 }
@@ -142,7 +142,7 @@ func TestMalformed(t *testing.T) {
 		"ihl-past-end": mutate(func(b []byte) { b[14] = 0x4f }),
 	} {
 		t.Run(name, func(t *testing.T) {
-			if d, act := compareWithModel(t, p, tables, frame); act != policy.ActionPass || d.Path != policy.ReasonMalformed {
+			if d, act := compareWithModel(t, p, tables, frame); act != model.ActionPass || d.Path != model.ReasonMalformed {
 				t.Fatalf("%v %v, want pass/malformed", act, d.Path)
 			}
 		})
@@ -157,9 +157,9 @@ func TestTruncations(t *testing.T) {
 	n := 0
 	for _, full := range seedFrames(t) {
 		for l := 14; l < len(full); l++ {
-			for _, link := range []policy.Link{policy.LinkEthernet, policy.LinkRawIP} {
+			for _, link := range []model.Link{model.LinkEthernet, model.LinkRawIP} {
 				d, act := compareWithModelOn(t, link, p, tables, full[:l])
-				if act != policy.ActionPass && !d.Judged {
+				if act != model.ActionPass && !d.Judged {
 					t.Fatalf("%v link, truncated to %d: %v without judgement", link, l, act)
 				}
 				n++
@@ -188,32 +188,32 @@ func TestPPPProtocols(t *testing.T) {
 	cases := []struct {
 		name     string
 		frame    []byte
-		want     policy.Action
-		wantPath policy.Reason
+		want     model.Action
+		wantPath model.Reason
 	}{
-		{"pfc/ipv4/drop-range/25", syn(encPPPoEPFC, dropSrc, 25), policy.ActionDrop, policy.ReasonJudged},
-		{"pfc/ipv4/reset-range/25", syn(encPPPoEPFC, resetSrc, 25), policy.ActionTX, policy.ReasonJudged},
-		{"pfc/ipv4/drop-range/587", syn(encPPPoEPFC, dropSrc, 587), policy.ActionPass, policy.ReasonNotGoverned},
-		{"pfc/ipv6/reset-range/25", buildFrame(t, frameSpec{enc: encVLANPPPoEPFC, src: resetSrc.v6, dst: dst6, sport: 1, dport: 25, syn: true}), policy.ActionTX, policy.ReasonJudged},
-		{"vj-uncompressed/drop-range/25", vj(syn(encPPPoE, dropSrc, 25), 14), policy.ActionDrop, policy.ReasonJudged},
+		{"pfc/ipv4/drop-range/25", syn(encPPPoEPFC, dropSrc, 25), model.ActionDrop, model.ReasonJudged},
+		{"pfc/ipv4/reset-range/25", syn(encPPPoEPFC, resetSrc, 25), model.ActionTX, model.ReasonJudged},
+		{"pfc/ipv4/drop-range/587", syn(encPPPoEPFC, dropSrc, 587), model.ActionPass, model.ReasonNotGoverned},
+		{"pfc/ipv6/reset-range/25", buildFrame(t, frameSpec{enc: encVLANPPPoEPFC, src: resetSrc.v6, dst: dst6, sport: 1, dport: 25, syn: true}), model.ActionTX, model.ReasonJudged},
+		{"vj-uncompressed/drop-range/25", vj(syn(encPPPoE, dropSrc, 25), 14), model.ActionDrop, model.ReasonJudged},
 		// A VJ frame is never answered (the reply would need another PPP protocol): dropped.
-		{"vj-uncompressed/reset-range/25", vj(syn(encPPPoE, resetSrc, 25), 14), policy.ActionDrop, policy.ReasonJudged},
-		{"vj-uncompressed/drop-range/587", vj(syn(encPPPoE, dropSrc, 587), 14), policy.ActionPass, policy.ReasonNotGoverned},
-		{"vj-uncompressed-pfc/drop-range/25", compressPPPProto(t, vj(syn(encPPPoE, dropSrc, 25), 14), 14), policy.ActionDrop, policy.ReasonJudged},
+		{"vj-uncompressed/reset-range/25", vj(syn(encPPPoE, resetSrc, 25), 14), model.ActionDrop, model.ReasonJudged},
+		{"vj-uncompressed/drop-range/587", vj(syn(encPPPoE, dropSrc, 587), 14), model.ActionPass, model.ReasonNotGoverned},
+		{"vj-uncompressed-pfc/drop-range/25", compressPPPProto(t, vj(syn(encPPPoE, dropSrc, 25), 14), 14), model.ActionDrop, model.ReasonJudged},
 		// VJ compressed: no addresses, no ports; it only continues a judged 0x2f header.
-		{"vj-compressed", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x002d), policy.ActionPass, policy.ReasonNotTCP},
-		{"ccp-compressed", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x00fd), policy.ActionPass, policy.ReasonNotTCP},
-		{"multilink", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x003d), policy.ActionPass, policy.ReasonNotTCP},
-		{"mpls", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x0281), policy.ActionPass, policy.ReasonNotTCP},
-		{"lcp", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0xc021), policy.ActionPass, policy.ReasonNotTCP},
+		{"vj-compressed", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x002d), model.ActionPass, model.ReasonNotTCP},
+		{"ccp-compressed", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x00fd), model.ActionPass, model.ReasonNotTCP},
+		{"multilink", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x003d), model.ActionPass, model.ReasonNotTCP},
+		{"mpls", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x0281), model.ActionPass, model.ReasonNotTCP},
+		{"lcp", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0xc021), model.ActionPass, model.ReasonNotTCP},
 		// The kernel's pppoe_rcv checks neither the version/type nor the code byte.
-		{"pppoe-ver-type-0x00", setByte(syn(encPPPoE, dropSrc, 25), 14, 0x00), policy.ActionDrop, policy.ReasonJudged},
-		{"pppoe-ver-type-0x21", setByte(syn(encPPPoE, dropSrc, 25), 14, 0x21), policy.ActionDrop, policy.ReasonJudged},
-		{"pppoe-code-0x09", setByte(syn(encPPPoE, dropSrc, 25), 15, 0x09), policy.ActionDrop, policy.ReasonJudged},
-		{"pppoe-code-0xa7-pfc", setByte(syn(encPPPoEPFC, resetSrc, 25), 15, 0xa7), policy.ActionTX, policy.ReasonJudged},
+		{"pppoe-ver-type-0x00", setByte(syn(encPPPoE, dropSrc, 25), 14, 0x00), model.ActionDrop, model.ReasonJudged},
+		{"pppoe-ver-type-0x21", setByte(syn(encPPPoE, dropSrc, 25), 14, 0x21), model.ActionDrop, model.ReasonJudged},
+		{"pppoe-code-0x09", setByte(syn(encPPPoE, dropSrc, 25), 15, 0x09), model.ActionDrop, model.ReasonJudged},
+		{"pppoe-code-0xa7-pfc", setByte(syn(encPPPoEPFC, resetSrc, 25), 15, 0xa7), model.ActionTX, model.ReasonJudged},
 		// 0x21 0x00: an odd first byte is the whole (1-byte) protocol, IPv4, so the IP
 		// header would start at the 0x00: malformed, as the kernel finds it too.
-		{"odd-first-byte-is-the-1-byte-form", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x2100), policy.ActionPass, policy.ReasonMalformed},
+		{"odd-first-byte-is-the-1-byte-form", setPPPProto(syn(encPPPoE, dropSrc, 25), 14, 0x2100), model.ActionPass, model.ReasonMalformed},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -224,7 +224,7 @@ func TestPPPProtocols(t *testing.T) {
 			if d.Path != c.wantPath {
 				t.Errorf("path %v, want %v", d.Path, c.wantPath)
 			}
-			if act == policy.ActionTX {
+			if act == model.ActionTX {
 				_, out, _ := p.Run(c.frame)
 				checkRST(t, c.frame, out)
 			}
@@ -239,7 +239,7 @@ func TestPFCResetBytes(t *testing.T) {
 	p := applied(t, tables)
 	frame := buildFrame(t, frameSpec{enc: encPPPoEPFC, src: resetSrc.v4, dst: dst4, sport: 40000, dport: 25, syn: true, seq: 0x11223344})
 	act, out, err := p.Run(frame)
-	if err != nil || act != policy.ActionTX {
+	if err != nil || act != model.ActionTX {
 		t.Fatalf("action %v (%v), want TX", act, err)
 	}
 	want := mustHex(t, ""+
@@ -249,13 +249,13 @@ func TestPFCResetBytes(t *testing.T) {
 		"0019"+"9c40"+"00000000"+"11223345"+"5014"+"0000"+"0000"+"0000") // RST+ACK, ack = seq+1
 	// Fill in the checksums the test computes itself.
 	ip := want[14+6+1:]
-	binary.BigEndian.PutUint16(ip[10:], policy.Checksum(ip[:20], 0))
+	binary.BigEndian.PutUint16(ip[10:], model.Checksum(ip[:20], 0))
 	pseudo := append(append([]byte{}, ip[12:20]...), 0, 6, 0, 20)
 	var sum uint32
 	for i := 0; i < len(pseudo); i += 2 {
 		sum += uint32(binary.BigEndian.Uint16(pseudo[i:]))
 	}
-	binary.BigEndian.PutUint16(ip[20+16:], policy.Checksum(ip[20:40], sum))
+	binary.BigEndian.PutUint16(ip[20+16:], model.Checksum(ip[20:40], sum))
 	if !bytes.Equal(out, want) {
 		t.Fatalf("reply\n got %s\nwant %s", hex.EncodeToString(out), hex.EncodeToString(want))
 	}
@@ -271,13 +271,13 @@ func TestMappedSources(t *testing.T) {
 	for _, c := range []struct {
 		src  source
 		port uint16
-		want policy.Action
+		want model.Action
 	}{
-		{sources[0], 25, policy.ActionDrop},  // drop range
-		{sources[1], 25, policy.ActionTX},    // reset range
-		{sources[4], 25, policy.ActionTX},    // quarantined
-		{sources[3], 25, policy.ActionPass},  // exemption inside the drop range
-		{sources[0], 587, policy.ActionPass}, // never governed
+		{sources[0], 25, model.ActionDrop},  // drop range
+		{sources[1], 25, model.ActionTX},    // reset range
+		{sources[4], 25, model.ActionTX},    // quarantined
+		{sources[3], 25, model.ActionPass},  // exemption inside the drop range
+		{sources[0], 587, model.ActionPass}, // never governed
 	} {
 		t.Run(fmt.Sprintf("%s/%d", c.src.name, c.port), func(t *testing.T) {
 			frame := buildFrame(t, frameSpec{src: mapped(c.src), dst: dst6, sport: 40000, dport: c.port, syn: true, seq: 5})
@@ -285,10 +285,10 @@ func TestMappedSources(t *testing.T) {
 			if act != c.want {
 				t.Fatalf("action %v, want %v", act, c.want)
 			}
-			if d.Packet.Family != policy.IPv6 {
+			if d.Packet.Family != model.IPv6 {
 				t.Errorf("family %v, want IPv6", d.Packet.Family)
 			}
-			if act == policy.ActionTX {
+			if act == model.ActionTX {
 				_, out, _ := p.Run(frame)
 				checkRST(t, frame, out)
 			}
@@ -329,21 +329,21 @@ func TestFirstFragmentWithoutPorts(t *testing.T) {
 	cases := []struct {
 		name     string
 		frame    []byte
-		want     policy.Action
-		wantPath policy.Reason
+		want     model.Action
+		wantPath model.Reason
 	}{
-		{"v6/drop-range", v6(dropSrc, true), policy.ActionDrop, policy.ReasonEvasion},
-		{"v6/reset-range", v6(resetSrc, true), policy.ActionDrop, policy.ReasonEvasion},
-		{"v6/pass-range", v6(passSrc, true), policy.ActionPass, policy.ReasonEvasion},
-		{"v6/atomic-fragment-is-malformed", v6(dropSrc, false), policy.ActionPass, policy.ReasonMalformed},
-		{"v4/drop-range", v4(dropSrc, true), policy.ActionDrop, policy.ReasonEvasion},
-		{"v4/not-a-fragment-is-malformed", v4(dropSrc, false), policy.ActionPass, policy.ReasonMalformed},
+		{"v6/drop-range", v6(dropSrc, true), model.ActionDrop, model.ReasonEvasion},
+		{"v6/reset-range", v6(resetSrc, true), model.ActionDrop, model.ReasonEvasion},
+		{"v6/pass-range", v6(passSrc, true), model.ActionPass, model.ReasonEvasion},
+		{"v6/atomic-fragment-is-malformed", v6(dropSrc, false), model.ActionPass, model.ReasonMalformed},
+		{"v4/drop-range", v4(dropSrc, true), model.ActionDrop, model.ReasonEvasion},
+		{"v4/not-a-fragment-is-malformed", v4(dropSrc, false), model.ActionPass, model.ReasonMalformed},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			for _, link := range []policy.Link{policy.LinkEthernet, policy.LinkRawIP} {
+			for _, link := range []model.Link{model.LinkEthernet, model.LinkRawIP} {
 				frame := c.frame
-				if link == policy.LinkRawIP {
+				if link == model.LinkRawIP {
 					frame = frame[14:]
 					if len(frame) < 14 {
 						continue // the kernel's test run takes no shorter frame

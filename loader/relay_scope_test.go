@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/portcullis/portcullis/bpf"
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/testenv"
 	"github.com/portcullis/portcullis/verify"
@@ -72,9 +73,9 @@ func scratch(t testing.TB, p *Program) *testenv.Scratch {
 }
 
 // runAt runs frame through p as if it arrived on ifname, inside s.
-func runAt(t testing.TB, s *testenv.Scratch, p *Program, in policy.Ingress, frame []byte) (policy.Action, []byte) {
+func runAt(t testing.TB, s *testenv.Scratch, p *Program, in model.Ingress, frame []byte) (model.Action, []byte) {
 	t.Helper()
-	var act policy.Action
+	var act model.Action
 	var out []byte
 	err := s.Do(func() (err error) {
 		act, out, err = p.RunAt(in, frame)
@@ -97,13 +98,13 @@ func TestRelaysAndScopes(t *testing.T) {
 	const (
 		mx4, smart4, mxin4 = "192.0.2.25", "192.0.2.26", "192.0.2.130"
 		mx6, smart6        = "2001:db8:ffff::25", "2001:db8:ffff::26"
-		pass, drop, rst    = policy.ActionPass, policy.ActionDrop, policy.ActionTX
+		pass, drop, rst    = model.ActionPass, model.ActionDrop, model.ActionTX
 	)
 	cases := []struct {
 		src, dst string
 		port     uint16
 		iface    string
-		want     policy.Action
+		want     model.Action
 		why      string
 	}{
 		{"100.64.5.5", mx4, 25, "acc0", rst, "dynamic pool resets"},
@@ -142,7 +143,7 @@ func TestRelaysAndScopes(t *testing.T) {
 			name := fmt.Sprintf("%s->%s:%d@%s/%s", tc.src, tc.dst, tc.port, tc.iface, enc)
 			t.Run(name, func(t *testing.T) {
 				frame := buildFrame(t, frameSpec{enc: enc, src: addr(tc.src), dst: addr(tc.dst), sport: 40000, dport: tc.port, syn: true, seq: 7})
-				in := policy.Ingress{Link: enc.link(), Interface: tc.iface}
+				in := model.Ingress{Link: enc.link(), Interface: tc.iface}
 				act, out := runAt(t, s, p, in, frame)
 				if act != tc.want {
 					t.Errorf("%s: program %v, want %v", tc.why, act, tc.want)
@@ -164,12 +165,12 @@ func TestRelayCounters(t *testing.T) {
 	s := scratch(t, p)
 	frame := buildFrame(t, frameSpec{src: addr("100.64.5.5"), dst: addr("192.0.2.26"), sport: 1, dport: 25, syn: true})
 	for range 3 {
-		runAt(t, s, p, policy.Ingress{Interface: "acc0"}, frame)
+		runAt(t, s, p, model.Ingress{Interface: "acc0"}, frame)
 	}
 	ids := p.live
 	var relay uint32
 	for i, r := range c.Rules {
-		if r.Kind == policy.KindRelay && r.Name == "smarthost" {
+		if r.Kind == model.KindRelay && r.Name == "smarthost" {
 			relay = ids[i]
 		}
 	}
@@ -179,7 +180,7 @@ func TestRelayCounters(t *testing.T) {
 	}
 	var got uint64
 	for _, rc := range cs {
-		if rc.Outcome == policy.OutPass && rc.Family == policy.IPv4 {
+		if rc.Outcome == model.OutPass && rc.Family == model.IPv4 {
 			got += rc.Packets
 		} else if rc.Packets != 0 {
 			t.Errorf("relay counted %d packets as %v/%v", rc.Packets, rc.Outcome, rc.Family)
@@ -248,7 +249,7 @@ func TestSetInterfacesMovesAnInterface(t *testing.T) {
 	p := applied(t, c.Tables)
 	s := scratch(t, p)
 	frame := buildFrame(t, frameSpec{src: addr("100.64.1.10"), dst: addr("192.0.2.25"), sport: 1, dport: 25, syn: true})
-	if act, _ := runAt(t, s, p, policy.Ingress{Interface: "acc0"}, frame); act != policy.ActionTX {
+	if act, _ := runAt(t, s, p, model.Ingress{Interface: "acc0"}, frame); act != model.ActionTX {
 		t.Fatalf("acc0 before: %v, want XDP_TX", act)
 	}
 	// The interface acc0 now carries the partner's name.
@@ -257,10 +258,10 @@ func TestSetInterfacesMovesAnInterface(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The test run names the interface; ask for the ifindex acc0 had, now called whl0.
-	if act, _ := runAt(t, s, p, policy.Ingress{Interface: "whl0"}, frame); act != policy.ActionPass {
+	if act, _ := runAt(t, s, p, model.Ingress{Interface: "whl0"}, frame); act != model.ActionPass {
 		t.Errorf("after SetInterfaces, the old acc0 (now whl0): %v, want XDP_PASS", act)
 	}
-	if act, _ := runAt(t, s, p, policy.Ingress{Interface: "acc0"}, frame); act != policy.ActionTX {
+	if act, _ := runAt(t, s, p, model.Ingress{Interface: "acc0"}, frame); act != model.ActionTX {
 		t.Errorf("after SetInterfaces, the old whl0 (now acc0): %v, want XDP_TX", act)
 	}
 	// Forgetting every interface: no scope applies anywhere.
@@ -272,7 +273,7 @@ func TestSetInterfacesMovesAnInterface(t *testing.T) {
 	if p.objs.Scopes.Iterate().Next(&k, &v) {
 		t.Error("interface table not emptied")
 	}
-	if _, _, err := p.RunAt(policy.Ingress{Interface: "whl0"}, frame); !errors.Is(err, ErrUnknownInterface) {
+	if _, _, err := p.RunAt(model.Ingress{Interface: "whl0"}, frame); !errors.Is(err, ErrUnknownInterface) {
 		t.Errorf("run on a forgotten interface: %v, want ErrUnknownInterface", err)
 	}
 }
@@ -309,7 +310,7 @@ func FuzzDestinationsAndInterfaces(f *testing.F) {
 		}
 		enc := encap(int(encB) % int(numEncaps))
 		frame := buildFrame(t, frameSpec{enc: enc, src: src, dst: dst, sport: 40000, dport: ports[int(pi)%len(ports)], syn: true, ack: bits&1 == 1, seq: uint32(bits)})
-		in := policy.Ingress{Link: enc.link(), Interface: ifaces[int(ii)%len(ifaces)]}
+		in := model.Ingress{Link: enc.link(), Interface: ifaces[int(ii)%len(ifaces)]}
 		act, out := runAt(t, s, p, in, frame)
 		d, diffs := verify.Compare(c.Tables, frame, now, verify.Observed{Link: in.Link, Interface: in.Interface, Action: act, Out: out})
 		if len(diffs) > 0 {

@@ -10,7 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/portcullis/portcullis/bpf"
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // runtimeHeadroom is how many entries beyond its policy's each prefix table takes, for
@@ -23,7 +23,7 @@ const runtimeHeadroom = 1 << 16
 // quarantine or ranges trie of the live slot) and one in each scope group's trie it
 // lies in. None is a map-in-map update, so there is no RCU wait, and a packet sees the
 // tables with e or without it. next must have the live tables' rules.
-func (p *Program) UpdateEntry(next *policy.Tables, e policy.TableEntry, add bool) error {
+func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) error {
 	if !p.hasPolicy || p.tables == nil {
 		return ErrNoPolicy
 	}
@@ -116,7 +116,7 @@ func write(m *ebpf.Map, key any, val bpf.PortcullisPcRule, add bool) error {
 // writing it: the daemon calls it when the policy in force is the one it would apply,
 // so that later UpdateEntry calls know the live rules. The proof that follows holds
 // the program to t.
-func (p *Program) AdoptTables(t *policy.Tables) error {
+func (p *Program) AdoptTables(t *model.Tables) error {
 	if !p.hasPolicy {
 		return ErrNoPolicy
 	}
@@ -133,7 +133,7 @@ func (p *Program) AdoptTables(t *policy.Tables) error {
 // RuntimeInDataPlane returns the entries of the live tables that count for the rules
 // labelled kind/name (the runtime entries' rules), as the data plane holds them: it
 // tells a store that lost entries from one that never had them.
-func (p *Program) RuntimeInDataPlane(kind policy.Kind, name string) ([]policy.TableEntry, error) {
+func (p *Program) RuntimeInDataPlane(kind model.Kind, name string) ([]model.TableEntry, error) {
 	p.labelsMu.RLock()
 	id, ok := p.labels[string(kind)+"/"+name]
 	p.labelsMu.RUnlock()
@@ -145,7 +145,7 @@ func (p *Program) RuntimeInDataPlane(kind policy.Kind, name string) ([]policy.Ta
 		return nil, err
 	}
 	now := timeNow()
-	var out []policy.TableEntry
+	var out []model.TableEntry
 	for _, t := range []struct {
 		outer      *ebpf.Map
 		v4, quaran bool
@@ -191,8 +191,8 @@ func prefixOf(addr []byte, bits uint32) netip.Prefix {
 	return netip.PrefixFrom(a, int(bits))
 }
 
-func runtimeEntry(p netip.Prefix, v bpf.PortcullisPcRule, quarantine bool, boot time.Duration, now time.Time) policy.TableEntry {
-	e := policy.TableEntry{Quarantine: quarantine, Entry: policy.Entry{Prefix: p, Rule: v.Rule, Verdict: policy.Verdict(v.Verdict)}}
+func runtimeEntry(p netip.Prefix, v bpf.PortcullisPcRule, quarantine bool, boot time.Duration, now time.Time) model.TableEntry {
+	e := model.TableEntry{Quarantine: quarantine, Entry: model.Entry{Prefix: p, Rule: v.Rule, Verdict: model.Verdict(v.Verdict)}}
 	if v.Expires != 0 {
 		e.Expires = wallTime(v.Expires, boot, now)
 	}

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/overlay"
-	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/verify"
 )
 
@@ -26,10 +26,10 @@ func TestUpdateEntry(t *testing.T) {
 		{Kind: overlay.Quarantine, Prefix: netip.MustParsePrefix("100.64.5.6/32"), Expires: now.Add(time.Hour)},
 		{Kind: overlay.Quarantine, Reset: true, Prefix: netip.MustParsePrefix("2001:db8:1000:5::6/128"), Expires: now.Add(time.Hour)},
 	}
-	check := func(tables *policy.Tables, src string, iface string, want policy.Action) {
+	check := func(tables *model.Tables, src string, iface string, want model.Action) {
 		t.Helper()
 		frame := buildFrame(t, frameSpec{src: addr(src), dst: addr(map[bool]string{true: "192.0.2.25", false: "2001:db8:ffff::25"}[addr(src).Is4()]), sport: 1, dport: 25, syn: true})
-		in := policy.Ingress{Interface: iface}
+		in := model.Ingress{Interface: iface}
 		act, out := runAt(t, s, p, in, frame)
 		if act != want {
 			t.Errorf("%s on %q: %v, want %v", src, iface, act, want)
@@ -38,8 +38,8 @@ func TestUpdateEntry(t *testing.T) {
 			t.Errorf("%s on %q: %s", src, iface, diffs[0].Msg)
 		}
 	}
-	check(live, "100.64.5.5", "acc0", policy.ActionTX)
-	check(live, "100.64.1.150", "whl0", policy.ActionDrop)
+	check(live, "100.64.5.5", "acc0", model.ActionTX)
+	check(live, "100.64.1.150", "whl0", model.ActionDrop)
 	var in []overlay.Entry
 	for _, e := range entries {
 		in = append(in, e)
@@ -49,14 +49,14 @@ func TestUpdateEntry(t *testing.T) {
 		}
 		live = next
 	}
-	check(live, "100.64.5.5", "acc0", policy.ActionPass)
-	check(live, "100.64.1.150", "whl0", policy.ActionPass)
-	check(live, "100.64.1.150", "whl1", policy.ActionPass)
-	check(live, "100.64.1.150", "acc0", policy.ActionPass)
-	check(live, "100.64.5.6", "acc0", policy.ActionDrop)
-	check(live, "2001:db8:1000:5::6", "acc0", policy.ActionTX)
+	check(live, "100.64.5.5", "acc0", model.ActionPass)
+	check(live, "100.64.1.150", "whl0", model.ActionPass)
+	check(live, "100.64.1.150", "whl1", model.ActionPass)
+	check(live, "100.64.1.150", "acc0", model.ActionPass)
+	check(live, "100.64.5.6", "acc0", model.ActionDrop)
+	check(live, "2001:db8:1000:5::6", "acc0", model.ActionTX)
 
-	got, err := p.RuntimeInDataPlane(policy.KindRuntimeQuarantine, overlay.RuleName)
+	got, err := p.RuntimeInDataPlane(model.KindRuntimeQuarantine, overlay.RuleName)
 	if err != nil || len(got) != 2 {
 		t.Fatalf("runtime quarantines in the data plane: %v %v", got, err)
 	}
@@ -65,7 +65,7 @@ func TestUpdateEntry(t *testing.T) {
 			t.Errorf("%s expires %v, want %v", g.Prefix, g.Expires, now.Add(time.Hour))
 		}
 	}
-	if got, _ := p.RuntimeInDataPlane(policy.KindUnblock, overlay.RuleName); len(got) != 2 {
+	if got, _ := p.RuntimeInDataPlane(model.KindUnblock, overlay.RuleName); len(got) != 2 {
 		t.Errorf("unblocks in the data plane: %v", got)
 	}
 
@@ -78,10 +78,10 @@ func TestUpdateEntry(t *testing.T) {
 		}
 		live = next
 	}
-	check(live, "100.64.5.5", "acc0", policy.ActionTX)
-	check(live, "100.64.1.150", "whl0", policy.ActionDrop)
-	check(live, "100.64.5.6", "acc0", policy.ActionTX)
-	if got, _ := p.RuntimeInDataPlane(policy.KindRuntimeQuarantine, overlay.RuleName); len(got) != 0 {
+	check(live, "100.64.5.5", "acc0", model.ActionTX)
+	check(live, "100.64.1.150", "whl0", model.ActionDrop)
+	check(live, "100.64.5.6", "acc0", model.ActionTX)
+	if got, _ := p.RuntimeInDataPlane(model.KindRuntimeQuarantine, overlay.RuleName); len(got) != 0 {
 		t.Errorf("runtime quarantines left: %v", got)
 	}
 	// Tables with other rules are not an update.

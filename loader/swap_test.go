@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 )
 
@@ -14,7 +15,7 @@ import (
 // of times; every verdict must be A's or B's for that packet, never a mix.
 func TestSwapIsAtomicUnderLoad(t *testing.T) {
 	now := time.Now()
-	compile := func(src string) *policy.Tables {
+	compile := func(src string) *model.Tables {
 		pol, err := policy.Parse("p.yaml", []byte(src), now)
 		if err != nil {
 			t.Fatal(err)
@@ -34,7 +35,7 @@ ranges: [{name: dyn, verdict: drop, cidrs: [100.64.0.0/10, "2001:db8:1000::/36"]
 `)
 	p := applied(t, a)
 	var frames [][]byte
-	var want [][2]policy.Action // A's and B's verdict per frame
+	var want [][2]model.Action // A's and B's verdict per frame
 	for _, src := range []string{"100.64.1.25", "100.64.9.9", "2001:db8:1000::25", "2001:db8:1000::9"} {
 		s := addr(src)
 		dst := dst4
@@ -43,7 +44,7 @@ ranges: [{name: dyn, verdict: drop, cidrs: [100.64.0.0/10, "2001:db8:1000::/36"]
 		}
 		f := buildFrame(t, frameSpec{src: s, dst: dst, sport: 40000, dport: 25, syn: true})
 		frames = append(frames, f)
-		want = append(want, [2]policy.Action{a.Judge(f, now, true).Action, b.Judge(f, now, true).Action})
+		want = append(want, [2]model.Action{a.Judge(f, now, true).Action, b.Judge(f, now, true).Action})
 		if want[len(want)-1][0] == want[len(want)-1][1] {
 			t.Fatalf("%s: A and B agree (%v); the test needs them to differ", src, want[len(want)-1][0])
 		}

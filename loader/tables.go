@@ -8,7 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/portcullis/portcullis/bpf"
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // prefixTableBuilder builds one policy's prefix table for one family as a fresh map
@@ -16,7 +16,7 @@ import (
 // kernel LPM trie; a structure whose cost does not grow with the policy can replace it
 // behind this interface.
 type prefixTableBuilder interface {
-	build(entries []policy.Entry, boot time.Duration, now time.Time) (*ebpf.Map, error)
+	build(entries []model.Entry, boot time.Duration, now time.Time) (*ebpf.Map, error)
 }
 
 type lpmBuilder struct {
@@ -24,7 +24,7 @@ type lpmBuilder struct {
 	v6   bool
 }
 
-func (b lpmBuilder) build(entries []policy.Entry, boot time.Duration, now time.Time) (*ebpf.Map, error) {
+func (b lpmBuilder) build(entries []model.Entry, boot time.Duration, now time.Time) (*ebpf.Map, error) {
 	spec := b.spec.Copy()
 	spec.MaxEntries = uint32(len(entries) + runtimeHeadroom)
 	m, err := ebpf.NewMap(spec)
@@ -88,7 +88,7 @@ func newTable[K, V any](spec *ebpf.MapSpec, keys []K, vals []V) (*ebpf.Map, erro
 }
 
 // relayTables builds the relay tables (IPv4, IPv6) of entries, rule ids already stable.
-func (p *Program) relayTables(entries []policy.RelayEntry) (v4, v6 func() (*ebpf.Map, error), n4, n6 int) {
+func (p *Program) relayTables(entries []model.RelayEntry) (v4, v6 func() (*ebpf.Map, error), n4, n6 int) {
 	var k4 []bpf.PortcullisPcLpmV4
 	var k6 []bpf.PortcullisPcLpmV6
 	var r4, r6 []bpf.PortcullisPcRelay
@@ -112,11 +112,11 @@ func (p *Program) relayTables(entries []policy.RelayEntry) (v4, v6 func() (*ebpf
 }
 
 // scopedTables builds the scoped tables (IPv4, IPv6) of a scope plan, rule ids stable.
-func (p *Program) scopedTables(plan policy.ScopePlan, boot time.Duration, now time.Time) (v4, v6 func() (*ebpf.Map, error), n4, n6 int) {
+func (p *Program) scopedTables(plan model.ScopePlan, boot time.Duration, now time.Time) (v4, v6 func() (*ebpf.Map, error), n4, n6 int) {
 	var k4 []bpf.PortcullisPcScopedV4
 	var k6 []bpf.PortcullisPcScopedV6
 	var r4, r6 []bpf.PortcullisPcRule
-	add := func(ge policy.GroupEntry, group uint32) {
+	add := func(ge model.GroupEntry, group uint32) {
 		v := bpf.PortcullisPcRule{Rule: ge.Rule, Verdict: uint8(ge.Verdict)}
 		if !ge.Expires.IsZero() {
 			v.Expires = bootTime(ge.Expires, boot, now)
@@ -172,8 +172,8 @@ func installOptional(outer *ebpf.Map, slot uint32, n int, build func() (*ebpf.Ma
 }
 
 // unscoped returns the entries that apply on every interface: the scoped ones live in
-// the scoped tables (see policy.ScopePlan).
-func unscoped(entries []policy.Entry) []policy.Entry {
+// the scoped tables (see model.ScopePlan).
+func unscoped(entries []model.Entry) []model.Entry {
 	out := entries[:0:0]
 	for _, e := range entries {
 		if e.Interfaces == nil {
@@ -185,7 +185,7 @@ func unscoped(entries []policy.Entry) []policy.Entry {
 
 // split sorts entries by family; the policy compiler has already unmapped
 // IPv4-mapped IPv6 prefixes.
-func split(entries []policy.Entry) (v4, v6 []policy.Entry) {
+func split(entries []model.Entry) (v4, v6 []model.Entry) {
 	for _, e := range entries {
 		if e.Prefix.Addr().Is4() {
 			v4 = append(v4, e)
@@ -200,23 +200,23 @@ func split(entries []policy.Entry) (v4, v6 []policy.Entry) {
 // idle slot, then a fresh config map naming that slot replaces the live one with a
 // single map update. A packet is judged entirely by the old policy or entirely by t.
 // On error the live policy is unchanged.
-func (p *Program) Apply(t *policy.Tables) error {
-	if len(t.RuleNames) > policy.MaxRules {
-		return fmt.Errorf("%w: %d rules, limit %d", ErrTooManyRules, len(t.RuleNames), policy.MaxRules)
+func (p *Program) Apply(t *model.Tables) error {
+	if len(t.RuleNames) > model.MaxRules {
+		return fmt.Errorf("%w: %d rules, limit %d", ErrTooManyRules, len(t.RuleNames), model.MaxRules)
 	}
-	for _, tab := range [][]policy.Entry{t.Ranges, t.Quarantines} {
+	for _, tab := range [][]model.Entry{t.Ranges, t.Quarantines} {
 		for _, e := range tab {
-			if e.Rule >= policy.MaxRules {
-				return fmt.Errorf("%w: rule id %d, limit %d", ErrTooManyRules, e.Rule, policy.MaxRules)
+			if e.Rule >= model.MaxRules {
+				return fmt.Errorf("%w: rule id %d, limit %d", ErrTooManyRules, e.Rule, model.MaxRules)
 			}
 		}
 	}
 	for _, r := range t.Relays {
-		if r.Rule >= policy.MaxRules {
-			return fmt.Errorf("%w: rule id %d, limit %d", ErrTooManyRules, r.Rule, policy.MaxRules)
+		if r.Rule >= model.MaxRules {
+			return fmt.Errorf("%w: rule id %d, limit %d", ErrTooManyRules, r.Rule, model.MaxRules)
 		}
-		if len(r.Ports) > policy.MaxRelayPorts {
-			return fmt.Errorf("relay %s lists %d ports, the data plane holds %d", r.Prefix, len(r.Ports), policy.MaxRelayPorts)
+		if len(r.Ports) > model.MaxRelayPorts {
+			return fmt.Errorf("relay %s lists %d ports, the data plane holds %d", r.Prefix, len(r.Ports), model.MaxRelayPorts)
 		}
 	}
 	p.labelsMu.Lock()
@@ -248,7 +248,7 @@ func (p *Program) Apply(t *policy.Tables) error {
 	tables := []struct {
 		outer   *ebpf.Map
 		builder prefixTableBuilder
-		entries []policy.Entry
+		entries []model.Entry
 	}{
 		{p.objs.RangesV4, lpmBuilder{p.spec.Maps[bpf.PortcullisMapRangesV4].InnerMap, false}, r4},
 		{p.objs.RangesV6, lpmBuilder{p.spec.Maps[bpf.PortcullisMapRangesV6].InnerMap, true}, r6},
@@ -270,7 +270,7 @@ func (p *Program) Apply(t *policy.Tables) error {
 	}
 
 	// Relays and scopes: only for policies that have them.
-	relays := make([]policy.RelayEntry, len(t.Relays))
+	relays := make([]model.RelayEntry, len(t.Relays))
 	for i, r := range t.Relays {
 		if int(r.Rule) >= len(ids) {
 			return fmt.Errorf("relay %s names rule %d, but the policy names only %d rules", r.Prefix, r.Rule, len(ids))
@@ -358,7 +358,7 @@ func (p *Program) Apply(t *policy.Tables) error {
 type previous struct {
 	config *ebpf.Map
 	slot   uint32
-	tables *policy.Tables
+	tables *model.Tables
 	live   []uint32
 }
 
@@ -388,8 +388,8 @@ func (p *Program) Rollback() error {
 }
 
 // groupIDs is withIDs for the entries of a scope plan.
-func groupIDs(entries []policy.GroupEntry, ids []uint32) ([]policy.GroupEntry, error) {
-	out := make([]policy.GroupEntry, len(entries))
+func groupIDs(entries []model.GroupEntry, ids []uint32) ([]model.GroupEntry, error) {
+	out := make([]model.GroupEntry, len(entries))
 	for i, e := range entries {
 		if int(e.Rule) >= len(ids) {
 			return nil, fmt.Errorf("entry %s names rule %d, but the policy names only %d rules", e.Prefix, e.Rule, len(ids))
@@ -401,8 +401,8 @@ func groupIDs(entries []policy.GroupEntry, ids []uint32) ([]policy.GroupEntry, e
 }
 
 // withIDs returns entries with their compiled rule ids replaced by stable ids.
-func withIDs(entries []policy.Entry, ids []uint32) ([]policy.Entry, error) {
-	out := make([]policy.Entry, len(entries))
+func withIDs(entries []model.Entry, ids []uint32) ([]model.Entry, error) {
+	out := make([]model.Entry, len(entries))
 	for i, e := range entries {
 		if int(e.Rule) >= len(ids) {
 			return nil, fmt.Errorf("entry %s names rule %d, but the policy names only %d rules", e.Prefix, e.Rule, len(ids))

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 )
 
@@ -30,14 +31,14 @@ func RulesFor(pol *policy.Policy) Rules {
 // so an entry added later has a rule to count under), quarantines in the quarantine
 // table, unblocks in the ranges table (pass, no expiry in the data plane: the
 // controller removes an unblock when it ends). t is not changed.
-func Merge(t *policy.Tables, entries []Entry) *policy.Tables {
-	m := &policy.Tables{
+func Merge(t *model.Tables, entries []Entry) *model.Tables {
+	m := &model.Tables{
 		DefaultVerdict: t.DefaultVerdict, Governed: t.Governed, RSTRate: t.RSTRate, RSTBurst: t.RSTBurst,
 		Ranges: slices.Clone(t.Ranges), Quarantines: slices.Clone(t.Quarantines), Relays: t.Relays,
 		RuleNames: append(slices.Clone(t.RuleNames), RuleName, RuleName),
 	}
 	if len(t.RuleKinds) == len(t.RuleNames) {
-		m.RuleKinds = append(slices.Clone(t.RuleKinds), policy.KindRuntimeQuarantine, policy.KindUnblock)
+		m.RuleKinds = append(slices.Clone(t.RuleKinds), model.KindRuntimeQuarantine, model.KindUnblock)
 	}
 	for _, e := range entries {
 		m.Add(TableEntry(m, e))
@@ -47,30 +48,30 @@ func Merge(t *policy.Tables, entries []Entry) *policy.Tables {
 
 // Rules returns the rule ids of the runtime quarantine and unblock rules in tables
 // made by Merge.
-func RuleIDs(m *policy.Tables) (quarantine, unblock uint32) {
+func RuleIDs(m *model.Tables) (quarantine, unblock uint32) {
 	n := uint32(len(m.RuleNames))
 	return n - 2, n - 1
 }
 
 // TableEntry is e as an entry of merged tables m, and whether it goes in the
 // quarantine table.
-func TableEntry(m *policy.Tables, e Entry) policy.TableEntry {
+func TableEntry(m *model.Tables, e Entry) model.TableEntry {
 	q, u := RuleIDs(m)
 	if e.Kind == Quarantine {
-		v := policy.Drop
+		v := model.Drop
 		if e.Reset {
-			v = policy.Reset
+			v = model.Reset
 		}
-		return policy.TableEntry{Quarantine: true, Entry: policy.Entry{Prefix: e.Prefix, Rule: q, Verdict: v, Expires: e.Expires}}
+		return model.TableEntry{Quarantine: true, Entry: model.Entry{Prefix: e.Prefix, Rule: q, Verdict: v, Expires: e.Expires}}
 	}
-	return policy.TableEntry{Entry: policy.Entry{Prefix: e.Prefix, Rule: u, Verdict: policy.Pass}}
+	return model.TableEntry{Entry: model.Entry{Prefix: e.Prefix, Rule: u, Verdict: model.Pass}}
 }
 
 // Conflict says why entry e cannot be laid over policy tables t (with the other live
 // entries), or nil: a quarantine may not nest with another quarantine (the data plane
 // checks only the most specific one, so an inner one's expiry would hide the outer),
 // and an unblock may not repeat a prefix the policy's ranges or exemptions list.
-func Conflict(t *policy.Tables, live []Entry, e Entry) error {
+func Conflict(t *model.Tables, live []Entry, e Entry) error {
 	if e.Kind == Quarantine {
 		for _, q := range t.Quarantines {
 			if q.Prefix.Overlaps(e.Prefix) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 )
 
@@ -88,12 +89,12 @@ func TestMerge(t *testing.T) {
 	r.Add(&s, req(Unblock, "100.64.1.10/32"), t0)
 	r.Add(&s, req(Quarantine, "100.64.1.20/32"), t0)
 	m := Merge(c.Tables, s.Live(t0))
-	for a, want := range map[string]policy.Verdict{"100.64.1.10": policy.Pass, "100.64.1.20": policy.Reset, "100.64.1.30": policy.Reset} {
+	for a, want := range map[string]model.Verdict{"100.64.1.10": model.Pass, "100.64.1.20": model.Reset, "100.64.1.30": model.Reset} {
 		if got := m.LookupSource(netip.MustParseAddr(a), t0).Verdict; got != want {
 			t.Errorf("%s: %v, want %v", a, got, want)
 		}
 	}
-	if got := m.LookupSource(netip.MustParseAddr("100.64.1.20"), t0.Add(2*time.Hour)).Verdict; got != policy.Reset {
+	if got := m.LookupSource(netip.MustParseAddr("100.64.1.20"), t0.Add(2*time.Hour)).Verdict; got != model.Reset {
 		t.Errorf("quarantine after its hour: %v (the dsl range resets anyway)", got)
 	}
 	q, u := RuleIDs(m)

@@ -7,14 +7,16 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/portcullis/portcullis/model"
 )
 
 // Change is a block of address space whose verdict for the governed ports differs
 // between two policies, with the entries that decide it on each side.
 type Change struct {
 	Prefix  netip.Prefix
-	Old     Verdict
-	New     Verdict
+	Old     model.Verdict
+	New     model.Verdict
 	OldRule string // deciding entry in the old policy ("default" when none)
 	NewRule string
 	// Interface is where the change applies: "" on every interface, OtherInterfaces on
@@ -112,7 +114,7 @@ func diffOn(a, b *Compiled, ifname string, now time.Time) []Change {
 	for _, root := range []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")} {
 		var ps []netip.Prefix
 		for _, c := range []*Compiled{a, b} {
-			for _, tab := range [][]Entry{c.Tables.Ranges, c.Tables.Quarantines} {
+			for _, tab := range [][]model.Entry{c.Tables.Ranges, c.Tables.Quarantines} {
 				for _, e := range tab {
 					if e.Prefix.Addr().Is4() == root.Addr().Is4() {
 						ps = append(ps, e.Prefix)
@@ -120,7 +122,7 @@ func diffOn(a, b *Compiled, ifname string, now time.Time) []Change {
 				}
 			}
 		}
-		slices.SortFunc(ps, comparePrefix)
+		slices.SortFunc(ps, model.ComparePrefix)
 		ps = slices.Compact(ps)
 		w := differ{a: a, b: b, now: now, ps: ps, ifname: ifname}
 		out = append(out, w.walk(root)...)
@@ -157,7 +159,7 @@ func diffRelays(a, b *Compiled) []RelayChange {
 			out = append(out, RelayChange{p, "", n})
 		}
 	}
-	slices.SortFunc(out, func(x, y RelayChange) int { return comparePrefix(x.Prefix, y.Prefix) })
+	slices.SortFunc(out, func(x, y RelayChange) int { return model.ComparePrefix(x.Prefix, y.Prefix) })
 	return out
 }
 

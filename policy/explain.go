@@ -6,16 +6,18 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/portcullis/portcullis/model"
 )
 
 // Covering is a policy entry whose prefix contains an address.
 type Covering struct {
-	Kind    Kind         `json:"kind"`
-	Name    string       `json:"name"`
-	Prefix  netip.Prefix `json:"prefix"`
-	Verdict Verdict      `json:"-"`
-	Pos     Pos          `json:"-"`
-	Rule    uint32       `json:"-"`
+	Kind    model.Kind    `json:"kind"`
+	Name    string        `json:"name"`
+	Prefix  netip.Prefix  `json:"prefix"`
+	Verdict model.Verdict `json:"-"`
+	Pos     Pos           `json:"-"`
+	Rule    uint32        `json:"-"`
 	// Interfaces is the entry's scope (nil: every interface); OtherInterfaces is true
 	// when it does not apply on the interface asked about.
 	Interfaces      []string `json:"interfaces,omitempty"`
@@ -42,7 +44,7 @@ type Explanation struct {
 	Port      uint16
 	Governed  bool
 	Protected bool
-	Verdict   Verdict
+	Verdict   model.Verdict
 	Reason    string
 	Decider   Covering   // the deciding entry (the default when no prefix covers it)
 	Losers    []Covering // other entries covering the source, most specific first
@@ -59,29 +61,25 @@ func (c *Compiled) Explain(q Query, now time.Time) Explanation {
 		Governed: t.IsGoverned(port), Protected: slices.Contains(c.Policy.Protected, port)}
 
 	var all []Covering
-	ix := t.idx()
-	for _, table := range []*prefixIndex{&ix.quarantines, &ix.ranges} {
-		table.covering(a, func(e Entry) bool {
-			r := c.Rules[e.Rule]
-			p := e.Prefix.Masked()
-			all = append(all, Covering{Kind: r.Kind, Name: r.Name, Prefix: p, Verdict: e.Verdict,
-				Pos: c.EntryPos[EntryKey{p, e.Rule}], Rule: e.Rule,
-				Interfaces: e.Interfaces, OtherInterfaces: !e.AppliesOn(q.Interface)})
-			return true
-		})
-	}
+	t.Covering(a, func(e model.Entry) bool {
+		r := c.Rules[e.Rule]
+		p := e.Prefix.Masked()
+		all = append(all, Covering{Kind: r.Kind, Name: r.Name, Prefix: p, Verdict: e.Verdict,
+			Pos: c.EntryPos[EntryKey{p, e.Rule}], Rule: e.Rule,
+			Interfaces: e.Interfaces, OtherInterfaces: !e.AppliesOn(q.Interface)})
+		return true
+	})
 	def := c.Rules[0]
-	all = append(all, Covering{Kind: KindDefault, Name: "default", Verdict: t.DefaultVerdict, Pos: def.Pos})
+	all = append(all, Covering{Kind: model.KindDefault, Name: "default", Verdict: t.DefaultVerdict, Pos: def.Pos})
 	if ex.To.IsValid() {
-		ix.relays.covering(ex.To, func(e Entry) bool {
-			r := t.Relays[e.Rule]
-			ex.Relays = append(ex.Relays, Covering{Kind: KindRelay, Name: t.RuleName(r.Rule), Prefix: r.Prefix,
-				Verdict: Pass, Pos: c.RelayPos[r.Prefix], Rule: r.Rule, Ports: r.Ports})
+		t.CoveringRelays(ex.To, func(r model.RelayEntry) bool {
+			ex.Relays = append(ex.Relays, Covering{Kind: model.KindRelay, Name: t.RuleName(r.Rule), Prefix: r.Prefix,
+				Verdict: model.Pass, Pos: c.RelayPos[r.Prefix], Rule: r.Rule, Ports: r.Ports})
 			return true
 		})
 	}
 
-	var src Source
+	var src model.Source
 	var relayed bool
 	if ex.Governed && !ex.Protected {
 		src, relayed = t.Decide(a, ex.To, port, q.Interface, now)
@@ -103,15 +101,15 @@ func (c *Compiled) Explain(q Query, now time.Time) Explanation {
 
 	switch {
 	case ex.Protected:
-		ex.Verdict = Pass
+		ex.Verdict = model.Pass
 		ex.Reason = fmt.Sprintf("port %d is protected (protected ports: %v): no policy can govern it, the packet passes before any address lookup", port, c.Policy.Protected)
 	case !ex.Governed:
-		ex.Verdict = Pass
+		ex.Verdict = model.Pass
 		ex.Reason = fmt.Sprintf("port %d is not governed (governed ports: %v): the packet passes before any address lookup", port, t.Governed)
 	case relayed:
-		ex.Verdict = Pass
+		ex.Verdict = model.Pass
 		ex.Reason = fmt.Sprintf("the destination is relay %q: towards it port %d passes whoever the source is", ex.Decider.Name, port)
-		if _, quarantined := t.lookupQuarantine(a, q.Interface, now); quarantined {
+		if _, quarantined := t.LookupQuarantine(a, q.Interface, now); quarantined {
 			ex.Reason += " (quarantined sources too: the source is quarantined)"
 		}
 	case src.Quarantine && relayCovers:
@@ -120,7 +118,7 @@ func (c *Compiled) Explain(q Query, now time.Time) Explanation {
 	case src.Quarantine:
 		ex.Verdict = src.Verdict
 		ex.Reason = "a live quarantine covers the source; quarantines are checked before ranges"
-	case ex.Decider.Kind == KindDefault:
+	case ex.Decider.Kind == model.KindDefault:
 		ex.Verdict = src.Verdict
 		ex.Reason = "no range covers the source: the default verdict applies"
 	default:

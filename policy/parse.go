@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/portcullis/portcullis/model"
 )
 
 // Version is the policy format version this package reads.
@@ -43,7 +45,7 @@ type CIDR struct {
 // Range is a named set of prefixes sharing a verdict for the governed ports.
 type Range struct {
 	Name        string
-	Verdict     Verdict
+	Verdict     model.Verdict
 	CIDRs       []CIDR
 	Description string
 	Owner       string
@@ -135,7 +137,7 @@ type Exemption struct {
 // Quarantine blocks one prefix until it expires; it is checked before the ranges.
 type Quarantine struct {
 	Listing
-	Verdict Verdict // drop or reset
+	Verdict model.Verdict // drop or reset
 }
 
 // Policy is a parsed, checked policy file.
@@ -143,7 +145,7 @@ type Policy struct {
 	File        string
 	Governed    []uint16
 	Protected   []uint16
-	Default     Verdict
+	Default     model.Verdict
 	DefaultPos  Pos // where the default: key is written; zero when it is not
 	RSTRate     uint32
 	RSTBurst    uint32
@@ -332,13 +334,13 @@ func (p *parser) ports(n *node, what string) ([]uint16, map[uint16]*node) {
 	return out, at
 }
 
-func (p *parser) verdict(n *node, allowed []Verdict) Verdict {
+func (p *parser) verdict(n *node, allowed []model.Verdict) model.Verdict {
 	var words []string
 	for _, a := range allowed {
 		words = append(words, a.String())
 	}
 	s := p.str(n, "verdict")
-	v, ok := ParseVerdict(s)
+	v, ok := model.ParseVerdict(s)
 	if !ok || !slices.Contains(allowed, v) {
 		if s != "" || n.kind == scalarNode {
 			p.errorf(n, "verdict %q is not one of %s", s, strings.Join(words, ", "))
@@ -556,7 +558,7 @@ var topKeys = []string{"version", "governed_ports", "protected_ports", "default"
 
 func (p *parser) policy(root *node) *Policy {
 	pol := &Policy{File: p.file, Governed: DefaultGoverned, Protected: DefaultProtected,
-		Default: Pass, RSTRate: DefaultRSTRate, RSTBurst: DefaultRSTBurst, Runtime: Runtime{QuarantineReset: true}}
+		Default: model.Pass, RSTRate: DefaultRSTRate, RSTBurst: DefaultRSTBurst, Runtime: Runtime{QuarantineReset: true}}
 	var versionSeen bool
 	var governedNode, runtimeNode *node
 	var governedAt, protectedAt map[uint16]*node
@@ -573,7 +575,7 @@ func (p *parser) policy(root *node) *Policy {
 		case "protected_ports":
 			pol.Protected, protectedAt = p.ports(v, "protected_ports")
 		case "default":
-			pol.Default = p.verdict(v, []Verdict{Pass, Drop, Reset, Monitor})
+			pol.Default = p.verdict(v, []model.Verdict{model.Pass, model.Drop, model.Reset, model.Monitor})
 			pol.DefaultPos = p.pos(k)
 		case "reset":
 			p.fields(v, "reset", []string{"rate", "burst"}, func(key string, _, v *node) {
@@ -650,7 +652,7 @@ func (p *parser) rangeEntry(n *node) (Range, bool) {
 		case "name":
 			r.Name, hasName = p.name(v), true
 		case "verdict":
-			r.Verdict, hasVerdict = p.verdict(v, []Verdict{Pass, Drop, Reset, Monitor}), true
+			r.Verdict, hasVerdict = p.verdict(v, []model.Verdict{model.Pass, model.Drop, model.Reset, model.Monitor}), true
 		case "cidrs":
 			hasCIDRs = true
 			r.CIDRs = append(r.CIDRs, p.cidrs(v, "range has no cidrs; list at least one prefix")...)
@@ -738,7 +740,7 @@ func (p *parser) quarantine(n *node) (Quarantine, bool) {
 	var hasVerdict bool
 	l, hasExpires, ok := p.listing(n, "quarantine", []string{"verdict"}, func(key string, v *node) {
 		hasVerdict = true
-		q.Verdict = p.verdict(v, []Verdict{Drop, Reset})
+		q.Verdict = p.verdict(v, []model.Verdict{model.Drop, model.Reset})
 	})
 	q.Listing = l
 	if !hasVerdict {
@@ -878,14 +880,14 @@ func (p *parser) checkShadowedIn(pol *Policy, sc Scope, exs []Exemption) {
 			all = append(all, entry{c.Prefix, c.Pos, what})
 		}
 	}
-	slices.SortFunc(all, func(a, b entry) int { return comparePrefix(a.prefix, b.prefix) })
+	slices.SortFunc(all, func(a, b entry) int { return model.ComparePrefix(a.prefix, b.prefix) })
 	// after returns the index of the first entry whose address is past a.
 	after := func(a netip.Addr, from int) int {
 		return from + sort.Search(len(all)-from, func(i int) bool { return all[from+i].prefix.Addr().Compare(a) > 0 })
 	}
 	for _, e := range exs {
 		x := e.CIDR.Prefix
-		i, _ := slices.BinarySearchFunc(all, x, func(a entry, x netip.Prefix) int { return comparePrefix(a.prefix, x) })
+		i, _ := slices.BinarySearchFunc(all, x, func(a entry, x netip.Prefix) int { return model.ComparePrefix(a.prefix, x) })
 		next, last := x.Addr(), LastAddr(x) // next: the first address not yet covered
 		var shadowers []entry
 		n := 0

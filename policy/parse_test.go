@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/model"
 )
 
 var testNow = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
@@ -42,7 +44,7 @@ func TestParseGood(t *testing.T) {
 	if len(c.Tables.Ranges) != 4 || len(c.Tables.Quarantines) != 1 || c.Tables.Governed[0] != 25 {
 		t.Fatalf("tables %+v", c.Tables)
 	}
-	for addr, want := range map[string]Verdict{"100.64.9.9": Reset, "100.64.1.25": Pass, "198.51.100.66": Drop, "198.51.100.1": Pass, "2001:db8:1::9": Reset, "192.0.2.1": Pass} {
+	for addr, want := range map[string]model.Verdict{"100.64.9.9": model.Reset, "100.64.1.25": model.Pass, "198.51.100.66": model.Drop, "198.51.100.1": model.Pass, "2001:db8:1::9": model.Reset, "192.0.2.1": model.Pass} {
 		if got := c.Tables.LookupSource(addr_(addr), testNow).Verdict; got != want {
 			t.Errorf("%s: %v, want %v", addr, got, want)
 		}

@@ -6,13 +6,15 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/model"
 )
 
 // randomPolicy builds a policy whose prefixes crowd into 100.64.0.0/16 and
 // 2001:db8::/112 so that they nest and overlap a lot.
 func randomPolicy(r *rand.Rand) *Policy {
 	p := &Policy{File: "r.yaml", Governed: []uint16{25}, Protected: []uint16{465, 587},
-		Default: Verdict(r.IntN(4)), RSTRate: 10, RSTBurst: 1}
+		Default: model.Verdict(r.IntN(4)), RSTRate: 10, RSTBurst: 1}
 	used := map[netip.Prefix]bool{}
 	randPrefix := func() netip.Prefix {
 		for {
@@ -31,7 +33,7 @@ func randomPolicy(r *rand.Rand) *Policy {
 		}
 	}
 	for i := 0; i < 1+r.IntN(6); i++ {
-		rg := Range{Name: fmt.Sprintf("r%d", i), Verdict: Verdict(r.IntN(4))}
+		rg := Range{Name: fmt.Sprintf("r%d", i), Verdict: model.Verdict(r.IntN(4))}
 		for j := 0; j < 1+r.IntN(4); j++ {
 			rg.CIDRs = append(rg.CIDRs, CIDR{Prefix: randPrefix()})
 		}
@@ -53,7 +55,7 @@ func randomPolicy(r *rand.Rand) *Policy {
 		if r.IntN(3) == 0 {
 			exp = testNow.Add(-time.Hour)
 		}
-		p.Quarantines = append(p.Quarantines, Quarantine{Listing: Listing{Name: "q" + pf.String(), CIDR: CIDR{Prefix: pf}, Expires: exp}, Verdict: Verdict(1 + r.IntN(2))})
+		p.Quarantines = append(p.Quarantines, Quarantine{Listing: Listing{Name: "q" + pf.String(), CIDR: CIDR{Prefix: pf}, Expires: exp}, Verdict: model.Verdict(1 + r.IntN(2))})
 	}
 	return p
 }
@@ -78,7 +80,7 @@ func sampleAddrs(r *rand.Rand, cs ...*Compiled) []netip.Addr {
 		out = append(out, netip.AddrFrom16(a))
 	}
 	for _, c := range cs {
-		for _, tab := range [][]Entry{c.Tables.Ranges, c.Tables.Quarantines} {
+		for _, tab := range [][]model.Entry{c.Tables.Ranges, c.Tables.Quarantines} {
 			for _, e := range tab {
 				first, last := e.Prefix.Addr(), LastAddr(e.Prefix)
 				out = append(out, first, last, first.Prev(), last.Next())
@@ -101,10 +103,10 @@ func TestExplainAgreesWithModel(t *testing.T) {
 			if ex.Verdict != src.Verdict {
 				t.Fatalf("policy %d, %s: explain %v, model %v", i, a, ex.Verdict, src.Verdict)
 			}
-			if ex.Decider.Kind != KindDefault && !ex.Decider.Prefix.Contains(a) {
+			if ex.Decider.Kind != model.KindDefault && !ex.Decider.Prefix.Contains(a) {
 				t.Fatalf("%s: decider %v does not contain it", a, ex.Decider.Prefix)
 			}
-			if ex2 := c.Explain(Query{Src: a, Port: 587}, testNow); ex2.Verdict != Pass {
+			if ex2 := c.Explain(Query{Src: a, Port: 587}, testNow); ex2.Verdict != model.Pass {
 				t.Fatalf("%s port 587: %v", a, ex2.Verdict)
 			}
 		}

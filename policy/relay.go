@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/portcullis/portcullis/model"
 )
 
 // This file parses the two parts of a policy that are about where a packet goes and
@@ -80,8 +82,8 @@ func (p *parser) relay(n *node) (Relay, bool) {
 			if v.kind == sequenceNode && len(v.content) == 0 {
 				p.errorf(v, "ports is empty; leave the key out to relay every governed port")
 			}
-			if len(r.Ports) > MaxRelayPorts {
-				p.errorf(v, "a relay lists at most %d ports; leave ports out to relay every governed port", MaxRelayPorts)
+			if len(r.Ports) > model.MaxRelayPorts {
+				p.errorf(v, "a relay lists at most %d ports; leave ports out to relay every governed port", model.MaxRelayPorts)
 			}
 		case "reason":
 			r.Reason = p.str(v, "reason")
@@ -279,7 +281,7 @@ func (p *parser) runtime(n *node, pol *Policy) {
 				case "memory":
 					rt.QuarantineMemory, _ = p.duration(v, "runtime.quarantine.memory")
 				case "verdict":
-					rt.QuarantineReset = p.verdict(v, []Verdict{Drop, Reset}) == Reset
+					rt.QuarantineReset = p.verdict(v, []model.Verdict{model.Drop, model.Reset}) == model.Reset
 				case "forbidden_in":
 					rt.NoQuarantine = p.rangeNames(v, "runtime.quarantine.forbidden_in")
 				}

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/portcullis/portcullis/model"
 )
 
 const scopedPolicy = `version: 1
@@ -51,24 +53,24 @@ func TestRelaysAndScopesParse(t *testing.T) {
 		src, dst string
 		port     uint16
 		iface    string
-		want     Verdict
+		want     model.Verdict
 		relay    bool
 	}{
-		{"100.64.1.10", "192.0.2.25", 25, "whl0", Pass, false},
-		{"100.64.1.10", "192.0.2.25", 25, "whl1", Drop, false},
-		{"100.64.1.10", "192.0.2.25", 25, "whl2", Drop, false},
-		{"100.64.1.10", "192.0.2.25", 25, "acc0", Reset, false},
-		{"100.64.1.10", "192.0.2.25", 25, "", Reset, false},
-		{"100.64.1.200", "192.0.2.25", 25, "whl1", Pass, false},
-		{"100.64.2.25", "192.0.2.25", 25, "acc0", Pass, false},
-		{"100.64.2.25", "192.0.2.25", 25, "whl0", Reset, false},
-		{"100.64.3.66", "192.0.2.25", 25, "acc0", Drop, false},
-		{"100.64.3.66", "192.0.2.25", 25, "whl0", Reset, false},
-		{"100.64.1.10", "192.0.2.26", 25, "acc0", Pass, true},
-		{"100.64.3.66", "192.0.2.26", 25, "acc0", Pass, true},
-		{"100.64.3.66", "192.0.2.130", 2525, "acc0", Drop, false},
-		{"100.64.3.66", "192.0.2.130", 2525, "whl0", Pass, true},
-		{"100.64.1.10", "192.0.2.130", 25, "acc0", Reset, false},
+		{"100.64.1.10", "192.0.2.25", 25, "whl0", model.Pass, false},
+		{"100.64.1.10", "192.0.2.25", 25, "whl1", model.Drop, false},
+		{"100.64.1.10", "192.0.2.25", 25, "whl2", model.Drop, false},
+		{"100.64.1.10", "192.0.2.25", 25, "acc0", model.Reset, false},
+		{"100.64.1.10", "192.0.2.25", 25, "", model.Reset, false},
+		{"100.64.1.200", "192.0.2.25", 25, "whl1", model.Pass, false},
+		{"100.64.2.25", "192.0.2.25", 25, "acc0", model.Pass, false},
+		{"100.64.2.25", "192.0.2.25", 25, "whl0", model.Reset, false},
+		{"100.64.3.66", "192.0.2.25", 25, "acc0", model.Drop, false},
+		{"100.64.3.66", "192.0.2.25", 25, "whl0", model.Reset, false},
+		{"100.64.1.10", "192.0.2.26", 25, "acc0", model.Pass, true},
+		{"100.64.3.66", "192.0.2.26", 25, "acc0", model.Pass, true},
+		{"100.64.3.66", "192.0.2.130", 2525, "acc0", model.Drop, false},
+		{"100.64.3.66", "192.0.2.130", 2525, "whl0", model.Pass, true},
+		{"100.64.1.10", "192.0.2.130", 25, "acc0", model.Reset, false},
 	}
 	for _, tc := range cases {
 		s, relay := c.Tables.Decide(addr_(tc.src), addr_(tc.dst), tc.port, tc.iface, testNow)
@@ -79,7 +81,7 @@ func TestRelaysAndScopesParse(t *testing.T) {
 		if ex.Verdict != tc.want {
 			t.Errorf("explain %s -> %s:%d on %q: %v, want %v (%s)", tc.src, tc.dst, tc.port, tc.iface, ex.Verdict, tc.want, ex.Reason)
 		}
-		if tc.relay != (ex.Decider.Kind == KindRelay) {
+		if tc.relay != (ex.Decider.Kind == model.KindRelay) {
 			t.Errorf("explain %s -> %s on %q: decided by %s %q", tc.src, tc.dst, tc.iface, ex.Decider.Kind, ex.Decider.Name)
 		}
 	}
@@ -215,37 +217,35 @@ func randomScope(r *rand.Rand, ifaces []string) Scope {
 }
 
 // planLookup does what the program does with a ScopePlan.
-func planLookup(t *Tables, plan ScopePlan, a netip.Addr, ifname string) Source {
+func planLookup(t *model.Tables, plan model.ScopePlan, a netip.Addr, ifname string) model.Source {
 	g := plan.Groups[ifname]
-	lookup := func(es []GroupEntry, group uint32, unscoped []Entry) (Entry, bool) {
+	lookup := func(es []model.GroupEntry, group uint32, unscoped []model.Entry) (model.Entry, bool) {
 		if group != 0 {
-			var sel []Entry
+			var sel []model.Entry
 			for _, e := range es {
 				if e.Group == group {
 					sel = append(sel, e.Entry)
 				}
 			}
-			ix := newPrefixIndex(sel)
-			if e, ok := ix.lookup(a, ifname); ok {
+			if e, ok := longestMatch(sel, a, ifname); ok {
 				return e, true
 			}
 		}
-		var un []Entry
+		var un []model.Entry
 		for _, e := range unscoped {
 			if e.Interfaces == nil {
 				un = append(un, e)
 			}
 		}
-		ix := newPrefixIndex(un)
-		return ix.lookup(a, "")
+		return longestMatch(un, a, "")
 	}
 	if e, ok := lookup(plan.Quarantines, g, t.Quarantines); ok && (e.Expires.IsZero() || testNow.Before(e.Expires)) {
-		return Source{Rule: e.Rule, Verdict: e.Verdict, Quarantine: true}
+		return model.Source{Rule: e.Rule, Verdict: e.Verdict, Quarantine: true}
 	}
 	if e, ok := lookup(plan.Ranges, g, t.Ranges); ok {
-		return Source{Rule: e.Rule, Verdict: e.Verdict}
+		return model.Source{Rule: e.Rule, Verdict: e.Verdict}
 	}
-	return Source{Rule: 0, Verdict: t.DefaultVerdict}
+	return model.Source{Rule: 0, Verdict: t.DefaultVerdict}
 }
 
 func TestDiffScopesAndRelays(t *testing.T) {
@@ -345,4 +345,15 @@ func TestCIDRsFile(t *testing.T) {
 	if _, err := ParseFile(pol, testNow); !errors.As(err, &es) || len(es) != MaxListErrors+1 {
 		t.Errorf("a file of the wrong kind: %d errors", len(es))
 	}
+}
+
+// longestMatch is the entry with the longest prefix containing a among those that
+// apply on ifname, found by brute force (independent of the model's index).
+func longestMatch(es []model.Entry, a netip.Addr, ifname string) (best model.Entry, found bool) {
+	for _, e := range es {
+		if e.Prefix.Contains(a) && e.AppliesOn(ifname) && (!found || e.Prefix.Bits() > best.Prefix.Bits()) {
+			best, found = e, true
+		}
+	}
+	return best, found
 }

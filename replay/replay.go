@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/verify"
 )
@@ -39,21 +40,21 @@ type Result struct {
 	// What the program did. Rule, Entry, Kind and RuleVerdict are set when a rule
 	// judged the frame (Judged), from the program's own per-rule counters.
 	Verdict     string
-	Action      policy.Action
+	Action      model.Action
 	Judged      bool
 	Rule        uint32
 	Entry       string
-	Kind        policy.Kind
-	RuleVerdict policy.Verdict
-	Outcome     policy.Outcome  // the rule x outcome counter that moved
-	Path        policy.Reason   // the program's path reason counter
-	Flags       []policy.Reason // the program's flag reason counters
-	Reason      string          // why, in a few words
-	Reply       []byte          // the frame the program sends back (reset)
-	Unparseable bool            // the link layer or the program's parser gave up
+	Kind        model.Kind
+	RuleVerdict model.Verdict
+	Outcome     model.Outcome  // the rule x outcome counter that moved
+	Path        model.Reason   // the program's path reason counter
+	Flags       []model.Reason // the program's flag reason counters
+	Reason      string         // why, in a few words
+	Reply       []byte         // the frame the program sends back (reset)
+	Unparseable bool           // the link layer or the program's parser gave up
 
 	// What the frame is, as the parser reads it (for display).
-	Packet    policy.Packet
+	Packet    model.Packet
 	Port25SYN bool // a TCP SYN (no ACK) to port 25
 
 	// Problems are disagreements between the program and the model, and faults
@@ -73,11 +74,11 @@ type Options struct {
 type Replayer struct {
 	prog   *loader.Program
 	c      *policy.Compiled
-	tables *policy.Tables
+	tables *model.Tables
 	now    time.Time
-	in     policy.Ingress
+	in     model.Ingress
 
-	reasons [policy.NumReasons]uint64       // reason packet counts after the last frame
+	reasons [model.NumReasons]uint64        // reason packet counts after the last frame
 	rules   map[string][]loader.RuleCounter // per-rule counters after the last frame, by label
 }
 
@@ -96,9 +97,9 @@ type Replayer struct {
 //     it: a capture needs no interface of that name on the machine replaying it.
 func New(c *policy.Compiled, now time.Time, opts Options) (*Replayer, error) {
 	t := c.Tables
-	// A field-by-field copy: policy.Tables caches a lookup index built from its
+	// A field-by-field copy: model.Tables caches a lookup index built from its
 	// slices, which must not be shared with the changed quarantine list.
-	priv := &policy.Tables{
+	priv := &model.Tables{
 		DefaultVerdict: t.DefaultVerdict,
 		Governed:       slices.Clone(t.Governed),
 		RSTRate:        0,
@@ -128,7 +129,7 @@ func New(c *policy.Compiled, now time.Time, opts Options) (*Replayer, error) {
 		prog.Close()
 		return nil, fmt.Errorf("installing the policy in the private program: %w", err)
 	}
-	return &Replayer{prog: prog, c: c, tables: priv, now: now, in: policy.Ingress{Interface: opts.Interface},
+	return &Replayer{prog: prog, c: c, tables: priv, now: now, in: model.Ingress{Interface: opts.Interface},
 		rules: map[string][]loader.RuleCounter{}}, nil
 }
 
@@ -136,24 +137,24 @@ func New(c *policy.Compiled, now time.Time, opts Options) (*Replayer, error) {
 func (r *Replayer) Close() error { return r.prog.Close() }
 
 // Tables returns the tables the replay installed (see New).
-func (r *Replayer) Tables() *policy.Tables { return r.tables }
+func (r *Replayer) Tables() *model.Tables { return r.tables }
 
 // Judge runs one frame through the program and the model. An error means the
 // program could not be run or its counters read, not that the frame was odd.
 func (r *Replayer) Judge(fr Frame) (Result, error) {
 	res := Result{Frame: fr.Index, Time: fr.Time, LinkType: fr.LinkType, Length: len(fr.Data), Snapped: fr.Snapped,
-		Verdict: VerdictPass, Action: policy.ActionPass}
+		Verdict: VerdictPass, Action: model.ActionPass}
 	if fr.LinkErr != "" {
-		res.Unparseable, res.Path, res.Reason = true, policy.ReasonMalformed, fr.LinkErr
+		res.Unparseable, res.Path, res.Reason = true, model.ReasonMalformed, fr.LinkErr
 		return res, nil
 	}
-	res.Packet = policy.Decode(fr.Data)
+	res.Packet = model.Decode(fr.Data)
 	p := res.Packet
-	res.Port25SYN = p.Class == policy.ReasonJudged && !p.PortsOnly && p.DstPort == 25 && p.Flags&0x12 == 0x02
+	res.Port25SYN = p.Class == model.ReasonJudged && !p.PortsOnly && p.DstPort == 25 && p.Flags&0x12 == 0x02
 	if len(fr.Data) < ethLen {
 		// BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header; no
 		// such frame reaches XDP.
-		res.Unparseable, res.Path = true, policy.ReasonMalformed
+		res.Unparseable, res.Path = true, model.ReasonMalformed
 		res.Reason = fmt.Sprintf("%d bytes, shorter than an Ethernet header (not run)", len(fr.Data))
 		return res, nil
 	}
@@ -167,19 +168,19 @@ func (r *Replayer) Judge(fr Frame) (Result, error) {
 		return res, fmt.Errorf("frame %d: %w", fr.Index, err)
 	}
 	switch act {
-	case policy.ActionTX:
+	case model.ActionTX:
 		res.Verdict, res.Reply = VerdictReset, out
-	case policy.ActionDrop:
+	case model.ActionDrop:
 		res.Verdict = VerdictDrop
-	case policy.ActionPass:
-		if res.Judged && res.Path != policy.ReasonNotGoverned && res.Outcome == policy.OutMonitor {
+	case model.ActionPass:
+		if res.Judged && res.Path != model.ReasonNotGoverned && res.Outcome == model.OutMonitor {
 			res.Verdict = VerdictMonitor
 		}
 	default:
 		res.Verdict = act.String()
 		res.Problems = append(res.Problems, "program returned "+act.String())
 	}
-	res.Unparseable = res.Path == policy.ReasonMalformed
+	res.Unparseable = res.Path == model.ReasonMalformed
 	res.Reason = r.describe(res, p)
 
 	r.compare(&res, fr.Data, out)
@@ -190,7 +191,7 @@ func (r *Replayer) Judge(fr Frame) (Result, error) {
 // reason counters (one path reason, any flag reasons) and, for a judged frame, the
 // one rule x outcome counter that moved. The program is private and nothing else runs
 // it, so the differences from the previous frame's counts are this frame's exactly.
-func (r *Replayer) programJudgement(res *Result, p policy.Packet) error {
+func (r *Replayer) programJudgement(res *Result, p model.Packet) error {
 	rs, err := r.prog.Reasons()
 	if err != nil {
 		return err
@@ -203,19 +204,19 @@ func (r *Replayer) programJudgement(res *Result, p policy.Packet) error {
 			continue
 		}
 		if d != 1 {
-			res.Problems = append(res.Problems, fmt.Sprintf("reason counter %s moved by %d", policy.Reason(i), d))
+			res.Problems = append(res.Problems, fmt.Sprintf("reason counter %s moved by %d", model.Reason(i), d))
 		}
-		if policy.Reason(i) <= policy.ReasonEvasion {
-			res.Path = policy.Reason(i)
+		if model.Reason(i) <= model.ReasonEvasion {
+			res.Path = model.Reason(i)
 			paths++
 		} else {
-			res.Flags = append(res.Flags, policy.Reason(i))
+			res.Flags = append(res.Flags, model.Reason(i))
 		}
 	}
 	if paths != 1 {
 		res.Problems = append(res.Problems, fmt.Sprintf("program counted %d path reasons, want 1", paths))
 	}
-	if res.Path != policy.ReasonJudged && res.Path != policy.ReasonEvasion {
+	if res.Path != model.ReasonJudged && res.Path != model.ReasonEvasion {
 		return nil
 	}
 
@@ -309,26 +310,26 @@ func (r *Replayer) compare(res *Result, frame, out []byte) {
 }
 
 // describe says in a few words why the program did what it did.
-func (r *Replayer) describe(res Result, p policy.Packet) string {
+func (r *Replayer) describe(res Result, p model.Packet) string {
 	switch res.Path {
-	case policy.ReasonNoPolicy:
+	case model.ReasonNoPolicy:
 		return "no policy loaded"
-	case policy.ReasonNotTCP:
+	case model.ReasonNotTCP:
 		return "not TCP"
-	case policy.ReasonMalformed:
+	case model.ReasonMalformed:
 		return "headers malformed or cut short"
-	case policy.ReasonFragment:
+	case model.ReasonFragment:
 		return "non-first fragment, no ports"
-	case policy.ReasonNotGoverned:
+	case model.ReasonNotGoverned:
 		return fmt.Sprintf("port %d not governed", p.DstPort)
 	}
 	who := string(res.Kind)
-	if res.Kind == policy.KindDefault {
+	if res.Kind == model.KindDefault {
 		who = "default"
 	}
 	who += " says " + res.RuleVerdict.String()
-	has := func(f policy.Reason) bool { return slices.Contains(res.Flags, f) }
-	if res.Path == policy.ReasonEvasion {
+	has := func(f model.Reason) bool { return slices.Contains(res.Flags, f) }
+	if res.Path == model.ReasonEvasion {
 		switch res.Verdict {
 		case VerdictDrop:
 			return "IPv6 extension chain too long to reach TCP; " + who + ": dropped"
@@ -338,11 +339,11 @@ func (r *Replayer) describe(res Result, p policy.Packet) string {
 		return "IPv6 extension chain too long to reach TCP; " + who
 	}
 	switch {
-	case has(policy.ReasonRSTSent):
+	case has(model.ReasonRSTSent):
 		return who + ": SYN answered with RST"
-	case has(policy.ReasonRateLimited):
+	case has(model.ReasonRateLimited):
 		return who + ": RST rate limit reached, dropped"
-	case res.RuleVerdict == policy.Reset && res.Verdict == VerdictDrop:
+	case res.RuleVerdict == model.Reset && res.Verdict == VerdictDrop:
 		if p.Fragment {
 			return who + ": fragmented SYN dropped, no RST"
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/verify"
 )
@@ -103,7 +104,7 @@ func syn(enc encap, src string, port uint16) frameSpec {
 }
 
 // expectations returns the test capture for encapsulation enc. IPv6 extension
-// headers are 8 bytes each; the program walks at most policy.MaxExtHeaders.
+// headers are 8 bytes each; the program walks at most model.MaxExtHeaders.
 func expectations(enc encap) []expectation {
 	ack := syn(enc, "100.64.1.1", 25)
 	ack.syn, ack.ack, ack.payload = false, true, []byte("EHLO x\r\n")
@@ -381,10 +382,10 @@ func TestReplayReportsDisagreement(t *testing.T) {
 	}
 	for i := range r.tables.Ranges {
 		if r.tables.RuleName(r.tables.Ranges[i].Rule) == "dyn-drop" {
-			r.tables.Ranges[i].Verdict = policy.Pass
+			r.tables.Ranges[i].Verdict = model.Pass
 		}
 	}
-	*r.tables = policy.Tables{DefaultVerdict: r.tables.DefaultVerdict, Governed: r.tables.Governed,
+	*r.tables = model.Tables{DefaultVerdict: r.tables.DefaultVerdict, Governed: r.tables.Governed,
 		Ranges: r.tables.Ranges, Quarantines: r.tables.Quarantines, RuleNames: r.tables.RuleNames} // drop the cached index
 	res, err = r.Judge(Frame{Index: 2, Data: frame, LinkType: LinkTypeEthernet})
 	must(t, err)

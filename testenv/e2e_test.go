@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/testenv"
 )
@@ -257,11 +258,11 @@ func TestPolicySwapUnderLoad(t *testing.T) {
 				t.Errorf("the run did not exercise both policies with submissions running")
 			}
 			rc := counters(t, p, a)
-			if n := rc[key{pool, policy.OutDrop, policy.IPv4}].Packets + rc[key{pool, policy.OutDrop, policy.IPv6}].Packets; n != 0 {
+			if n := rc[key{pool, model.OutDrop, model.IPv4}].Packets + rc[key{pool, model.OutDrop, model.IPv6}].Packets; n != 0 {
 				t.Errorf("the range rule dropped %d packets: a packet was judged by half a policy", n)
 			}
 			// Each refusal is exactly one SYN answered by the program: nothing retransmits.
-			rst := rc[key{q4, policy.OutRST, policy.IPv4}].Packets + rc[key{q6, policy.OutRST, policy.IPv6}].Packets
+			rst := rc[key{q4, model.OutRST, model.IPv4}].Packets + rc[key{q6, model.OutRST, model.IPv6}].Packets
 			if rst != uint64(refused.Load()) {
 				t.Errorf("RST counters say %d, clients saw %d refusals", rst, refused.Load())
 			}
@@ -289,8 +290,8 @@ func ruleID(t testing.TB, c *policy.Compiled, name string) uint32 {
 
 type key struct {
 	rule uint32
-	out  policy.Outcome
-	fam  policy.Family
+	out  model.Outcome
+	fam  model.Family
 }
 
 func counters(t testing.TB, p *loader.Program, c *policy.Compiled) map[key]loader.Counter {
@@ -376,20 +377,20 @@ func TestCountersExact(t *testing.T) {
 			// Reset range: one SYN per attempt, answered by one RST.
 			var synLen [2]uint64
 			for fi, src := range dsl.Addresses() {
-				fam := policy.Family(fi)
+				fam := model.Family(fi)
 				segs, d := phase(dsl, refuse(dsl, src))
 				if segs != n {
 					t.Errorf("dsl %s sent %d segments for %d refused attempts", src, segs, n)
 				}
-				got := only("dsl "+src.String(), d, key{rDSL, policy.OutRST, fam}, segs)
+				got := only("dsl "+src.String(), d, key{rDSL, model.OutRST, fam}, segs)
 				synLen[fi] = got.Bytes / max(got.Packets, 1)
 			}
 			// The same from the VLAN host: the program saw 4 more bytes per SYN, the
 			// 802.1Q tag, and the RST made it back (the host drops untagged frames).
 			for fi, src := range vlan.Addresses() {
-				fam := policy.Family(fi)
+				fam := model.Family(fi)
 				segs, d := phase(vlan, refuse(vlan, src))
-				got := only("dsl-vlan "+src.String(), d, key{rDSL, policy.OutRST, fam}, segs)
+				got := only("dsl-vlan "+src.String(), d, key{rDSL, model.OutRST, fam}, segs)
 				if got.Bytes != segs*(synLen[fi]+4) {
 					t.Errorf("dsl-vlan %s: %d bytes in %d SYNs; untagged SYNs are %d bytes, want 4 more each", src, got.Bytes, got.Packets, synLen[fi])
 				}
@@ -409,7 +410,7 @@ func TestCountersExact(t *testing.T) {
 				}
 				wg.Wait()
 			})
-			only("mobile", d, key{rMobile, policy.OutDrop, policy.IPv4}, segs)
+			only("mobile", d, key{rMobile, model.OutDrop, model.IPv4}, segs)
 			dropped := segs
 			if segs < 5 {
 				t.Errorf("mobile sent %d segments for 3 attempts, 2 of them past the retransmission timeout; want 5", segs)
@@ -425,9 +426,9 @@ func TestCountersExact(t *testing.T) {
 				}
 			}
 			segs, d = phase(business, deliver(business, business.V6))
-			only("business", d, key{rBusiness, policy.OutPass, policy.IPv6}, segs)
+			only("business", d, key{rBusiness, model.OutPass, model.IPv6}, segs)
 			segs, d = phase(hotspot, deliver(hotspot, hotspot.V4))
-			only("hotspot", d, key{rHotspot, policy.OutMonitor, policy.IPv4}, segs)
+			only("hotspot", d, key{rHotspot, model.OutMonitor, model.IPv4}, segs)
 			monitored := segs
 			// Submission from the reset range: no rule counter moves at all.
 			r0, _ := p.Reasons()
@@ -448,7 +449,7 @@ func TestCountersExact(t *testing.T) {
 			// to it. Generic XDP sees skbs: Go's TLS ClientHello (with its ML-KEM key
 			// share) is larger than the MSS and leaves as one two-segment GSO skb, which
 			// the program sees once. Generic-mode packet counts are per skb.
-			ng := r1[policy.ReasonNotGoverned].Packets - r0[policy.ReasonNotGoverned].Packets
+			ng := r1[model.ReasonNotGoverned].Packets - r0[model.ReasonNotGoverned].Packets
 			if (mode == testenv.Native && ng != segs) || ng == 0 || ng > segs {
 				t.Errorf("submission: %d segments sent, %d counted as not governed", segs, ng)
 			}
@@ -458,13 +459,13 @@ func TestCountersExact(t *testing.T) {
 			for _, w := range []struct {
 				src   netip.Addr
 				rule  uint32
-				out   policy.Outcome
+				out   model.Outcome
 				count uint64
 			}{
-				{dsl.V4, rDSL, policy.OutRST, n}, {dsl.V6, rDSL, policy.OutRST, n},
-				{vlan.V4, rDSL, policy.OutRST, n}, {vlan.V6, rDSL, policy.OutRST, n},
-				{mobile.V4, rMobile, policy.OutDrop, dropped},
-				{hotspot.V4, rHotspot, policy.OutMonitor, monitored},
+				{dsl.V4, rDSL, model.OutRST, n}, {dsl.V6, rDSL, model.OutRST, n},
+				{vlan.V4, rDSL, model.OutRST, n}, {vlan.V6, rDSL, model.OutRST, n},
+				{mobile.V4, rMobile, model.OutDrop, dropped},
+				{hotspot.V4, rHotspot, model.OutMonitor, monitored},
 			} {
 				o, ok := off[w.src]
 				if !ok || o.Count != w.count || o.Rule != w.rule || o.Outcome != w.out || o.Port != testenv.PortSMTP {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/testenv"
 )
@@ -73,7 +74,7 @@ func TestRelay(t *testing.T) {
 				if a.Got != want || !a.OK() {
 					t.Errorf("%s %s -> %s port %d: got %s, want %s (policy: %s, %s; err %v)", a.Host.Name, a.Src, a.Server.Hostname, a.Port, a.Got, want, a.Expect, a.Why.Reason, a.Err)
 				}
-				if a.Server == top.Relay && a.Port == testenv.PortSMTP && (a.Why.Decider.Kind != policy.KindRelay || a.Why.Decider.Name != "isp-smarthost") {
+				if a.Server == top.Relay && a.Port == testenv.PortSMTP && (a.Why.Decider.Kind != model.KindRelay || a.Why.Decider.Name != "isp-smarthost") {
 					t.Errorf("%s %s -> %s port 25: decided by %s %q, want relay isp-smarthost", a.Host.Name, a.Src, a.Server.Hostname, a.Why.Decider.Kind, a.Why.Decider.Name)
 				}
 				if a.Got == testenv.Delivered {
@@ -110,13 +111,13 @@ func TestRelay(t *testing.T) {
 
 			// The relay's own counter took the passes, in both families.
 			rc, relay := counters(t, p, c), ruleID(t, c, "isp-smarthost")
-			for _, fam := range []policy.Family{policy.IPv4, policy.IPv6} {
-				if rc[key{relay, policy.OutPass, fam}].Packets == 0 {
+			for _, fam := range []model.Family{model.IPv4, model.IPv6} {
+				if rc[key{relay, model.OutPass, fam}].Packets == 0 {
 					t.Errorf("relay isp-smarthost counted no %s passes: %v", fam, rc)
 				}
 			}
 			for k := range rc {
-				if k.rule == relay && k.out != policy.OutPass {
+				if k.rule == relay && k.out != model.OutPass {
 					t.Errorf("relay isp-smarthost counted %s %s", k.out, k.fam)
 				}
 			}
@@ -189,7 +190,7 @@ func TestScope(t *testing.T) {
 
 			// The model alone: the wholesale host's address, asked about on an
 			// interface no scope names, is the residential pool's.
-			if ex := scoped.Explain(policy.Query{Src: testenv.WholesaleHost.V4, Dst: testenv.MailV4, Port: 25}, now); ex.Verdict != policy.Reset {
+			if ex := scoped.Explain(policy.Query{Src: testenv.WholesaleHost.V4, Dst: testenv.MailV4, Port: 25}, now); ex.Verdict != model.Reset {
 				t.Errorf("Explain(%s, no interface) under the scoped policy: %s (%s), want reset", testenv.WholesaleHost.V4, ex.Verdict, ex.Reason)
 			}
 
@@ -220,7 +221,7 @@ func TestScope(t *testing.T) {
 					if want := step.want[a.Host.Name]; a.Got != want || !a.OK() {
 						t.Errorf("%s: %s %s on %s -> port 25: got %s, want %s (policy: %s, %s; err %v)", step.name, a.Host.Name, a.Src, a.Host.GatewayIf, a.Got, want, a.Expect, a.Why.Reason, a.Err)
 					}
-					if d := a.Why.Decider; d.Kind != policy.KindRange || d.Name != step.rule[a.Host.Name] {
+					if d := a.Why.Decider; d.Kind != model.KindRange || d.Name != step.rule[a.Host.Name] {
 						t.Errorf("%s: %s %s on %s: decided by %s %q, want range %s", step.name, a.Host.Name, a.Src, a.Host.GatewayIf, d.Kind, d.Name, step.rule[a.Host.Name])
 					}
 				}

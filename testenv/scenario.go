@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 )
 
@@ -16,9 +17,9 @@ import (
 func Expect(c *policy.Compiled, q policy.Query, now time.Time) (Outcome, policy.Explanation) {
 	ex := c.Explain(q, now)
 	switch ex.Verdict {
-	case policy.Reset:
+	case model.Reset:
 		return Refused, ex
-	case policy.Drop:
+	case model.Drop:
 		return TimedOut, ex
 	}
 	return Delivered, ex

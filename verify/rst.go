@@ -8,7 +8,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // CheckRST decodes the RST reply the program built for the frame syn with gopacket,
@@ -20,12 +20,12 @@ import (
 // not decode, such as an AH shorter than its fixed fields) the addresses, ports and ack
 // are not checked: the RST is then checked on its own (it decodes, RST+ACK, MACs
 // swapped, checksums), and Compare's byte comparison with the model covers the rest.
-func CheckRST(syn, rst []byte) []string { return CheckRSTOn(policy.LinkEthernet, syn, rst) }
+func CheckRST(syn, rst []byte) []string { return CheckRSTOn(model.LinkEthernet, syn, rst) }
 
 // FirstLayer is the gopacket layer a frame of a link of type l starts with: Ethernet,
 // or on a raw-IP link the IP version its first byte names.
-func FirstLayer(l policy.Link, frame []byte) gopacket.LayerType {
-	if l != policy.LinkRawIP {
+func FirstLayer(l model.Link, frame []byte) gopacket.LayerType {
+	if l != model.LinkRawIP {
 		return layers.LayerTypeEthernet
 	}
 	if len(frame) > 0 && frame[0]>>4 == 6 {
@@ -36,7 +36,7 @@ func FirstLayer(l policy.Link, frame []byte) gopacket.LayerType {
 
 // CheckRSTOn is CheckRST for frames of a link of type l: on a raw-IP link the frames
 // start at the IP header and there are no MACs to check.
-func CheckRSTOn(l policy.Link, syn, rst []byte) []string {
+func CheckRSTOn(l model.Link, syn, rst []byte) []string {
 	var probs []string
 	bad := func(format string, args ...any) { probs = append(probs, "RST: "+fmt.Sprintf(format, args...)) }
 	first := FirstLayer(l, syn)
@@ -46,7 +46,7 @@ func CheckRSTOn(l policy.Link, syn, rst []byte) []string {
 		bad("does not decode: %v", el.Error())
 		return probs
 	}
-	if l == policy.LinkEthernet {
+	if l == model.LinkEthernet {
 		ie, _ := in.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
 		oe, _ := out.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
 		if ie == nil || oe == nil {

@@ -1,7 +1,7 @@
 // Package verify holds the one comparison of the XDP program against the reference
 // model: given a frame, what the program did with it and the tables it ran under, it
 // says every way the program's action, counters and output frame differ from
-// policy.Tables.Judge (and policy.BuildRST), and checks each RST on its own with
+// model.Tables.Judge (and model.BuildRST), and checks each RST on its own with
 // gopacket. The replay, the daemon's proof and the differential fuzzer all call
 // Compare; each reports the differences in its own format.
 //
@@ -16,17 +16,17 @@ import (
 	"slices"
 	"time"
 
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // Observed is what the program did with one frame.
 type Observed struct {
 	// Link is the kind of interface the frame came in on (the zero value: Ethernet).
-	Link policy.Link
+	Link model.Link
 	// Interface is the name of the interface it came in on, as the policy's scopes
 	// write it ("" for one no scope names).
 	Interface string
-	Action    policy.Action
+	Action    model.Action
 	// Out is the frame as the program left it: the reply for XDP_TX, and the frame
 	// unchanged for every other action.
 	Out []byte
@@ -38,11 +38,11 @@ type Observed struct {
 
 // Counted is what the program's counters say about one frame.
 type Counted struct {
-	Path    policy.Reason   // the one path reason counter that moved
-	Flags   []policy.Reason // the flag reason counters that moved
-	Judged  bool            // a rule x outcome counter moved
-	Rule    uint32          // which rule, as an id of the compared tables
-	Outcome policy.Outcome  // and which outcome
+	Path    model.Reason   // the one path reason counter that moved
+	Flags   []model.Reason // the flag reason counters that moved
+	Judged  bool           // a rule x outcome counter moved
+	Rule    uint32         // which rule, as an id of the compared tables
+	Outcome model.Outcome  // and which outcome
 }
 
 // Kind says what a Difference is about.
@@ -75,8 +75,8 @@ func (d Difference) String() string { return d.Msg }
 // model's decision and every difference from what the program did, in a fixed order:
 // action, counters (if counted), then the frame out. Rules are the same rule when their
 // labels are: rules sharing a label share their counters in the data plane.
-func Compare(t *policy.Tables, frame []byte, now time.Time, got Observed) (policy.Decision, []Difference) {
-	d := t.JudgeAt(policy.Ingress{Link: got.Link, Interface: got.Interface}, frame, now, true)
+func Compare(t *model.Tables, frame []byte, now time.Time, got Observed) (model.Decision, []Difference) {
+	d := t.JudgeAt(model.Ingress{Link: got.Link, Interface: got.Interface}, frame, now, true)
 	var diffs []Difference
 	add := func(k Kind, format string, args ...any) {
 		diffs = append(diffs, Difference{k, "model disagrees: " + fmt.Sprintf(format, args...)})
@@ -106,8 +106,8 @@ func Compare(t *policy.Tables, frame []byte, now time.Time, got Observed) (polic
 		}
 	}
 	switch {
-	case got.Action == policy.ActionTX:
-		if d.Action == policy.ActionTX && !bytes.Equal(d.Reply, got.Out) {
+	case got.Action == model.ActionTX:
+		if d.Action == model.ActionTX && !bytes.Equal(d.Reply, got.Out) {
 			add(DiffReply, "RST differs\n  model   %s\n  program %s", hex.EncodeToString(d.Reply), hex.EncodeToString(got.Out))
 		}
 		for _, p := range CheckRSTOn(got.Link, frame, got.Out) {

@@ -12,20 +12,20 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 var now = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
-func tables() *policy.Tables {
-	return &policy.Tables{
-		DefaultVerdict: policy.Pass,
+func tables() *model.Tables {
+	return &model.Tables{
+		DefaultVerdict: model.Pass,
 		Governed:       []uint16{25},
 		RuleNames:      []string{"default", "dyn-reset", "dyn-drop"},
-		Ranges: []policy.Entry{
-			{Prefix: netip.MustParsePrefix("100.64.0.0/16"), Rule: 1, Verdict: policy.Reset},
-			{Prefix: netip.MustParsePrefix("2001:db8:1::/48"), Rule: 1, Verdict: policy.Reset},
-			{Prefix: netip.MustParsePrefix("100.65.0.0/16"), Rule: 2, Verdict: policy.Drop},
+		Ranges: []model.Entry{
+			{Prefix: netip.MustParsePrefix("100.64.0.0/16"), Rule: 1, Verdict: model.Reset},
+			{Prefix: netip.MustParsePrefix("2001:db8:1::/48"), Rule: 1, Verdict: model.Reset},
+			{Prefix: netip.MustParsePrefix("100.65.0.0/16"), Rule: 2, Verdict: model.Drop},
 		},
 	}
 }
@@ -101,10 +101,10 @@ func TestCompareAgrees(t *testing.T) {
 	} {
 		frame := syn(t, c.src, c.ext, c.payload)
 		d := tb.Judge(frame, now, true)
-		if d.Action != policy.ActionTX {
+		if d.Action != model.ActionTX {
 			t.Fatalf("%s %v: model says %v", c.src, c.ext, d.Action)
 		}
-		_, diffs := Compare(tb, frame, now, Observed{Action: policy.ActionTX, Out: d.Reply,
+		_, diffs := Compare(tb, frame, now, Observed{Action: model.ActionTX, Out: d.Reply,
 			Counted: &Counted{Path: d.Path, Flags: d.Flags, Judged: true, Rule: d.Rule, Outcome: d.Outcome}})
 		if len(diffs) != 0 {
 			t.Errorf("%s behind %v with %q: %v", c.src, c.ext, c.payload, diffs)
@@ -136,7 +136,7 @@ func TestCompareTamperedRST(t *testing.T) {
 			for i := 0; i < len(pseudo); i += 2 {
 				s += uint32(binary.BigEndian.Uint16(pseudo[i:]))
 			}
-			binary.BigEndian.PutUint16(b[tcp+16:], policy.Checksum(b[tcp:], s))
+			binary.BigEndian.PutUint16(b[tcp+16:], model.Checksum(b[tcp:], s))
 		}
 		wrongAck := append([]byte(nil), rst...)
 		binary.BigEndian.PutUint32(wrongAck[tcp+8:], binary.BigEndian.Uint32(rst[tcp+8:])+8)
@@ -151,7 +151,7 @@ func TestCompareTamperedRST(t *testing.T) {
 			{"wrong ack", wrongAck, "RST: ack "},
 			{"wrong TCP checksum", wrongSum, "RST: TCP checksum"},
 		} {
-			_, diffs := Compare(tb, frame, now, Observed{Action: policy.ActionTX, Out: c.out})
+			_, diffs := Compare(tb, frame, now, Observed{Action: model.ActionTX, Out: c.out})
 			k := kinds(diffs)
 			if !strings.Contains(k[DiffReply], "RST differs") || !strings.Contains(k[DiffRST], c.want) || len(k) != 2 {
 				t.Errorf("%s, %s: %v; want a byte difference and %q", src, c.name, diffs, c.want)
@@ -162,7 +162,7 @@ func TestCompareTamperedRST(t *testing.T) {
 	frame := syn(t, "100.64.1.1", nil, "")
 	bad := tb.Judge(frame, now, true).Reply
 	bad[14+10] ^= 0x10
-	if _, diffs := Compare(tb, frame, now, Observed{Action: policy.ActionTX, Out: bad}); !strings.Contains(kinds(diffs)[DiffRST], "IPv4 header checksum") {
+	if _, diffs := Compare(tb, frame, now, Observed{Action: model.ActionTX, Out: bad}); !strings.Contains(kinds(diffs)[DiffRST], "IPv4 header checksum") {
 		t.Errorf("IPv4 checksum: %v", diffs)
 	}
 }
@@ -171,14 +171,14 @@ func TestCompareVerdictAndCounters(t *testing.T) {
 	tb := tables()
 	frame := syn(t, "100.65.1.1", nil, "") // drop range
 	d := tb.Judge(frame, now, true)
-	right := Counted{Path: policy.ReasonJudged, Judged: true, Rule: 2, Outcome: policy.OutDrop}
-	if _, diffs := Compare(tb, frame, now, Observed{Action: policy.ActionDrop, Out: frame, Counted: &right}); len(diffs) != 0 || d.Rule != 2 {
+	right := Counted{Path: model.ReasonJudged, Judged: true, Rule: 2, Outcome: model.OutDrop}
+	if _, diffs := Compare(tb, frame, now, Observed{Action: model.ActionDrop, Out: frame, Counted: &right}); len(diffs) != 0 || d.Rule != 2 {
 		t.Fatalf("agreeing drop: %v (rule %d)", diffs, d.Rule)
 	}
-	wrong := Counted{Path: policy.ReasonNotGoverned, Flags: []policy.Reason{policy.ReasonRSTSent}, Judged: true, Rule: 1, Outcome: policy.OutPass}
+	wrong := Counted{Path: model.ReasonNotGoverned, Flags: []model.Reason{model.ReasonRSTSent}, Judged: true, Rule: 1, Outcome: model.OutPass}
 	changed := append([]byte(nil), frame...)
 	changed[0] ^= 1
-	_, diffs := Compare(tb, frame, now, Observed{Action: policy.ActionPass, Out: changed, Counted: &wrong})
+	_, diffs := Compare(tb, frame, now, Observed{Action: model.ActionPass, Out: changed, Counted: &wrong})
 	k := kinds(diffs)
 	for kind, want := range map[Kind]string{
 		DiffAction:  "action XDP_DROP, program XDP_PASS",
@@ -193,7 +193,7 @@ func TestCompareVerdictAndCounters(t *testing.T) {
 		}
 	}
 	// Without counters only the action and the frame are compared.
-	if _, diffs := Compare(tb, frame, now, Observed{Action: policy.ActionDrop, Out: frame}); len(diffs) != 0 {
+	if _, diffs := Compare(tb, frame, now, Observed{Action: model.ActionDrop, Out: frame}); len(diffs) != 0 {
 		t.Errorf("no counters: %v", diffs)
 	}
 }
@@ -203,9 +203,9 @@ func TestCompareVerdictAndCounters(t *testing.T) {
 // fields behind a fragment header, a TCP header cut short): the model's RST for each
 // must pass the independent check, which then checks only what gopacket can read.
 func TestCheckRSTOddSYNs(t *testing.T) {
-	tb := &policy.Tables{DefaultVerdict: policy.Pass, Governed: []uint16{25}, RuleNames: []string{"default", "pool"},
-		Ranges: []policy.Entry{{Prefix: netip.MustParsePrefix("100.65.0.0/16"), Rule: 1, Verdict: policy.Reset},
-			{Prefix: netip.MustParsePrefix("2001:db8:200::/48"), Rule: 1, Verdict: policy.Reset}}}
+	tb := &model.Tables{DefaultVerdict: model.Pass, Governed: []uint16{25}, RuleNames: []string{"default", "pool"},
+		Ranges: []model.Entry{{Prefix: netip.MustParsePrefix("100.65.0.0/16"), Rule: 1, Verdict: model.Reset},
+			{Prefix: netip.MustParsePrefix("2001:db8:200::/48"), Rule: 1, Verdict: model.Reset}}}
 	for _, h := range []string{
 		"30303030303030303030303088641100303000200021453030303030000030063030644130303030303030300019303030303030303058423030303030303030303030303030303030303030303030303030",
 		"3030303030303030303030308864110030300003002145303030303000003006303064413030303030303030001930303030303030305842303030303030",
@@ -218,10 +218,10 @@ func TestCheckRSTOddSYNs(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := tb.Judge(frame, now, true)
-		if d.Action != policy.ActionTX {
+		if d.Action != model.ActionTX {
 			t.Fatalf("%s: model says %v", h, d.Action)
 		}
-		if _, diffs := Compare(tb, frame, now, Observed{Action: policy.ActionTX, Out: d.Reply}); len(diffs) != 0 {
+		if _, diffs := Compare(tb, frame, now, Observed{Action: model.ActionTX, Out: d.Reply}); len(diffs) != 0 {
 			t.Errorf("%s: %v", h, diffs)
 		}
 	}

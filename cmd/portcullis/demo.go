@@ -18,6 +18,7 @@ import (
 
 	"github.com/portcullis/portcullis/examples"
 	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/testenv"
 )
@@ -326,7 +327,7 @@ func says(ex policy.Explanation) string {
 		return fmt.Sprintf("pass (port %d not governed)", ex.Port)
 	}
 	d := ex.Decider
-	if d.Kind == policy.KindDefault {
+	if d.Kind == model.KindDefault {
 		return ex.Verdict.String() + " (default)"
 	}
 	if strings.HasSuffix(d.Name, d.Prefix.String()) { // unnamed entries are named after their prefix

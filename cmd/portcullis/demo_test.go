@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/loader"
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/testenv"
 )
 
@@ -142,8 +142,8 @@ func TestDemoOffenderTableUsesLabels(t *testing.T) {
 		t.Fatalf("the test needs rule 3 of the example to be something else, got %q", got)
 	}
 	offs := []loader.Offender{
-		{Source: netip.MustParseAddr("198.51.100.66"), Count: 2, Rule: 3, Label: "quarantine/quarantine 198.51.100.66/32", Outcome: policy.OutRST, Port: 25},
-		{Source: netip.MustParseAddr("100.64.1.10"), Count: 1, Rule: 9, Label: "range/dsl-dynamic", Outcome: policy.OutRST, Port: 25},
+		{Source: netip.MustParseAddr("198.51.100.66"), Count: 2, Rule: 3, Label: "quarantine/quarantine 198.51.100.66/32", Outcome: model.OutRST, Port: 25},
+		{Source: netip.MustParseAddr("100.64.1.10"), Count: 1, Rule: 9, Label: "range/dsl-dynamic", Outcome: model.OutRST, Port: 25},
 	}
 	tb := offenderTable(offs)
 	var b strings.Builder

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 )
 
@@ -133,7 +134,7 @@ func runExplain(e *env, args []string) error {
 }
 
 func (x coveringJSON) String() string {
-	if x.Kind == string(policy.KindDefault) {
+	if x.Kind == string(model.KindDefault) {
 		at := x.At
 		if at == "" {
 			at = "built in: the file has no default: key"

@@ -16,6 +16,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/replay"
 )
@@ -207,7 +208,7 @@ func frameOut(r replay.Result) frameJSON {
 	if p.Src.IsValid() {
 		f.Family, f.Src, f.Dst = p.Family.String(), p.Src.String(), p.Dst.String()
 	}
-	if p.Class == policy.ReasonJudged {
+	if p.Class == model.ReasonJudged {
 		f.SrcPort, f.DstPort = p.SrcPort, p.DstPort
 		if !p.PortsOnly {
 			f.TCPFlags = tcpFlags(p.Flags)
@@ -236,7 +237,7 @@ func frameLine(r replay.Result) string {
 	p := r.Packet
 	flow, flags := "-", ""
 	switch {
-	case p.Class == policy.ReasonJudged:
+	case p.Class == model.ReasonJudged:
 		flow = replay.Addr(p.Src, p.SrcPort) + " > " + replay.Addr(p.Dst, p.DstPort)
 		if !p.PortsOnly {
 			flags = tcpFlags(p.Flags)

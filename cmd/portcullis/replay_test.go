@@ -17,6 +17,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/replay"
 )
@@ -327,8 +328,8 @@ func (e captureErr) Is(target error) bool { return target == replay.ErrCapture }
 func TestReplayDisagreementBeatsDamage(t *testing.T) {
 	damage := captureErr("in.pcap: record 3: truncated: the file ends inside this record")
 	results := []replay.Result{
-		{Frame: 1, Verdict: "pass", Action: policy.ActionPass, LinkType: replay.LinkTypeEthernet},
-		{Frame: 2, Verdict: "reset", Action: policy.ActionTX, LinkType: replay.LinkTypeEthernet,
+		{Frame: 1, Verdict: "pass", Action: model.ActionPass, LinkType: replay.LinkTypeEthernet},
+		{Frame: 2, Verdict: "reset", Action: model.ActionTX, LinkType: replay.LinkTypeEthernet,
 			Problems: []string{"model disagrees: action XDP_DROP, program XDP_TX"}},
 	}
 	fakeReplay(t, results, damage)

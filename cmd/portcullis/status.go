@@ -13,7 +13,7 @@ import (
 	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/daemon"
 	"github.com/portcullis/portcullis/loader"
-	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/model"
 )
 
 // status, stats and top read the pinned maps: they work while the daemon is down.
@@ -304,4 +304,4 @@ func runTop(e *env, args []string) (err error) {
 	return w.Flush()
 }
 
-func reasonName(r int) string { return policy.Reason(r).String() }
+func reasonName(r int) string { return model.Reason(r).String() }

@@ -1,4 +1,4 @@
-package policy
+package model
 
 import (
 	"slices"
@@ -138,7 +138,7 @@ func (t *Tables) Plan() ScopePlan {
 		if a.Group != b.Group {
 			return int(a.Group) - int(b.Group)
 		}
-		return comparePrefix(a.Prefix, b.Prefix)
+		return ComparePrefix(a.Prefix, b.Prefix)
 	}
 	slices.SortFunc(plan.Ranges, byGroup)
 	slices.SortFunc(plan.Quarantines, byGroup)

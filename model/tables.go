@@ -1,7 +1,11 @@
-// Package policy parses, checks and compiles Portcullis policies, and holds the
-// reference model of the data plane's verdict. It is pure Go with no kernel dependency:
-// the loader turns Tables into BPF maps, and tests use the model as their oracle.
-package policy
+// Package model is the reference model of the data plane: the kernel-ABI enums the
+// XDP program and Go share (verdicts, actions, reasons, link types: checked against
+// the bpf2go output by loader's ABI test), the compiled Tables the loader turns into
+// BPF maps, the packet decoder, and Judge, which says what the program must do with a
+// frame. It is pure Go with no kernel dependency and knows nothing of YAML: package
+// policy compiles a policy into Tables, package overlay lays runtime entries over
+// them, and verify.Compare holds the program to Judge.
+package model
 
 import (
 	"net/netip"
@@ -206,6 +210,28 @@ func (t *Tables) idx() *tableIndex {
 	return t.index
 }
 
+// Covering calls fn for every quarantine, then every range and exemption, whose
+// prefix contains a, longest first within each table, until fn returns false
+// (explain lists them all, scoped or not).
+func (t *Tables) Covering(a netip.Addr, fn func(Entry) bool) {
+	ix, more := t.idx(), true
+	for _, table := range []*prefixIndex{&ix.quarantines, &ix.ranges} {
+		table.covering(a, func(e Entry) bool {
+			more = fn(e)
+			return more
+		})
+		if !more {
+			return
+		}
+	}
+}
+
+// CoveringRelays calls fn for every relay whose prefix contains dst, longest first,
+// until fn returns false.
+func (t *Tables) CoveringRelays(dst netip.Addr, fn func(RelayEntry) bool) {
+	t.idx().relays.covering(dst, func(e Entry) bool { return fn(t.Relays[e.Rule]) })
+}
+
 // Source is the decision for a source address: the rule that decides and its verdict.
 type Source struct {
 	Rule       uint32
@@ -224,7 +250,7 @@ func (t *Tables) LookupSource(a netip.Addr, now time.Time) Source {
 // the default verdict.
 func (t *Tables) LookupSourceOn(a netip.Addr, ifname string, now time.Time) Source {
 	a = a.Unmap()
-	if q, ok := t.lookupQuarantine(a, ifname, now); ok {
+	if q, ok := t.LookupQuarantine(a, ifname, now); ok {
 		return q
 	}
 	if e, ok := t.idx().ranges.lookup(a, ifname); ok {
@@ -233,7 +259,8 @@ func (t *Tables) LookupSourceOn(a netip.Addr, ifname string, now time.Time) Sour
 	return Source{Rule: 0, Verdict: t.DefaultVerdict}
 }
 
-func (t *Tables) lookupQuarantine(a netip.Addr, ifname string, now time.Time) (Source, bool) {
+// LookupQuarantine returns the live quarantine covering a on ifname, if any.
+func (t *Tables) LookupQuarantine(a netip.Addr, ifname string, now time.Time) (Source, bool) {
 	e, ok := t.idx().quarantines.lookup(a, ifname)
 	if ok && (e.Expires.IsZero() || now.Before(e.Expires)) {
 		return Source{Rule: e.Rule, Verdict: e.Verdict, Quarantine: true}, true
@@ -263,7 +290,7 @@ func (t *Tables) LookupRelay(dst netip.Addr) (RelayEntry, bool) {
 func (t *Tables) Decide(src, dst netip.Addr, dport uint16, ifname string, now time.Time) (s Source, relay bool) {
 	if r, ok := t.LookupRelay(dst); ok && r.Covers(dport) {
 		if r.BlockQuarantined {
-			if q, ok := t.lookupQuarantine(src.Unmap(), ifname, now); ok {
+			if q, ok := t.LookupQuarantine(src.Unmap(), ifname, now); ok {
 				return q, false
 			}
 		}
