@@ -79,10 +79,12 @@ type Controller struct {
 	override    *Override // a policy applied over the control socket, in force until released
 	filePending time.Time // when the configured file changed while the override stood
 
-	// published is the status as of the last change, read without mu (publish);
+	// published is the status as of the last change and entries the runtime entries,
+	// both read without mu (publish);
 	// attachment is the interface watch's part, set without mu (SetAttachment).
 	published  atomic.Pointer[Status]
 	attachment atomic.Pointer[Attachment]
+	entries    atomic.Pointer[overlay.State] // the runtime entries and history as published: never changed
 
 	tamper func(*model.Tables) *model.Tables
 }
@@ -435,6 +437,8 @@ func (c *Controller) Snapshot() Status {
 func (c *Controller) publish() {
 	st := c.statusLocked()
 	c.published.Store(&st)
+	ov := cloneState(c.overlay)
+	c.entries.Store(&ov)
 }
 
 func (c *Controller) statusLocked() Status {

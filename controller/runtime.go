@@ -278,19 +278,17 @@ func (c *Controller) expireRuntime() {
 	}
 }
 
-// Entries returns the live runtime entries.
+// Entries returns the live runtime entries as last published: it never waits for a
+// change in progress.
 func (c *Controller) Entries() []overlay.Entry {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.overlay.Live(c.now())
+	return c.entries.Load().Live(c.now())
 }
 
-// History returns the history of prefix p (every prefix if p is not valid).
+// History returns the history of prefix p (every prefix if p is not valid) as last
+// published.
 func (c *Controller) History(p netip.Prefix) []overlay.Event {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	var out []overlay.Event
-	for _, ev := range c.overlay.History {
+	for _, ev := range c.entries.Load().History {
 		if !p.IsValid() || ev.Entry.Prefix == p {
 			out = append(out, ev)
 		}

@@ -146,8 +146,11 @@ var ErrNotRunning = errors.New("the daemon is not running (nothing answers on th
 
 func urlEscape(s string) string { return url.QueryEscape(s) }
 
+// client is an HTTP client of the control socket for one request: keep-alives off, so
+// a caller that asks often (a monitoring script, a portal) leaves no connection open.
 func client(socket string, timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -103,7 +104,12 @@ func TestReadersDoNotWaitForAnApply(t *testing.T) {
 	done := make(chan controller.Result)
 	go func() { done <- d.Apply("b.yaml", []byte(policyB), "file") }()
 	<-entered
-	answered := make(chan string, 2)
+	answered := make(chan string, 3)
+	go func() {
+		start := time.Now()
+		n := len(d.Entries()) + len(d.History(netip.Prefix{}))
+		answered <- "entries and history (" + strconv.Itoa(n) + ") after " + time.Since(start).String()
+	}()
 	go func() {
 		start := time.Now()
 		st := d.Snapshot()
@@ -119,7 +125,7 @@ func TestReadersDoNotWaitForAnApply(t *testing.T) {
 		answered <- "scrape of " + strconv.Itoa(len(mfs)) + " families after " + time.Since(start).String()
 	}()
 	deadline := time.After(30 * time.Second)
-	for range 2 {
+	for range 3 {
 		select {
 		case a := <-answered:
 			t.Log(a)
