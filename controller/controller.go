@@ -63,6 +63,8 @@ type Controller struct {
 	nextExpiry time.Time        // when good's next exemption expires (recompile then)
 	meta       loader.Meta
 	lastProof  Proof
+	lastChange *ChangeStatus // the last policy change offered, whatever became of it
+	lastError  *ChangeStatus // the last one refused or failed, until a later one applies
 	audit      *auditLog
 	started    time.Time
 	rng        *rand.Rand
@@ -196,9 +198,22 @@ func (c *Controller) reject(file, who string, err error) Result {
 	c.saveMeta()
 	res := Result{Outcome: "rejected", OldHash: c.meta.Hash, Err: err}
 	c.log.Error("policy rejected; the policy in force stays", "file", file, "who", who, "error", err)
-	c.audit.write(c.now(), who, file, res)
+	c.record(c.now(), who, file, res)
 	c.publish()
 	return res
+}
+
+// record audits one policy change and keeps it for the status. Called with c.mu held.
+func (c *Controller) record(now time.Time, who, file string, res Result) {
+	c.audit.write(now, who, file, res)
+	ch := &ChangeStatus{At: now, Who: who, File: file, Outcome: res.Outcome, Hash: res.NewHash}
+	if res.Err != nil {
+		ch.Error = res.Err.Error()
+		c.lastError = ch
+	} else {
+		c.lastError = nil
+	}
+	c.lastChange = ch
 }
 
 // install swaps comp in and proves it. Called with c.mu held.
@@ -222,7 +237,7 @@ func (c *Controller) install(comp *policy.Compiled, file, who string, now time.T
 		c.saveMeta()
 		res.Outcome, res.Err = "failed", fmt.Errorf("installing the policy: %w", err)
 		c.log.Error("policy not installed; the policy in force stays", "file", file, "error", err)
-		c.audit.write(now, who, file, res)
+		c.record(now, who, file, res)
 		c.publish()
 		return res
 	}
@@ -249,7 +264,7 @@ func (c *Controller) install(comp *policy.Compiled, file, who string, now time.T
 			c.log.Error("proof failed: rolled back to the last good policy", "rejected_hash", comp.Hash, "in_force", c.meta.Hash, "error", res.Err)
 		}
 		c.saveMeta()
-		c.audit.write(now, who, file, res)
+		c.record(now, who, file, res)
 		c.publish()
 		return res
 	}
@@ -263,7 +278,7 @@ func (c *Controller) install(comp *policy.Compiled, file, who string, now time.T
 	c.saveMeta()
 	c.log.Info("policy "+res.Outcome, "file", file, "who", who, "hash", comp.Hash, "old_hash", res.OldHash,
 		"probes", proof.Probes, "proof_took", proof.Took.Round(time.Microsecond))
-	c.audit.write(now, who, file, res)
+	c.record(now, who, file, res)
 	c.publish()
 	return res
 }
@@ -372,6 +387,21 @@ type Status struct {
 	Runtime    RuntimeStatus     `json:"runtime"`
 	Source     SourceStatus      `json:"source"`
 	Failures   FailureCounts     `json:"failures"`
+	// LastChange is the last policy change offered by any source since the daemon
+	// started; LastError the last one refused, failed or rolled back, until a later
+	// change applies (the policy in force is then still the one before it).
+	LastChange *ChangeStatus `json:"last_change,omitempty"`
+	LastError  *ChangeStatus `json:"last_error,omitempty"`
+}
+
+// ChangeStatus is one policy change as status shows it.
+type ChangeStatus struct {
+	At      time.Time `json:"at"`
+	Who     string    `json:"who"`
+	File    string    `json:"file"`
+	Outcome string    `json:"outcome"` // applied, unchanged, rejected, failed, rolled-back, proof-failed
+	Hash    string    `json:"hash,omitempty"`
+	Error   string    `json:"error,omitempty"`
 }
 
 // FailureCounts are the policy failures kept in the pinned state.
@@ -449,6 +479,7 @@ func (c *Controller) statusLocked() Status {
 		st.Proof.Mismatches = append(st.Proof.Mismatches, m.String())
 	}
 	st.Source = c.sourceStatus()
+	st.LastChange, st.LastError = c.lastChange, c.lastError
 	st.Failures = FailureCounts{PolicyLoad: c.meta.LoadFailures, Proof: c.meta.ProofFailures}
 	st.Runtime = RuntimeStatus{Store: c.cfg.Store, StoreLost: c.storeLost}
 	if c.storeErr != nil {

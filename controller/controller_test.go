@@ -123,9 +123,16 @@ func TestApplyProveAndReject(t *testing.T) {
 	if got := judge(t, d, "100.96.0.1"); got != model.ActionDrop {
 		t.Fatalf("after a rejected policy the mobile range gives %v, want drop (A still in force)", got)
 	}
+	if st := d.Snapshot(); st.LastError == nil || st.LastError.Who != "uid:0" || st.LastError.Outcome != "rejected" ||
+		!strings.Contains(st.LastError.Error, "bad.yaml:5:29") || st.LastChange != st.LastError {
+		t.Fatalf("status after a rejected policy: last error %+v, last change %+v", st.LastError, st.LastChange)
+	}
 	res = d.Apply("b.yaml", []byte(policyB), "signal")
 	if res.Outcome != "applied" || res.Diff == nil || res.Diff.Blocks == 0 {
 		t.Fatalf("apply B: %+v", res)
+	}
+	if st := d.Snapshot(); st.LastError != nil || st.LastChange == nil || st.LastChange.Outcome != "applied" || st.LastChange.Hash != res.NewHash {
+		t.Fatalf("status after B applied: last error %+v, last change %+v", st.LastError, st.LastChange)
 	}
 	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
 		t.Fatalf("former exempt host under B: %v, want drop", got)
