@@ -40,6 +40,12 @@ type Config struct {
 	// may name only these, and status lists them.
 	Interfaces []string
 	Policy     string // the configured policy file (the file source; applied on release)
+	// Source is the configured source the override outranks: SourceFile (the
+	// default) or SourceEtcd (offers come from the fleet; the last one applied is kept
+	// beside the store for a start while etcd is unreachable).
+	Source string
+	// EtcdHealth, with Source etcd, says how the source's connection is (status).
+	EtcdHealth func() any
 	Store      string // the store of runtime entries; the override is kept beside it
 	AuditLog   string // JSON lines; "" = off
 
@@ -80,6 +86,8 @@ type Controller struct {
 	// Policy sources (source.go).
 	override    *Override // a policy applied over the control socket, in force until released
 	filePending time.Time // when the configured file changed while the override stood
+	offered     *Offer    // the etcd source's latest offer
+	revision    int64     // the etcd revision in force
 
 	// published is the status as of the last change and entries the runtime entries,
 	// both read without mu (publish);
@@ -459,6 +467,11 @@ func (c *Controller) Snapshot() Status {
 		st.ModeNotes = maps.Clone(a.ModeNotes)
 	}
 	st.Proof.Mismatches = slices.Clone(st.Proof.Mismatches)
+	if st.Source.Etcd != nil && c.cfg.EtcdHealth != nil {
+		e := *st.Source.Etcd
+		e.Health = c.cfg.EtcdHealth()
+		st.Source.Etcd = &e
+	}
 	return st
 }
 

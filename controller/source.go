@@ -27,6 +27,7 @@ import (
 // Names of the sources, as status and the log show them.
 const (
 	SourceFile     = "file"
+	SourceEtcd     = "etcd"
 	SourceOverride = "override"
 )
 
@@ -47,6 +48,8 @@ type Offer struct {
 	Policy []byte // the policy text; nil: File is read when the offer is taken
 	// Release (the override only) ends the override and applies the configured file.
 	Release bool
+	// Revision is the etcd revision of the policy (the etcd source only).
+	Revision int64
 
 	reply chan<- Result // the override's pushes wait for their result
 }
@@ -120,17 +123,17 @@ func (c *Controller) take(source string, o Offer) Result {
 func (c *Controller) Start() Result {
 	o, err := c.loadOverride()
 	if err != nil {
-		c.log.Error("the override cannot be read: applying the configured file", "error", err)
-		return c.applyFile(c.cfg.Policy, SourceFile)
+		c.log.Error("the override cannot be read: applying the configured source", "error", err)
+		return c.applyPrimary(SourceFile)
 	}
 	if o == nil {
-		return c.applyFile(c.cfg.Policy, SourceFile)
+		return c.applyPrimary(SourceFile)
 	}
-	c.log.Info("an override stands (portcullis apply): applying it, not the configured file", "file", o.File, "who", o.Who, "at", o.At.Format(time.RFC3339))
+	c.log.Info("an override stands (portcullis apply): applying it, not the configured source", "file", o.File, "who", o.Who, "at", o.At.Format(time.RFC3339))
 	res := c.Apply(o.File, o.Policy, SourceOverride)
 	if res.Err != nil {
-		c.log.Error("the override does not apply any more: applying the configured file", "error", res.Err)
-		return c.applyFile(c.cfg.Policy, SourceFile)
+		c.log.Error("the override does not apply any more: applying the configured source", "error", res.Err)
+		return c.applyPrimary(SourceFile)
 	}
 	c.mu.Lock()
 	c.override = o
@@ -197,12 +200,21 @@ type Override struct {
 
 // SourceStatus says which source is in force and what the other offers.
 type SourceStatus struct {
-	InForce  string    `json:"in_force"` // "file" or "override"
-	File     string    `json:"file"`
-	Override *Override `json:"override,omitempty"` // without the policy text
+	InForce  string      `json:"in_force"`           // "file", "etcd" or "override"
+	File     string      `json:"file,omitempty"`     // the configured file (source file)
+	Etcd     *EtcdStatus `json:"etcd,omitempty"`     // source etcd
+	Override *Override   `json:"override,omitempty"` // without the policy text
 	// FilePending: the file changed while the override stood; it applies on release.
 	FilePending   bool      `json:"file_pending,omitempty"`
 	FileChangedAt time.Time `json:"file_changed_at,omitzero"`
+}
+
+// EtcdStatus is the etcd source's part of the status.
+type EtcdStatus struct {
+	Revision int64 `json:"revision"`          // the revision in force (0: none applied by this router)
+	Offered  int64 `json:"offered,omitempty"` // the latest revision etcd offered (applied, refused or pending)
+	// Health is the source's connection, set by the daemon (Config.EtcdHealth).
+	Health any `json:"health,omitempty"`
 }
 
 // overridePath is where the override is kept: beside the store of runtime entries.
@@ -226,13 +238,20 @@ func (c *Controller) loadOverride() (*Override, error) {
 	return &o, nil
 }
 
-// saveOverride keeps o on disk (written to a temporary name, synced, renamed).
+// saveOverride keeps o on disk.
 func (c *Controller) saveOverride(o *Override) error {
-	path := c.overridePath()
+	if err := writeJSONFile(c.overridePath(), o); err != nil {
+		return fmt.Errorf("keeping the override: %w", err)
+	}
+	return nil
+}
+
+// writeJSONFile writes v to path as JSON: to a temporary name, synced, renamed.
+func writeJSONFile(path string, v any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	b, err := json.Marshal(o)
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
@@ -252,9 +271,8 @@ func (c *Controller) saveOverride(o *Override) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("keeping the override: %w", err)
 	}
-	return nil
+	return err
 }
 
 // ApplyOverride applies policy text data (named file) from who as an override: on
@@ -290,21 +308,24 @@ func (c *Controller) ReleaseOverride(who string) Result {
 	}
 	c.override, c.filePending = nil, time.Time{}
 	c.mu.Unlock()
-	c.log.Info("override released: back to the configured file", "who", who, "file", c.cfg.Policy)
-	return c.applyFile(c.cfg.Policy, who)
+	c.log.Info("override released: back to the configured source", "who", who, "source", c.primaryName())
+	return c.applyPrimary(who)
 }
 
-// fileChanged handles an offer of the configured file (a change, or SIGHUP): applied,
-// unless an override stands.
+// fileChanged handles an offer of the configured source (a change of the file, or
+// SIGHUP; a new etcd revision): applied, unless an override stands.
 func (c *Controller) fileChanged(o Offer) Result {
 	c.mu.Lock()
+	if c.cfg.Source == SourceEtcd {
+		c.offered = &o // applied on release, if the override stands
+	}
 	if c.override != nil {
 		first, by := c.filePending.IsZero(), *c.override
 		c.filePending = c.now()
 		c.publish()
 		c.mu.Unlock()
 		if first {
-			c.log.Warn("the configured policy file changed while an override stands: not applied; it applies on `portcullis apply --release`",
+			c.log.Warn("the configured policy source changed while an override stands: not applied; it applies on `portcullis apply --release`",
 				"file", o.File, "override_by", by.Who, "override_at", by.At.Format(time.RFC3339))
 		}
 		return Result{Outcome: "pending", OldHash: c.Snapshot().Hash}
@@ -313,12 +334,99 @@ func (c *Controller) fileChanged(o Offer) Result {
 	if o.Policy == nil {
 		return c.applyFile(o.File, o.Who)
 	}
-	return c.Apply(o.File, o.Policy, o.Who)
+	return c.applyOffer(o)
+}
+
+// primaryName is the configured source's name: SourceFile or SourceEtcd.
+func (c *Controller) primaryName() string {
+	if c.cfg.Source == SourceEtcd {
+		return SourceEtcd
+	}
+	return SourceFile
+}
+
+// applyPrimary applies what the configured source offers now: the file, read again;
+// for etcd, its last offer, or the last revision applied (kept beside the store, so
+// a router that starts while etcd is unreachable enforces what it last had). With
+// neither, what is pinned stays in force until etcd offers a policy.
+func (c *Controller) applyPrimary(who string) Result {
+	if c.cfg.Source != SourceEtcd {
+		return c.applyFile(c.cfg.Policy, who)
+	}
+	c.mu.Lock()
+	o := c.offered
+	c.mu.Unlock()
+	if o == nil {
+		kept, err := c.loadKept()
+		if err != nil {
+			c.log.Error("the last policy from etcd cannot be read: waiting for etcd", "error", err)
+		}
+		o = kept
+	}
+	if o == nil {
+		c.log.Warn("no policy from etcd yet: what is pinned stays in force until etcd offers one")
+		return Result{Outcome: "waiting", OldHash: c.Snapshot().Hash}
+	}
+	return c.applyOffer(*o)
+}
+
+// applyOffer applies an offer that carries its text; an etcd revision applied is kept
+// beside the store and shown in status.
+func (c *Controller) applyOffer(o Offer) Result {
+	res := c.Apply(o.File, o.Policy, o.Who)
+	if c.cfg.Source != SourceEtcd || o.Revision == 0 || (res.Outcome != "applied" && res.Outcome != "unchanged") {
+		return res
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.revision = o.Revision
+	if err := writeJSONFile(c.keptPath(), kept{File: o.File, Who: o.Who, Revision: o.Revision, Policy: o.Policy}); err != nil {
+		c.log.Error("the policy from etcd applied but was not kept: a restart while etcd is unreachable will wait for it", "error", err)
+	}
+	c.publish()
+	return res
+}
+
+// kept is the last etcd revision applied, as kept on disk.
+type kept struct {
+	File     string `json:"file"`
+	Who      string `json:"who"`
+	Revision int64  `json:"revision"`
+	Policy   []byte `json:"policy"`
+}
+
+// keptPath is where the last policy applied from etcd is kept: beside the store.
+func (c *Controller) keptPath() string {
+	return filepath.Join(filepath.Dir(c.cfg.Store), "etcd-policy.json")
+}
+
+// loadKept reads the last policy applied from etcd, if any.
+func (c *Controller) loadKept() (*Offer, error) {
+	b, err := os.ReadFile(c.keptPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var k kept
+	if err := json.Unmarshal(b, &k); err != nil || len(k.Policy) == 0 {
+		return nil, fmt.Errorf("%s is damaged (%v)", c.keptPath(), err)
+	}
+	return &Offer{Who: k.Who, File: k.File, Policy: k.Policy, Revision: k.Revision}, nil
 }
 
 // sourceStatus is the source part of the status. Called with c.mu held.
 func (c *Controller) sourceStatus() SourceStatus {
-	s := SourceStatus{InForce: SourceFile, File: c.cfg.Policy}
+	s := SourceStatus{InForce: c.primaryName(), File: c.cfg.Policy}
+	if c.cfg.Source == SourceEtcd {
+		s.File = ""
+		e := EtcdStatus{Revision: c.revision}
+		if c.offered != nil {
+			e.Offered = c.offered.Revision
+		}
+		s.Etcd = &e
+	}
 	if c.override != nil {
 		o := *c.override
 		o.Policy = nil

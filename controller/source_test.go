@@ -1,0 +1,124 @@
+package controller
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/model"
+)
+
+// offerSource is a configured source fed by the test (standing for etcd).
+type offerSource struct{ ch chan Offer }
+
+func (s offerSource) Name() string                        { return SourceEtcd }
+func (s offerSource) Offers(context.Context) <-chan Offer { return s.ch }
+
+// waitFor polls cond until it holds, failing after a generous deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// With etcd as the configured source: nothing to apply before the first offer; each
+// revision applied is kept beside the store and shown in status; a refused revision
+// leaves the last good one in force and shows as the last error; an override
+// outranks etcd, whose offers then wait and apply on release; and a controller
+// started again (etcd unreachable) applies the last revision kept.
+func TestEtcdSourceKeepsLastGood(t *testing.T) {
+	requireRoot(t)
+	prog, err := loader.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	store := filepath.Join(t.TempDir(), "runtime.db")
+	open := func() *Controller {
+		cfg := Config{AuditLog: filepath.Join(t.TempDir(), "audit.jsonl"), Store: store, Source: SourceEtcd,
+			EtcdHealth: func() any { return "connected" }}
+		d, err := New(cfg, prog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.OpenStore()
+		t.Cleanup(func() { d.audit.Close() })
+		return d
+	}
+	d := open()
+	if res := d.Start(); res.Outcome != "waiting" || prog.HasPolicy() {
+		t.Fatalf("start without an etcd policy: %s %v (policy loaded: %v)", res.Outcome, res.Err, prog.HasPolicy())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	src, over := offerSource{make(chan Offer)}, NewOverrideSource()
+	done := make(chan struct{})
+	go func() { d.Run(ctx, src, over); close(done) }()
+	stop := func() {
+		cancel()
+		<-done
+		d.store.Close()
+	}
+	offer := func(rev int64, text string) {
+		src.ch <- Offer{Who: "etcd:alice", File: "etcd:dsl@" + strconv.FormatInt(rev, 10), Policy: []byte(text), Revision: rev}
+	}
+	revision := func() int64 { return d.Snapshot().Source.Etcd.Revision }
+
+	offer(7, policyA)
+	waitFor(t, "revision 7 in force", func() bool { return revision() == 7 })
+	st := d.Snapshot()
+	if st.Source.InForce != SourceEtcd || st.Policy != "etcd:dsl@7" || st.Source.Etcd.Health != "connected" {
+		t.Fatalf("status after revision 7: %+v", st.Source)
+	}
+	if got := judge(t, d, "100.64.1.25"); got != model.ActionPass {
+		t.Fatalf("exempt host under revision 7: %v", got)
+	}
+
+	bad := strings.Replace(policyA, "verdict: drop,", "verdict: block,", 1)
+	offer(8, bad)
+	waitFor(t, "revision 8 refused", func() bool { return d.Snapshot().LastError != nil })
+	if st := d.Snapshot(); st.Source.Etcd.Revision != 7 || st.Source.Etcd.Offered != 8 || !strings.Contains(st.LastError.Error, "etcd:dsl@8:") {
+		t.Fatalf("after a bad revision: etcd %+v, last error %+v", st.Source.Etcd, st.LastError)
+	}
+
+	if res := over.Apply("emergency.yaml", []byte(policyB), "uid:0"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	offer(9, policyA)
+	waitFor(t, "revision 9 pending", func() bool { return d.Snapshot().Source.FilePending })
+	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
+		t.Fatalf("the override must stay in force over etcd's revision 9: %v", got)
+	}
+	if res := over.Release("uid:0"); res.Err != nil || revision() != 9 {
+		t.Fatalf("release: %s %v, revision %d", res.Outcome, res.Err, revision())
+	}
+	if got := judge(t, d, "100.64.1.25"); got != model.ActionPass {
+		t.Fatalf("revision 9 after release: %v", got)
+	}
+	offer(10, policyB)
+	waitFor(t, "revision 10 in force", func() bool { return revision() == 10 })
+	stop()
+
+	// Started again with etcd unreachable: revision 10 is what it enforces, from disk.
+	d = open()
+	if res := d.Start(); res.Err != nil || (res.Outcome != "applied" && res.Outcome != "unchanged") {
+		t.Fatalf("start with a kept revision: %s %v", res.Outcome, res.Err)
+	}
+	if st := d.Snapshot(); st.Source.Etcd.Revision != 10 || st.Policy != "etcd:dsl@10" {
+		t.Fatalf("after a restart: %+v %s", st.Source.Etcd, st.Policy)
+	}
+	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
+		t.Fatalf("revision 10 after a restart: %v", got)
+	}
+	d.store.Close()
+}
