@@ -1,0 +1,22 @@
+package fleet
+
+import "errors"
+
+// Sentinel errors, all of the package's.
+var (
+	// ErrConflict: the group's policy changed since the revision the push was based
+	// on; re-read and push again.
+	ErrConflict = errors.New("the group's policy changed since it was read")
+	// ErrName: a group or router name outside [a-z0-9._-], or longer than 63.
+	ErrName = errors.New("invalid name")
+	// ErrPrefix: a key prefix that does not end in "/".
+	ErrPrefix = errors.New("invalid key prefix")
+	// ErrNoPolicy: the group has no policy in etcd.
+	ErrNoPolicy = errors.New("the group has no policy")
+	// ErrNoRevision: no history record of the group has the revision asked for.
+	ErrNoRevision = errors.New("no such revision in the group's history")
+	// ErrInvalid: a request missing what it needs (who, a duration, a valid entry).
+	ErrInvalid = errors.New("invalid request")
+	// ErrNotFound: no such fleet entry.
+	ErrNotFound = errors.New("no such fleet entry")
+)

@@ -1,0 +1,101 @@
+// Package etcdtest runs a single-member etcd server inside the test process (the
+// etcd project's own embed package), for the tests of package fleet and of whatever
+// wires it later. It listens on 127.0.0.1 only, on ports picked free at start and kept
+// across Stop and Restart, with its data in the test's temporary directory.
+//
+// It is a package of its own, not part of testenv: cmd/portcullis imports testenv for
+// `portcullis demo`, and the etcd server must not be linked into the daemon's binary.
+package etcdtest
+
+import (
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// Server is one embedded etcd member.
+type Server struct {
+	t   testing.TB
+	cfg *embed.Config
+	e   *embed.Etcd
+	// Endpoints are the client URLs ("http://127.0.0.1:PORT"), the same after Restart.
+	Endpoints []string
+}
+
+// Start starts a server with its data in t.TempDir() and stops it when the test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	client, peer := freePort(t), freePort(t)
+	cfg := embed.NewConfig()
+	cfg.Name = "fleet-test"
+	cfg.Dir = t.TempDir()
+	cfg.ListenClientUrls = []url.URL{client}
+	cfg.AdvertiseClientUrls = []url.URL{client}
+	cfg.ListenPeerUrls = []url.URL{peer}
+	cfg.AdvertisePeerUrls = []url.URL{peer}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.LogLevel = "error"
+	cfg.UnsafeNoFsync = true // a test's data need not survive a power cut
+	s := &Server{t: t, cfg: cfg, Endpoints: []string{client.String()}}
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// freePort returns a URL on 127.0.0.1 with a port free at the moment.
+func freePort(t testing.TB) url.URL {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer l.Close()
+	return url.URL{Scheme: "http", Host: l.Addr().String()}
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	e, err := embed.StartEtcd(s.cfg)
+	if err != nil {
+		s.t.Fatalf("starting etcd: %v", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		e.Close()
+		s.t.Fatal("etcd did not become ready within 30s")
+	}
+	s.e = e
+}
+
+// Stop stops the server; its data stays for Restart. Stopping a stopped server does
+// nothing.
+func (s *Server) Stop() {
+	if s.e != nil {
+		s.e.Close()
+		s.e = nil
+	}
+}
+
+// Restart starts the server again on the same data and ports.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.cfg.ClusterState = embed.ClusterStateFlagExisting
+	s.start()
+}
+
+// Client returns a client of the server, closed when the test ends.
+func (s *Server) Client(t testing.TB) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: s.Endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}

@@ -1,0 +1,177 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// States of a router in FleetStatus.
+const (
+	StateOK     = "ok"     // the group's current revision, proved, no error
+	StateBehind = "behind" // another (older) revision, or a policy not from etcd
+	StateFailed = "failed" // an error, or a failed proof: it refused the current revision
+	StateStale  = "stale"  // its report is older than three TTLs, or says it is stale
+)
+
+// RouterStatus is one router's report and the state FleetStatus makes of it.
+type RouterStatus struct {
+	Report
+	State string `json:"state"`
+}
+
+// GroupStatus is one group: its current policy, its routers' reports, and the routers
+// that reported once and have no report now.
+type GroupStatus struct {
+	Group    string         `json:"group"`
+	Revision int64          `json:"revision"` // 0: the group has no policy
+	Hash     string         `json:"hash"`     // from the revision's history record
+	Who      string         `json:"who"`
+	At       time.Time      `json:"at"`
+	Routers  []RouterStatus `json:"routers"` // by name
+	Gone     []string       `json:"gone"`    // known, without a report (lease ended), by name
+}
+
+// FleetStatus returns the status of group ("": every group), by group name.
+func FleetStatus(ctx context.Context, cli *Client, group string) ([]GroupStatus, error) {
+	groups := []string{group}
+	if group == "" {
+		resp, err := cli.etcd.Get(ctx, cli.groupsKey(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return nil, fmt.Errorf("listing the groups: %w", err)
+		}
+		groups = nil
+		for _, kv := range resp.Kvs {
+			if g := cli.groupOf(string(kv.Key)); g != "" && !slices.Contains(groups, g) {
+				groups = append(groups, g)
+			}
+		}
+		slices.Sort(groups)
+	} else if err := CheckName("group", group); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	out := make([]GroupStatus, 0, len(groups))
+	for _, g := range groups {
+		gs, err := groupStatus(ctx, cli, g, now)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, gs)
+	}
+	return out, nil
+}
+
+func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) (GroupStatus, error) {
+	gs := GroupStatus{Group: group, Routers: []RouterStatus{}, Gone: []string{}}
+	_, rev, err := Read(ctx, cli, group)
+	if err != nil {
+		return gs, err
+	}
+	gs.Revision = rev
+	if rev != 0 {
+		if r, ok, err := recordAt(ctx, cli, group, rev); err != nil {
+			return gs, err
+		} else if ok {
+			gs.Hash, gs.Who, gs.At = r.Hash, r.Who, r.At
+		}
+	}
+	resp, err := cli.etcd.Get(ctx, cli.routersKey(group), clientv3.WithPrefix())
+	if err != nil {
+		return gs, fmt.Errorf("reading the routers of group %s: %w", group, err)
+	}
+	have := map[string]bool{}
+	for _, kv := range resp.Kvs {
+		var rep Report
+		if err := json.Unmarshal(kv.Value, &rep); err != nil {
+			return gs, fmt.Errorf("the report %s is damaged: %w", kv.Key, err)
+		}
+		rep.Router = strings.TrimPrefix(string(kv.Key), cli.routersKey(group))
+		have[rep.Router] = true
+		gs.Routers = append(gs.Routers, RouterStatus{Report: rep, State: State(rep, rev, now)})
+	}
+	slices.SortFunc(gs.Routers, func(a, b RouterStatus) int { return strings.Compare(a.Router, b.Router) })
+	known, err := cli.etcd.Get(ctx, cli.knownKey(group), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return gs, fmt.Errorf("reading the known routers of group %s: %w", group, err)
+	}
+	for _, kv := range known.Kvs {
+		if name := strings.TrimPrefix(string(kv.Key), cli.knownKey(group)); !have[name] {
+			gs.Gone = append(gs.Gone, name)
+		}
+	}
+	slices.Sort(gs.Gone)
+	return gs, nil
+}
+
+// State is the state of a router that reported rep, in a group at revision current,
+// at now. Stale comes first (an old report's other facts are old too), then failed,
+// then behind.
+func State(rep Report, current int64, now time.Time) string {
+	ttl := rep.TTL
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	switch {
+	case rep.Stale || now.Sub(rep.At) > 3*ttl:
+		return StateStale
+	case rep.LastError != "" || !rep.ProofOK:
+		return StateFailed
+	case rep.PolicyRevision != current:
+		return StateBehind
+	}
+	return StateOK
+}
+
+// WriteTable writes gs as an aligned table: one line for each group's current
+// policy, then one per router, then one per router gone.
+func WriteTable(w io.Writer, gs []GroupStatus) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GROUP\tROUTER\tSTATE\tREVISION\tHASH\tPROOF\tAGE\tERROR")
+	now := time.Now()
+	age := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return now.Sub(t).Round(time.Second).String()
+	}
+	for _, g := range gs {
+		state := "current"
+		if g.Revision == 0 {
+			state = "no policy"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, "-", state, g.Revision, short(g.Hash), "-", age(g.At), "")
+		for _, r := range g.Routers {
+			proof := "ok"
+			if !r.ProofOK {
+				proof = "FAILED"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, r.Router, r.State, r.PolicyRevision, short(r.PolicyHash), proof, age(r.At), oneLine(r.LastError))
+		}
+		for _, name := range g.Gone {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Group, name, "gone", "-", "-", "-", "-", "no report: stopped, or cut off longer than its TTL")
+		}
+	}
+	return tw.Flush()
+}
+
+// short is a hash's first 12 characters, as the table shows it.
+func short(h string) string {
+	if h == "" {
+		return "-"
+	}
+	return h[:min(12, len(h))]
+}
+
+// oneLine keeps an error to its first line, for the table.
+func oneLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
+}

@@ -1,0 +1,169 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/portcullis/portcullis/policy"
+)
+
+// Read returns the group's policy text and its revision (0, and no text, when the
+// group has none: a push with expectRev 0 creates it).
+func Read(ctx context.Context, cli *Client, group string) (text []byte, modRev int64, err error) {
+	if err := CheckName("group", group); err != nil {
+		return nil, 0, err
+	}
+	resp, err := cli.etcd.Get(ctx, cli.policyKey(group))
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading the policy of group %s: %w", group, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0, nil
+	}
+	return resp.Kvs[0].Value, resp.Kvs[0].ModRevision, nil
+}
+
+// Push makes text the group's policy if the group's policy is still at expectRev (the
+// revision Read returned; 0: the group has none yet), with a history record from who
+// saying msg, and returns the new revision. The text is checked first (parsed and
+// compiled as it would be on a router, named "etcd:GROUP" in errors): a policy error
+// is returned as the policy package gives it, with its positions, and nothing is
+// written. If the group changed since expectRev, nothing is written and the error
+// wraps ErrConflict and says who pushed what since.
+func Push(ctx context.Context, cli *Client, group string, text []byte, who, msg string, expectRev int64) (newRev int64, err error) {
+	if err := CheckName("group", group); err != nil {
+		return 0, err
+	}
+	if who == "" {
+		return 0, fmt.Errorf("%w: a push needs who (the audit trail of every router names them)", ErrInvalid)
+	}
+	comp, err := compile("etcd:"+group, text)
+	if err != nil {
+		return 0, err
+	}
+	return push(ctx, cli, group, text, comp.Hash, who, msg, expectRev)
+}
+
+// compile checks text as a router would take it (interfaces aside: those are each
+// router's own).
+func compile(name string, text []byte) (*policy.Compiled, error) {
+	now := time.Now()
+	pol, err := policy.Parse(name, text, now)
+	if err != nil {
+		return nil, err
+	}
+	return policy.Compile(pol, now)
+}
+
+// push writes a checked text: the policy and its history record in one transaction,
+// if the policy is still at expectRev.
+func push(ctx context.Context, cli *Client, group string, text []byte, hash, who, msg string, expectRev int64) (int64, error) {
+	// The record's number is one past the last record's. Only one push can commit
+	// from a given revision of the policy key, so the compare below makes the number
+	// this push's alone; the compare on the record key is a second guard.
+	last, err := records(ctx, cli, group, 1)
+	if err != nil {
+		return 0, err
+	}
+	rec := Record{Seq: 1, Hash: hash, Who: who, At: time.Now().UTC(), Message: msg, Text: text}
+	if len(last) > 0 {
+		rec.Seq = last[0].Seq + 1
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return 0, err
+	}
+	pk, rk := cli.policyKey(group), cli.recordKey(group, rec.Seq)
+	resp, err := cli.etcd.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(pk), "=", expectRev), clientv3.Compare(clientv3.CreateRevision(rk), "=", 0)).
+		Then(clientv3.OpPut(pk, string(text)), clientv3.OpPut(rk, string(b))).
+		Else(clientv3.OpGet(pk)).
+		Commit()
+	if err != nil {
+		return 0, fmt.Errorf("pushing the policy of group %s: %w", group, err)
+	}
+	if !resp.Succeeded {
+		var cur int64
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			cur = kvs[0].ModRevision
+		}
+		return 0, conflict(ctx, cli, group, cur, expectRev)
+	}
+	return resp.Header.Revision, nil
+}
+
+// conflict is the error of a push from expectRev when the group is at cur.
+func conflict(ctx context.Context, cli *Client, group string, cur, expectRev int64) error {
+	read := fmt.Sprintf("revision %d", expectRev)
+	if expectRev == 0 {
+		read = "it with no policy"
+	}
+	if cur == 0 {
+		return fmt.Errorf("%w: group %s has no policy any more (deleted since you read %s): re-read (portcullis fleet push --dry-run) and push again", ErrConflict, group, read)
+	}
+	by := "someone outside portcullis (no history record)"
+	if r, ok, err := recordAt(ctx, cli, group, cur); err == nil && ok {
+		by = r.Who
+		if r.Message != "" {
+			by += fmt.Sprintf(" (%q)", r.Message)
+		}
+	}
+	return fmt.Errorf("%w: group %s changed at revision %d by %s since you read %s: re-read (portcullis fleet push --dry-run) and push again", ErrConflict, group, cur, by, read)
+}
+
+// Plan is what a push of a file would change in a group: a dry run.
+type Plan struct {
+	Group string
+	// Revision is the group's revision now: push with it as expectRev to push exactly
+	// over what this plan compared against. 0: the group has no policy yet.
+	Revision int64
+	OldHash  string // "" when the group has no policy yet
+	NewHash  string
+	// Diff is what changes, from the policy package's Diff (`portcullis diff`); nil
+	// when the group has no policy yet.
+	Diff *policy.DiffResult
+}
+
+// DryRun checks text (read from file: errors name it) and compares it with what the
+// group has, writing nothing.
+func DryRun(ctx context.Context, cli *Client, group, file string, text []byte) (Plan, error) {
+	newComp, err := compile(file, text)
+	if err != nil {
+		return Plan{}, err
+	}
+	cur, rev, err := Read(ctx, cli, group)
+	if err != nil {
+		return Plan{}, err
+	}
+	p := Plan{Group: group, Revision: rev, NewHash: newComp.Hash}
+	if rev == 0 {
+		return p, nil
+	}
+	oldComp, err := compile(Origin(group, rev), cur)
+	if err != nil {
+		return Plan{}, fmt.Errorf("the policy group %s has now does not compile here (a newer portcullis pushed it?): %w", group, err)
+	}
+	d := policy.Diff(oldComp, newComp, time.Now())
+	p.OldHash, p.Diff = oldComp.Hash, &d
+	return p, nil
+}
+
+// Rollback pushes the text of the group's history record of revision toRev again, as
+// a new revision with the message "rollback to N", with the same compare-and-swap on
+// expectRev as Push.
+func Rollback(ctx context.Context, cli *Client, group string, toRev int64, who string, expectRev int64) (newRev int64, err error) {
+	rs, err := History(ctx, cli, group)
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range rs {
+		if r.Revision == toRev {
+			return Push(ctx, cli, group, r.Text, who, fmt.Sprintf("rollback to %d", toRev), expectRev)
+		}
+	}
+	return 0, fmt.Errorf("%w: group %s has no push at revision %d (portcullis fleet history lists them)", ErrNoRevision, group, toRev)
+}

@@ -1,0 +1,172 @@
+package fleet
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/portcullis/portcullis/policy"
+)
+
+func TestPushRead(t *testing.T) {
+	_, _, cli := newFleet(t)
+	ctx := ctxT(t)
+	text, rev, err := Read(ctx, cli, "dsl")
+	if err != nil || rev != 0 || text != nil {
+		t.Fatalf("empty group: %q %d %v", text, rev, err)
+	}
+	r1, err := Push(ctx, cli, "dsl", validPolicy(1), "alice@noc", "first", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, rev, err = Read(ctx, cli, "dsl")
+	if err != nil || rev != r1 || !bytes.Equal(text, validPolicy(1)) {
+		t.Fatalf("read back: rev %d (pushed %d), err %v, text %q", rev, r1, err, text)
+	}
+	r2 := mustPush(t, cli, "dsl", validPolicy(2), "bob@noc", r1)
+	if r2 <= r1 {
+		t.Fatalf("second push revision %d not after %d", r2, r1)
+	}
+	// Pushing from revision 0 again (as if the group were empty) is a conflict.
+	if _, err := Push(ctx, cli, "dsl", validPolicy(3), "carol@noc", "", 0); !errors.Is(err, ErrConflict) {
+		t.Fatalf("push over an existing group from 0: %v, want ErrConflict", err)
+	}
+}
+
+func TestPushConcurrentOneWins(t *testing.T) {
+	_, _, cli := newFleet(t)
+	ctx := ctxT(t)
+	base := mustPush(t, cli, "dsl", validPolicy(1), "alice@noc", 0)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, who := range []string{"bob@noc", "carol@noc"} {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = Push(ctx, cli, "dsl", validPolicy(10+i), who, "concurrent", base)
+		})
+	}
+	close(start)
+	wg.Wait()
+	var won, lost int
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case errors.Is(err, ErrConflict):
+			lost++
+			if !strings.Contains(err.Error(), "since you read revision") || !strings.Contains(err.Error(), "@noc") {
+				t.Errorf("the conflict does not say who changed what since: %v", err)
+			}
+		default:
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	if won != 1 || lost != 1 {
+		t.Fatalf("won %d, conflicts %d (errors %v): want exactly one of each", won, lost, errs)
+	}
+	hist, err := History(ctx, cli, "dsl")
+	if err != nil || len(hist) != 2 {
+		t.Fatalf("history after one winner: %d records, %v", len(hist), err)
+	}
+}
+
+func TestPushInvalidWritesNothing(t *testing.T) {
+	_, _, cli := newFleet(t)
+	ctx := ctxT(t)
+	base := mustPush(t, cli, "dsl", validPolicy(1), "alice@noc", 0)
+	_, err := Push(ctx, cli, "dsl", invalidPolicy, "bob@noc", "typo", base)
+	var perrs policy.Errors
+	if !errors.As(err, &perrs) {
+		t.Fatalf("invalid policy: %v (%T), want policy.Errors", err, err)
+	}
+	if perrs[0].Pos.Line != 6 || !strings.Contains(err.Error(), "etcd:dsl:6:") {
+		t.Errorf("error not positioned at line 6 of etcd:dsl: %v", err)
+	}
+	text, rev, err := Read(ctx, cli, "dsl")
+	if err != nil || rev != base || !bytes.Equal(text, validPolicy(1)) {
+		t.Fatalf("the key changed after a refused push: rev %d (was %d), %v", rev, base, err)
+	}
+	if hist, _ := History(ctx, cli, "dsl"); len(hist) != 1 {
+		t.Fatalf("history has %d records after a refused push, want 1", len(hist))
+	}
+	if _, err := Push(ctx, cli, "DSL/x", validPolicy(1), "bob", "", 0); !errors.Is(err, ErrName) {
+		t.Fatalf("bad group name: %v, want ErrName", err)
+	}
+}
+
+func TestHistoryRollback(t *testing.T) {
+	_, raw, cli := newFleet(t)
+	ctx := ctxT(t)
+	r1 := mustPush(t, cli, "dsl", validPolicy(1), "alice@noc", 0)
+	r2 := mustPush(t, cli, "dsl", validPolicy(2), "bob@noc", r1)
+	r3 := mustPush(t, cli, "dsl", validPolicy(3), "carol@noc", r2)
+	// Compaction keeps the records: they are written once.
+	if _, err := raw.Compact(ctx, r3); err != nil {
+		t.Fatal(err)
+	}
+	hist, err := History(ctx, cli, "dsl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 3 {
+		t.Fatalf("%d records, want 3", len(hist))
+	}
+	for i, want := range []struct {
+		rev  int64
+		who  string
+		text []byte
+	}{{r3, "carol@noc", validPolicy(3)}, {r2, "bob@noc", validPolicy(2)}, {r1, "alice@noc", validPolicy(1)}} {
+		h := hist[i]
+		if h.Revision != want.rev || h.Who != want.who || !bytes.Equal(h.Text, want.text) || h.Seq != int64(3-i) || h.Hash == "" {
+			t.Errorf("record %d: rev %d seq %d who %s hash %q, want rev %d who %s", i, h.Revision, h.Seq, h.Who, h.Hash, want.rev, want.who)
+		}
+	}
+	if _, err := Rollback(ctx, cli, "dsl", r1, "dave@noc", r2); !errors.Is(err, ErrConflict) {
+		t.Fatalf("rollback from a stale revision: %v, want ErrConflict", err)
+	}
+	if _, err := Rollback(ctx, cli, "dsl", r3+100, "dave@noc", r3); !errors.Is(err, ErrNoRevision) {
+		t.Fatalf("rollback to an unknown revision: %v, want ErrNoRevision", err)
+	}
+	r4, err := Rollback(ctx, cli, "dsl", r1, "dave@noc", r3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, rev, _ := Read(ctx, cli, "dsl")
+	if rev != r4 || !bytes.Equal(text, validPolicy(1)) {
+		t.Fatalf("after rollback: rev %d (want %d), text of revision 1: %v", rev, r4, bytes.Equal(text, validPolicy(1)))
+	}
+	hist, _ = History(ctx, cli, "dsl")
+	if hist[0].Revision != r4 || hist[0].Who != "dave@noc" || hist[0].Hash != hist[3].Hash || !strings.Contains(hist[0].Message, "rollback to") {
+		t.Fatalf("rollback record: %+v", hist[0])
+	}
+}
+
+func TestDryRun(t *testing.T) {
+	_, _, cli := newFleet(t)
+	ctx := ctxT(t)
+	p, err := DryRun(ctx, cli, "dsl", "new.yaml", validPolicy(1))
+	if err != nil || p.Revision != 0 || p.Diff != nil || p.NewHash == "" {
+		t.Fatalf("dry run on an empty group: %+v %v", p, err)
+	}
+	r1 := mustPush(t, cli, "dsl", validPolicy(1), "alice@noc", 0)
+	p, err = DryRun(ctx, cli, "dsl", "new.yaml", validPolicy(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// validPolicy(2) passes 203.0.113.2/32 instead of .1/32: both outside every
+	// other range, so both pass before and after: no verdict changes.
+	if p.Revision != r1 || p.OldHash == p.NewHash || p.Diff == nil || !p.Diff.Empty() {
+		t.Fatalf("plan: %+v", p)
+	}
+	changed := bytes.Replace(validPolicy(1), []byte("verdict: reset"), []byte("verdict: drop"), 1)
+	p, err = DryRun(ctx, cli, "dsl", "new.yaml", changed)
+	if err != nil || p.Diff.Empty() || p.Diff.Changes[0].Prefix.String() != "100.64.0.0/12" {
+		t.Fatalf("plan of reset -> drop: %+v %v", p.Diff, err)
+	}
+	if _, err := DryRun(ctx, cli, "dsl", "new.yaml", invalidPolicy); err == nil || !strings.Contains(err.Error(), "new.yaml:6:") {
+		t.Fatalf("dry run of an invalid file: %v, want new.yaml:6:", err)
+	}
+}

@@ -1,0 +1,336 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/portcullis/portcullis/controller"
+	"github.com/portcullis/portcullis/overlay"
+)
+
+// SourceName is the Source's name in the controller's status and log.
+const SourceName = "etcd"
+
+// Source is a group's policy in etcd as a controller.Source: it offers the policy at
+// start and every push after, in order. When the watch breaks (etcd compacted the
+// revision it would resume from, the member lost its leader, the connection was
+// lost) it reads the key again and watches on from there, so no push is lost; the
+// intermediate ones of a long outage may be skipped, never the latest. While etcd
+// cannot be reached it retries with backoff and offers nothing: the controller keeps
+// what it has in force. Health says how the connection is.
+//
+// Entries delivers the group's fleet-wide runtime entries the same way, as the whole
+// set each time.
+type Source struct {
+	cli   *Client
+	group string
+	log   *slog.Logger
+
+	// probe is how often the connection is checked while the watch is quiet, and
+	// the timeout of each call to etcd; retry bounds the backoff between attempts.
+	probe      time.Duration
+	retryFirst time.Duration
+	retryMax   time.Duration
+
+	mu      sync.Mutex
+	health  Health
+	offered int64 // the policy revision last offered
+}
+
+// Health is the state of a Source's connection to etcd, for status.
+type Health struct {
+	Connected bool `json:"connected"`
+	// LastRevisionSeen is the revision of the group's policy last read or watched
+	// (0: none yet).
+	LastRevisionSeen int64     `json:"last_revision_seen"`
+	LastError        string    `json:"last_error,omitempty"`
+	Since            time.Time `json:"since"`   // when Connected last changed
+	Relists          int       `json:"relists"` // times a broken watch was replaced by a fresh read
+}
+
+// NewSource returns the source of group's policy and entries in cli's fleet.
+func NewSource(cli *Client, group string, log *slog.Logger) (*Source, error) {
+	if err := CheckName("group", group); err != nil {
+		return nil, err
+	}
+	return &Source{cli: cli, group: group, log: log.With("source", SourceName, "group", group),
+		probe: 5 * time.Second, retryFirst: 500 * time.Millisecond, retryMax: 30 * time.Second,
+		health: Health{Since: time.Now()}}, nil
+}
+
+// Name is SourceName.
+func (s *Source) Name() string { return SourceName }
+
+// Health returns the state of the connection.
+func (s *Source) Health() Health {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.health
+}
+
+// Origin is the name a policy from group at revision rev goes by in the controller
+// (Offer.File, and so Status.Policy and the audit log): "etcd:GROUP@REV".
+func Origin(group string, rev int64) string {
+	return SourceName + ":" + group + "@" + strconv.FormatInt(rev, 10)
+}
+
+// ParseOrigin reads an Origin back: what a router reports as the revision in force
+// comes from the controller's Status.Policy. ok is false for any other name (a file,
+// an override).
+func ParseOrigin(name string) (group string, rev int64, ok bool) {
+	rest, ok := strings.CutPrefix(name, SourceName+":")
+	if !ok {
+		return "", 0, false
+	}
+	group, r, ok := strings.Cut(rest, "@")
+	if !ok {
+		return "", 0, false
+	}
+	rev, err := strconv.ParseInt(r, 10, 64)
+	if err != nil || CheckName("group", group) != nil {
+		return "", 0, false
+	}
+	return group, rev, true
+}
+
+// Offers offers the group's policy at start and each push after, until ctx ends.
+func (s *Source) Offers(ctx context.Context) <-chan controller.Offer {
+	ch := make(chan controller.Offer)
+	offer := func(kv *mvccpb.KeyValue) bool {
+		s.mu.Lock()
+		s.health.LastRevisionSeen = kv.ModRevision
+		dup := kv.ModRevision == s.offered
+		s.mu.Unlock()
+		if dup {
+			return true // re-listed after a break: nothing new
+		}
+		who := "etcd"
+		rctx, cancel := context.WithTimeout(ctx, s.probe)
+		if r, ok, err := recordAt(rctx, s.cli, s.group, kv.ModRevision); err == nil && ok {
+			who = "etcd:" + r.Who
+		}
+		cancel()
+		s.log.Info("policy pushed", "revision", kv.ModRevision, "who", who)
+		select {
+		case ch <- controller.Offer{Who: who, File: Origin(s.group, kv.ModRevision), Policy: kv.Value}:
+		case <-ctx.Done():
+			return false
+		}
+		s.mu.Lock()
+		s.offered = kv.ModRevision
+		s.mu.Unlock()
+		return true
+	}
+	go s.follow(ctx, "policy", s.cli.policyKey(s.group), false,
+		func(resp *clientv3.GetResponse) bool {
+			if len(resp.Kvs) == 0 {
+				s.log.Warn("the group has no policy in etcd: nothing offered (push one with portcullis fleet push)")
+				return true
+			}
+			return offer(resp.Kvs[0])
+		},
+		func(wr clientv3.WatchResponse) bool {
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					s.log.Warn("the group's policy was deleted from etcd: the policy in force stays", "revision", ev.Kv.ModRevision)
+					continue
+				}
+				if !offer(ev.Kv) {
+					return false
+				}
+			}
+			return true
+		})
+	return ch
+}
+
+// EntriesUpdate is the whole set of a group's live fleet entries as of Revision.
+type EntriesUpdate struct {
+	Revision int64
+	Entries  map[overlay.Key]Entry
+}
+
+// Entries delivers the group's fleet-wide runtime entries, the whole set at start and
+// after every change (and after every re-read), until ctx ends: a consumer makes what
+// it holds equal to the latest set. Call it once.
+func (s *Source) Entries(ctx context.Context) <-chan EntriesUpdate {
+	ch := make(chan EntriesUpdate)
+	set := map[string]Entry{} // by etcd key: a deletion names only the key
+	send := func(rev int64) bool {
+		u := EntriesUpdate{Revision: rev, Entries: make(map[overlay.Key]Entry, len(set))}
+		now := time.Now()
+		for _, e := range set {
+			if e.Live(now) { // its lease rounds up to whole seconds
+				u.Entries[e.Key()] = e
+			}
+		}
+		select {
+		case ch <- u:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	put := func(kv *mvccpb.KeyValue) {
+		e, err := decodeEntry(kv.Value)
+		if err != nil {
+			s.log.Error("a fleet entry is damaged: ignored", "key", string(kv.Key), "error", err)
+			delete(set, string(kv.Key))
+			return
+		}
+		set[string(kv.Key)] = e
+	}
+	go s.follow(ctx, "entries", s.cli.entriesKey(s.group), true,
+		func(resp *clientv3.GetResponse) bool {
+			clear(set)
+			for _, kv := range resp.Kvs {
+				put(kv)
+			}
+			return send(resp.Header.Revision)
+		},
+		func(wr clientv3.WatchResponse) bool {
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					delete(set, string(ev.Kv.Key))
+				} else {
+					put(ev.Kv)
+				}
+			}
+			return send(wr.Header.Revision)
+		})
+	return ch
+}
+
+// follow keeps key (a prefix if prefix) read and watched until ctx ends: list gets a
+// fresh read at start and after every break of the watch, event each watch response
+// after; either returns false when ctx ended while it delivered.
+func (s *Source) follow(ctx context.Context, what, key string, prefix bool, list func(*clientv3.GetResponse) bool, event func(clientv3.WatchResponse) bool) {
+	var opts []clientv3.OpOption
+	if prefix {
+		opts = append(opts, clientv3.WithPrefix())
+	}
+	b := backoff{min: s.retryFirst, max: s.retryMax}
+	for first := true; ctx.Err() == nil; {
+		gctx, cancel := context.WithTimeout(ctx, s.probe)
+		resp, err := s.cli.etcd.Get(gctx, key, opts...)
+		cancel()
+		if err != nil {
+			wait := b.next()
+			s.failed(what, err, "reading again in "+wait.Round(time.Millisecond).String())
+			if !sleep(ctx.Done(), wait) {
+				return
+			}
+			continue
+		}
+		b.reset()
+		s.connected(what)
+		if !first {
+			s.mu.Lock()
+			s.health.Relists++
+			s.mu.Unlock()
+			s.log.Info("re-listed after the watch broke", "what", what, "revision", resp.Header.Revision)
+		}
+		first = false
+		if !list(resp) {
+			return
+		}
+		// WithRequireLeader: a member cut off from its cluster ends the watch rather
+		// than keep it quietly open on stale data.
+		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wch := s.cli.etcd.Watch(wctx, key, append(opts, clientv3.WithRev(resp.Header.Revision+1))...)
+		ok := s.watch(ctx, what, key, wch, event)
+		wcancel()
+		if !ok {
+			return
+		}
+	}
+}
+
+// watch passes wch's responses to event until the watch breaks (true: re-list) or
+// ctx ends (false). While the watch is quiet, the connection is checked every probe:
+// a lost connection is a break too (the read after it waits for etcd to come back).
+func (s *Source) watch(ctx context.Context, what, key string, wch clientv3.WatchChan, event func(clientv3.WatchResponse) bool) bool {
+	t := time.NewTicker(s.probe)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case wr, ok := <-wch:
+			if !ok {
+				if ctx.Err() != nil {
+					return false
+				}
+				s.log.Warn("the watch closed: re-listing", "what", what)
+				return true
+			}
+			if err := wr.Err(); err != nil {
+				if errors.Is(err, rpctypes.ErrCompacted) {
+					// Not a lost connection: the read that follows brings the latest.
+					s.log.Warn("etcd compacted the revision the watch resumes from: re-listing", "what", what, "compacted", wr.CompactRevision)
+					s.mu.Lock()
+					s.health.LastError = fmt.Sprintf("%s: %v", what, err)
+					s.mu.Unlock()
+					return true
+				}
+				s.failed(what, err, "re-listing")
+				return true
+			}
+			if wr.IsProgressNotify() {
+				continue
+			}
+			if !event(wr) {
+				return false
+			}
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, s.probe)
+			_, err := s.cli.etcd.Get(pctx, key, clientv3.WithCountOnly())
+			cancel()
+			if ctx.Err() != nil {
+				return false
+			}
+			if err != nil {
+				s.failed(what, err, "re-listing when it is back")
+				return true
+			}
+			s.connected(what)
+		}
+	}
+}
+
+// connected notes a successful call to etcd.
+func (s *Source) connected(what string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.health.Connected {
+		s.health.Connected, s.health.Since = true, time.Now()
+		s.log.Info("connected to etcd", "what", what)
+	}
+}
+
+// failed notes a failed call to etcd, or a watch broken by something other than a
+// compaction; next says what happens now.
+func (s *Source) failed(what string, err error, next string) {
+	s.mu.Lock()
+	was := s.health.Connected
+	s.health.LastError = fmt.Sprintf("%s: %v", what, err)
+	if was {
+		s.health.Connected, s.health.Since = false, time.Now()
+	}
+	s.mu.Unlock()
+	if was {
+		s.log.Warn("etcd: "+next+"; the policy in force stays", "what", what, "error", err)
+	} else {
+		s.log.Debug("etcd still unreachable: "+next, "what", what, "error", err)
+	}
+}

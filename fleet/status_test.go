@@ -1,0 +1,182 @@
+package fleet
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// reportKey reads router's report in group dsl: the report, its lease, and whether
+// it is there.
+func reportKey(t *testing.T, cli *Client, router string) (Report, clientv3.LeaseID, bool) {
+	t.Helper()
+	resp, err := cli.etcd.Get(ctxT(t), cli.routersKey("dsl")+router)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Report{}, 0, false
+	}
+	var r Report
+	if err := json.Unmarshal(resp.Kvs[0].Value, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r, clientv3.LeaseID(resp.Kvs[0].Lease), true
+}
+
+func TestReporterCloseRemovesAtOnce(t *testing.T) {
+	_, raw, cli := newFleet(t)
+	var rev atomic.Int64
+	rev.Store(7)
+	r, err := StartReporter(cli, "dsl", "bng-1", 2*time.Second, func() Report {
+		return Report{PolicyRevision: rev.Load(), ProofOK: true, Source: SourceName}
+	}, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the report is written", func() bool { _, _, ok := reportKey(t, cli, "bng-1"); return ok })
+	rep, lease, _ := reportKey(t, cli, "bng-1")
+	if rep.Router != "bng-1" || rep.Group != "dsl" || rep.PolicyRevision != 7 || lease == 0 || rep.TTL != 2*time.Second {
+		t.Fatalf("report %+v under lease %x", rep, lease)
+	}
+	rev.Store(8)
+	r.Changed()
+	waitFor(t, "Changed writes the new report", func() bool { rep, _, _ := reportKey(t, cli, "bng-1"); return rep.PolicyRevision == 8 })
+
+	// A lease lost (revoked here, as etcd does after a partition longer than the
+	// TTL): the reporter takes a new one and writes again.
+	if _, err := raw.Revoke(ctxT(t), lease); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the report is back under a new lease", func() bool {
+		_, l, ok := reportKey(t, cli, "bng-1")
+		return ok && l != lease
+	})
+
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := reportKey(t, cli, "bng-1"); ok {
+		t.Fatal("the report is still there right after Close")
+	}
+}
+
+func TestReporterCrashExpires(t *testing.T) {
+	srv, _, cli := newFleet(t)
+	own := srv.Client(t) // the reporter's own connection, closed below as a crash would
+	ownFleet, _ := New(own, "")
+	r, err := StartReporter(ownFleet, "dsl", "bng-2", 2*time.Second, func() Report { return Report{ProofOK: true} }, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	waitFor(t, "the report is written", func() bool { _, _, ok := reportKey(t, cli, "bng-2"); return ok })
+	own.Close() // no revoke
+	waitFor(t, "the report is gone after its TTL", func() bool { _, _, ok := reportKey(t, cli, "bng-2"); return !ok })
+	gs, err := FleetStatus(ctxT(t), cli, "dsl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gs) != 1 || len(gs[0].Routers) != 0 || len(gs[0].Gone) != 1 || gs[0].Gone[0] != "bng-2" {
+		t.Fatalf("fleet status after the crash: %+v", gs)
+	}
+}
+
+func TestFleetStatusStates(t *testing.T) {
+	_, _, cli := newFleet(t)
+	ctx := ctxT(t)
+	r1 := mustPush(t, cli, "dsl", validPolicy(1), "alice@noc", 0)
+	r2 := mustPush(t, cli, "dsl", validPolicy(2), "bob@noc", r1)
+	mustPush(t, cli, "mobile", validPolicy(3), "alice@noc", 0)
+	now := time.Now().UTC()
+	fresh := func(name string, rev int64) Report {
+		return Report{Router: name, Group: "dsl", PolicyRevision: rev, ProofOK: true, At: now, TTL: 10 * time.Second, PolicyHash: "61e42f9472389abc"}
+	}
+	reports := map[string]Report{"ok-1": fresh("ok-1", r2), "behind-1": fresh("behind-1", r1)}
+	reports["failed-err"] = fresh("failed-err", r1)
+	reports["failed-err"] = func(r Report) Report { r.LastError = "proof failed: 3 of 40 probes disagree\nsecond line"; return r }(reports["failed-err"])
+	reports["failed-proof"] = func(r Report) Report { r.ProofOK = false; return r }(fresh("failed-proof", r2))
+	reports["stale-old"] = func(r Report) Report { r.At = now.Add(-time.Hour); return r }(fresh("stale-old", r2))
+	reports["stale-flag"] = func(r Report) Report { r.Stale = true; return r }(fresh("stale-flag", r2))
+	for _, rep := range reports {
+		if err := putReport(ctx, cli, rep, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := markKnown(ctx, cli, "dsl", rep.Router); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := markKnown(ctx, cli, "dsl", "bng-gone"); err != nil {
+		t.Fatal(err)
+	}
+	gs, err := FleetStatus(ctx, cli, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gs) != 2 || gs[0].Group != "dsl" || gs[1].Group != "mobile" {
+		t.Fatalf("groups: %+v", gs)
+	}
+	d := gs[0]
+	if d.Revision != r2 || d.Who != "bob@noc" || d.Hash == "" {
+		t.Fatalf("group dsl: revision %d by %s hash %q, want %d by bob@noc", d.Revision, d.Who, d.Hash, r2)
+	}
+	want := map[string]string{"ok-1": StateOK, "behind-1": StateBehind, "failed-err": StateFailed, "failed-proof": StateFailed, "stale-old": StateStale, "stale-flag": StateStale}
+	if len(d.Routers) != len(want) {
+		t.Fatalf("%d routers, want %d", len(d.Routers), len(want))
+	}
+	for _, r := range d.Routers {
+		if r.State != want[r.Router] {
+			t.Errorf("router %s: state %s, want %s", r.Router, r.State, want[r.Router])
+		}
+	}
+	if len(d.Gone) != 1 || d.Gone[0] != "bng-gone" {
+		t.Errorf("gone: %v, want [bng-gone]", d.Gone)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, gs); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	t.Log("\n" + b.String())
+	if len(lines) != 1+1+6+1+1 || !strings.HasPrefix(lines[0], "GROUP") {
+		t.Fatalf("table has %d lines:\n%s", len(lines), b.String())
+	}
+	// Aligned: every column starts at the same offset on each line.
+	col := strings.Index(lines[0], "STATE")
+	for _, l := range lines[1:] {
+		if l[col-1] != ' ' || l[col] == ' ' {
+			t.Errorf("STATE column not aligned at %d: %q", col, l)
+		}
+	}
+	if !strings.Contains(b.String(), "proof failed: 3 of 40 probes disagree") || strings.Contains(b.String(), "second line") {
+		t.Errorf("the error column should hold the error's first line:\n%s", b.String())
+	}
+}
+
+func TestStateTable(t *testing.T) {
+	now := time.Now()
+	for _, c := range []struct {
+		name string
+		rep  Report
+		cur  int64
+		want string
+	}{
+		{"current and proved", Report{PolicyRevision: 5, ProofOK: true, At: now}, 5, StateOK},
+		{"older revision", Report{PolicyRevision: 4, ProofOK: true, At: now}, 5, StateBehind},
+		{"not from etcd", Report{PolicyRevision: 0, ProofOK: true, At: now}, 5, StateBehind},
+		{"refused the current one", Report{PolicyRevision: 4, ProofOK: true, LastError: "etcd:dsl@5:3:5: unknown verdict", At: now}, 5, StateFailed},
+		{"proof failed", Report{PolicyRevision: 5, At: now}, 5, StateFailed},
+		{"three TTLs old", Report{PolicyRevision: 5, ProofOK: true, TTL: 2 * time.Second, At: now.Add(-7 * time.Second)}, 5, StateStale},
+		{"within three TTLs", Report{PolicyRevision: 5, ProofOK: true, TTL: 2 * time.Second, At: now.Add(-5 * time.Second)}, 5, StateOK},
+		{"says stale", Report{PolicyRevision: 5, ProofOK: true, Stale: true, At: now}, 5, StateStale},
+	} {
+		if got := State(c.rep, c.cur, now); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}
