@@ -122,7 +122,7 @@ func (s *Source) Offers(ctx context.Context) <-chan controller.Offer {
 		cancel()
 		s.log.Info("policy pushed", "revision", kv.ModRevision, "who", who)
 		select {
-		case ch <- controller.Offer{Who: who, File: Origin(s.group, kv.ModRevision), Policy: kv.Value}:
+		case ch <- controller.Offer{Who: who, File: Origin(s.group, kv.ModRevision), Policy: kv.Value, Revision: kv.ModRevision}:
 		case <-ctx.Done():
 			return false
 		}
