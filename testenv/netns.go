@@ -145,6 +145,22 @@ func (n *Namespace) Dial(network, addr string, timeout time.Duration) (net.Conn,
 	return c, err
 }
 
+// DialContext is Dial with a context instead of a timeout: what a gRPC or HTTP client
+// takes as its dialer, so that every connection it makes starts inside the namespace.
+func (n *Namespace) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() error {
+		var err error
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// Path is the namespace's file under /run/netns, for `nsenter --net=PATH`.
+func (n *Namespace) Path() string { return filepath.Join(netnsDir, n.Name) }
+
 // Listen opens a listening socket inside the namespace.
 func (n *Namespace) Listen(network, addr string) (net.Listener, error) {
 	var l net.Listener

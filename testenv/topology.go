@@ -341,33 +341,42 @@ func (t *Topology) namespace(role string) (*Namespace, error) {
 		return nil, err
 	}
 	t.namespaces = append(t.namespaces, ns)
-	// Addresses are usable at once: no duplicate address detection in a lab.
+	return ns, noDAD(ns)
+}
+
+// noDAD makes addresses usable at once: no duplicate address detection in a lab.
+func noDAD(ns *Namespace) error {
 	for _, key := range []string{"net/ipv6/conf/all/accept_dad", "net/ipv6/conf/default/accept_dad"} {
 		if err := ns.sysctl(key, "0"); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return ns, nil
+	return nil
 }
 
 // veth creates a veth pair with one end (gwName) in the gateway namespace and the
 // other (peerName) directly in peer: no end ever exists in the caller's namespace.
 func (t *Topology) veth(gwName string, peer *Namespace, peerName string) (gw, p netlink.Link, err error) {
+	return vethPair(t.Gateway, gwName, peer, peerName)
+}
+
+// vethPair creates a veth pair with one end (aName) in a and the other (bName) in b.
+func vethPair(a *Namespace, aName string, b *Namespace, bName string) (la, lb netlink.Link, err error) {
 	v := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: gwName},
-		PeerName:      peerName,
-		PeerNamespace: netlink.NsFd(peer.handle),
+		LinkAttrs:     netlink.LinkAttrs{Name: aName},
+		PeerName:      bName,
+		PeerNamespace: netlink.NsFd(b.handle),
 	}
-	if err := t.Gateway.nl.LinkAdd(v); err != nil {
-		return nil, nil, fmt.Errorf("creating veth pair %s/%s (needs CONFIG_VETH): %w", gwName, peerName, err)
+	if err := a.nl.LinkAdd(v); err != nil {
+		return nil, nil, fmt.Errorf("creating veth pair %s/%s (needs CONFIG_VETH): %w", aName, bName, err)
 	}
-	if gw, err = t.Gateway.nl.LinkByName(gwName); err != nil {
+	if la, err = a.nl.LinkByName(aName); err != nil {
 		return nil, nil, err
 	}
-	if p, err = peer.nl.LinkByName(peerName); err != nil {
+	if lb, err = b.nl.LinkByName(bName); err != nil {
 		return nil, nil, err
 	}
-	return gw, p, nil
+	return la, lb, nil
 }
 
 func (t *Topology) buildUplink() error {

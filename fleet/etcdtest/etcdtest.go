@@ -1,7 +1,9 @@
-// Package etcdtest runs a single-member etcd server inside the test process (the
-// etcd project's own embed package), for the tests of package fleet and of whatever
-// wires it later. It listens on 127.0.0.1 only, on ports picked free at start and kept
-// across Stop and Restart, with its data in the test's temporary directory.
+// Package etcdtest runs etcd for tests (the etcd project's own embed package): Start
+// runs a single-member server inside the test process, for the tests of package fleet.
+// It listens on 127.0.0.1 only, on ports picked free at start and kept across Stop and
+// Restart, with its data in the test's temporary directory. StartCluster (cluster.go)
+// runs a cluster of member processes, one per network namespace, for the tests of a
+// fleet of routers: a member can be killed and restarted, and routers cut off.
 //
 // It is a package of its own, not part of testenv: cmd/portcullis imports testenv for
 // `portcullis demo`, and the etcd server must not be linked into the daemon's binary.
