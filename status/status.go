@@ -9,15 +9,18 @@ package status
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/daemon"
+	"github.com/portcullis/portcullis/fleet"
 	"github.com/portcullis/portcullis/loader"
 )
 
@@ -35,6 +38,8 @@ type Status struct {
 	// Source and Runtime come from the running daemon (absent while it is down).
 	Source  *controller.SourceStatus  `json:"source,omitempty"`
 	Runtime *controller.RuntimeStatus `json:"runtime,omitempty"`
+	// LastError is the last policy change refused or failed, until one applies.
+	LastError *controller.ChangeStatus `json:"last_error,omitempty"`
 	// BPFFS is the directory the pins were read from (text form only).
 	BPFFS string `json:"-"`
 }
@@ -74,7 +79,7 @@ func Read(bpffs, socket string) (Status, error) {
 		out.Daemon = fmt.Sprintf("running (pid %d, since %s)", st.PID, fmtTime(st.Started))
 		out.Proof = st.Proof
 		out.ModeNotes = st.ModeNotes
-		out.Source, out.Runtime = &st.Source, &st.Runtime
+		out.Source, out.Runtime, out.LastError = &st.Source, &st.Runtime, st.LastError
 	}
 	for _, l := range links {
 		i := Interface{Name: l.Interface, Ifindex: l.Ifindex, ProgramID: uint32(l.ProgramID), Mode: "detached (interface gone)"}
@@ -114,9 +119,14 @@ func (s Status) WriteText(out io.Writer) error {
 				line += " waits"
 			}
 			fmt.Fprintf(w, "source:\t%s: `portcullis apply --release` returns to it\n", line)
+		} else if src.Etcd != nil {
+			fmt.Fprintf(w, "source:\t%s\n", etcdLine(src.Etcd))
 		} else {
 			fmt.Fprintf(w, "source:\tthe configured file %s\n", src.File)
 		}
+	}
+	if e := s.LastError; e != nil {
+		fmt.Fprintf(w, "last error:\t%s at %s, from %s (%s): %s\n", e.Outcome, fmtTime(e.At), e.Who, e.File, firstLine(e.Error))
 	}
 	if rt := s.Runtime; rt != nil {
 		line := fmt.Sprintf("%d quarantines, %d unblocks (store %s)", rt.Quarantines, rt.Unblocks, rt.Store)
@@ -157,4 +167,33 @@ func fmtTime(t time.Time) string {
 		return "never"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// etcdLine says which etcd revision is in force and how the connection is.
+func etcdLine(e *controller.EtcdStatus) string {
+	line := fmt.Sprintf("etcd: revision %d in force", e.Revision)
+	if e.Revision == 0 {
+		line = "etcd: no revision applied yet (what is pinned stays in force)"
+	}
+	if e.Offered > e.Revision {
+		line += fmt.Sprintf(", revision %d offered and not in force (see last error)", e.Offered)
+	}
+	var h fleet.Health
+	if b, err := json.Marshal(e.Health); err == nil && json.Unmarshal(b, &h) == nil && e.Health != nil {
+		if h.Connected {
+			line += "; connected since " + fmtTime(h.Since)
+		} else {
+			line += "; NOT CONNECTED since " + fmtTime(h.Since) + ": enforcing the last revision it had"
+			if h.LastError != "" {
+				line += " (" + firstLine(h.LastError) + ")"
+			}
+		}
+	}
+	return line
+}
+
+// firstLine is s up to its first line break.
+func firstLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
 }
