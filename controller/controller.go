@@ -46,6 +46,9 @@ type Config struct {
 	Source string
 	// EtcdHealth, with Source etcd, says how the source's connection is (status).
 	EtcdHealth func() any
+	// Published, if set, is called after each publish and each SetAttachment (the
+	// fleet's reporter writes the router's status then). It must not block.
+	Published func()
 	Store      string // the store of runtime entries; the override is kept beside it
 	AuditLog   string // JSON lines; "" = off
 
@@ -446,7 +449,12 @@ type Attachment struct {
 
 // SetAttachment publishes the interface watch's view. It never waits for a change in
 // progress; a's maps must not be changed afterwards.
-func (c *Controller) SetAttachment(a Attachment) { c.attachment.Store(&a) }
+func (c *Controller) SetAttachment(a Attachment) {
+	c.attachment.Store(&a)
+	if c.cfg.Published != nil {
+		c.cfg.Published()
+	}
+}
 
 // Snapshot is the status as last published, with the interface watch's view: readers
 // (the control socket, metrics, the API) never wait for a change in progress. The
@@ -482,6 +490,9 @@ func (c *Controller) publish() {
 	c.published.Store(&st)
 	ov := cloneState(c.overlay)
 	c.entries.Store(&ov)
+	if c.cfg.Published != nil {
+		c.cfg.Published()
+	}
 }
 
 func (c *Controller) statusLocked() Status {

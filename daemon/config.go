@@ -34,6 +34,8 @@ type Config struct {
 	SwitchMode        bool        `yaml:"switch_mode"`         // re-attach a pinned link left in the other mode (a short gap)
 	Store             string      `yaml:"store"`               // runtime entries (quarantines, unblocks): a bbolt file
 	API               api.Config  `yaml:"api"`                 // the HTTP API for the abuse desk and the portal; off by default
+	PolicySource      string      `yaml:"policy_source"`       // file (policy:) or etcd (etcd:, a fleet)
+	Etcd              EtcdConfig  `yaml:"etcd"`                // with policy_source: etcd
 }
 
 // Defaults for what a configuration leaves out.
@@ -54,6 +56,7 @@ func DefaultConfig() Config {
 		LogFormat:     "text",
 		AuditLog:      DefaultAuditLog,
 		Store:         DefaultStore,
+		PolicySource:  PolicyFromFile,
 	}
 }
 
@@ -80,7 +83,7 @@ func ParseConfig(file string, data []byte) (Config, error) {
 		} else if after, ok := strings.CutPrefix(msg, "line "); ok {
 			msg = file + ":" + after
 		}
-		return Config{}, fmt.Errorf("%s (keys: interfaces, mode, policy, listen, control_socket, bpffs, log_format, audit_log, wait_for_interfaces, switch_mode, store, api)", msg)
+		return Config{}, fmt.Errorf("%s (keys: interfaces, mode, policy, listen, control_socket, bpffs, log_format, audit_log, wait_for_interfaces, switch_mode, store, api, policy_source, etcd)", msg)
 	}
 	var errs []string
 	if len(c.Interfaces) == 0 {
@@ -98,9 +101,10 @@ func ParseConfig(file string, data []byte) (Config, error) {
 	default:
 		errs = append(errs, fmt.Sprintf("%s: mode %q is not one of native, generic, auto", file, c.Mode))
 	}
-	if c.Policy == "" {
-		errs = append(errs, file+": policy is missing: the policy file to enforce, e.g. policy: /etc/portcullis/policy.yaml")
+	if c.Policy == "" && c.PolicySource != PolicyFromEtcd {
+		errs = append(errs, file+": policy is missing: the policy file to enforce, e.g. policy: /etc/portcullis/policy.yaml (or policy_source: etcd)")
 	}
+	errs = append(errs, checkEtcd(file, &c)...)
 	if c.BPFFS == "" {
 		errs = append(errs, file+": bpffs is empty: a directory on bpffs, e.g. "+loader.DefaultPinDir)
 	}

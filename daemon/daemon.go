@@ -26,6 +26,7 @@ type Daemon struct {
 
 	prog     *loader.Program
 	ctl      *controller.Controller
+	fleet    *fleetSide                 // policy_source: etcd
 	override *controller.OverrideSource // pushes over the control socket
 	metrics  *metrics
 
@@ -48,8 +49,12 @@ func New(cfg Config, log *slog.Logger) *Daemon {
 
 // controllerConfig is the controller's part of cfg.
 func controllerConfig(cfg Config, m *metrics) controller.Config {
-	return controller.Config{Interfaces: cfg.Interfaces, Policy: cfg.Policy, Store: cfg.Store, AuditLog: cfg.AuditLog,
+	c := controller.Config{Interfaces: cfg.Interfaces, Policy: cfg.Policy, Store: cfg.Store, AuditLog: cfg.AuditLog,
 		Events: m.runtimeEvent}
+	if cfg.PolicySource == PolicyFromEtcd {
+		c.Source = controller.SourceEtcd
+	}
+	return c
 }
 
 // Run starts enforcing and serves until ctx ends or SIGTERM/SIGINT. It never detaches:
@@ -82,7 +87,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	d.metrics = newMetrics(nil, prog, d.cfg.Interfaces)
-	if d.ctl, err = controller.New(controllerConfig(d.cfg, d.metrics), prog, d.log); err != nil {
+	ccfg := controllerConfig(d.cfg, d.metrics)
+	if d.cfg.PolicySource == PolicyFromEtcd {
+		if d.fleet, err = d.dialFleet(); err != nil {
+			return err
+		}
+		defer d.fleet.close()
+		ccfg.EtcdHealth = func() any { return d.fleet.source.Health() }
+		ccfg.Published = d.published
+	}
+	if d.ctl, err = controller.New(ccfg, prog, d.log); err != nil {
 		return err
 	}
 	defer d.ctl.Close()
@@ -105,13 +119,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.publishAttachment()
 	d.ctl.OpenStore()
 	res := d.ctl.Start()
-	if res.Err != nil && d.ctl.Meta().Hash == "" {
+	if res.Err != nil && d.ctl.Meta().Hash == "" && d.fleet == nil {
 		return fmt.Errorf("no policy in force and the configured one cannot be used:\n%w", res.Err)
 	}
 	if res.Err != nil {
 		d.log.Error("the configured policy was not applied; the policy in force stays", "hash", d.ctl.Meta().Hash, "error", res.Err)
 	}
-	d.reconcileAll()
+	if d.ctl.Meta().Hash != "" {
+		d.reconcileAll()
+	}
 
 	// Everything below stops before the controller, the store and the program close
 	// (deferred above, so run after these).
@@ -121,12 +137,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer cancel()
 
 	d.override = controller.NewOverrideSource()
-	file := controller.NewFileSource(d.cfg.Policy, time.Second, d.log)
+	var primary controller.Source = controller.NewFileSource(d.cfg.Policy, time.Second, d.log)
+	if d.fleet != nil {
+		primary = d.fleet.source
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		d.ctl.Run(ctx, file, d.override)
+		d.ctl.Run(ctx, primary, d.override)
 	}()
+	if d.fleet != nil {
+		if err := d.runFleet(ctx); err != nil {
+			return err
+		}
+		if d.ctl.Meta().Hash == "" {
+			if !d.awaitFirstPolicy(ctx) {
+				return nil // stopped before any policy came
+			}
+			d.reconcileAll()
+		}
+	}
 
 	ctlSrv, err := d.serveControl()
 	if err != nil {

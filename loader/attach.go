@@ -39,6 +39,20 @@ func AttachedMode(attached uint32) Mode {
 	return Mode(fmt.Sprint("mode ", attached))
 }
 
+// LinkMode says how XDP is attached to the interface with index ifindex, as the kernel
+// reports it now (AttachedMode). An error means the interface could not be looked up or
+// the kernel reported no XDP state for it.
+func LinkMode(ifindex int) (Mode, error) {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return "", fmt.Errorf("interface %d: %w", ifindex, err)
+	}
+	if l.Attrs().Xdp == nil {
+		return "", fmt.Errorf("interface %d: the kernel reports no XDP state", ifindex)
+	}
+	return AttachedMode(l.Attrs().Xdp.AttachMode), nil
+}
+
 // LinkOf says where the frames of an interface with the kernel's link type encap (as
 // netlink names it: IFLA's ARPHRD_*) start: at an Ethernet header, or at the IP header.
 // Any other link type is ErrLinkType: attaching there would judge nothing.

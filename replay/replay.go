@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"slices"
 	"time"
 
@@ -449,11 +448,3 @@ func File(path string, c *policy.Compiled, now time.Time, opts Options, fn func(
 
 // loopbackIfindex is the loopback interface's index, the same in every namespace.
 const loopbackIfindex = 1
-
-// Addr formats an address and port for display.
-func Addr(a netip.Addr, port uint16) string {
-	if !a.IsValid() {
-		return "-"
-	}
-	return netip.AddrPortFrom(a, port).String()
-}

@@ -23,6 +23,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/status"
 )
 
 // The daemon as an ISP runs it: a real process in a network namespace (the "router"),
@@ -346,15 +347,15 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Error("no portcullis_policy_info")
 	}
 	out, _, _ := l.cli("stats", "--json", "--config", l.cfg)
-	var st statsJSON
+	var st status.Stats
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("stats --json: %v\n%s", err, out)
 	}
-	if len(st.Entries) != 1 || st.Entries[0] != (entryStat{"range", "dyn", "rst", "ipv4", 5, st.Entries[0].Bytes}) || st.Entries[0].Bytes == 0 {
+	if len(st.Entries) != 1 || st.Entries[0] != (status.EntryStat{Kind: "range", Entry: "dyn", Outcome: "rst", Family: "ipv4", Packets: 5, Bytes: st.Entries[0].Bytes}) || st.Entries[0].Bytes == 0 {
 		t.Fatalf("stats: %+v", st.Entries)
 	}
 	out, _, _ = l.cli("top", "--json", "--config", l.cfg)
-	var top []offenderJSON
+	var top status.Offenders
 	if err := json.Unmarshal([]byte(out), &top); err != nil {
 		t.Fatalf("top --json: %v\n%s", err, out)
 	}
@@ -417,7 +418,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	t.Log("kill -9: enforcement continues; status and stats still read the pins")
 	progID := func() string {
 		out, _, _ := l.cli("status", "--json", "--config", l.cfg)
-		var s statusJSON
+		var s status.Status
 		json.Unmarshal([]byte(out), &s)
 		if len(s.Interfaces) != 1 {
 			return "none"
@@ -433,7 +434,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 	rst := func() uint64 {
 		out, _, _ := l.cli("stats", "--json", "--config", l.cfg)
-		var st statsJSON
+		var st status.Stats
 		json.Unmarshal([]byte(out), &st)
 		for _, e := range st.Entries {
 			if e.Entry == "dyn" && e.Outcome == "rst" {

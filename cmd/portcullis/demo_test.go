@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -17,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis/portcullis/loader"
-	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/testenv"
 )
 
@@ -125,34 +122,6 @@ func TestDemoContextIgnoresSocketSIGPIPE(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // let a caught signal arrive
 	if ctx.Err() != nil {
 		t.Fatal("a socket's SIGPIPE ended the demo")
-	}
-}
-
-// The offender table names each offender's rule by the label of its stable counter id
-// (loader.Offender.Label), not by the compiled policy's rule of the same number: the
-// loader numbers labels in its own id space, which differs from a policy's rule ids
-// as soon as labels are shared or a policy is swapped.
-func TestDemoOffenderTableUsesLabels(t *testing.T) {
-	c, err := loadPolicy(&env{now: func() time.Time { return cmdNow }}, example)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Stable id 3 is the quarantine here; in the compiled policy, rule 3 is another entry.
-	if got := c.Tables.RuleName(3); got == "quarantine 198.51.100.66/32" {
-		t.Fatalf("the test needs rule 3 of the example to be something else, got %q", got)
-	}
-	offs := []loader.Offender{
-		{Source: netip.MustParseAddr("198.51.100.66"), Count: 2, Rule: 3, Label: "quarantine/quarantine 198.51.100.66/32", Outcome: model.OutRST, Port: 25},
-		{Source: netip.MustParseAddr("100.64.1.10"), Count: 1, Rule: 9, Label: "range/dsl-dynamic", Outcome: model.OutRST, Port: 25},
-	}
-	tb := offenderTable(offs)
-	var b strings.Builder
-	tb.write(&b, "")
-	want := "source         packets  rule                         last outcome  port\n" +
-		"100.64.1.10          1  dsl-dynamic                  rst             25\n" +
-		"198.51.100.66        2  quarantine 198.51.100.66/32  rst             25\n"
-	if b.String() != want {
-		t.Errorf("offender table:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
 

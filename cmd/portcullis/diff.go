@@ -60,7 +60,19 @@ func runDiff(e *env, args []string) error {
 		cs[i] = c
 	}
 	d := policy.Diff(cs[0], cs[1], e.now())
-	out := diffJSON{Old: cs[0].Hash, New: cs[1].Hash, Changes: []changeJSON{}, Relays: []relayJSON{}, Addresses4: d.Addresses4,
+	if err := writeDiff(e, cs[0].Hash, cs[1].Hash, d, *asJSON); err != nil {
+		return err
+	}
+	if d.Empty() {
+		return nil
+	}
+	return &exitError{1, errChanged}
+}
+
+// writeDiff prints d, the diff from the policy hashed oldHash to newHash (diff, and
+// fleet push --dry-run).
+func writeDiff(e *env, oldHash, newHash string, d policy.DiffResult, asJSON bool) error {
+	out := diffJSON{Old: oldHash, New: newHash, Changes: []changeJSON{}, Relays: []relayJSON{}, Addresses4: d.Addresses4,
 		Addresses6: d.Addresses6, GovernedOld: d.GovernedOld, GovernedNew: d.GovernedNew}
 	for _, c := range d.Changes {
 		out.Changes = append(out.Changes, changeJSON{c.Prefix.String(), c.Old.String(), c.New.String(), c.OldRule, c.NewRule, c.Interface})
@@ -72,49 +84,43 @@ func runDiff(e *env, args []string) error {
 	for _, r := range d.Relays {
 		out.Relays = append(out.Relays, relayJSON{r.Prefix.String(), r.Old, r.New})
 	}
-	if *asJSON {
-		if err := writeJSON(e.stdout, out); err != nil {
-			return err
-		}
+	if asJSON {
+		return writeJSON(e.stdout, out)
+	}
+	fmt.Fprintf(e.stdout, "policy %s -> %s\n", out.Old, out.New)
+	if !slices.Equal(d.GovernedOld, d.GovernedNew) {
+		fmt.Fprintf(e.stdout, "governed ports %v -> %v\n", d.GovernedOld, d.GovernedNew)
+	}
+	if len(out.Changes) == 0 {
+		fmt.Fprintln(e.stdout, "no address changes verdict")
 	} else {
-		fmt.Fprintf(e.stdout, "policy %s -> %s\n", out.Old, out.New)
-		if !slices.Equal(d.GovernedOld, d.GovernedNew) {
-			fmt.Fprintf(e.stdout, "governed ports %v -> %v\n", d.GovernedOld, d.GovernedNew)
-		}
-		if len(out.Changes) == 0 {
-			fmt.Fprintln(e.stdout, "no address changes verdict")
+		if scoped {
+			fmt.Fprintf(e.stdout, "%-43s %-18s %-20s %s\n", "PREFIX", "VERDICT", "INTERFACE", "DECIDED BY (old -> new)")
 		} else {
+			fmt.Fprintf(e.stdout, "%-43s %-18s %s\n", "PREFIX", "VERDICT", "DECIDED BY (old -> new)")
+		}
+		for _, c := range out.Changes {
 			if scoped {
-				fmt.Fprintf(e.stdout, "%-43s %-18s %-20s %s\n", "PREFIX", "VERDICT", "INTERFACE", "DECIDED BY (old -> new)")
-			} else {
-				fmt.Fprintf(e.stdout, "%-43s %-18s %s\n", "PREFIX", "VERDICT", "DECIDED BY (old -> new)")
-			}
-			for _, c := range out.Changes {
-				if scoped {
-					where := c.Interface
-					if where == "" {
-						where = "(every interface)"
-					}
-					fmt.Fprintf(e.stdout, "%-43s %-18s %-20s %s -> %s\n", c.Prefix, c.Old+" -> "+c.New, where, c.OldRule, c.NewRule)
-				} else {
-					fmt.Fprintf(e.stdout, "%-43s %-18s %s -> %s\n", c.Prefix, c.Old+" -> "+c.New, c.OldRule, c.NewRule)
+				where := c.Interface
+				if where == "" {
+					where = "(every interface)"
 				}
+				fmt.Fprintf(e.stdout, "%-43s %-18s %-20s %s -> %s\n", c.Prefix, c.Old+" -> "+c.New, where, c.OldRule, c.NewRule)
+			} else {
+				fmt.Fprintf(e.stdout, "%-43s %-18s %s -> %s\n", c.Prefix, c.Old+" -> "+c.New, c.OldRule, c.NewRule)
 			}
 		}
-		for _, r := range out.Relays {
-			switch {
-			case r.Old == "":
-				fmt.Fprintf(e.stdout, "relay %s added: %s\n", r.Prefix, r.New)
-			case r.New == "":
-				fmt.Fprintf(e.stdout, "relay %s removed: was %s\n", r.Prefix, r.Old)
-			default:
-				fmt.Fprintf(e.stdout, "relay %s changed: %s -> %s\n", r.Prefix, r.Old, r.New)
-			}
+	}
+	for _, r := range out.Relays {
+		switch {
+		case r.Old == "":
+			fmt.Fprintf(e.stdout, "relay %s added: %s\n", r.Prefix, r.New)
+		case r.New == "":
+			fmt.Fprintf(e.stdout, "relay %s removed: was %s\n", r.Prefix, r.Old)
+		default:
+			fmt.Fprintf(e.stdout, "relay %s changed: %s -> %s\n", r.Prefix, r.Old, r.New)
 		}
-		fmt.Fprintf(e.stdout, "IPv4 addresses changed: %d\nIPv6 addresses changed: %s\n", out.Addresses4, out.Addresses6)
 	}
-	if d.Empty() {
-		return nil
-	}
-	return &exitError{1, errChanged}
+	fmt.Fprintf(e.stdout, "IPv4 addresses changed: %d\nIPv6 addresses changed: %s\n", out.Addresses4, out.Addresses6)
+	return nil
 }

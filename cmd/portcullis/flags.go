@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/portcullis/portcullis/policy"
 )
@@ -111,13 +110,6 @@ func errorList(err error) []string {
 		return out
 	}
 	return []string{err.Error()}
-}
-
-func fmtTime(t time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	return t.UTC().Format(time.RFC3339)
 }
 
 // suggest returns the candidate closest to s by edit distance, if it is close enough

@@ -53,6 +53,7 @@ func init() {
 		{"unblock", "let an address through on port 25 for a while (a subscriber's opt-out)", runUnblock},
 		{"release", "end a runtime quarantine (or, with --unblock, an unblock)", runRelease},
 		{"entries", "list the runtime entries in force, and their history", runEntries},
+		{"fleet", "routers that take their policy from etcd: status, push, history, rollback, fleet-wide entries", runFleet},
 		{"detach", "remove Portcullis from every interface and delete its pins", runDetach},
 		{"replay", "judge a pcap/pcapng capture with the real program and a policy", runReplay},
 		{"demo", "build a test ISP in namespaces, send real mail through Portcullis, show the result", runDemo},

@@ -11,6 +11,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/portcullis/portcullis/status"
 )
 
 // dialLoop dials port 25 every few milliseconds until the returned function is called;
@@ -68,7 +70,7 @@ func TestDaemonModeChange(t *testing.T) {
 		t.Fatalf("during the restart %d of %d connections to 25 were not reset: %v", len(gap), n, gap)
 	}
 	out, _, _ := l.cli("status", "--json", "--config", l.cfg)
-	var st statusJSON
+	var st status.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
@@ -123,7 +125,7 @@ func TestDaemonModeChange(t *testing.T) {
 	}
 	l.expect(587, "ok")
 	out, _, _ = l.cli("status", "--json", "--config", l.cfg)
-	st = statusJSON{}
+	st = status.Status{}
 	json.Unmarshal([]byte(out), &st)
 	if len(st.ModeNotes) != 0 {
 		t.Errorf("mode notes after the switch: %v", st.ModeNotes)

@@ -1,22 +1,12 @@
 package main
 
 import (
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
-	"github.com/google/gopacket/pcapgo"
-
-	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/replay"
 )
@@ -42,42 +32,6 @@ capture (the damage is still reported).`
 
 // replayFile is replay.File; tests replace it.
 var replayFile = replay.File
-
-// frameJSON is one line of --json output.
-type frameJSON struct {
-	Frame         int      `json:"frame"`
-	Time          string   `json:"time,omitempty"`
-	Verdict       string   `json:"verdict"`
-	Entry         *string  `json:"entry"`
-	Reason        string   `json:"reason"`
-	Kind          string   `json:"kind,omitempty"`
-	EntryVerdict  string   `json:"entry_verdict,omitempty"`
-	Action        string   `json:"action"`
-	Path          string   `json:"path"`
-	Flags         []string `json:"flags,omitempty"`
-	Family        string   `json:"family,omitempty"`
-	Src           string   `json:"src,omitempty"`
-	Dst           string   `json:"dst,omitempty"`
-	SrcPort       uint16   `json:"sport,omitempty"`
-	DstPort       uint16   `json:"dport,omitempty"`
-	TCPFlags      string   `json:"tcp_flags,omitempty"`
-	Length        int      `json:"length"`
-	LinkType      string   `json:"link_type"`
-	Unparseable   bool     `json:"unparseable,omitempty"`
-	Snapped       bool     `json:"snapped,omitempty"`
-	RST           string   `json:"rst,omitempty"`
-	Disagreements []string `json:"disagreements,omitempty"`
-}
-
-type summaryJSON struct {
-	Capture string `json:"capture"`
-	Policy  string `json:"policy"`
-	Hash    string `json:"policy_hash"`
-	At      string `json:"judged_at"`
-	*replay.Summary
-	Written string `json:"rst_file,omitempty"`
-	Error   string `json:"error,omitempty"`
-}
 
 func runReplay(e *env, args []string) error {
 	fs := newFlags(e, "replay", "--policy FILE [--interface IF] [-v] [--json] [-w OUT.pcap] CAPTURE  (or: replay POLICY CAPTURE)", replayHelp)
@@ -110,12 +64,12 @@ func runReplay(e *env, args []string) error {
 		return rejectPolicy(e, *polPath, err, 2)
 	}
 
-	var w *rstWriter
+	var w *replay.RSTWriter
 	if *outPath != "" {
-		if w, err = newRSTWriter(*outPath); err != nil {
+		if w, err = replay.CreateRSTFile(*outPath); err != nil {
 			return &exitError{2, err}
 		}
-		defer w.abort()
+		defer w.Abort()
 	}
 
 	enc := json.NewEncoder(e.stdout)
@@ -128,15 +82,15 @@ func runReplay(e *env, args []string) error {
 			problems = append(problems, fmt.Sprintf("frame %d: %s", r.Frame, p))
 		}
 		if w != nil && r.Reply != nil {
-			if err := w.write(r); err != nil {
+			if err := w.Write(r); err != nil {
 				return err
 			}
 		}
 		switch {
 		case *asJSON:
-			return enc.Encode(frameOut(r))
+			return enc.Encode(r.JSON())
 		case *verbose:
-			_, err := fmt.Fprintln(e.stdout, frameLine(r))
+			_, err := fmt.Fprintln(e.stdout, r.Line())
 			return err
 		}
 		return nil
@@ -153,12 +107,12 @@ func runReplay(e *env, args []string) error {
 		return rerr
 	}
 	if w != nil {
-		if err := w.close(); err != nil {
+		if err := w.Close(); err != nil {
 			return err
 		}
 	}
 
-	out := summaryJSON{Capture: capPath, Policy: *polPath, Hash: c.Hash, At: now.UTC().Format(time.RFC3339), Summary: sum, Written: *outPath}
+	out := replay.Report{Capture: capPath, Policy: *polPath, Hash: c.Hash, At: now.UTC().Format(time.RFC3339), Summary: sum, Written: *outPath}
 	if rerr != nil {
 		out.Error = rerr.Error()
 	}
@@ -167,7 +121,7 @@ func runReplay(e *env, args []string) error {
 			return err
 		}
 	} else {
-		printSummary(e.stdout, out, c)
+		out.WriteText(e.stdout, c)
 	}
 	for _, p := range problems {
 		fmt.Fprintln(e.stderr, p)
@@ -189,160 +143,4 @@ func runReplay(e *env, args []string) error {
 		return &exitError{2, damage}
 	}
 	return nil
-}
-
-func frameOut(r replay.Result) frameJSON {
-	f := frameJSON{Frame: r.Frame, Verdict: r.Verdict, Reason: r.Reason, Action: r.Action.String(), Path: r.Path.String(),
-		Length: r.Length, LinkType: r.LinkType.String(), Unparseable: r.Unparseable, Snapped: r.Snapped, Disagreements: r.Problems}
-	if !r.Time.IsZero() {
-		f.Time = r.Time.UTC().Format(time.RFC3339Nano)
-	}
-	if r.Judged {
-		f.Entry = &r.Entry
-		f.Kind, f.EntryVerdict = string(r.Kind), r.RuleVerdict.String()
-	}
-	for _, x := range r.Flags {
-		f.Flags = append(f.Flags, x.String())
-	}
-	p := r.Packet
-	if p.Src.IsValid() {
-		f.Family, f.Src, f.Dst = p.Family.String(), p.Src.String(), p.Dst.String()
-	}
-	if p.Class == model.ReasonJudged {
-		f.SrcPort, f.DstPort = p.SrcPort, p.DstPort
-		if !p.PortsOnly {
-			f.TCPFlags = tcpFlags(p.Flags)
-		}
-	}
-	if r.Reply != nil {
-		f.RST = hex.EncodeToString(r.Reply)
-	}
-	return f
-}
-
-func tcpFlags(f uint8) string {
-	var b strings.Builder
-	for i, c := range "FSRPAUEC" {
-		if f&(1<<i) != 0 {
-			b.WriteRune(c)
-		}
-	}
-	if b.Len() == 0 {
-		return "."
-	}
-	return b.String()
-}
-
-func frameLine(r replay.Result) string {
-	p := r.Packet
-	flow, flags := "-", ""
-	switch {
-	case p.Class == model.ReasonJudged:
-		flow = replay.Addr(p.Src, p.SrcPort) + " > " + replay.Addr(p.Dst, p.DstPort)
-		if !p.PortsOnly {
-			flags = tcpFlags(p.Flags)
-		}
-	case p.Src.IsValid():
-		flow = p.Src.String() + " > " + p.Dst.String()
-	}
-	entry := "-"
-	if r.Judged {
-		entry = r.Entry
-	}
-	line := fmt.Sprintf("%6d  %-47s %-4s %-8s %-16s %s", r.Frame, flow, flags, r.Verdict, entry, r.Reason)
-	if len(r.Problems) > 0 {
-		line += "  [DISAGREEMENT]"
-	}
-	return line
-}
-
-func printSummary(w io.Writer, s summaryJSON, c *policy.Compiled) {
-	fmt.Fprintf(w, "%s: %d frames (%s), policy %s, judged at %s\n\n", s.Capture, s.Frames, strings.Join(s.LinkTypes, ", "), s.Hash, s.At)
-	fmt.Fprintf(w, "%-10s %8s %14s\n", "VERDICT", "FRAMES", "PORT-25 SYNS")
-	for _, v := range replay.Verdicts {
-		fmt.Fprintf(w, "%-10s %8d %14d\n", v, s.Verdicts[v], s.Port25SYNs[v])
-	}
-	width := len("(none: not judged)")
-	for name := range s.Entries {
-		width = max(width, len(name))
-	}
-	fmt.Fprintf(w, "\n%-*s %8s %8s %8s %8s\n", width, "DECIDING ENTRY", "PASS", "DROP", "RESET", "MONITOR")
-	row := func(name string, m map[string]int) {
-		fmt.Fprintf(w, "%-*s %8d %8d %8d %8d\n", width, name, m["pass"], m["drop"], m["reset"], m["monitor"])
-	}
-	var seen []string
-	for _, r := range c.Rules { // policy order: default, ranges, exemptions, quarantines
-		if m, ok := s.Entries[r.Name]; ok && !slices.Contains(seen, r.Name) {
-			row(r.Name, m)
-			seen = append(seen, r.Name)
-		}
-	}
-	row("(none: not judged)", s.NotJudged)
-	fmt.Fprintf(w, "\nunparseable frames: %d", s.Unparseable)
-	if s.Snapped > 0 {
-		fmt.Fprintf(w, "   cut short by the capture's snap length: %d", s.Snapped)
-	}
-	fmt.Fprintln(w)
-	if s.Written != "" {
-		fmt.Fprintf(w, "RSTs written to %s: %d\n", s.Written, s.Resets)
-	}
-	if s.Problems == 0 {
-		fmt.Fprintln(w, "program and model agree on every frame")
-	} else {
-		fmt.Fprintf(w, "program and model DISAGREE on %d frame(s)\n", s.Problems)
-	}
-	if s.Error != "" { // the error itself goes to stderr
-		fmt.Fprintf(w, "stopped early at record %d: the capture is damaged there (see the error)\n", s.Frames+1)
-	}
-}
-
-// rstWriter writes the RSTs to a temporary file renamed into place when done.
-type rstWriter struct {
-	path, tmp string
-	f         *os.File
-	w         *pcapgo.Writer
-}
-
-func newRSTWriter(path string) (*rstWriter, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return nil, fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	w := &rstWriter{path: path, tmp: f.Name(), f: f, w: pcapgo.NewWriter(f)}
-	if err := w.w.WriteFileHeader(65536, layers.LinkTypeEthernet); err != nil {
-		w.abort()
-		return nil, fmt.Errorf("writing %s: %w", path, err)
-	}
-	return w, nil
-}
-
-func (w *rstWriter) write(r replay.Result) error {
-	ci := gopacket.CaptureInfo{Timestamp: r.Time, CaptureLength: len(r.Reply), Length: len(r.Reply)}
-	if err := w.w.WritePacket(ci, r.Reply); err != nil {
-		return fmt.Errorf("writing %s: %w", w.path, err)
-	}
-	return nil
-}
-
-func (w *rstWriter) close() error {
-	if err := w.f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", w.path, err)
-	}
-	if err := os.Chmod(w.tmp, 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(w.tmp, w.path); err != nil {
-		return fmt.Errorf("writing %s: %w", w.path, err)
-	}
-	w.f = nil
-	return nil
-}
-
-// abort removes the temporary file unless close renamed it.
-func (w *rstWriter) abort() {
-	if w.f != nil {
-		w.f.Close()
-		os.Remove(w.tmp)
-		w.f = nil
-	}
 }

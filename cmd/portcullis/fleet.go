@@ -1,0 +1,371 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/user"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/portcullis/portcullis/daemon"
+	"github.com/portcullis/portcullis/fleet"
+	"github.com/portcullis/portcullis/overlay"
+	"github.com/portcullis/portcullis/policy"
+)
+
+const fleetHelp = `
+The fleet: routers that take their policy from etcd (policy_source: etcd), by group.
+
+  portcullis fleet status [--group G] [--json]
+      every router of every group (or of G): the revision it enforces, its proof, and
+      its state: ok, behind (an older revision), failed (it refused the group's
+      revision: the last error), stale (its report is old or it cannot reach etcd);
+      routers that reported once and whose lease ended are listed as gone
+  portcullis fleet push FILE --group G [--dry-run] [--message TEXT] [--expect-revision N]
+      checks FILE here, then replaces the group's policy with a compare-and-swap on the
+      revision read (or N): if someone pushed since, nothing is written and the error
+      says who; --dry-run shows what would change against what the group has
+  portcullis fleet history --group G [--json]
+  portcullis fleet rollback --group G --to REV [--expect-revision N]
+      pushes the policy of revision REV again, as a new revision
+  portcullis fleet quarantine|unblock ADDRESS|CIDR --group G --for DURATION --reason TEXT [--ticket ID]
+  portcullis fleet release ADDRESS|CIDR --group G [--unblock] [--reason TEXT]
+  portcullis fleet entries --group G [--json]
+      runtime entries for every router of the group: each router adds them (checked
+      against its own policy's bounds) and they end with their lease
+
+etcd is reached with --endpoints (or $PORTCULLIS_ETCD_ENDPOINTS) and --ca, --cert,
+--key, or --user and --password-file; or with --config, a daemon configuration whose
+etcd: section (and group) is used. The NOC's credentials push; a router's may only read
+its group and write its own status (docs/fleet.md).`
+
+// fleetConn are the flags every fleet verb takes to reach etcd.
+type fleetConn struct {
+	config, endpoints, ca, cert, key, user, password, prefix, group *string
+}
+
+func fleetFlags(e *env, verb, usage string) (*flag.FlagSet, fleetConn) {
+	fs := newFlags(e, "fleet "+verb, usage, fleetHelp)
+	return fs, fleetConn{
+		config:    fs.String("config", "", "a daemon configuration: use its etcd: section and group"),
+		endpoints: fs.String("endpoints", "", "etcd endpoints, comma-separated (default $PORTCULLIS_ETCD_ENDPOINTS)"),
+		ca:        fs.String("ca", "", "CA certificate of the etcd servers"),
+		cert:      fs.String("cert", "", "client certificate"),
+		key:       fs.String("key", "", "client certificate's key"),
+		user:      fs.String("user", "", "etcd user (when not by certificate)"),
+		password:  fs.String("password-file", "", "file holding the etcd user's password"),
+		prefix:    fs.String("prefix", "", "key prefix of the fleet (default "+fleet.DefaultPrefix+")"),
+		group:     fs.String("group", "", "router group"),
+	}
+}
+
+// dial connects as the flags say; with needGroup, a group must be named.
+func (c fleetConn) dial(e *env, needGroup bool) (*fleet.Client, string, error) {
+	conn, group := fleet.Conn{}, *c.group
+	if *c.config != "" {
+		cfg, err := daemon.LoadConfig(*c.config)
+		if err != nil {
+			return nil, "", err
+		}
+		conn = cfg.Etcd.Conn
+		if group == "" {
+			group = cfg.Etcd.Group
+		}
+	}
+	eps := cmpOr(*c.endpoints, e.getenv("PORTCULLIS_ETCD_ENDPOINTS"))
+	if eps != "" {
+		conn.Endpoints = strings.Split(eps, ",")
+	}
+	for dst, src := range map[*string]string{&conn.CA: *c.ca, &conn.Cert: *c.cert, &conn.Key: *c.key,
+		&conn.User: *c.user, &conn.PasswordFile: *c.password, &conn.Prefix: *c.prefix} {
+		if src != "" {
+			*dst = src
+		}
+	}
+	if len(conn.Endpoints) == 0 {
+		return nil, "", fmt.Errorf("%w: no etcd endpoints: give --endpoints https://HOST:2379 (or $PORTCULLIS_ETCD_ENDPOINTS, or --config)", errUsage)
+	}
+	if needGroup && group == "" {
+		return nil, "", fmt.Errorf("%w: name the router group: --group G (portcullis fleet status lists them)", errUsage)
+	}
+	if group != "" {
+		if err := fleet.CheckName("group", group); err != nil {
+			return nil, "", fmt.Errorf("%w: --group: %v", errUsage, err)
+		}
+	}
+	cli, err := fleet.Dial(conn)
+	return cli, group, err
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// who is the name a change is audited under: the user (through sudo too) at the host.
+func who(e *env) string {
+	u := cmpOr(e.getenv("SUDO_USER"), e.getenv("USER"))
+	if me, err := user.Current(); u == "" && err == nil {
+		u = me.Username
+	}
+	host, _ := os.Hostname()
+	return cmpOr(u, "unknown") + "@" + cmpOr(host, "unknown")
+}
+
+// fleetTimeout bounds each fleet verb: etcd down is an error, not a hang.
+const fleetTimeout = 30 * time.Second
+
+func runFleet(e *env, args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintf(e.stdout, "usage: portcullis fleet VERB ...\n\n%s\n", strings.TrimSpace(fleetHelp))
+		return nil
+	}
+	verbs := map[string]func(*env, []string) error{
+		"status": runFleetStatus, "push": runFleetPush, "history": runFleetHistory, "rollback": runFleetRollback,
+		"quarantine": func(e *env, a []string) error { return runFleetAdd(e, a, overlay.Quarantine) },
+		"unblock":    func(e *env, a []string) error { return runFleetAdd(e, a, overlay.Unblock) },
+		"release":    runFleetRelease, "entries": runFleetEntries,
+	}
+	run, ok := verbs[args[0]]
+	if !ok {
+		return fmt.Errorf("%w: unknown fleet verb %q: one of status, push, history, rollback, quarantine, unblock, release, entries", errUsage, args[0])
+	}
+	return run(e, args[1:])
+}
+
+func runFleetStatus(e *env, args []string) error {
+	fs, c := fleetFlags(e, "status", "[--group G] [--json]")
+	asJSON := fs.Bool("json", false, "print as JSON")
+	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
+		return err
+	}
+	cli, group, err := c.dial(e, false)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
+	defer cancel()
+	gs, err := fleet.FleetStatus(ctx, cli, group)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, gs)
+	}
+	if len(gs) == 0 {
+		fmt.Fprintln(e.stdout, "no groups (portcullis fleet push FILE --group G makes one)")
+		return nil
+	}
+	return fleet.WriteTable(e.stdout, gs)
+}
+
+func runFleetPush(e *env, args []string) error {
+	fs, c := fleetFlags(e, "push", "FILE --group G [--dry-run] [--message TEXT] [--expect-revision N]")
+	dry := fs.Bool("dry-run", false, "show what would change; write nothing")
+	msg := fs.String("message", "", "why (kept in the group's history)")
+	expect := fs.Int64("expect-revision", -1, "push only if the group is still at this revision (default: the one read now; 0: the group must be new)")
+	asJSON := fs.Bool("json", false, "--dry-run: print the diff as JSON")
+	if done, err := parseVerb(fs, "a policy FILE", args, 1, 1); done || err != nil {
+		return err
+	}
+	file := fs.Arg(0)
+	text, err := os.ReadFile(file)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	if _, err := loadPolicy(e, file); err != nil {
+		return rejectPolicy(e, file, err, 2)
+	}
+	cli, group, err := c.dial(e, true)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
+	defer cancel()
+	plan, err := fleet.DryRun(ctx, cli, group, file, text)
+	if err != nil {
+		return err
+	}
+	if *dry {
+		if plan.Diff == nil {
+			fmt.Fprintf(e.stdout, "group %s has no policy yet: the push would create it (policy %s)\n", group, plan.NewHash)
+			return nil
+		}
+		fmt.Fprintf(e.stdout, "group %s at revision %d:\n", group, plan.Revision)
+		return writeDiff(e, plan.OldHash, plan.NewHash, *plan.Diff, *asJSON)
+	}
+	rev := plan.Revision
+	if *expect >= 0 {
+		rev = *expect
+	}
+	newRev, err := fleet.Push(ctx, cli, group, text, who(e), *msg, rev)
+	if errors.Is(err, fleet.ErrConflict) {
+		return &exitError{3, err}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "pushed %s to group %s: revision %d (policy %s); `portcullis fleet status --group %s` shows the routers taking it\n",
+		file, group, newRev, plan.NewHash, group)
+	return nil
+}
+
+func runFleetHistory(e *env, args []string) error {
+	fs, c := fleetFlags(e, "history", "--group G [--json]")
+	asJSON := fs.Bool("json", false, "print as JSON (with each revision's text)")
+	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
+		return err
+	}
+	cli, group, err := c.dial(e, true)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
+	defer cancel()
+	rs, err := fleet.History(ctx, cli, group)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, rs)
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "REVISION\tAT\tWHO\tPOLICY\tMESSAGE")
+	for _, r := range rs {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", r.Revision, r.At.UTC().Format(time.RFC3339), r.Who, r.Hash, r.Message)
+	}
+	return w.Flush()
+}
+
+func runFleetRollback(e *env, args []string) error {
+	fs, c := fleetFlags(e, "rollback", "--group G --to REV [--expect-revision N]")
+	to := fs.Int64("to", 0, "the revision whose policy to push again (portcullis fleet history)")
+	expect := fs.Int64("expect-revision", -1, "roll back only if the group is still at this revision (default: the one read now)")
+	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
+		return err
+	}
+	if *to <= 0 {
+		return fmt.Errorf("%w: give --to REV (portcullis fleet history lists the revisions)", errUsage)
+	}
+	cli, group, err := c.dial(e, true)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
+	defer cancel()
+	rev := *expect
+	if rev < 0 {
+		if _, rev, err = fleet.Read(ctx, cli, group); err != nil {
+			return err
+		}
+	}
+	newRev, err := fleet.Rollback(ctx, cli, group, *to, who(e), rev)
+	if errors.Is(err, fleet.ErrConflict) {
+		return &exitError{3, err}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "group %s: the policy of revision %d is in force again as revision %d\n", group, *to, newRev)
+	return nil
+}
+
+func runFleetAdd(e *env, args []string, kind overlay.Kind) error {
+	fs, c := fleetFlags(e, string(kind), "ADDRESS|CIDR --group G --for DURATION --reason TEXT [--ticket ID]")
+	term := fs.String("for", "", "how long (required for a fleet entry: 24h, 90m, 30d)")
+	reason := fs.String("reason", "", "why (required)")
+	ticket := fs.String("ticket", "", "the ticket it belongs to")
+	if done, err := parseVerb(fs, "ADDRESS|CIDR", args, 1, 1); done || err != nil {
+		return err
+	}
+	if *reason == "" || *term == "" {
+		return fmt.Errorf("%w: a fleet %s needs --for and --reason", errUsage, kind)
+	}
+	p, err := overlay.ParseTarget(fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	d, err := policy.ParseDuration(*term)
+	if err != nil {
+		return fmt.Errorf("%w: --for: %v", errUsage, err)
+	}
+	cli, group, err := c.dial(e, true)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
+	defer cancel()
+	req := overlay.Request{Kind: kind, Prefix: p, For: d, Reason: *reason, Ticket: *ticket, Who: who(e)}
+	if err := fleet.PutEntry(ctx, cli, group, req, who(e)); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s %s for every router of group %s for %s; each router checks it against its own policy (fleet status shows a refusal)\n", kind, p, group, d)
+	return nil
+}
+
+func runFleetRelease(e *env, args []string) error {
+	fs, c := fleetFlags(e, "release", "ADDRESS|CIDR --group G [--unblock]")
+	unblock := fs.Bool("unblock", false, "end an unblock (default: a quarantine)")
+	if done, err := parseVerb(fs, "ADDRESS|CIDR", args, 1, 1); done || err != nil {
+		return err
+	}
+	p, err := overlay.ParseTarget(fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	kind := overlay.Quarantine
+	if *unblock {
+		kind = overlay.Unblock
+	}
+	cli, group, err := c.dial(e, true)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
+	defer cancel()
+	if err := fleet.DeleteEntry(ctx, cli, group, kind, p, who(e)); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s %s released for group %s\n", kind, p, group)
+	return nil
+}
+
+func runFleetEntries(e *env, args []string) error {
+	fs, c := fleetFlags(e, "entries", "--group G [--json]")
+	asJSON := fs.Bool("json", false, "print as JSON")
+	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
+		return err
+	}
+	cli, group, err := c.dial(e, true)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
+	defer cancel()
+	es, _, err := fleet.ListEntries(ctx, cli, group)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, es)
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "KIND\tPREFIX\tUNTIL\tWHO\tTICKET\tREASON")
+	for _, x := range es {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Kind, x.Prefix, x.Expires.UTC().Format(time.RFC3339), x.Who, x.Ticket, x.Reason)
+	}
+	return w.Flush()
+}

@@ -1,0 +1,179 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portcullis/portcullis/buildinfo"
+	"github.com/portcullis/portcullis/controller"
+	"github.com/portcullis/portcullis/fleet"
+)
+
+// Policy sources a configuration may name (policy_source).
+const (
+	PolicyFromFile = "file"
+	PolicyFromEtcd = "etcd"
+)
+
+// EtcdConfig is the `etcd:` section: how the router reaches the fleet's etcd, which
+// group's policy and fleet entries it takes, and the name it reports under.
+type EtcdConfig struct {
+	fleet.Conn `yaml:",inline"`
+	Group      string        `yaml:"group"`     // e.g. dsl-north
+	Router     string        `yaml:"router"`    // default: the host name
+	LeaseTTL   time.Duration `yaml:"lease_ttl"` // the status key's lease; 0: fleet.DefaultTTL
+}
+
+// checkEtcd checks the etcd section of a configuration read from file.
+func checkEtcd(file string, c *Config) []string {
+	switch c.PolicySource {
+	case PolicyFromFile:
+		return nil
+	case PolicyFromEtcd:
+	default:
+		return []string{fmt.Sprintf("%s: policy_source %q is not one of file, etcd", file, c.PolicySource)}
+	}
+	errs := c.Etcd.Check(file + ": etcd")
+	if err := fleet.CheckName("group", c.Etcd.Group); err != nil {
+		errs = append(errs, fmt.Sprintf("%s: etcd.group: %v (the router group whose policy this router enforces, e.g. group: dsl-north)", file, err))
+	}
+	if c.Etcd.Router == "" {
+		host, _ := os.Hostname()
+		c.Etcd.Router, _, _ = strings.Cut(strings.ToLower(host), ".")
+	}
+	if err := fleet.CheckName("router", c.Etcd.Router); err != nil {
+		errs = append(errs, fmt.Sprintf("%s: etcd.router: %v (the name this router reports under; the default is the host name)", file, err))
+	}
+	if c.Etcd.LeaseTTL != 0 && c.Etcd.LeaseTTL < 2*time.Second {
+		errs = append(errs, fmt.Sprintf("%s: etcd.lease_ttl %s is too short: at least 2s (default %s)", file, c.Etcd.LeaseTTL, fleet.DefaultTTL))
+	}
+	return errs
+}
+
+// fleetSide is the daemon's part of a fleet: the etcd source of policies and fleet
+// entries, and the reporter of what this router enforces.
+type fleetSide struct {
+	cli      *fleet.Client
+	source   *fleet.Source
+	reporter atomic.Pointer[fleet.Reporter]
+	entries  atomic.Int64 // the revision of the fleet entries last reconciled
+
+	mu      sync.Mutex
+	refused map[string]string // fleet entries this router refused: key -> why
+}
+
+// dialFleet connects to etcd (it does not wait for it) and makes the source.
+func (d *Daemon) dialFleet() (*fleetSide, error) {
+	cli, err := fleet.Dial(d.cfg.Etcd.Conn)
+	if err != nil {
+		return nil, err
+	}
+	src, err := fleet.NewSource(cli, d.cfg.Etcd.Group, d.log)
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	return &fleetSide{cli: cli, source: src, refused: map[string]string{}}, nil
+}
+
+// report is what this router tells the fleet: built from the controller's snapshot.
+func (d *Daemon) report() fleet.Report {
+	st := d.ctl.Snapshot()
+	f := d.fleet
+	r := fleet.Report{Router: d.cfg.Etcd.Router, Group: d.cfg.Etcd.Group, Version: buildinfo.Read("(devel)").Version,
+		PolicyHash: st.Hash, EntriesRevision: f.entries.Load(), LoadedAt: st.LoadedAt,
+		ProofOK: st.Proof.OK, ProofAt: st.Proof.At, Interfaces: st.Interfaces, Source: st.Source.InForce,
+		Stale: !f.source.Health().Connected}
+	if g, rev, ok := fleet.ParseOrigin(st.Policy); ok && g == d.cfg.Etcd.Group && st.Source.InForce == controller.SourceEtcd {
+		r.PolicyRevision = rev
+	}
+	if e := st.LastError; e != nil {
+		r.LastError = e.Error
+		if !strings.Contains(e.Error, e.File) {
+			r.LastError = e.File + ": " + e.Error
+		}
+	}
+	f.mu.Lock()
+	for k, why := range f.refused {
+		if r.LastError == "" {
+			r.LastError = "fleet entry " + k + " refused: " + why
+		}
+	}
+	f.mu.Unlock()
+	return r
+}
+
+// runFleet reports this router's state under a lease and makes its fleet entries
+// the group's, until ctx ends.
+func (d *Daemon) runFleet(ctx context.Context) error {
+	f := d.fleet
+	rep, err := fleet.StartReporter(f.cli, d.cfg.Etcd.Group, d.cfg.Etcd.Router, d.cfg.Etcd.LeaseTTL, d.report, d.log)
+	if err != nil {
+		return err
+	}
+	f.reporter.Store(rep)
+	go func() {
+		for u := range f.source.Entries(ctx) {
+			refused := fleet.Reconcile(d.ctl, u, time.Now())
+			f.mu.Lock()
+			clear(f.refused)
+			for _, r := range refused {
+				f.refused[r.Key.String()] = r.Err.Error()
+				d.log.Warn("fleet entry refused by this router", "entry", r.Key.String(), "error", r.Err)
+			}
+			f.mu.Unlock()
+			f.entries.Store(u.Revision)
+			rep.Changed()
+		}
+	}()
+	return nil
+}
+
+// published is the controller's Published hook: the reporter writes at once.
+func (d *Daemon) published() {
+	if f := d.fleet; f != nil {
+		if rep := f.reporter.Load(); rep != nil {
+			rep.Changed()
+		}
+	}
+}
+
+// close stops reporting (the status key goes at once) and closes the client.
+func (f *fleetSide) close() {
+	if rep := f.reporter.Load(); rep != nil {
+		rep.Close()
+	}
+	f.cli.Close()
+}
+
+// awaitFirstPolicy waits, with no policy in force, for the group's first policy from
+// etcd: interfaces are attached only once one applies (never an interface without a
+// policy). It logs every 30 s what it waits for, and returns false if ctx ends first.
+func (d *Daemon) awaitFirstPolicy(ctx context.Context) bool {
+	d.log.Warn("no policy in force: waiting for the group's first policy from etcd before attaching", "group", d.cfg.Etcd.Group, "endpoints", d.cfg.Etcd.Endpoints)
+	tick, nag := time.NewTicker(100*time.Millisecond), time.NewTicker(30*time.Second)
+	defer tick.Stop()
+	defer nag.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-nag.C:
+			st := d.ctl.Snapshot()
+			args := []any{"group", d.cfg.Etcd.Group, "etcd", d.fleet.source.Health()}
+			if st.LastError != nil {
+				args = append(args, "last_error", st.LastError.Error)
+			}
+			d.log.Warn("still no policy from etcd: nothing attached", args...)
+		case <-tick.C:
+			if d.ctl.Snapshot().Hash != "" {
+				return true
+			}
+		}
+	}
+}

@@ -1,0 +1,92 @@
+package fleet
+
+import (
+	"crypto/tls"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Conn is how to reach a fleet's etcd: the daemon's `etcd:` section and the flags of
+// `portcullis fleet`. With etcd's client certificate authentication the certificate's
+// common name is the etcd user (docs/fleet.md: routers read their group and write
+// their own status; the NOC's credentials push).
+type Conn struct {
+	Endpoints    []string      `yaml:"endpoints"`     // e.g. [https://192.0.2.11:2379]
+	CA           string        `yaml:"ca"`            // CA of the etcd servers' certificates
+	Cert         string        `yaml:"cert"`          // client certificate (with key)
+	Key          string        `yaml:"key"`           // its private key
+	User         string        `yaml:"user"`          // etcd user, if not by certificate
+	PasswordFile string        `yaml:"password_file"` // the user's password, in a file of its own
+	Prefix       string        `yaml:"prefix"`        // where the fleet's keys live ("" = DefaultPrefix)
+	DialTimeout  time.Duration `yaml:"dial_timeout"`  // 0: 5 s
+}
+
+// Check reports what is wrong with c, each line naming the key (under what, e.g.
+// "portcullis.yaml: etcd") and the fix.
+func (c Conn) Check(what string) []string {
+	var errs []string
+	if len(c.Endpoints) == 0 {
+		errs = append(errs, what+".endpoints is empty: list the etcd members, e.g. endpoints: [https://192.0.2.11:2379]")
+	}
+	for _, e := range c.Endpoints {
+		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+			errs = append(errs, fmt.Sprintf("%s.endpoints: %q has no scheme: write https://HOST:2379 (or http:// in a lab)", what, e))
+		}
+	}
+	if (c.Cert == "") != (c.Key == "") {
+		errs = append(errs, what+": cert and key go together: give both or neither")
+	}
+	if c.PasswordFile != "" && c.User == "" {
+		errs = append(errs, what+": password_file without user")
+	}
+	if c.Prefix != "" && !strings.HasSuffix(c.Prefix, "/") {
+		errs = append(errs, fmt.Sprintf("%s.prefix %q must end in \"/\", e.g. %s", what, c.Prefix, DefaultPrefix))
+	}
+	return errs
+}
+
+// Dial connects to the fleet's etcd. It does not wait for etcd: the client retries
+// in the background, and each call fails (or waits) on its own.
+func Dial(c Conn) (*Client, error) {
+	if errs := c.Check("etcd"); len(errs) > 0 {
+		return nil, fmt.Errorf("%s", strings.Join(errs, "\n"))
+	}
+	cfg := clientv3.Config{Endpoints: c.Endpoints, DialTimeout: c.DialTimeout, Username: c.User}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if c.PasswordFile != "" {
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd password: %w", err)
+		}
+		cfg.Password = strings.TrimSpace(string(b))
+	}
+	if c.CA != "" || c.Cert != "" {
+		info := transport.TLSInfo{CertFile: c.Cert, KeyFile: c.Key, TrustedCAFile: c.CA}
+		tc, err := info.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("etcd TLS: %w", err)
+		}
+		tc.MinVersion = tls.VersionTLS12
+		cfg.TLS = tc
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd %v: %w", c.Endpoints, err)
+	}
+	f, err := New(cli, c.Prefix)
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// Close closes the etcd client.
+func (c *Client) Close() error { return c.etcd.Close() }
