@@ -23,10 +23,19 @@ import (
 )
 
 // TestMain lets the test binary be an etcd member of a fleet test's cluster
-// (etcdtest.StartCluster runs it again as one, in the member's namespace).
+// (etcdtest.StartCluster runs it again as one, in the member's namespace), and fails
+// the run if a testenv namespace of this process outlives the tests.
 func TestMain(m *testing.M) {
 	etcdtest.MemberMain()
-	os.Exit(m.Run())
+	code := m.Run()
+	ents, _ := os.ReadDir("/run/netns")
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), fmt.Sprintf("pcx-%d-", os.Getpid())) {
+			fmt.Fprintf(os.Stderr, "FAIL: namespace left behind: %s\n", e.Name())
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // fleetLab is a fleet in namespaces: a management network, etcd members on it (one
