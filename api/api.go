@@ -42,6 +42,12 @@ type Backend interface {
 	Add(req overlay.Request) (overlay.Entry, error)
 	// Release removes the entry k; an error wrapping overlay.ErrNotFound if absent.
 	Release(k overlay.Key, who, reason string) error
+	// AddFleet and ReleaseFleet are Add and Release for every router of this router's
+	// group (fleet entries in etcd, which each router adds against its own policy). An
+	// error wrapping overlay.ErrInvalid if this router is in no fleet, ErrUnavailable
+	// if etcd cannot be reached.
+	AddFleet(req overlay.Request) (overlay.Entry, error)
+	ReleaseFleet(k overlay.Key, who, reason string) error
 	// Entries returns the live entries.
 	Entries() []overlay.Entry
 	// History returns the events for a prefix, or all of them if !p.IsValid().

@@ -119,7 +119,7 @@ func TestBadRequest(t *testing.T) {
 		{"empty body", ``, "the body is empty"},
 		{"an array", `[1, 2]`, "the body is a JSON array"},
 		{"two objects", quarantineBody + quarantineBody, "more after the JSON object"},
-		{"unknown field", `{"address": "100.64.1.10", "reason": "x", "duration": "1h"}`, `unknown field "duration"; the fields are address, cidr, for, reason, ticket`},
+		{"unknown field", `{"address": "100.64.1.10", "reason": "x", "duration": "1h"}`, `unknown field "duration"; the fields are address, cidr, for, reason, ticket, fleet`},
 		{"wrong type", `{"address": "100.64.1.10", "reason": "x", "for": 24}`, `field "for" must be a JSON string`},
 		{"no address", `{"reason": "x"}`, "give address"},
 		{"both", `{"address": "100.64.1.10", "cidr": "100.64.1.0/28", "reason": "x"}`, "not both"},
@@ -466,4 +466,17 @@ func TestParseDuration(t *testing.T) {
 			t.Errorf("ParseDuration(%q) = %v, want an error", in, got)
 		}
 	}
+}
+
+// A fleet entry asked of a router in no fleet is the client's to fix (422, saying
+// so); a malformed fleet flag is a bad request and reaches no backend.
+func TestFleetScope(t *testing.T) {
+	e := newEnv(t)
+	r := e.do("POST", "/v1/quarantines", "all", `{"address": "100.64.1.10", "for": "24h", "reason": "spam run", "fleet": true}`)
+	want(t, r, http.StatusUnprocessableEntity, "all", "in no fleet")
+	r = e.do("DELETE", "/v1/quarantines/100.64.1.10?reason=x&fleet=true", "all", nil)
+	want(t, r, http.StatusUnprocessableEntity, "all", "in no fleet")
+	r = e.do("DELETE", "/v1/quarantines/100.64.1.10?reason=x&fleet=yes", "all", nil)
+	want(t, r, http.StatusBadRequest, "all", "fleet=true")
+	e.untouched("fleet requests to a router in no fleet")
 }

@@ -76,6 +76,15 @@ func (b *fakeBackend) Release(k overlay.Key, who, reason string) error {
 	return err
 }
 
+// The fake is in no fleet.
+func (b *fakeBackend) AddFleet(req overlay.Request) (overlay.Entry, error) {
+	return overlay.Entry{}, fmt.Errorf("%w: this router is in no fleet", overlay.ErrInvalid)
+}
+
+func (b *fakeBackend) ReleaseFleet(k overlay.Key, who, reason string) error {
+	return fmt.Errorf("%w: this router is in no fleet", overlay.ErrInvalid)
+}
+
 func (b *fakeBackend) Entries() []overlay.Entry {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -26,6 +26,9 @@ type AddRequest struct {
 	For     string `json:"for,omitempty"`     // how long: a Go duration ("90m", "24h") or days ("30d"); "" = the policy's default
 	Reason  string `json:"reason"`            // required: why, for the next person on shift
 	Ticket  string `json:"ticket,omitempty"`  // the abuse desk's or the portal's reference
+	// Fleet: for every router of this router's group (a fleet entry in etcd, which
+	// needs for), not this router alone.
+	Fleet bool `json:"fleet,omitempty"`
 }
 
 // EntriesResponse is the body of GET /v1/entries.
@@ -356,12 +359,16 @@ func (s *Server) add(x *exchange, kind overlay.Kind) {
 		}
 	}
 	req := overlay.Request{Kind: kind, Prefix: p, For: d, Reason: body.Reason, Ticket: body.Ticket, Who: "api:" + x.client.name}
-	e, err := s.backend.Add(req)
+	add, scope := s.backend.Add, ""
+	if body.Fleet {
+		add, scope = s.backend.AddFleet, " for the fleet"
+	}
+	e, err := add(req)
 	if err != nil {
 		x.backendError(err)
 		return
 	}
-	x.detail = fmt.Sprintf("added %s %s until %s", e.Kind, e.Prefix, e.Expires.UTC().Format(time.RFC3339))
+	x.detail = fmt.Sprintf("added %s %s%s until %s", e.Kind, e.Prefix, scope, e.Expires.UTC().Format(time.RFC3339))
 	if e.Ticket != "" {
 		x.detail += " ticket " + e.Ticket
 	}
@@ -370,8 +377,17 @@ func (s *Server) add(x *exchange, kind overlay.Kind) {
 }
 
 func (s *Server) release(x *exchange, kind overlay.Kind) {
-	q, ok := x.query("reason")
+	q, ok := x.query("reason", "fleet")
 	if !ok {
+		return
+	}
+	release, scope := s.backend.Release, ""
+	switch q.Get("fleet") {
+	case "", "false":
+	case "true":
+		release, scope = s.backend.ReleaseFleet, " for the fleet"
+	default:
+		x.fail(http.StatusBadRequest, "fleet=%q: give fleet=true to release the group's fleet entry, or leave it out", q.Get("fleet"))
 		return
 	}
 	target := x.r.PathValue("target")
@@ -391,11 +407,11 @@ func (s *Server) release(x *exchange, kind overlay.Kind) {
 		return
 	}
 	k := overlay.Key{Kind: kind, Prefix: p}
-	if err := s.backend.Release(k, "api:"+x.client.name, reason); err != nil {
+	if err := release(k, "api:"+x.client.name, reason); err != nil {
 		x.backendError(err)
 		return
 	}
-	x.detail = fmt.Sprintf("released %s: %s", k, reason)
+	x.detail = fmt.Sprintf("released %s%s: %s", k, scope, reason)
 	x.reply(http.StatusOK, ReleaseResponse{Released: kind, Prefix: p})
 }
 
@@ -463,7 +479,7 @@ func (x *exchange) decode(body io.Reader, v any) bool {
 	case errors.As(err, &typ):
 		x.fail(http.StatusBadRequest, "field %q must be a JSON string, not a %s; e.g. %s", typ.Field, typ.Value, example)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		x.fail(http.StatusBadRequest, "unknown field %s; the fields are address, cidr, for, reason, ticket", strings.TrimPrefix(err.Error(), "json: unknown field "))
+		x.fail(http.StatusBadRequest, "unknown field %s; the fields are address, cidr, for, reason, ticket, fleet", strings.TrimPrefix(err.Error(), "json: unknown field "))
 	default:
 		x.fail(http.StatusBadRequest, "the body is not a JSON object (%v); send one such as %s", err, example)
 	}

@@ -142,3 +142,32 @@ func TestReadersDoNotWaitForAnApply(t *testing.T) {
 		t.Fatal(res.Err)
 	}
 }
+
+// A fleet router's configuration: policy_source etcd needs no policy file, and every
+// mistake in the etcd section is named with the fix.
+func TestParseConfigEtcd(t *testing.T) {
+	good := "interfaces: [eth1]\npolicy_source: etcd\netcd:\n  endpoints: [https://192.0.2.11:2379]\n  group: dsl-north\n  router: bng1\n  ca: /etc/portcullis/etcd-ca.pem\n  cert: /etc/portcullis/bng1.pem\n  key: /etc/portcullis/bng1-key.pem\n  lease_ttl: 15s\n"
+	c, err := ParseConfig("c.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Etcd.Group != "dsl-north" || c.Etcd.Router != "bng1" || c.Etcd.LeaseTTL != 15*time.Second || c.Etcd.CA == "" || len(c.Etcd.Endpoints) != 1 {
+		t.Fatalf("parsed %+v", c.Etcd)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {group: dsl}\n", "c.yaml: etcd.endpoints is empty"},
+		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {endpoints: [192.0.2.11:2379], group: dsl}\n", "has no scheme"},
+		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {endpoints: [\"http://192.0.2.11:2379\"]}\n", "etcd.group"},
+		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {endpoints: [\"http://192.0.2.11:2379\"], group: DSL/North}\n", "etcd.group"},
+		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {endpoints: [\"http://192.0.2.11:2379\"], group: dsl, cert: /x.pem}\n", "cert and key go together"},
+		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {endpoints: [\"http://192.0.2.11:2379\"], group: dsl, lease_ttl: 1s}\n", "lease_ttl 1s is too short"},
+		{"interfaces: [eth1]\npolicy_source: etc\n", `policy_source "etc" is not one of file, etcd`},
+		{"interfaces: [eth1]\n", "policy is missing"},
+		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {endpoint: [\"http://192.0.2.11:2379\"]}\n", "field endpoint not found"},
+	} {
+		_, err := ParseConfig("c.yaml", []byte(tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}

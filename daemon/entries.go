@@ -132,6 +132,10 @@ func (b backend) Add(req overlay.Request) (overlay.Entry, error) { return b.d.ct
 func (b backend) Release(k overlay.Key, who, reason string) error {
 	return b.d.ctl.ReleaseEntry(k, who, reason)
 }
+func (b backend) AddFleet(req overlay.Request) (overlay.Entry, error) { return b.d.addFleet(req) }
+func (b backend) ReleaseFleet(k overlay.Key, who, reason string) error {
+	return b.d.releaseFleet(k, who)
+}
 func (b backend) Entries() []overlay.Entry               { return b.d.ctl.Entries() }
 func (b backend) History(p netip.Prefix) []overlay.Event { return b.d.ctl.History(p) }
 func (b backend) Status() any                            { return b.d.ctl.Snapshot() }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/portcullis/portcullis/buildinfo"
 	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/fleet"
+	"github.com/portcullis/portcullis/overlay"
 )
 
 // Policy sources a configuration may name (policy_source).
@@ -175,5 +177,54 @@ func (d *Daemon) awaitFirstPolicy(ctx context.Context) bool {
 				return true
 			}
 		}
+	}
+}
+
+// errNoFleet answers a fleet entry asked of a router that is in no fleet.
+var errNoFleet = fmt.Errorf("%w: this router takes its policy from a file (policy_source: file); fleet-wide entries need a router of a fleet (policy_source: etcd)", overlay.ErrInvalid)
+
+// addFleet puts req into the group's fleet entries: every router of the group (this
+// one too, through its watch) adds it. etcd unreachable is ErrUnavailable.
+func (d *Daemon) addFleet(req overlay.Request) (overlay.Entry, error) {
+	if d.fleet == nil {
+		return overlay.Entry{}, errNoFleet
+	}
+	if req.For <= 0 {
+		return overlay.Entry{}, fmt.Errorf("%w: a fleet entry needs for (how long), e.g. \"for\": \"24h\"", overlay.ErrDuration)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now := time.Now()
+	if err := fleet.PutEntry(ctx, d.fleet.cli, d.cfg.Etcd.Group, req, req.Who); err != nil {
+		return overlay.Entry{}, fleetError(err)
+	}
+	return overlay.Entry{Kind: req.Kind, Prefix: req.Prefix, Added: now, Expires: now.Add(req.For),
+		Reason: req.Reason, Ticket: req.Ticket, Who: "etcd:" + req.Who}, nil
+}
+
+// releaseFleet removes the group's fleet entry k: every router releases it.
+func (d *Daemon) releaseFleet(k overlay.Key, who string) error {
+	if d.fleet == nil {
+		return errNoFleet
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return fleetError(fleet.DeleteEntry(ctx, d.fleet.cli, d.cfg.Etcd.Group, k.Kind, k.Prefix, who))
+}
+
+// fleetError maps the fleet's errors to the overlay's, which the API answers by.
+func fleetError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, overlay.ErrInvalid), errors.Is(err, overlay.ErrDuration), errors.Is(err, overlay.ErrKind),
+		errors.Is(err, overlay.ErrForbidden), errors.Is(err, overlay.ErrNotFound):
+		return err
+	case errors.Is(err, fleet.ErrNotFound):
+		return fmt.Errorf("%w: %v", overlay.ErrNotFound, err)
+	case errors.Is(err, fleet.ErrInvalid), errors.Is(err, fleet.ErrName):
+		return fmt.Errorf("%w: %v", overlay.ErrInvalid, err)
+	default:
+		return fmt.Errorf("%w: etcd: %v", overlay.ErrUnavailable, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/portcullis/portcullis/controller"
+	"github.com/portcullis/portcullis/fleet"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/overlay"
@@ -62,6 +63,13 @@ var (
 		"Runtime entries in force (quarantines from the abuse desk, unblocks), by kind.", []string{"kind"}, nil)
 	descStoreOK = prometheus.NewDesc("portcullis_runtime_store_ok",
 		"1 if the store of runtime entries was read at start without loss or damage.", nil, nil)
+	// With policy_source: etcd (docs/fleet.md).
+	descEtcdConnected = prometheus.NewDesc("portcullis_etcd_connected",
+		"1 if the router's etcd source reaches etcd (policy_source: etcd).", nil, nil)
+	descEtcdRevision = prometheus.NewDesc("portcullis_etcd_policy_revision",
+		"The etcd revision of the group's policy: in force on this router, and the latest offered (a refused one stays offered).", []string{"which"}, nil)
+	descEtcdRelists = prometheus.NewDesc("portcullis_etcd_relists_total",
+		"Times the etcd watch broke (etcd unreachable, compaction) and the source read the group again.", nil, nil)
 )
 
 // newMetrics returns the metrics of prog; ctl may be set later, before the first
@@ -78,7 +86,7 @@ func newMetrics(ctl *controller.Controller, prog *loader.Program, interfaces []s
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descReasons, descRSTSent, descRSTLimited,
 		descUnparseable, descPolicy, descLoaded, descLoadFail, descProofFail, descProofOK, descProbes,
-		descAttached, descOffenders, descRuntime, descStoreOK} {
+		descAttached, descOffenders, descRuntime, descStoreOK, descEtcdConnected, descEtcdRevision, descEtcdRelists} {
 		ch <- d
 	}
 }
@@ -100,6 +108,18 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		storeOK = 0
 	}
 	ch <- prometheus.MustNewConstMetric(descStoreOK, prometheus.GaugeValue, storeOK)
+	if e := st.Source.Etcd; e != nil {
+		ch <- prometheus.MustNewConstMetric(descEtcdRevision, prometheus.GaugeValue, float64(e.Revision), "in_force")
+		ch <- prometheus.MustNewConstMetric(descEtcdRevision, prometheus.GaugeValue, float64(e.Offered), "offered")
+		if h, ok := e.Health.(fleet.Health); ok {
+			up := 0.0
+			if h.Connected {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descEtcdConnected, prometheus.GaugeValue, up)
+			ch <- prometheus.MustNewConstMetric(descEtcdRelists, prometheus.CounterValue, float64(h.Relists))
+		}
+	}
 	// The counters come from the kernel's maps: the loader's label table has a lock of
 	// its own, so a scrape does not wait for a policy change either.
 	cs, err := m.prog.Counters()

@@ -37,6 +37,11 @@ The fleet: routers that take their policy from etcd (policy_source: etcd), by gr
   portcullis fleet entries --group G [--json]
       runtime entries for every router of the group: each router adds them (checked
       against its own policy's bounds) and they end with their lease
+  portcullis fleet grant router --group G --router NAME [--etcd-user U] [--etcd-password-file F]
+  portcullis fleet grant noc --etcd-user U [--etcd-password-file F]
+      with etcd's root credentials: the roles of docs/fleet.md. A router may read its
+      group and write only its own status; the NOC's user may push. Without a password
+      the user is a certificate's common name (etcd --client-cert-auth)
 
 etcd is reached with --endpoints (or $PORTCULLIS_ETCD_ENDPOINTS) and --ca, --cert,
 --key, or --user and --password-file; or with --config, a daemon configuration whose
@@ -130,11 +135,11 @@ func runFleet(e *env, args []string) error {
 		"status": runFleetStatus, "push": runFleetPush, "history": runFleetHistory, "rollback": runFleetRollback,
 		"quarantine": func(e *env, a []string) error { return runFleetAdd(e, a, overlay.Quarantine) },
 		"unblock":    func(e *env, a []string) error { return runFleetAdd(e, a, overlay.Unblock) },
-		"release":    runFleetRelease, "entries": runFleetEntries,
+		"release":    runFleetRelease, "entries": runFleetEntries, "grant": runFleetGrant,
 	}
 	run, ok := verbs[args[0]]
 	if !ok {
-		return fmt.Errorf("%w: unknown fleet verb %q: one of status, push, history, rollback, quarantine, unblock, release, entries", errUsage, args[0])
+		return fmt.Errorf("%w: unknown fleet verb %q: one of status, push, history, rollback, quarantine, unblock, release, entries, grant", errUsage, args[0])
 	}
 	return run(e, args[1:])
 }
@@ -368,4 +373,52 @@ func runFleetEntries(e *env, args []string) error {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Kind, x.Prefix, x.Expires.UTC().Format(time.RFC3339), x.Who, x.Ticket, x.Reason)
 	}
 	return w.Flush()
+}
+
+func runFleetGrant(e *env, args []string) error {
+	if len(args) == 0 || (args[0] != "router" && args[0] != "noc") {
+		return fmt.Errorf("%w: fleet grant router --group G --router NAME, or fleet grant noc --etcd-user U", errUsage)
+	}
+	what := args[0]
+	fs, c := fleetFlags(e, "grant "+what, "[--group G --router NAME] [--etcd-user U] [--etcd-password-file F]")
+	router := fs.String("router", "", "the router's name (as its daemon reports under: etcd.router)")
+	user := fs.String("etcd-user", "", "the etcd user to grant (default: the router's name)")
+	pwFile := fs.String("etcd-password-file", "", "its password, in a file (none: a certificate's common name)")
+	if done, err := parseVerb(fs, "no arguments", args[1:], 0, 0); done || err != nil {
+		return err
+	}
+	password := ""
+	if *pwFile != "" {
+		b, err := os.ReadFile(*pwFile)
+		if err != nil {
+			return err
+		}
+		password = strings.TrimSpace(string(b))
+	}
+	cli, group, err := c.dial(e, what == "router")
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
+	defer cancel()
+	if what == "noc" {
+		if *user == "" {
+			return fmt.Errorf("%w: name the NOC's etcd user: --etcd-user U", errUsage)
+		}
+		if err := fleet.GrantNOC(ctx, cli, *user, password); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "etcd user %s may push, roll back and change fleet entries of every group\n", *user)
+		return nil
+	}
+	if *router == "" {
+		return fmt.Errorf("%w: name the router: --router NAME", errUsage)
+	}
+	u := cmpOr(*user, *router)
+	if err := fleet.GrantRouter(ctx, cli, group, *router, u, password); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "etcd user %s (role %s) may read group %s and write only router %s's status\n", u, fleet.RouterRole(group, *router), group, *router)
+	return nil
 }

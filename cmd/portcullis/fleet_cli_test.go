@@ -1,0 +1,102 @@
+package main
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/portcullis/portcullis/fleet"
+	"github.com/portcullis/portcullis/fleet/etcdtest"
+)
+
+// `portcullis fleet` against a real etcd, as the NOC uses it: push (checked locally
+// first, with file:line errors), dry run, history, a stale push refused with exit 3
+// naming who pushed since, two pushes at once (exactly one wins), rollback, and
+// fleet-wide entries.
+func TestFleetCLI(t *testing.T) {
+	srv := etcdtest.Start(t)
+	eps := strings.Join(srv.Endpoints, ",")
+	dir := t.TempDir()
+	a, b, bad := filepath.Join(dir, "a.yaml"), filepath.Join(dir, "b.yaml"), filepath.Join(dir, "bad.yaml")
+	write(t, a, labPolicy)
+	write(t, b, strings.Replace(labPolicy, "verdict: reset", "verdict: drop", 1))
+	write(t, bad, strings.Replace(labPolicy, "verdict: reset", "verdict: block", 1))
+	fl := func(args ...string) (string, string, int) {
+		return runCmd(append([]string{"fleet"}, append(args, "--endpoints", eps)...)...)
+	}
+
+	if _, errs, code := fl("push", bad, "--group", "dsl"); code != 2 || !strings.Contains(errs, "bad.yaml:3:") {
+		t.Fatalf("a bad policy: exit %d, %s", code, errs)
+	}
+	if out, _, code := fl("status", "--json"); code != 0 || strings.TrimSpace(out) != "null" && strings.TrimSpace(out) != "[]" {
+		t.Fatalf("nothing written by a bad push: %d %s", code, out)
+	}
+	if _, errs, code := fl("push", a); code != 2 || !strings.Contains(errs, "--group") {
+		t.Fatalf("push without a group: exit %d, %s", code, errs)
+	}
+	if out, errs, code := fl("push", a, "--group", "dsl", "--message", "first"); code != 0 || !strings.Contains(out, "revision") {
+		t.Fatalf("push A: %d %s %s", code, out, errs)
+	}
+	out, errs, code := fl("push", b, "--group", "dsl", "--dry-run")
+	if code != 0 || !strings.Contains(out, "100.64.0.0/10") || !strings.Contains(out, "reset -> drop") {
+		t.Fatalf("dry run of B: %d %s %s", code, out, errs)
+	}
+	var hist []fleet.Record
+	out, _, _ = fl("history", "--group", "dsl", "--json")
+	if err := json.Unmarshal([]byte(out), &hist); err != nil || len(hist) != 1 || hist[0].Message != "first" {
+		t.Fatalf("history after A: %v %s", err, out)
+	}
+	revA := hist[0].Revision
+
+	// Two engineers push B and A' from the revision both read: one wins, the other
+	// learns it lost and to whom.
+	var wg sync.WaitGroup
+	codes, errOut := make([]int, 2), make([]string, 2)
+	for i, f := range []string{b, a} {
+		wg.Go(func() {
+			_, errOut[i], codes[i] = fl("push", f, "--group", "dsl", "--expect-revision", itoa64(revA))
+		})
+	}
+	wg.Wait()
+	if codes[0]+codes[1] != 3 || (codes[0] != 0 && codes[1] != 0) {
+		t.Fatalf("two pushes at once: exits %v, %q", codes, errOut)
+	}
+	loser := errOut[0] + errOut[1]
+	if !strings.Contains(loser, "changed at revision") || !strings.Contains(loser, "since you read revision "+itoa64(revA)) {
+		t.Fatalf("the losing push's error: %q", loser)
+	}
+	if _, errs, code := fl("push", b, "--group", "dsl", "--expect-revision", itoa64(revA)); code != 3 {
+		t.Fatalf("a stale push: exit %d %s", code, errs)
+	}
+	if out, errs, code := fl("rollback", "--group", "dsl", "--to", itoa64(revA)); code != 0 || !strings.Contains(out, "in force again") {
+		t.Fatalf("rollback: %d %s %s", code, out, errs)
+	}
+	out, _, _ = fl("history", "--group", "dsl", "--json")
+	if err := json.Unmarshal([]byte(out), &hist); err != nil || len(hist) != 3 || hist[0].Hash != hist[2].Hash || !strings.Contains(hist[0].Message, "rollback") {
+		t.Fatalf("history after rollback: %v %s", err, out)
+	}
+
+	if _, errs, code := fl("quarantine", "100.64.1.2", "--group", "dsl", "--reason", "spam"); code != 2 || !strings.Contains(errs, "--for") {
+		t.Fatalf("fleet quarantine without --for: %d %s", code, errs)
+	}
+	if out, errs, code := fl("quarantine", "100.64.1.2", "--group", "dsl", "--for", "1h", "--reason", "spam run", "--ticket", "AB-9"); code != 0 {
+		t.Fatalf("fleet quarantine: %d %s %s", code, out, errs)
+	}
+	out, _, _ = fl("entries", "--group", "dsl")
+	if !strings.Contains(out, "100.64.1.2/32") || !strings.Contains(out, "AB-9") {
+		t.Fatalf("fleet entries: %s", out)
+	}
+	if _, _, code := fl("release", "100.64.1.2", "--group", "dsl"); code != 0 {
+		t.Fatalf("fleet release: %d", code)
+	}
+	if out, _, _ = fl("entries", "--group", "dsl"); strings.Contains(out, "100.64.1.2") {
+		t.Fatalf("fleet entries after release: %s", out)
+	}
+	if _, errs, code := runCmd("fleet", "status"); code != 2 || !strings.Contains(errs, "--endpoints") {
+		t.Fatalf("no endpoints: %d %s", code, errs)
+	}
+}
+
+func itoa64(i int64) string { b, _ := json.Marshal(i); return string(b) }

@@ -1,0 +1,84 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Roles in etcd's RBAC (docs/fleet.md, "Security"). A router may read its group's keys
+// and write only its own status; the NOC pushes. With etcd's client certificate
+// authentication (--client-cert-auth) a certificate's common name is the user, so a
+// router's user is named after its certificate and needs no password.
+const nocRole = "portcullis-noc"
+
+// RouterRole is the name of router's role in group.
+func RouterRole(group, router string) string { return "portcullis-router-" + group + "-" + router }
+
+// GrantRouter makes etcd user (created if absent, with password, or none for a
+// certificate's common name) the router router of group: it may read the group's
+// keys (policy, history, fleet entries, the other routers' status) and write its
+// own status and known keys, nothing else. Run it with the credentials of etcd's root.
+func GrantRouter(ctx context.Context, cli *Client, group, router, user, password string) error {
+	if err := CheckName("group", group); err != nil {
+		return err
+	}
+	if err := CheckName("router", router); err != nil {
+		return err
+	}
+	role := RouterRole(group, router)
+	perms := []struct {
+		key, end string
+		perm     clientv3.PermissionType
+	}{
+		{cli.groupKey(group), clientv3.GetPrefixRangeEnd(cli.groupKey(group)), clientv3.PermissionType(clientv3.PermRead)},
+		{cli.routersKey(group) + router, "", clientv3.PermissionType(clientv3.PermWrite)},
+		{cli.knownKey(group) + router, "", clientv3.PermissionType(clientv3.PermWrite)},
+	}
+	if err := addRole(ctx, cli, role); err != nil {
+		return err
+	}
+	for _, p := range perms {
+		if _, err := cli.etcd.RoleGrantPermission(ctx, role, p.key, p.end, p.perm); err != nil {
+			return fmt.Errorf("granting %s on %s: %w", role, p.key, err)
+		}
+	}
+	return grantUser(ctx, cli, user, password, role)
+}
+
+// GrantNOC makes etcd user (created if absent) one of the NOC's: it may read and
+// write every key of the fleet (push, roll back, fleet entries, status).
+func GrantNOC(ctx context.Context, cli *Client, user, password string) error {
+	if err := addRole(ctx, cli, nocRole); err != nil {
+		return err
+	}
+	if _, err := cli.etcd.RoleGrantPermission(ctx, nocRole, cli.prefix, clientv3.GetPrefixRangeEnd(cli.prefix),
+		clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
+		return fmt.Errorf("granting %s on %s: %w", nocRole, cli.prefix, err)
+	}
+	return grantUser(ctx, cli, user, password, nocRole)
+}
+
+func addRole(ctx context.Context, cli *Client, role string) error {
+	if _, err := cli.etcd.RoleAdd(ctx, role); err != nil && !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
+		return fmt.Errorf("adding role %s: %w", role, err)
+	}
+	return nil
+}
+
+func grantUser(ctx context.Context, cli *Client, user, password, role string) error {
+	if user == "" {
+		return fmt.Errorf("%w: no etcd user named (the router's certificate's common name, or a user of its own)", ErrName)
+	}
+	_, err := cli.etcd.UserAddWithOptions(ctx, user, password, &clientv3.UserAddOptions{NoPassword: password == ""})
+	if err != nil && !errors.Is(err, rpctypes.ErrUserAlreadyExist) {
+		return fmt.Errorf("adding user %s: %w", user, err)
+	}
+	if _, err := cli.etcd.UserGrantRole(ctx, user, role); err != nil {
+		return fmt.Errorf("granting %s to %s: %w", role, user, err)
+	}
+	return nil
+}

@@ -1,0 +1,97 @@
+package fleet
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// With etcd's authentication on and the roles GrantNOC and GrantRouter make: the NOC
+// pushes; a router reads its group and writes its own status, and cannot push, write
+// another router's status, or read another group.
+func TestRBAC(t *testing.T) {
+	srv, raw, root := newFleet(t)
+	ctx := ctxT(t)
+	if _, err := raw.UserAdd(ctx, "root", "root-pw"); err != nil {
+		t.Fatal(err)
+	}
+	raw.RoleAdd(ctx, "root")
+	if _, err := raw.UserGrantRole(ctx, "root", "root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.AuthEnable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	as := func(user, password string) *Client {
+		t.Helper()
+		pw := filepath.Join(dir, user)
+		if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Dial(Conn{Endpoints: srv.Endpoints, User: user, PasswordFile: pw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	root = as("root", "root-pw")
+	if err := GrantNOC(ctx, root, "noc", "noc-pw"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"bng1", "bng2"} {
+		if err := GrantRouter(ctx, root, "dsl", r, r, r+"-pw"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Granting again changes nothing and is no error (a script run twice).
+	if err := GrantRouter(ctx, root, "dsl", "bng1", "bng1", "bng1-pw"); err != nil {
+		t.Fatalf("granting again: %v", err)
+	}
+
+	noc, bng1 := as("noc", "noc-pw"), as("bng1", "bng1-pw")
+	rev, err := Push(ctx, noc, "dsl", validPolicy(1), "alice@noc", "first", 0)
+	if err != nil {
+		t.Fatalf("the NOC pushes: %v", err)
+	}
+	if _, err := Push(ctx, noc, "mobile", validPolicy(2), "alice@noc", "", 0); err != nil {
+		t.Fatalf("the NOC pushes another group: %v", err)
+	}
+	if _, got, err := Read(ctx, bng1, "dsl"); err != nil || got != rev {
+		t.Fatalf("a router reads its group: rev %d, %v", got, err)
+	}
+	if _, err := Push(ctx, bng1, "dsl", validPolicy(3), "bng1", "", rev); err == nil {
+		t.Error("a router pushed its group's policy")
+	}
+	if _, _, err := Read(ctx, bng1, "mobile"); err == nil {
+		t.Error("a router read another group's policy")
+	}
+	if _, err := bng1.etcd.Put(ctx, bng1.routersKey("dsl")+"bng2", "{}"); err == nil {
+		t.Error("a router wrote another router's status")
+	}
+	if _, err := bng1.etcd.Put(ctx, bng1.entriesKey("dsl")+"quarantine/100.64.1.10_32", "{}"); err == nil {
+		t.Error("a router wrote a fleet entry")
+	}
+
+	rep, err := StartReporter(bng1, "dsl", "bng1", 2*time.Second, func() Report {
+		return Report{Router: "bng1", Group: "dsl", PolicyRevision: rev, ProofOK: true}
+	}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.Close()
+	for end := time.Now().Add(deadline); ; {
+		resp, err := noc.etcd.Get(ctx, noc.routersKey("dsl")+"bng1", clientv3.WithCountOnly())
+		if err == nil && resp.Count == 1 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the router's own status was never written: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
