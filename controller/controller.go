@@ -49,8 +49,8 @@ type Config struct {
 	// Published, if set, is called after each publish and each SetAttachment (the
 	// fleet's reporter writes the router's status then). It must not block.
 	Published func()
-	Store      string // the store of runtime entries; the override is kept beside it
-	AuditLog   string // JSON lines; "" = off
+	Store     string // the store of runtime entries; the override is kept beside it
+	AuditLog  string // JSON lines; "" = off
 
 	// Events, if set, is told of every runtime entry event (metrics count them).
 	Events func(overlay.Event)

@@ -40,7 +40,7 @@ func Start(t testing.TB) *Server {
 	cfg.ListenPeerUrls = []url.URL{peer}
 	cfg.AdvertisePeerUrls = []url.URL{peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.LogLevel = "fatal" // its shutdown logs errors that are none
+	cfg.LogLevel = "fatal"   // its shutdown logs errors that are none
 	cfg.UnsafeNoFsync = true // a test's data need not survive a power cut
 	s := &Server{t: t, cfg: cfg, Endpoints: []string{client.String()}}
 	s.start()
