@@ -89,8 +89,15 @@ func (d *Daemon) report() fleet.Report {
 	f := d.fleet
 	r := fleet.Report{Router: d.cfg.Etcd.Router, Group: d.cfg.Etcd.Group, Version: buildinfo.Read("(devel)").Version,
 		PolicyHash: st.Hash, EntriesRevision: f.entries.Load(), LoadedAt: st.LoadedAt,
-		ProofOK: st.Proof.OK, ProofAt: st.Proof.At, Interfaces: st.Interfaces, Source: st.Source.InForce,
-		Stale: !f.source.Health().Connected}
+		ProofOK: st.Proof.OK, ProofAt: st.Proof.At, Interfaces: st.Interfaces, Source: st.Source.InForce}
+	h := f.source.Health()
+	r.LastOutage = h.LastOutage
+	// Stale while cut off, and on its return until the controller has taken the
+	// revision the source has seen since.
+	r.Stale = !h.Connected
+	if e := st.Source.Etcd; e != nil && h.LastRevisionSeen > max(e.Offered, e.Revision) {
+		r.Stale = true
+	}
 	if g, rev, ok := fleet.ParseOrigin(st.Policy); ok && g == d.cfg.Etcd.Group && st.Source.InForce == controller.SourceEtcd {
 		r.PolicyRevision = rev
 	}

@@ -153,7 +153,11 @@ func WriteTable(w io.Writer, gs []GroupStatus) error {
 			if !r.ProofOK {
 				proof = "FAILED"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, r.Router, r.State, r.PolicyRevision, short(r.PolicyHash), proof, age(r.At), oneLine(r.LastError))
+			note := oneLine(r.LastError)
+			if o := r.LastOutage; note == "" && o != nil && now.Sub(o.To) < outageShown {
+				note = fmt.Sprintf("was cut off from etcd for %s until %s ago (stale meanwhile)", o.To.Sub(o.From).Round(time.Second), age(o.To))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, r.Router, r.State, r.PolicyRevision, short(r.PolicyHash), proof, age(r.At), note)
 		}
 		for _, name := range g.Gone {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Group, name, "gone", "-", "-", "-", "-", "no report: stopped, or cut off longer than its TTL")
@@ -161,6 +165,9 @@ func WriteTable(w io.Writer, gs []GroupStatus) error {
 	}
 	return tw.Flush()
 }
+
+// outageShown is how long after its return a router's outage is noted in the table.
+const outageShown = 15 * time.Minute
 
 // short is a hash's first 12 characters, as the table shows it.
 func short(h string) string {

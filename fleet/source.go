@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,6 +57,18 @@ type Health struct {
 	LastError        string    `json:"last_error,omitempty"`
 	Since            time.Time `json:"since"`   // when Connected last changed
 	Relists          int       `json:"relists"` // times a broken watch was replaced by a fresh read
+	// LastOutage is the last time the source could not reach etcd, once it is back.
+	LastOutage *Outage `json:"last_outage,omitempty"`
+
+	down   time.Time // when the current outage began: the last contact before it (zero: none)
+	lastOK time.Time // the last successful call
+}
+
+// Outage is a time the router could not reach etcd: what it enforced meanwhile may
+// have been stale.
+type Outage struct {
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
 }
 
 // NewSource returns the source of group's policy and entries in cli's fleet.
@@ -312,9 +325,16 @@ func (s *Source) watch(ctx context.Context, what, key string, wch clientv3.Watch
 func (s *Source) connected(what string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := time.Now()
+	s.health.lastOK = now
 	if !s.health.Connected {
-		s.health.Connected, s.health.Since = true, time.Now()
-		s.log.Info("connected to etcd", "what", what)
+		s.health.Connected, s.health.Since = true, now
+		if !s.health.down.IsZero() {
+			s.health.LastOutage, s.health.down = &Outage{From: s.health.down, To: now}, time.Time{}
+			s.log.Info("connected to etcd again", "what", what, "cut_off_for", now.Sub(s.health.LastOutage.From).Round(time.Millisecond))
+		} else {
+			s.log.Info("connected to etcd", "what", what)
+		}
 	}
 }
 
@@ -326,6 +346,9 @@ func (s *Source) failed(what string, err error, next string) {
 	s.health.LastError = fmt.Sprintf("%s: %v", what, err)
 	if was {
 		s.health.Connected, s.health.Since = false, time.Now()
+	}
+	if s.health.down.IsZero() {
+		s.health.down = cmp.Or(s.health.lastOK, time.Now()) // it was lost after the last contact
 	}
 	s.mu.Unlock()
 	if was {

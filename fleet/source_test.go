@@ -95,6 +95,7 @@ func TestSourceReconnects(t *testing.T) {
 	ch := s.Offers(ctxT(t))
 	next(t, ch)
 	waitFor(t, "connected", func() bool { return s.Health().Connected })
+	stopped := time.Now()
 	srv.Stop()
 	waitFor(t, "Health shows the lost connection", func() bool { return !s.Health().Connected })
 	if h := s.Health(); h.LastError == "" || h.LastRevisionSeen != r1 {
@@ -117,6 +118,11 @@ func TestSourceReconnects(t *testing.T) {
 		t.Fatalf("after restart: %s, want %s", o.File, Origin("dsl", r2))
 	}
 	waitFor(t, "Health shows the connection back", func() bool { return s.Health().Connected })
+	// The outage is on record: from the last contact before the stop (a probe's
+	// interval at most) to the return.
+	if o := s.Health().LastOutage; o == nil || o.From.After(stopped) || o.From.Before(stopped.Add(-s.probe-time.Second)) || !o.To.After(stopped) {
+		t.Fatalf("the outage: %+v (etcd stopped at %s)", o, stopped)
+	}
 }
 
 // nextSet takes the next entries update within deadline.

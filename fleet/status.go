@@ -30,9 +30,13 @@ type Report struct {
 	Interfaces      map[string]string `json:"interfaces"` // name -> mode, or "missing"
 	LastError       string            `json:"last_error,omitempty"`
 	Source          string            `json:"source"` // the controller's source in force
-	// Stale: the router knows its view is old (its Source cannot reach etcd).
-	Stale bool      `json:"stale,omitempty"`
-	At    time.Time `json:"at"` // when this report was written (set by the Reporter)
+	// Stale: the router knows its view is old: its Source cannot reach etcd, or has
+	// seen a revision the controller has not taken yet (catching up on its return).
+	Stale bool `json:"stale,omitempty"`
+	// LastOutage is the last time the router could not reach etcd (it enforced the
+	// revision it had meanwhile), reported once it is back.
+	LastOutage *Outage   `json:"last_outage,omitempty"`
+	At         time.Time `json:"at"` // when this report was written (set by the Reporter)
 	// TTL is the Reporter's lease TTL (set by the Reporter): a report older than three
 	// of them is stale, whatever it says.
 	TTL time.Duration `json:"ttl"`

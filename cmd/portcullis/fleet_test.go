@@ -506,6 +506,17 @@ func TestFleetEndToEnd(t *testing.T) {
 			t.Errorf("router 1 reported %s after the heal: want revision %d (what it kept) or ok at %d", s, revA2, revC)
 		}
 	}
+	// On its return it says it was stale: the outage it had, in its report and in the
+	// fleet status table.
+	gs = l.groupStatus(t, group)
+	if rep, ok := router(gs, rs[0].name); !ok || rep.LastOutage == nil || !rep.LastOutage.To.After(rep.LastOutage.From) {
+		t.Errorf("router 1's report after the heal names no outage: %+v", rep.Report)
+	} else {
+		t.Logf("router 1 was cut off from %s to %s", rep.LastOutage.From.Format(time.RFC3339Nano), rep.LastOutage.To.Format(time.RFC3339Nano))
+	}
+	if table, _, _ := l.fleetCLI(t, "status", "--group", group); !strings.Contains(table, "was cut off from etcd") {
+		t.Errorf("fleet status does not show router 1's outage:\n%s", table)
+	}
 	expectMail(t, testenv.Refused, rs...)
 
 	t.Log("two concurrent pushes from the same revision: exactly one wins, the other is told of the conflict")
