@@ -447,6 +447,33 @@ func TestFleetEndToEnd(t *testing.T) {
 	l.converge(t, group, revA2, fleet.StateOK, rs...)
 	expectMail(t, testenv.Delivered, rs...)
 
+	t.Log("a fleet quarantine of the dsl subscriber: every router blocks its port 25, 587 still delivers; released: delivered again")
+	if out, errs, code := l.fleetCLI(t, "quarantine", "100.64.1.10", "--group", group, "--for", "1h", "--reason", "spam run", "--ticket", "AB-7"); code != 0 {
+		t.Fatalf("fleet quarantine: %d %s %s", code, out, errs)
+	}
+	for _, r := range rs {
+		eventually(t, 60*time.Second, r.name+" blocks the quarantined subscriber", func() error {
+			if got := r.mail(t, 25); got == testenv.Delivered {
+				return fmt.Errorf("port 25 delivered")
+			}
+			return nil
+		})
+		if got := r.mail(t, 587); got != testenv.Delivered {
+			t.Fatalf("%s: port 587 under a fleet quarantine: %s", r.name, got)
+		}
+	}
+	if out, errs, code := l.fleetCLI(t, "release", "100.64.1.10", "--group", group); code != 0 {
+		t.Fatalf("fleet release: %d %s %s", code, out, errs)
+	}
+	for _, r := range rs {
+		eventually(t, 60*time.Second, r.name+" lets the released subscriber through", func() error {
+			if got := r.mail(t, 25); got != testenv.Delivered {
+				return fmt.Errorf("port 25: %s", got)
+			}
+			return nil
+		})
+	}
+
 	t.Log("router 1 cut off from etcd: push C (dsl refused); router 2 takes it, router 1 keeps A and is not ok")
 	if err := l.mgmt.Partition(rs[0].top.Gateway); err != nil {
 		t.Fatal(err)
