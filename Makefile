@@ -11,7 +11,7 @@ export BPF_CLANG BPF_STRIP BPF_CFLAGS
 
 FUZZTIME ?= 20s
 
-.PHONY: help generate build demo test fuzz lint bench clean
+.PHONY: help generate build demo demo-fleet test fuzz lint bench clean
 
 help: ## list the targets, with roughly how long each takes on 2 vCPUs (instant)
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ build: ## build bin/portcullis (no clang needed: the BPF object is committed; ~1
 
 demo: build ## as root: a test ISP in namespaces, real mail through Portcullis, example policy (~10 s)
 	bin/portcullis demo $(DEMO_FLAGS)
+
+demo-fleet: ## as root: the fleet version: 3 etcd members and 2 routers in namespaces; push, refusal, member loss, partition, real mail (~30 s)
+	$(GO) test -count=1 -v -run '^TestFleetEndToEnd$$' ./cmd/portcullis/
 
 test: ## run all tests (as root: BPF, XDP, netns) plus bounded fuzz runs (~4-5 min)
 	$(GO) test -count=1 ./...

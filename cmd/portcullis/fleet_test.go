@@ -438,6 +438,8 @@ func TestFleetEndToEnd(t *testing.T) {
 	}
 	if table, _, _ := l.fleetCLI(t, "status", "--group", group); strings.Count(table, " failed ") != 2 || !strings.Contains(table, "nosuch0") {
 		t.Errorf("fleet status table after the bad push:\n%s", table)
+	} else {
+		t.Logf("portcullis fleet status, after the refused push:\n%s", table)
 	}
 	expectMail(t, testenv.Refused, rs...)
 
@@ -480,6 +482,9 @@ func TestFleetEndToEnd(t *testing.T) {
 	}
 	revC := l.push(t, group, "c.yaml", fleetReset)
 	l.converge(t, group, revC, fleet.StateOK, rs[1])
+	if table, _, _ := l.fleetCLI(t, "status", "--group", group); table != "" {
+		t.Logf("portcullis fleet status, router 1 cut off:\n%s", table)
+	}
 	expectMail(t, testenv.Refused, rs[1])
 	expectMail(t, testenv.Delivered, rs[0])
 	eventually(t, 60*time.Second, "router 1 shown stale or gone while cut off", func() error {
@@ -543,6 +548,8 @@ func TestFleetEndToEnd(t *testing.T) {
 	}
 	if table, _, _ := l.fleetCLI(t, "status", "--group", group); !strings.Contains(table, "was cut off from etcd") {
 		t.Errorf("fleet status does not show router 1's outage:\n%s", table)
+	} else {
+		t.Logf("portcullis fleet status, after the heal:\n%s", table)
 	}
 	expectMail(t, testenv.Refused, rs...)
 
