@@ -49,7 +49,7 @@ lint: ## gofmt and go vet (~30 s)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
 	$(GO) vet ./...
 
-bench: ## as root: program cost per packet, policy swap, parse+compile, readers during a 1M apply, replay; docs/BENCHMARKS.md (~4 min)
+bench: ## as root: program cost per packet, policy swap, parse+compile, readers during a 1M apply, replay, fleet convergence through etcd; docs/BENCHMARKS.md (~6 min)
 	$(GO) test -run '^$$' -bench '^BenchmarkDataPlane$$' -benchtime 2000000x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkRelayScope$$' -benchtime 2000000x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkApply$$' -benchtime 100x ./loader/
@@ -57,6 +57,7 @@ bench: ## as root: program cost per packet, policy swap, parse+compile, readers 
 	$(GO) test -run '^$$' -bench '^BenchmarkParseCompileListFile$$' -benchtime 1x ./policy/
 	$(GO) test -run '^$$' -bench '^BenchmarkReadersDuringApply$$' -benchtime 1x ./daemon/
 	$(GO) test -run '^$$' -bench '^BenchmarkReplay$$' -benchtime 3x ./replay/
+	$(GO) test -run '^$$' -bench '^BenchmarkConvergence$$' -benchtime 1x ./fleet/
 
 clean: ## remove build output (instant)
 	rm -rf bin
