@@ -54,18 +54,22 @@ func records(ctx context.Context, cli *Client, group string, limit int64) ([]Rec
 	return out, nil
 }
 
-// recordAt returns the record of the push that gave the group's policy revision rev,
-// looking at the latest few (a watcher asks right after the push); ok is false when
-// there is none (a policy put by hand, with etcdctl).
+// recordAt returns the record of the push that gave the group's policy revision rev
+// (the record written in the same transaction has that revision); ok is false when
+// there is none (a policy put by hand, with etcdctl). etcd filters by revision, so
+// only that record travels: a watcher asks right after each push, on every router.
 func recordAt(ctx context.Context, cli *Client, group string, rev int64) (r Record, ok bool, err error) {
-	rs, err := records(ctx, cli, group, 16)
+	resp, err := cli.etcd.Get(ctx, cli.historyKey(group), clientv3.WithPrefix(),
+		clientv3.WithMinModRev(rev), clientv3.WithMaxModRev(rev))
 	if err != nil {
-		return Record{}, false, err
+		return Record{}, false, fmt.Errorf("reading the history of group %s: %w", group, err)
 	}
-	for _, r := range rs {
-		if r.Revision == rev {
-			return r, true, nil
+	for _, kv := range resp.Kvs {
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			return Record{}, false, fmt.Errorf("the history record %s is damaged: %w", kv.Key, err)
 		}
+		r.Revision = kv.ModRevision
+		return r, true, nil
 	}
 	return Record{}, false, nil
 }
