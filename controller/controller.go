@@ -184,10 +184,15 @@ func (c *Controller) applyFile(file, who string) Result {
 // Apply checks the policy text data (read from file), installs it atomically, proves
 // it and rolls back on a failed proof. who is the audit log's "who".
 func (c *Controller) Apply(file string, data []byte, who string) Result {
+	return c.apply(file, data, who, policy.Parse)
+}
+
+// apply is Apply with the parser to use: policy.ParseInline for a policy from etcd.
+func (c *Controller) apply(file string, data []byte, who string, parse func(string, []byte, time.Time) (*policy.Policy, error)) Result {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	pol, err := policy.Parse(file, data, now)
+	pol, err := parse(file, data, now)
 	if err != nil {
 		return c.reject(file, who, err)
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/portcullis/portcullis/policy"
 )
 
 // Policy sources. Two offer a policy: the configured file (applied at start, on SIGHUP
@@ -373,7 +375,11 @@ func (c *Controller) applyPrimary(who string) Result {
 // applyOffer applies an offer that carries its text; an etcd revision applied is kept
 // beside the store and shown in status.
 func (c *Controller) applyOffer(o Offer) Result {
-	res := c.Apply(o.File, o.Policy, o.Who)
+	parse := policy.Parse
+	if c.cfg.Source == SourceEtcd {
+		parse = policy.ParseInline
+	}
+	res := c.apply(o.File, o.Policy, o.Who, parse)
 	if c.cfg.Source != SourceEtcd || o.Revision == 0 || (res.Outcome != "applied" && res.Outcome != "unchanged") {
 		return res
 	}

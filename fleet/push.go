@@ -52,7 +52,7 @@ func Push(ctx context.Context, cli *Client, group string, text []byte, who, msg 
 // router's own).
 func compile(name string, text []byte) (*policy.Compiled, error) {
 	now := time.Now()
-	pol, err := policy.Parse(name, text, now)
+	pol, err := policy.ParseInline(name, text, now)
 	if err != nil {
 		return nil, err
 	}

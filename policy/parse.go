@@ -190,10 +190,11 @@ func (e *FileError) Error() string {
 func (e *FileError) Unwrap() error { return e.Err }
 
 type parser struct {
-	file  string
-	errs  Errors
-	warns Errors
-	now   time.Time
+	file   string
+	errs   Errors
+	warns  Errors
+	now    time.Time
+	inline bool // no cidrs_file: the policy is not a file of this machine (ParseInline)
 }
 
 func (p *parser) pos(n *node) Pos { return Pos{p.file, max(n.line, 1), max(n.col, 1)} }
@@ -205,7 +206,18 @@ func (p *parser) errorf(n *node, format string, args ...any) {
 // Parse checks a policy. On any error it returns Errors (all of them, in file order)
 // and no policy.
 func Parse(file string, data []byte, now time.Time) (*Policy, error) {
-	p := &parser{file: file, now: now}
+	return parse(&parser{file: file, now: now}, data)
+}
+
+// ParseInline is Parse for a policy that is not a file of this machine (one from
+// etcd, named file in errors): it must carry its prefixes itself, and cidrs_file is
+// an error, since there is no directory to read a list from.
+func ParseInline(file string, data []byte, now time.Time) (*Policy, error) {
+	return parse(&parser{file: file, now: now, inline: true}, data)
+}
+
+func parse(p *parser, data []byte) (*Policy, error) {
+	file := p.file
 	root, err := parseYAML(file, data)
 	if errors.Is(err, errEmpty) {
 		return nil, Errors{{Pos{file, 1, 1}, "the policy is empty; start from examples/policy.yaml"}}
@@ -421,6 +433,10 @@ const MaxListErrors = 20
 func (p *parser) cidrsFile(n *node) []CIDR {
 	rel := p.str(n, "cidrs_file")
 	if rel == "" {
+		return nil
+	}
+	if p.inline {
+		p.errorf(n, "cidrs_file cannot be used in a policy that is not a file on the router (a policy from etcd): list the prefixes under cidrs")
 		return nil
 	}
 	path := rel

@@ -317,6 +317,11 @@ func TestCIDRsFile(t *testing.T) {
 	if len(c.Tables.Ranges) != 4 {
 		t.Fatalf("ranges %+v", c.Tables.Ranges)
 	}
+	// A policy from etcd has no directory on the router: a list file is an error
+	// there, even one that exists relative to where the router runs.
+	if _, err := ParseInline("etcd:dsl@7", []byte(src), testNow); err == nil || !strings.Contains(err.Error(), "etcd:dsl@7:5:17: cidrs_file cannot be used") {
+		t.Errorf("cidrs_file in a policy from etcd: %v", err)
+	}
 	ex := c.Explain(Query{Src: addr_("100.80.3.3"), Port: 25}, testNow)
 	if ex.Decider.Pos.String() != list+":4:1" {
 		t.Errorf("explain names %s", ex.Decider.Pos)
