@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 )
@@ -29,9 +30,17 @@ type Server struct {
 }
 
 // Start starts a server with its data in t.TempDir() and stops it when the test ends.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { return StartTLS(t, nil) }
+
+// StartTLS is Start serving clients over TLS as tls says (certificate, key, and with
+// ClientCertAuth the CA of client certificates: a certificate's common name is the
+// user); nil serves plain HTTP. Endpoints are then https URLs.
+func StartTLS(t testing.TB, tls *transport.TLSInfo) *Server {
 	t.Helper()
 	client, peer := freePort(t), freePort(t)
+	if tls != nil {
+		client.Scheme = "https"
+	}
 	cfg := embed.NewConfig()
 	cfg.Name = "fleet-test"
 	cfg.Dir = t.TempDir()
@@ -42,6 +51,9 @@ func Start(t testing.TB) *Server {
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.LogLevel = "fatal"   // its shutdown logs errors that are none
 	cfg.UnsafeNoFsync = true // a test's data need not survive a power cut
+	if tls != nil {
+		cfg.ClientTLSInfo = *tls
+	}
 	s := &Server{t: t, cfg: cfg, Endpoints: []string{client.String()}}
 	s.start()
 	t.Cleanup(s.Stop)
