@@ -197,15 +197,8 @@ func checkGatewayRoutes(t *testing.T, top *testenv.Topology) {
 func checkDocumentationOnly(t *testing.T, ns *testenv.Namespace) {
 	t.Helper()
 	err := ns.Do(func() error {
-		addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
-		if err != nil {
+		if err := checkAddresses(t, ns.Name); err != nil {
 			return err
-		}
-		for _, a := range addrs {
-			ip, _ := netip.AddrFromSlice(a.IP)
-			if !isAllowed(ip) {
-				t.Errorf("%s: address %s outside the documentation prefixes", ns.Name, a.IPNet)
-			}
 		}
 		routes, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
 		if err != nil {

@@ -122,15 +122,8 @@ func TestIsolation(t *testing.T) {
 			if !slices.Equal(names, w) {
 				t.Errorf("%s: interfaces %v, want %v", ns.Name, names, w)
 			}
-			addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
-			if err != nil {
+			if err := checkAddresses(t, ns.Name); err != nil {
 				return err
-			}
-			for _, a := range addrs {
-				ip, _ := netip.AddrFromSlice(a.IP)
-				if !isAllowed(ip) {
-					t.Errorf("%s: address %s outside the documentation prefixes", ns.Name, a.IPNet)
-				}
 			}
 			routes, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
 			if err != nil {
@@ -160,4 +153,21 @@ func TestIsolation(t *testing.T) {
 			t.Fatalf("%s: %v", ns.Name, err)
 		}
 	}
+}
+
+// checkAddresses fails t for every address of the current namespace (name) outside
+// the documentation prefixes. Call it inside Namespace.Do.
+func checkAddresses(t *testing.T, name string) error {
+	t.Helper()
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		ip, _ := netip.AddrFromSlice(a.IP)
+		if !isAllowed(ip) {
+			t.Errorf("%s: address %s outside the documentation prefixes", name, a.IPNet)
+		}
+	}
+	return nil
 }

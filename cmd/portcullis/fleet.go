@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -81,7 +82,7 @@ func (c fleetConn) dial(e *env, needGroup bool) (*fleet.Client, string, error) {
 			group = cfg.Etcd.Group
 		}
 	}
-	eps := cmpOr(*c.endpoints, e.getenv("PORTCULLIS_ETCD_ENDPOINTS"))
+	eps := cmp.Or(*c.endpoints, e.getenv("PORTCULLIS_ETCD_ENDPOINTS"))
 	if eps != "" {
 		conn.Endpoints = strings.Split(eps, ",")
 	}
@@ -106,21 +107,25 @@ func (c fleetConn) dial(e *env, needGroup bool) (*fleet.Client, string, error) {
 	return cli, group, err
 }
 
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
+// open connects as dial does, and gives every call the verb makes one deadline; done
+// closes both.
+func (c fleetConn) open(e *env, needGroup bool) (context.Context, *fleet.Client, string, func(), error) {
+	cli, group, err := c.dial(e, needGroup)
+	if err != nil {
+		return nil, nil, "", nil, err
 	}
-	return b
+	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
+	return ctx, cli, group, func() { cancel(); cli.Close() }, nil
 }
 
 // who is the name a change is audited under: the user (through sudo too) at the host.
 func who(e *env) string {
-	u := cmpOr(e.getenv("SUDO_USER"), e.getenv("USER"))
+	u := cmp.Or(e.getenv("SUDO_USER"), e.getenv("USER"))
 	if me, err := user.Current(); u == "" && err == nil {
 		u = me.Username
 	}
 	host, _ := os.Hostname()
-	return cmpOr(u, "unknown") + "@" + cmpOr(host, "unknown")
+	return cmp.Or(u, "unknown") + "@" + cmp.Or(host, "unknown")
 }
 
 // fleetTimeout bounds each fleet verb: etcd down is an error, not a hang.
@@ -150,13 +155,11 @@ func runFleetStatus(e *env, args []string) error {
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
-	cli, group, err := c.dial(e, false)
+	ctx, cli, group, done, err := c.open(e, false)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
-	defer cancel()
+	defer done()
 	gs, err := fleet.FleetStatus(ctx, cli, group)
 	if err != nil {
 		return err
@@ -188,13 +191,11 @@ func runFleetPush(e *env, args []string) error {
 	if _, err := loadPolicy(e, file); err != nil {
 		return rejectPolicy(e, file, err, 2)
 	}
-	cli, group, err := c.dial(e, true)
+	ctx, cli, group, done, err := c.open(e, true)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
-	defer cancel()
+	defer done()
 	plan, err := fleet.DryRun(ctx, cli, group, file, text)
 	if err != nil {
 		return err
@@ -229,13 +230,11 @@ func runFleetHistory(e *env, args []string) error {
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
-	cli, group, err := c.dial(e, true)
+	ctx, cli, group, done, err := c.open(e, true)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
-	defer cancel()
+	defer done()
 	rs, err := fleet.History(ctx, cli, group)
 	if err != nil {
 		return err
@@ -261,13 +260,11 @@ func runFleetRollback(e *env, args []string) error {
 	if *to <= 0 {
 		return fmt.Errorf("%w: give --to REV (portcullis fleet history lists the revisions)", errUsage)
 	}
-	cli, group, err := c.dial(e, true)
+	ctx, cli, group, done, err := c.open(e, true)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
-	defer cancel()
+	defer done()
 	rev := *expect
 	if rev < 0 {
 		if _, rev, err = fleet.Read(ctx, cli, group); err != nil {
@@ -304,13 +301,11 @@ func runFleetAdd(e *env, args []string, kind overlay.Kind) error {
 	if err != nil {
 		return fmt.Errorf("%w: --for: %v", errUsage, err)
 	}
-	cli, group, err := c.dial(e, true)
+	ctx, cli, group, done, err := c.open(e, true)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
-	defer cancel()
+	defer done()
 	req := overlay.Request{Kind: kind, Prefix: p, For: d, Reason: *reason, Ticket: *ticket, Who: who(e)}
 	if err := fleet.PutEntry(ctx, cli, group, req, who(e)); err != nil {
 		return err
@@ -333,13 +328,11 @@ func runFleetRelease(e *env, args []string) error {
 	if *unblock {
 		kind = overlay.Unblock
 	}
-	cli, group, err := c.dial(e, true)
+	ctx, cli, group, done, err := c.open(e, true)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
-	defer cancel()
+	defer done()
 	if err := fleet.DeleteEntry(ctx, cli, group, kind, p, who(e)); err != nil {
 		return err
 	}
@@ -353,13 +346,11 @@ func runFleetEntries(e *env, args []string) error {
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
-	cli, group, err := c.dial(e, true)
+	ctx, cli, group, done, err := c.open(e, true)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
-	defer cancel()
+	defer done()
 	es, _, err := fleet.ListEntries(ctx, cli, group)
 	if err != nil {
 		return err
@@ -395,13 +386,11 @@ func runFleetGrant(e *env, args []string) error {
 		}
 		password = strings.TrimSpace(string(b))
 	}
-	cli, group, err := c.dial(e, what == "router")
+	ctx, cli, group, done, err := c.open(e, what == "router")
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
-	defer cancel()
+	defer done()
 	if what == "noc" {
 		if *user == "" {
 			return fmt.Errorf("%w: name the NOC's etcd user: --etcd-user U", errUsage)
@@ -415,7 +404,7 @@ func runFleetGrant(e *env, args []string) error {
 	if *router == "" {
 		return fmt.Errorf("%w: name the router: --router NAME", errUsage)
 	}
-	u := cmpOr(*user, *router)
+	u := cmp.Or(*user, *router)
 	if err := fleet.GrantRouter(ctx, cli, group, *router, u, password); err != nil {
 		return err
 	}
