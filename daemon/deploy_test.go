@@ -19,6 +19,17 @@ func TestDeployFiles(t *testing.T) {
 	if _, err := ParseConfig("deploy/portcullis.yaml", data); err != nil {
 		t.Fatalf("deploy/portcullis.yaml: %v", err)
 	}
+	// The commented fleet and API sections, uncommented, parse too (a router of a
+	// fleet starts from this file).
+	commented := regexp.MustCompile(`(?m)^# ((policy_source|etcd|api):.*|  +[a-z_]+:.*)$`)
+	fleetCfg := commented.ReplaceAllString(string(data), "$1")
+	c, err := ParseConfig("deploy/portcullis.yaml (uncommented)", []byte(fleetCfg))
+	if err != nil {
+		t.Fatalf("deploy/portcullis.yaml with its commented sections: %v", err)
+	}
+	if c.PolicySource != PolicyFromEtcd || c.Etcd.Group != "dsl-north" || len(c.Etcd.Endpoints) != 3 || c.API.Listen == "" {
+		t.Fatalf("the uncommented sections: source %q, etcd %+v, api %+v", c.PolicySource, c.Etcd, c.API)
+	}
 	ch := make(chan *prometheus.Desc, 64)
 	(&metrics{}).Describe(ch)
 	close(ch)
