@@ -1,7 +1,9 @@
 package fleet
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -9,6 +11,9 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Conn is how to reach a fleet's etcd: the daemon's `etcd:` section and the flags of
@@ -56,7 +61,9 @@ func Dial(c Conn) (*Client, error) {
 	if errs := c.Check("etcd"); len(errs) > 0 {
 		return nil, fmt.Errorf("%s", strings.Join(errs, "\n"))
 	}
-	cfg := clientv3.Config{Endpoints: c.Endpoints, DialTimeout: c.DialTimeout, Username: c.User}
+	// The client's own logger writes JSON warnings to stderr on every retry; the
+	// daemon and the CLI say what failed themselves.
+	cfg := clientv3.Config{Endpoints: c.Endpoints, DialTimeout: c.DialTimeout, Username: c.User, Logger: zap.NewNop()}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
@@ -90,3 +97,16 @@ func Dial(c Conn) (*Client, error) {
 
 // Close closes the etcd client.
 func (c *Client) Close() error { return c.etcd.Close() }
+
+// Reachable checks that etcd answers within timeout: an error saying where it asked
+// and what to check if not. Any member answering will do (the client's balancer
+// passes over dead ones), and a refusal (a user without the permission) is an answer.
+func (c *Client) Reachable(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err := c.etcd.Get(ctx, c.prefix, clientv3.WithCountOnly())
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) && status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
+		return nil
+	}
+	return fmt.Errorf("%w: etcd %v does not answer within %s (%v): is it running, and are the endpoints (and the CA, certificate and key) right?", ErrUnreachable, c.etcd.Endpoints(), timeout, err)
+}

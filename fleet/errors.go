@@ -19,4 +19,6 @@ var (
 	ErrInvalid = errors.New("invalid request")
 	// ErrNotFound: no such fleet entry.
 	ErrNotFound = errors.New("no such fleet entry")
+	// ErrUnreachable: etcd does not answer.
+	ErrUnreachable = errors.New("etcd unreachable")
 )

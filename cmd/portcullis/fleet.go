@@ -115,6 +115,11 @@ func (c fleetConn) open(e *env, needGroup bool) (context.Context, *fleet.Client,
 		return nil, nil, "", nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), fleetTimeout)
+	if err := cli.Reachable(ctx, 5*time.Second); err != nil {
+		cancel()
+		cli.Close()
+		return nil, nil, "", nil, err
+	}
 	return ctx, cli, group, func() { cancel(); cli.Close() }, nil
 }
 
