@@ -112,7 +112,11 @@ func (s Status) WriteText(out io.Writer) error {
 	fmt.Fprintf(w, "failures:\t%d policies rejected, %d proofs failed\n", s.Failures["policy_load"], s.Failures["proof"])
 	if src := s.Source; src != nil {
 		if src.Override != nil {
-			line := fmt.Sprintf("override applied by %s at %s (%s); the configured file %s", src.Override.Who, fmtTime(src.Override.At), src.Override.File, src.File)
+			configured := "the configured file " + src.File
+			if src.Etcd != nil {
+				configured = "the group's policy in etcd"
+			}
+			line := fmt.Sprintf("override applied by %s at %s (%s); %s", src.Override.Who, fmtTime(src.Override.At), src.Override.File, configured)
 			if src.FilePending {
 				line += fmt.Sprintf(" changed at %s and waits", fmtTime(src.FileChangedAt))
 			} else {
