@@ -137,26 +137,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer cancel()
 
 	d.override = controller.NewOverrideSource()
-	var primary controller.Source = controller.NewFileSource(d.cfg.Policy, time.Second, d.log)
+	var primary controller.Source
 	if d.fleet != nil {
 		primary = d.fleet.source
+		signal.Ignore(syscall.SIGHUP) // no file to reload: etcd's revisions arrive by themselves
+	} else {
+		primary = controller.NewFileSource(d.cfg.Policy, time.Second, d.log)
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		d.ctl.Run(ctx, primary, d.override)
 	}()
-	if d.fleet != nil {
-		if err := d.runFleet(ctx); err != nil {
-			return err
-		}
-		if d.ctl.Meta().Hash == "" {
-			if !d.awaitFirstPolicy(ctx) {
-				return nil // stopped before any policy came
-			}
-			d.reconcileAll()
-		}
-	}
 
 	ctlSrv, err := d.serveControl()
 	if err != nil {
@@ -182,6 +174,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 		defer srv.Close()
+	}
+
+	// A fleet router reports from now on; with no policy yet it waits for the group's
+	// first one (the control socket is up: `portcullis apply` can bootstrap it).
+	if d.fleet != nil {
+		if err := d.runFleet(ctx); err != nil {
+			return err
+		}
+		if d.ctl.Meta().Hash == "" {
+			if !d.awaitFirstPolicy(ctx) {
+				return nil // stopped before any policy came
+			}
+			d.reconcileAll()
+		}
 	}
 
 	linkEvents, stopLinks, err := watchLinks()
