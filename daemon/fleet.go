@@ -127,16 +127,44 @@ func (d *Daemon) runFleet(ctx context.Context) error {
 	}
 	f.reporter.Store(rep)
 	go func() {
-		for u := range f.source.Entries(ctx) {
-			refused := fleet.Reconcile(d.ctl, u, time.Now())
-			f.mu.Lock()
-			clear(f.refused)
-			for _, r := range refused {
-				f.refused[r.Key.String()] = r.Err.Error()
-				d.log.Warn("fleet entry refused by this router", "entry", r.Key.String(), "error", r.Err)
+		// Each update is the whole set; a refusal (no policy in force yet, the store
+		// failed, a policy that forbids it) is tried again with the latest set every
+		// retry, so an entry refused for a passing reason is not lost.
+		const retry = 10 * time.Second
+		updates, tick := f.source.Entries(ctx), time.NewTicker(retry)
+		defer tick.Stop()
+		var last *fleet.EntriesUpdate
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case u, ok := <-updates:
+				if !ok {
+					return
+				}
+				last = &u
+			case <-tick.C:
+				f.mu.Lock()
+				again := last != nil && len(f.refused) > 0
+				f.mu.Unlock()
+				if !again {
+					continue
+				}
 			}
+			refused := fleet.Reconcile(d.ctl, *last, time.Now())
+			now := map[string]string{}
+			for _, r := range refused {
+				now[r.Key.String()] = r.Err.Error()
+			}
+			f.mu.Lock()
+			for k, why := range now {
+				if f.refused[k] != why {
+					d.log.Warn("fleet entry refused by this router (tried again every "+retry.String()+")", "entry", k, "error", why)
+				}
+			}
+			f.refused = now
 			f.mu.Unlock()
-			f.entries.Store(u.Revision)
+			f.entries.Store(last.Revision)
 			rep.Changed()
 		}
 	}()
