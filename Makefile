@@ -49,10 +49,11 @@ lint: ## gofmt and go vet (~30 s)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
 	$(GO) vet ./...
 
-bench: ## as root: program cost per packet, policy swap, parse+compile, readers during a 1M apply, replay, fleet convergence through etcd; docs/BENCHMARKS.md (~6 min)
+bench: ## as root: program cost per packet, policy swap, table memory, parse+compile, readers during a 1M apply, replay, fleet convergence through etcd; docs/BENCHMARKS.md (~7 min)
 	$(GO) test -run '^$$' -bench '^BenchmarkDataPlane$$' -benchtime 2000000x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkRelayScope$$' -benchtime 2000000x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkApply$$' -benchtime 100x ./loader/
+	$(GO) test -run '^$$' -bench '^BenchmarkTableMemory$$' -benchtime 1x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkParseCompile$$' -benchtime 1x ./policy/
 	$(GO) test -run '^$$' -bench '^BenchmarkParseCompileListFile$$' -benchtime 1x ./policy/
 	$(GO) test -run '^$$' -bench '^BenchmarkReadersDuringApply$$' -benchtime 1x ./daemon/
