@@ -28,6 +28,8 @@ var (
 	ErrStoreFailed = fmt.Errorf("%w: the store of runtime entries failed", overlay.ErrUnavailable)
 	// ErrNoPolicyYet means no policy is in force to lay an entry over.
 	ErrNoPolicyYet = fmt.Errorf("%w: no policy in force yet", overlay.ErrUnavailable)
+	// ErrClosed means the controller is closed (the daemon is stopping).
+	ErrClosed = fmt.Errorf("%w: the daemon is stopping", overlay.ErrUnavailable)
 )
 
 // recoveredBy is the Who of entries found in the data plane but not in the store.
@@ -164,6 +166,9 @@ func (c *Controller) AddEntry(req overlay.Request) (overlay.Entry, error) {
 	if c.storeErr != nil {
 		return overlay.Entry{}, c.storeErr
 	}
+	if c.store == nil {
+		return overlay.Entry{}, ErrClosed
+	}
 	if c.good == nil || c.live == nil {
 		return overlay.Entry{}, ErrNoPolicyYet
 	}
@@ -229,6 +234,9 @@ func (c *Controller) ReleaseEntry(k overlay.Key, who, reason string) error {
 
 // removeEntry takes k out of the store and the data plane. Called with c.mu held.
 func (c *Controller) removeEntry(k overlay.Key, action overlay.Action, who, reason string, now time.Time) error {
+	if c.store == nil {
+		return ErrClosed
+	}
 	e, ok := findEntry(c.overlay, k)
 	if !ok {
 		return fmt.Errorf("%w: %s", overlay.ErrNotFound, k)
@@ -268,6 +276,9 @@ func (c *Controller) removeEntry(k overlay.Key, action overlay.Action, who, reas
 func (c *Controller) expireRuntime() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.store == nil {
+		return // closed, or the store failed: nothing can be recorded
+	}
 	now := c.now()
 	for _, e := range slices.Clone(c.overlay.Entries) {
 		if !e.Live(now) {

@@ -179,7 +179,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// A fleet router reports from now on; with no policy yet it waits for the group's
 	// first one (the control socket is up: `portcullis apply` can bootstrap it).
 	if d.fleet != nil {
-		if err := d.runFleet(ctx); err != nil {
+		if err := d.runFleet(ctx, &wg); err != nil {
 			return err
 		}
 		if d.ctl.Meta().Hash == "" {

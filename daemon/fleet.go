@@ -119,14 +119,16 @@ func (d *Daemon) report() fleet.Report {
 
 // runFleet reports this router's state under a lease and makes its fleet entries
 // the group's, until ctx ends.
-func (d *Daemon) runFleet(ctx context.Context) error {
+func (d *Daemon) runFleet(ctx context.Context, wg *sync.WaitGroup) error {
 	f := d.fleet
 	rep, err := fleet.StartReporter(f.cli, d.cfg.Etcd.Group, d.cfg.Etcd.Router, d.cfg.Etcd.LeaseTTL, d.report, d.log)
 	if err != nil {
 		return err
 	}
 	f.reporter.Store(rep)
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		// Each update is the whole set; a refusal (no policy in force yet, the store
 		// failed, a policy that forbids it) is tried again with the latest set every
 		// retry, so an entry refused for a passing reason is not lost.
@@ -151,7 +153,7 @@ func (d *Daemon) runFleet(ctx context.Context) error {
 					continue
 				}
 			}
-			refused := fleet.Reconcile(d.ctl, *last, time.Now())
+			refused := fleet.Reconcile(ctx, d.ctl, *last, time.Now())
 			now := map[string]string{}
 			for _, r := range refused {
 				now[r.Key.String()] = r.Err.Error()

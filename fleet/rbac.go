@@ -15,8 +15,9 @@ import (
 // router's user is named after its certificate and needs no password.
 const nocRole = "portcullis-noc"
 
-// RouterRole is the name of router's role in group.
-func RouterRole(group, router string) string { return "portcullis-router-" + group + "-" + router }
+// RouterRole is the name of router's role in group. The separators are characters no
+// group or router name may hold, so two routers never share a role.
+func RouterRole(group, router string) string { return "portcullis-router:" + group + "/" + router }
 
 // GrantRouter makes etcd user (created if absent, with password, or none for a
 // certificate's common name) the router router of group: it may read the group's

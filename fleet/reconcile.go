@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"time"
@@ -32,13 +33,16 @@ type Refusal struct {
 // group no longer has. Entries added on the router itself are left alone; where one
 // holds the same kind and prefix as a fleet entry and lasts at least as long, the
 // fleet's is not added. It returns the entries refused.
-func Reconcile(rt Runtime, u EntriesUpdate, now time.Time) []Refusal {
+func Reconcile(ctx context.Context, rt Runtime, u EntriesUpdate, now time.Time) []Refusal {
 	have := map[overlay.Key]overlay.Entry{}
 	for _, e := range rt.Entries() {
 		have[e.Key()] = e
 	}
 	var refused []Refusal
 	for k, fe := range u.Entries {
+		if ctx.Err() != nil {
+			return refused // stopping: the rest waits for the next start
+		}
 		if !fe.Live(now) {
 			continue
 		}

@@ -61,11 +61,11 @@ func TestReconcile(t *testing.T) {
 	shadow := fe(overlay.Quarantine, "100.64.9.9/32", time.Hour) // the router holds it longer
 
 	rt.down = true
-	if refused := Reconcile(rt, set(q, ub), now); len(refused) != 2 || !errors.Is(refused[0].Err, overlay.ErrUnavailable) {
+	if refused := Reconcile(t.Context(), rt, set(q, ub), now); len(refused) != 2 || !errors.Is(refused[0].Err, overlay.ErrUnavailable) {
 		t.Fatalf("with no policy yet: refused %+v", refused)
 	}
 	rt.down = false
-	if refused := Reconcile(rt, set(q, ub, shadow), now); len(refused) != 0 {
+	if refused := Reconcile(t.Context(), rt, set(q, ub, shadow), now); len(refused) != 0 {
 		t.Fatalf("refused %+v", refused)
 	}
 	got := map[overlay.Key]overlay.Entry{}
@@ -83,13 +83,13 @@ func TestReconcile(t *testing.T) {
 	}
 	// Taken again: nothing changes (no repeat quarantine, no escalation).
 	before := len(rt.state.History)
-	Reconcile(rt, set(q, ub, shadow), now)
+	Reconcile(t.Context(), rt, set(q, ub, shadow), now)
 	if len(rt.state.History) != before {
 		t.Errorf("a second reconcile of the same set changed the history: %+v", rt.state.History[before:])
 	}
 	// The group drops the unblock and the shadowed quarantine: the fleet's is
 	// released, the router's own stays.
-	Reconcile(rt, set(q), now)
+	Reconcile(t.Context(), rt, set(q), now)
 	got = map[overlay.Key]overlay.Entry{}
 	for _, e := range rt.Entries() {
 		got[e.Key()] = e
