@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,10 +110,8 @@ func (d *Daemon) report() fleet.Report {
 		}
 	}
 	f.mu.Lock()
-	for k, why := range f.refused {
-		if r.LastError == "" {
-			r.LastError = "fleet entry " + k + " refused: " + why
-		}
+	for _, k := range slices.Sorted(maps.Keys(f.refused)) {
+		r.EntriesNotTaken = append(r.EntriesNotTaken, k+": "+f.refused[k])
 	}
 	f.mu.Unlock()
 	return r
@@ -161,7 +161,7 @@ func (d *Daemon) runFleet(ctx context.Context, wg *sync.WaitGroup) error {
 			f.mu.Lock()
 			for k, why := range now {
 				if f.refused[k] != why {
-					d.log.Warn("fleet entry refused by this router (tried again every "+retry.String()+")", "entry", k, "error", why)
+					d.log.Warn("fleet entry not taken by this router (tried again every "+retry.String()+")", "entry", k, "why", why)
 				}
 			}
 			f.refused = now

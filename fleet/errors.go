@@ -19,6 +19,9 @@ var (
 	ErrInvalid = errors.New("invalid request")
 	// ErrNotFound: no such fleet entry.
 	ErrNotFound = errors.New("no such fleet entry")
+	// ErrHeldLocally: a fleet entry waits for the router's own entry of the same kind
+	// and prefix to end.
+	ErrHeldLocally = errors.New("held by the router's own entry")
 	// ErrUnreachable: etcd does not answer.
 	ErrUnreachable = errors.New("etcd unreachable")
 )

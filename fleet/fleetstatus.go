@@ -154,6 +154,9 @@ func WriteTable(w io.Writer, gs []GroupStatus) error {
 				proof = "FAILED"
 			}
 			note := oneLine(r.LastError)
+			if n := len(r.EntriesNotTaken); note == "" && n > 0 {
+				note = fmt.Sprintf("%d fleet entries not taken: %s", n, oneLine(r.EntriesNotTaken[0]))
+			}
 			if o := r.LastOutage; note == "" && o != nil && now.Sub(o.To) < outageShown {
 				note = fmt.Sprintf("was cut off from etcd for %s until %s ago (stale meanwhile)", o.To.Sub(o.From).Round(time.Second), age(o.To))
 			}

@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -30,9 +31,9 @@ type Refusal struct {
 // Reconcile makes the router's fleet entries those of u, at now: it adds what the
 // group has and the router lacks (for the entry's remaining time, checked against
 // the router's own policy like any runtime entry), and releases the fleet entries the
-// group no longer has. Entries added on the router itself are left alone; where one
-// holds the same kind and prefix as a fleet entry and lasts at least as long, the
-// fleet's is not added. It returns the entries refused.
+// group no longer has. Entries added on the router itself are left alone: where one
+// holds the same kind and prefix as a fleet entry, the fleet's waits (ErrHeldLocally)
+// until it ends. It returns the entries not taken, for the caller to try again.
 func Reconcile(ctx context.Context, rt Runtime, u EntriesUpdate, now time.Time) []Refusal {
 	have := map[overlay.Key]overlay.Entry{}
 	for _, e := range rt.Entries() {
@@ -46,8 +47,16 @@ func Reconcile(ctx context.Context, rt Runtime, u EntriesUpdate, now time.Time) 
 		if !fe.Live(now) {
 			continue
 		}
-		if e, ok := have[k]; ok && !e.Expires.Before(fe.Expires.Add(-time.Second)) {
-			continue // held already, by the fleet (same entry) or locally for as long
+		if e, ok := have[k]; ok {
+			if !FromFleet(e) {
+				// The router's own entry (the abuse desk's, say) is left as it is; the
+				// fleet's is taken once it ends.
+				refused = append(refused, Refusal{k, fmt.Errorf("%w until %s (by %s)", ErrHeldLocally, e.Expires.UTC().Format(time.RFC3339), e.Who)})
+				continue
+			}
+			if !e.Expires.Before(fe.Expires.Add(-time.Second)) {
+				continue // held already
+			}
 		}
 		if _, err := rt.AddEntry(fe.Request(now)); err != nil {
 			refused = append(refused, Refusal{k, err})

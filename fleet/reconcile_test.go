@@ -58,15 +58,15 @@ func TestReconcile(t *testing.T) {
 	}
 	q := fe(overlay.Quarantine, "100.64.1.10/32", 3*time.Hour)
 	ub := fe(overlay.Unblock, "100.64.2.0/28", 24*time.Hour)
-	shadow := fe(overlay.Quarantine, "100.64.9.9/32", time.Hour) // the router holds it longer
+	shadow := fe(overlay.Quarantine, "100.64.9.9/32", 30*24*time.Hour) // the router holds it itself, for less time
 
 	rt.down = true
 	if refused := Reconcile(t.Context(), rt, set(q, ub), now); len(refused) != 2 || !errors.Is(refused[0].Err, overlay.ErrUnavailable) {
 		t.Fatalf("with no policy yet: refused %+v", refused)
 	}
 	rt.down = false
-	if refused := Reconcile(t.Context(), rt, set(q, ub, shadow), now); len(refused) != 0 {
-		t.Fatalf("refused %+v", refused)
+	if refused := Reconcile(t.Context(), rt, set(q, ub, shadow), now); len(refused) != 1 || refused[0].Key != shadow.Key() || !errors.Is(refused[0].Err, ErrHeldLocally) {
+		t.Fatalf("refused %+v: want only the prefix the router holds itself, as held locally", refused)
 	}
 	got := map[overlay.Key]overlay.Entry{}
 	for _, e := range rt.Entries() {
@@ -76,7 +76,7 @@ func TestReconcile(t *testing.T) {
 		t.Errorf("the fleet quarantine: %+v", e)
 	}
 	if e := got[shadow.Key()]; e.Who != "uid:0" {
-		t.Errorf("the router's own longer quarantine was replaced: %+v", e)
+		t.Errorf("the router's own quarantine was replaced: %+v", e)
 	}
 	if len(got) != 3 {
 		t.Errorf("entries %+v", got)

@@ -29,7 +29,12 @@ type Report struct {
 	ProofAt         time.Time         `json:"proof_at"`
 	Interfaces      map[string]string `json:"interfaces"` // name -> mode, or "missing"
 	LastError       string            `json:"last_error,omitempty"`
-	Source          string            `json:"source"` // the controller's source in force
+	// EntriesNotTaken are the group's fleet entries this router holds back, sorted,
+	// each "kind prefix: why" (its policy forbids it, its own entry holds the prefix,
+	// no policy yet). They do not make the router failed: it enforces the group's
+	// policy; it tries them again.
+	EntriesNotTaken []string `json:"entries_not_taken,omitempty"`
+	Source          string   `json:"source"` // the controller's source in force
 	// Stale: the router knows its view is old: its Source cannot reach etcd, or has
 	// seen a revision the controller has not taken yet (catching up on its return).
 	Stale bool `json:"stale,omitempty"`
