@@ -123,6 +123,13 @@ func (c *Controller) take(source string, o Offer) Result {
 // one and it still applies, else the configured file. An error with a policy in force
 // (pinned from an earlier run) leaves that policy in force.
 func (c *Controller) Start() Result {
+	if c.cfg.Source == SourceEtcd {
+		if k, _ := c.loadKept(); k != nil {
+			c.mu.Lock()
+			c.revision = k.Revision // the last applied, whatever is in force now
+			c.mu.Unlock()
+		}
+	}
 	o, err := c.loadOverride()
 	if err != nil {
 		c.log.Error("the override cannot be read: applying the configured source", "error", err)
@@ -213,8 +220,9 @@ type SourceStatus struct {
 
 // EtcdStatus is the etcd source's part of the status.
 type EtcdStatus struct {
-	Revision int64 `json:"revision"`          // the revision in force (0: none applied by this router)
-	Offered  int64 `json:"offered,omitempty"` // the latest revision etcd offered (applied, refused or pending)
+	Revision    int64 `json:"revision"`               // the revision in force (0: none, or an override stands)
+	LastApplied int64 `json:"last_applied,omitempty"` // the last revision this router applied (kept beside the store)
+	Offered     int64 `json:"offered,omitempty"`      // the latest revision etcd offered (applied, refused or pending)
 	// Health is the source's connection, set by the daemon (Config.EtcdHealth).
 	Health any `json:"health,omitempty"`
 }
@@ -308,10 +316,30 @@ func (c *Controller) ReleaseOverride(who string) Result {
 		c.mu.Unlock()
 		return Result{Outcome: "failed", Err: fmt.Errorf("removing the override: %w", err)}
 	}
+	o, pending := c.override, c.filePending
 	c.override, c.filePending = nil, time.Time{}
 	c.mu.Unlock()
 	c.log.Info("override released: back to the configured source", "who", who, "source", c.primaryName())
-	return c.applyPrimary(who)
+	res := c.applyPrimary(who)
+	if res.Err == nil && res.Outcome != "waiting" {
+		return res
+	}
+	// What the configured source offers does not apply (or there is nothing yet): the
+	// override's policy is still what is enforced, so the override stands, on disk
+	// too, rather than a status that names a source whose policy is not in force.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.override, c.filePending = o, pending
+	if err := c.saveOverride(o); err != nil {
+		c.log.Error("keeping the override again", "error", err)
+	}
+	c.publish()
+	why := "it offers no policy yet"
+	if res.Err != nil {
+		why = res.Err.Error()
+	}
+	c.log.Error("release refused: the configured source's policy does not apply; the override stands", "source", c.primaryName(), "error", why)
+	return Result{Outcome: "rejected", OldHash: res.OldHash, Err: fmt.Errorf("release refused: the policy of the configured source (%s) does not apply, so the override stays in force: %s", c.primaryName(), why)}
 }
 
 // fileChanged handles an offer of the configured source (a change of the file, or
@@ -320,6 +348,11 @@ func (c *Controller) fileChanged(o Offer) Result {
 	c.mu.Lock()
 	if c.cfg.Source == SourceEtcd {
 		c.offered = &o // applied on release, if the override stands
+		if c.override != nil && o.Revision != 0 && o.Revision == c.revision {
+			c.publish()
+			c.mu.Unlock()
+			return Result{Outcome: "unchanged", OldHash: c.Snapshot().Hash} // the revision kept: nothing new waits
+		}
 	}
 	if c.override != nil {
 		first, by := c.filePending.IsZero(), *c.override
@@ -427,7 +460,10 @@ func (c *Controller) sourceStatus() SourceStatus {
 	s := SourceStatus{InForce: c.primaryName(), File: c.cfg.Policy}
 	if c.cfg.Source == SourceEtcd {
 		s.File = ""
-		e := EtcdStatus{Revision: c.revision}
+		e := EtcdStatus{Revision: c.revision, LastApplied: c.revision}
+		if c.override != nil {
+			e.Revision = 0 // the override is in force, not an etcd revision
+		}
 		if c.offered != nil {
 			e.Offered = c.offered.Revision
 		}

@@ -94,31 +94,47 @@ func TestEtcdSourceKeepsLastGood(t *testing.T) {
 	if res := over.Apply("emergency.yaml", []byte(policyB), "uid:0"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	offer(9, policyA)
-	waitFor(t, "revision 9 pending", func() bool { return d.Snapshot().Source.FilePending })
-	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
-		t.Fatalf("the override must stay in force over etcd's revision 9: %v", got)
+	if st := d.Snapshot(); st.Source.InForce != SourceOverride || st.Source.Etcd.Revision != 0 || st.Source.Etcd.LastApplied != 7 {
+		t.Fatalf("with the override in force: %+v %+v", st.Source, st.Source.Etcd)
 	}
-	if res := over.Release("uid:0"); res.Err != nil || revision() != 9 {
+	// A release while etcd offers only a revision that does not apply: refused, and
+	// the override stands (its policy is what is enforced).
+	offer(9, bad)
+	waitFor(t, "the bad revision 9 pending", func() bool { return d.Snapshot().Source.Etcd.Offered == 9 })
+	if res := over.Release("uid:0"); res.Err == nil || !strings.Contains(res.Err.Error(), "the override stays in force") {
+		t.Fatalf("release onto a bad revision: %s %v", res.Outcome, res.Err)
+	}
+	if st := d.Snapshot(); st.Source.InForce != SourceOverride || st.Source.Override == nil {
+		t.Fatalf("after a refused release: %+v", st.Source)
+	}
+	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
+		t.Fatalf("the override's policy after a refused release: %v", got)
+	}
+	offer(10, policyA)
+	waitFor(t, "revision 10 pending", func() bool { return d.Snapshot().Source.Etcd.Offered == 10 })
+	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
+		t.Fatalf("the override must stay in force over etcd's revision 10: %v", got)
+	}
+	if res := over.Release("uid:0"); res.Err != nil || revision() != 10 {
 		t.Fatalf("release: %s %v, revision %d", res.Outcome, res.Err, revision())
 	}
 	if got := judge(t, d, "100.64.1.25"); got != model.ActionPass {
-		t.Fatalf("revision 9 after release: %v", got)
+		t.Fatalf("revision 10 after release: %v", got)
 	}
-	offer(10, policyB)
-	waitFor(t, "revision 10 in force", func() bool { return revision() == 10 })
+	offer(11, policyB)
+	waitFor(t, "revision 11 in force", func() bool { return revision() == 11 })
 	stop()
 
-	// Started again with etcd unreachable: revision 10 is what it enforces, from disk.
+	// Started again with etcd unreachable: revision 11 is what it enforces, from disk.
 	d = open()
 	if res := d.Start(); res.Err != nil || (res.Outcome != "applied" && res.Outcome != "unchanged") {
 		t.Fatalf("start with a kept revision: %s %v", res.Outcome, res.Err)
 	}
-	if st := d.Snapshot(); st.Source.Etcd.Revision != 10 || st.Policy != "etcd:dsl@10" {
+	if st := d.Snapshot(); st.Source.Etcd.Revision != 11 || st.Policy != "etcd:dsl@11" {
 		t.Fatalf("after a restart: %+v %s", st.Source.Etcd, st.Policy)
 	}
 	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
-		t.Fatalf("revision 10 after a restart: %v", got)
+		t.Fatalf("revision 11 after a restart: %v", got)
 	}
 	d.store.Close()
 }
