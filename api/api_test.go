@@ -472,7 +472,12 @@ func TestParseDuration(t *testing.T) {
 // so); a malformed fleet flag is a bad request and reaches no backend.
 func TestFleetScope(t *testing.T) {
 	e := newEnv(t)
-	r := e.do("POST", "/v1/quarantines", "all", `{"address": "100.64.1.10", "for": "24h", "reason": "spam run", "fleet": true}`)
+	// The abuse desk's client may quarantine on this router, not across the fleet.
+	r := e.do("POST", "/v1/quarantines", "desk", `{"address": "100.64.1.10", "for": "24h", "reason": "spam run", "fleet": true}`)
+	want(t, r, http.StatusForbidden, "desk", `needs the "fleet" scope too`)
+	r = e.do("DELETE", "/v1/quarantines/100.64.1.10?reason=x&fleet=true", "desk", nil)
+	want(t, r, http.StatusForbidden, "desk", `needs the "fleet" scope too`)
+	r = e.do("POST", "/v1/quarantines", "all", `{"address": "100.64.1.10", "for": "24h", "reason": "spam run", "fleet": true}`)
 	want(t, r, http.StatusUnprocessableEntity, "all", "in no fleet")
 	r = e.do("DELETE", "/v1/quarantines/100.64.1.10?reason=x&fleet=true", "all", nil)
 	want(t, r, http.StatusUnprocessableEntity, "all", "in no fleet")

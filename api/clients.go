@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -30,11 +31,12 @@ const (
 	scopeRead       scope = "read"       // GET: entries, history, status
 	scopeQuarantine scope = "quarantine" // add and release quarantines
 	scopeUnblock    scope = "unblock"    // add and release unblocks
+	scopeFleet      scope = "fleet"      // with quarantine or unblock: for every router of the group
 )
 
-var allScopes = []scope{scopeRead, scopeQuarantine, scopeUnblock}
+var allScopes = []scope{scopeRead, scopeQuarantine, scopeUnblock, scopeFleet}
 
-func (s scope) valid() bool { return s == scopeRead || s == scopeQuarantine || s == scopeUnblock }
+func (s scope) valid() bool { return slices.Contains(allScopes, s) }
 
 // client is one entry of the clients file.
 type client struct {
@@ -203,7 +205,7 @@ func parseClients(file string, data []byte) (*clients, error) {
 					sc := scope(sn.Value)
 					switch {
 					case sn.Kind != yaml.ScalarNode || !sc.valid():
-						errs = append(errs, fmt.Sprintf("%s: unknown scope %q; the scopes are read, quarantine, unblock", at(sn), sn.Value))
+						errs = append(errs, fmt.Sprintf("%s: unknown scope %q; the scopes are read, quarantine, unblock, fleet", at(sn), sn.Value))
 						scopesBad = true
 					case c.scopes[sc]:
 						errs = append(errs, fmt.Sprintf("%s: scope %s is listed twice; list it once", at(sn), sc))
@@ -249,7 +251,7 @@ func parseClients(file string, data []byte) (*clients, error) {
 			label = "this client"
 		}
 		if len(c.scopes) == 0 && !scopesBad {
-			errs = append(errs, fmt.Sprintf("%s: %s has no scopes: give it some of read, quarantine, unblock", at(item), label))
+			errs = append(errs, fmt.Sprintf("%s: %s has no scopes: give it some of read, quarantine, unblock, fleet", at(item), label))
 		}
 		switch {
 		case !seen["token_sha256"] && !seen["cert_cn"]:

@@ -136,7 +136,7 @@ var tokenScopes = map[string]string{
 	"desk":   "[read, quarantine]",
 	"portal": "[read, unblock]",
 	"writer": "[quarantine]",
-	"all":    "[read, quarantine, unblock]",
+	"all":    "[read, quarantine, unblock, fleet]",
 }
 
 // writeFile writes data to name in dir and returns the path.

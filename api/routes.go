@@ -361,6 +361,10 @@ func (s *Server) add(x *exchange, kind overlay.Kind) {
 	req := overlay.Request{Kind: kind, Prefix: p, For: d, Reason: body.Reason, Ticket: body.Ticket, Who: "api:" + x.client.name}
 	add, scope := s.backend.Add, ""
 	if body.Fleet {
+		if !x.client.scopes[scopeFleet] {
+			x.fail(http.StatusForbidden, "a fleet-wide %s needs the %q scope too; client %q has %s (the operator adds scopes in the clients file)", kind, scopeFleet, x.client.name, x.client.scopeList())
+			return
+		}
 		add, scope = s.backend.AddFleet, " for the fleet"
 	}
 	e, err := add(req)
@@ -385,6 +389,10 @@ func (s *Server) release(x *exchange, kind overlay.Kind) {
 	switch q.Get("fleet") {
 	case "", "false":
 	case "true":
+		if !x.client.scopes[scopeFleet] {
+			x.fail(http.StatusForbidden, "a fleet-wide release needs the %q scope too; client %q has %s (the operator adds scopes in the clients file)", scopeFleet, x.client.name, x.client.scopeList())
+			return
+		}
 		release, scope = s.backend.ReleaseFleet, " for the fleet"
 	default:
 		x.fail(http.StatusBadRequest, "fleet=%q: give fleet=true to release the group's fleet entry, or leave it out", q.Get("fleet"))

@@ -222,6 +222,18 @@ func (c *Controller) AddEntry(req overlay.Request) (overlay.Entry, error) {
 	return e, nil
 }
 
+// CheckEntry says whether req would be taken here, by the bounds of the policy in
+// force (kinds, terms, the ranges where it is forbidden), without adding it: a fleet
+// entry asked of this router is checked so before it goes to every router.
+func (c *Controller) CheckEntry(req overlay.Request) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.good == nil {
+		return ErrNoPolicyYet
+	}
+	return c.rules().Validate(req)
+}
+
 // ReleaseEntry removes a runtime entry.
 func (c *Controller) ReleaseEntry(k overlay.Key, who, reason string) error {
 	c.mu.Lock()

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
 	"github.com/portcullis/portcullis/buildinfo"
 	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/fleet"
@@ -229,6 +231,9 @@ func (d *Daemon) addFleet(req overlay.Request) (overlay.Entry, error) {
 	if req.For <= 0 {
 		return overlay.Entry{}, fmt.Errorf("%w: a fleet entry needs for (how long), e.g. \"for\": \"24h\"", overlay.ErrDuration)
 	}
+	if err := d.ctl.CheckEntry(req); err != nil {
+		return overlay.Entry{}, err // this router's policy refuses it: so would the others' like it
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	now := time.Now()
@@ -261,6 +266,8 @@ func fleetError(err error) error {
 		return fmt.Errorf("%w: %v", overlay.ErrNotFound, err)
 	case errors.Is(err, fleet.ErrInvalid), errors.Is(err, fleet.ErrName):
 		return fmt.Errorf("%w: %v", overlay.ErrInvalid, err)
+	case errors.Is(err, rpctypes.ErrPermissionDenied), errors.Is(err, rpctypes.ErrGRPCPermissionDenied):
+		return fmt.Errorf("%w: this router's etcd user may not write the group's fleet entries (portcullis fleet grant router --entries gives it that, or the NOC uses portcullis fleet quarantine): %v", overlay.ErrForbidden, err)
 	default:
 		return fmt.Errorf("%w: etcd: %v", overlay.ErrUnavailable, err)
 	}

@@ -50,6 +50,18 @@ func GrantRouter(ctx context.Context, cli *Client, group, router, user, password
 	return grantUser(ctx, cli, user, password, role)
 }
 
+// GrantRouterEntries lets router of group (GrantRouter first) write the group's
+// fleet entries too: for a router whose HTTP API takes fleet-wide quarantines and
+// unblocks ("fleet": true) from the abuse desk's tools or the portal.
+func GrantRouterEntries(ctx context.Context, cli *Client, group, router string) error {
+	role := RouterRole(group, router)
+	if _, err := cli.etcd.RoleGrantPermission(ctx, role, cli.entriesKey(group), clientv3.GetPrefixRangeEnd(cli.entriesKey(group)),
+		clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
+		return fmt.Errorf("granting %s the fleet entries of group %s: %w", role, group, err)
+	}
+	return nil
+}
+
 // GrantNOC makes etcd user (created if absent) one of the NOC's: it may read and
 // write every key of the fleet (push, roll back, fleet entries, status).
 func GrantNOC(ctx context.Context, cli *Client, user, password string) error {

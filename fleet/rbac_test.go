@@ -1,12 +1,17 @@
 package fleet
 
 import (
+	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/portcullis/portcullis/overlay"
 )
 
 // With etcd's authentication on and the roles GrantNOC and GrantRouter make: the NOC
@@ -75,6 +80,20 @@ func TestRBAC(t *testing.T) {
 	}
 	if _, err := bng1.etcd.Put(ctx, bng1.entriesKey("dsl")+"quarantine/100.64.1.10_32", "{}"); err == nil {
 		t.Error("a router wrote a fleet entry")
+	}
+
+	// With --entries a router may write the group's fleet entries (its API takes
+	// fleet-wide entries); without, the refusal is etcd's permission error, which the
+	// daemon answers as forbidden.
+	if err := GrantRouterEntries(ctx, root, "dsl", "bng1"); err != nil {
+		t.Fatal(err)
+	}
+	req := overlay.Request{Kind: overlay.Quarantine, Prefix: netip.MustParsePrefix("100.64.1.10/32"), For: time.Hour, Reason: "spam run"}
+	if err := PutEntry(ctx, bng1, "dsl", req, "api:abuse-desk"); err != nil {
+		t.Errorf("a router granted the entries could not write one: %v", err)
+	}
+	if err := PutEntry(ctx, as("bng2", "bng2-pw"), "dsl", req, "api:abuse-desk"); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+		t.Errorf("a router without the entries grant: %v, want etcd's permission denied", err)
 	}
 
 	rep, err := StartReporter(bng1, "dsl", "bng1", 2*time.Second, func() Report {

@@ -34,11 +34,11 @@ The fleet: routers that take their policy from etcd (policy_source: etcd), by gr
   portcullis fleet rollback --group G --to REV [--expect-revision N]
       pushes the policy of revision REV again, as a new revision
   portcullis fleet quarantine|unblock ADDRESS|CIDR --group G --for DURATION --reason TEXT [--ticket ID]
-  portcullis fleet release ADDRESS|CIDR --group G [--unblock] [--reason TEXT]
+  portcullis fleet release ADDRESS|CIDR --group G [--unblock]
   portcullis fleet entries --group G [--json]
       runtime entries for every router of the group: each router adds them (checked
       against its own policy's bounds) and they end with their lease
-  portcullis fleet grant router --group G --router NAME [--etcd-user U] [--etcd-password-file F]
+  portcullis fleet grant router --group G --router NAME [--entries] [--etcd-user U] [--etcd-password-file F]
   portcullis fleet grant noc --etcd-user U [--etcd-password-file F]
       with etcd's root credentials: the roles of docs/fleet.md. A router may read its
       group and write only its own status; the NOC's user may push. Without a password
@@ -193,7 +193,12 @@ func runFleetPush(e *env, args []string) error {
 	if err != nil {
 		return &exitError{2, err}
 	}
-	if _, err := loadPolicy(e, file); err != nil {
+	// Checked here as every router will: inline (a policy from etcd names no list files).
+	pol, err := policy.ParseInline(file, text, e.now())
+	if err == nil {
+		_, err = policy.Compile(pol, e.now())
+	}
+	if err != nil {
 		return rejectPolicy(e, file, err, 2)
 	}
 	ctx, cli, group, done, err := c.open(e, true)
@@ -380,6 +385,7 @@ func runFleetGrant(e *env, args []string) error {
 	router := fs.String("router", "", "the router's name (as its daemon reports under: etcd.router)")
 	user := fs.String("etcd-user", "", "the etcd user to grant (default: the router's name)")
 	pwFile := fs.String("etcd-password-file", "", "its password, in a file (none: a certificate's common name)")
+	entries := fs.Bool("entries", false, "router: may write the group's fleet entries too (its HTTP API takes \"fleet\": true)")
 	if done, err := parseVerb(fs, "no arguments", args[1:], 0, 0); done || err != nil {
 		return err
 	}
@@ -412,6 +418,12 @@ func runFleetGrant(e *env, args []string) error {
 	u := cmp.Or(*user, *router)
 	if err := fleet.GrantRouter(ctx, cli, group, *router, u, password); err != nil {
 		return err
+	}
+	if *entries {
+		if err := fleet.GrantRouterEntries(ctx, cli, group, *router); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "router %s may write group %s's fleet entries too\n", *router, group)
 	}
 	fmt.Fprintf(e.stdout, "etcd user %s (role %s) may read group %s and write only router %s's status\n", u, fleet.RouterRole(group, *router), group, *router)
 	return nil
