@@ -78,10 +78,7 @@ func (a *auditLog) write(now time.Time, who, file string, r Result) {
 	if r.Err != nil {
 		rec.Error = r.Err.Error()
 	}
-	b, _ := json.Marshal(rec)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.f.Write(append(b, '\n'))
+	a.line(rec)
 }
 
 // EntryRecord is one line of the audit log for a runtime entry.
@@ -103,10 +100,7 @@ func (a *auditLog) writeEntry(now time.Time, ev overlay.Event) {
 	}
 	rec := EntryRecord{Time: now.UTC(), Who: ev.Who, Action: string(ev.Action), Kind: string(ev.Entry.Kind),
 		Prefix: ev.Entry.Prefix.String(), Expires: ev.Entry.Expires.UTC(), Reason: ev.Reason, Ticket: ev.Entry.Ticket, Level: ev.Entry.Level}
-	b, _ := json.Marshal(rec)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.f.Write(append(b, '\n'))
+	a.line(rec)
 }
 
 // APIRecord is one line of the audit log for a request to the HTTP API.
@@ -123,10 +117,7 @@ func (a *auditLog) writeAPI(r api.Record) {
 	if a == nil || a.f == nil {
 		return
 	}
-	b, _ := json.Marshal(APIRecord{Time: r.Time.UTC(), Who: "api:" + r.Client, Method: r.Method, Path: r.Path, Status: r.Status, Detail: r.Detail})
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.f.Write(append(b, '\n'))
+	a.line(APIRecord{Time: r.Time.UTC(), Who: "api:" + r.Client, Method: r.Method, Path: r.Path, Status: r.Status, Detail: r.Detail})
 }
 
 func (a *auditLog) Close() error {
@@ -134,4 +125,12 @@ func (a *auditLog) Close() error {
 		return nil
 	}
 	return a.f.Close()
+}
+
+// line appends rec to the log as one JSON line.
+func (a *auditLog) line(rec any) {
+	b, _ := json.Marshal(rec)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.f.Write(append(b, '\n'))
 }

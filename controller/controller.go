@@ -90,7 +90,7 @@ type Controller struct {
 	override    *Override // a policy applied over the control socket, in force until released
 	filePending time.Time // when the configured file changed while the override stood
 	offered     *Offer    // the etcd source's latest offer
-	revision    int64     // the etcd revision in force
+	kept        *Offer    // the etcd revision last applied, as kept on disk (read once, at start)
 
 	// published is the status as of the last change and entries the runtime entries,
 	// both read without mu (publish);

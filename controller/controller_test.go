@@ -12,37 +12,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/model"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_BPF, CAP_NET_ADMIN) to load the XDP program; run: sudo make test")
-	}
-}
-
-const policyA = `version: 1
-default: pass
-ranges:
-  - {name: dynamic, verdict: reset, cidrs: [100.64.0.0/10, "2001:db8:1000::/36"]}
-  - {name: mobile, verdict: drop, cidrs: [100.96.0.0/11]}
-exemptions:
-  - {cidr: 100.64.1.25, name: mx1, reason: registered mail server, ticket: T-1}
-quarantines:
-  - {cidr: 198.51.100.66, verdict: drop, reason: spam run, owner: abuse, expires: 2099-01-01}
-`
-
-// policyB differs from A in a range verdict and drops the exemption.
-var policyB = strings.Replace(strings.Replace(policyA, "verdict: reset", "verdict: drop", 1),
-	"exemptions:\n  - {cidr: 100.64.1.25, name: mx1, reason: registered mail server, ticket: T-1}\n", "", 1)
 
 // testController is a controller on a private (unpinned, unattached) program: enough
 // for the policy path (apply, proof, rollback, audit).
 func testController(t *testing.T) *Controller {
 	t.Helper()
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	prog, err := loader.Load()
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +83,7 @@ func audit(t *testing.T, d *Controller) []AuditRecord {
 
 func TestApplyProveAndReject(t *testing.T) {
 	d := testController(t)
-	res := d.Apply("a.yaml", []byte(policyA), "file")
+	res := d.Apply("a.yaml", []byte(testutil.PolicyA), "file")
 	if res.Err != nil || res.Outcome != "applied" {
 		t.Fatalf("apply A: %s %v", res.Outcome, res.Err)
 	}
@@ -115,7 +94,7 @@ func TestApplyProveAndReject(t *testing.T) {
 		t.Fatalf("exempt host under A: %v", got)
 	}
 	// An invalid policy: positioned errors, nothing changes.
-	bad := strings.Replace(policyA, "verdict: drop, cidrs: [100.96.0.0/11]", "verdict: block, cidrs: [100.96.0.0/11]", 1)
+	bad := strings.Replace(testutil.PolicyA, "verdict: drop, cidrs: [100.96.0.0/11]", "verdict: block, cidrs: [100.96.0.0/11]", 1)
 	res = d.Apply("bad.yaml", []byte(bad), "uid:0")
 	if res.Outcome != "rejected" || res.Err == nil || !strings.Contains(res.Err.Error(), "bad.yaml:5:29: verdict \"block\"") {
 		t.Fatalf("bad policy: %s %v", res.Outcome, res.Err)
@@ -127,7 +106,7 @@ func TestApplyProveAndReject(t *testing.T) {
 		!strings.Contains(st.LastError.Error, "bad.yaml:5:29") || st.LastChange != st.LastError {
 		t.Fatalf("status after a rejected policy: last error %+v, last change %+v", st.LastError, st.LastChange)
 	}
-	res = d.Apply("b.yaml", []byte(policyB), "signal")
+	res = d.Apply("b.yaml", []byte(testutil.PolicyB), "signal")
 	if res.Outcome != "applied" || res.Diff == nil || res.Diff.Blocks == 0 {
 		t.Fatalf("apply B: %+v", res)
 	}
@@ -157,7 +136,7 @@ func TestApplyProveAndReject(t *testing.T) {
 // comes back.
 func TestProofFailureRollsBack(t *testing.T) {
 	d := testController(t)
-	if res := d.Apply("a.yaml", []byte(policyA), "file"); res.Err != nil {
+	if res := d.Apply("a.yaml", []byte(testutil.PolicyA), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	// The program gets B with the mobile range turned to pass; the model judges B.
@@ -171,7 +150,7 @@ func TestProofFailureRollsBack(t *testing.T) {
 		}
 		return &c
 	}
-	res := d.Apply("b.yaml", []byte(policyB), "uid:0")
+	res := d.Apply("b.yaml", []byte(testutil.PolicyB), "uid:0")
 	if res.Outcome != "rolled-back" || res.Err == nil || !strings.Contains(res.Err.Error(), " port 25: program XDP_PASS, model XDP_DROP") {
 		t.Fatalf("tampered B: %s %v", res.Outcome, res.Err)
 	}
@@ -194,10 +173,10 @@ func TestProofFailureRollsBack(t *testing.T) {
 func TestProofLeavesCountersAlone(t *testing.T) {
 	d := testController(t)
 	for range 3 {
-		if res := d.Apply("a.yaml", []byte(policyA), "file"); res.Err != nil {
+		if res := d.Apply("a.yaml", []byte(testutil.PolicyA), "file"); res.Err != nil {
 			t.Fatal(res.Err)
 		}
-		if res := d.Apply("b.yaml", []byte(policyB), "file"); res.Err != nil {
+		if res := d.Apply("b.yaml", []byte(testutil.PolicyB), "file"); res.Err != nil {
 			t.Fatal(res.Err)
 		}
 	}

@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/overlay"
 	"github.com/portcullis/portcullis/store"
 )
 
-const policyRuntime = policyA + `runtime:
+const policyRuntime = testutil.PolicyA + `runtime:
   quarantine: {terms: [1h, 4h], verdict: drop}
   unblock: {max: 90d, forbidden_in: [mobile]}
 `
@@ -103,7 +104,7 @@ func TestRuntimeEntries(t *testing.T) {
 // the store damaged, it reports it, keeps what the data plane enforces (recovered
 // from it) and refuses runtime changes; with the store gone, it recovers them too.
 func TestRuntimeStoreRestart(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	prog, err := loader.Load()
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -124,11 +125,13 @@ func (c *Controller) take(source string, o Offer) Result {
 // (pinned from an earlier run) leaves that policy in force.
 func (c *Controller) Start() Result {
 	if c.cfg.Source == SourceEtcd {
-		if k, _ := c.loadKept(); k != nil {
-			c.mu.Lock()
-			c.revision = k.Revision // the last applied, whatever is in force now
-			c.mu.Unlock()
+		k, err := c.loadKept()
+		if err != nil {
+			c.log.Error("the last policy from etcd cannot be read: waiting for etcd", "error", err)
 		}
+		c.mu.Lock()
+		c.kept = k
+		c.mu.Unlock()
 	}
 	o, err := c.loadOverride()
 	if err != nil {
@@ -234,18 +237,30 @@ func (c *Controller) overridePath() string {
 
 // loadOverride reads the override kept from an earlier run, if any.
 func (c *Controller) loadOverride() (*Override, error) {
-	b, err := os.ReadFile(c.overridePath())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading the override %s: %w", c.overridePath(), err)
-	}
 	var o Override
-	if err := json.Unmarshal(b, &o); err != nil || len(o.Policy) == 0 {
-		return nil, fmt.Errorf("the override %s is damaged (%v): move it aside to return to the configured file", c.overridePath(), err)
+	if found, err := readJSONFile(c.overridePath(), &o); !found || err != nil {
+		return nil, err
+	}
+	if len(o.Policy) == 0 {
+		return nil, fmt.Errorf("the override %s is damaged (no policy): move it aside to return to the configured file", c.overridePath())
 	}
 	return &o, nil
+}
+
+// readJSONFile reads path, written by writeJSONFile, into v; found is false (and err
+// nil) when there is no such file.
+func readJSONFile(path string, v any) (found bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return true, fmt.Errorf("%s is damaged (%v): move it aside", path, err)
+	}
+	return true, nil
 }
 
 // saveOverride keeps o on disk.
@@ -348,7 +363,7 @@ func (c *Controller) fileChanged(o Offer) Result {
 	c.mu.Lock()
 	if c.cfg.Source == SourceEtcd {
 		c.offered = &o // applied on release, if the override stands
-		if c.override != nil && o.Revision != 0 && o.Revision == c.revision {
+		if c.override != nil && o.Revision != 0 && o.Revision == c.keptRevision() {
 			c.publish()
 			c.mu.Unlock()
 			return Result{Outcome: "unchanged", OldHash: c.Snapshot().Hash} // the revision kept: nothing new waits
@@ -389,15 +404,8 @@ func (c *Controller) applyPrimary(who string) Result {
 		return c.applyFile(c.cfg.Policy, who)
 	}
 	c.mu.Lock()
-	o := c.offered
+	o := cmp.Or(c.offered, c.kept)
 	c.mu.Unlock()
-	if o == nil {
-		kept, err := c.loadKept()
-		if err != nil {
-			c.log.Error("the last policy from etcd cannot be read: waiting for etcd", "error", err)
-		}
-		o = kept
-	}
 	if o == nil {
 		c.log.Warn("no policy from etcd yet: what is pinned stays in force until etcd offers one")
 		return Result{Outcome: "waiting", OldHash: c.Snapshot().Hash}
@@ -418,7 +426,7 @@ func (c *Controller) applyOffer(o Offer) Result {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.revision = o.Revision
+	c.kept = &Offer{Who: o.Who, File: o.File, Policy: o.Policy, Revision: o.Revision}
 	if err := writeJSONFile(c.keptPath(), kept{File: o.File, Who: o.Who, Revision: o.Revision, Policy: o.Policy}); err != nil {
 		c.log.Error("the policy from etcd applied but was not kept: a restart while etcd is unreachable will wait for it", "error", err)
 	}
@@ -441,18 +449,22 @@ func (c *Controller) keptPath() string {
 
 // loadKept reads the last policy applied from etcd, if any.
 func (c *Controller) loadKept() (*Offer, error) {
-	b, err := os.ReadFile(c.keptPath())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
+	var k kept
+	if found, err := readJSONFile(c.keptPath(), &k); !found || err != nil {
 		return nil, err
 	}
-	var k kept
-	if err := json.Unmarshal(b, &k); err != nil || len(k.Policy) == 0 {
-		return nil, fmt.Errorf("%s is damaged (%v)", c.keptPath(), err)
+	if len(k.Policy) == 0 {
+		return nil, fmt.Errorf("%s is damaged (no policy): move it aside", c.keptPath())
 	}
 	return &Offer{Who: k.Who, File: k.File, Policy: k.Policy, Revision: k.Revision}, nil
+}
+
+// keptRevision is the etcd revision last applied (0: none). Called with c.mu held.
+func (c *Controller) keptRevision() int64 {
+	if c.kept == nil {
+		return 0
+	}
+	return c.kept.Revision
 }
 
 // sourceStatus is the source part of the status. Called with c.mu held.
@@ -460,7 +472,7 @@ func (c *Controller) sourceStatus() SourceStatus {
 	s := SourceStatus{InForce: c.primaryName(), File: c.cfg.Policy}
 	if c.cfg.Source == SourceEtcd {
 		s.File = ""
-		e := EtcdStatus{Revision: c.revision, LastApplied: c.revision}
+		e := EtcdStatus{Revision: c.keptRevision(), LastApplied: c.keptRevision()}
 		if c.override != nil {
 			e.Revision = 0 // the override is in force, not an etcd revision
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/model"
 )
@@ -38,7 +39,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // outranks etcd, whose offers then wait and apply on release; and a controller
 // started again (etcd unreachable) applies the last revision kept.
 func TestEtcdSourceKeepsLastGood(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	prog, err := loader.Load()
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +75,7 @@ func TestEtcdSourceKeepsLastGood(t *testing.T) {
 	}
 	revision := func() int64 { return d.Snapshot().Source.Etcd.Revision }
 
-	offer(7, policyA)
+	offer(7, testutil.PolicyA)
 	waitFor(t, "revision 7 in force", func() bool { return revision() == 7 })
 	st := d.Snapshot()
 	if st.Source.InForce != SourceEtcd || st.Policy != "etcd:dsl@7" || st.Source.Etcd.Health != "connected" {
@@ -84,14 +85,14 @@ func TestEtcdSourceKeepsLastGood(t *testing.T) {
 		t.Fatalf("exempt host under revision 7: %v", got)
 	}
 
-	bad := strings.Replace(policyA, "verdict: drop,", "verdict: block,", 1)
+	bad := strings.Replace(testutil.PolicyA, "verdict: drop,", "verdict: block,", 1)
 	offer(8, bad)
 	waitFor(t, "revision 8 refused", func() bool { return d.Snapshot().LastError != nil })
 	if st := d.Snapshot(); st.Source.Etcd.Revision != 7 || st.Source.Etcd.Offered != 8 || !strings.Contains(st.LastError.Error, "etcd:dsl@8:") {
 		t.Fatalf("after a bad revision: etcd %+v, last error %+v", st.Source.Etcd, st.LastError)
 	}
 
-	if res := over.Apply("emergency.yaml", []byte(policyB), "uid:0"); res.Err != nil {
+	if res := over.Apply("emergency.yaml", []byte(testutil.PolicyB), "uid:0"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	if st := d.Snapshot(); st.Source.InForce != SourceOverride || st.Source.Etcd.Revision != 0 || st.Source.Etcd.LastApplied != 7 {
@@ -110,7 +111,7 @@ func TestEtcdSourceKeepsLastGood(t *testing.T) {
 	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
 		t.Fatalf("the override's policy after a refused release: %v", got)
 	}
-	offer(10, policyA)
+	offer(10, testutil.PolicyA)
 	waitFor(t, "revision 10 pending", func() bool { return d.Snapshot().Source.Etcd.Offered == 10 })
 	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
 		t.Fatalf("the override must stay in force over etcd's revision 10: %v", got)
@@ -121,7 +122,7 @@ func TestEtcdSourceKeepsLastGood(t *testing.T) {
 	if got := judge(t, d, "100.64.1.25"); got != model.ActionPass {
 		t.Fatalf("revision 10 after release: %v", got)
 	}
-	offer(11, policyB)
+	offer(11, testutil.PolicyB)
 	waitFor(t, "revision 11 in force", func() bool { return revision() == 11 })
 	stop()
 

@@ -4,7 +4,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,31 +12,10 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/controller"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/model"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_BPF, CAP_NET_ADMIN) to load the XDP program; run: sudo make test")
-	}
-}
-
-const policyA = `version: 1
-default: pass
-ranges:
-  - {name: dynamic, verdict: reset, cidrs: [100.64.0.0/10, "2001:db8:1000::/36"]}
-  - {name: mobile, verdict: drop, cidrs: [100.96.0.0/11]}
-exemptions:
-  - {cidr: 100.64.1.25, name: mx1, reason: registered mail server, ticket: T-1}
-quarantines:
-  - {cidr: 198.51.100.66, verdict: drop, reason: spam run, owner: abuse, expires: 2099-01-01}
-`
-
-// policyB differs from A in a range verdict and drops the exemption.
-var policyB = strings.Replace(strings.Replace(policyA, "verdict: reset", "verdict: drop", 1),
-	"exemptions:\n  - {cidr: 100.64.1.25, name: mx1, reason: registered mail server, ticket: T-1}\n", "", 1)
 
 func TestParseConfig(t *testing.T) {
 	good := "interfaces: [eth1, eth2.100]\nmode: native\npolicy: /etc/portcullis/policy.yaml\n"
@@ -66,7 +44,7 @@ func TestParseConfig(t *testing.T) {
 // answer. No timing is involved: the hook waits until both have answered, or until a
 // generous deadline that a blocked reader would hit.
 func TestReadersDoNotWaitForAnApply(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	prog, err := loader.Load()
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +69,7 @@ func TestReadersDoNotWaitForAnApply(t *testing.T) {
 	t.Cleanup(func() { d.Close() })
 	m.ctl = d
 	d.OpenStore()
-	if res := d.Apply("a.yaml", []byte(policyA), "file"); res.Err != nil {
+	if res := d.Apply("a.yaml", []byte(testutil.PolicyA), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	entered, release := make(chan struct{}), make(chan struct{})
@@ -102,7 +80,7 @@ func TestReadersDoNotWaitForAnApply(t *testing.T) {
 	}
 	tamper.Store(&hold)
 	done := make(chan controller.Result)
-	go func() { done <- d.Apply("b.yaml", []byte(policyB), "file") }()
+	go func() { done <- d.Apply("b.yaml", []byte(testutil.PolicyB), "file") }()
 	<-entered
 	answered := make(chan string, 3)
 	go func() {

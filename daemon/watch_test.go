@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/controller"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/model"
 )
@@ -18,7 +19,7 @@ import (
 // state reaches the snapshot. The interface indexes wait for the controller, and are
 // taken once the apply is done.
 func TestWatchDoesNotWaitForAnApply(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	prog, err := loader.Load()
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +46,7 @@ func TestWatchDoesNotWaitForAnApply(t *testing.T) {
 	t.Cleanup(func() { d.ctl.Close() })
 	d.metrics.ctl = d.ctl
 	d.ctl.OpenStore()
-	if res := d.ctl.Apply("a.yaml", []byte(policyA), "file"); res.Err != nil {
+	if res := d.ctl.Apply("a.yaml", []byte(testutil.PolicyA), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	d.attached["pcnone0"] = loader.ModeGeneric // as if attached before it went
@@ -62,7 +63,7 @@ func TestWatchDoesNotWaitForAnApply(t *testing.T) {
 	}
 	hold.Store(&f)
 	done := make(chan controller.Result)
-	go func() { done <- d.ctl.Apply("b.yaml", []byte(policyB), "file") }()
+	go func() { done <- d.ctl.Apply("b.yaml", []byte(testutil.PolicyB), "file") }()
 	<-entered
 	reconciled := make(chan struct{})
 	go func() {

@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/model"
 )
 
@@ -48,7 +49,7 @@ func TestLinkOf(t *testing.T) {
 // SYN-ACK for 587, which the program passes to the real TCP stack. Generic mode: the
 // kernel's tun driver has native XDP only in tap (Ethernet) mode.
 func TestTunInterface(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	testTun(t, ModeGeneric)
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 )
@@ -93,7 +94,7 @@ func BenchmarkDataPlane(b *testing.B) {
 // to a bare XDP_PASS floor timed the same way on the same frame: seven alternating
 // rounds of each per sub-benchmark, and the medians reported.
 func BenchmarkRelayScope(b *testing.B) {
-	requireRoot(b)
+	testutil.RequireRoot(b)
 	floor, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
 		Instructions: asm.Instructions{asm.LoadImm(asm.R0, 2, asm.DWord), asm.Return()}})
 	if err != nil {

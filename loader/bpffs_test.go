@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // mountBPF mounts a fresh bpffs on a temporary directory of this mount namespace and
@@ -27,7 +29,7 @@ func mountBPF(t *testing.T) string {
 // a mount namespace of its own (what `ip netns exec` gives) only on a bpffs the host
 // has mounted too. The private cases run in a child made with unshare(1).
 func TestCheckPinsOutlive(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("needs unshare (util-linux)")
 	}

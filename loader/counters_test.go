@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/model"
 )
 
@@ -238,7 +239,7 @@ func TestApplyRejectsTooManyRules(t *testing.T) {
 
 // A verifier rejection must surface with the verifier's full log.
 func TestVerifierErrorCarriesLog(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	// Reads the packet without a bounds check: the verifier must refuse it.
 	spec := &ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: asm.Instructions{
 		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word),

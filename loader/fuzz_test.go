@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/verify"
 )
@@ -81,7 +82,7 @@ func compareWithModelOn(t testing.TB, l model.Link, p *Program, tables *model.Ta
 // and to the reference model: they must agree on every one, read as a frame of an
 // Ethernet interface and as one of a raw-IP interface (both entry points).
 func FuzzProgramVsModel(f *testing.F) {
-	requireRoot(f)
+	testutil.RequireRoot(f)
 	for _, fr := range seedFrames(f) {
 		f.Add(fr)
 	}

@@ -2,25 +2,16 @@ package loader
 
 import (
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/model"
 )
 
-// requireRoot skips tests that need CAP_BPF/CAP_NET_ADMIN (loading XDP programs and
-// running BPF_PROG_TEST_RUN). CI runs them as root.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_BPF, CAP_NET_ADMIN) to load the XDP program; run: sudo make test")
-	}
-}
-
 func loadProgram(t testing.TB) *Program {
 	t.Helper()
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	p, err := Load()
 	if err != nil {
 		t.Fatalf("Load: %v", err)

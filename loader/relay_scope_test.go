@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/portcullis/portcullis/bpf"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/testenv"
@@ -282,7 +283,7 @@ func TestSetInterfacesMovesAnInterface(t *testing.T) {
 // generates the source, the destination (relay addresses, their neighbours, random),
 // the port and the ingress interface, and holds the program to the model.
 func FuzzDestinationsAndInterfaces(f *testing.F) {
-	requireRoot(f)
+	testutil.RequireRoot(f)
 	now := time.Now()
 	c := compileScopePolicy(f, now)
 	p := applied(f, c.Tables)

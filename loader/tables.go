@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -272,10 +273,9 @@ func (p *Program) Apply(t *model.Tables) error {
 	// Relays and scopes: only for policies that have them.
 	relays := make([]model.RelayEntry, len(t.Relays))
 	for i, r := range t.Relays {
-		if int(r.Rule) >= len(ids) {
-			return fmt.Errorf("relay %s names rule %d, but the policy names only %d rules", r.Prefix, r.Rule, len(ids))
+		if r.Rule, err = stableID(ids, r.Rule, r.Prefix); err != nil {
+			return err
 		}
-		r.Rule = ids[r.Rule]
 		relays[i] = r
 	}
 	plan := t.Plan()
@@ -387,14 +387,23 @@ func (p *Program) Rollback() error {
 	return nil
 }
 
+// stableID is the stable id of compiled rule id rule (ids from stableIDs), for the
+// entry of prefix.
+func stableID(ids []uint32, rule uint32, prefix netip.Prefix) (uint32, error) {
+	if int(rule) >= len(ids) {
+		return 0, fmt.Errorf("entry %s names rule %d, but the policy names only %d rules", prefix, rule, len(ids))
+	}
+	return ids[rule], nil
+}
+
 // groupIDs is withIDs for the entries of a scope plan.
 func groupIDs(entries []model.GroupEntry, ids []uint32) ([]model.GroupEntry, error) {
 	out := make([]model.GroupEntry, len(entries))
 	for i, e := range entries {
-		if int(e.Rule) >= len(ids) {
-			return nil, fmt.Errorf("entry %s names rule %d, but the policy names only %d rules", e.Prefix, e.Rule, len(ids))
+		var err error
+		if e.Rule, err = stableID(ids, e.Rule, e.Prefix); err != nil {
+			return nil, err
 		}
-		e.Rule = ids[e.Rule]
 		out[i] = e
 	}
 	return out, nil
@@ -404,10 +413,10 @@ func groupIDs(entries []model.GroupEntry, ids []uint32) ([]model.GroupEntry, err
 func withIDs(entries []model.Entry, ids []uint32) ([]model.Entry, error) {
 	out := make([]model.Entry, len(entries))
 	for i, e := range entries {
-		if int(e.Rule) >= len(ids) {
-			return nil, fmt.Errorf("entry %s names rule %d, but the policy names only %d rules", e.Prefix, e.Rule, len(ids))
+		var err error
+		if e.Rule, err = stableID(ids, e.Rule, e.Prefix); err != nil {
+			return nil, err
 		}
-		e.Rule = ids[e.Rule]
 		out[i] = e
 	}
 	return out, nil

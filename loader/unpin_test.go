@@ -8,12 +8,14 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/portcullis/portcullis/internal/testutil"
 )
 
 // Unpin detaches before it returns: `portcullis detach` says "detached" right after.
 // (An unpinned link alone is released only after an RCU grace period and a work item.)
 func TestUnpinDetachesAtOnce(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	ifname := fmt.Sprintf("pcu%d", os.Getpid()%100000)
 	if out, err := exec.Command("ip", "link", "add", ifname, "type", "veth", "peer", "name", ifname+"p").CombinedOutput(); err != nil {
 		t.Skipf("needs veth: %v %s", err, out)

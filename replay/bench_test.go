@@ -1,13 +1,17 @@
 package replay
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/portcullis/portcullis/internal/testutil"
+)
 
 // BenchmarkReplay replays a capture of 10,000 frames, nine in ten of them ordinary
 // traffic (TCP to 443), the rest SYNs to 25 from the test policy's ranges, and reports
 // frames per second. Each frame costs a test run plus the counter reads that find the
 // program's reason and deciding entry, plus the model.
 func BenchmarkReplay(b *testing.B) {
-	requireRoot(b)
+	testutil.RequireRoot(b)
 	srcs := []string{"100.64.1.1", "100.65.1.1", "100.66.1.1", "198.51.100.66", "203.0.113.9", "2001:db8:1::5"}
 	var frames [][]byte
 	for i := range 10000 {

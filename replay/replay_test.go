@@ -15,18 +15,11 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/verify"
 )
-
-// requireRoot skips tests that load the XDP program. CI runs them as root.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_BPF, CAP_NET_ADMIN) to load the XDP program and run BPF_PROG_TEST_RUN; run: sudo make test")
-	}
-}
 
 var testNow = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
@@ -190,7 +183,7 @@ func replayAll(t *testing.T, path string, es []expectation) (*Summary, []Result)
 }
 
 func TestReplayEthernetEncapsulations(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	for _, enc := range []encap{encPlain, encVLAN, encQinQ, encPPPoE} {
 		t.Run([]string{"plain", "vlan", "qinq", "pppoe"}[enc], func(t *testing.T) {
 			es := expectations(enc)
@@ -296,7 +289,7 @@ func plainExpectations(t testing.TB) []expectation {
 }
 
 func TestReplayLinkTypes(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	es := plainExpectations(t)
 	frames := buildAll(t, es)
 	var sll, sll2 [][]byte
@@ -349,7 +342,7 @@ func TestReplayLinkTypes(t *testing.T) {
 // A pcapng with two interfaces of different link types: each record is given an
 // Ethernet header by its own interface's type.
 func TestReplayPcapNGMixedInterfaces(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	es := expectations(encPlain)
 	frames := buildAll(t, es)
 	recs := make([][]byte, len(frames))
@@ -369,7 +362,7 @@ func TestReplayPcapNGMixedInterfaces(t *testing.T) {
 // The replay must report it when the program and the model disagree: here the model
 // is handed tables that differ from the ones the program holds.
 func TestReplayReportsDisagreement(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	c := compileTestPolicy(t)
 	r, err := New(c, testNow, Options{})
 	must(t, err)
@@ -395,7 +388,7 @@ func TestReplayReportsDisagreement(t *testing.T) {
 }
 
 func TestCheckRSTFindsFaults(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	c := compileTestPolicy(t)
 	r, err := New(c, testNow, Options{})
 	must(t, err)
@@ -542,7 +535,7 @@ func FuzzCapture(f *testing.F) {
 // Frames the kernel refuses to run (shorter than an Ethernet header) and records too
 // short for their link-layer header are unparseable passes, judged by nobody.
 func TestReplayShortFrames(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	r, err := New(compileTestPolicy(t), testNow, Options{})
 	must(t, err)
 	defer r.Close()
@@ -564,7 +557,7 @@ func TestReplayShortFrames(t *testing.T) {
 // Two exemptions with one name share their counters in the data plane (by label). The
 // replay must neither report a phantom second rule nor blame the wrong one.
 func TestReplaySharedLabel(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	src := strings.Replace(testPolicy, "exemptions:\n", `exemptions:
   - cidr: 100.64.8.0/24
     name: shared-mail
@@ -603,7 +596,7 @@ func TestReplaySharedLabel(t *testing.T) {
 // option would put it) from a reset range gets an RST whose ack counts only the TCP
 // payload: the extension headers are part of the IPv6 payload length, not of TCP's.
 func TestReplayExtensionHeaderSYNReset(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	var es []expectation
 	for _, ext := range [][]byte{{0}, {0, 60}, {60}, {0, 43, 60}} {
 		s := syn(encPlain, "2001:db8:1::5", 25)
@@ -630,7 +623,7 @@ func TestReplayExtensionHeaderSYNReset(t *testing.T) {
 // compared as the program built it: not as a disagreement because the test run
 // returns the frame's unseen fragments after it.
 func TestReplayJumboSYNReset(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	var es []expectation
 	for _, src := range []string{"100.64.1.1", "2001:db8:1::5"} {
 		s := syn(encPlain, src, 25)
@@ -653,7 +646,7 @@ func TestReplayJumboSYNReset(t *testing.T) {
 // range; a scoped range decides only with --interface naming its interface, which need
 // not exist on the machine replaying.
 func TestReplayRelaysAndInterface(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	src := `version: 1
 ranges:
   - {name: dyn, verdict: reset, cidrs: [100.64.0.0/12]}

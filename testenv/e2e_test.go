@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
@@ -37,7 +38,7 @@ var wantOutcome = map[string]testenv.Outcome{
 // TestEndToEnd sends real mail from every host, both families, to 25, 587 and 465,
 // with the program attached natively and generically.
 func TestEndToEnd(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
@@ -94,7 +95,7 @@ func countDelivered(as []testenv.Attempt) int {
 // expires, then can, without the policy being applied again: the data plane compares
 // the expiry itself.
 func TestQuarantineLifts(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
@@ -175,7 +176,7 @@ ranges:
 )
 
 func TestPolicySwapUnderLoad(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
@@ -325,7 +326,7 @@ func offenders(t testing.TB, p *loader.Program) map[netip.Addr]loader.Offender {
 // oracle is each client namespace's own TCP stack: the segments it put on the wire
 // (OutSegs + RetransSegs), every one of which crosses the gateway's XDP program.
 func TestCountersExact(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()

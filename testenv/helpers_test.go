@@ -2,22 +2,14 @@ package testenv_test
 
 import (
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/testenv"
 )
-
-// requireRoot skips tests that build namespaces and attach XDP. CI runs them as root.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces, veth, BPF and XDP: CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF); run: sudo make test")
-	}
-}
 
 var modes = []testenv.Mode{testenv.Native, testenv.Generic}
 
@@ -39,7 +31,7 @@ func compile(t testing.TB, yaml string, now time.Time) *policy.Compiled {
 // the program attached. Everything is torn down by t.Cleanup.
 func setup(t testing.TB, mode testenv.Mode, c *policy.Compiled) (*testenv.Topology, *loader.Program) {
 	t.Helper()
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	p, err := loader.Load()
 	if err != nil {
 		t.Fatalf("Load: %v", err)

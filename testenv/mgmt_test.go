@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/testenv"
 )
 
@@ -20,7 +21,7 @@ import (
 // gateway reaches no member (while the other does, and its subscribers still reach
 // their MX); healed, it does again. Close leaves nothing (TestMain checks).
 func TestMgmt(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	t.Parallel()
 	m, err := testenv.NewMgmt()
 	if err != nil {

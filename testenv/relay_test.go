@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
@@ -54,7 +55,7 @@ func relaySection(quarantined string) string {
 // gets through. Outcomes are checked against a table written from the issue and
 // against policy.Explain, and each message against the server it was sent to.
 func TestRelay(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
@@ -175,7 +176,7 @@ ranges:
 // again. Each outcome against the table here and against policy.Explain with the
 // attempt's interface.
 func TestScope(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
@@ -234,7 +235,7 @@ func TestScope(t *testing.T) {
 // attached and no policy applied. Everything is torn down by t.Cleanup.
 func setupHosts(t testing.TB, mode testenv.Mode, hosts []testenv.HostSpec) (*testenv.Topology, *loader.Program) {
 	t.Helper()
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	p, err := loader.Load()
 	if err != nil {
 		t.Fatalf("Load: %v", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/testenv"
 )
 
@@ -32,7 +33,7 @@ import (
 //   - Interfaces names exactly the subscriber-facing interfaces with their ifindex in
 //     the gateway namespace.
 func TestServersAndWholesale(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	t.Parallel()
 	top, err := testenv.New(testenv.Options{Mode: testenv.Generic, Hosts: append(slices.Clone(testenv.DefaultHosts), testenv.WholesaleHost)})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/testenv"
 )
 
@@ -39,7 +40,7 @@ func ours() []string {
 // fails half-way leaves nothing behind. Not parallel: it counts this process's
 // namespaces.
 func TestTeardown(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	if left := ours(); len(left) > 0 {
 		t.Fatalf("namespaces before the test: %v", left)
 	}
@@ -95,7 +96,7 @@ func isAllowed(a netip.Addr) bool {
 // interfaces of the design, and every address and route uses documentation prefixes or
 // 100.64.0.0/10: nothing leads to the host's own network.
 func TestIsolation(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	t.Parallel()
 	top, err := testenv.New(testenv.Options{Mode: testenv.Generic, Hosts: append(slices.Clone(testenv.DefaultHosts), testenv.WholesaleHost)})
 	if err != nil {

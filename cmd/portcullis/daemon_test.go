@@ -22,6 +22,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/status"
 )
@@ -60,7 +61,7 @@ func binary(t *testing.T) string {
 
 func requireRootNet(t *testing.T) {
 	t.Helper()
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	for _, tool := range []string{"ip", "nsenter"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s (iproute2, util-linux)", tool)

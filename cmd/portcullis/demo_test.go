@@ -16,12 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/testenv"
 )
 
 // TestDemo runs the demo as a user would, with the built-in example policy.
 func TestDemo(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	out, errs, code := runCmd("demo")
 	if code != 0 {
 		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errs)
@@ -62,7 +63,7 @@ func TestDemo(t *testing.T) {
 // SYNs are dropped instead of answered, the clients time out where the policy's verdict
 // says refused, and the demo says so and exits 1.
 func TestDemoMismatch(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	p := writeFile(t, `version: 1
 reset: {rate: 1, burst: 1}
 ranges:
@@ -143,7 +144,7 @@ func TestHelperCLI(t *testing.T) {
 // its "connects" hint by hand (a client that connects to the mail server and hangs
 // up), and checks the demo is still holding; then interrupts it as a user would.
 func TestDemoHoldSurvivesHangUp(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	for _, tool := range []string{"ip", "bash"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s to follow the demo's hint", tool)

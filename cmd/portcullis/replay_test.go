@@ -17,6 +17,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/replay"
@@ -90,7 +91,7 @@ func replayFrames(t *testing.T) ([][]byte, []string, []string) {
 }
 
 func TestReplayJSONAndRSTFile(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	frames, verdicts, entries := replayFrames(t)
 	in := writeCapture(t, frames)
 	out := filepath.Join(t.TempDir(), "rst.pcap")
@@ -206,7 +207,7 @@ func checkRSTFor(t *testing.T, syn, rst []byte) {
 }
 
 func TestReplayText(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	frames, verdicts, _ := replayFrames(t)
 	in := writeCapture(t, frames)
 	stdout, stderr, code := runAt("replay", "--policy", example, "-v", in)
@@ -232,7 +233,7 @@ func TestReplayText(t *testing.T) {
 }
 
 func TestReplayBadInput(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	frames, _, _ := replayFrames(t)
 	in := writeCapture(t, frames)
 	b, _ := os.ReadFile(in)
@@ -283,7 +284,7 @@ func TestReplayBadInput(t *testing.T) {
 // right (its ack counts only the TCP payload), and the replay must say so (exit 0),
 // not call it a bug.
 func TestReplayHopByHopSYN(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	plain := tcpFrame(t, "2001:db8:1000::9", "2001:db8:ffff::25", 25, true, false)
 	// Insert an 8-byte hop-by-hop header (PadN) between the IPv6 header and TCP.
 	const l3 = 14
