@@ -101,31 +101,47 @@ static __always_inline struct pc_rule *unexpired(struct pc_rule *r, __u64 now)
 PC_FIND(find_v4, struct pc_lpm_v4, struct pc_scoped_v4, 4, scoped_v4, quarantine_v4, ranges_v4)
 PC_FIND(find_v6, struct pc_lpm_v6, struct pc_scoped_v6, 16, scoped_v6, quarantine_v6, ranges_v6)
 
-/* The source lookup of a packet: an IPv4-mapped IPv6 source is looked up as the IPv4
- * address it maps, as the policy and `explain` read it. */
-static __always_inline struct pc_rule *find_source(const struct pc_config *cfg, const struct pc_pkt *p,
-						   __u32 group, int quarantine, __u64 now)
-{
-	__u32 slot = cfg->slot & (PC_SLOTS - 1);
+/* A packet's source as the tables key it, worked out once per packet: an IPv4-mapped
+ * IPv6 source is looked up as the IPv4 address it maps, as the policy and `explain`
+ * read it. */
+struct pc_source {
+	const __u8 *addr;
+	__u32 slot;
+	__u32 group; /* the ingress interface's scope group (scope_group) */
+	int v4;
+};
 
-	if (p->family == PC_FAM_V4)
-		return find_v4(p->saddr, slot, group, quarantine, now);
-	if (v4_mapped(p->saddr))
-		return find_v4(p->saddr + 12, slot, group, quarantine, now);
-	return find_v6(p->saddr, slot, group, quarantine, now);
+static __always_inline struct pc_source source_of(const struct pc_config *cfg, const struct pc_pkt *p,
+						  struct xdp_md *ctx)
+{
+	struct pc_source s = { .addr = p->saddr, .slot = cfg->slot & (PC_SLOTS - 1),
+			       .group = scope_group(cfg, ctx), .v4 = p->family == PC_FAM_V4 };
+
+	if (!s.v4 && v4_mapped(p->saddr)) {
+		s.addr = p->saddr + 12;
+		s.v4 = 1;
+	}
+	return s;
+}
+
+static __always_inline struct pc_rule *find_source(const struct pc_source *s, int quarantine, __u64 now)
+{
+	if (s->v4)
+		return find_v4(s->addr, s->slot, s->group, quarantine, now);
+	return find_v6(s->addr, s->slot, s->group, quarantine, now);
 }
 
 /* Quarantine first (an entry past its expiry is ignored, so it lifts on time without
  * the daemon), then the longest matching range, then the default (rule 0). */
-static __always_inline __u8 lookup_source(const struct pc_config *cfg, const struct pc_pkt *p,
-					  __u32 group, __u64 now, struct pc_result *res)
+static __always_inline __u8 lookup_source(const struct pc_config *cfg, const struct pc_source *s,
+					  __u64 now, struct pc_result *res)
 {
-	struct pc_rule *r = find_source(cfg, p, group, 1, now);
+	struct pc_rule *r = find_source(s, 1, now);
 
 	if (r)
 		res->flags |= 1 << PC_R_QUARANTINE;
 	else
-		r = find_source(cfg, p, group, 0, now);
+		r = find_source(s, 0, now);
 	if (!r) {
 		res->rule = 0;
 		return cfg->default_verdict;
@@ -257,8 +273,8 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 	__u32 action = XDP_PASS;
 	__u32 zero = 0;
 	int probe = is_probe(ctx);
+	struct pc_source src;
 	struct pc_relay *relay;
-	__u32 group;
 	__u64 now;
 	__u8 verdict;
 
@@ -298,13 +314,14 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 	res.path = PC_R_JUDGED;
 	res.judged = 1;
 	now = bpf_ktime_get_boot_ns();
-	group = scope_group(cfg, ctx);
 	relay = relay_of(cfg, &p);
 	if (relay) {
 		struct pc_rule *q = 0;
 
-		if (relay->flags & PC_RELAY_BLOCK_QUARANTINED)
-			q = find_source(cfg, &p, group, 1, now);
+		if (relay->flags & PC_RELAY_BLOCK_QUARANTINED) {
+			src = source_of(cfg, &p, ctx);
+			q = find_source(&src, 1, now);
+		}
 		if (!q) {
 			res.rule = relay->rule;
 			res.outcome = PC_OUT_PASS;
@@ -316,7 +333,8 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 	} else {
 		/* 5. Who sent it: quarantine, then ranges, then the default, each looking at
 		 * the entries scoped to this interface first. */
-		verdict = lookup_source(cfg, &p, group, now, &res);
+		src = source_of(cfg, &p, ctx);
+		verdict = lookup_source(cfg, &src, now, &res);
 	}
 
 	/* 6. Act. */
@@ -361,7 +379,8 @@ evasion:
 	res.judged = 1;
 	now = bpf_ktime_get_boot_ns();
 	/* No port, so no relay; scopes apply. */
-	verdict = lookup_source(cfg, &p, scope_group(cfg, ctx), now, &res);
+	src = source_of(cfg, &p, ctx);
+	verdict = lookup_source(cfg, &src, now, &res);
 	if (verdict == PC_DROP || verdict == PC_RESET) {
 		res.outcome = PC_OUT_DROP;
 		res.flags |= 1 << PC_R_UNPARSEABLE_BLOCKED;
