@@ -45,7 +45,7 @@ type Config struct {
 	// beside the store for a start while etcd is unreachable).
 	Source string
 	// EtcdHealth, with Source etcd, says how the source's connection is (status).
-	EtcdHealth func() any
+	EtcdHealth func() EtcdHealth
 	// Published, if set, is called after each publish and each SetAttachment (the
 	// fleet's reporter writes the router's status then). It must not block.
 	Published func()
@@ -482,7 +482,8 @@ func (c *Controller) Snapshot() Status {
 	st.Proof.Mismatches = slices.Clone(st.Proof.Mismatches)
 	if st.Source.Etcd != nil && c.cfg.EtcdHealth != nil {
 		e := *st.Source.Etcd
-		e.Health = c.cfg.EtcdHealth()
+		h := c.cfg.EtcdHealth()
+		e.Health = &h
 		st.Source.Etcd = &e
 	}
 	return st

@@ -227,7 +227,27 @@ type EtcdStatus struct {
 	LastApplied int64 `json:"last_applied,omitempty"` // the last revision this router applied (kept beside the store)
 	Offered     int64 `json:"offered,omitempty"`      // the latest revision etcd offered (applied, refused or pending)
 	// Health is the source's connection, set by the daemon (Config.EtcdHealth).
-	Health any `json:"health,omitempty"`
+	Health *EtcdHealth `json:"health,omitempty"`
+}
+
+// EtcdHealth is the etcd source's connection (fleet.Source.Health).
+type EtcdHealth struct {
+	Connected bool `json:"connected"`
+	// LastRevisionSeen is the revision of the group's policy last read or watched
+	// (0: none yet).
+	LastRevisionSeen int64     `json:"last_revision_seen"`
+	LastError        string    `json:"last_error,omitempty"`
+	Since            time.Time `json:"since"`   // when Connected last changed
+	Relists          int       `json:"relists"` // times a broken watch was replaced by a fresh read
+	// LastOutage is the last time the source could not reach etcd, once it is back.
+	LastOutage *Outage `json:"last_outage,omitempty"`
+}
+
+// Outage is a time the router could not reach etcd: what it enforced meanwhile may
+// have been stale.
+type Outage struct {
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
 }
 
 // overridePath is where the override is kept: beside the store of runtime entries.

@@ -48,7 +48,7 @@ func TestEtcdSourceKeepsLastGood(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "runtime.db")
 	open := func() *Controller {
 		cfg := Config{AuditLog: filepath.Join(t.TempDir(), "audit.jsonl"), Store: store, Source: SourceEtcd,
-			EtcdHealth: func() any { return "connected" }}
+			EtcdHealth: func() EtcdHealth { return EtcdHealth{Connected: true} }}
 		d, err := New(cfg, prog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatal(err)
@@ -78,7 +78,7 @@ func TestEtcdSourceKeepsLastGood(t *testing.T) {
 	offer(7, testutil.PolicyA)
 	waitFor(t, "revision 7 in force", func() bool { return revision() == 7 })
 	st := d.Snapshot()
-	if st.Source.InForce != SourceEtcd || st.Policy != "etcd:dsl@7" || st.Source.Etcd.Health != "connected" {
+	if st.Source.InForce != SourceEtcd || st.Policy != "etcd:dsl@7" || st.Source.Etcd.Health == nil || !st.Source.Etcd.Health.Connected {
 		t.Fatalf("status after revision 7: %+v", st.Source)
 	}
 	if got := judge(t, d, "100.64.1.25"); got != model.ActionPass {

@@ -93,7 +93,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 		defer d.fleet.close()
-		ccfg.EtcdHealth = func() any { return d.fleet.source.Health() }
+		ccfg.EtcdHealth = d.fleet.source.Health
 		ccfg.Published = d.published
 	}
 	if d.ctl, err = controller.New(ccfg, prog, d.log); err != nil {

@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/portcullis/portcullis/controller"
-	"github.com/portcullis/portcullis/fleet"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/overlay"
@@ -111,7 +110,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	if e := st.Source.Etcd; e != nil {
 		ch <- prometheus.MustNewConstMetric(descEtcdRevision, prometheus.GaugeValue, float64(e.Revision), "in_force")
 		ch <- prometheus.MustNewConstMetric(descEtcdRevision, prometheus.GaugeValue, float64(e.Offered), "offered")
-		if h, ok := e.Health.(fleet.Health); ok {
+		if h := e.Health; h != nil {
 			up := 0.0
 			if h.Connected {
 				up = 1

@@ -45,31 +45,17 @@ type Source struct {
 
 	mu      sync.Mutex
 	health  Health
-	offered int64 // the policy revision last offered
+	offered int64     // the policy revision last offered
+	down    time.Time // when the current outage began: the last contact before it (zero: none)
+	lastOK  time.Time // the last successful call
 }
 
-// Health is the state of a Source's connection to etcd, for status.
-type Health struct {
-	Connected bool `json:"connected"`
-	// LastRevisionSeen is the revision of the group's policy last read or watched
-	// (0: none yet).
-	LastRevisionSeen int64     `json:"last_revision_seen"`
-	LastError        string    `json:"last_error,omitempty"`
-	Since            time.Time `json:"since"`   // when Connected last changed
-	Relists          int       `json:"relists"` // times a broken watch was replaced by a fresh read
-	// LastOutage is the last time the source could not reach etcd, once it is back.
-	LastOutage *Outage `json:"last_outage,omitempty"`
+// Health is the state of a Source's connection to etcd, for status: the controller's
+// type, so that status and metrics read it as it is.
+type Health = controller.EtcdHealth
 
-	down   time.Time // when the current outage began: the last contact before it (zero: none)
-	lastOK time.Time // the last successful call
-}
-
-// Outage is a time the router could not reach etcd: what it enforced meanwhile may
-// have been stale.
-type Outage struct {
-	From time.Time `json:"from"`
-	To   time.Time `json:"to"`
-}
+// Outage is a time the router could not reach etcd.
+type Outage = controller.Outage
 
 // NewSource returns the source of group's policy and entries in cli's fleet.
 func NewSource(cli *Client, group string, log *slog.Logger) (*Source, error) {
@@ -326,11 +312,11 @@ func (s *Source) connected(what string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
-	s.health.lastOK = now
+	s.lastOK = now
 	if !s.health.Connected {
 		s.health.Connected, s.health.Since = true, now
-		if !s.health.down.IsZero() {
-			s.health.LastOutage, s.health.down = &Outage{From: s.health.down, To: now}, time.Time{}
+		if !s.down.IsZero() {
+			s.health.LastOutage, s.down = &Outage{From: s.down, To: now}, time.Time{}
 			s.log.Info("connected to etcd again", "what", what, "cut_off_for", now.Sub(s.health.LastOutage.From).Round(time.Millisecond))
 		} else {
 			s.log.Info("connected to etcd", "what", what)
@@ -347,8 +333,8 @@ func (s *Source) failed(what string, err error, next string) {
 	if was {
 		s.health.Connected, s.health.Since = false, time.Now()
 	}
-	if s.health.down.IsZero() {
-		s.health.down = cmp.Or(s.health.lastOK, time.Now()) // it was lost after the last contact
+	if s.down.IsZero() {
+		s.down = cmp.Or(s.lastOK, time.Now()) // it was lost after the last contact
 	}
 	s.mu.Unlock()
 	if was {

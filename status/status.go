@@ -9,7 +9,6 @@ package status
 
 import (
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/daemon"
-	"github.com/portcullis/portcullis/fleet"
 	"github.com/portcullis/portcullis/loader"
 )
 
@@ -182,8 +180,7 @@ func etcdLine(e *controller.EtcdStatus) string {
 	if e.Offered > e.Revision {
 		line += fmt.Sprintf(", revision %d offered and not in force (see last error)", e.Offered)
 	}
-	var h fleet.Health
-	if b, err := json.Marshal(e.Health); err == nil && json.Unmarshal(b, &h) == nil && e.Health != nil {
+	if h := e.Health; h != nil {
 		if h.Connected {
 			line += "; connected since " + fmtTime(h.Since)
 		} else {

@@ -146,11 +146,7 @@ func (m *Mgmt) Connect(gw *Namespace) (netip.Addr, error) {
 // drops the routes through it), so connections to the etcd members fail as a cut
 // cable would make them fail, while its subscribers and internet stay as they were.
 func (m *Mgmt) Partition(gw *Namespace) error {
-	leaf, err := m.router(gw)
-	if err != nil {
-		return err
-	}
-	l, err := gw.nl.LinkByName(leaf.ifc)
+	leaf, l, err := m.routerLink(gw)
 	if err != nil {
 		return err
 	}
@@ -162,11 +158,7 @@ func (m *Mgmt) Partition(gw *Namespace) error {
 
 // Heal undoes Partition: mgmt0 up again, and its routes back.
 func (m *Mgmt) Heal(gw *Namespace) error {
-	leaf, err := m.router(gw)
-	if err != nil {
-		return err
-	}
-	l, err := gw.nl.LinkByName(leaf.ifc)
+	leaf, l, err := m.routerLink(gw)
 	if err != nil {
 		return err
 	}
@@ -176,14 +168,16 @@ func (m *Mgmt) Heal(gw *Namespace) error {
 	return leafRoutes(leaf, l)
 }
 
-func (m *Mgmt) router(gw *Namespace) (*mgmtLeaf, error) {
+// routerLink is gw's leaf of the management network and its mgmt0.
+func (m *Mgmt) routerLink(gw *Namespace) (*mgmtLeaf, netlink.Link, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	leaf, ok := m.routers[gw]
+	m.mu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("%s is not connected to the management network %s", gw.Name, m.ID)
+		return nil, nil, fmt.Errorf("%s is not connected to the management network %s", gw.Name, m.ID)
 	}
-	return leaf, nil
+	l, err := gw.nl.LinkByName(leaf.ifc)
+	return leaf, l, err
 }
 
 // mgmtHost is 203.0.113.n.
