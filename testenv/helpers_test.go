@@ -31,6 +31,12 @@ func compile(t testing.TB, yaml string, now time.Time) *policy.Compiled {
 // the program attached. Everything is torn down by t.Cleanup.
 func setup(t testing.TB, mode testenv.Mode, c *policy.Compiled) (*testenv.Topology, *loader.Program) {
 	t.Helper()
+	return setupWith(t, mode, c, nil)
+}
+
+// setupWith is setup with the hosts given (nil: testenv.DefaultHosts).
+func setupWith(t testing.TB, mode testenv.Mode, c *policy.Compiled, hosts []testenv.HostSpec) (*testenv.Topology, *loader.Program) {
+	t.Helper()
 	testutil.RequireRoot(t)
 	p, err := loader.Load()
 	if err != nil {
@@ -42,7 +48,7 @@ func setup(t testing.TB, mode testenv.Mode, c *policy.Compiled) (*testenv.Topolo
 			t.Fatalf("Apply: %v", err)
 		}
 	}
-	top, err := testenv.New(testenv.Options{Mode: mode, XDP: p.XDP()})
+	top, err := testenv.New(testenv.Options{Mode: mode, XDP: p.XDP(), Hosts: hosts})
 	if err != nil {
 		t.Fatalf("topology: %v", err)
 	}

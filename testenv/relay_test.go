@@ -235,20 +235,5 @@ func TestScope(t *testing.T) {
 // attached and no policy applied. Everything is torn down by t.Cleanup.
 func setupHosts(t testing.TB, mode testenv.Mode, hosts []testenv.HostSpec) (*testenv.Topology, *loader.Program) {
 	t.Helper()
-	testutil.RequireRoot(t)
-	p, err := loader.Load()
-	if err != nil {
-		t.Fatalf("Load: %v", err)
-	}
-	t.Cleanup(func() { p.Close() })
-	top, err := testenv.New(testenv.Options{Mode: mode, XDP: p.XDP(), Hosts: hosts})
-	if err != nil {
-		t.Fatalf("topology: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := top.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return top, p
+	return setupWith(t, mode, nil, hosts)
 }
