@@ -1,11 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,21 +83,7 @@ func TestISPRuntimeEntries(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
-			return conn, nil
-		}, DisableKeepAlives: true}}
-		req, _ := http.NewRequest(method, "http://"+apiAddr+path, strings.NewReader(body))
-		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return apiCall(t, conn, apiAddr, token, method, path, body)
 	}
 	mail := func(host string, port uint16) testenv.Outcome {
 		t.Helper()

@@ -136,28 +136,7 @@ func TestDaemonAPI(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
-		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
-			return conn, nil
-		}, DisableKeepAlives: true, ExpectContinueTimeout: 10 * time.Second}}
-		req, _ := http.NewRequest(method, "http://"+listen+path, strings.NewReader(body))
-		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		if len(body) > 1<<16 {
-			// A client sending a body the server refuses unread would otherwise race
-			// the server's close (a broken pipe instead of the 413): ask first.
-			req.Header.Set("Expect", "100-continue")
-		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return apiCall(t, conn, listen, token, method, path, body)
 	}
 	q := `{"address": "100.64.1.2", "for": "2h", "reason": "spam run", "ticket": "AB-9"}`
 	for _, c := range []struct {
@@ -226,4 +205,33 @@ func TestDaemonOverrideSurvivesRestart(t *testing.T) {
 		t.Fatalf("release: %d %s", code, errs)
 	}
 	l.expect(25, "timeout") // the file as changed meanwhile
+}
+
+// apiCall sends one request to the HTTP API at addr over conn (dialled inside the
+// daemon's namespace) as the client with token ("" for none), and returns the status
+// and the body.
+func apiCall(t *testing.T, conn net.Conn, addr, token, method, path, body string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
+		return conn, nil
+	}, DisableKeepAlives: true, ExpectContinueTimeout: 10 * time.Second}}
+	req, _ := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if len(body) > 1<<16 {
+		// A client sending a body the server refuses unread would otherwise race
+		// the server's close (a broken pipe instead of the 413): ask first.
+		req.Header.Set("Expect", "100-continue")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
