@@ -30,6 +30,7 @@ const enum pc_family *pc_btf_family __attribute__((unused));
 const enum pc_reason *pc_btf_reason __attribute__((unused));
 const enum pc_config_flag *pc_btf_config_flag __attribute__((unused));
 const enum pc_relay_flag *pc_btf_relay_flag __attribute__((unused));
+const enum pc_dir_bits *pc_btf_dir_bits __attribute__((unused));
 
 /* Inner map templates, spelled out anonymously at each use: clang 14 emits a named
  * template used twice with a forward-declared key, which libbpf and cilium/ebpf reject. */
@@ -58,13 +59,29 @@ struct {
 		__type(value, struct pc_rule);                                 \
 	}
 
-/* slot -> IPv4 source prefix -> rule (ranges and exemptions) */
+/* (slot * PC_DIR_CHUNKS + /24 index / PC_DIR_CHUNK) -> the entries of 16 /24s: the
+ * IPv4 ranges and exemptions that apply on every interface, as a DIR-24-8 table (see
+ * enum pc_dir_bits). A plain array, not a map-in-map: the control plane writes the idle
+ * slot in place through mmap (no packet reads it: the last switch waited for them) and
+ * a runtime entry into the live slot word by word, each write an aligned u32. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, PC_SLOTS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_SLOTS * PC_DIR_CHUNKS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__array(values, PC_LPM_INNER(struct pc_lpm_v4));
-} ranges_v4 SEC(".maps");
+	__type(value, struct pc_dir_chunk);
+} dir_v4 SEC(".maps");
+
+/* (slot * PC_DIR8_CHUNKS + group * 16 + last byte / 16) -> the entries of 16 addresses:
+ * the groups dir_v4 names for the /24s with ranges longer than /24. Written like
+ * dir_v4; a runtime entry's new group is written whole before its /24 names it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_SLOTS * PC_DIR8_CHUNKS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct pc_dir_chunk);
+} dir8_v4 SEC(".maps");
 
 /* slot -> IPv6 source prefix -> rule (ranges and exemptions) */
 struct {

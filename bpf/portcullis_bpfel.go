@@ -43,6 +43,23 @@ type PortcullisPcCounter struct {
 	Bytes   uint64
 }
 
+type PortcullisPcDirBits uint32
+
+const (
+	PortcullisPcDirBitsPC_DIR_RULE          PortcullisPcDirBits = 16383
+	PortcullisPcDirBitsPC_DIR_VERDICT_SHIFT PortcullisPcDirBits = 14
+	PortcullisPcDirBitsPC_DIR_LEN_SHIFT     PortcullisPcDirBits = 16
+	PortcullisPcDirBitsPC_DIR_GROUP_MASK    PortcullisPcDirBits = 65535
+	PortcullisPcDirBitsPC_DIR_HIT           PortcullisPcDirBits = 268435456
+	PortcullisPcDirBitsPC_DIR_QUARANTINE    PortcullisPcDirBits = 536870912
+	PortcullisPcDirBitsPC_DIR_GROUP         PortcullisPcDirBits = 1073741824
+)
+
+type PortcullisPcDirChunk struct {
+	_ structs.HostLayout
+	E [16]uint32
+}
+
 type PortcullisPcFamily uint32
 
 const (
@@ -188,12 +205,13 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	PortcullisMapDir8V4          = "dir8_v4"
+	PortcullisMapDirV4           = "dir_v4"
 	PortcullisMapMeta            = "meta"
 	PortcullisMapOffenders       = "offenders"
 	PortcullisMapPolicy          = "policy"
 	PortcullisMapQuarantineV4    = "quarantine_v4"
 	PortcullisMapQuarantineV6    = "quarantine_v6"
-	PortcullisMapRangesV4        = "ranges_v4"
 	PortcullisMapRangesV6        = "ranges_v6"
 	PortcullisMapReasons         = "reasons"
 	PortcullisMapRelaysV4        = "relays_v4"
@@ -209,6 +227,7 @@ const (
 	PortcullisProgPortcullisL3   = "portcullis_l3"
 	PortcullisVarPcBtfConfig     = "pc_btf_config"
 	PortcullisVarPcBtfConfigFlag = "pc_btf_config_flag"
+	PortcullisVarPcBtfDirBits    = "pc_btf_dir_bits"
 	PortcullisVarPcBtfFamily     = "pc_btf_family"
 	PortcullisVarPcBtfLpmV4      = "pc_btf_lpm_v4"
 	PortcullisVarPcBtfLpmV6      = "pc_btf_lpm_v6"
@@ -272,12 +291,13 @@ type PortcullisProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PortcullisMapSpecs struct {
+	Dir8V4       *ebpf.MapSpec `ebpf:"dir8_v4"`
+	DirV4        *ebpf.MapSpec `ebpf:"dir_v4"`
 	Meta         *ebpf.MapSpec `ebpf:"meta"`
 	Offenders    *ebpf.MapSpec `ebpf:"offenders"`
 	Policy       *ebpf.MapSpec `ebpf:"policy"`
 	QuarantineV4 *ebpf.MapSpec `ebpf:"quarantine_v4"`
 	QuarantineV6 *ebpf.MapSpec `ebpf:"quarantine_v6"`
-	RangesV4     *ebpf.MapSpec `ebpf:"ranges_v4"`
 	RangesV6     *ebpf.MapSpec `ebpf:"ranges_v6"`
 	Reasons      *ebpf.MapSpec `ebpf:"reasons"`
 	RelaysV4     *ebpf.MapSpec `ebpf:"relays_v4"`
@@ -297,6 +317,7 @@ type PortcullisMapSpecs struct {
 type PortcullisVariableSpecs struct {
 	PcBtfConfig     *ebpf.VariableSpec `ebpf:"pc_btf_config"`
 	PcBtfConfigFlag *ebpf.VariableSpec `ebpf:"pc_btf_config_flag"`
+	PcBtfDirBits    *ebpf.VariableSpec `ebpf:"pc_btf_dir_bits"`
 	PcBtfFamily     *ebpf.VariableSpec `ebpf:"pc_btf_family"`
 	PcBtfLpmV4      *ebpf.VariableSpec `ebpf:"pc_btf_lpm_v4"`
 	PcBtfLpmV6      *ebpf.VariableSpec `ebpf:"pc_btf_lpm_v6"`
@@ -330,12 +351,13 @@ func (o *PortcullisObjects) Close() error {
 //
 // It can be passed to LoadPortcullisObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PortcullisMaps struct {
+	Dir8V4       *ebpf.Map `ebpf:"dir8_v4"`
+	DirV4        *ebpf.Map `ebpf:"dir_v4"`
 	Meta         *ebpf.Map `ebpf:"meta"`
 	Offenders    *ebpf.Map `ebpf:"offenders"`
 	Policy       *ebpf.Map `ebpf:"policy"`
 	QuarantineV4 *ebpf.Map `ebpf:"quarantine_v4"`
 	QuarantineV6 *ebpf.Map `ebpf:"quarantine_v6"`
-	RangesV4     *ebpf.Map `ebpf:"ranges_v4"`
 	RangesV6     *ebpf.Map `ebpf:"ranges_v6"`
 	Reasons      *ebpf.Map `ebpf:"reasons"`
 	RelaysV4     *ebpf.Map `ebpf:"relays_v4"`
@@ -351,12 +373,13 @@ type PortcullisMaps struct {
 
 func (m *PortcullisMaps) Close() error {
 	return _PortcullisClose(
+		m.Dir8V4,
+		m.DirV4,
 		m.Meta,
 		m.Offenders,
 		m.Policy,
 		m.QuarantineV4,
 		m.QuarantineV6,
-		m.RangesV4,
 		m.RangesV6,
 		m.Reasons,
 		m.RelaysV4,
@@ -377,6 +400,7 @@ func (m *PortcullisMaps) Close() error {
 type PortcullisVariables struct {
 	PcBtfConfig     *ebpf.Variable `ebpf:"pc_btf_config"`
 	PcBtfConfigFlag *ebpf.Variable `ebpf:"pc_btf_config_flag"`
+	PcBtfDirBits    *ebpf.Variable `ebpf:"pc_btf_dir_bits"`
 	PcBtfFamily     *ebpf.Variable `ebpf:"pc_btf_family"`
 	PcBtfLpmV4      *ebpf.Variable `ebpf:"pc_btf_lpm_v4"`
 	PcBtfLpmV6      *ebpf.Variable `ebpf:"pc_btf_lpm_v6"`

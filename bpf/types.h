@@ -62,6 +62,32 @@ enum pc_relay_flag {
 	PC_RELAY_BLOCK_QUARANTINED = 1, /* quarantined sources get their quarantine here too */
 };
 
+/* dir_v4 entries: one u32 per IPv4 /24 of a slot (a DIR-24-8 table). Without
+ * PC_DIR_GROUP it decides every address of the /24; with it, its low 16 bits name a
+ * group of 256 entries in dir8_v4, one per address of the /24, that decide (the /24's
+ * ranges longer than /24 live there, painted over its shorter ones). An entry:
+ *   bits 0-13   rule id of the longest range covering the address(es)
+ *   bits 14-15  its verdict (enum pc_verdict)
+ *   bits 16-21  the length of that range (the control plane repaints by it)
+ *   PC_DIR_HIT  some range covers the address(es) (else: the default decides)
+ *   PC_DIR_QUARANTINE  (dir_v4 only) a quarantine entry overlaps the /24: the
+ *               quarantine trie is looked at only then */
+enum pc_dir_bits {
+	PC_DIR_RULE = 0x3fff,
+	PC_DIR_VERDICT_SHIFT = 14,
+	PC_DIR_LEN_SHIFT = 16,
+	PC_DIR_GROUP_MASK = 0xffff,
+	PC_DIR_HIT = 1 << 28,
+	PC_DIR_QUARANTINE = 1 << 29,
+	PC_DIR_GROUP = 1 << 30,
+};
+
+/* dir_v4 and dir8_v4 value: PC_DIR_CHUNK consecutive entries (an array value of one
+ * u32 would take 8 bytes). */
+struct pc_dir_chunk {
+	__u32 e[PC_DIR_CHUNK];
+};
+
 /* LPM keys. prefixlen counts bits of addr. */
 struct pc_lpm_v4 {
 	__u32 prefixlen;

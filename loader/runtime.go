@@ -19,8 +19,11 @@ import (
 const runtimeHeadroom = 1 << 16
 
 // UpdateEntry makes next the live tables, where next differs from them only by e
-// (added when add, removed otherwise): one map update in e's table (its family's
-// quarantine or ranges trie of the live slot) and one in each scope group's trie it
+// (added when add, removed otherwise), in the live slot: for an IPv4 range, the
+// aligned word writes that repaint the /24s it decides in the DIR-24-8 table (one for
+// a /24 or longer) or one hash update for a range longer than /24 (and its /24's
+// word); otherwise one update of its family's quarantine or ranges trie (an IPv4
+// quarantine also marks the /24s it overlaps); and one in each scope group's trie it
 // lies in. None is a map-in-map update, so there is no RCU wait, and a packet sees the
 // tables with e or without it. next must have the live tables' rules.
 func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) error {
@@ -35,20 +38,6 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 	}
 	id := p.live[e.Rule]
 	v4 := e.Prefix.Addr().Is4()
-	outer := p.objs.RangesV6
-	switch {
-	case e.Quarantine && v4:
-		outer = p.objs.QuarantineV4
-	case e.Quarantine:
-		outer = p.objs.QuarantineV6
-	case v4:
-		outer = p.objs.RangesV4
-	}
-	var inner *ebpf.Map
-	if err := outer.Lookup(p.slot, &inner); err != nil {
-		return fmt.Errorf("reading the live %s table: %w", outer, err)
-	}
-	defer inner.Close()
 	val := bpf.PortcullisPcRule{Rule: id, Verdict: uint8(e.Verdict)}
 	if !e.Expires.IsZero() {
 		boot, err := bootNow()
@@ -57,14 +46,43 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 		}
 		val.Expires = bootTime(e.Expires, boot, timeNow())
 	}
-	var key any
-	if v4 {
-		key = bpf.PortcullisPcLpmV4{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As4()}
-	} else {
-		key = bpf.PortcullisPcLpmV6{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As16()}
-	}
-	if err := write(inner, key, val, add); err != nil {
-		return err
+	switch {
+	case v4 && !e.Quarantine:
+		// The DIR-24-8 table: a few aligned word writes in the live slot.
+		de := e.Entry
+		de.Rule = id
+		if err := p.updateDirRange(p.slot, de, add, next.Ranges, p.live); err != nil {
+			return err
+		}
+	default:
+		outer := p.objs.RangesV6
+		switch {
+		case e.Quarantine && v4:
+			outer = p.objs.QuarantineV4
+		case e.Quarantine:
+			outer = p.objs.QuarantineV6
+		}
+		var inner *ebpf.Map
+		if err := outer.Lookup(p.slot, &inner); err != nil {
+			return fmt.Errorf("reading the live %s table: %w", outer, err)
+		}
+		var key any
+		if v4 {
+			key = bpf.PortcullisPcLpmV4{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As4()}
+		} else {
+			key = bpf.PortcullisPcLpmV6{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As16()}
+		}
+		err := write(inner, key, val, add)
+		inner.Close()
+		if err != nil {
+			return err
+		}
+		// The entry first, then the mark that sends the /24's packets to it.
+		if e.Quarantine && v4 && add {
+			if err := p.markDirQuarantine(p.slot, e.Prefix); err != nil {
+				return err
+			}
+		}
 	}
 	// The scope groups that hold e (an unscoped entry inside a scoped range).
 	if !e.Quarantine {
@@ -145,11 +163,18 @@ func (p *Program) RuntimeInDataPlane(kind model.Kind, name string) ([]model.Tabl
 		return nil, err
 	}
 	now := timeNow()
+	ranges4, err := p.dirRuntime(p.slot, id)
+	if err != nil {
+		return nil, err
+	}
 	var out []model.TableEntry
+	for _, e := range ranges4 {
+		out = append(out, model.TableEntry{Entry: e})
+	}
 	for _, t := range []struct {
 		outer      *ebpf.Map
 		v4, quaran bool
-	}{{p.objs.QuarantineV4, true, true}, {p.objs.QuarantineV6, false, true}, {p.objs.RangesV4, true, false}, {p.objs.RangesV6, false, false}} {
+	}{{p.objs.QuarantineV4, true, true}, {p.objs.QuarantineV6, false, true}, {p.objs.RangesV6, false, false}} {
 		var inner *ebpf.Map
 		if err := t.outer.Lookup(p.slot, &inner); err != nil {
 			if errors.Is(err, ebpf.ErrKeyNotExist) {

@@ -246,12 +246,16 @@ func (p *Program) Apply(t *model.Tables) error {
 	}
 	r4, r6 := split(unscoped(ranges))
 	q4, q6 := split(unscoped(quarantines))
+	// No packet reads the idle slot (the last switch waited for them): its IPv4 ranges
+	// are written in place.
+	if err := p.writeDir(next, r4, q4); err != nil {
+		return err
+	}
 	tables := []struct {
 		outer   *ebpf.Map
 		builder prefixTableBuilder
 		entries []model.Entry
 	}{
-		{p.objs.RangesV4, lpmBuilder{p.spec.Maps[bpf.PortcullisMapRangesV4].InnerMap, false}, r4},
 		{p.objs.RangesV6, lpmBuilder{p.spec.Maps[bpf.PortcullisMapRangesV6].InnerMap, true}, r6},
 		{p.objs.QuarantineV4, lpmBuilder{p.spec.Maps[bpf.PortcullisMapQuarantineV4].InnerMap, false}, q4},
 		{p.objs.QuarantineV6, lpmBuilder{p.spec.Maps[bpf.PortcullisMapQuarantineV6].InnerMap, true}, q6},
