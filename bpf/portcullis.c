@@ -59,7 +59,7 @@ static __always_inline __u32 scope_group(const struct pc_config *cfg, struct xdp
 	return g ? *g & ~PC_GROUP_QUARANTINE : 0;
 }
 
-static __always_inline struct pc_rule *unexpired(struct pc_rule *r, __u64 now)
+static __always_inline struct pc_entry *unexpired(struct pc_entry *r, __u64 now)
 {
 	if (r && r->expires && now >= r->expires)
 		return 0;
@@ -73,7 +73,7 @@ struct pc_hit {
 	__u8 found;
 };
 
-static __always_inline struct pc_hit hit_of(const struct pc_rule *r)
+static __always_inline struct pc_hit hit_of(const struct pc_entry *r)
 {
 	struct pc_hit h = {};
 
@@ -152,76 +152,51 @@ static __always_inline struct pc_hit dir_range(const struct pc_source *s)
 	return h;
 }
 
-/* The IPv4 source lookup in the tables of the packet's slot: with a scope group, the
+/* The entry of the longest prefix of table (enum pc_table) of slot that holds addr
+ * (4 bytes when v4, else 16), in scope group group (0 for the unscoped tables). */
+static __always_inline struct pc_entry *find_prefix(__u32 slot, __u32 table, __u32 group, const __u8 *addr,
+						     const int v4)
+{
+	struct pc_key k = { .prefixlen = 64 + (v4 ? 32 : 128), .tag = slot << 8 | table, .group = group };
+
+	if (v4)
+		__builtin_memcpy(k.addr, addr, 4);
+	else
+		__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(&prefixes, &k);
+}
+
+/* The source lookup in the tables of the packet's slot: with a scope group, the
  * group's entries first (see model.ScopePlan for why the first hit is the longest
- * match that applies on this interface); then the quarantine trie, only when a
- * quarantine overlaps the source's /24; then the ranges. quarantine selects the
- * quarantine tables. */
-static __always_inline struct pc_hit find_v4(const struct pc_source *s, int quarantine, __u64 now)
-{
-	struct pc_rule *r = 0;
-	__u32 slot = s->slot;
-	void *t;
-
-	if (s->group) {
-		struct pc_scoped_v4 sk = { .prefixlen = 32 + 32 };
-
-		sk.group = quarantine ? s->group | PC_GROUP_QUARANTINE : s->group;
-		__builtin_memcpy(sk.addr, s->addr, 4);
-		t = bpf_map_lookup_elem(&scoped_v4, &slot);
-		if (t)
-			r = bpf_map_lookup_elem(t, &sk);
-		if (quarantine)
-			r = unexpired(r, now);
-		if (r)
-			return hit_of(r);
-	}
-	if (!quarantine)
-		return dir_range(s);
-	if (!(s->dir & PC_DIR_QUARANTINE))
-		return hit_of(0);
-	struct pc_lpm_v4 k = { .prefixlen = 32 };
-
-	__builtin_memcpy(k.addr, s->addr, 4);
-	t = bpf_map_lookup_elem(&quarantine_v4, &slot);
-	if (t)
-		r = bpf_map_lookup_elem(t, &k);
-	return hit_of(unexpired(r, now));
-}
-
-/* The IPv6 source lookup: as find_v4, with LPM tries for the ranges too. */
-static __always_inline struct pc_hit find_v6(const struct pc_source *s, int quarantine, __u64 now)
-{
-	struct pc_lpm_v6 k = { .prefixlen = 128 };
-	struct pc_rule *r = 0;
-	__u32 slot = s->slot;
-	void *t;
-
-	if (s->group) {
-		struct pc_scoped_v6 sk = { .prefixlen = 32 + 128 };
-
-		sk.group = quarantine ? s->group | PC_GROUP_QUARANTINE : s->group;
-		__builtin_memcpy(sk.addr, s->addr, 16);
-		t = bpf_map_lookup_elem(&scoped_v6, &slot);
-		if (t)
-			r = bpf_map_lookup_elem(t, &sk);
-		if (quarantine)
-			r = unexpired(r, now);
-		if (r)
-			return hit_of(r);
-	}
-	__builtin_memcpy(k.addr, s->addr, 16);
-	t = bpf_map_lookup_elem(quarantine ? (void *)&quarantine_v6 : (void *)&ranges_v6, &slot);
-	if (t)
-		r = bpf_map_lookup_elem(t, &k);
-	return hit_of(quarantine ? unexpired(r, now) : r);
-}
-
+ * match that applies on this interface); then the quarantines (for IPv4 only when a
+ * quarantine overlaps the source's /24) or the ranges (IPv4's from the DIR-24-8
+ * entry). quarantine selects the quarantine tables. */
 static __always_inline struct pc_hit find_source(const struct pc_source *s, int quarantine, __u64 now)
 {
-	if (s->v4)
-		return find_v4(s, quarantine, now);
-	return find_v6(s, quarantine, now);
+	struct pc_entry *r = 0;
+
+	if (s->group) {
+		__u32 g = quarantine ? s->group | PC_GROUP_QUARANTINE : s->group;
+
+		if (s->v4)
+			r = find_prefix(s->slot, PC_T_SCOPED_V4, g, s->addr, 1);
+		else
+			r = find_prefix(s->slot, PC_T_SCOPED_V6, g, s->addr, 0);
+		if (quarantine)
+			r = unexpired(r, now);
+		if (r)
+			return hit_of(r);
+	}
+	if (s->v4) {
+		if (!quarantine)
+			return dir_range(s);
+		if (!(s->dir & PC_DIR_QUARANTINE))
+			return hit_of(0);
+		return hit_of(unexpired(find_prefix(s->slot, PC_T_QUARANTINE_V4, 0, s->addr, 1), now));
+	}
+	if (!quarantine)
+		return hit_of(find_prefix(s->slot, PC_T_RANGE_V6, 0, s->addr, 0));
+	return hit_of(unexpired(find_prefix(s->slot, PC_T_QUARANTINE_V6, 0, s->addr, 0), now));
 }
 
 /* Quarantine first (an entry past its expiry is ignored, so it lifts on time without
@@ -245,30 +220,20 @@ static __always_inline __u8 lookup_source(const struct pc_config *cfg, const str
 
 /* The relay towards the packet's destination that lets its port through, if any: the
  * most specific relay prefix decides, like the most specific range for sources. */
-static __always_inline struct pc_relay *relay_of(const struct pc_config *cfg, const struct pc_pkt *p)
+static __always_inline struct pc_entry *relay_of(const struct pc_config *cfg, const struct pc_pkt *p)
 {
 	__u32 slot = cfg->slot & (PC_SLOTS - 1);
-	struct pc_relay *rl = 0;
+	struct pc_entry *rl;
 	__u16 port;
-	void *t;
 
 	if (!(cfg->flags & PC_CFG_RELAYS))
 		return 0;
-	if (p->family == PC_FAM_V4 || v4_mapped(p->daddr)) {
-		struct pc_lpm_v4 k = { .prefixlen = 32 };
-
-		__builtin_memcpy(k.addr, p->family == PC_FAM_V4 ? p->daddr : p->daddr + 12, 4);
-		t = bpf_map_lookup_elem(&relays_v4, &slot);
-		if (t)
-			rl = bpf_map_lookup_elem(t, &k);
-	} else {
-		struct pc_lpm_v6 k = { .prefixlen = 128 };
-
-		__builtin_memcpy(k.addr, p->daddr, 16);
-		t = bpf_map_lookup_elem(&relays_v6, &slot);
-		if (t)
-			rl = bpf_map_lookup_elem(t, &k);
-	}
+	if (p->family == PC_FAM_V4)
+		rl = find_prefix(slot, PC_T_RELAY_V4, 0, p->daddr, 1);
+	else if (v4_mapped(p->daddr))
+		rl = find_prefix(slot, PC_T_RELAY_V4, 0, p->daddr + 12, 1);
+	else
+		rl = find_prefix(slot, PC_T_RELAY_V6, 0, p->daddr, 0);
 	if (!rl || !rl->nports)
 		return rl;
 	port = bpf_ntohs(p->dport);
@@ -367,7 +332,7 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 	__u32 zero = 0;
 	int probe = is_probe(ctx);
 	struct pc_source src;
-	struct pc_relay *relay;
+	struct pc_entry *relay;
 	__u64 now;
 	__u8 verdict;
 
