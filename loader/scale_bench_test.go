@@ -3,7 +3,10 @@ package loader
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/model"
+	"github.com/portcullis/portcullis/policy"
 )
 
 // ispTables is an ISP's policy of about n source prefixes: a few hundred dynamic pools
@@ -213,6 +217,75 @@ func BenchmarkLookupScale(b *testing.B) {
 				b.ReportMetric(float64(f.Nanoseconds()), "floor-ns/pkt")
 				b.ReportMetric(float64(d)/float64(f), "x-floor")
 				b.ReportMetric(applyTook.Seconds(), "apply-s")
+			})
+		}
+	}
+}
+
+// BenchmarkPolicyLoad is a large policy end to end, as the daemon takes it: parse the
+// YAML and its list files (cidrs_file), compile, Apply (write the idle slot, switch),
+// then Release the replaced policy. The policy is ispTables' mix, its pools and its
+// customers each in a list file; "v4" keeps the IPv4 prefixes only. Each phase is
+// reported in seconds; the slot written is never the empty one (a policy is applied
+// before the timed loop).
+//
+//	go test -run '^$' -bench '^BenchmarkPolicyLoad$' -benchtime 3x ./loader/
+func BenchmarkPolicyLoad(b *testing.B) {
+	testutil.RequireRoot(b)
+	for _, n := range []int{100_000, 1 << 20} {
+		for _, mix := range []string{"v4", "v4+v6"} {
+			t := ispTables(n)
+			if mix == "v4" {
+				t.Ranges = slices.DeleteFunc(t.Ranges, func(e model.Entry) bool { return e.Prefix.Addr().Is6() })
+			}
+			dir := b.TempDir()
+			var lists [3]strings.Builder
+			for _, e := range t.Ranges {
+				fmt.Fprintln(&lists[e.Rule], e.Prefix)
+			}
+			for i, name := range []string{"", "pools.txt", "customers.txt"} {
+				if name != "" {
+					if err := os.WriteFile(filepath.Join(dir, name), []byte(lists[i].String()), 0o644); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			path := filepath.Join(dir, "policy.yaml")
+			if err := os.WriteFile(path, []byte("version: 1\ngoverned_ports: [25]\ndefault: pass\nranges:\n"+
+				"  - {name: pools, verdict: drop, cidrs_file: pools.txt}\n"+
+				"  - {name: customers, verdict: pass, cidrs_file: customers.txt}\n"), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			b.Run(fmt.Sprintf("prefixes=%d/%s", len(t.Ranges), mix), func(b *testing.B) {
+				p := applied(b, testTables(time.Now()))
+				var parse, compile, apply, release time.Duration
+				for b.Loop() {
+					start := time.Now()
+					pol, err := policy.ParseFile(path, time.Now())
+					if err != nil {
+						b.Fatal(err)
+					}
+					parsed := time.Now()
+					c, err := policy.Compile(pol, time.Now())
+					if err != nil {
+						b.Fatal(err)
+					}
+					compiled := time.Now()
+					if err := p.Apply(c.Tables); err != nil {
+						b.Fatal(err)
+					}
+					applied := time.Now()
+					if err := p.Release(); err != nil {
+						b.Fatal(err)
+					}
+					parse, compile, apply, release = parse+parsed.Sub(start), compile+compiled.Sub(parsed), apply+applied.Sub(compiled), release+time.Since(applied)
+				}
+				per := func(d time.Duration) float64 { return d.Seconds() / float64(b.N) }
+				b.ReportMetric(per(parse), "parse-s")
+				b.ReportMetric(per(compile), "compile-s")
+				b.ReportMetric(per(apply), "apply-s")
+				b.ReportMetric(per(parse+compile+apply), "end-to-end-s")
+				b.ReportMetric(per(release), "release-s")
 			})
 		}
 	}

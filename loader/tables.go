@@ -154,29 +154,39 @@ func (p *Program) clearSlot(slot uint32) error {
 	return nil
 }
 
-// unscoped returns the entries that apply on every interface: the scoped ones live in
-// the scoped tables (see model.ScopePlan).
-func unscoped(entries []model.Entry) []model.Entry {
-	out := entries[:0:0]
-	for _, e := range entries {
-		if e.Interfaces == nil {
-			out = append(out, e)
+// byFamily returns the entries that apply on every interface (the scoped ones live in
+// the scoped tables, see model.ScopePlan), IPv4 and IPv6 apart, with their compiled
+// rule ids replaced by stable ids: one pass and one copy, since a policy may hold a
+// million of them (the compiler has already unmapped IPv4-mapped IPv6 prefixes).
+func byFamily(entries []model.Entry, ids []uint32) (v4, v6 []model.Entry, err error) {
+	n4, n6 := 0, 0
+	for i := range entries {
+		switch {
+		case entries[i].Interfaces != nil:
+		case entries[i].Prefix.Addr().Is4():
+			n4++
+		default:
+			n6++
 		}
 	}
-	return out
-}
-
-// split sorts entries by family; the policy compiler has already unmapped
-// IPv4-mapped IPv6 prefixes.
-func split(entries []model.Entry) (v4, v6 []model.Entry) {
-	for _, e := range entries {
+	v4, v6 = make([]model.Entry, 0, n4), make([]model.Entry, 0, n6)
+	for i := range entries {
+		e := &entries[i]
+		if e.Interfaces != nil {
+			continue
+		}
+		id, err := stableID(ids, e.Rule, e.Prefix)
+		if err != nil {
+			return nil, nil, err
+		}
+		x := model.Entry{Prefix: e.Prefix, Rule: id, Verdict: e.Verdict, Expires: e.Expires}
 		if e.Prefix.Addr().Is4() {
-			v4 = append(v4, e)
+			v4 = append(v4, x)
 		} else {
-			v6 = append(v6, e)
+			v6 = append(v6, x)
 		}
 	}
-	return v4, v6
+	return v4, v6, nil
 }
 
 // Apply makes t the live policy, atomically: t's tables are written into the idle
@@ -219,16 +229,14 @@ func (p *Program) Apply(t *model.Tables) error {
 		next = p.slot ^ 1
 	}
 
-	ranges, err := withIDs(t.Ranges, ids)
+	r4, r6, err := byFamily(t.Ranges, ids)
 	if err != nil {
 		return err
 	}
-	quarantines, err := withIDs(t.Quarantines, ids)
+	q4, q6, err := byFamily(t.Quarantines, ids)
 	if err != nil {
 		return err
 	}
-	r4, r6 := split(unscoped(ranges))
-	q4, q6 := split(unscoped(quarantines))
 	relays := make([]model.RelayEntry, len(t.Relays))
 	for i, r := range t.Relays {
 		if r.Rule, err = stableID(ids, r.Rule, r.Prefix); err != nil {
@@ -370,7 +378,8 @@ func stableID(ids []uint32, rule uint32, prefix netip.Prefix) (uint32, error) {
 	return ids[rule], nil
 }
 
-// groupIDs is withIDs for the entries of a scope plan.
+// groupIDs returns the entries of a scope plan with their compiled rule ids replaced
+// by stable ids.
 func groupIDs(entries []model.GroupEntry, ids []uint32) ([]model.GroupEntry, error) {
 	out := make([]model.GroupEntry, len(entries))
 	for i, e := range entries {
@@ -383,15 +392,3 @@ func groupIDs(entries []model.GroupEntry, ids []uint32) ([]model.GroupEntry, err
 	return out, nil
 }
 
-// withIDs returns entries with their compiled rule ids replaced by stable ids.
-func withIDs(entries []model.Entry, ids []uint32) ([]model.Entry, error) {
-	out := make([]model.Entry, len(entries))
-	for i, e := range entries {
-		var err error
-		if e.Rule, err = stableID(ids, e.Rule, e.Prefix); err != nil {
-			return nil, err
-		}
-		out[i] = e
-	}
-	return out, nil
-}
