@@ -54,9 +54,11 @@ lint: ## gofmt and go vet (~30 s)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
 	$(GO) vet ./...
 
-bench: ## as root: program cost per packet, policy swap, table memory, parse+compile, readers during a 1M apply, replay, fleet convergence through etcd; docs/BENCHMARKS.md (~7 min)
+bench: ## as root: program cost per packet (by policy size, hot and cold), policy swap, table memory, a 1M policy end to end, parse+compile, readers during a 1M apply, replay, fleet convergence through etcd; docs/BENCHMARKS.md (~9 min)
 	$(GO) test -run '^$$' -bench '^BenchmarkDataPlane$$' -benchtime 2000000x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkRelayScope$$' -benchtime 2000000x ./loader/
+	$(GO) test -run '^$$' -bench '^BenchmarkLookupScale$$' -benchtime 1400000x ./loader/
+	$(GO) test -run '^$$' -bench '^BenchmarkPolicyLoad$$' -benchtime 2x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkApply$$' -benchtime 100x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkTableMemory$$' -benchtime 1x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkParseCompile$$' -benchtime 1x ./policy/

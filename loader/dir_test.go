@@ -145,13 +145,15 @@ func TestDIRAgainstModel(t *testing.T) {
 }
 
 // TestDIRGroupsRunOut: a policy with longer ranges in more /24s than the table has
-// groups for is refused before anything is written, and the policy in force stays.
+// groups for is refused, and the policy in force stays.
 func TestDIRGroupsRunOut(t *testing.T) {
 	p := loadProgram(t)
 	good := &model.Tables{DefaultVerdict: model.Pass, Governed: []uint16{25}, RuleNames: []string{"default", "r"},
 		Ranges: []model.Entry{{Prefix: netip.MustParsePrefix("100.64.0.0/10"), Rule: 1, Verdict: model.Drop}}}
-	if err := p.Apply(good); err != nil {
-		t.Fatal(err)
+	for range 2 { // both slots: the idle one holds good too, for Rollback
+		if err := p.Apply(good); err != nil {
+			t.Fatal(err)
+		}
 	}
 	bad := &model.Tables{DefaultVerdict: model.Pass, Governed: []uint16{25}, RuleNames: []string{"default", "r"}}
 	for i := range p.dirGroups() + 1 {
@@ -162,6 +164,10 @@ func TestDIRGroupsRunOut(t *testing.T) {
 		t.Fatalf("apply with %d grouped /24s: %v, want ErrTooManyGroups", p.dirGroups()+1, err)
 	}
 	compareWithModel(t, p, good, buildFrame(t, frameSpec{src: addr("100.64.0.7"), dst: dst4, sport: 1, dport: 25, syn: true}))
+	// The failed Apply had begun on the idle slot: there is nothing to roll back to.
+	if err := p.Rollback(); !errors.Is(err, ErrNoRollback) {
+		t.Errorf("Rollback after a failed Apply: %v, want ErrNoRollback", err)
+	}
 }
 
 // Pins from a Portcullis that kept the IPv4 ranges in a trie (ranges_v4) are refused

@@ -253,7 +253,9 @@ func (p *Program) Apply(t *model.Tables) error {
 	}
 
 	// No packet reads the idle slot (the last switch waited for them): it is written
-	// in place. The replaced policy's entries go first, unless Release took them.
+	// in place. The replaced policy's entries go first, unless Release took them; from
+	// here on that policy cannot be rolled back to, even if this Apply fails.
+	p.dropPrev()
 	if err := p.clearSlot(next); err != nil {
 		return err
 	}
