@@ -73,7 +73,7 @@ func dumpOutcome(t *testing.T, c equivCase) string {
 	return b.String()
 }
 
-func entryPos(c *Compiled, p netip.Prefix, rule uint32) Pos { return c.EntryPos[EntryKey{p, rule}] }
+func entryPos(c *Compiled, p netip.Prefix, rule uint32) Pos { return c.EntryPos(EntryKey{p, rule}) }
 
 // equivCases are hand-written policies for every check on the prefixes, then random
 // ones (fixed seeds) over a small address space, so that duplicates, nesting and
