@@ -142,10 +142,8 @@ func Compile(pol *Policy, now time.Time) (*Compiled, error) {
 	if n := len(pol.Interfaces()); n > model.MaxScopedInterfaces {
 		return nil, Errors{{Pos{pol.File, 1, 1}, fmt.Sprintf("the policy's scopes name %d interfaces; the data plane holds at most %d: scope by fewer interfaces", n, model.MaxScopedInterfaces)}}
 	}
-	byRange := func(a, b rangeKey) int { return cmp.Or(a.key.compare(b.key), cmp.Compare(a.rule, b.rule)) }
-	if !slices.IsSortedFunc(keys, byRange) { // lists are often sorted already
-		slices.SortStableFunc(keys, byRange)
-	}
+	// keys are in rule order: sorted stably by prefix, they are by prefix, then rule.
+	sortByKey(keys, func(k *rangeKey) pkey { return k.key })
 	if len(keys) > 0 { // no ranges: nil, as appending would leave it
 		t.Ranges = make([]model.Entry, len(keys))
 		c.rangeAt = make([]uint32, len(keys))

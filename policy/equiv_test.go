@@ -123,6 +123,9 @@ relays:
 	for seed := range uint64(800) {
 		cases = append(cases, randomCase(seed))
 	}
+	for seed, n := range []int{3000, 20000, 50000} {
+		cases = append(cases, largeCase(uint64(seed), n, false), largeCase(uint64(seed), n, true))
+	}
 	return cases
 }
 
@@ -310,8 +313,121 @@ func randomCase(seed uint64) equivCase {
 	return c
 }
 
+// largeCase is a policy of n random prefixes of both families, unsorted, in three list
+// files and an inline list (large enough for the sorts of many prefixes), with
+// scopes, exemptions (some shadowed) and quarantines; clashes adds repeated prefixes
+// (in one file, across files, between scopes) and bad lines.
+func largeCase(seed uint64, n int, clashes bool) equivCase {
+	r := rand.New(rand.NewPCG(seed, 99))
+	used := map[netip.Prefix]bool{}
+	var order []netip.Prefix
+	fresh := func() netip.Prefix {
+		for {
+			var p netip.Prefix
+			if r.IntN(3) > 0 {
+				p = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))}), 16+r.IntN(17)).Masked()
+			} else {
+				a := netip.MustParseAddr("2001:db8::").As16()
+				for i := 4; i < 16; i++ {
+					a[i] = byte(r.IntN(256))
+				}
+				p = netip.PrefixFrom(netip.AddrFrom16(a), 40+r.IntN(89)).Masked()
+			}
+			if !used[p] {
+				used[p] = true
+				order = append(order, p)
+				return p
+			}
+		}
+	}
+	c := equivCase{name: fmt.Sprintf("large %d %d %v", seed, n, clashes), lists: map[string]string{}}
+	lists := make([]strings.Builder, 3)
+	var inline []string
+	for i := range n {
+		p := fresh().String()
+		switch k := i % 7; {
+		case k < 2:
+			lists[0].WriteString(p + "\n")
+		case k < 4:
+			lists[1].WriteString(p + "   # pool\n")
+		case k < 6:
+			lists[2].WriteString(p + "\n")
+		default:
+			if len(inline) < 200 {
+				inline = append(inline, p)
+			} else {
+				lists[0].WriteString(p + "\n")
+			}
+		}
+	}
+	if clashes {
+		for range 40 {
+			lists[r.IntN(3)].WriteString(order[r.IntN(len(order))].String() + "\n")
+		}
+		lists[1].WriteString("10.0.0.1/8\n300.1.2.3\n")
+	}
+	var y strings.Builder
+	y.WriteString("version: 1\nranges:\n")
+	y.WriteString("  - {name: a, verdict: reset, cidrs_file: pool0.txt}\n")
+	y.WriteString("  - {name: b, verdict: drop, cidrs_file: pool1.txt, interfaces: [eth0]}\n")
+	fmt.Fprintf(&y, "  - {name: c, verdict: monitor, cidrs_file: pool2.txt, cidrs: [%s]}\n", strings.Join(inline, ", "))
+	y.WriteString("exemptions:\n")
+	for i := range 30 {
+		q := order[r.IntN(len(order))]
+		if q.Bits() == q.Addr().BitLen() {
+			continue
+		}
+		// The lower half of q; with an upper neighbour and q's own prefix
+		// listed, exemptions inside q are often shadowed or partly so.
+		x := netip.PrefixFrom(q.Addr(), q.Bits()+1)
+		if used[x] {
+			continue
+		}
+		used[x] = true
+		scope := ""
+		if i%5 == 0 {
+			scope = ", interfaces: [eth0]"
+		}
+		exp := ""
+		if i%7 == 0 {
+			exp = ", expires: 2026-01-01"
+		}
+		fmt.Fprintf(&y, "  - {cidr: %s, reason: r, owner: o%s%s}\n", x, scope, exp)
+		if i%3 == 1 && x.Bits() < x.Addr().BitLen() {
+			// Both halves of x in range c (every interface): x is shadowed.
+			upper, _ := LastAddr(x).Prefix(x.Bits() + 1)
+			for _, h := range []netip.Prefix{netip.PrefixFrom(x.Addr(), x.Bits()+1), upper} {
+				if !used[h] {
+					used[h] = true
+					lists[2].WriteString(h.String() + "\n")
+				}
+			}
+		}
+		if i%3 == 0 && x.Bits() < x.Addr().BitLen() {
+			lo := netip.PrefixFrom(x.Addr(), x.Bits()+1)
+			if !used[lo] {
+				used[lo] = true
+				fmt.Fprintf(&y, "  - {cidr: %s, name: inner %d, reason: r, owner: o}\n", lo, i)
+			}
+		}
+	}
+	y.WriteString("quarantines:\n")
+	for range 10 {
+		fmt.Fprintf(&y, "  - {cidr: %s, verdict: drop, reason: r, owner: o, expires: 2027-01-01}\n", fresh())
+	}
+	if clashes {
+		fmt.Fprintf(&y, "  - {cidr: %s, verdict: drop, reason: r, owner: o, expires: 2027-01-01}\n", order[0])
+	}
+	for i := range lists {
+		name := fmt.Sprintf("pool%d.txt", i)
+		c.lists[name] = lists[i].String()
+	}
+	c.yaml = y.String()
+	return c
+}
+
 // TestEquivalentToGolden holds parse + check + compile to main's outputs: full text for
-// the hand-written cases, a SHA-256 of it for the random ones (EQUIV_FULL=1 with -update
+// the hand-written cases, a SHA-256 of it for the random and large ones (EQUIV_FULL=1 with -update
 // writes the random ones in full too, to see what differs: check out the golden's
 // commit, write it there, and diff).
 func TestEquivalentToGolden(t *testing.T) {
@@ -325,11 +441,11 @@ func TestEquivalentToGolden(t *testing.T) {
 			valid++
 			withWarnings++
 		}
-		if strings.HasPrefix(c.name, "random") && os.Getenv("EQUIV_FULL") == "" {
+		if !strings.HasPrefix(c.name, "random") && !strings.HasPrefix(c.name, "large") || os.Getenv("EQUIV_FULL") != "" {
+			fmt.Fprintf(&out, "== %s\n%s", c.name, d)
+		} else {
 			sum := sha256.Sum256([]byte(d))
 			fmt.Fprintf(&out, "== %s %s\n", c.name, hex.EncodeToString(sum[:8]))
-		} else {
-			fmt.Fprintf(&out, "== %s\n%s", c.name, d)
 		}
 	}
 	t.Logf("%d policies valid, %d of them with warnings", valid, withWarnings)

@@ -898,13 +898,10 @@ func (o occurrence) comparePlace(b occurrence) int {
 	return cmp.Or(cmp.Compare(o.owner, b.owner), cmp.Compare(o.i, b.i))
 }
 
-// sortOccurrences sorts by prefix, then place. Lists are often sorted already (an
-// IPAM export): checking costs one pass, sorting a sorted million many more.
+// sortOccurrences sorts by prefix, then place: occ is built in policy order, and the
+// sort is stable.
 func sortOccurrences(occ []occurrence) {
-	f := func(a, b occurrence) int { return cmp.Or(a.key.compare(b.key), a.comparePlace(b)) }
-	if !slices.IsSortedFunc(occ, f) {
-		slices.SortFunc(occ, f)
-	}
+	sortByKey(occ, func(o *occurrence) pkey { return o.key })
 }
 
 // occurrenceOf returns the prefix o stands for, as written, the entry it is in (as
