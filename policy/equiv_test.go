@@ -126,6 +126,9 @@ relays:
 	for seed, n := range []int{3000, 20000, 50000} {
 		cases = append(cases, largeCase(uint64(seed), n, false), largeCase(uint64(seed), n, true))
 	}
+	for _, bad := range []int{0, 6, 11, 19, 25} {
+		cases = append(cases, bigListCase(bad))
+	}
 	return cases
 }
 
@@ -426,8 +429,34 @@ func largeCase(seed uint64, n int, clashes bool) equivCase {
 	return c
 }
 
+// bigListCase is a list file of over a megabyte (one the parser may read in halves)
+// with comments, blank lines and IPv4-mapped spellings (warnings) all through it,
+// and bad lines spread over both halves: fewer than MaxListErrors in all, or more.
+func bigListCase(bad int) equivCase {
+	const n = 90000
+	var l strings.Builder
+	for i := range n {
+		switch {
+		case i%1000 == 0:
+			l.WriteString("# block\n\n")
+		case i%9000 == 1:
+			fmt.Fprintf(&l, "::ffff:10.%d.%d.%d/128\n", i>>16, i>>8&0xff, i&0xff)
+		case bad > 0 && i%(n/bad) == 2:
+			fmt.Fprintf(&l, "10.%d.%d.%d/8\n", i>>16, i>>8&0xff, i&0xff)
+		case i%3 == 0:
+			fmt.Fprintf(&l, "2001:db8::%x:%x/128  # six\n", i>>16, i&0xffff)
+		default:
+			fmt.Fprintf(&l, "10.%d.%d.%d\n", i>>16, i>>8&0xff, i&0xff)
+		}
+	}
+	return equivCase{name: fmt.Sprintf("big list %d bad", bad),
+		yaml:  "version: 1\nranges:\n  - {name: big, verdict: drop, cidrs_file: big.txt, cidrs: [192.0.2.0/24]}\nexemptions:\n  - {cidr: 10.0.0.0/24, reason: r, owner: o}\n",
+		lists: map[string]string{"big.txt": l.String()}}
+}
+
 // TestEquivalentToGolden holds parse + check + compile to main's outputs: full text for
-// the hand-written cases, a SHA-256 of it for the random and large ones (EQUIV_FULL=1 with -update
+// the hand-written cases, a SHA-256 of it for the random and large ones and the big
+// lists (EQUIV_FULL=1 with -update
 // writes the random ones in full too, to see what differs: check out the golden's
 // commit, write it there, and diff).
 func TestEquivalentToGolden(t *testing.T) {
@@ -441,7 +470,7 @@ func TestEquivalentToGolden(t *testing.T) {
 			valid++
 			withWarnings++
 		}
-		if !strings.HasPrefix(c.name, "random") && !strings.HasPrefix(c.name, "large") || os.Getenv("EQUIV_FULL") != "" {
+		if !strings.HasPrefix(c.name, "random") && !strings.HasPrefix(c.name, "large") && !strings.HasPrefix(c.name, "big") || os.Getenv("EQUIV_FULL") != "" {
 			fmt.Fprintf(&out, "== %s\n%s", c.name, d)
 		} else {
 			sum := sha256.Sum256([]byte(d))
