@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -461,16 +460,8 @@ func (p *parser) cidrsFile(n *node) []CIDR {
 	// copies, and netip keeps a zone only as a copy (unique.Make clones strings).
 	text := unsafe.String(unsafe.SliceData(data), len(data))
 	out := make([]CIDR, strings.Count(text, "\n")+1) // a slot for each line
-	errs, warns := len(p.errs), len(p.warns)
-	got, ok := 0, false
-	if cut := listCut(text); cut > 0 {
-		if got, ok = p.readHalves(text, cut, path, out); !ok {
-			p.errs, p.warns = p.errs[:errs], p.warns[:warns]
-		}
-	}
-	if !ok {
-		got, ok = p.readList(text, 0, path, out)
-	}
+	errs := len(p.errs)
+	got, ok := p.readList(text, path, out)
 	if !ok {
 		p.errorf(n, "%s: more than %d errors; stopped reading it (is it a list of CIDRs, one per line?)", path, MaxListErrors)
 		return nil
@@ -483,12 +474,12 @@ func (p *parser) cidrsFile(n *node) []CIDR {
 	return out
 }
 
-// readList reads the lines of a list file's text, the first of them numbered
-// line+1, into out (a slot for each line) and returns how many prefixes it read;
-// errors and warnings go to p. It stops, returning false, at a line that comes after
-// MaxListErrors errors.
-func (p *parser) readList(text string, line int, path string, out []CIDR) (int, bool) {
-	errs, n := len(p.errs), 0
+// readList reads the lines of the list file path, whose contents are text, into out
+// (a slot for each line) and returns how many prefixes it read; errors and warnings
+// go to p. It stops, returning false, at a line that comes after MaxListErrors
+// errors.
+func (p *parser) readList(text, path string, out []CIDR) (int, bool) {
+	errs, n, line := len(p.errs), 0, 0
 	for len(text) > 0 {
 		line++
 		var l string
@@ -513,49 +504,6 @@ func (p *parser) readList(text string, line int, path string, out []CIDR) (int, 
 		}
 	}
 	return n, true
-}
-
-// listCut returns where to split a list file's text to read it in two halves at
-// once (after the newline nearest its middle), or 0 to read it in one: a file under
-// a megabyte (some 60,000 lines) reads in a few milliseconds, and one CPU gains
-// nothing.
-func listCut(text string) int {
-	if len(text) < 1<<20 || runtime.GOMAXPROCS(0) < 2 {
-		return 0
-	}
-	i := strings.IndexByte(text[len(text)/2:], '\n')
-	if i < 0 || len(text)/2+i+1 == len(text) {
-		return 0
-	}
-	return len(text)/2 + i + 1
-}
-
-// readHalves is readList for text in two halves, split at cut, the second read on
-// another goroutine with a parser of its own; its errors and warnings follow the
-// first half's. It returns false when the halves found MaxListErrors errors between
-// them: then only one pass over the whole file says where reading stops (the
-// caller drops what the halves reported and reads again). Below that, the halves
-// report what one pass would, in the same order.
-func (p *parser) readHalves(text string, cut int, path string, out []CIDR) (int, bool) {
-	errs := len(p.errs)
-	first := strings.Count(text[:cut], "\n") // lines in the first half: slots for them
-	q := &parser{file: p.file, now: p.now, inline: p.inline}
-	var n2 int
-	var ok2 bool
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		n2, ok2 = q.readList(text[cut:], first, path, out[first:])
-	}()
-	n1, ok1 := p.readList(text[:cut], 0, path, out[:first])
-	<-done
-	if !ok1 || !ok2 || len(p.errs)-errs+len(q.errs) >= MaxListErrors {
-		return 0, false
-	}
-	p.errs = append(p.errs, q.errs...)
-	p.warns = append(p.warns, q.warns...)
-	copy(out[n1:], out[first:first+n2])
-	return n1 + n2, true
 }
 
 // cidrProblem says which part of s, an address or prefix netip rejected, is wrong:
