@@ -149,7 +149,7 @@ func Compile(pol *Policy, now time.Time) (*Compiled, error) {
 		c.rangeAt = make([]uint32, len(keys))
 	}
 	for k, rk := range keys {
-		t.Ranges[k] = model.Entry{Prefix: c.cidrs[rk.rule][rk.i].Prefix, Rule: rk.rule, Verdict: c.Rules[rk.rule].Verdict, Interfaces: scopes[rk.rule]}
+		t.Ranges[k] = model.Entry{Prefix: rk.key.prefix(), Rule: rk.rule, Verdict: c.Rules[rk.rule].Verdict, Interfaces: scopes[rk.rule]}
 		c.rangeAt[k] = rk.i
 	}
 	c.ranges, c.quarantines = t.Ranges, t.Quarantines

@@ -62,6 +62,9 @@ func dumpOutcome(t *testing.T, c equivCase) string {
 	}
 	fmt.Fprintf(&b, "names %q kinds %v\n", tb.RuleNames, tb.RuleKinds)
 	for _, e := range tb.Ranges {
+		if e.Prefix != netip.MustParsePrefix(e.Prefix.String()) {
+			t.Errorf("%s: entry %s is not the prefix netip parses from its text", c.name, e.Prefix)
+		}
 		fmt.Fprintf(&b, "range %s rule %d %v exp %v if %q at %s\n", e.Prefix, e.Rule, e.Verdict, e.Expires, e.Interfaces, entryPos(comp, e.Prefix, e.Rule))
 	}
 	for _, e := range tb.Quarantines {
