@@ -498,12 +498,68 @@ func (p *parser) readList(text, path string, out []CIDR) (int, bool) {
 		if len(p.errs)-errs >= MaxListErrors {
 			return n, false
 		}
-		if c, ok := p.cidrAt(l, Pos{path, line, 1}); ok {
+		if pfx, ok := plainIPv4(l); ok {
+			out[n] = CIDR{pfx, Pos{path, line, 1}}
+			n++
+		} else if c, ok := p.cidrAt(l, Pos{path, line, 1}); ok {
 			out[n] = c
 			n++
 		}
 	}
 	return n, true
+}
+
+// plainIPv4 reads s when it is the common case of a list file: an IPv4 prefix with
+// no host bits set ("100.64.0.0/10") or an IPv4 address (a /32), written as netip
+// reads it (four decimal octets 0-255 without leading zeros, a length 0-32 without a
+// leading zero). It reports false for anything else, valid or not: cidrAt reads
+// those, and says what is wrong. It gives the prefix cidrAt would, at a fifth of
+// the cost (TestPlainIPv4 holds it to cidrAt).
+func plainIPv4(s string) (netip.Prefix, bool) {
+	var a [4]byte
+	i := 0
+	for k := range 4 {
+		if k > 0 {
+			if i >= len(s) || s[i] != '.' {
+				return netip.Prefix{}, false
+			}
+			i++
+		}
+		v, start := 0, i
+		for i < len(s) && i-start < 3 && '0' <= s[i] && s[i] <= '9' {
+			v = v*10 + int(s[i]-'0')
+			i++
+		}
+		if i == start || v > 255 || i-start > 1 && s[start] == '0' {
+			return netip.Prefix{}, false
+		}
+		a[k] = byte(v)
+	}
+	bits := 32
+	if i < len(s) {
+		if s[i] != '/' {
+			return netip.Prefix{}, false
+		}
+		i++
+		if n := len(s) - i; n < 1 || n > 2 || n == 2 && s[i] == '0' {
+			return netip.Prefix{}, false
+		}
+		bits = 0
+		for ; i < len(s); i++ {
+			if s[i] < '0' || s[i] > '9' {
+				return netip.Prefix{}, false
+			}
+			bits = bits*10 + int(s[i]-'0')
+		}
+		if bits > 32 {
+			return netip.Prefix{}, false
+		}
+	}
+	pfx := netip.PrefixFrom(netip.AddrFrom4(a), bits)
+	if pfx.Masked() != pfx {
+		return netip.Prefix{}, false // host bits set: cidrAt says so
+	}
+	return pfx, true
 }
 
 // cidrProblem says which part of s, an address or prefix netip rejected, is wrong:
