@@ -52,3 +52,21 @@ func TestPlainIPv4(t *testing.T) {
 		t.Errorf("only %d of the random lines read", read)
 	}
 }
+
+// FuzzPlainIPv4: wherever plainIPv4 reads a line, cidrAt reads the same prefix.
+func FuzzPlainIPv4(f *testing.F) {
+	for _, s := range []string{"100.64.0.0/10", "1.2.3.4", "1.2.3.4/24", "01.2.3.4/32", "255.255.255.255/32"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := plainIPv4(s)
+		if !ok {
+			return
+		}
+		p := &parser{file: "t"}
+		want, wantOK := p.cidrAt(s, Pos{"t", 1, 1})
+		if !wantOK || len(p.errs) > 0 || len(p.warns) > 0 || got != want.Prefix {
+			t.Fatalf("%q: plainIPv4 %s, cidrAt %s %v (errors %v, warnings %v)", s, got, want.Prefix, wantOK, p.errs, p.warns)
+		}
+	})
+}
