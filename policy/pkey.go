@@ -36,14 +36,15 @@ func addrKey(a netip.Addr) pkey { return keyOf(netip.PrefixFrom(a, 0)) }
 
 // addr returns the address of k.
 func (k pkey) addr() netip.Addr {
+	if k.fb>>8 == 0 {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], uint32(k.lo))
+		return netip.AddrFrom4(b)
+	}
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], k.hi)
 	binary.BigEndian.PutUint64(b[8:], k.lo)
-	a := netip.AddrFrom16(b)
-	if k.fb>>8 == 0 {
-		a = a.Unmap()
-	}
-	return a
+	return netip.AddrFrom16(b)
 }
 
 // prefix returns the prefix k stands for.
