@@ -59,13 +59,15 @@ type Generator struct {
 const maxPPS = 3_000_000
 
 // StartGenerator starts trafgen in gen's namespace on its eth0 with the configuration
-// in cfgPath and one worker (--cpus 1: trafgen pins it to CPU 0), for at most about d:
+// in cfgPath and one worker (--cpus 1: trafgen pins it to CPU 0) at nice -20
+// (--prio-high: veth runs the router's receive path in the sender's context, so this
+// keeps other processes of a shared machine off both), for at most about d:
 // it sends at most maxPPS × d packets. It runs in a process group of its own (trafgen
 // forks its worker), which Stop signals.
 func StartGenerator(line *testenv.Line, cfgPath string, d time.Duration) (*Generator, error) {
 	g := &Generator{done: make(chan error, 1)}
 	cmd := line.Gen.Command("trafgen", "--dev", testenv.LineGenIf, "--conf", cfgPath, "--cpus", "1",
-		"--no-sock-mem", "--num", strconv.FormatInt(int64(d.Seconds()*maxPPS), 10))
+		"--no-sock-mem", "--prio-high", "--num", strconv.FormatInt(int64(d.Seconds()*maxPPS), 10))
 	cmd.Stdout, cmd.Stderr = &g.out, &g.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
