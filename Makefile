@@ -70,7 +70,7 @@ bench: ## as root: program cost per packet (by policy size, hot and cold), polic
 # Not part of bench: it needs trafgen, nft, ipset and iptables, and it measures whole
 # packets through the kernel, not the program alone. VETH_FLAGS passes the benchmark's
 # own flags, e.g. VETH_FLAGS='-vethbench.rounds=3 -vethbench.sizes=10,100000'.
-bench-veth: ## as root: real packets on veth, Portcullis against nftables, iptables+ipset, bare XDP_DROP and plain forwarding at 10/100k/1M prefixes; needs netsniff-ng, nftables, iptables, ipset (~6 min)
+bench-veth: ## as root: real packets on veth, Portcullis against nftables, iptables+ipset, bare XDP_DROP and plain forwarding at 10/100k/1M prefixes; needs netsniff-ng, nftables, iptables, ipset (~5 min)
 	$(GO) test -run '^$$' -bench '^BenchmarkVeth$$' -benchtime 1x -timeout 20m ./internal/vethbench/ $(VETH_FLAGS)
 
 clean: ## remove build output (instant)

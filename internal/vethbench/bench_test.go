@@ -42,7 +42,7 @@ type sample struct {
 }
 
 // BenchmarkVeth: real packets through a router namespace (testenv.Line) under each
-// contender, for each policy size; see docs/BENCHMARKS.md. Root only; about 6 minutes
+// contender, for each policy size; see docs/BENCHMARKS.md. Root only; about 5 minutes
 // with the defaults (3 sizes × 7 rounds × 5 contenders × 2.5 s, plus ≈ 50 s of loads,
 // most of it nft -f of the 1M set).
 //
