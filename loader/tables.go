@@ -393,4 +393,3 @@ func groupIDs(entries []model.GroupEntry, ids []uint32) ([]model.GroupEntry, err
 	}
 	return out, nil
 }
-
