@@ -177,6 +177,7 @@ const (
 	PortcullisPcTablePC_T_RELAY_V6      PortcullisPcTable = 5
 	PortcullisPcTablePC_T_SCOPED_V4     PortcullisPcTable = 6
 	PortcullisPcTablePC_T_SCOPED_V6     PortcullisPcTable = 7
+	PortcullisPcTablePC_T_RUNTIME_V4    PortcullisPcTable = 8
 )
 
 type PortcullisPcVerdict uint32

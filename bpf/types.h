@@ -98,6 +98,9 @@ enum pc_table {
 	PC_T_RELAY_V6 = 5,      /* IPv6 relay destinations */
 	PC_T_SCOPED_V4 = 6,     /* IPv4 entries of scope groups (pc_key.group) */
 	PC_T_SCOPED_V6 = 7,     /* IPv6 entries of scope groups */
+	PC_T_RUNTIME_V4 = 8,    /* IPv4 runtime ranges (unblocks) as entered: never looked up
+				 * here (dir_v4 holds them painted); the control plane reads
+				 * them back after a restart */
 };
 
 /* prefixes key: a prefix of one table of one policy slot. prefixlen counts the 64 bits

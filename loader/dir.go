@@ -385,39 +385,3 @@ func (p *Program) markDirQuarantine(slot uint32, q netip.Prefix) error {
 	}
 	return nil
 }
-
-// dirRuntime returns the IPv4 ranges of slot that count for stable rule id, as the
-// data plane holds them: each prefix that decides some address (a range that longer
-// ones paint over everywhere is not seen).
-func (p *Program) dirRuntime(slot, id uint32) ([]model.Entry, error) {
-	all, err := p.dirRead(slot, 0, dirSlot)
-	if err != nil {
-		return nil, err
-	}
-	seen := map[netip.Prefix]bool{}
-	var out []model.Entry
-	found := func(a uint32, v uint32) {
-		if v&dirHit == 0 || v&dirRule != id {
-			return
-		}
-		pfx := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), entryLen(v)).Masked()
-		if !seen[pfx] {
-			seen[pfx] = true
-			out = append(out, model.Entry{Prefix: pfx, Rule: id, Verdict: model.Verdict(v >> dirVerdict & 3)})
-		}
-	}
-	for i, c := range all {
-		if c&dirGroup == 0 {
-			found(uint32(i)<<8, c)
-			continue
-		}
-		entries, err := p.groupRead(slot, c&dirGroupMask)
-		if err != nil {
-			return nil, err
-		}
-		for j, v := range entries {
-			found(uint32(i)<<8|uint32(j), v)
-		}
-	}
-	return out, nil
-}

@@ -51,6 +51,10 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 		if err := p.updateDirRange(p.slot, de, add, next.Ranges, p.live); err != nil {
 			return err
 		}
+		// And the record RuntimeInDataPlane reads back.
+		if err := p.writeEntry(prefixKey(p.slot, tRuntime4, 0, e.Prefix), val, add); err != nil {
+			return err
+		}
 	default:
 		table := tRange6
 		switch {
@@ -142,14 +146,7 @@ func (p *Program) RuntimeInDataPlane(kind model.Kind, name string) ([]model.Tabl
 		return nil, err
 	}
 	now := timeNow()
-	ranges4, err := p.dirRuntime(p.slot, id)
-	if err != nil {
-		return nil, err
-	}
 	var out []model.TableEntry
-	for _, e := range ranges4 {
-		out = append(out, model.TableEntry{Entry: e})
-	}
 	var k bpf.PortcullisPcKey
 	var v bpf.PortcullisPcEntry
 	it := p.objs.Prefixes.Iterate()
@@ -158,8 +155,8 @@ func (p *Program) RuntimeInDataPlane(kind model.Kind, name string) ([]model.Tabl
 			continue
 		}
 		switch t := keyTable(k); t {
-		case tQuarantine4, tQuarantine6, tRange6:
-			out = append(out, runtimeEntry(keyPrefix(k), v, t != tRange6, boot, now))
+		case tQuarantine4, tQuarantine6, tRange6, tRuntime4:
+			out = append(out, runtimeEntry(keyPrefix(k), v, t == tQuarantine4 || t == tQuarantine6, boot, now))
 		}
 	}
 	if err := it.Err(); err != nil {

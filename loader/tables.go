@@ -21,6 +21,7 @@ const (
 	tRelay6      = uint32(bpf.PortcullisPcTablePC_T_RELAY_V6)
 	tScoped4     = uint32(bpf.PortcullisPcTablePC_T_SCOPED_V4)
 	tScoped6     = uint32(bpf.PortcullisPcTablePC_T_SCOPED_V6)
+	tRuntime4    = uint32(bpf.PortcullisPcTablePC_T_RUNTIME_V4)
 )
 
 // prefixKey is the prefixes trie's key of prefix p in table (of p's family) of slot,
@@ -42,7 +43,7 @@ func keyTable(k bpf.PortcullisPcKey) uint32 { return k.Tag & 0xff }
 func keyPrefix(k bpf.PortcullisPcKey) netip.Prefix {
 	bits := int(k.Prefixlen) - 64
 	switch keyTable(k) {
-	case tQuarantine4, tRelay4, tScoped4:
+	case tQuarantine4, tRelay4, tScoped4, tRuntime4:
 		return netip.PrefixFrom(netip.AddrFrom4([4]byte(k.Addr[:4])), bits)
 	}
 	return netip.PrefixFrom(netip.AddrFrom16(k.Addr), bits)
@@ -58,15 +59,16 @@ func ruleEntry(e model.Entry, boot time.Duration, now time.Time) bpf.PortcullisP
 }
 
 // slotEntries are the keys and values of the prefixes trie that hold a policy in slot:
-// its quarantines of both families and IPv6 ranges that apply everywhere, its relays
-// and its scope groups' entries (rule ids already stable).
-func slotEntries(slot uint32, q4, q6, r6 []model.Entry, relays []model.RelayEntry, plan model.ScopePlan, boot time.Duration, now time.Time) ([]bpf.PortcullisPcKey, []bpf.PortcullisPcEntry) {
-	n := len(q4) + len(q6) + len(r6) + len(relays) + len(plan.Ranges) + len(plan.Quarantines)
+// its quarantines of both families and IPv6 ranges that apply everywhere, the record
+// of its IPv4 runtime ranges (rt4), its relays and its scope groups' entries (rule
+// ids already stable).
+func slotEntries(slot uint32, q4, q6, r6, rt4 []model.Entry, relays []model.RelayEntry, plan model.ScopePlan, boot time.Duration, now time.Time) ([]bpf.PortcullisPcKey, []bpf.PortcullisPcEntry) {
+	n := len(q4) + len(q6) + len(r6) + len(rt4) + len(relays) + len(plan.Ranges) + len(plan.Quarantines)
 	keys, vals := make([]bpf.PortcullisPcKey, 0, n), make([]bpf.PortcullisPcEntry, 0, n)
 	for _, t := range []struct {
 		table   uint32
 		entries []model.Entry
-	}{{tQuarantine4, q4}, {tQuarantine6, q6}, {tRange6, r6}} {
+	}{{tQuarantine4, q4}, {tQuarantine6, q6}, {tRange6, r6}, {tRuntime4, rt4}} {
 		for _, e := range t.entries {
 			keys = append(keys, prefixKey(slot, t.table, 0, e.Prefix))
 			vals = append(vals, ruleEntry(e, boot, now))
@@ -259,7 +261,23 @@ func (p *Program) Apply(t *model.Tables) error {
 	if err := p.clearSlot(next); err != nil {
 		return err
 	}
-	keys, vals := slotEntries(next, q4, q6, r6, relays, plan, boot, now)
+	// The IPv4 runtime ranges (unblocks) are also recorded as entered: painted into the
+	// DIR-24-8 table, a range that longer ones paint over could not be read back.
+	var rt4 []model.Entry
+	if len(t.RuleKinds) == len(t.RuleNames) {
+		unblock := map[uint32]bool{}
+		for i, k := range t.RuleKinds {
+			if k == model.KindUnblock {
+				unblock[ids[i]] = true
+			}
+		}
+		for _, e := range r4 {
+			if unblock[e.Rule] {
+				rt4 = append(rt4, e)
+			}
+		}
+	}
+	keys, vals := slotEntries(next, q4, q6, r6, rt4, relays, plan, boot, now)
 	if err := p.writeSlot(next, keys, vals); err != nil {
 		return err
 	}
