@@ -12,6 +12,8 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/portcullis/portcullis/model"
+	"github.com/portcullis/portcullis/overlay"
+	"github.com/portcullis/portcullis/verify"
 )
 
 // reviewProbe judges a from IPv4 and as an IPv4-mapped IPv6 source.
@@ -213,5 +215,48 @@ func TestReviewCloseFreesDIR(t *testing.T) {
 			t.Fatalf("dir_v4 (map id %d) is still alive 2 s after Program.Close: its mmap (Map.Memory) is only unmapped when the GC runs its cleanup", id)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Runtime entries inside scoped ranges (the scope groups' tables and the DIR-24-8 both
+// written), judged on every interface against the model, then taken out again.
+func TestReviewScopedRuntime(t *testing.T) {
+	now := time.Now()
+	c := compileScopePolicy(t, now)
+	live := overlay.Merge(c.Tables, nil)
+	p := applied(t, live)
+	s := scratch(t, p)
+	q, u := overlay.RuleIDs(live)
+	check := func(tables *model.Tables, addrs ...string) {
+		t.Helper()
+		for _, a := range addrs {
+			for _, iface := range append([]string{""}, scopeIfaces...) {
+				for _, dst := range []string{"192.0.2.25", "192.0.2.130"} {
+					frame := buildFrame(t, frameSpec{src: addr(a), dst: addr(dst), sport: 40000, dport: 2525, syn: true, seq: 7})
+					in := model.Ingress{Interface: iface}
+					act, out := runAt(t, s, p, in, frame)
+					_, diffs := verify.Compare(tables, frame, now, verify.Observed{Interface: iface, Action: act, Out: out})
+					for _, d := range diffs {
+						t.Errorf("%s@%s -> %s: %s", a, iface, dst, d.Msg)
+					}
+				}
+			}
+		}
+	}
+	probe := []string{"100.64.1.1", "100.64.1.10", "100.64.1.11", "100.64.1.130", "100.64.1.131", "100.64.1.200", "100.64.1.77", "100.64.2.66", "100.64.3.3", "100.64.1.255"}
+	check(live, probe...)
+	entries := []model.TableEntry{
+		{Entry: model.Entry{Prefix: pfx("100.64.1.10/31"), Rule: u, Verdict: model.Pass}},
+		{Entry: model.Entry{Prefix: pfx("100.64.1.128/26"), Rule: u, Verdict: model.Pass}},
+		{Entry: model.Entry{Prefix: pfx("100.64.3.0/24"), Rule: q, Verdict: model.Drop, Expires: now.Add(time.Hour)}, Quarantine: true},
+		{Entry: model.Entry{Prefix: pfx("100.64.1.130/32"), Rule: q, Verdict: model.Reset, Expires: now.Add(time.Hour)}, Quarantine: true},
+	}
+	for _, e := range entries {
+		live = step(t, p, live, e, true)
+		check(live, probe...)
+	}
+	for _, e := range entries {
+		live = step(t, p, live, e, false)
+		check(live, probe...)
 	}
 }
