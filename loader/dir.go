@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+	"os"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/portcullis/portcullis/bpf"
 	"github.com/portcullis/portcullis/model"
@@ -40,8 +43,8 @@ const (
 
 // dirState is what this process knows of the DIR-24-8 tables it writes.
 type dirState struct {
-	mem, mem8 *ebpf.Memory // dir_v4 and dir8_v4, mapped
-	buf       []uint32     // one slot's dir_v4 being built; all zero between builds
+	mem, mem8 *mapping // dir_v4 and dir8_v4, mapped
+	buf       []uint32 // one slot's dir_v4 being built; all zero between builds
 	// touched[slot] marks the dir_v4 chunks of the slot holding anything (nil: not
 	// known, as for tables adopted from pins: every chunk is written).
 	touched [2][]uint64
@@ -80,12 +83,13 @@ func (p *Program) dirGroups() int {
 
 func (p *Program) dirMemory() error {
 	if p.dir.mem == nil {
-		mem, err := p.objs.DirV4.Memory()
+		mem, err := mapMemory(p.objs.DirV4)
 		if err != nil {
 			return fmt.Errorf("mapping %s: %w", bpf.PortcullisMapDirV4, err)
 		}
-		mem8, err := p.objs.Dir8V4.Memory()
+		mem8, err := mapMemory(p.objs.Dir8V4)
 		if err != nil {
+			mem.unmap()
 			return fmt.Errorf("mapping %s: %w", bpf.PortcullisMapDir8V4, err)
 		}
 		p.dir.mem, p.dir.mem8 = mem, mem8
@@ -233,13 +237,52 @@ func (p *Program) groupRead(slot, g uint32) ([]uint32, error) {
 }
 
 // store writes one word through mem at off: an aligned 4-byte store, which a packet
-// reads whole, before or after.
-func store(mem *ebpf.Memory, off int64, v uint32) error {
-	w := [1]uint32{v}
-	if _, err := mem.WriteAt(u32Bytes(w[:]), off); err != nil {
-		return fmt.Errorf("writing the entry: %w", err)
+// reads whole, before or after. It is atomic (a release store), so that what was
+// written before it (a new group) is seen by any CPU that sees it, on every
+// architecture.
+func store(mem *mapping, off int64, v uint32) error {
+	if off < 0 || off%4 != 0 || off+4 > int64(len(mem.b)) {
+		return fmt.Errorf("writing the entry: offset %d out of range", off)
 	}
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&mem.b[off])), v)
 	return nil
+}
+
+// mapping is the memory of a BPF_F_MMAPABLE map, mapped shared. Unlike
+// ebpf.Map.Memory, whose mapping lasts until the garbage collector finds it, it is
+// unmapped by unmap (Program.Close): a mapping keeps its map, here 192 MiB of kernel
+// memory, alive after every descriptor of the map is closed.
+type mapping struct{ b []byte }
+
+func mapMemory(m *ebpf.Map) (*mapping, error) {
+	page := os.Getpagesize()
+	size := (int(m.ValueSize())*int(m.MaxEntries()) + page - 1) / page * page
+	b, err := unix.Mmap(m.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, err
+	}
+	return &mapping{b: b}, nil
+}
+
+func (mm *mapping) unmap() {
+	if mm != nil && mm.b != nil {
+		unix.Munmap(mm.b)
+		mm.b = nil
+	}
+}
+
+func (mm *mapping) ReadAt(b []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(b)) > int64(len(mm.b)) {
+		return 0, fmt.Errorf("read of %d bytes at %d out of range", len(b), off)
+	}
+	return copy(b, mm.b[off:]), nil
+}
+
+func (mm *mapping) WriteAt(b []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(b)) > int64(len(mm.b)) {
+		return 0, fmt.Errorf("write of %d bytes at %d out of range", len(b), off)
+	}
+	return copy(mm.b[off:], b), nil
 }
 
 // dirStore writes dir_v4 entry i of slot.

@@ -114,6 +114,9 @@ func loadError(err error) error {
 // objects stay in the kernel.
 func (p *Program) Close() error {
 	p.dropPrev()
+	p.dir.mem.unmap()
+	p.dir.mem8.unmap()
+	p.dir = dirState{}
 	return p.objs.Close()
 }
 
