@@ -24,8 +24,9 @@
 #define PC_MAX_OFFENDERS 65536
 #endif
 
-/* Upper bound for any one prefix table (LPM tries are NO_PREALLOC: this is a cap, not
- * an allocation). The loader sizes each table to the policy it holds. */
+/* Entries of the prefixes trie (every table but the IPv4 ranges, both slots, runtime
+ * entries; NO_PREALLOC: a cap, not an allocation). The loader refuses a policy with
+ * more than half of it, so that two policies fit while one is kept for Rollback. */
 #ifndef PC_MAX_PREFIXES
 #define PC_MAX_PREFIXES (1 << 24)
 #endif
@@ -49,8 +50,8 @@
 
 /* dir8_v4: groups of 256 entries per slot, one group per /24 that holds IPv4 ranges
  * longer than /24 (a customer's /29, a static /32). 1 KiB each: 32768 groups are 32 MiB
- * a slot, enough for long ranges in 32768 distinct /24s (8M addresses); the compiler
- * refuses a policy that needs more. */
+ * a slot, enough for long ranges in 32768 distinct /24s (8M addresses); the loader
+ * refuses a policy that needs more (`portcullis check` does not know the limit). */
 #ifndef PC_DIR8_GROUPS
 #define PC_DIR8_GROUPS 32768
 #endif

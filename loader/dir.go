@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"net/netip"
 	"os"
+	"slices"
 	"sync/atomic"
 	"unsafe"
 
@@ -48,8 +49,12 @@ type dirState struct {
 	// touched[slot] marks the dir_v4 chunks of the slot holding anything (nil: not
 	// known, as for tables adopted from pins: every chunk is written).
 	touched [2][]uint64
-	// groups[slot] is how many dir8_v4 groups the slot uses (-1: not known).
+	// groups[slot] is how many dir8_v4 groups the slot has handed out (-1: not known).
 	groups [2]int
+	// freed[slot] are groups that no /24 names any more (a runtime range's removal
+	// folded them back into their /24's word), which a packet may still be reading;
+	// ready[slot] are freed groups past an RCU wait, free to reuse.
+	freed, ready [2][]uint32
 }
 
 // dirValue is what range e (with its stable rule id) paints.
@@ -197,6 +202,7 @@ func (p *Program) writeDir(slot uint32, ranges, quarantines []model.Entry) error
 		}
 	}
 	d.touched[slot], d.groups[slot] = touched, len(groups)/256
+	d.freed[slot], d.ready[slot] = nil, nil
 	return nil
 }
 
@@ -368,30 +374,62 @@ func (p *Program) updateDirRange(slot uint32, e model.Entry, add bool, next []mo
 				if err := store(p.dir.mem8, p.groupOffset(slot, g, j), nv); err != nil {
 					return err
 				}
+				entries[j] = nv
 			}
+		}
+		// A group that no range longer than /24 decides any more goes back into its
+		// /24's word, and waits to be reused.
+		if entryLen(entries[0]) <= 24 && !slices.ContainsFunc(entries, func(e uint32) bool { return e != entries[0] }) {
+			if err := p.dirStore(slot, x, entries[0]|c&dirQuarantine); err != nil {
+				return err
+			}
+			p.dir.freed[slot] = append(p.dir.freed[slot], g)
 		}
 	}
 	return nil
 }
 
 // newGroup gives /24 x of slot (entry c) a group: its own decision everywhere but at
-// [off, off+cnt), where v decides. The group is written before the /24 names it.
+// [off, off+cnt), where v decides. The group is written before the /24 names it. It
+// is a group never handed out, else a freed one: those wait for one RCU grace period
+// first (synchronize), since a packet that read its /24's word before the group was
+// folded back may still be reading it.
 func (p *Program) newGroup(slot, x, c, off, cnt, v uint32) error {
-	used := p.dir.groups[slot]
-	if used < 0 { // not known (tables adopted from pins): one past the highest named
+	d := &p.dir
+	if d.groups[slot] < 0 { // not known (tables adopted from pins): what dir_v4 names
 		all, err := p.dirRead(slot, 0, dirSlot)
 		if err != nil {
 			return err
 		}
+		named := make([]bool, p.dirGroups())
+		used := 0
 		for _, e := range all {
-			if e&dirGroup != 0 {
-				used = max(used, int(e&dirGroupMask))
+			if e&dirGroup != 0 && int(e&dirGroupMask) < len(named) {
+				named[e&dirGroupMask] = true
+				used = max(used, int(e&dirGroupMask)+1)
 			}
 		}
-		used++
+		d.groups[slot], d.freed[slot], d.ready[slot] = used, nil, nil
+		for g := range used {
+			if !named[g] {
+				d.freed[slot] = append(d.freed[slot], uint32(g))
+			}
+		}
 	}
-	if used >= p.dirGroups() {
-		return fmt.Errorf("%w: all %d are in use; apply the policy to pack them", ErrTooManyGroups, p.dirGroups())
+	if len(d.ready[slot]) == 0 && d.groups[slot] >= p.dirGroups() && len(d.freed[slot]) > 0 {
+		if err := p.synchronize(); err != nil {
+			return err
+		}
+		d.ready[slot], d.freed[slot] = d.freed[slot], nil
+	}
+	var g uint32
+	switch {
+	case d.groups[slot] < p.dirGroups():
+		g = uint32(d.groups[slot])
+	case len(d.ready[slot]) > 0:
+		g = d.ready[slot][len(d.ready[slot])-1]
+	default:
+		return fmt.Errorf("%w: all %d are taken by ranges longer than /24 in distinct /24s", ErrTooManyGroups, p.dirGroups())
 	}
 	entries := make([]uint32, 256)
 	for j := range entries {
@@ -400,13 +438,32 @@ func (p *Program) newGroup(slot, x, c, off, cnt, v uint32) error {
 			entries[j] = v
 		}
 	}
-	if _, err := p.dir.mem8.WriteAt(u32Bytes(entries), p.groupOffset(slot, uint32(used), 0)); err != nil {
+	if _, err := d.mem8.WriteAt(u32Bytes(entries), p.groupOffset(slot, g, 0)); err != nil {
 		return fmt.Errorf("writing %s: %w", bpf.PortcullisMapDir8V4, err)
 	}
-	if err := p.dirStore(slot, x, dirGroup|uint32(used)|c&dirQuarantine); err != nil {
+	if err := p.dirStore(slot, x, dirGroup|g|c&dirQuarantine); err != nil {
 		return err
 	}
-	p.dir.groups[slot] = used + 1
+	if d.groups[slot] < p.dirGroups() {
+		d.groups[slot]++
+	} else {
+		d.ready[slot] = d.ready[slot][:len(d.ready[slot])-1]
+	}
+	return nil
+}
+
+// synchronize returns once no program run that began before it is still running:
+// the kernel waits for an RCU grace period on every map-in-map update, and putting the
+// live config back in its own place is one that changes nothing else.
+func (p *Program) synchronize() error {
+	var cm *ebpf.Map
+	if err := p.objs.Policy.Lookup(uint32(0), &cm); err != nil {
+		return fmt.Errorf("reading the live config: %w", err)
+	}
+	defer cm.Close()
+	if err := p.objs.Policy.Put(uint32(0), cm); err != nil {
+		return fmt.Errorf("waiting for running programs: %w", err)
+	}
 	return nil
 }
 

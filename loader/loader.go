@@ -23,6 +23,9 @@ var (
 	// ErrTooManyGroups means a policy's IPv4 ranges longer than /24 lie in more /24s
 	// than the DIR-24-8 table has groups for (PC_DIR8_GROUPS a slot).
 	ErrTooManyGroups = errors.New("the IPv4 table has no group left for another /24 with ranges longer than /24")
+	// ErrTooManyPrefixes means a policy has more prefixes outside the IPv4 ranges than
+	// half the prefixes trie holds (PC_MAX_PREFIXES: two policies must fit).
+	ErrTooManyPrefixes = errors.New("policy has more prefixes than the data plane holds")
 	// ErrNoRollback means there is no replaced policy to go back to.
 	ErrNoRollback = errors.New("no previous policy to roll back to")
 	// ErrIncompatiblePins means the maps pinned in a directory were made by a

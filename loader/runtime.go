@@ -13,19 +13,16 @@ import (
 	"github.com/portcullis/portcullis/model"
 )
 
-// runtimeHeadroom is how many entries beyond its policy's each prefix table takes, for
-// runtime entries added with UpdateEntry. The tables are NO_PREALLOC LPM tries: the
-// bound costs no memory until used.
-const runtimeHeadroom = 1 << 16
-
 // UpdateEntry makes next the live tables, where next differs from them only by e
 // (added when add, removed otherwise), in the live slot: for an IPv4 range, the
-// aligned word writes that repaint the /24s it decides in the DIR-24-8 table (one for
-// a /24 or longer) or one hash update for a range longer than /24 (and its /24's
-// word); otherwise one update of its family's quarantine or ranges trie (an IPv4
-// quarantine also marks the /24s it overlaps); and one in each scope group's trie it
-// lies in. None is a map-in-map update, so there is no RCU wait, and a packet sees the
-// tables with e or without it. next must have the live tables' rules.
+// aligned word writes that repaint the addresses it decides in the DIR-24-8 table
+// (the /24 words it covers, or its group's words for a range longer than /24, with a
+// new group written whole before its /24 names it), plus its record in the prefixes
+// trie; otherwise one update of the trie (an IPv4 quarantine also marks the /24s it
+// overlaps); and one in each scope group's table it lies in. None is a map-in-map
+// update, so there is no RCU wait (but for reusing a freed group, see newGroup), and
+// a packet sees the tables with e or without it. next must have the live tables'
+// rules.
 func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) error {
 	if !p.hasPolicy || p.tables == nil {
 		return ErrNoPolicy
@@ -109,6 +106,15 @@ func (p *Program) writeEntry(k bpf.PortcullisPcKey, val bpf.PortcullisPcEntry, a
 	}
 	if err := p.objs.Prefixes.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("removing the entry: %w", err)
+	}
+	if slot := keySlot(k); p.slotKnown[slot] { // runtime entries sit at the end
+		keys := p.slotKeys[slot]
+		for i := len(keys) - 1; i >= 0; i-- {
+			if keys[i] == k {
+				p.slotKeys[slot] = slices.Delete(keys, i, i+1)
+				break
+			}
+		}
 	}
 	return nil
 }

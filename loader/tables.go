@@ -278,6 +278,9 @@ func (p *Program) Apply(t *model.Tables) error {
 		}
 	}
 	keys, vals := slotEntries(next, q4, q6, r6, rt4, relays, plan, boot, now)
+	if limit := int(p.objs.Prefixes.MaxEntries()) / 2; len(keys) > limit {
+		return fmt.Errorf("%w: %d IPv6 ranges, quarantines, relays and scoped entries; the data plane holds %d a policy (PC_MAX_PREFIXES / 2)", ErrTooManyPrefixes, len(keys), limit)
+	}
 	if err := p.writeSlot(next, keys, vals); err != nil {
 		return err
 	}

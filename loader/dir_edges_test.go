@@ -16,8 +16,8 @@ import (
 	"github.com/portcullis/portcullis/verify"
 )
 
-// reviewProbe judges a from IPv4 and as an IPv4-mapped IPv6 source.
-func reviewProbe(t *testing.T, p *Program, tables *model.Tables, addrs []netip.Addr) {
+// probeBoth judges a from IPv4 and as an IPv4-mapped IPv6 source.
+func probeBoth(t *testing.T, p *Program, tables *model.Tables, addrs []netip.Addr) {
 	t.Helper()
 	for _, a := range addrs {
 		if !a.IsValid() || !a.Is4() {
@@ -55,7 +55,7 @@ func step(t *testing.T, p *Program, live *model.Tables, e model.TableEntry, add 
 
 // Boundary prefixes (/0, /1, /23, /24, /25, /31, /32) in the policy and as runtime
 // entries added and removed, judged from IPv4 and IPv4-mapped sources.
-func TestReviewBoundaryRuntime(t *testing.T) {
+func TestDIRBoundaryRuntime(t *testing.T) {
 	p := loadProgram(t)
 	live := &model.Tables{DefaultVerdict: model.Pass, Governed: []uint16{25},
 		RuleNames: []string{"default", "a", "b", "q", "u"},
@@ -72,7 +72,7 @@ func TestReviewBoundaryRuntime(t *testing.T) {
 	}
 	pr := []netip.Prefix{pfx("0.0.0.0/1"), pfx("10.0.0.0/23"), pfx("10.0.1.128/25"), pfx("10.0.1.254/31"), pfx("10.0.2.0/24"), pfx("255.255.255.255/32"), pfx("0.0.0.0/32")}
 	rng := rand.New(rand.NewPCG(1, 2))
-	reviewProbe(t, p, live, probes(rng, pr))
+	probeBoth(t, p, live, probes(rng, pr))
 	seq := []struct {
 		e   model.TableEntry
 		add bool
@@ -90,14 +90,14 @@ func TestReviewBoundaryRuntime(t *testing.T) {
 	for i, s := range seq {
 		live = step(t, p, live, s.e, s.add)
 		t.Logf("step %d: %v %s", i, s.add, s.e.Prefix)
-		reviewProbe(t, p, live, probes(rng, append(pr, s.e.Prefix)))
+		probeBoth(t, p, live, probes(rng, append(pr, s.e.Prefix)))
 	}
 }
 
 // A daemon restart from pins: the new process adopts the live policy (dir touched and
 // groups not known, slot keys not known), then runtime entries (a new group),
 // RuntimeInDataPlane, an Apply, Rollback and Release.
-func TestReviewAdoptedFromPins(t *testing.T) {
+func TestDIRAdoptedFromPins(t *testing.T) {
 	dir := filepath.Join(mountBPF(t), "portcullis")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -129,7 +129,7 @@ func TestReviewAdoptedFromPins(t *testing.T) {
 	for _, e := range slices.Concat(live.Ranges, live.Quarantines) {
 		pr = append(pr, e.Prefix)
 	}
-	reviewProbe(t, p, live, probes(rng, pr))
+	probeBoth(t, p, live, probes(rng, pr))
 	if err := p.AdoptTables(live); err != nil {
 		t.Fatal(err)
 	}
@@ -142,32 +142,32 @@ func TestReviewAdoptedFromPins(t *testing.T) {
 	for _, s := range []string{"100.68.1.1/32", "100.68.2.1/32", "100.64.7.0/24"} {
 		e := model.TableEntry{Entry: model.Entry{Prefix: pfx(s), Rule: 5, Verdict: model.Pass}}
 		live = step(t, p, live, e, true)
-		reviewProbe(t, p, live, probes(rng, append(pr, e.Prefix)))
+		probeBoth(t, p, live, probes(rng, append(pr, e.Prefix)))
 	}
-	reviewProbe(t, p, live, probes(rng, pr))
+	probeBoth(t, p, live, probes(rng, pr))
 	c := randomV4Tables(rng, 100)
 	if err := p.Apply(c); err != nil {
 		t.Fatal(err)
 	}
-	reviewProbe(t, p, c, probes(rng, pr))
+	probeBoth(t, p, c, probes(rng, pr))
 	if err := p.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	reviewProbe(t, p, live, probes(rng, pr))
+	probeBoth(t, p, live, probes(rng, pr))
 	if err := p.Release(); err != nil {
 		t.Fatal(err)
 	}
-	reviewProbe(t, p, live, probes(rng, pr))
+	probeBoth(t, p, live, probes(rng, pr))
 	if err := p.Apply(c); err != nil {
 		t.Fatal(err)
 	}
-	reviewProbe(t, p, c, probes(rng, pr))
+	probeBoth(t, p, c, probes(rng, pr))
 	_ = time.Now
 }
 
 // Relays that block quarantined sources, with IPv4 quarantines the DIR-24-8 marks
 // (from the policy and added at runtime), expired ones and mapped sources.
-func TestReviewRelayQuarantined(t *testing.T) {
+func TestDIRRelayQuarantined(t *testing.T) {
 	p := loadProgram(t)
 	now := time.Now()
 	live := &model.Tables{DefaultVerdict: model.Drop, Governed: []uint16{25},
@@ -184,16 +184,16 @@ func TestReviewRelayQuarantined(t *testing.T) {
 	}
 	pr := []netip.Prefix{pfx("10.1.1.0/24"), pfx("10.1.2.0/23"), pfx("10.1.1.1/32"), pfx("10.9.9.0/28")}
 	rng := rand.New(rand.NewPCG(7, 8))
-	reviewProbe(t, p, live, probes(rng, pr))
+	probeBoth(t, p, live, probes(rng, pr))
 	live = step(t, p, live, model.TableEntry{Entry: model.Entry{Prefix: pfx("10.9.9.0/28"), Rule: 2, Verdict: model.Drop, Expires: now.Add(time.Hour)}, Quarantine: true}, true)
-	reviewProbe(t, p, live, probes(rng, pr))
+	probeBoth(t, p, live, probes(rng, pr))
 	live = step(t, p, live, model.TableEntry{Entry: model.Entry{Prefix: pfx("10.9.9.0/28"), Rule: 2, Verdict: model.Drop, Expires: now.Add(time.Hour)}, Quarantine: true}, false)
-	reviewProbe(t, p, live, probes(rng, pr))
+	probeBoth(t, p, live, probes(rng, pr))
 }
 
 // Close gives the DIR-24-8 arrays (192 MiB of kernel memory) back: the mapping that
 // Apply made of them must not keep them alive after the program is closed.
-func TestReviewCloseFreesDIR(t *testing.T) {
+func TestCloseFreesDIR(t *testing.T) {
 	p := loadProgram(t)
 	if err := p.Apply(testTables(time.Now())); err != nil {
 		t.Fatal(err)
@@ -220,7 +220,7 @@ func TestReviewCloseFreesDIR(t *testing.T) {
 
 // Runtime entries inside scoped ranges (the scope groups' tables and the DIR-24-8 both
 // written), judged on every interface against the model, then taken out again.
-func TestReviewScopedRuntime(t *testing.T) {
+func TestDIRScopedRuntime(t *testing.T) {
 	now := time.Now()
 	c := compileScopePolicy(t, now)
 	live := overlay.Merge(c.Tables, nil)
