@@ -88,13 +88,23 @@ type PortcullisPcMeta struct {
 
 type PortcullisPcOffender struct {
 	_         structs.HostLayout
-	Count     uint64
+	Src       PortcullisPcSrc
+	Est       uint32
 	FirstSeen uint64
 	LastSeen  uint64
 	Rule      uint32
 	Port      uint16
 	Outcome   uint8
 	Pad       uint8
+	Mac       [6]uint8
+	Vlan      [2]uint16
+	PppoeSid  uint16
+	Pad2      [4]uint8
+}
+
+type PortcullisPcOffenderBucket struct {
+	_   structs.HostLayout
+	Way [2]PortcullisPcOffender
 }
 
 type PortcullisPcOutcome uint32
@@ -167,6 +177,11 @@ type PortcullisPcScopedV6 struct {
 	Addr      [16]uint8
 }
 
+type PortcullisPcSketchRow struct {
+	_     structs.HostLayout
+	Count [4096]uint32
+}
+
 type PortcullisPcSrc struct {
 	_      structs.HostLayout
 	Family uint8
@@ -188,38 +203,40 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	PortcullisMapMeta            = "meta"
-	PortcullisMapOffenders       = "offenders"
-	PortcullisMapPolicy          = "policy"
-	PortcullisMapQuarantineV4    = "quarantine_v4"
-	PortcullisMapQuarantineV6    = "quarantine_v6"
-	PortcullisMapRangesV4        = "ranges_v4"
-	PortcullisMapRangesV6        = "ranges_v6"
-	PortcullisMapReasons         = "reasons"
-	PortcullisMapRelaysV4        = "relays_v4"
-	PortcullisMapRelaysV6        = "relays_v6"
-	PortcullisMapRstBucket       = "rst_bucket"
-	PortcullisMapRuleAges        = "rule_ages"
-	PortcullisMapRuleNames       = "rule_names"
-	PortcullisMapScopedV4        = "scoped_v4"
-	PortcullisMapScopedV6        = "scoped_v6"
-	PortcullisMapScopes          = "scopes"
-	PortcullisMapStats           = "stats"
-	PortcullisProgPortcullis     = "portcullis"
-	PortcullisProgPortcullisL3   = "portcullis_l3"
-	PortcullisVarPcBtfConfig     = "pc_btf_config"
-	PortcullisVarPcBtfConfigFlag = "pc_btf_config_flag"
-	PortcullisVarPcBtfFamily     = "pc_btf_family"
-	PortcullisVarPcBtfLpmV4      = "pc_btf_lpm_v4"
-	PortcullisVarPcBtfLpmV6      = "pc_btf_lpm_v6"
-	PortcullisVarPcBtfOutcome    = "pc_btf_outcome"
-	PortcullisVarPcBtfReason     = "pc_btf_reason"
-	PortcullisVarPcBtfRelay      = "pc_btf_relay"
-	PortcullisVarPcBtfRelayFlag  = "pc_btf_relay_flag"
-	PortcullisVarPcBtfRule       = "pc_btf_rule"
-	PortcullisVarPcBtfScopedV4   = "pc_btf_scoped_v4"
-	PortcullisVarPcBtfScopedV6   = "pc_btf_scoped_v6"
-	PortcullisVarPcBtfVerdict    = "pc_btf_verdict"
+	PortcullisMapMeta             = "meta"
+	PortcullisMapOffenderAttempts = "offender_attempts"
+	PortcullisMapOffenderSketch   = "offender_sketch"
+	PortcullisMapOffenderSlots    = "offender_slots"
+	PortcullisMapPolicy           = "policy"
+	PortcullisMapQuarantineV4     = "quarantine_v4"
+	PortcullisMapQuarantineV6     = "quarantine_v6"
+	PortcullisMapRangesV4         = "ranges_v4"
+	PortcullisMapRangesV6         = "ranges_v6"
+	PortcullisMapReasons          = "reasons"
+	PortcullisMapRelaysV4         = "relays_v4"
+	PortcullisMapRelaysV6         = "relays_v6"
+	PortcullisMapRstBucket        = "rst_bucket"
+	PortcullisMapRuleAges         = "rule_ages"
+	PortcullisMapRuleNames        = "rule_names"
+	PortcullisMapScopedV4         = "scoped_v4"
+	PortcullisMapScopedV6         = "scoped_v6"
+	PortcullisMapScopes           = "scopes"
+	PortcullisMapStats            = "stats"
+	PortcullisProgPortcullis      = "portcullis"
+	PortcullisProgPortcullisL3    = "portcullis_l3"
+	PortcullisVarPcBtfConfig      = "pc_btf_config"
+	PortcullisVarPcBtfConfigFlag  = "pc_btf_config_flag"
+	PortcullisVarPcBtfFamily      = "pc_btf_family"
+	PortcullisVarPcBtfLpmV4       = "pc_btf_lpm_v4"
+	PortcullisVarPcBtfLpmV6       = "pc_btf_lpm_v6"
+	PortcullisVarPcBtfOutcome     = "pc_btf_outcome"
+	PortcullisVarPcBtfReason      = "pc_btf_reason"
+	PortcullisVarPcBtfRelay       = "pc_btf_relay"
+	PortcullisVarPcBtfRelayFlag   = "pc_btf_relay_flag"
+	PortcullisVarPcBtfRule        = "pc_btf_rule"
+	PortcullisVarPcBtfScopedV4    = "pc_btf_scoped_v4"
+	PortcullisVarPcBtfScopedV6    = "pc_btf_scoped_v6"
+	PortcullisVarPcBtfVerdict     = "pc_btf_verdict"
 )
 
 // LoadPortcullis returns the embedded CollectionSpec for Portcullis.
@@ -272,23 +289,25 @@ type PortcullisProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PortcullisMapSpecs struct {
-	Meta         *ebpf.MapSpec `ebpf:"meta"`
-	Offenders    *ebpf.MapSpec `ebpf:"offenders"`
-	Policy       *ebpf.MapSpec `ebpf:"policy"`
-	QuarantineV4 *ebpf.MapSpec `ebpf:"quarantine_v4"`
-	QuarantineV6 *ebpf.MapSpec `ebpf:"quarantine_v6"`
-	RangesV4     *ebpf.MapSpec `ebpf:"ranges_v4"`
-	RangesV6     *ebpf.MapSpec `ebpf:"ranges_v6"`
-	Reasons      *ebpf.MapSpec `ebpf:"reasons"`
-	RelaysV4     *ebpf.MapSpec `ebpf:"relays_v4"`
-	RelaysV6     *ebpf.MapSpec `ebpf:"relays_v6"`
-	RstBucket    *ebpf.MapSpec `ebpf:"rst_bucket"`
-	RuleAges     *ebpf.MapSpec `ebpf:"rule_ages"`
-	RuleNames    *ebpf.MapSpec `ebpf:"rule_names"`
-	ScopedV4     *ebpf.MapSpec `ebpf:"scoped_v4"`
-	ScopedV6     *ebpf.MapSpec `ebpf:"scoped_v6"`
-	Scopes       *ebpf.MapSpec `ebpf:"scopes"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	Meta             *ebpf.MapSpec `ebpf:"meta"`
+	OffenderAttempts *ebpf.MapSpec `ebpf:"offender_attempts"`
+	OffenderSketch   *ebpf.MapSpec `ebpf:"offender_sketch"`
+	OffenderSlots    *ebpf.MapSpec `ebpf:"offender_slots"`
+	Policy           *ebpf.MapSpec `ebpf:"policy"`
+	QuarantineV4     *ebpf.MapSpec `ebpf:"quarantine_v4"`
+	QuarantineV6     *ebpf.MapSpec `ebpf:"quarantine_v6"`
+	RangesV4         *ebpf.MapSpec `ebpf:"ranges_v4"`
+	RangesV6         *ebpf.MapSpec `ebpf:"ranges_v6"`
+	Reasons          *ebpf.MapSpec `ebpf:"reasons"`
+	RelaysV4         *ebpf.MapSpec `ebpf:"relays_v4"`
+	RelaysV6         *ebpf.MapSpec `ebpf:"relays_v6"`
+	RstBucket        *ebpf.MapSpec `ebpf:"rst_bucket"`
+	RuleAges         *ebpf.MapSpec `ebpf:"rule_ages"`
+	RuleNames        *ebpf.MapSpec `ebpf:"rule_names"`
+	ScopedV4         *ebpf.MapSpec `ebpf:"scoped_v4"`
+	ScopedV6         *ebpf.MapSpec `ebpf:"scoped_v6"`
+	Scopes           *ebpf.MapSpec `ebpf:"scopes"`
+	Stats            *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // PortcullisVariableSpecs contains global variables before they are loaded into the kernel.
@@ -330,29 +349,33 @@ func (o *PortcullisObjects) Close() error {
 //
 // It can be passed to LoadPortcullisObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PortcullisMaps struct {
-	Meta         *ebpf.Map `ebpf:"meta"`
-	Offenders    *ebpf.Map `ebpf:"offenders"`
-	Policy       *ebpf.Map `ebpf:"policy"`
-	QuarantineV4 *ebpf.Map `ebpf:"quarantine_v4"`
-	QuarantineV6 *ebpf.Map `ebpf:"quarantine_v6"`
-	RangesV4     *ebpf.Map `ebpf:"ranges_v4"`
-	RangesV6     *ebpf.Map `ebpf:"ranges_v6"`
-	Reasons      *ebpf.Map `ebpf:"reasons"`
-	RelaysV4     *ebpf.Map `ebpf:"relays_v4"`
-	RelaysV6     *ebpf.Map `ebpf:"relays_v6"`
-	RstBucket    *ebpf.Map `ebpf:"rst_bucket"`
-	RuleAges     *ebpf.Map `ebpf:"rule_ages"`
-	RuleNames    *ebpf.Map `ebpf:"rule_names"`
-	ScopedV4     *ebpf.Map `ebpf:"scoped_v4"`
-	ScopedV6     *ebpf.Map `ebpf:"scoped_v6"`
-	Scopes       *ebpf.Map `ebpf:"scopes"`
-	Stats        *ebpf.Map `ebpf:"stats"`
+	Meta             *ebpf.Map `ebpf:"meta"`
+	OffenderAttempts *ebpf.Map `ebpf:"offender_attempts"`
+	OffenderSketch   *ebpf.Map `ebpf:"offender_sketch"`
+	OffenderSlots    *ebpf.Map `ebpf:"offender_slots"`
+	Policy           *ebpf.Map `ebpf:"policy"`
+	QuarantineV4     *ebpf.Map `ebpf:"quarantine_v4"`
+	QuarantineV6     *ebpf.Map `ebpf:"quarantine_v6"`
+	RangesV4         *ebpf.Map `ebpf:"ranges_v4"`
+	RangesV6         *ebpf.Map `ebpf:"ranges_v6"`
+	Reasons          *ebpf.Map `ebpf:"reasons"`
+	RelaysV4         *ebpf.Map `ebpf:"relays_v4"`
+	RelaysV6         *ebpf.Map `ebpf:"relays_v6"`
+	RstBucket        *ebpf.Map `ebpf:"rst_bucket"`
+	RuleAges         *ebpf.Map `ebpf:"rule_ages"`
+	RuleNames        *ebpf.Map `ebpf:"rule_names"`
+	ScopedV4         *ebpf.Map `ebpf:"scoped_v4"`
+	ScopedV6         *ebpf.Map `ebpf:"scoped_v6"`
+	Scopes           *ebpf.Map `ebpf:"scopes"`
+	Stats            *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *PortcullisMaps) Close() error {
 	return _PortcullisClose(
 		m.Meta,
-		m.Offenders,
+		m.OffenderAttempts,
+		m.OffenderSketch,
+		m.OffenderSlots,
 		m.Policy,
 		m.QuarantineV4,
 		m.QuarantineV6,
