@@ -12,6 +12,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/portcullis/portcullis/bpf"
 	"github.com/portcullis/portcullis/model"
 )
@@ -138,28 +140,25 @@ func (p *Program) OffenderRecord() (OffenderRecord, error) {
 		first uint64
 	}
 	srcs := map[srcKey]*held{}
-	var per []bpf.PortcullisPcOffenderBucket
-	for b := range p.objs.OffenderSlots.MaxEntries() {
-		if err := p.objs.OffenderSlots.Lookup(b, &per); err != nil {
-			return rec, fmt.Errorf("reading offenders: %w", err)
-		}
-		for _, bk := range per {
-			for _, v := range bk.Way {
-				if v.Est == 0 {
-					continue
-				}
-				k := srcKey{v.Src.Family, v.Src.Addr}
-				h := srcs[k]
-				if h == nil {
-					srcs[k] = &held{v, v.FirstSeen}
-					continue
-				}
-				h.first = min(h.first, v.FirstSeen)
-				if v.LastSeen > h.v.LastSeen {
-					h.v = v
-				}
+	err = p.eachOffenderBucket(func(bk *bpf.PortcullisPcOffenderBucket) {
+		for _, v := range bk.Way {
+			if v.Est == 0 {
+				continue
+			}
+			k := srcKey{v.Src.Family, v.Src.Addr}
+			h := srcs[k]
+			if h == nil {
+				srcs[k] = &held{v, v.FirstSeen}
+				continue
+			}
+			h.first = min(h.first, v.FirstSeen)
+			if v.LastSeen > h.v.LastSeen {
+				h.v = v
 			}
 		}
+	})
+	if err != nil {
+		return rec, fmt.Errorf("reading offenders: %w", err)
 	}
 	if len(srcs) == 0 {
 		return rec, nil
@@ -215,6 +214,44 @@ func (p *Program) OffenderRecord() (OffenderRecord, error) {
 		rec.Sources = append(rec.Sources, o)
 	}
 	return rec, nil
+}
+
+// eachOffenderBucket calls f with every CPU's copy of every bucket of the table of
+// named sources: in batches of 128 buckets (a syscall each, rather than one per bucket),
+// or one at a time on a kernel without batch lookups (before 5.6).
+func (p *Program) eachOffenderBucket(f func(*bpf.PortcullisPcOffenderBucket)) error {
+	m := p.objs.OffenderSlots
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return err
+	}
+	const batch = 128
+	keys := make([]uint32, batch)
+	vals := make([]bpf.PortcullisPcOffenderBucket, batch*cpus)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n * cpus {
+			f(&vals[i])
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return nil
+		case errors.Is(err, ebpf.ErrNotSupported):
+			var per []bpf.PortcullisPcOffenderBucket
+			for b := range m.MaxEntries() {
+				if err := m.Lookup(b, &per); err != nil {
+					return err
+				}
+				for i := range per {
+					f(&per[i])
+				}
+			}
+			return nil
+		case err != nil:
+			return err
+		}
+	}
 }
 
 // Top returns the n sources with the most attempts, most first; ties go to the most

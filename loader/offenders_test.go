@@ -7,10 +7,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/portcullis/portcullis/bpf"
 	"github.com/portcullis/portcullis/internal/testutil"
@@ -175,10 +177,12 @@ func TestOffenderSpray(t *testing.T) {
 			truth[j]++
 		}
 	}
+	read := time.Now()
 	rec, err := p.OffenderRecord()
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("OffenderRecord read in %v", time.Since(read)) // what top and a scrape pay
 	var sum uint64
 	for _, n := range truth {
 		sum += n
@@ -291,5 +295,50 @@ func TestLoadPinnedRetiresSharedOffenderTable(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "offenders")); err != nil {
 		t.Errorf("a map that is not the old table was removed: %v", err)
+	}
+}
+
+// A source whose packets arrive on several CPUs (RSS spreads its flows) is one offender:
+// the CPUs' counts summed, first seen the earliest, the layer 2 of the latest attempt.
+func TestOffenderAcrossCPUs(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs two CPUs")
+	}
+	runtime.LockOSThread()
+	t.Cleanup(runtime.UnlockOSThread)
+	onCPU := func(cpu int) {
+		var set unix.CPUSet
+		set.Set(cpu)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			t.Fatalf("pinning to CPU %d: %v", cpu, err)
+		}
+	}
+	p := applied(t, testTables(time.Now()))
+	send := func(cpu, n int, enc encap) {
+		onCPU(cpu)
+		frame := buildFrame(t, frameSpec{enc: enc, src: dropSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true})
+		for range n {
+			if _, _, err := p.Run(frame); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send(0, 3, encPlain)
+	send(1, 2, encQinQPPPoE)
+	send(1, 1, encVLAN)
+	send(0, 4, encQinQPPPoE)
+	offs, err := p.Offenders()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(offs) != 1 {
+		t.Fatalf("%d offenders, want 1: %+v", len(offs), offs)
+	}
+	o := offs[0]
+	if o.Source != dropSrc.v4 || o.Count != 10 || o.OuterVLAN != 200 || o.InnerVLAN != 300 || o.PPPoESession != 0x1234 {
+		t.Errorf("%+v, want %v, 10 attempts, the last attempt's QinQ 200.300 and PPPoE session 0x1234", o, dropSrc.v4)
+	}
+	if !o.FirstSeen.Before(o.LastSeen) {
+		t.Errorf("first seen %v, last seen %v: want the first CPU's first attempt and the last one", o.FirstSeen, o.LastSeen)
 	}
 }
