@@ -38,12 +38,18 @@
 #endif
 
 /* Buckets of the per-CPU table of named sources (two sources each, 128 bytes): 2048
- * sources per CPU, 128 KiB. A power of two. */
+ * sources per CPU and period, 128 KiB. A power of two. */
 #ifndef PC_OFFENDER_BUCKETS_LOG
 #define PC_OFFENDER_BUCKETS_LOG 10
 #endif
 #define PC_OFFENDER_BUCKETS (1 << PC_OFFENDER_BUCKETS_LOG)
 #define PC_OFFENDER_WAYS 2
+
+/* Periods of the offender record kept at once: the current one, where attempts go, and
+ * the one before. The daemon clears the older and makes it the current one at each turn
+ * (offender_period), so counts cover the last one to two periods and the error bound
+ * the attempts of those, not of the uptime. */
+#define PC_OFFENDER_PERIODS 2
 
 /* Upper bound for any one prefix table (LPM tries are NO_PREALLOC: this is a cap, not
  * an allocation). The loader sizes each table to the policy it holds. */

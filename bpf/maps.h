@@ -170,26 +170,36 @@ struct {
 /* The offender record: per CPU, so no atomics and no inserts on the packet path
  * (record_offender). Userspace sums the CPUs. */
 
-/* row -> counters of blocked (or monitored) attempts by source hash (count-min sketch) */
+/* key 0 -> which period is current (the first half of each map below, or the second) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pc_offender_period);
+} offender_period SEC(".maps");
+
+/* period * PC_SKETCH_DEPTH + row -> counters of blocked (or monitored) attempts by
+ * source hash (count-min sketch) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PC_SKETCH_DEPTH);
+	__uint(max_entries, PC_OFFENDER_PERIODS * PC_SKETCH_DEPTH);
 	__type(key, __u32);
 	__type(value, struct pc_sketch_row);
 } offender_sketch SEC(".maps");
 
-/* 0 -> attempts recorded in the sketch (the N of its error bound) */
+/* period -> attempts recorded in its sketch (the N of the error bound) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, PC_OFFENDER_PERIODS);
 	__type(key, __u32);
 	__type(value, __u64);
 } offender_attempts SEC(".maps");
 
-/* source hash bucket -> the two sources this CPU holds there (MAC, VLANs, PPPoE, ...) */
+/* period * PC_OFFENDER_BUCKETS + source hash bucket -> the two sources this CPU holds
+ * there (MAC, VLANs, PPPoE, ...) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PC_OFFENDER_BUCKETS);
+	__uint(max_entries, PC_OFFENDER_PERIODS * PC_OFFENDER_BUCKETS);
 	__type(key, __u32);
 	__type(value, struct pc_offender_bucket);
 } offender_slots SEC(".maps");

@@ -228,6 +228,8 @@ static __always_inline __u64 pc_src_hash(__u8 family, const __u8 *addr)
 
 /* Column of the hash in sketch row i, and the source's bucket in the table of named
  * sources: multiply-shift, one odd constant each (loader/offenders.go mirrors them). */
+_Static_assert(PC_SKETCH_DEPTH >= 1 && PC_SKETCH_DEPTH <= 4, "pc_sketch_col has 4 row constants");
+
 static __always_inline __u32 pc_sketch_col(__u64 h, int i)
 {
 	__u64 m = i == 0 ? 0x9e3779b97f4a7c15ULL : i == 1 ? 0xc2b2ae3d27d4eb4fULL :
@@ -260,7 +262,9 @@ static __always_inline int pc_holds(const struct pc_offender *o, const struct pc
  *  2. Name it in this CPU's table of sources, a bucket of two chosen by the hash: the
  *     holder of an entry updates it; another source takes the entry with the lower
  *     estimate only if its own estimate (after this attempt) is at least as high, so a
- *     spray of one-off sources cannot evict the sources that keep trying. */
+ *     spray of one-off sources cannot evict the sources that keep trying.
+ * Both go to the current period's half of the maps (offender_period); the daemon
+ * clears the other half and makes it current at each turn. */
 static __always_inline void record_offender(const struct pc_pkt *p, const struct pc_result *res,
 					    __u64 now)
 {
@@ -268,13 +272,15 @@ static __always_inline void record_offender(const struct pc_pkt *p, const struct
 	__u32 *cell[PC_SKETCH_DEPTH];
 	__u32 est = 0xffffffff;
 	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&offender_attempts, &zero);
+	struct pc_offender_period *per = bpf_map_lookup_elem(&offender_period, &zero);
+	__u32 cur = per ? per->current & 1 : 0;
+	__u64 *n = bpf_map_lookup_elem(&offender_attempts, &cur);
 
 	if (n)
 		*n += 1;
 #pragma unroll
 	for (int i = 0; i < PC_SKETCH_DEPTH; i++) {
-		__u32 row = i;
+		__u32 row = cur * PC_SKETCH_DEPTH + i;
 		struct pc_sketch_row *r = bpf_map_lookup_elem(&offender_sketch, &row);
 
 		if (!r)
@@ -290,7 +296,7 @@ static __always_inline void record_offender(const struct pc_pkt *p, const struct
 		if (*cell[i] < est)
 			*cell[i] = est;
 
-	__u32 b = pc_bucket_of(h);
+	__u32 b = cur * PC_OFFENDER_BUCKETS + pc_bucket_of(h);
 	struct pc_offender_bucket *bk = bpf_map_lookup_elem(&offender_slots, &b);
 	struct pc_offender *o;
 

@@ -107,6 +107,14 @@ type PortcullisPcOffenderBucket struct {
 	Way [2]PortcullisPcOffender
 }
 
+type PortcullisPcOffenderPeriod struct {
+	_           structs.HostLayout
+	Current     uint32
+	Pad         uint32
+	Started     uint64
+	PrevStarted uint64
+}
+
 type PortcullisPcOutcome uint32
 
 const (
@@ -205,6 +213,7 @@ const (
 const (
 	PortcullisMapMeta             = "meta"
 	PortcullisMapOffenderAttempts = "offender_attempts"
+	PortcullisMapOffenderPeriod   = "offender_period"
 	PortcullisMapOffenderSketch   = "offender_sketch"
 	PortcullisMapOffenderSlots    = "offender_slots"
 	PortcullisMapPolicy           = "policy"
@@ -291,6 +300,7 @@ type PortcullisProgramSpecs struct {
 type PortcullisMapSpecs struct {
 	Meta             *ebpf.MapSpec `ebpf:"meta"`
 	OffenderAttempts *ebpf.MapSpec `ebpf:"offender_attempts"`
+	OffenderPeriod   *ebpf.MapSpec `ebpf:"offender_period"`
 	OffenderSketch   *ebpf.MapSpec `ebpf:"offender_sketch"`
 	OffenderSlots    *ebpf.MapSpec `ebpf:"offender_slots"`
 	Policy           *ebpf.MapSpec `ebpf:"policy"`
@@ -351,6 +361,7 @@ func (o *PortcullisObjects) Close() error {
 type PortcullisMaps struct {
 	Meta             *ebpf.Map `ebpf:"meta"`
 	OffenderAttempts *ebpf.Map `ebpf:"offender_attempts"`
+	OffenderPeriod   *ebpf.Map `ebpf:"offender_period"`
 	OffenderSketch   *ebpf.Map `ebpf:"offender_sketch"`
 	OffenderSlots    *ebpf.Map `ebpf:"offender_slots"`
 	Policy           *ebpf.Map `ebpf:"policy"`
@@ -374,6 +385,7 @@ func (m *PortcullisMaps) Close() error {
 	return _PortcullisClose(
 		m.Meta,
 		m.OffenderAttempts,
+		m.OffenderPeriod,
 		m.OffenderSketch,
 		m.OffenderSlots,
 		m.Policy,

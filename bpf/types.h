@@ -169,6 +169,15 @@ struct pc_offender_bucket {
 	struct pc_offender way[PC_OFFENDER_WAYS];
 };
 
+/* offender_period value: which period of the offender record is current. Written by
+ * the control plane at each turn; the program reads only current. */
+struct pc_offender_period {
+	__u32 current;     /* 0 or 1: the half of the offender maps attempts go to */
+	__u32 pad;
+	__u64 started;     /* unix ns when the current period began; 0 = not yet set */
+	__u64 prev_started; /* unix ns when the other one began; 0 = there was none */
+};
+
 /* rule_names value: which named entry a (stable) rule id counts for, "kind/name"
  * NUL-padded; empty = id free. Written by the control plane, never read by the program. */
 struct pc_label {

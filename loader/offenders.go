@@ -66,6 +66,10 @@ type OffenderRecord struct {
 	// most this many attempts with probability at least Confidence, 1 - e^-Depth.
 	MaxOvercount uint64
 	Confidence   float64
+	// Since is when the counting began: the start of the period before the current one
+	// (see TurnOffenders), or of the current one if there was none; zero if unknown
+	// (maps never turned: counts since they were created).
+	Since time.Time
 	// Sources are the sources held, in no particular order.
 	Sources []Offender
 }
@@ -112,10 +116,11 @@ func (p *Program) Offenders() ([]Offender, error) {
 // entry of its latest attempt.
 func (p *Program) OffenderRecord() (OffenderRecord, error) {
 	rec := OffenderRecord{Width: sketchWidth}
-	if p.objs.OffenderSketch == nil || p.objs.OffenderSlots == nil || p.objs.OffenderAttempts == nil {
+	if p.objs.OffenderSketch == nil || p.objs.OffenderSlots == nil || p.objs.OffenderAttempts == nil || p.objs.OffenderPeriod == nil {
 		return rec, ErrNoOffenderRecord
 	}
-	rec.Depth = int(p.objs.OffenderSketch.MaxEntries())
+	periods := int(p.objs.OffenderAttempts.MaxEntries())
+	rec.Depth = int(p.objs.OffenderSketch.MaxEntries()) / periods
 	if rec.Depth > len(sketchMul) {
 		return rec, fmt.Errorf("offender sketch of %d rows: this build hashes at most %d", rec.Depth, len(sketchMul))
 	}
@@ -125,12 +130,21 @@ func (p *Program) OffenderRecord() (OffenderRecord, error) {
 	}
 	now := time.Now()
 
-	var total []uint64
-	if err := p.objs.OffenderAttempts.Lookup(uint32(0), &total); err != nil {
-		return rec, fmt.Errorf("reading offender attempts: %w", err)
+	var per bpf.PortcullisPcOffenderPeriod
+	if err := p.objs.OffenderPeriod.Lookup(uint32(0), &per); err != nil {
+		return rec, fmt.Errorf("reading the offender period: %w", err)
 	}
-	for _, n := range total {
-		rec.Attempts += n
+	if since := cmp.Or(per.PrevStarted, per.Started); since != 0 {
+		rec.Since = time.Unix(0, int64(since))
+	}
+	var total []uint64
+	for e := range periods {
+		if err := p.objs.OffenderAttempts.Lookup(uint32(e), &total); err != nil {
+			return rec, fmt.Errorf("reading offender attempts: %w", err)
+		}
+		for _, n := range total {
+			rec.Attempts += n
+		}
 	}
 	rec.MaxOvercount, rec.Confidence = OverCount(rec.Attempts, rec.Width, rec.Depth)
 
@@ -164,17 +178,20 @@ func (p *Program) OffenderRecord() (OffenderRecord, error) {
 		return rec, nil
 	}
 
-	// The union sketch, read only where the sources held fall.
-	cols := make([][]uint64, rec.Depth) // row -> column -> sum over CPUs
+	// The union sketch: each row summed over the CPUs and both periods (a sum of
+	// count-min sketches with the same hashes is the sketch of all their attempts).
+	cols := make([][]uint64, rec.Depth) // row -> column -> sum
 	var rows []bpf.PortcullisPcSketchRow
 	for r := range rec.Depth {
-		if err := p.objs.OffenderSketch.Lookup(uint32(r), &rows); err != nil {
-			return rec, fmt.Errorf("reading the offender sketch: %w", err)
-		}
 		cols[r] = make([]uint64, sketchWidth)
-		for _, row := range rows {
-			for c, n := range row.Count {
-				cols[r][c] += uint64(n)
+		for e := range periods {
+			if err := p.objs.OffenderSketch.Lookup(uint32(e*rec.Depth+r), &rows); err != nil {
+				return rec, fmt.Errorf("reading the offender sketch: %w", err)
+			}
+			for _, row := range rows {
+				for c, n := range row.Count {
+					cols[r][c] += uint64(n)
+				}
 			}
 		}
 	}
@@ -216,8 +233,70 @@ func (p *Program) OffenderRecord() (OffenderRecord, error) {
 	return rec, nil
 }
 
+// TurnOffenders starts a new period of the offender record when the current one began
+// period ago or more: it clears the older period's half of the maps (sketch, attempt
+// count, table of sources) and makes it the current one, so that counts cover the last
+// one to two periods and their error bound the attempts of those. The first call on
+// maps that never turned only notes when the current period began. It reports whether
+// it turned. Only the daemon calls it (one caller at a time): the half it clears is
+// one no packet writes to, so nothing in flight is lost.
+func (p *Program) TurnOffenders(period time.Duration, now time.Time) (bool, error) {
+	if p.objs.OffenderPeriod == nil {
+		return false, ErrNoOffenderRecord
+	}
+	var per bpf.PortcullisPcOffenderPeriod
+	if err := p.objs.OffenderPeriod.Lookup(uint32(0), &per); err != nil {
+		return false, fmt.Errorf("reading the offender period: %w", err)
+	}
+	if per.Started == 0 {
+		per.Started = uint64(now.UnixNano())
+		if err := p.objs.OffenderPeriod.Update(uint32(0), &per, ebpf.UpdateExist); err != nil {
+			return false, fmt.Errorf("starting the offender period: %w", err)
+		}
+		return false, nil
+	}
+	if now.Sub(time.Unix(0, int64(per.Started))) < period {
+		return false, nil
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return false, err
+	}
+	periods := p.objs.OffenderAttempts.MaxEntries()
+	next := (per.Current + 1) % periods
+	depth := p.objs.OffenderSketch.MaxEntries() / periods
+	for r := range depth {
+		if err := p.objs.OffenderSketch.Update(next*depth+r, make([]bpf.PortcullisPcSketchRow, cpus), ebpf.UpdateExist); err != nil {
+			return false, fmt.Errorf("clearing the offender sketch: %w", err)
+		}
+	}
+	if err := p.objs.OffenderAttempts.Update(next, make([]uint64, cpus), ebpf.UpdateExist); err != nil {
+		return false, fmt.Errorf("clearing the offender attempts: %w", err)
+	}
+	buckets := p.objs.OffenderSlots.MaxEntries() / periods
+	keys := make([]uint32, buckets)
+	for i := range keys {
+		keys[i] = next*buckets + uint32(i)
+	}
+	zero := make([]bpf.PortcullisPcOffenderBucket, int(buckets)*cpus)
+	if _, err := p.objs.OffenderSlots.BatchUpdate(keys, zero, nil); errors.Is(err, ebpf.ErrNotSupported) {
+		for _, k := range keys {
+			if err := p.objs.OffenderSlots.Update(k, zero[:cpus], ebpf.UpdateExist); err != nil {
+				return false, fmt.Errorf("clearing the offender table: %w", err)
+			}
+		}
+	} else if err != nil {
+		return false, fmt.Errorf("clearing the offender table: %w", err)
+	}
+	per = bpf.PortcullisPcOffenderPeriod{Current: next, Started: uint64(now.UnixNano()), PrevStarted: per.Started}
+	if err := p.objs.OffenderPeriod.Update(uint32(0), &per, ebpf.UpdateExist); err != nil {
+		return false, fmt.Errorf("turning the offender period: %w", err)
+	}
+	return true, nil
+}
+
 // eachOffenderBucket calls f with every CPU's copy of every bucket of the table of
-// named sources: in batches of 128 buckets (a syscall each, rather than one per bucket),
+// named sources, of both periods: in batches of 128 buckets (a syscall each, rather than one per bucket),
 // or one at a time on a kernel without batch lookups (before 5.6).
 func (p *Program) eachOffenderBucket(f func(*bpf.PortcullisPcOffenderBucket)) error {
 	m := p.objs.OffenderSlots

@@ -112,12 +112,17 @@ func TestOffenderSketchHashMatchesC(t *testing.T) {
 		}
 	}
 	var rows []bpf.PortcullisPcSketchRow
-	for r := range int(p.objs.OffenderSketch.MaxEntries()) {
-		if err := p.objs.OffenderSketch.Lookup(uint32(r), &rows); err != nil {
+	depth := int(p.objs.OffenderSketch.MaxEntries() / p.objs.OffenderAttempts.MaxEntries())
+	for k := range int(p.objs.OffenderSketch.MaxEntries()) {
+		if err := p.objs.OffenderSketch.Lookup(uint32(k), &rows); err != nil {
 			t.Fatal(err)
 		}
+		period, r := k/depth, k%depth
 		want := map[int]uint32{}
 		for _, src := range []netip.Addr{dropSrc.v4, dropSrc.v6} {
+			if period != 0 { // never turned: the first period is the current one
+				break
+			}
 			fam, a := uint8(model.IPv6), src.As16()
 			if src.Is4() {
 				fam, a = uint8(model.IPv4), [16]byte{}
@@ -127,7 +132,7 @@ func TestOffenderSketchHashMatchesC(t *testing.T) {
 		}
 		for c, n := range rows[0].Count {
 			if n != want[c] {
-				t.Errorf("row %d column %d: %d, want %d", r, c, n, want[c])
+				t.Errorf("period %d row %d column %d: %d, want %d", period, r, c, n, want[c])
 			}
 		}
 	}
@@ -229,7 +234,7 @@ func TestLoadPinnedRetiresSharedOffenderTable(t *testing.T) {
 	}
 	p.Close()
 	// What an earlier version left: its shared table, and none of the new maps.
-	for _, name := range []string{bpf.PortcullisMapOffenderSketch, bpf.PortcullisMapOffenderAttempts, bpf.PortcullisMapOffenderSlots} {
+	for _, name := range []string{bpf.PortcullisMapOffenderSketch, bpf.PortcullisMapOffenderAttempts, bpf.PortcullisMapOffenderSlots, bpf.PortcullisMapOffenderPeriod} {
 		if err := os.Remove(filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
 		}
@@ -257,7 +262,7 @@ func TestLoadPinnedRetiresSharedOffenderTable(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "offenders")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the shared table's pin is still there: %v", err)
 	}
-	for _, name := range []string{bpf.PortcullisMapOffenderSketch, bpf.PortcullisMapOffenderAttempts, bpf.PortcullisMapOffenderSlots} {
+	for _, name := range []string{bpf.PortcullisMapOffenderSketch, bpf.PortcullisMapOffenderAttempts, bpf.PortcullisMapOffenderSlots, bpf.PortcullisMapOffenderPeriod} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Errorf("%s not pinned: %v", name, err)
 		}
@@ -340,5 +345,75 @@ func TestOffenderAcrossCPUs(t *testing.T) {
 	}
 	if !o.FirstSeen.Before(o.LastSeen) {
 		t.Errorf("first seen %v, last seen %v: want the first CPU's first attempt and the last one", o.FirstSeen, o.LastSeen)
+	}
+}
+
+// The record turns: the daemon clears the older period and makes it current, so counts
+// cover the last one to two periods. Attempts of the period before stay counted (and
+// their sources named) until the next turn clears them.
+func TestOffenderPeriods(t *testing.T) {
+	p := applied(t, testTables(time.Now()))
+	send := func(src netip.Addr, n int) {
+		frame := buildFrame(t, frameSpec{enc: encQinQPPPoE, src: src, dst: dst4, sport: 1, dport: 25, syn: true})
+		for range n {
+			if _, _, err := p.Run(frame); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	counts := func() map[netip.Addr]uint64 {
+		rec, err := p.OffenderRecord()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[netip.Addr]uint64{}
+		var sum uint64
+		for _, o := range rec.Sources {
+			m[o.Source] = o.Count
+			sum += o.Count
+		}
+		if sum != rec.Attempts {
+			t.Errorf("%d attempts recorded, the sources held count %d", rec.Attempts, sum)
+		}
+		return m
+	}
+	a, b := addr("100.64.7.1"), addr("100.64.7.2")
+	t0 := time.Unix(1_800_000_000, 0)
+	const period = time.Hour
+	if turned, err := p.TurnOffenders(period, t0); err != nil || turned {
+		t.Fatalf("first turn: %v, %v; want only the start noted", turned, err)
+	}
+	send(a, 3)
+	if turned, err := p.TurnOffenders(period, t0.Add(period-time.Second)); err != nil || turned {
+		t.Fatalf("turn within the period: %v, %v", turned, err)
+	}
+	if turned, err := p.TurnOffenders(period, t0.Add(period)); err != nil || !turned {
+		t.Fatalf("turn after the period: %v, %v", turned, err)
+	}
+	send(a, 2)
+	send(b, 4)
+	if got := counts(); got[a] != 5 || got[b] != 4 || len(got) != 2 {
+		t.Errorf("after one turn: %v, want %v 5 (both periods), %v 4", got, a, b)
+	}
+	rec, _ := p.OffenderRecord()
+	if !rec.Since.Equal(t0) {
+		t.Errorf("counted since %v, want %v", rec.Since, t0)
+	}
+	if turned, err := p.TurnOffenders(period, t0.Add(2*period)); err != nil || !turned {
+		t.Fatalf("second turn: %v, %v", turned, err)
+	}
+	send(b, 1)
+	if got := counts(); got[a] != 2 || got[b] != 5 || len(got) != 2 {
+		t.Errorf("after two turns: %v, want %v 2 (the first period cleared), %v 5", got, a, b)
+	}
+	if turned, err := p.TurnOffenders(period, t0.Add(3*period)); err != nil || !turned {
+		t.Fatalf("third turn: %v, %v", turned, err)
+	}
+	if got := counts(); got[a] != 0 || got[b] != 1 || len(got) != 1 {
+		t.Errorf("after three turns: %v, want only %v 1", got, b)
+	}
+	rec, _ = p.OffenderRecord()
+	if !rec.Since.Equal(t0.Add(2*period)) || rec.Attempts != 1 {
+		t.Errorf("counted since %v (want %v), %d attempts (want 1)", rec.Since, t0.Add(2*period), rec.Attempts)
 	}
 }

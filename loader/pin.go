@@ -180,6 +180,7 @@ func OpenPinned(dir string) (*Program, error) {
 		{bpf.PortcullisMapOffenderSketch, &p.objs.OffenderSketch},
 		{bpf.PortcullisMapOffenderAttempts, &p.objs.OffenderAttempts},
 		{bpf.PortcullisMapOffenderSlots, &p.objs.OffenderSlots},
+		{bpf.PortcullisMapOffenderPeriod, &p.objs.OffenderPeriod},
 	}
 	for _, m := range optional {
 		pm, err := ebpf.LoadPinnedMap(filepath.Join(dir, m.name), &ebpf.LoadPinOptions{ReadOnly: true})

@@ -22,6 +22,7 @@ type Offender struct {
 	Attempts     uint64    `json:"attempts"`
 	MaxOvercount uint64    `json:"attempts_max_overcount"`
 	Confidence   float64   `json:"attempts_confidence"`
+	CountedSince time.Time `json:"counted_since,omitzero"` // attempts counted from then (the start of the period before the current one)
 	MAC          string    `json:"mac,omitempty"`
 	VLAN         string    `json:"vlan,omitempty"` // "100", or "200.300" (outer.inner)
 	OuterVLAN    uint16    `json:"outer_vlan,omitempty"`
@@ -63,6 +64,9 @@ func Top(rec loader.OffenderRecord, n int) Offenders {
 			VLAN: o.VLAN(), OuterVLAN: o.OuterVLAN, InnerVLAN: o.InnerVLAN, PPPoESession: o.PPPoESession,
 			FirstSeen: o.FirstSeen.UTC().Round(time.Millisecond), LastSeen: o.LastSeen.UTC().Round(time.Millisecond),
 			Entry: name, Kind: kind, LastPort: o.Port, LastOutcome: o.Outcome.String()}
+		if !rec.Since.IsZero() {
+			x.CountedSince = rec.Since.UTC().Round(time.Millisecond)
+		}
 		if o.MAC != nil {
 			x.MAC = o.MAC.String()
 		}
@@ -94,7 +98,11 @@ func (o Offenders) WriteText(out io.Writer) error {
 		return err
 	}
 	if len(o) > 0 {
-		_, err := fmt.Fprintf(out, "\nATTEMPTS are estimates (a count-min sketch): never below the true count, above it by at most\nOVERCOUNT<= attempts with probability %.1f%%. MAC, VLAN (outer.inner), PPPoE session: the last attempt's.\n", 100*o[0].Confidence)
+		since := ""
+		if !o[0].CountedSince.IsZero() {
+			since = " since " + o[0].CountedSince.Format(time.RFC3339)
+		}
+		_, err := fmt.Fprintf(out, "\nATTEMPTS%s are estimates (a count-min sketch): never below the true count, above it by at\nmost OVERCOUNT<= attempts with probability %.1f%%. MAC, VLAN (outer.inner), PPPoE session: the last attempt's.\n", since, 100*o[0].Confidence)
 		return err
 	}
 	return nil
