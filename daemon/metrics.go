@@ -59,8 +59,8 @@ var (
 		[]string{"interface", "mode"}, nil)
 	descOffenders = prometheus.NewDesc("portcullis_offender_sources",
 		"Distinct sources the offender record holds by name (those that keep trying, from blocked or monitored attempts on governed ports; `portcullis top` lists them).", nil, nil)
-	descOffenderAttempts = prometheus.NewDesc("portcullis_offender_attempts_recorded_total",
-		"Blocked or monitored attempts counted in the offender record's sketch (the N of its error bound).", nil, nil)
+	descOffenderAttempts = prometheus.NewDesc("portcullis_offender_attempts_counted",
+		"Blocked or monitored attempts the offender record counts: its current and previous period (offender_period), the N of its error bound. Drops at each turn of the period.", nil, nil)
 	descOffenderOvercount = prometheus.NewDesc("portcullis_offender_attempts_max_overcount",
 		"Error bound of portcullis_offender_top_attempts: an estimate exceeds the true count by at most this many attempts with probability 1-e^-depth (98% at depth 4); never undercounts.", nil, nil)
 	descOffenderTop = prometheus.NewDesc("portcullis_offender_top_attempts",
@@ -172,7 +172,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	if rec, err := m.prog.OffenderRecord(); err == nil {
 		ch <- prometheus.MustNewConstMetric(descOffenders, prometheus.GaugeValue, float64(len(rec.Sources)))
-		ch <- prometheus.MustNewConstMetric(descOffenderAttempts, prometheus.CounterValue, float64(rec.Attempts))
+		ch <- prometheus.MustNewConstMetric(descOffenderAttempts, prometheus.GaugeValue, float64(rec.Attempts))
 		ch <- prometheus.MustNewConstMetric(descOffenderOvercount, prometheus.GaugeValue, float64(rec.MaxOvercount))
 		for _, o := range rec.Top(topOffenders) {
 			mac, session := "", ""

@@ -20,8 +20,10 @@ import (
 
 // The offender record (bpf/portcullis.c, record_offender) is kept per CPU: a count-min
 // sketch of attempts by source, and a small table per CPU of the sources it holds by
-// name. This file reads them back: the sources of every CPU's table, merged, each with
-// the estimate of the union sketch (the CPUs' rows summed, then the least row).
+// name, each in two periods (the current one and the one before; TurnOffenders starts
+// the next). This file reads them back: the sources of every CPU's table, merged, each
+// with the estimate of the union sketch (the rows of every CPU and both periods summed,
+// then the least row).
 
 // ErrNoOffenderRecord means the pinned maps come from a Portcullis that kept offenders
 // in one shared table (`offenders`), before the per-CPU record: the daemon of this
@@ -58,7 +60,7 @@ type Offender struct {
 // OffenderRecord is the whole offender record: every source some CPU holds, and the
 // error bound of their counts.
 type OffenderRecord struct {
-	// Attempts is the number of attempts recorded (N), every CPU's.
+	// Attempts is the number of attempts counted (N): every CPU's, both periods'.
 	Attempts uint64
 	// Width and Depth are the sketch's: counters per row, rows.
 	Width, Depth int

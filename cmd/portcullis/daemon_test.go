@@ -341,7 +341,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		`portcullis_last_proof_ok`:                                       "1",
 		`portcullis_policy_load_failures_total`:                          "0",
 		`portcullis_offender_sources`:                                    "1",
-		`portcullis_offender_attempts_recorded_total`:                    "5",
+		`portcullis_offender_attempts_counted`:                           "5",
 		`portcullis_offender_attempts_max_overcount`:                     "1", // ceil(e·5/4096)
 	} {
 		if got := metric(body, series); got != want {
