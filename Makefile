@@ -16,7 +16,7 @@ export BPF_CLANG BPF_STRIP BPF_CFLAGS
 # machine takes longer, never fails for it.
 FUZZEXECS ?= 150000x
 
-.PHONY: help generate build demo demo-fleet test fuzz lint bench clean
+.PHONY: help generate build demo demo-fleet test fuzz lint bench bench-veth clean
 
 help: ## list the targets, with roughly how long each takes on 2 vCPUs (instant)
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -54,9 +54,11 @@ lint: ## gofmt and go vet (~30 s)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
 	$(GO) vet ./...
 
-bench: ## as root: program cost per packet, policy swap, table memory, parse+compile, readers during a 1M apply, replay, fleet convergence through etcd; docs/BENCHMARKS.md (~7 min)
+bench: ## as root: program cost per packet (by policy size, hot and cold), policy swap, table memory, a 1M policy end to end, parse+compile, readers during a 1M apply, replay, fleet convergence through etcd; docs/BENCHMARKS.md (~9 min; real packets on veth: make bench-veth)
 	$(GO) test -run '^$$' -bench '^BenchmarkDataPlane$$' -benchtime 2000000x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkRelayScope$$' -benchtime 2000000x ./loader/
+	$(GO) test -run '^$$' -bench '^BenchmarkLookupScale$$' -benchtime 1400000x ./loader/
+	$(GO) test -run '^$$' -bench '^BenchmarkPolicyLoad$$' -benchtime 2x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkApply$$' -benchtime 100x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkTableMemory$$' -benchtime 1x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkParseCompile$$' -benchtime 1x ./policy/
@@ -64,6 +66,12 @@ bench: ## as root: program cost per packet, policy swap, table memory, parse+com
 	$(GO) test -run '^$$' -bench '^BenchmarkReadersDuringApply$$' -benchtime 1x ./daemon/
 	$(GO) test -run '^$$' -bench '^BenchmarkReplay$$' -benchtime 3x ./replay/
 	$(GO) test -run '^$$' -bench '^BenchmarkConvergence$$' -benchtime 1x ./fleet/
+
+# Not part of bench: it needs trafgen, nft, ipset and iptables, and it measures whole
+# packets through the kernel, not the program alone. VETH_FLAGS passes the benchmark's
+# own flags, e.g. VETH_FLAGS='-vethbench.rounds=3 -vethbench.sizes=10,100000'.
+bench-veth: ## as root: real packets on veth, Portcullis against nftables, iptables+ipset, bare XDP_DROP and plain forwarding at 10/100k/1M prefixes; needs netsniff-ng, nftables, iptables, ipset (~5 min)
+	$(GO) test -run '^$$' -bench '^BenchmarkVeth$$' -benchtime 1x -timeout 20m ./internal/vethbench/ $(VETH_FLAGS)
 
 clean: ## remove build output (instant)
 	rm -rf bin

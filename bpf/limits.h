@@ -70,6 +70,19 @@
 /* Top bit of a scoped table key's group: the entry is a quarantine. */
 #define PC_GROUP_QUARANTINE 0x80000000u
 
+/* dir_v4: /24 entries per array value, and values per slot (2^24 /24s). */
+#define PC_DIR_CHUNK 16
+#define PC_DIR_CHUNKS ((1 << 24) / PC_DIR_CHUNK)
+
+/* dir8_v4: groups of 256 entries per slot, one group per /24 that holds IPv4 ranges
+ * longer than /24 (a customer's /29, a static /32). 1 KiB each: 32768 groups are 32 MiB
+ * a slot, enough for long ranges in 32768 distinct /24s (8M addresses); the compiler
+ * refuses a policy that needs more. */
+#ifndef PC_DIR8_GROUPS
+#define PC_DIR8_GROUPS 32768
+#endif
+#define PC_DIR8_CHUNKS (PC_DIR8_GROUPS * 256 / PC_DIR_CHUNK)
+
 /* Policy slots: the live policy is in one, the next is built in the other. */
 #define PC_SLOTS 2
 

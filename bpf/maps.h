@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /* Map definitions.
  *
- * Atomic policy swap: a policy is the config plus four prefix tables. The config lives
- * in an inner array reached through `policy` (ARRAY_OF_MAPS, one entry); it names the
- * slot of the prefix tables (each an ARRAY_OF_MAPS of two LPM tries) that belongs to it.
- * The program reads the config once per packet and uses only that slot, so a packet is
- * judged by one policy. Go builds a new policy in fresh maps in the other slot, then
- * replaces the config map; the kernel waits for running programs on every map-in-map
- * update, so by the time the next swap reuses a slot no packet still reads it. */
+ * Atomic policy swap: a policy is its config and its tables in one of two slots. The
+ * config lives in an inner array reached through `policy` (ARRAY_OF_MAPS, one entry);
+ * it names the slot of the tables (dir_v4, dir8_v4, the keys of `prefixes` tagged with
+ * the slot, the slot's `scopes` keys) that belongs to it. The program reads the config
+ * once per packet and uses only that slot, so a packet is judged by one policy. Go
+ * writes a new policy into the idle slot in place, then replaces the config map: the
+ * one map-in-map update of a swap, after which the kernel has waited for every
+ * running program, so no packet still reads the slot the next swap writes. */
 #ifndef PC_MAPS_H
 #define PC_MAPS_H
 
@@ -17,12 +18,6 @@
  * map template, which leaves the inner keys and values unsized. These never-used
  * pointers make it emit the full types (the cilium/ebpf examples' trick). */
 const struct pc_config *pc_btf_config __attribute__((unused));
-const struct pc_lpm_v4 *pc_btf_lpm_v4 __attribute__((unused));
-const struct pc_lpm_v6 *pc_btf_lpm_v6 __attribute__((unused));
-const struct pc_rule *pc_btf_rule __attribute__((unused));
-const struct pc_relay *pc_btf_relay __attribute__((unused));
-const struct pc_scoped_v4 *pc_btf_scoped_v4 __attribute__((unused));
-const struct pc_scoped_v6 *pc_btf_scoped_v6 __attribute__((unused));
 /* Likewise for the enums, so bpf2go emits them as Go constants. */
 const enum pc_verdict *pc_btf_verdict __attribute__((unused));
 const enum pc_outcome *pc_btf_outcome __attribute__((unused));
@@ -30,6 +25,8 @@ const enum pc_family *pc_btf_family __attribute__((unused));
 const enum pc_reason *pc_btf_reason __attribute__((unused));
 const enum pc_config_flag *pc_btf_config_flag __attribute__((unused));
 const enum pc_relay_flag *pc_btf_relay_flag __attribute__((unused));
+const enum pc_dir_bits *pc_btf_dir_bits __attribute__((unused));
+const enum pc_table *pc_btf_table __attribute__((unused));
 
 /* Inner map templates, spelled out anonymously at each use: clang 14 emits a named
  * template used twice with a forward-declared key, which libbpf and cilium/ebpf reject. */
@@ -49,72 +46,43 @@ struct {
 	__array(values, PC_CONFIG_INNER);
 } policy SEC(".maps");
 
-#define PC_LPM_INNER(KEY)                                                      \
-	struct {                                                               \
-		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                           \
-		__uint(max_entries, PC_MAX_PREFIXES);                          \
-		__uint(map_flags, BPF_F_NO_PREALLOC);                          \
-		__type(key, KEY);                                              \
-		__type(value, struct pc_rule);                                 \
-	}
-
-/* slot -> IPv4 source prefix -> rule (ranges and exemptions) */
+/* (slot * PC_DIR_CHUNKS + /24 index / PC_DIR_CHUNK) -> the entries of 16 /24s: the
+ * IPv4 ranges and exemptions that apply on every interface, as a DIR-24-8 table (see
+ * enum pc_dir_bits). A plain array, not a map-in-map: the control plane writes the idle
+ * slot in place through mmap (no packet reads it: the last switch waited for them) and
+ * a runtime entry into the live slot word by word, each write an aligned u32. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, PC_SLOTS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_SLOTS * PC_DIR_CHUNKS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__array(values, PC_LPM_INNER(struct pc_lpm_v4));
-} ranges_v4 SEC(".maps");
+	__type(value, struct pc_dir_chunk);
+} dir_v4 SEC(".maps");
 
-/* slot -> IPv6 source prefix -> rule (ranges and exemptions) */
+/* (slot * PC_DIR8_CHUNKS + group * 16 + last byte / 16) -> the entries of 16 addresses:
+ * the groups dir_v4 names for the /24s with ranges longer than /24. Written like
+ * dir_v4; a runtime entry's new group is written whole before its /24 names it. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, PC_SLOTS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_SLOTS * PC_DIR8_CHUNKS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__array(values, PC_LPM_INNER(struct pc_lpm_v6));
-} ranges_v6 SEC(".maps");
+	__type(value, struct pc_dir_chunk);
+} dir8_v4 SEC(".maps");
 
-/* slot -> IPv4 source prefix -> quarantine rule (with expiry), checked before ranges */
+/* (slot, table, group, prefix) -> entry: every prefix table of both slots but the
+ * IPv4 ranges (enum pc_table), in one trie that the control plane writes in place: a
+ * policy's entries go in under the idle slot's tag before the switch, the replaced
+ * policy's come out once no packet can read them (Program.Release, or the next
+ * Apply), and a runtime entry is one update. None is a map-in-map update, so the
+ * switch of the config is a policy swap's only RCU wait. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, PC_SLOTS);
-	__type(key, __u32);
-	__array(values, PC_LPM_INNER(struct pc_lpm_v4));
-} quarantine_v4 SEC(".maps");
-
-/* slot -> IPv6 source prefix -> quarantine rule (with expiry), checked before ranges */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, PC_SLOTS);
-	__type(key, __u32);
-	__array(values, PC_LPM_INNER(struct pc_lpm_v6));
-} quarantine_v6 SEC(".maps");
-
-#define PC_LPM_INNER_VAL(KEY, VAL)                                             \
-	struct {                                                               \
-		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                           \
-		__uint(max_entries, PC_MAX_PREFIXES);                          \
-		__uint(map_flags, BPF_F_NO_PREALLOC);                          \
-		__type(key, KEY);                                              \
-		__type(value, VAL);                                            \
-	}
-
-/* slot -> IPv4 destination prefix -> relay, checked before any source lookup (only when
- * the policy has relays: PC_CFG_RELAYS) */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, PC_SLOTS);
-	__type(key, __u32);
-	__array(values, PC_LPM_INNER_VAL(struct pc_lpm_v4, struct pc_relay));
-} relays_v4 SEC(".maps");
-
-/* slot -> IPv6 destination prefix -> relay */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, PC_SLOTS);
-	__type(key, __u32);
-	__array(values, PC_LPM_INNER_VAL(struct pc_lpm_v6, struct pc_relay));
-} relays_v6 SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PC_MAX_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_key);
+	__type(value, struct pc_entry);
+} prefixes SEC(".maps");
 
 /* (slot, ingress ifindex) -> scope group of that interface under that slot's policy;
  * an interface without an entry is group 0 (no scoped entry applies). Not a map-in-map:
@@ -125,23 +93,6 @@ struct {
 	__type(key, struct pc_scope_key);
 	__type(value, __u32);
 } scopes SEC(".maps");
-
-/* slot -> (group, IPv4 source prefix) -> rule: the scoped entries of each group (see
- * model.ScopePlan), only looked at when the policy has scopes (PC_CFG_SCOPED) */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, PC_SLOTS);
-	__type(key, __u32);
-	__array(values, PC_LPM_INNER_VAL(struct pc_scoped_v4, struct pc_rule));
-} scoped_v4 SEC(".maps");
-
-/* slot -> (group, IPv6 source prefix) -> rule */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, PC_SLOTS);
-	__type(key, __u32);
-	__array(values, PC_LPM_INNER_VAL(struct pc_scoped_v6, struct pc_rule));
-} scoped_v6 SEC(".maps");
 
 /* (rule * PC_OUT_MAX + outcome) * PC_FAM_MAX + family -> packets, bytes (per CPU) */
 struct {

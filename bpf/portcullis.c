@@ -59,57 +59,67 @@ static __always_inline __u32 scope_group(const struct pc_config *cfg, struct xdp
 	return g ? *g & ~PC_GROUP_QUARANTINE : 0;
 }
 
-static __always_inline struct pc_rule *unexpired(struct pc_rule *r, __u64 now)
+static __always_inline struct pc_entry *unexpired(struct pc_entry *r, __u64 now)
 {
 	if (r && r->expires && now >= r->expires)
 		return 0;
 	return r;
 }
 
-/* The source lookup of one family in the tables of one slot: with a scope group, the
- * group's entries first (see model.ScopePlan for why the first hit is the longest
- * match that applies on this interface). quarantine selects the quarantine tables.
- * One body for both families: the key types and lengths differ, nothing else. */
-#define PC_FIND(NAME, LPM_KEY, SCOPED_KEY, BYTES, SCOPED, QUARANTINE, RANGES)              \
-	static __always_inline struct pc_rule *NAME(const __u8 *addr, __u32 slot,          \
-						    __u32 group, int quarantine, __u64 now) \
-	{                                                                                  \
-		LPM_KEY k = { .prefixlen = BYTES * 8 };                                    \
-		struct pc_rule *r = 0;                                                     \
-		void *t;                                                                   \
-                                                                                           \
-		if (group) {                                                               \
-			SCOPED_KEY sk = { .prefixlen = 32 + BYTES * 8 };                   \
-                                                                                           \
-			sk.group = quarantine ? group | PC_GROUP_QUARANTINE : group;       \
-			__builtin_memcpy(sk.addr, addr, BYTES);                            \
-			t = bpf_map_lookup_elem(&SCOPED, &slot);                           \
-			if (t)                                                             \
-				r = bpf_map_lookup_elem(t, &sk);                           \
-			if (quarantine)                                                    \
-				r = unexpired(r, now);                                     \
-			if (r)                                                             \
-				return r;                                                  \
-		}                                                                          \
-		__builtin_memcpy(k.addr, addr, BYTES);                                     \
-		t = bpf_map_lookup_elem(quarantine ? (void *)&QUARANTINE : (void *)&RANGES, &slot); \
-		if (t)                                                                     \
-			r = bpf_map_lookup_elem(t, &k);                                    \
-		return quarantine ? unexpired(r, now) : r;                                 \
-	}
+/* What a source lookup found: the rule that decides and its verdict. */
+struct pc_hit {
+	__u32 rule;
+	__u8 verdict;
+	__u8 found;
+};
 
-PC_FIND(find_v4, struct pc_lpm_v4, struct pc_scoped_v4, 4, scoped_v4, quarantine_v4, ranges_v4)
-PC_FIND(find_v6, struct pc_lpm_v6, struct pc_scoped_v6, 16, scoped_v6, quarantine_v6, ranges_v6)
+static __always_inline struct pc_hit hit_of(const struct pc_entry *r)
+{
+	struct pc_hit h = {};
+
+	if (r) {
+		h.rule = r->rule;
+		h.verdict = r->verdict;
+		h.found = 1;
+	}
+	return h;
+}
 
 /* A packet's source as the tables key it, worked out once per packet: an IPv4-mapped
  * IPv6 source is looked up as the IPv4 address it maps, as the policy and `explain`
- * read it. */
+ * read it. An IPv4 source's DIR-24-8 entry is read here, once. */
 struct pc_source {
 	const __u8 *addr;
 	__u32 slot;
 	__u32 group; /* the ingress interface's scope group (scope_group) */
+	__u32 a4;    /* IPv4: the address in host order */
+	__u32 dir;   /* IPv4: its DIR-24-8 entry (enum pc_dir_bits, dir_entry) */
 	int v4;
 };
+
+/* The DIR-24-8 entry of address a4 (host order) in slot: its /24's entry, or the
+ * entry of its group when the /24 has one, with the /24's quarantine mark. */
+static __always_inline __u32 dir_entry(__u32 slot, __u32 a4)
+{
+	__u32 idx = a4 >> 8;
+	__u32 key = slot * PC_DIR_CHUNKS + idx / PC_DIR_CHUNK;
+	struct pc_dir_chunk *c = bpf_map_lookup_elem(&dir_v4, &key);
+	__u32 e, g;
+
+	if (!c)
+		return 0;
+	e = c->e[idx & (PC_DIR_CHUNK - 1)];
+	if (!(e & PC_DIR_GROUP))
+		return e;
+	g = e & PC_DIR_GROUP_MASK;
+	if (g >= PC_DIR8_GROUPS)
+		return e & PC_DIR_QUARANTINE;
+	key = slot * PC_DIR8_CHUNKS + g * (256 / PC_DIR_CHUNK) + (a4 & 0xff) / PC_DIR_CHUNK;
+	c = bpf_map_lookup_elem(&dir8_v4, &key);
+	if (!c)
+		return e & PC_DIR_QUARANTINE;
+	return c->e[a4 & (PC_DIR_CHUNK - 1)] | (e & PC_DIR_QUARANTINE);
+}
 
 static __always_inline struct pc_source source_of(const struct pc_config *cfg, const struct pc_pkt *p,
 						  struct xdp_md *ctx)
@@ -121,14 +131,72 @@ static __always_inline struct pc_source source_of(const struct pc_config *cfg, c
 		s.addr = p->saddr + 12;
 		s.v4 = 1;
 	}
+	if (s.v4) {
+		s.a4 = ((__u32)s.addr[0] << 24) | ((__u32)s.addr[1] << 16) | ((__u32)s.addr[2] << 8) | s.addr[3];
+		s.dir = dir_entry(s.slot, s.a4);
+	}
 	return s;
 }
 
-static __always_inline struct pc_rule *find_source(const struct pc_source *s, int quarantine, __u64 now)
+/* The IPv4 ranges (those on every interface): the address's DIR-24-8 entry, read
+ * once per packet by source_of, decides. */
+static __always_inline struct pc_hit dir_range(const struct pc_source *s)
 {
-	if (s->v4)
-		return find_v4(s->addr, s->slot, s->group, quarantine, now);
-	return find_v6(s->addr, s->slot, s->group, quarantine, now);
+	struct pc_hit h = {};
+
+	if (s->dir & PC_DIR_HIT) {
+		h.rule = s->dir & PC_DIR_RULE;
+		h.verdict = (s->dir >> PC_DIR_VERDICT_SHIFT) & 3;
+		h.found = 1;
+	}
+	return h;
+}
+
+/* The entry of the longest prefix of table (enum pc_table) of slot that holds addr
+ * (4 bytes when v4, else 16), in scope group group (0 for the unscoped tables). */
+static __always_inline struct pc_entry *find_prefix(__u32 slot, __u32 table, __u32 group, const __u8 *addr,
+						     const int v4)
+{
+	struct pc_key k = { .prefixlen = 64 + (v4 ? 32 : 128), .tag = slot << 8 | table, .group = group };
+
+	if (v4)
+		__builtin_memcpy(k.addr, addr, 4);
+	else
+		__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(&prefixes, &k);
+}
+
+/* The source lookup in the tables of the packet's slot: with a scope group, the
+ * group's entries first (see model.ScopePlan for why the first hit is the longest
+ * match that applies on this interface); then the quarantines (for IPv4 only when a
+ * quarantine overlaps the source's /24) or the ranges (IPv4's from the DIR-24-8
+ * entry). quarantine selects the quarantine tables. */
+static __always_inline struct pc_hit find_source(const struct pc_source *s, int quarantine, __u64 now)
+{
+	struct pc_entry *r = 0;
+
+	if (s->group) {
+		__u32 g = quarantine ? s->group | PC_GROUP_QUARANTINE : s->group;
+
+		if (s->v4)
+			r = find_prefix(s->slot, PC_T_SCOPED_V4, g, s->addr, 1);
+		else
+			r = find_prefix(s->slot, PC_T_SCOPED_V6, g, s->addr, 0);
+		if (quarantine)
+			r = unexpired(r, now);
+		if (r)
+			return hit_of(r);
+	}
+	if (s->v4) {
+		if (!quarantine)
+			return dir_range(s);
+		if (!(s->dir & PC_DIR_QUARANTINE))
+			return hit_of(0);
+		return hit_of(unexpired(find_prefix(s->slot, PC_T_QUARANTINE_V4, 0, s->addr, 1), now));
+	}
+	if (!quarantine)
+		return hit_of(find_prefix(s->slot, PC_T_RANGE_V6, 0, s->addr, 0));
+	return hit_of(unexpired(find_prefix(s->slot, PC_T_QUARANTINE_V6, 0, s->addr, 0), now));
 }
 
 /* Quarantine first (an entry past its expiry is ignored, so it lifts on time without
@@ -136,46 +204,36 @@ static __always_inline struct pc_rule *find_source(const struct pc_source *s, in
 static __always_inline __u8 lookup_source(const struct pc_config *cfg, const struct pc_source *s,
 					  __u64 now, struct pc_result *res)
 {
-	struct pc_rule *r = find_source(s, 1, now);
+	struct pc_hit h = find_source(s, 1, now);
 
-	if (r)
+	if (h.found)
 		res->flags |= 1 << PC_R_QUARANTINE;
 	else
-		r = find_source(s, 0, now);
-	if (!r) {
+		h = find_source(s, 0, now);
+	if (!h.found) {
 		res->rule = 0;
 		return cfg->default_verdict;
 	}
-	res->rule = r->rule;
-	return r->verdict;
+	res->rule = h.rule;
+	return h.verdict;
 }
 
 /* The relay towards the packet's destination that lets its port through, if any: the
  * most specific relay prefix decides, like the most specific range for sources. */
-static __always_inline struct pc_relay *relay_of(const struct pc_config *cfg, const struct pc_pkt *p)
+static __always_inline struct pc_entry *relay_of(const struct pc_config *cfg, const struct pc_pkt *p)
 {
 	__u32 slot = cfg->slot & (PC_SLOTS - 1);
-	struct pc_relay *rl = 0;
+	struct pc_entry *rl;
 	__u16 port;
-	void *t;
 
 	if (!(cfg->flags & PC_CFG_RELAYS))
 		return 0;
-	if (p->family == PC_FAM_V4 || v4_mapped(p->daddr)) {
-		struct pc_lpm_v4 k = { .prefixlen = 32 };
-
-		__builtin_memcpy(k.addr, p->family == PC_FAM_V4 ? p->daddr : p->daddr + 12, 4);
-		t = bpf_map_lookup_elem(&relays_v4, &slot);
-		if (t)
-			rl = bpf_map_lookup_elem(t, &k);
-	} else {
-		struct pc_lpm_v6 k = { .prefixlen = 128 };
-
-		__builtin_memcpy(k.addr, p->daddr, 16);
-		t = bpf_map_lookup_elem(&relays_v6, &slot);
-		if (t)
-			rl = bpf_map_lookup_elem(t, &k);
-	}
+	if (p->family == PC_FAM_V4)
+		rl = find_prefix(slot, PC_T_RELAY_V4, 0, p->daddr, 1);
+	else if (v4_mapped(p->daddr))
+		rl = find_prefix(slot, PC_T_RELAY_V4, 0, p->daddr + 12, 1);
+	else
+		rl = find_prefix(slot, PC_T_RELAY_V6, 0, p->daddr, 0);
 	if (!rl || !rl->nports)
 		return rl;
 	port = bpf_ntohs(p->dport);
@@ -360,7 +418,7 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 	__u32 zero = 0;
 	int probe = is_probe(ctx);
 	struct pc_source src;
-	struct pc_relay *relay;
+	struct pc_entry *relay;
 	__u64 now;
 	__u8 verdict;
 
@@ -402,20 +460,20 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 	now = bpf_ktime_get_boot_ns();
 	relay = relay_of(cfg, &p);
 	if (relay) {
-		struct pc_rule *q = 0;
+		struct pc_hit q = {};
 
 		if (relay->flags & PC_RELAY_BLOCK_QUARANTINED) {
 			src = source_of(cfg, &p, ctx);
 			q = find_source(&src, 1, now);
 		}
-		if (!q) {
+		if (!q.found) {
 			res.rule = relay->rule;
 			res.outcome = PC_OUT_PASS;
 			goto out;
 		}
 		res.flags |= 1 << PC_R_QUARANTINE;
-		res.rule = q->rule;
-		verdict = q->verdict;
+		res.rule = q.rule;
+		verdict = q.verdict;
 	} else {
 		/* 5. Who sent it: quarantine, then ranges, then the default, each looking at
 		 * the entries scoped to this interface first. */

@@ -43,6 +43,34 @@ type PortcullisPcCounter struct {
 	Bytes   uint64
 }
 
+type PortcullisPcDirBits uint32
+
+const (
+	PortcullisPcDirBitsPC_DIR_RULE          PortcullisPcDirBits = 16383
+	PortcullisPcDirBitsPC_DIR_VERDICT_SHIFT PortcullisPcDirBits = 14
+	PortcullisPcDirBitsPC_DIR_LEN_SHIFT     PortcullisPcDirBits = 16
+	PortcullisPcDirBitsPC_DIR_GROUP_MASK    PortcullisPcDirBits = 65535
+	PortcullisPcDirBitsPC_DIR_HIT           PortcullisPcDirBits = 268435456
+	PortcullisPcDirBitsPC_DIR_QUARANTINE    PortcullisPcDirBits = 536870912
+	PortcullisPcDirBitsPC_DIR_GROUP         PortcullisPcDirBits = 1073741824
+)
+
+type PortcullisPcDirChunk struct {
+	_ structs.HostLayout
+	E [16]uint32
+}
+
+type PortcullisPcEntry struct {
+	_       structs.HostLayout
+	Rule    uint32
+	Verdict uint8
+	Flags   uint8
+	Nports  uint8
+	Pad     uint8
+	Expires uint64
+	Ports   [8]uint16
+}
+
 type PortcullisPcFamily uint32
 
 const (
@@ -50,6 +78,14 @@ const (
 	PortcullisPcFamilyPC_FAM_V6  PortcullisPcFamily = 1
 	PortcullisPcFamilyPC_FAM_MAX PortcullisPcFamily = 2
 )
+
+type PortcullisPcKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Tag       uint32
+	Group     uint32
+	Addr      [16]uint8
+}
 
 type PortcullisPcLabel struct {
 	_     structs.HostLayout
@@ -60,18 +96,6 @@ type PortcullisPcLabelAge struct {
 	_       structs.HostLayout
 	Born    uint64
 	Retired uint64
-}
-
-type PortcullisPcLpmV4 struct {
-	_         structs.HostLayout
-	Prefixlen uint32
-	Addr      [4]uint8
-}
-
-type PortcullisPcLpmV6 struct {
-	_         structs.HostLayout
-	Prefixlen uint32
-	Addr      [16]uint8
 }
 
 type PortcullisPcMeta struct {
@@ -142,47 +166,16 @@ const (
 	PortcullisPcReasonPC_R_MAX                 PortcullisPcReason = 11
 )
 
-type PortcullisPcRelay struct {
-	_      structs.HostLayout
-	Rule   uint32
-	Flags  uint8
-	Nports uint8
-	Ports  [8]uint16
-	Pad    [2]uint8
-}
-
 type PortcullisPcRelayFlag uint32
 
 const (
 	PortcullisPcRelayFlagPC_RELAY_BLOCK_QUARANTINED PortcullisPcRelayFlag = 1
 )
 
-type PortcullisPcRule struct {
-	_       structs.HostLayout
-	Rule    uint32
-	Verdict uint8
-	Pad     [3]uint8
-	Expires uint64
-}
-
 type PortcullisPcScopeKey struct {
 	_       structs.HostLayout
 	Slot    uint32
 	Ifindex uint32
-}
-
-type PortcullisPcScopedV4 struct {
-	_         structs.HostLayout
-	Prefixlen uint32
-	Group     uint32
-	Addr      [4]uint8
-}
-
-type PortcullisPcScopedV6 struct {
-	_         structs.HostLayout
-	Prefixlen uint32
-	Group     uint32
-	Addr      [16]uint8
 }
 
 type PortcullisPcSketchRow struct {
@@ -196,6 +189,18 @@ type PortcullisPcSrc struct {
 	Pad    [3]uint8
 	Addr   [16]uint8
 }
+
+type PortcullisPcTable uint32
+
+const (
+	PortcullisPcTablePC_T_QUARANTINE_V4 PortcullisPcTable = 1
+	PortcullisPcTablePC_T_QUARANTINE_V6 PortcullisPcTable = 2
+	PortcullisPcTablePC_T_RANGE_V6      PortcullisPcTable = 3
+	PortcullisPcTablePC_T_RELAY_V4      PortcullisPcTable = 4
+	PortcullisPcTablePC_T_RELAY_V6      PortcullisPcTable = 5
+	PortcullisPcTablePC_T_SCOPED_V4     PortcullisPcTable = 6
+	PortcullisPcTablePC_T_SCOPED_V6     PortcullisPcTable = 7
+)
 
 type PortcullisPcVerdict uint32
 
@@ -211,40 +216,31 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	PortcullisMapDir8V4           = "dir8_v4"
+	PortcullisMapDirV4            = "dir_v4"
 	PortcullisMapMeta             = "meta"
 	PortcullisMapOffenderAttempts = "offender_attempts"
 	PortcullisMapOffenderPeriod   = "offender_period"
 	PortcullisMapOffenderSketch   = "offender_sketch"
 	PortcullisMapOffenderSlots    = "offender_slots"
 	PortcullisMapPolicy           = "policy"
-	PortcullisMapQuarantineV4     = "quarantine_v4"
-	PortcullisMapQuarantineV6     = "quarantine_v6"
-	PortcullisMapRangesV4         = "ranges_v4"
-	PortcullisMapRangesV6         = "ranges_v6"
+	PortcullisMapPrefixes         = "prefixes"
 	PortcullisMapReasons          = "reasons"
-	PortcullisMapRelaysV4         = "relays_v4"
-	PortcullisMapRelaysV6         = "relays_v6"
 	PortcullisMapRstBucket        = "rst_bucket"
 	PortcullisMapRuleAges         = "rule_ages"
 	PortcullisMapRuleNames        = "rule_names"
-	PortcullisMapScopedV4         = "scoped_v4"
-	PortcullisMapScopedV6         = "scoped_v6"
 	PortcullisMapScopes           = "scopes"
 	PortcullisMapStats            = "stats"
 	PortcullisProgPortcullis      = "portcullis"
 	PortcullisProgPortcullisL3    = "portcullis_l3"
 	PortcullisVarPcBtfConfig      = "pc_btf_config"
 	PortcullisVarPcBtfConfigFlag  = "pc_btf_config_flag"
+	PortcullisVarPcBtfDirBits     = "pc_btf_dir_bits"
 	PortcullisVarPcBtfFamily      = "pc_btf_family"
-	PortcullisVarPcBtfLpmV4       = "pc_btf_lpm_v4"
-	PortcullisVarPcBtfLpmV6       = "pc_btf_lpm_v6"
 	PortcullisVarPcBtfOutcome     = "pc_btf_outcome"
 	PortcullisVarPcBtfReason      = "pc_btf_reason"
-	PortcullisVarPcBtfRelay       = "pc_btf_relay"
 	PortcullisVarPcBtfRelayFlag   = "pc_btf_relay_flag"
-	PortcullisVarPcBtfRule        = "pc_btf_rule"
-	PortcullisVarPcBtfScopedV4    = "pc_btf_scoped_v4"
-	PortcullisVarPcBtfScopedV6    = "pc_btf_scoped_v6"
+	PortcullisVarPcBtfTable       = "pc_btf_table"
 	PortcullisVarPcBtfVerdict     = "pc_btf_verdict"
 )
 
@@ -298,24 +294,19 @@ type PortcullisProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PortcullisMapSpecs struct {
+	Dir8V4           *ebpf.MapSpec `ebpf:"dir8_v4"`
+	DirV4            *ebpf.MapSpec `ebpf:"dir_v4"`
 	Meta             *ebpf.MapSpec `ebpf:"meta"`
 	OffenderAttempts *ebpf.MapSpec `ebpf:"offender_attempts"`
 	OffenderPeriod   *ebpf.MapSpec `ebpf:"offender_period"`
 	OffenderSketch   *ebpf.MapSpec `ebpf:"offender_sketch"`
 	OffenderSlots    *ebpf.MapSpec `ebpf:"offender_slots"`
 	Policy           *ebpf.MapSpec `ebpf:"policy"`
-	QuarantineV4     *ebpf.MapSpec `ebpf:"quarantine_v4"`
-	QuarantineV6     *ebpf.MapSpec `ebpf:"quarantine_v6"`
-	RangesV4         *ebpf.MapSpec `ebpf:"ranges_v4"`
-	RangesV6         *ebpf.MapSpec `ebpf:"ranges_v6"`
+	Prefixes         *ebpf.MapSpec `ebpf:"prefixes"`
 	Reasons          *ebpf.MapSpec `ebpf:"reasons"`
-	RelaysV4         *ebpf.MapSpec `ebpf:"relays_v4"`
-	RelaysV6         *ebpf.MapSpec `ebpf:"relays_v6"`
 	RstBucket        *ebpf.MapSpec `ebpf:"rst_bucket"`
 	RuleAges         *ebpf.MapSpec `ebpf:"rule_ages"`
 	RuleNames        *ebpf.MapSpec `ebpf:"rule_names"`
-	ScopedV4         *ebpf.MapSpec `ebpf:"scoped_v4"`
-	ScopedV6         *ebpf.MapSpec `ebpf:"scoped_v6"`
 	Scopes           *ebpf.MapSpec `ebpf:"scopes"`
 	Stats            *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -326,16 +317,12 @@ type PortcullisMapSpecs struct {
 type PortcullisVariableSpecs struct {
 	PcBtfConfig     *ebpf.VariableSpec `ebpf:"pc_btf_config"`
 	PcBtfConfigFlag *ebpf.VariableSpec `ebpf:"pc_btf_config_flag"`
+	PcBtfDirBits    *ebpf.VariableSpec `ebpf:"pc_btf_dir_bits"`
 	PcBtfFamily     *ebpf.VariableSpec `ebpf:"pc_btf_family"`
-	PcBtfLpmV4      *ebpf.VariableSpec `ebpf:"pc_btf_lpm_v4"`
-	PcBtfLpmV6      *ebpf.VariableSpec `ebpf:"pc_btf_lpm_v6"`
 	PcBtfOutcome    *ebpf.VariableSpec `ebpf:"pc_btf_outcome"`
 	PcBtfReason     *ebpf.VariableSpec `ebpf:"pc_btf_reason"`
-	PcBtfRelay      *ebpf.VariableSpec `ebpf:"pc_btf_relay"`
 	PcBtfRelayFlag  *ebpf.VariableSpec `ebpf:"pc_btf_relay_flag"`
-	PcBtfRule       *ebpf.VariableSpec `ebpf:"pc_btf_rule"`
-	PcBtfScopedV4   *ebpf.VariableSpec `ebpf:"pc_btf_scoped_v4"`
-	PcBtfScopedV6   *ebpf.VariableSpec `ebpf:"pc_btf_scoped_v6"`
+	PcBtfTable      *ebpf.VariableSpec `ebpf:"pc_btf_table"`
 	PcBtfVerdict    *ebpf.VariableSpec `ebpf:"pc_btf_verdict"`
 }
 
@@ -359,48 +346,38 @@ func (o *PortcullisObjects) Close() error {
 //
 // It can be passed to LoadPortcullisObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PortcullisMaps struct {
+	Dir8V4           *ebpf.Map `ebpf:"dir8_v4"`
+	DirV4            *ebpf.Map `ebpf:"dir_v4"`
 	Meta             *ebpf.Map `ebpf:"meta"`
 	OffenderAttempts *ebpf.Map `ebpf:"offender_attempts"`
 	OffenderPeriod   *ebpf.Map `ebpf:"offender_period"`
 	OffenderSketch   *ebpf.Map `ebpf:"offender_sketch"`
 	OffenderSlots    *ebpf.Map `ebpf:"offender_slots"`
 	Policy           *ebpf.Map `ebpf:"policy"`
-	QuarantineV4     *ebpf.Map `ebpf:"quarantine_v4"`
-	QuarantineV6     *ebpf.Map `ebpf:"quarantine_v6"`
-	RangesV4         *ebpf.Map `ebpf:"ranges_v4"`
-	RangesV6         *ebpf.Map `ebpf:"ranges_v6"`
+	Prefixes         *ebpf.Map `ebpf:"prefixes"`
 	Reasons          *ebpf.Map `ebpf:"reasons"`
-	RelaysV4         *ebpf.Map `ebpf:"relays_v4"`
-	RelaysV6         *ebpf.Map `ebpf:"relays_v6"`
 	RstBucket        *ebpf.Map `ebpf:"rst_bucket"`
 	RuleAges         *ebpf.Map `ebpf:"rule_ages"`
 	RuleNames        *ebpf.Map `ebpf:"rule_names"`
-	ScopedV4         *ebpf.Map `ebpf:"scoped_v4"`
-	ScopedV6         *ebpf.Map `ebpf:"scoped_v6"`
 	Scopes           *ebpf.Map `ebpf:"scopes"`
 	Stats            *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *PortcullisMaps) Close() error {
 	return _PortcullisClose(
+		m.Dir8V4,
+		m.DirV4,
 		m.Meta,
 		m.OffenderAttempts,
 		m.OffenderPeriod,
 		m.OffenderSketch,
 		m.OffenderSlots,
 		m.Policy,
-		m.QuarantineV4,
-		m.QuarantineV6,
-		m.RangesV4,
-		m.RangesV6,
+		m.Prefixes,
 		m.Reasons,
-		m.RelaysV4,
-		m.RelaysV6,
 		m.RstBucket,
 		m.RuleAges,
 		m.RuleNames,
-		m.ScopedV4,
-		m.ScopedV6,
 		m.Scopes,
 		m.Stats,
 	)
@@ -412,16 +389,12 @@ func (m *PortcullisMaps) Close() error {
 type PortcullisVariables struct {
 	PcBtfConfig     *ebpf.Variable `ebpf:"pc_btf_config"`
 	PcBtfConfigFlag *ebpf.Variable `ebpf:"pc_btf_config_flag"`
+	PcBtfDirBits    *ebpf.Variable `ebpf:"pc_btf_dir_bits"`
 	PcBtfFamily     *ebpf.Variable `ebpf:"pc_btf_family"`
-	PcBtfLpmV4      *ebpf.Variable `ebpf:"pc_btf_lpm_v4"`
-	PcBtfLpmV6      *ebpf.Variable `ebpf:"pc_btf_lpm_v6"`
 	PcBtfOutcome    *ebpf.Variable `ebpf:"pc_btf_outcome"`
 	PcBtfReason     *ebpf.Variable `ebpf:"pc_btf_reason"`
-	PcBtfRelay      *ebpf.Variable `ebpf:"pc_btf_relay"`
 	PcBtfRelayFlag  *ebpf.Variable `ebpf:"pc_btf_relay_flag"`
-	PcBtfRule       *ebpf.Variable `ebpf:"pc_btf_rule"`
-	PcBtfScopedV4   *ebpf.Variable `ebpf:"pc_btf_scoped_v4"`
-	PcBtfScopedV6   *ebpf.Variable `ebpf:"pc_btf_scoped_v6"`
+	PcBtfTable      *ebpf.Variable `ebpf:"pc_btf_table"`
 	PcBtfVerdict    *ebpf.Variable `ebpf:"pc_btf_verdict"`
 }
 

@@ -62,29 +62,52 @@ enum pc_relay_flag {
 	PC_RELAY_BLOCK_QUARANTINED = 1, /* quarantined sources get their quarantine here too */
 };
 
-/* LPM keys. prefixlen counts bits of addr. */
-struct pc_lpm_v4 {
-	__u32 prefixlen;
-	__u8 addr[4];
+/* dir_v4 entries: one u32 per IPv4 /24 of a slot (a DIR-24-8 table). Without
+ * PC_DIR_GROUP it decides every address of the /24; with it, its low 16 bits name a
+ * group of 256 entries in dir8_v4, one per address of the /24, that decide (the /24's
+ * ranges longer than /24 live there, painted over its shorter ones). An entry:
+ *   bits 0-13   rule id of the longest range covering the address(es)
+ *   bits 14-15  its verdict (enum pc_verdict)
+ *   bits 16-21  the length of that range (the control plane repaints by it)
+ *   PC_DIR_HIT  some range covers the address(es) (else: the default decides)
+ *   PC_DIR_QUARANTINE  (dir_v4 only) a quarantine entry overlaps the /24: the
+ *               quarantine trie is looked at only then */
+enum pc_dir_bits {
+	PC_DIR_RULE = 0x3fff,
+	PC_DIR_VERDICT_SHIFT = 14,
+	PC_DIR_LEN_SHIFT = 16,
+	PC_DIR_GROUP_MASK = 0xffff,
+	PC_DIR_HIT = 1 << 28,
+	PC_DIR_QUARANTINE = 1 << 29,
+	PC_DIR_GROUP = 1 << 30,
 };
 
-struct pc_lpm_v6 {
-	__u32 prefixlen;
-	__u8 addr[16];
+/* dir_v4 and dir8_v4 value: PC_DIR_CHUNK consecutive entries (an array value of one
+ * u32 would take 8 bytes). */
+struct pc_dir_chunk {
+	__u32 e[PC_DIR_CHUNK];
 };
 
-/* Scoped table keys: the group (host order, PC_GROUP_QUARANTINE set for quarantines)
- * comes first, so prefixlen is 32 + the bits of addr that count. */
-struct pc_scoped_v4 {
-	__u32 prefixlen;
-	__u32 group;
-	__u8 addr[4];
+/* The tables of the prefixes trie (the low byte of pc_key.tag). */
+enum pc_table {
+	PC_T_QUARANTINE_V4 = 1, /* IPv4 quarantines (with expiry), looked at when the source's
+				 * DIR-24-8 entry says one overlaps its /24 */
+	PC_T_QUARANTINE_V6 = 2, /* IPv6 quarantines (with expiry) */
+	PC_T_RANGE_V6 = 3,      /* IPv6 ranges and exemptions (IPv4's are in dir_v4) */
+	PC_T_RELAY_V4 = 4,      /* IPv4 relay destinations (pc_entry's relay fields) */
+	PC_T_RELAY_V6 = 5,      /* IPv6 relay destinations */
+	PC_T_SCOPED_V4 = 6,     /* IPv4 entries of scope groups (pc_key.group) */
+	PC_T_SCOPED_V6 = 7,     /* IPv6 entries of scope groups */
 };
 
-struct pc_scoped_v6 {
+/* prefixes key: a prefix of one table of one policy slot. prefixlen counts the 64 bits
+ * of tag and group, which always count whole, plus the bits of addr that count. */
+struct pc_key {
 	__u32 prefixlen;
-	__u32 group;
-	__u8 addr[16];
+	__u32 tag;     /* slot << 8 | enum pc_table */
+	__u32 group;   /* scoped tables: the scope group (PC_GROUP_QUARANTINE set for a
+			* quarantine); 0 in the others */
+	__u8 addr[16]; /* IPv4 in the first 4 bytes */
 };
 
 /* scopes key: one interface of one policy slot. */
@@ -93,22 +116,17 @@ struct pc_scope_key {
 	__u32 ifindex;
 };
 
-/* Value of the relay tables: a destination towards which the governed ports (or the
- * listed ones) pass, whoever the source is. */
-struct pc_relay {
-	__u32 rule;   /* rule id of the relay (counters) */
-	__u8 flags;   /* enum pc_relay_flag */
-	__u8 nports;  /* 0: every governed port; else ports[0..nports) */
-	__u16 ports[PC_RELAY_PORTS]; /* host order */
-	__u8 pad[2];
-};
-
-/* Value of every prefix table. */
-struct pc_rule {
+/* prefixes value: a rule (quarantines, ranges, scoped entries), or a relay: a
+ * destination towards which the governed ports (or the listed ones) pass, whoever the
+ * source is. */
+struct pc_entry {
 	__u32 rule;    /* rule id: index into the counters, names live in Go */
-	__u8 verdict;  /* enum pc_verdict */
-	__u8 pad[3];
-	__u64 expires; /* CLOCK_BOOTTIME ns after which the entry is ignored; 0 = never */
+	__u8 verdict;  /* rules: enum pc_verdict */
+	__u8 flags;    /* relays: enum pc_relay_flag */
+	__u8 nports;   /* relays: 0: every governed port; else ports[0..nports) */
+	__u8 pad;
+	__u64 expires; /* rules: CLOCK_BOOTTIME ns after which the entry is ignored; 0 = never */
+	__u16 ports[PC_RELAY_PORTS]; /* relays, host order */
 };
 
 /* The policy-wide knobs. One per policy slot, swapped with the tables. */

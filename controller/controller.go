@@ -276,6 +276,9 @@ func (c *Controller) install(comp *policy.Compiled, file, who string, now time.T
 			res.Err = fmt.Errorf("%w; rolling back failed too: %v", res.Err, rerr)
 			c.log.Error("proof failed and rollback failed", "error", res.Err)
 		} else {
+			if err := c.prog.Release(); err != nil { // the rejected policy's tables
+				c.log.Warn("freeing the rejected policy's tables failed; the next change frees them", "error", err)
+			}
 			res.Outcome = "rolled-back"
 			c.log.Error("proof failed: rolled back to the last good policy", "rejected_hash", comp.Hash, "in_force", c.meta.Hash, "error", res.Err)
 		}
@@ -287,6 +290,11 @@ func (c *Controller) install(comp *policy.Compiled, file, who string, now time.T
 	if res.Outcome == "" {
 		res.Outcome = "applied"
 		c.meta.LoadedAt = now
+		// Proven: the replaced policy's tables are freed (no rollback is wanted now),
+		// so that the kernel holds one policy, not two, until the next change.
+		if err := c.prog.Release(); err != nil {
+			c.log.Warn("freeing the replaced policy's tables failed; the next change frees them", "error", err)
+		}
 	}
 	c.good, c.live = comp, merged
 	c.nextExpiry = nextExemptionExpiry(comp.Policy, now)

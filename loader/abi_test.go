@@ -54,14 +54,18 @@ func TestLimitsMatchC(t *testing.T) {
 	if got := spec.Maps[bpf.PortcullisMapStats].MaxEntries; got != model.MaxRules*numOutcomes*numFamilies {
 		t.Errorf("stats map has %d entries, model expects %d rules", got, model.MaxRules)
 	}
-	if got := len(bpf.PortcullisPcRelay{}.Ports); got != model.MaxRelayPorts {
+	if got := len(bpf.PortcullisPcEntry{}.Ports); got != model.MaxRelayPorts {
 		t.Errorf("a relay holds %d ports in the program, %d in the policy", got, model.MaxRelayPorts)
 	}
 	if got := spec.Maps[bpf.PortcullisMapScopes].MaxEntries; got != 2*model.MaxScopedInterfaces {
 		t.Errorf("scopes map has %d entries, the policy allows %d interfaces per slot", got, model.MaxScopedInterfaces)
 	}
-	// The scoped tables' key is (group, address): prefixlen counts the group's 32 bits.
-	if got, want := spec.Maps[bpf.PortcullisMapScopedV4].InnerMap.KeySize, uint32(4+4+4); got != want {
-		t.Errorf("scoped_v4 key is %d bytes, want %d", got, want)
+	// The prefixes key is (tag, group, address): prefixKey counts their 64 bits.
+	if got, want := spec.Maps[bpf.PortcullisMapPrefixes].KeySize, uint32(4+4+4+16); got != want {
+		t.Errorf("prefixes key is %d bytes, want %d", got, want)
+	}
+	// The DIR-24-8 entry's fields hold the model's rules, verdicts and lengths.
+	if dirRule+1 < model.MaxRules || 3 < uint32(model.Monitor) || dirGroupMask+1 < uint32(spec.Maps[bpf.PortcullisMapDir8V4].MaxEntries)*uint32(dirChunk)/256/2 {
+		t.Errorf("a DIR-24-8 entry cannot hold %d rules, verdicts up to %d, or every group", model.MaxRules, model.Monitor)
 	}
 }

@@ -20,6 +20,9 @@ var (
 	ErrVerifier     = errors.New("the kernel verifier rejected the program")
 	ErrNoPolicy     = errors.New("no policy loaded")
 	ErrTooManyRules = errors.New("policy has more rules than the data plane counts")
+	// ErrTooManyGroups means a policy's IPv4 ranges longer than /24 lie in more /24s
+	// than the DIR-24-8 table has groups for (PC_DIR8_GROUPS a slot).
+	ErrTooManyGroups = errors.New("the IPv4 table has no group left for another /24 with ranges longer than /24")
 	// ErrNoRollback means there is no replaced policy to go back to.
 	ErrNoRollback = errors.New("no previous policy to roll back to")
 	// ErrIncompatiblePins means the maps pinned in a directory were made by a
@@ -62,6 +65,11 @@ type Program struct {
 	tables    *model.Tables
 	live      []uint32  // the live policy's compiled rule id -> stable id
 	prev      *previous // what the last Apply replaced, for Rollback
+	dir       dirState  // the IPv4 DIR-24-8 tables (dir.go)
+	// slotKeys[slot] are the prefixes trie's keys of slot, when slotKnown[slot] (not
+	// for tables adopted from pins: clearSlot walks the trie for them).
+	slotKeys  [2][]bpf.PortcullisPcKey
+	slotKnown [2]bool
 
 	// labelsMu guards the three label maps, so that readers (counters, offenders,
 	// metrics scrapes) need not wait for an Apply: it writes them only briefly.

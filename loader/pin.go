@@ -56,6 +56,13 @@ func LoadPinned(dir string) (*Program, error) {
 			m.Pinning = ebpf.PinByName
 		}
 	}
+	// Pins from before the DIR-24-8 table hold the IPv4 ranges in a trie this program
+	// does not read: adopting them would judge IPv4 by the default alone.
+	if _, err := os.Stat(filepath.Join(dir, "ranges_v4")); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, bpf.PortcullisMapDirV4)); errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: the maps in %s hold IPv4 ranges in a trie (ranges_v4) that this version keeps in a DIR-24-8 table (dir_v4); `portcullis detach` removes them (and enforcement), then start again", ErrIncompatiblePins, dir)
+		}
+	}
 	p := &Program{spec: spec}
 	err = spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {

@@ -192,9 +192,9 @@ func TestRelayCounters(t *testing.T) {
 	}
 }
 
-// TestNoRelaysNoScopesCostNothing: a policy without relays or scopes leaves their
-// tables out of the slot (no map-in-map update, so no RCU wait, and no lookup: the
-// config flags are clear), and a swap from one with them clears them.
+// TestNoRelaysNoScopesCostNothing: a policy without relays or scopes has no entries in
+// their tables (and no lookup: the config flags are clear), and a swap from one with
+// them clears them.
 func TestNoRelaysNoScopesCostNothing(t *testing.T) {
 	now := time.Now()
 	p := applied(t, compileScopePolicy(t, now).Tables)
@@ -204,22 +204,17 @@ func TestNoRelaysNoScopesCostNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var id uint32
-	for _, m := range []struct {
-		name  string
-		outer interface {
-			Lookup(any, any) error
-		}
-	}{{"relays_v4", p.objs.RelaysV4}, {"relays_v6", p.objs.RelaysV6}, {"scoped_v4", p.objs.ScopedV4}, {"scoped_v6", p.objs.ScopedV6}} {
-		for slot := uint32(0); slot < 2; slot++ {
-			if err := m.outer.Lookup(slot, &id); err == nil {
-				t.Errorf("%s slot %d holds a table under a policy without relays or scopes", m.name, slot)
-			}
+	var k bpf.PortcullisPcKey
+	var e bpf.PortcullisPcEntry
+	for it := p.objs.Prefixes.Iterate(); it.Next(&k, &e); {
+		switch keyTable(k) {
+		case tRelay4, tRelay6, tScoped4, tScoped6:
+			t.Errorf("slot %d holds a relay or scoped entry (%s, table %d) under a policy without relays or scopes", keySlot(k), keyPrefix(k), keyTable(k))
 		}
 	}
-	var k [8]byte
-	var v [4]byte
-	if p.objs.Scopes.Iterate().Next(&k, &v) {
+	var sk [8]byte
+	var sv [4]byte
+	if p.objs.Scopes.Iterate().Next(&sk, &sv) {
 		t.Error("the interface table holds entries under a policy without scopes")
 	}
 	if flags := readConfig(t, p).Flags; flags != 0 {
@@ -269,9 +264,9 @@ func TestSetInterfacesMovesAnInterface(t *testing.T) {
 	if err := p.SetInterfaces(map[string]int{}); err != nil {
 		t.Fatal(err)
 	}
-	var k [8]byte
-	var v [4]byte
-	if p.objs.Scopes.Iterate().Next(&k, &v) {
+	var sk [8]byte
+	var sv [4]byte
+	if p.objs.Scopes.Iterate().Next(&sk, &sv) {
 		t.Error("interface table not emptied")
 	}
 	if _, _, err := p.RunAt(model.Ingress{Interface: "whl0"}, frame); !errors.Is(err, ErrUnknownInterface) {

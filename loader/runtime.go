@@ -19,8 +19,11 @@ import (
 const runtimeHeadroom = 1 << 16
 
 // UpdateEntry makes next the live tables, where next differs from them only by e
-// (added when add, removed otherwise): one map update in e's table (its family's
-// quarantine or ranges trie of the live slot) and one in each scope group's trie it
+// (added when add, removed otherwise), in the live slot: for an IPv4 range, the
+// aligned word writes that repaint the /24s it decides in the DIR-24-8 table (one for
+// a /24 or longer) or one hash update for a range longer than /24 (and its /24's
+// word); otherwise one update of its family's quarantine or ranges trie (an IPv4
+// quarantine also marks the /24s it overlaps); and one in each scope group's trie it
 // lies in. None is a map-in-map update, so there is no RCU wait, and a packet sees the
 // tables with e or without it. next must have the live tables' rules.
 func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) error {
@@ -35,36 +38,36 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 	}
 	id := p.live[e.Rule]
 	v4 := e.Prefix.Addr().Is4()
-	outer := p.objs.RangesV6
+	boot, err := bootNow()
+	if err != nil {
+		return err
+	}
+	val := ruleEntry(model.Entry{Rule: id, Verdict: e.Verdict, Expires: e.Expires}, boot, timeNow())
 	switch {
-	case e.Quarantine && v4:
-		outer = p.objs.QuarantineV4
-	case e.Quarantine:
-		outer = p.objs.QuarantineV6
-	case v4:
-		outer = p.objs.RangesV4
-	}
-	var inner *ebpf.Map
-	if err := outer.Lookup(p.slot, &inner); err != nil {
-		return fmt.Errorf("reading the live %s table: %w", outer, err)
-	}
-	defer inner.Close()
-	val := bpf.PortcullisPcRule{Rule: id, Verdict: uint8(e.Verdict)}
-	if !e.Expires.IsZero() {
-		boot, err := bootNow()
-		if err != nil {
+	case v4 && !e.Quarantine:
+		// The DIR-24-8 table: a few aligned word writes in the live slot.
+		de := e.Entry
+		de.Rule = id
+		if err := p.updateDirRange(p.slot, de, add, next.Ranges, p.live); err != nil {
 			return err
 		}
-		val.Expires = bootTime(e.Expires, boot, timeNow())
-	}
-	var key any
-	if v4 {
-		key = bpf.PortcullisPcLpmV4{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As4()}
-	} else {
-		key = bpf.PortcullisPcLpmV6{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As16()}
-	}
-	if err := write(inner, key, val, add); err != nil {
-		return err
+	default:
+		table := tRange6
+		switch {
+		case e.Quarantine && v4:
+			table = tQuarantine4
+		case e.Quarantine:
+			table = tQuarantine6
+		}
+		if err := p.writeEntry(prefixKey(p.slot, table, 0, e.Prefix), val, add); err != nil {
+			return err
+		}
+		// The entry first, then the mark that sends the /24's packets to it.
+		if table == tQuarantine4 && add {
+			if err := p.markDirQuarantine(p.slot, e.Prefix); err != nil {
+				return err
+			}
+		}
 	}
 	// The scope groups that hold e (an unscoped entry inside a scoped range).
 	if !e.Quarantine {
@@ -72,25 +75,15 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 		if !add {
 			plan = p.tables.Plan()
 		}
+		table := tScoped6
+		if v4 {
+			table = tScoped4
+		}
 		for _, ge := range plan.Ranges {
 			if ge.Prefix != e.Prefix || ge.Rule != e.Rule {
 				continue
 			}
-			scoped := p.objs.ScopedV6
-			var k any
-			if v4 {
-				scoped = p.objs.ScopedV4
-				k = bpf.PortcullisPcScopedV4{Prefixlen: 32 + uint32(e.Prefix.Bits()), Group: ge.Group, Addr: e.Prefix.Masked().Addr().As4()}
-			} else {
-				k = bpf.PortcullisPcScopedV6{Prefixlen: 32 + uint32(e.Prefix.Bits()), Group: ge.Group, Addr: e.Prefix.Masked().Addr().As16()}
-			}
-			var sm *ebpf.Map
-			if err := scoped.Lookup(p.slot, &sm); err != nil {
-				return fmt.Errorf("reading the live scoped table: %w", err)
-			}
-			err := write(sm, k, val, add)
-			sm.Close()
-			if err != nil {
+			if err := p.writeEntry(prefixKey(p.slot, table, ge.Group, e.Prefix), val, add); err != nil {
 				return err
 			}
 		}
@@ -99,14 +92,18 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 	return nil
 }
 
-func write(m *ebpf.Map, key any, val bpf.PortcullisPcRule, add bool) error {
+// writeEntry adds (or removes) one entry of the prefixes trie in place.
+func (p *Program) writeEntry(k bpf.PortcullisPcKey, val bpf.PortcullisPcEntry, add bool) error {
 	if add {
-		if err := m.Put(key, val); err != nil {
+		if err := p.objs.Prefixes.Put(k, val); err != nil {
 			return fmt.Errorf("writing the entry: %w", err)
+		}
+		if slot := keySlot(k); p.slotKnown[slot] {
+			p.slotKeys[slot] = append(p.slotKeys[slot], k)
 		}
 		return nil
 	}
-	if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := p.objs.Prefixes.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("removing the entry: %w", err)
 	}
 	return nil
@@ -145,40 +142,28 @@ func (p *Program) RuntimeInDataPlane(kind model.Kind, name string) ([]model.Tabl
 		return nil, err
 	}
 	now := timeNow()
+	ranges4, err := p.dirRuntime(p.slot, id)
+	if err != nil {
+		return nil, err
+	}
 	var out []model.TableEntry
-	for _, t := range []struct {
-		outer      *ebpf.Map
-		v4, quaran bool
-	}{{p.objs.QuarantineV4, true, true}, {p.objs.QuarantineV6, false, true}, {p.objs.RangesV4, true, false}, {p.objs.RangesV6, false, false}} {
-		var inner *ebpf.Map
-		if err := t.outer.Lookup(p.slot, &inner); err != nil {
-			if errors.Is(err, ebpf.ErrKeyNotExist) {
-				continue
-			}
-			return nil, fmt.Errorf("reading the live %s table: %w", t.outer, err)
+	for _, e := range ranges4 {
+		out = append(out, model.TableEntry{Entry: e})
+	}
+	var k bpf.PortcullisPcKey
+	var v bpf.PortcullisPcEntry
+	it := p.objs.Prefixes.Iterate()
+	for it.Next(&k, &v) {
+		if keySlot(k) != p.slot || v.Rule != id {
+			continue
 		}
-		var val bpf.PortcullisPcRule
-		it := inner.Iterate()
-		if t.v4 {
-			var k bpf.PortcullisPcLpmV4
-			for it.Next(&k, &val) {
-				if val.Rule == id {
-					out = append(out, runtimeEntry(prefixOf(k.Addr[:], k.Prefixlen), val, t.quaran, boot, now))
-				}
-			}
-		} else {
-			var k bpf.PortcullisPcLpmV6
-			for it.Next(&k, &val) {
-				if val.Rule == id {
-					out = append(out, runtimeEntry(prefixOf(k.Addr[:], k.Prefixlen), val, t.quaran, boot, now))
-				}
-			}
+		switch t := keyTable(k); t {
+		case tQuarantine4, tQuarantine6, tRange6:
+			out = append(out, runtimeEntry(keyPrefix(k), v, t != tRange6, boot, now))
 		}
-		err := it.Err()
-		inner.Close()
-		if err != nil {
-			return nil, fmt.Errorf("reading the live %s table: %w", t.outer, err)
-		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading the prefix tables: %w", err)
 	}
 	return out, nil
 }
@@ -191,7 +176,7 @@ func prefixOf(addr []byte, bits uint32) netip.Prefix {
 	return netip.PrefixFrom(a, int(bits))
 }
 
-func runtimeEntry(p netip.Prefix, v bpf.PortcullisPcRule, quarantine bool, boot time.Duration, now time.Time) model.TableEntry {
+func runtimeEntry(p netip.Prefix, v bpf.PortcullisPcEntry, quarantine bool, boot time.Duration, now time.Time) model.TableEntry {
 	e := model.TableEntry{Quarantine: quarantine, Entry: model.Entry{Prefix: p, Rule: v.Rule, Verdict: model.Verdict(v.Verdict)}}
 	if v.Expires != 0 {
 		e.Expires = wallTime(v.Expires, boot, now)

@@ -1,11 +1,14 @@
 package loader
 
 import (
+	"errors"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/bpf"
 	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/policy"
 )
@@ -132,5 +135,50 @@ func BenchmarkApply(b *testing.B) {
 			stop.Store(true)
 			wg.Wait()
 		})
+	}
+}
+
+// TestReleaseFreesTheIdleSlot: after Release the prefix trie holds only the live
+// policy's entries (the kernel keeps one policy, not two), Rollback is no longer
+// offered, the live policy still judges as the model says, and the next Apply writes
+// the freed slot as usual.
+func TestReleaseFreesTheIdleSlot(t *testing.T) {
+	now := time.Now()
+	a, b := testTables(now), compileScopePolicy(t, now).Tables
+	p := applied(t, a)
+	if err := p.Apply(b); err != nil {
+		t.Fatal(err)
+	}
+	slots := func() map[uint32]int {
+		n := map[uint32]int{}
+		var k bpf.PortcullisPcKey
+		var v bpf.PortcullisPcEntry
+		for it := p.objs.Prefixes.Iterate(); it.Next(&k, &v); {
+			n[keySlot(k)]++
+		}
+		return n
+	}
+	if n := slots(); n[p.slot] == 0 || n[p.slot^1] == 0 {
+		t.Fatalf("before Release: entries by slot %v, want both slots (the replaced policy kept for Rollback)", n)
+	}
+	if err := p.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if n := slots(); n[p.slot^1] != 0 || n[p.slot] == 0 {
+		t.Fatalf("after Release: entries by slot %v, want the live slot's only", n)
+	}
+	if err := p.Rollback(); !errors.Is(err, ErrNoRollback) {
+		t.Errorf("Rollback after Release: %v, want ErrNoRollback", err)
+	}
+	for _, s := range sources {
+		for _, src := range []netip.Addr{s.v4, s.v6} {
+			compareWithModel(t, p, b, buildFrame(t, frameSpec{src: src, dst: map[bool]netip.Addr{true: dst4, false: dst6}[src.Is4()], sport: 1, dport: 25, syn: true}))
+		}
+	}
+	if err := p.Apply(a); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sources {
+		compareWithModel(t, p, a, buildFrame(t, frameSpec{src: s.v4, dst: dst4, sport: 1, dport: 25, syn: true}))
 	}
 }

@@ -12,123 +12,85 @@ import (
 	"github.com/portcullis/portcullis/model"
 )
 
-// prefixTableBuilder builds one policy's prefix table for one family as a fresh map
-// that the program reaches through a map-in-map slot. Today's implementation is the
-// kernel LPM trie; a structure whose cost does not grow with the policy can replace it
-// behind this interface.
-type prefixTableBuilder interface {
-	build(entries []model.Entry, boot time.Duration, now time.Time) (*ebpf.Map, error)
-}
+// The tables of the prefixes trie (enum pc_table).
+const (
+	tQuarantine4 = uint32(bpf.PortcullisPcTablePC_T_QUARANTINE_V4)
+	tQuarantine6 = uint32(bpf.PortcullisPcTablePC_T_QUARANTINE_V6)
+	tRange6      = uint32(bpf.PortcullisPcTablePC_T_RANGE_V6)
+	tRelay4      = uint32(bpf.PortcullisPcTablePC_T_RELAY_V4)
+	tRelay6      = uint32(bpf.PortcullisPcTablePC_T_RELAY_V6)
+	tScoped4     = uint32(bpf.PortcullisPcTablePC_T_SCOPED_V4)
+	tScoped6     = uint32(bpf.PortcullisPcTablePC_T_SCOPED_V6)
+)
 
-type lpmBuilder struct {
-	spec *ebpf.MapSpec // inner map template from the object
-	v6   bool
-}
-
-func (b lpmBuilder) build(entries []model.Entry, boot time.Duration, now time.Time) (*ebpf.Map, error) {
-	spec := b.spec.Copy()
-	spec.MaxEntries = uint32(len(entries) + runtimeHeadroom)
-	m, err := ebpf.NewMap(spec)
-	if err != nil {
-		return nil, fmt.Errorf("creating prefix table: %w", err)
-	}
-	vals := make([]bpf.PortcullisPcRule, len(entries))
-	for i, e := range entries {
-		vals[i] = bpf.PortcullisPcRule{Rule: e.Rule, Verdict: uint8(e.Verdict)}
-		if !e.Expires.IsZero() {
-			vals[i].Expires = bootTime(e.Expires, boot, now)
-		}
-	}
-	var n int
-	if b.v6 {
-		keys := make([]bpf.PortcullisPcLpmV6, len(entries))
-		for i, e := range entries {
-			keys[i] = bpf.PortcullisPcLpmV6{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As16()}
-		}
-		if len(keys) > 0 {
-			n, err = m.BatchUpdate(keys, vals, nil)
-		}
+// prefixKey is the prefixes trie's key of prefix p in table (of p's family) of slot,
+// in scope group group (0 outside the scoped tables).
+func prefixKey(slot, table, group uint32, p netip.Prefix) bpf.PortcullisPcKey {
+	k := bpf.PortcullisPcKey{Prefixlen: 64 + uint32(p.Bits()), Tag: slot<<8 | table, Group: group}
+	if a := p.Masked().Addr(); a.Is4() {
+		b := a.As4()
+		copy(k.Addr[:], b[:])
 	} else {
-		keys := make([]bpf.PortcullisPcLpmV4, len(entries))
-		for i, e := range entries {
-			keys[i] = bpf.PortcullisPcLpmV4{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As4()}
-		}
-		if len(keys) > 0 {
-			n, err = m.BatchUpdate(keys, vals, nil)
-		}
+		k.Addr = a.As16()
 	}
-	if err == nil && n != len(entries) {
-		err = fmt.Errorf("wrote %d of %d entries", n, len(entries))
-	}
-	if err != nil {
-		m.Close()
-		return nil, fmt.Errorf("filling prefix table: %w", err)
-	}
-	return m, nil
+	return k
 }
 
-// newTable creates an inner table from spec sized for n entries and fills it.
-func newTable[K, V any](spec *ebpf.MapSpec, keys []K, vals []V) (*ebpf.Map, error) {
-	spec = spec.Copy()
-	spec.MaxEntries = uint32(len(keys) + runtimeHeadroom)
-	m, err := ebpf.NewMap(spec)
-	if err != nil {
-		return nil, fmt.Errorf("creating %s table: %w", spec.Name, err)
+// keySlot and keyTable take a prefixes key apart; keyPrefix is its prefix.
+func keySlot(k bpf.PortcullisPcKey) uint32  { return k.Tag >> 8 }
+func keyTable(k bpf.PortcullisPcKey) uint32 { return k.Tag & 0xff }
+func keyPrefix(k bpf.PortcullisPcKey) netip.Prefix {
+	bits := int(k.Prefixlen) - 64
+	switch keyTable(k) {
+	case tQuarantine4, tRelay4, tScoped4:
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte(k.Addr[:4])), bits)
 	}
-	if len(keys) > 0 {
-		n, err := m.BatchUpdate(keys, vals, nil)
-		if err == nil && n != len(keys) {
-			err = fmt.Errorf("wrote %d of %d entries", n, len(keys))
-		}
-		if err != nil {
-			m.Close()
-			return nil, fmt.Errorf("filling %s table: %w", spec.Name, err)
-		}
-	}
-	return m, nil
+	return netip.PrefixFrom(netip.AddrFrom16(k.Addr), bits)
 }
 
-// relayTables builds the relay tables (IPv4, IPv6) of entries, rule ids already stable.
-func (p *Program) relayTables(entries []model.RelayEntry) (v4, v6 func() (*ebpf.Map, error), n4, n6 int) {
-	var k4 []bpf.PortcullisPcLpmV4
-	var k6 []bpf.PortcullisPcLpmV6
-	var r4, r6 []bpf.PortcullisPcRelay
-	for _, e := range entries {
-		v := bpf.PortcullisPcRelay{Rule: e.Rule, Nports: uint8(len(e.Ports))}
-		copy(v.Ports[:], e.Ports)
-		if e.BlockQuarantined {
+// ruleEntry is the prefixes value of a rule's entry (its rule id already stable).
+func ruleEntry(e model.Entry, boot time.Duration, now time.Time) bpf.PortcullisPcEntry {
+	v := bpf.PortcullisPcEntry{Rule: e.Rule, Verdict: uint8(e.Verdict)}
+	if !e.Expires.IsZero() {
+		v.Expires = bootTime(e.Expires, boot, now)
+	}
+	return v
+}
+
+// slotEntries are the keys and values of the prefixes trie that hold a policy in slot:
+// its quarantines of both families and IPv6 ranges that apply everywhere, its relays
+// and its scope groups' entries (rule ids already stable).
+func slotEntries(slot uint32, q4, q6, r6 []model.Entry, relays []model.RelayEntry, plan model.ScopePlan, boot time.Duration, now time.Time) ([]bpf.PortcullisPcKey, []bpf.PortcullisPcEntry) {
+	n := len(q4) + len(q6) + len(r6) + len(relays) + len(plan.Ranges) + len(plan.Quarantines)
+	keys, vals := make([]bpf.PortcullisPcKey, 0, n), make([]bpf.PortcullisPcEntry, 0, n)
+	for _, t := range []struct {
+		table   uint32
+		entries []model.Entry
+	}{{tQuarantine4, q4}, {tQuarantine6, q6}, {tRange6, r6}} {
+		for _, e := range t.entries {
+			keys = append(keys, prefixKey(slot, t.table, 0, e.Prefix))
+			vals = append(vals, ruleEntry(e, boot, now))
+		}
+	}
+	for _, r := range relays {
+		v := bpf.PortcullisPcEntry{Rule: r.Rule, Nports: uint8(len(r.Ports))}
+		copy(v.Ports[:], r.Ports)
+		if r.BlockQuarantined {
 			v.Flags |= uint8(bpf.PortcullisPcRelayFlagPC_RELAY_BLOCK_QUARANTINED)
 		}
-		if e.Prefix.Addr().Is4() {
-			k4 = append(k4, bpf.PortcullisPcLpmV4{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As4()})
-			r4 = append(r4, v)
-		} else {
-			k6 = append(k6, bpf.PortcullisPcLpmV6{Prefixlen: uint32(e.Prefix.Bits()), Addr: e.Prefix.Masked().Addr().As16()})
-			r6 = append(r6, v)
+		table := tRelay6
+		if r.Prefix.Addr().Is4() {
+			table = tRelay4
 		}
+		keys, vals = append(keys, prefixKey(slot, table, 0, r.Prefix)), append(vals, v)
 	}
-	v4 = func() (*ebpf.Map, error) { return newTable(p.spec.Maps[bpf.PortcullisMapRelaysV4].InnerMap, k4, r4) }
-	v6 = func() (*ebpf.Map, error) { return newTable(p.spec.Maps[bpf.PortcullisMapRelaysV6].InnerMap, k6, r6) }
-	return v4, v6, len(k4), len(k6)
-}
-
-// scopedTables builds the scoped tables (IPv4, IPv6) of a scope plan, rule ids stable.
-func (p *Program) scopedTables(plan model.ScopePlan, boot time.Duration, now time.Time) (v4, v6 func() (*ebpf.Map, error), n4, n6 int) {
-	var k4 []bpf.PortcullisPcScopedV4
-	var k6 []bpf.PortcullisPcScopedV6
-	var r4, r6 []bpf.PortcullisPcRule
 	add := func(ge model.GroupEntry, group uint32) {
-		v := bpf.PortcullisPcRule{Rule: ge.Rule, Verdict: uint8(ge.Verdict)}
-		if !ge.Expires.IsZero() {
-			v.Expires = bootTime(ge.Expires, boot, now)
-		}
+		table := tScoped6
 		if ge.Prefix.Addr().Is4() {
-			k4 = append(k4, bpf.PortcullisPcScopedV4{Prefixlen: 32 + uint32(ge.Prefix.Bits()), Group: group, Addr: ge.Prefix.Masked().Addr().As4()})
-			r4 = append(r4, v)
-		} else {
-			k6 = append(k6, bpf.PortcullisPcScopedV6{Prefixlen: 32 + uint32(ge.Prefix.Bits()), Group: group, Addr: ge.Prefix.Masked().Addr().As16()})
-			r6 = append(r6, v)
+			table = tScoped4
 		}
+		keys = append(keys, prefixKey(slot, table, group, ge.Prefix))
+		vals = append(vals, ruleEntry(model.Entry{Rule: ge.Rule, Verdict: ge.Verdict, Expires: ge.Expires}, boot, now))
 	}
 	for _, ge := range plan.Ranges {
 		add(ge, ge.Group)
@@ -136,71 +98,102 @@ func (p *Program) scopedTables(plan model.ScopePlan, boot time.Duration, now tim
 	for _, ge := range plan.Quarantines {
 		add(ge, ge.Group|groupQuarantine)
 	}
-	v4 = func() (*ebpf.Map, error) { return newTable(p.spec.Maps[bpf.PortcullisMapScopedV4].InnerMap, k4, r4) }
-	v6 = func() (*ebpf.Map, error) { return newTable(p.spec.Maps[bpf.PortcullisMapScopedV6].InnerMap, k6, r6) }
-	return v4, v6, len(k4), len(k6)
+	return keys, vals
 }
 
 // groupQuarantine is PC_GROUP_QUARANTINE.
 const groupQuarantine = 0x80000000
 
-// installOptional puts a table built by build into slot of outer, or, when the
-// policy has no entries for it, makes sure the slot is empty. An empty slot that is
-// already empty costs nothing: a policy without relays or scopes pays no map-in-map
-// update (each is an RCU wait) for them.
-func installOptional(outer *ebpf.Map, slot uint32, n int, build func() (*ebpf.Map, error)) error {
-	if n == 0 {
-		var id ebpf.MapID
-		err := outer.Lookup(slot, &id)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
+// writeSlot puts keys and vals into the prefixes trie, for slot; no packet may read
+// slot (its old entries are already out).
+func (p *Program) writeSlot(slot uint32, keys []bpf.PortcullisPcKey, vals []bpf.PortcullisPcEntry) error {
+	p.slotKeys[slot], p.slotKnown[slot] = nil, false // until written
+	if len(keys) > 0 {
+		n, err := p.objs.Prefixes.BatchUpdate(keys, vals, nil)
+		if err == nil && n != len(keys) {
+			err = fmt.Errorf("wrote %d of %d entries", n, len(keys))
 		}
-		if err := outer.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("clearing %s: %w", outer, err)
+		if err != nil {
+			return fmt.Errorf("filling the prefix tables: %w", err)
 		}
-		return nil
 	}
-	m, err := build()
-	if err != nil {
-		return err
-	}
-	err = outer.Put(slot, m)
-	m.Close()
-	if err != nil {
-		return fmt.Errorf("installing %s table: %w", outer, err)
-	}
+	p.slotKeys[slot], p.slotKnown[slot] = keys, true
 	return nil
 }
 
-// unscoped returns the entries that apply on every interface: the scoped ones live in
-// the scoped tables (see model.ScopePlan).
-func unscoped(entries []model.Entry) []model.Entry {
-	out := entries[:0:0]
-	for _, e := range entries {
-		if e.Interfaces == nil {
-			out = append(out, e)
+// clearSlot takes slot's entries out of the prefixes trie (found by a walk of the
+// trie when this process did not write them); no packet may read slot.
+func (p *Program) clearSlot(slot uint32) error {
+	keys := p.slotKeys[slot]
+	if !p.slotKnown[slot] {
+		var k bpf.PortcullisPcKey
+		var v bpf.PortcullisPcEntry
+		it := p.objs.Prefixes.Iterate()
+		for it.Next(&k, &v) {
+			if keySlot(k) == slot {
+				keys = append(keys, k)
+			}
+		}
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("reading the prefix tables: %w", err)
 		}
 	}
-	return out
+	for len(keys) > 0 {
+		n, err := p.objs.Prefixes.BatchDelete(keys, nil)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			keys = keys[min(n+1, len(keys)):] // a runtime entry removed since: skip it
+			continue
+		}
+		if err != nil {
+			p.slotKnown[slot] = false
+			return fmt.Errorf("clearing the prefix tables: %w", err)
+		}
+		break
+	}
+	p.slotKeys[slot], p.slotKnown[slot] = nil, true
+	return nil
 }
 
-// split sorts entries by family; the policy compiler has already unmapped
-// IPv4-mapped IPv6 prefixes.
-func split(entries []model.Entry) (v4, v6 []model.Entry) {
-	for _, e := range entries {
+// byFamily returns the entries that apply on every interface (the scoped ones live in
+// the scoped tables, see model.ScopePlan), IPv4 and IPv6 apart, with their compiled
+// rule ids replaced by stable ids: one pass and one copy, since a policy may hold a
+// million of them (the compiler has already unmapped IPv4-mapped IPv6 prefixes).
+func byFamily(entries []model.Entry, ids []uint32) (v4, v6 []model.Entry, err error) {
+	n4, n6 := 0, 0
+	for i := range entries {
+		switch {
+		case entries[i].Interfaces != nil:
+		case entries[i].Prefix.Addr().Is4():
+			n4++
+		default:
+			n6++
+		}
+	}
+	v4, v6 = make([]model.Entry, 0, n4), make([]model.Entry, 0, n6)
+	for i := range entries {
+		e := &entries[i]
+		if e.Interfaces != nil {
+			continue
+		}
+		id, err := stableID(ids, e.Rule, e.Prefix)
+		if err != nil {
+			return nil, nil, err
+		}
+		x := model.Entry{Prefix: e.Prefix, Rule: id, Verdict: e.Verdict, Expires: e.Expires}
 		if e.Prefix.Addr().Is4() {
-			v4 = append(v4, e)
+			v4 = append(v4, x)
 		} else {
-			v6 = append(v6, e)
+			v6 = append(v6, x)
 		}
 	}
-	return v4, v6
+	return v4, v6, nil
 }
 
-// Apply makes t the live policy, atomically: t's tables are built in fresh maps in the
-// idle slot, then a fresh config map naming that slot replaces the live one with a
-// single map update. A packet is judged entirely by the old policy or entirely by t.
-// On error the live policy is unchanged.
+// Apply makes t the live policy, atomically: t's tables are written into the idle
+// slot, then a fresh config map naming that slot replaces the live one with a single
+// map update, the swap's only RCU wait. A packet is judged entirely by the old policy
+// or entirely by t. On error the live policy is unchanged. The replaced policy stays
+// in the other slot for Rollback until Release or the next Apply.
 func (p *Program) Apply(t *model.Tables) error {
 	if len(t.RuleNames) > model.MaxRules {
 		return fmt.Errorf("%w: %d rules, limit %d", ErrTooManyRules, len(t.RuleNames), model.MaxRules)
@@ -236,41 +229,14 @@ func (p *Program) Apply(t *model.Tables) error {
 		next = p.slot ^ 1
 	}
 
-	ranges, err := withIDs(t.Ranges, ids)
+	r4, r6, err := byFamily(t.Ranges, ids)
 	if err != nil {
 		return err
 	}
-	quarantines, err := withIDs(t.Quarantines, ids)
+	q4, q6, err := byFamily(t.Quarantines, ids)
 	if err != nil {
 		return err
 	}
-	r4, r6 := split(unscoped(ranges))
-	q4, q6 := split(unscoped(quarantines))
-	tables := []struct {
-		outer   *ebpf.Map
-		builder prefixTableBuilder
-		entries []model.Entry
-	}{
-		{p.objs.RangesV4, lpmBuilder{p.spec.Maps[bpf.PortcullisMapRangesV4].InnerMap, false}, r4},
-		{p.objs.RangesV6, lpmBuilder{p.spec.Maps[bpf.PortcullisMapRangesV6].InnerMap, true}, r6},
-		{p.objs.QuarantineV4, lpmBuilder{p.spec.Maps[bpf.PortcullisMapQuarantineV4].InnerMap, false}, q4},
-		{p.objs.QuarantineV6, lpmBuilder{p.spec.Maps[bpf.PortcullisMapQuarantineV6].InnerMap, true}, q6},
-	}
-	for _, tb := range tables {
-		m, err := tb.builder.build(tb.entries, boot, now)
-		if err != nil {
-			return err
-		}
-		// The kernel waits for running programs on a map-in-map update: once this
-		// returns, no packet still reads the table it replaced in this idle slot.
-		err = tb.outer.Put(next, m)
-		m.Close() // the outer map holds its own reference
-		if err != nil {
-			return fmt.Errorf("installing prefix table: %w", err)
-		}
-	}
-
-	// Relays and scopes: only for policies that have them.
 	relays := make([]model.RelayEntry, len(t.Relays))
 	for i, r := range t.Relays {
 		if r.Rule, err = stableID(ids, r.Rule, r.Prefix); err != nil {
@@ -285,19 +251,20 @@ func (p *Program) Apply(t *model.Tables) error {
 	if plan.Quarantines, err = groupIDs(plan.Quarantines, ids); err != nil {
 		return err
 	}
-	rv4, rv6, rn4, rn6 := p.relayTables(relays)
-	sv4, sv6, sn4, sn6 := p.scopedTables(plan, boot, now)
-	for _, o := range []struct {
-		outer *ebpf.Map
-		n     int
-		build func() (*ebpf.Map, error)
-	}{
-		{p.objs.RelaysV4, rn4, rv4}, {p.objs.RelaysV6, rn6, rv6},
-		{p.objs.ScopedV4, sn4, sv4}, {p.objs.ScopedV6, sn6, sv6},
-	} {
-		if err := installOptional(o.outer, next, o.n, o.build); err != nil {
-			return err
-		}
+
+	// No packet reads the idle slot (the last switch waited for them): it is written
+	// in place. The replaced policy's entries go first, unless Release took them; from
+	// here on that policy cannot be rolled back to, even if this Apply fails.
+	p.dropPrev()
+	if err := p.clearSlot(next); err != nil {
+		return err
+	}
+	keys, vals := slotEntries(next, q4, q6, r6, relays, plan, boot, now)
+	if err := p.writeSlot(next, keys, vals); err != nil {
+		return err
+	}
+	if err := p.writeDir(next, r4, q4); err != nil {
+		return err
 	}
 	if err := p.writeScopes(next, plan.Groups); err != nil {
 		return err
@@ -327,7 +294,7 @@ func (p *Program) Apply(t *model.Tables) error {
 		return fmt.Errorf("writing config: %w", err)
 	}
 	// Keep the config being replaced: Rollback puts it back. Its slot's tables stay
-	// as they are until the next Apply.
+	// as they are until Release or the next Apply.
 	var prev *ebpf.Map
 	if p.hasPolicy {
 		if err := p.objs.Policy.Lookup(uint32(0), &prev); err != nil {
@@ -387,6 +354,23 @@ func (p *Program) Rollback() error {
 	return nil
 }
 
+// Release frees what the idle slot holds (the policy the last Apply replaced, or the
+// one a Rollback left), so that the kernel keeps one policy's tables, not two:
+// Rollback is not possible after it. The last switch waited for every packet that
+// could read that slot. The daemon calls it once the new policy's proof passed. The
+// fixed-size DIR-24-8 arrays stay as they are (the next Apply rewrites them).
+func (p *Program) Release() error {
+	if !p.hasPolicy {
+		return nil
+	}
+	idle := p.slot ^ 1
+	p.dropPrev()
+	if err := p.clearSlot(idle); err != nil {
+		return err
+	}
+	return p.writeScopes(idle, nil)
+}
+
 // stableID is the stable id of compiled rule id rule (ids from stableIDs), for the
 // entry of prefix.
 func stableID(ids []uint32, rule uint32, prefix netip.Prefix) (uint32, error) {
@@ -396,22 +380,10 @@ func stableID(ids []uint32, rule uint32, prefix netip.Prefix) (uint32, error) {
 	return ids[rule], nil
 }
 
-// groupIDs is withIDs for the entries of a scope plan.
+// groupIDs returns the entries of a scope plan with their compiled rule ids replaced
+// by stable ids.
 func groupIDs(entries []model.GroupEntry, ids []uint32) ([]model.GroupEntry, error) {
 	out := make([]model.GroupEntry, len(entries))
-	for i, e := range entries {
-		var err error
-		if e.Rule, err = stableID(ids, e.Rule, e.Prefix); err != nil {
-			return nil, err
-		}
-		out[i] = e
-	}
-	return out, nil
-}
-
-// withIDs returns entries with their compiled rule ids replaced by stable ids.
-func withIDs(entries []model.Entry, ids []uint32) ([]model.Entry, error) {
-	out := make([]model.Entry, len(entries))
 	for i, e := range entries {
 		var err error
 		if e.Rule, err = stableID(ids, e.Rule, e.Prefix); err != nil {

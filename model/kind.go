@@ -26,15 +26,21 @@ const (
 // prefix, ports ascending): the same policy, however written (order, comments,
 // spelling of prefixes), hashes the same. 16 hex digits of SHA-256.
 func (t *Tables) Hash() string {
+	// The fields are appended to buf and written to the hash in chunks: the same
+	// bytes as writing each field, without a call through hash.Hash (and a copy of
+	// each rule name into a fresh []byte) per field of a million entries.
 	h := sha256.New()
-	var b [8]byte
-	put := func(v uint64) {
-		binary.BigEndian.PutUint64(b[:], v)
-		h.Write(b[:])
+	buf := make([]byte, 0, 64<<10)
+	flush := func() {
+		if len(buf) >= 60<<10 {
+			h.Write(buf)
+			buf = buf[:0]
+		}
 	}
+	put := func(v uint64) { buf = binary.BigEndian.AppendUint64(buf, v) }
 	str := func(s string) {
 		put(uint64(len(s)))
-		h.Write([]byte(s))
+		buf = append(buf, s...)
 	}
 	put(uint64(t.DefaultVerdict))
 	put(uint64(len(t.Governed)))
@@ -46,8 +52,9 @@ func (t *Tables) Hash() string {
 	for _, es := range [][]Entry{t.Ranges, t.Quarantines} {
 		put(uint64(len(es)))
 		for _, e := range es {
+			flush()
 			a := e.Prefix.Addr().As16()
-			h.Write(a[:])
+			buf = append(buf, a[:]...)
 			put(uint64(e.Prefix.Bits()))
 			if e.Prefix.Addr().Is4() {
 				put(4)
@@ -76,8 +83,9 @@ func (t *Tables) Hash() string {
 		str("relays")
 		put(uint64(len(t.Relays)))
 		for _, r := range t.Relays {
+			flush()
 			a := r.Prefix.Addr().As16()
-			h.Write(a[:])
+			buf = append(buf, a[:]...)
 			put(uint64(r.Prefix.Bits()))
 			if r.Prefix.Addr().Is4() {
 				put(4)
@@ -96,6 +104,7 @@ func (t *Tables) Hash() string {
 			}
 		}
 	}
+	h.Write(buf)
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 

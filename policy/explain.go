@@ -65,7 +65,7 @@ func (c *Compiled) Explain(q Query, now time.Time) Explanation {
 		r := c.Rules[e.Rule]
 		p := e.Prefix.Masked()
 		all = append(all, Covering{Kind: r.Kind, Name: r.Name, Prefix: p, Verdict: e.Verdict,
-			Pos: c.EntryPos[EntryKey{p, e.Rule}], Rule: e.Rule,
+			Pos: c.EntryPos(EntryKey{p, e.Rule}), Rule: e.Rule,
 			Interfaces: e.Interfaces, OtherInterfaces: !e.AppliesOn(q.Interface)})
 		return true
 	})

@@ -390,30 +390,52 @@ func parseV3(data []byte) (*node, int, error) {
 
 // convertV3 turns a yaml.v3 node into a node.
 func convertV3(n *yamlv3.Node) *node {
-	out := &node{line: n.Line, col: n.Column}
-	switch n.Kind {
-	case yamlv3.DocumentNode:
+	if n.Kind == yamlv3.DocumentNode {
 		if len(n.Content) == 0 {
 			return nil
 		}
 		return convertV3(n.Content[0])
+	}
+	out := new(node)
+	if !fillV3(out, n) {
+		return nil
+	}
+	return out
+}
+
+// fillV3 sets out to n, converted, and reports whether n is a node the checker can
+// use. A mapping's or sequence's children are allocated together, one slice of
+// nodes (a list of a million prefixes is one allocation, not a million).
+func fillV3(out *node, n *yamlv3.Node) bool {
+	out.line, out.col = n.Line, n.Column
+	switch n.Kind {
 	case yamlv3.MappingNode:
 		out.kind = mappingNode
 	case yamlv3.SequenceNode:
 		out.kind = sequenceNode
 	case yamlv3.AliasNode:
 		out.kind = aliasNode
-		return out
+		return true
 	case yamlv3.ScalarNode:
 		out.kind, out.tag, out.value = scalarNode, n.ShortTag(), n.Value
-		return out
+		return true
 	default:
-		return nil
+		return false
 	}
-	for _, c := range n.Content {
-		if e := convertV3(c); e != nil {
-			out.content = append(out.content, e)
+	kids := make([]node, len(n.Content))
+	for i, c := range n.Content {
+		if c.Kind == yamlv3.DocumentNode {
+			if e := convertV3(c); e != nil {
+				out.content = append(out.content, e)
+			}
+			continue
+		}
+		if fillV3(&kids[i], c) {
+			if out.content == nil {
+				out.content = make([]*node, 0, len(n.Content)-i)
+			}
+			out.content = append(out.content, &kids[i])
 		}
 	}
-	return out
+	return true
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -516,14 +515,8 @@ func (t *Topology) attach(prog *ebpf.Program) error {
 	if t.Mode == Native {
 		flags = link.XDPDriverMode
 		var err error
-		t.passProg, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-			Name:         "pc_peer_pass",
-			Type:         ebpf.XDP,
-			License:      "GPL",
-			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()},
-		})
-		if err != nil {
-			return fmt.Errorf("loading the pass-through XDP program (needs BPF and XDP): %w", err)
+		if t.passProg, err = ConstantXDP("pc_peer_pass", 2 /* XDP_PASS */); err != nil {
+			return err
 		}
 		for _, h := range t.Hosts {
 			if err := t.attachIn(h.NS, hostIf, t.passProg, flags); err != nil {
