@@ -19,10 +19,37 @@
 #define PC_MAX_RULES 16384
 #endif
 
-/* Distinct sources remembered in the offender table (LRU: the quietest are evicted). */
-#ifndef PC_MAX_OFFENDERS
-#define PC_MAX_OFFENDERS 65536
+/* The offender record (record_offender) is per CPU and never inserts: a count-min
+ * sketch of attempts by source, PC_SKETCH_DEPTH rows of 2^PC_SKETCH_WIDTH_LOG u32
+ * counters, plus a table of the sources each CPU holds by name (PC_OFFENDER_BUCKETS
+ * buckets of two). An estimate exceeds the true count by at most e * N / width
+ * (N: attempts recorded) with probability at least 1 - e^-depth: 4096 wide and 4 deep,
+ * 0.066% of N with probability 98%. A row is one per-CPU array value (16 KiB; the
+ * kernel allows 32 KiB, so at most 13). The loader takes the sizes from the maps and the
+ * generated types. */
+#ifndef PC_SKETCH_WIDTH_LOG
+#define PC_SKETCH_WIDTH_LOG 12
 #endif
+#define PC_SKETCH_WIDTH (1 << PC_SKETCH_WIDTH_LOG)
+
+/* Rows of the sketch: each has its own hash (pc_sketch_col); at most 4 constants. */
+#ifndef PC_SKETCH_DEPTH
+#define PC_SKETCH_DEPTH 4
+#endif
+
+/* Buckets of the per-CPU table of named sources (two sources each, 128 bytes): 2048
+ * sources per CPU and period, 128 KiB. A power of two. */
+#ifndef PC_OFFENDER_BUCKETS_LOG
+#define PC_OFFENDER_BUCKETS_LOG 10
+#endif
+#define PC_OFFENDER_BUCKETS (1 << PC_OFFENDER_BUCKETS_LOG)
+#define PC_OFFENDER_WAYS 2
+
+/* Periods of the offender record kept at once: the current one, where attempts go, and
+ * the one before. The daemon clears the older and makes it the current one at each turn
+ * (offender_period), so counts cover the last one to two periods and the error bound
+ * the attempts of those, not of the uptime. */
+#define PC_OFFENDER_PERIODS 2
 
 /* Entries of the prefixes trie (every table but the IPv4 ranges, both slots, runtime
  * entries; NO_PREALLOC: a cap, not an allocation). The loader refuses a policy with

@@ -118,13 +118,42 @@ struct {
 	__type(value, struct pc_bucket);
 } rst_bucket SEC(".maps");
 
-/* source address -> blocked attempts (shared across CPUs, updated atomically) */
+/* The offender record: per CPU, so no atomics and no inserts on the packet path
+ * (record_offender). Userspace sums the CPUs. */
+
+/* key 0 -> which period is current (the first half of each map below, or the second) */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PC_MAX_OFFENDERS);
-	__type(key, struct pc_src);
-	__type(value, struct pc_offender);
-} offenders SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pc_offender_period);
+} offender_period SEC(".maps");
+
+/* period * PC_SKETCH_DEPTH + row -> counters of blocked (or monitored) attempts by
+ * source hash (count-min sketch) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PC_OFFENDER_PERIODS * PC_SKETCH_DEPTH);
+	__type(key, __u32);
+	__type(value, struct pc_sketch_row);
+} offender_sketch SEC(".maps");
+
+/* period -> attempts recorded in its sketch (the N of the error bound) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PC_OFFENDER_PERIODS);
+	__type(key, __u32);
+	__type(value, __u64);
+} offender_attempts SEC(".maps");
+
+/* period * PC_OFFENDER_BUCKETS + source hash bucket -> the two sources this CPU holds
+ * there (MAC, VLANs, PPPoE, ...) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PC_OFFENDER_PERIODS * PC_OFFENDER_BUCKETS);
+	__type(key, __u32);
+	__type(value, struct pc_offender_bucket);
+} offender_slots SEC(".maps");
 
 /* Control-plane state, pinned with the rest so it survives the daemon. */
 

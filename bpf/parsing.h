@@ -129,6 +129,10 @@ struct pc_pkt {
 	__u8 pad;
 	__u8 saddr[16];  /* IPv4 uses the first 4 bytes, the rest stay zero */
 	__u8 daddr[16];
+	/* Who sent it at layer 2, for the offender record (zero when absent). */
+	__u8 smac[6];    /* Ethernet source */
+	__u16 vlan[2];   /* VLAN ids, outer first (host order) */
+	__u16 pppoe_sid; /* PPPoE session id (host order) */
 };
 
 /* TCP. ip_payload is the length the IP header(s) announce for what follows them.
@@ -329,6 +333,7 @@ static __always_inline int parse_l2(struct pc_cursor *c, struct pc_pkt *p)
 	if ((void *)(eth + 1) > c->end)
 		return PC_P_MALFORMED;
 	__be16 proto = eth->proto;
+	__builtin_memcpy(p->smac, eth->src, ETH_ALEN);
 	c->pos = eth + 1;
 
 #pragma unroll
@@ -340,6 +345,7 @@ static __always_inline int parse_l2(struct pc_cursor *c, struct pc_pkt *p)
 		if ((void *)(vh + 1) > c->end)
 			return PC_P_MALFORMED;
 		proto = vh->proto;
+		p->vlan[i] = bpf_ntohs(vh->tci) & 0x0fff;
 		c->pos = vh + 1;
 		off += sizeof(*vh);
 	}
@@ -353,6 +359,7 @@ static __always_inline int parse_l2(struct pc_cursor *c, struct pc_pkt *p)
 		 * them either (it finds the session by id and MAC), so a frame with any
 		 * values there is routed, and judged here. */
 		p->pppoe_off = off;
+		p->pppoe_sid = bpf_ntohs(ph->session);
 		c->pos = ph + 1;
 		off += sizeof(*ph);
 		int r = parse_ppp(c, p, &proto, &off);

@@ -270,31 +270,117 @@ static __always_inline int rst_allowed(const struct pc_config *cfg, __u64 now)
 	return 1;
 }
 
-/* Remember a blocked (or monitored) attempt for the "who keeps trying" report. The
- * table is shared by all CPUs, so the count is added atomically. */
+/* The offender record's hash of a source (family, address): the address words folded
+ * with a multiply each (so that IPv4 sources differing only in their last bits spread),
+ * then mixed down. loader/offenders.go computes the same (sourceHash) to read it back. */
+static __always_inline __u64 pc_src_hash(__u8 family, const __u8 *addr)
+{
+	const __u32 *w = (const __u32 *)addr;
+	__u64 h = (__u64)family + 1;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h = (h ^ w[i]) * 0xff51afd7ed558ccdULL;
+	return h ^ (h >> 29);
+}
+
+/* Column of the hash in sketch row i, and the source's bucket in the table of named
+ * sources: multiply-shift, one odd constant each (loader/offenders.go mirrors them). */
+_Static_assert(PC_SKETCH_DEPTH >= 1 && PC_SKETCH_DEPTH <= 4, "pc_sketch_col has 4 row constants");
+
+static __always_inline __u32 pc_sketch_col(__u64 h, int i)
+{
+	__u64 m = i == 0 ? 0x9e3779b97f4a7c15ULL : i == 1 ? 0xc2b2ae3d27d4eb4fULL :
+		  i == 2 ? 0x165667b19e3779f9ULL : 0xd6e8feb86659fd93ULL;
+
+	return (h * m) >> (64 - PC_SKETCH_WIDTH_LOG);
+}
+
+static __always_inline __u32 pc_bucket_of(__u64 h)
+{
+	return (h * 0x94d049bb133111ebULL) >> (64 - PC_OFFENDER_BUCKETS_LOG);
+}
+
+static __always_inline int pc_holds(const struct pc_offender *o, const struct pc_pkt *p)
+{
+	const __u32 *a = (const __u32 *)o->src.addr, *b = (const __u32 *)p->saddr;
+
+	return o->est && o->src.family == p->family && a[0] == b[0] && a[1] == b[1] &&
+	       a[2] == b[2] && a[3] == b[3];
+}
+
+/* Remember a blocked (or monitored) attempt for the "who keeps trying" report, at a
+ * cost that does not grow with the number of sources: everything is per CPU (this CPU's
+ * maps only; XDP programs do not preempt each other on one CPU, so no atomics) and
+ * nothing is inserted.
+ *  1. Count it in this CPU's count-min sketch, with the conservative update (a counter
+ *     is raised only as far as the new estimate): every counter of a source stays at
+ *     least its true count on this CPU, so the union the loader reads (each row summed
+ *     over the CPUs, then the least row) never undercounts.
+ *  2. Name it in this CPU's table of sources, a bucket of two chosen by the hash: the
+ *     holder of an entry updates it; another source takes the entry with the lower
+ *     estimate only if its own estimate (after this attempt) is at least as high, so a
+ *     spray of one-off sources cannot evict the sources that keep trying.
+ * Both go to the current period's half of the maps (offender_period); the daemon
+ * clears the other half and makes it current at each turn. */
 static __always_inline void record_offender(const struct pc_pkt *p, const struct pc_result *res,
 					    __u64 now)
 {
-	struct pc_src k = { .family = p->family };
+	__u64 h = pc_src_hash(p->family, p->saddr);
+	__u32 *cell[PC_SKETCH_DEPTH];
+	__u32 est = 0xffffffff;
+	__u32 zero = 0;
+	struct pc_offender_period *per = bpf_map_lookup_elem(&offender_period, &zero);
+	__u32 cur = per ? per->current & 1 : 0;
+	__u64 *n = bpf_map_lookup_elem(&offender_attempts, &cur);
+
+	if (n)
+		*n += 1;
+#pragma unroll
+	for (int i = 0; i < PC_SKETCH_DEPTH; i++) {
+		__u32 row = cur * PC_SKETCH_DEPTH + i;
+		struct pc_sketch_row *r = bpf_map_lookup_elem(&offender_sketch, &row);
+
+		if (!r)
+			return;
+		cell[i] = &r->count[pc_sketch_col(h, i)];
+		if (*cell[i] < est)
+			est = *cell[i];
+	}
+	if (est != 0xffffffff) /* saturated: stays there */
+		est++;
+#pragma unroll
+	for (int i = 0; i < PC_SKETCH_DEPTH; i++)
+		if (*cell[i] < est)
+			*cell[i] = est;
+
+	__u32 b = cur * PC_OFFENDER_BUCKETS + pc_bucket_of(h);
+	struct pc_offender_bucket *bk = bpf_map_lookup_elem(&offender_slots, &b);
 	struct pc_offender *o;
 
-	__builtin_memcpy(k.addr, p->saddr, 16);
-	o = bpf_map_lookup_elem(&offenders, &k);
-	if (!o) {
-		struct pc_offender n = {
-			.first_seen = now,
-		};
-		/* Whoever inserts first wins; everyone then adds to the same entry. */
-		bpf_map_update_elem(&offenders, &k, &n, BPF_NOEXIST);
-		o = bpf_map_lookup_elem(&offenders, &k);
-		if (!o)
+	if (!bk)
+		return;
+	if (pc_holds(&bk->way[0], p)) {
+		o = &bk->way[0];
+	} else if (pc_holds(&bk->way[1], p)) {
+		o = &bk->way[1];
+	} else {
+		o = bk->way[0].est <= bk->way[1].est ? &bk->way[0] : &bk->way[1];
+		if (est < o->est)
 			return;
+		o->src.family = p->family;
+		__builtin_memcpy(o->src.addr, p->saddr, 16);
+		o->first_seen = now;
 	}
-	__sync_fetch_and_add(&o->count, 1);
+	o->est = est;
 	o->last_seen = now;
 	o->rule = res->rule;
 	o->port = p->dport;
 	o->outcome = res->outcome;
+	__builtin_memcpy(o->mac, p->smac, ETH_ALEN);
+	o->vlan[0] = p->vlan[0];
+	o->vlan[1] = p->vlan[1];
+	o->pppoe_sid = p->pppoe_sid;
 }
 
 /* A control-plane probe (PC_PROBE_MAGIC in the XDP metadata) is judged like any packet

@@ -112,13 +112,31 @@ type PortcullisPcMeta struct {
 
 type PortcullisPcOffender struct {
 	_         structs.HostLayout
-	Count     uint64
+	Src       PortcullisPcSrc
+	Est       uint32
 	FirstSeen uint64
 	LastSeen  uint64
 	Rule      uint32
 	Port      uint16
 	Outcome   uint8
 	Pad       uint8
+	Mac       [6]uint8
+	Vlan      [2]uint16
+	PppoeSid  uint16
+	Pad2      [4]uint8
+}
+
+type PortcullisPcOffenderBucket struct {
+	_   structs.HostLayout
+	Way [2]PortcullisPcOffender
+}
+
+type PortcullisPcOffenderPeriod struct {
+	_           structs.HostLayout
+	Current     uint32
+	Pad         uint32
+	Started     uint64
+	PrevStarted uint64
 }
 
 type PortcullisPcOutcome uint32
@@ -160,6 +178,11 @@ type PortcullisPcScopeKey struct {
 	Ifindex uint32
 }
 
+type PortcullisPcSketchRow struct {
+	_     structs.HostLayout
+	Count [4096]uint32
+}
+
 type PortcullisPcSrc struct {
 	_      structs.HostLayout
 	Family uint8
@@ -194,29 +217,32 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	PortcullisMapDir8V4          = "dir8_v4"
-	PortcullisMapDirV4           = "dir_v4"
-	PortcullisMapMeta            = "meta"
-	PortcullisMapOffenders       = "offenders"
-	PortcullisMapPolicy          = "policy"
-	PortcullisMapPrefixes        = "prefixes"
-	PortcullisMapReasons         = "reasons"
-	PortcullisMapRstBucket       = "rst_bucket"
-	PortcullisMapRuleAges        = "rule_ages"
-	PortcullisMapRuleNames       = "rule_names"
-	PortcullisMapScopes          = "scopes"
-	PortcullisMapStats           = "stats"
-	PortcullisProgPortcullis     = "portcullis"
-	PortcullisProgPortcullisL3   = "portcullis_l3"
-	PortcullisVarPcBtfConfig     = "pc_btf_config"
-	PortcullisVarPcBtfConfigFlag = "pc_btf_config_flag"
-	PortcullisVarPcBtfDirBits    = "pc_btf_dir_bits"
-	PortcullisVarPcBtfFamily     = "pc_btf_family"
-	PortcullisVarPcBtfOutcome    = "pc_btf_outcome"
-	PortcullisVarPcBtfReason     = "pc_btf_reason"
-	PortcullisVarPcBtfRelayFlag  = "pc_btf_relay_flag"
-	PortcullisVarPcBtfTable      = "pc_btf_table"
-	PortcullisVarPcBtfVerdict    = "pc_btf_verdict"
+	PortcullisMapDir8V4           = "dir8_v4"
+	PortcullisMapDirV4            = "dir_v4"
+	PortcullisMapMeta             = "meta"
+	PortcullisMapOffenderAttempts = "offender_attempts"
+	PortcullisMapOffenderPeriod   = "offender_period"
+	PortcullisMapOffenderSketch   = "offender_sketch"
+	PortcullisMapOffenderSlots    = "offender_slots"
+	PortcullisMapPolicy           = "policy"
+	PortcullisMapPrefixes         = "prefixes"
+	PortcullisMapReasons          = "reasons"
+	PortcullisMapRstBucket        = "rst_bucket"
+	PortcullisMapRuleAges         = "rule_ages"
+	PortcullisMapRuleNames        = "rule_names"
+	PortcullisMapScopes           = "scopes"
+	PortcullisMapStats            = "stats"
+	PortcullisProgPortcullis      = "portcullis"
+	PortcullisProgPortcullisL3    = "portcullis_l3"
+	PortcullisVarPcBtfConfig      = "pc_btf_config"
+	PortcullisVarPcBtfConfigFlag  = "pc_btf_config_flag"
+	PortcullisVarPcBtfDirBits     = "pc_btf_dir_bits"
+	PortcullisVarPcBtfFamily      = "pc_btf_family"
+	PortcullisVarPcBtfOutcome     = "pc_btf_outcome"
+	PortcullisVarPcBtfReason      = "pc_btf_reason"
+	PortcullisVarPcBtfRelayFlag   = "pc_btf_relay_flag"
+	PortcullisVarPcBtfTable       = "pc_btf_table"
+	PortcullisVarPcBtfVerdict     = "pc_btf_verdict"
 )
 
 // LoadPortcullis returns the embedded CollectionSpec for Portcullis.
@@ -269,18 +295,21 @@ type PortcullisProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PortcullisMapSpecs struct {
-	Dir8V4    *ebpf.MapSpec `ebpf:"dir8_v4"`
-	DirV4     *ebpf.MapSpec `ebpf:"dir_v4"`
-	Meta      *ebpf.MapSpec `ebpf:"meta"`
-	Offenders *ebpf.MapSpec `ebpf:"offenders"`
-	Policy    *ebpf.MapSpec `ebpf:"policy"`
-	Prefixes  *ebpf.MapSpec `ebpf:"prefixes"`
-	Reasons   *ebpf.MapSpec `ebpf:"reasons"`
-	RstBucket *ebpf.MapSpec `ebpf:"rst_bucket"`
-	RuleAges  *ebpf.MapSpec `ebpf:"rule_ages"`
-	RuleNames *ebpf.MapSpec `ebpf:"rule_names"`
-	Scopes    *ebpf.MapSpec `ebpf:"scopes"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
+	Dir8V4           *ebpf.MapSpec `ebpf:"dir8_v4"`
+	DirV4            *ebpf.MapSpec `ebpf:"dir_v4"`
+	Meta             *ebpf.MapSpec `ebpf:"meta"`
+	OffenderAttempts *ebpf.MapSpec `ebpf:"offender_attempts"`
+	OffenderPeriod   *ebpf.MapSpec `ebpf:"offender_period"`
+	OffenderSketch   *ebpf.MapSpec `ebpf:"offender_sketch"`
+	OffenderSlots    *ebpf.MapSpec `ebpf:"offender_slots"`
+	Policy           *ebpf.MapSpec `ebpf:"policy"`
+	Prefixes         *ebpf.MapSpec `ebpf:"prefixes"`
+	Reasons          *ebpf.MapSpec `ebpf:"reasons"`
+	RstBucket        *ebpf.MapSpec `ebpf:"rst_bucket"`
+	RuleAges         *ebpf.MapSpec `ebpf:"rule_ages"`
+	RuleNames        *ebpf.MapSpec `ebpf:"rule_names"`
+	Scopes           *ebpf.MapSpec `ebpf:"scopes"`
+	Stats            *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // PortcullisVariableSpecs contains global variables before they are loaded into the kernel.
@@ -318,18 +347,21 @@ func (o *PortcullisObjects) Close() error {
 //
 // It can be passed to LoadPortcullisObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PortcullisMaps struct {
-	Dir8V4    *ebpf.Map `ebpf:"dir8_v4"`
-	DirV4     *ebpf.Map `ebpf:"dir_v4"`
-	Meta      *ebpf.Map `ebpf:"meta"`
-	Offenders *ebpf.Map `ebpf:"offenders"`
-	Policy    *ebpf.Map `ebpf:"policy"`
-	Prefixes  *ebpf.Map `ebpf:"prefixes"`
-	Reasons   *ebpf.Map `ebpf:"reasons"`
-	RstBucket *ebpf.Map `ebpf:"rst_bucket"`
-	RuleAges  *ebpf.Map `ebpf:"rule_ages"`
-	RuleNames *ebpf.Map `ebpf:"rule_names"`
-	Scopes    *ebpf.Map `ebpf:"scopes"`
-	Stats     *ebpf.Map `ebpf:"stats"`
+	Dir8V4           *ebpf.Map `ebpf:"dir8_v4"`
+	DirV4            *ebpf.Map `ebpf:"dir_v4"`
+	Meta             *ebpf.Map `ebpf:"meta"`
+	OffenderAttempts *ebpf.Map `ebpf:"offender_attempts"`
+	OffenderPeriod   *ebpf.Map `ebpf:"offender_period"`
+	OffenderSketch   *ebpf.Map `ebpf:"offender_sketch"`
+	OffenderSlots    *ebpf.Map `ebpf:"offender_slots"`
+	Policy           *ebpf.Map `ebpf:"policy"`
+	Prefixes         *ebpf.Map `ebpf:"prefixes"`
+	Reasons          *ebpf.Map `ebpf:"reasons"`
+	RstBucket        *ebpf.Map `ebpf:"rst_bucket"`
+	RuleAges         *ebpf.Map `ebpf:"rule_ages"`
+	RuleNames        *ebpf.Map `ebpf:"rule_names"`
+	Scopes           *ebpf.Map `ebpf:"scopes"`
+	Stats            *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *PortcullisMaps) Close() error {
@@ -337,7 +369,10 @@ func (m *PortcullisMaps) Close() error {
 		m.Dir8V4,
 		m.DirV4,
 		m.Meta,
-		m.Offenders,
+		m.OffenderAttempts,
+		m.OffenderPeriod,
+		m.OffenderSketch,
+		m.OffenderSlots,
 		m.Policy,
 		m.Prefixes,
 		m.Reasons,

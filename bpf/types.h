@@ -154,22 +154,49 @@ struct pc_bucket {
 	__u64 last;
 };
 
-/* Offender table key: one source address. */
+/* A source address, as the offender record keeps it. */
 struct pc_src {
 	__u8 family; /* enum pc_family */
 	__u8 pad[3];
 	__u8 addr[16]; /* IPv4 in the first 4 bytes */
 };
 
-/* Offender table value: blocked (or monitored) attempts from one source. */
+/* One row of the offender sketch (count-min, per CPU): blocked (or monitored) attempts
+ * by column pc_sketch_col(source hash, row). Counters saturate at 2^32-1. */
+struct pc_sketch_row {
+	__u32 count[PC_SKETCH_WIDTH];
+};
+
+/* A source one CPU holds in its offender table, with what the abuse desk needs to find
+ * the subscriber behind the address (as its last attempt on this CPU arrived). Its
+ * count is not here: the sketch has it. One cache line. */
 struct pc_offender {
-	__u64 count;
-	__u64 first_seen; /* CLOCK_BOOTTIME ns */
+	struct pc_src src;
+	__u32 est;        /* this CPU's sketch estimate at the last attempt; 0 = empty */
+	__u64 first_seen; /* CLOCK_BOOTTIME ns: first attempt since it took this entry */
 	__u64 last_seen;  /* CLOCK_BOOTTIME ns */
 	__u32 rule;       /* rule that judged the last attempt */
 	__be16 port;      /* destination port of the last attempt (0 if unknown) */
 	__u8 outcome;     /* enum pc_outcome of the last attempt */
 	__u8 pad;
+	__u8 mac[6];      /* source MAC (zero on a raw-IP interface) */
+	__u16 vlan[2];    /* VLAN ids, outer first (host order; 0 = no tag) */
+	__u16 pppoe_sid;  /* PPPoE session id (host order; 0 = not PPPoE) */
+	__u8 pad2[4];
+};
+
+/* offender_slots value: the sources one CPU holds at one hash, two ways. */
+struct pc_offender_bucket {
+	struct pc_offender way[PC_OFFENDER_WAYS];
+};
+
+/* offender_period value: which period of the offender record is current. Written by
+ * the control plane at each turn; the program reads only current. */
+struct pc_offender_period {
+	__u32 current;     /* 0 or 1: the half of the offender maps attempts go to */
+	__u32 pad;
+	__u64 started;     /* unix ns when the current period began; 0 = not yet set */
+	__u64 prev_started; /* unix ns when the other one began; 0 = there was none */
 };
 
 /* rule_names value: which named entry a (stable) rule id counts for, "kind/name"

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -36,6 +37,9 @@ type Config struct {
 	API               api.Config  `yaml:"api"`                 // the HTTP API for the abuse desk and the portal; off by default
 	PolicySource      string      `yaml:"policy_source"`       // file (policy:) or etcd (etcd:, a fleet)
 	Etcd              EtcdConfig  `yaml:"etcd"`                // with policy_source: etcd
+	// OffenderPeriod is how long a period of the offender record lasts: `top` counts the
+	// last one to two periods. 0: one period since the maps were created.
+	OffenderPeriod time.Duration `yaml:"offender_period"`
 }
 
 // Defaults for what a configuration leaves out.
@@ -44,19 +48,22 @@ const (
 	DefaultControlSocket = "/run/portcullis/control.sock"
 	DefaultAuditLog      = "/var/log/portcullis/audit.jsonl"
 	DefaultStore         = "/var/lib/portcullis/runtime.db"
+	// DefaultOffenderPeriod: `top` counts the last one to two days.
+	DefaultOffenderPeriod = 24 * time.Hour
 )
 
 // DefaultConfig is a configuration with every default filled in.
 func DefaultConfig() Config {
 	return Config{
-		Mode:          loader.ModeAuto,
-		Listen:        DefaultListen,
-		ControlSocket: DefaultControlSocket,
-		BPFFS:         loader.DefaultPinDir,
-		LogFormat:     "text",
-		AuditLog:      DefaultAuditLog,
-		Store:         DefaultStore,
-		PolicySource:  PolicyFromFile,
+		Mode:           loader.ModeAuto,
+		Listen:         DefaultListen,
+		ControlSocket:  DefaultControlSocket,
+		BPFFS:          loader.DefaultPinDir,
+		LogFormat:      "text",
+		AuditLog:       DefaultAuditLog,
+		Store:          DefaultStore,
+		PolicySource:   PolicyFromFile,
+		OffenderPeriod: DefaultOffenderPeriod,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -195,10 +196,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopLinks()
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		d.watch(ctx, linkEvents)
+	}()
+	go func() {
+		defer wg.Done()
+		d.turnOffenders(ctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -220,4 +225,28 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("stopping on signal; enforcement continues through the pinned links (`portcullis detach` removes them)", "signal", s.String())
 	}
 	return nil
+}
+
+// turnOffenders starts a new period of the offender record every offender_period (once
+// a minute it looks whether the current one, as the pinned maps say, is that old: a
+// restart does not restart the period). With 0 the record has one period.
+func (d *Daemon) turnOffenders(ctx context.Context) {
+	period := d.cfg.OffenderPeriod
+	if period <= 0 {
+		period = time.Duration(math.MaxInt64)
+	}
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if turned, err := d.prog.TurnOffenders(period, time.Now()); err != nil {
+			d.log.Error("offender record: could not start a new period", "error", err)
+		} else if turned {
+			d.log.Info("offender record: new period; top counts the last two", "period", period.String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

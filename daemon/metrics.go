@@ -16,7 +16,8 @@ import (
 
 // metrics reads the pinned maps at every scrape: the counters live in the kernel (and
 // survive the daemon), so they are exported as they are, never reset. Entries keep their
-// counts by name across policy swaps and restarts. No per-source series: `top` has that.
+// counts by name across policy swaps and restarts. Per-source series only for the few
+// sources with the most attempts (topOffenders): `top` has the rest.
 type metrics struct {
 	ctl        *controller.Controller // the published status
 	prog       *loader.Program        // the kernel's counters
@@ -57,7 +58,14 @@ var (
 		"1 if the program is attached to the interface (mode native or generic), 0 if the interface is missing.",
 		[]string{"interface", "mode"}, nil)
 	descOffenders = prometheus.NewDesc("portcullis_offender_sources",
-		"Sources in the offender table (blocked attempts on governed ports; `portcullis top` lists them).", nil, nil)
+		"Distinct sources the offender record holds by name (those that keep trying, from blocked or monitored attempts on governed ports; `portcullis top` lists them).", nil, nil)
+	descOffenderAttempts = prometheus.NewDesc("portcullis_offender_attempts_counted",
+		"Blocked or monitored attempts the offender record counts: its current and previous period (offender_period), the N of its error bound. Drops at each turn of the period.", nil, nil)
+	descOffenderOvercount = prometheus.NewDesc("portcullis_offender_attempts_max_overcount",
+		"Error bound of portcullis_offender_top_attempts: an estimate exceeds the true count by at most this many attempts with probability 1-e^-depth (98% at depth 4); never undercounts.", nil, nil)
+	descOffenderTop = prometheus.NewDesc("portcullis_offender_top_attempts",
+		fmt.Sprintf("Estimated attempts of the %d sources with the most (count-min: never below the truth, above it by at most portcullis_offender_attempts_max_overcount), with the layer 2 of the last attempt (vlan outer.inner, \"\" for none; pppoe_session \"\" for none). Bounded: %d series.", topOffenders, topOffenders),
+		[]string{"source", "mac", "vlan", "pppoe_session"}, nil)
 	descRuntime = prometheus.NewDesc("portcullis_runtime_entries",
 		"Runtime entries in force (quarantines from the abuse desk, unblocks), by kind.", []string{"kind"}, nil)
 	descStoreOK = prometheus.NewDesc("portcullis_runtime_store_ok",
@@ -85,7 +93,7 @@ func newMetrics(ctl *controller.Controller, prog *loader.Program, interfaces []s
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descReasons, descRSTSent, descRSTLimited,
 		descUnparseable, descPolicy, descLoaded, descLoadFail, descProofFail, descProofOK, descProbes,
-		descAttached, descOffenders, descRuntime, descStoreOK, descEtcdConnected, descEtcdRevision, descEtcdRelists} {
+		descAttached, descOffenders, descOffenderAttempts, descOffenderOvercount, descOffenderTop, descRuntime, descStoreOK, descEtcdConnected, descEtcdRevision, descEtcdRelists} {
 		ch <- d
 	}
 }
@@ -162,10 +170,26 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, 0, name, "none")
 		}
 	}
-	if offs, err := m.prog.Offenders(); err == nil {
-		ch <- prometheus.MustNewConstMetric(descOffenders, prometheus.GaugeValue, float64(len(offs)))
+	if rec, err := m.prog.OffenderRecord(); err == nil {
+		ch <- prometheus.MustNewConstMetric(descOffenders, prometheus.GaugeValue, float64(len(rec.Sources)))
+		ch <- prometheus.MustNewConstMetric(descOffenderAttempts, prometheus.GaugeValue, float64(rec.Attempts))
+		ch <- prometheus.MustNewConstMetric(descOffenderOvercount, prometheus.GaugeValue, float64(rec.MaxOvercount))
+		for _, o := range rec.Top(topOffenders) {
+			mac, session := "", ""
+			if o.MAC != nil {
+				mac = o.MAC.String()
+			}
+			if o.PPPoESession != 0 {
+				session = fmt.Sprint(o.PPPoESession)
+			}
+			ch <- prometheus.MustNewConstMetric(descOffenderTop, prometheus.GaugeValue, float64(o.Count), o.Source.String(), mac, o.VLAN(), session)
+		}
 	}
 }
+
+// topOffenders is how many sources get a series of their own in
+// portcullis_offender_top_attempts: a bounded label set, whatever the traffic.
+const topOffenders = 10
 
 func (d *Daemon) serveMetrics() (*http.Server, error) {
 	ln, err := net.Listen("tcp", d.cfg.Listen)

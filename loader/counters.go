@@ -2,9 +2,7 @@ package loader
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -233,57 +231,6 @@ func (p *Program) Reasons() ([model.NumReasons]Counter, error) {
 		for _, v := range per {
 			out[r].add(v)
 		}
-	}
-	return out, nil
-}
-
-// Offender is one source's blocked (or monitored) attempts.
-type Offender struct {
-	Source    netip.Addr
-	Count     uint64
-	FirstSeen time.Time
-	LastSeen  time.Time
-	Rule      uint32        // stable rule id that judged the last attempt
-	Label     string        // its label, "kind/name"; "" if that entry is gone and its id reused
-	Port      uint16        // destination port of the last attempt (0 if unknown)
-	Outcome   model.Outcome // outcome of the last attempt
-}
-
-// Offenders returns the offender table.
-func (p *Program) Offenders() ([]Offender, error) {
-	boot, err := bootNow()
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	var (
-		k   bpf.PortcullisPcSrc
-		v   bpf.PortcullisPcOffender
-		out []Offender
-	)
-	p.labelsMu.RLock()
-	defer p.labelsMu.RUnlock()
-	it := p.objs.Offenders.Iterate()
-	for it.Next(&k, &v) {
-		var a netip.Addr
-		if k.Family == uint8(model.IPv4) {
-			a = netip.AddrFrom4([4]byte(k.Addr[:4]))
-		} else {
-			a = netip.AddrFrom16(k.Addr)
-		}
-		out = append(out, Offender{
-			Source:    a,
-			Count:     v.Count,
-			FirstSeen: wallTime(v.FirstSeen, boot, now),
-			LastSeen:  wallTime(v.LastSeen, boot, now),
-			Rule:      v.Rule,
-			Label:     p.labelAt(v.Rule, v.LastSeen),
-			Port:      ntohs(v.Port),
-			Outcome:   model.Outcome(v.Outcome),
-		})
-	}
-	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return nil, fmt.Errorf("reading offenders: %w", err)
 	}
 	return out, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
+	"github.com/portcullis/portcullis/bpf"
 	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/model"
 )
@@ -292,13 +293,28 @@ func TestProbeLeavesNoTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	reasons, _ := p.Reasons()
-	offenders, _ := p.Offenders()
+	rec, err := p.OffenderRecord()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var total uint64
 	for _, r := range reasons {
 		total += r.Packets
 	}
-	if len(rc) != 0 || total != 0 || len(offenders) != 0 {
-		t.Fatalf("probes left a trace: counters %v, reasons %d packets, offenders %v", rc, total, offenders)
+	if len(rc) != 0 || total != 0 || len(rec.Sources) != 0 || rec.Attempts != 0 {
+		t.Fatalf("probes left a trace: counters %v, reasons %d packets, offenders %v, %d attempts in the sketch", rc, total, rec.Sources, rec.Attempts)
+	}
+	// Nor a count in the sketch, which a source not held would still show.
+	var rows []bpf.PortcullisPcSketchRow
+	for r := range int(p.objs.OffenderSketch.MaxEntries()) {
+		if err := p.objs.OffenderSketch.Lookup(uint32(r), &rows); err != nil {
+			t.Fatal(err)
+		}
+		for _, row := range rows {
+			if row.Count != ([len(row.Count)]uint32{}) {
+				t.Fatalf("probes counted in row %d of the sketch", r)
+			}
+		}
 	}
 	// The token bucket is untouched: real traffic still gets its one RST.
 	act, _, _ := p.Run(buildFrame(t, frameSpec{src: resetSrc.v4, dst: dst4, sport: 1, dport: 25, syn: true}))

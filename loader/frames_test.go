@@ -26,10 +26,11 @@ const (
 	encPPPoEPFC     // PPPoE with the PPP protocol compressed to one byte (RFC 1661 6.5)
 	encVLANPPPoEPFC // the same behind a VLAN tag
 	encRawIP        // no link layer: the frame starts at the IP header (tun, ppp, WireGuard)
+	encQinQPPPoE    // PPPoE behind two VLAN tags (802.1ad outer, 802.1Q inner), as on a BNG
 	numEncaps
 )
 
-var encapNames = [...]string{"plain", "802.1Q", "QinQ", "PPPoE", "VLAN+PPPoE", "PPPoE-PFC", "VLAN+PPPoE-PFC", "raw-IP"}
+var encapNames = [...]string{"plain", "802.1Q", "QinQ", "PPPoE", "VLAN+PPPoE", "PPPoE-PFC", "VLAN+PPPoE-PFC", "raw-IP", "QinQ+PPPoE"}
 
 // link is the kind of interface a frame of this encapsulation arrives on.
 func (e encap) link() model.Link {
@@ -40,7 +41,7 @@ func (e encap) link() model.Link {
 }
 
 func (e encap) pppoe() bool {
-	return e == encPPPoE || e == encVLANPPPoE || e == encPPPoEPFC || e == encVLANPPPoEPFC
+	return e == encPPPoE || e == encVLANPPPoE || e == encPPPoEPFC || e == encVLANPPPoEPFC || e == encQinQPPPoE
 }
 
 func (e encap) String() string { return encapNames[e] }
@@ -105,6 +106,11 @@ func l2Layers(enc encap, v6 bool) []gopacket.SerializableLayer {
 		return append([]gopacket.SerializableLayer{eth}, pppoe...)
 	case encRawIP:
 		return nil
+	case encQinQPPPoE:
+		eth.EthernetType = layers.EthernetTypeQinQ
+		return append([]gopacket.SerializableLayer{eth,
+			&layers.Dot1Q{VLANIdentifier: 200, Type: layers.EthernetTypeDot1Q},
+			&layers.Dot1Q{VLANIdentifier: 300, Type: layers.EthernetTypePPPoESession}}, pppoe...)
 	case encVLANPPPoE, encVLANPPPoEPFC:
 		eth.EthernetType = layers.EthernetTypeDot1Q
 		return append([]gopacket.SerializableLayer{eth,
@@ -212,6 +218,9 @@ func buildFrame(t testing.TB, fs frameSpec) []byte {
 func pppoeOffset(e encap) int {
 	if e == encVLANPPPoE || e == encVLANPPPoEPFC {
 		return 18
+	}
+	if e == encQinQPPPoE {
+		return 22
 	}
 	return 14
 }

@@ -43,7 +43,8 @@ func MountBPFFS(dir string) error {
 
 // LoadPinned loads the program with its maps pinned in dir (a bpffs directory, see
 // MountBPFFS). Maps already pinned there are reused, so counters, rule labels, the
-// offender table and the live policy carry on; missing ones are created and pinned.
+// offender record and the live policy carry on; missing ones are created and pinned,
+// and the pins of maps this version no longer has are removed (retiredMaps).
 // The program itself is new: UpdateLinks puts it in place of a running one.
 func LoadPinned(dir string) (*Program, error) {
 	spec, err := bpf.LoadPortcullis()
@@ -70,11 +71,53 @@ func LoadPinned(dir string) (*Program, error) {
 	if err != nil {
 		return nil, loadError(err)
 	}
+	if err := retirePins(dir); err != nil {
+		p.Close()
+		return nil, err
+	}
 	if err := p.adopt(); err != nil {
 		p.Close()
 		return nil, err
 	}
 	return p, nil
+}
+
+// retiredMaps are maps earlier versions pinned that this one no longer has, each with
+// the map type it had (so that nothing else of that name is removed):
+//   - offenders: the shared LRU table of offenders, replaced by the per-CPU record
+//     (offender_sketch, offender_attempts, offender_slots).
+var retiredMaps = []struct {
+	name string
+	typ  ebpf.MapType
+}{
+	{"offenders", ebpf.LRUHash},
+}
+
+// retirePins removes the pins of retired maps from dir, once the maps of this version
+// are pinned beside them. A program still running from the old version keeps its own
+// reference to such a map until UpdateLinks replaces it, so the old program goes on
+// recording into it undisturbed until then; the memory is freed with the last
+// reference.
+func retirePins(dir string) error {
+	for _, r := range retiredMaps {
+		path := filepath.Join(dir, r.name)
+		m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reading the retired pin %s: %w", path, err)
+		}
+		typ := m.Type()
+		m.Close()
+		if typ != r.typ {
+			return fmt.Errorf("%w: %s is a %v, not the %v an earlier Portcullis pinned there", ErrIncompatiblePins, path, typ, r.typ)
+		}
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("removing the retired pin %s: %w", path, err)
+		}
+	}
+	return nil
 }
 
 // adopt reads the live policy's slot and the rule labels from the pinned maps.
@@ -116,7 +159,6 @@ func OpenPinned(dir string) (*Program, error) {
 		{bpf.PortcullisMapPolicy, &p.objs.Policy},
 		{bpf.PortcullisMapStats, &p.objs.Stats},
 		{bpf.PortcullisMapReasons, &p.objs.Reasons},
-		{bpf.PortcullisMapOffenders, &p.objs.Offenders},
 		{bpf.PortcullisMapRuleNames, &p.objs.RuleNames},
 		{bpf.PortcullisMapMeta, &p.objs.Meta},
 	}
@@ -134,14 +176,27 @@ func OpenPinned(dir string) (*Program, error) {
 			return nil, fmt.Errorf("opening pinned map %s: %w", m.name, err)
 		}
 	}
-	// rule_ages came after the other maps: pins from before it still open, and their
-	// offenders are named as recorded.
-	ages, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.PortcullisMapRuleAges), &ebpf.LoadPinOptions{ReadOnly: true})
-	if err == nil {
-		p.objs.RuleAges = ages
-	} else if !errors.Is(err, os.ErrNotExist) {
-		p.Close()
-		return nil, fmt.Errorf("opening pinned map %s: %w", bpf.PortcullisMapRuleAges, err)
+	// Maps that came after the others: pins from before them still open. Without
+	// rule_ages offenders are named as recorded; without the per-CPU offender record
+	// (pins of a daemon not yet upgraded) Offenders says so (ErrNoOffenderRecord).
+	optional := []struct {
+		name string
+		m    **ebpf.Map
+	}{
+		{bpf.PortcullisMapRuleAges, &p.objs.RuleAges},
+		{bpf.PortcullisMapOffenderSketch, &p.objs.OffenderSketch},
+		{bpf.PortcullisMapOffenderAttempts, &p.objs.OffenderAttempts},
+		{bpf.PortcullisMapOffenderSlots, &p.objs.OffenderSlots},
+		{bpf.PortcullisMapOffenderPeriod, &p.objs.OffenderPeriod},
+	}
+	for _, m := range optional {
+		pm, err := ebpf.LoadPinnedMap(filepath.Join(dir, m.name), &ebpf.LoadPinOptions{ReadOnly: true})
+		if err == nil {
+			*m.m = pm
+		} else if !errors.Is(err, os.ErrNotExist) {
+			p.Close()
+			return nil, fmt.Errorf("opening pinned map %s: %w", m.name, err)
+		}
 	}
 	if err := p.readLabels(); err != nil {
 		p.Close()

@@ -19,7 +19,7 @@ type Decision struct {
 	Outcome Outcome
 	Action  Action
 	Reply   []byte // the frame sent back, for ActionTX
-	// Offender is true when the source is recorded in the offender table.
+	// Offender is true when the attempt is recorded in the offender record.
 	Offender bool
 	// Relay is true when a relay towards the destination decided (Rule is the relay's).
 	Relay bool

@@ -88,7 +88,7 @@ func (p paths) resolve() (bpffs, socket string, err error) {
 
 const detachHelp = `
 Removes Portcullis from every interface it is attached to and deletes its pinned maps
-(counters, offender table, the policy in force). Nothing else ever detaches: stopping
+(counters, offender record, the policy in force). Nothing else ever detaches: stopping
 or killing the daemon leaves enforcement in place. Stop the daemon first, or it
 attaches again.`
 

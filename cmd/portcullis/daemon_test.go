@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -339,6 +340,9 @@ func TestDaemonLifecycle(t *testing.T) {
 		`portcullis_interface_attached{interface="sub0",mode="generic"}`: "1",
 		`portcullis_last_proof_ok`:                                       "1",
 		`portcullis_policy_load_failures_total`:                          "0",
+		`portcullis_offender_sources`:                                    "1",
+		`portcullis_offender_attempts_counted`:                           "5",
+		`portcullis_offender_attempts_max_overcount`:                     "1", // ceil(e·5/4096)
 	} {
 		if got := metric(body, series); got != want {
 			t.Errorf("%s = %s, want %s", series, got, want)
@@ -346,6 +350,10 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 	if !strings.Contains(body, "portcullis_policy_info{") {
 		t.Error("no portcullis_policy_info")
+	}
+	// The one offender's series: the subscriber's MAC, no VLAN, no PPPoE session.
+	if !regexp.MustCompile(`(?m)^portcullis_offender_top_attempts\{mac="([0-9a-f]{2}:){5}[0-9a-f]{2}",pppoe_session="",source="100\.64\.1\.2",vlan=""\} 5$`).MatchString(body) {
+		t.Errorf("no portcullis_offender_top_attempts series for 100.64.1.2 with its MAC:\n%s", body)
 	}
 	out, _, _ := l.cli("stats", "--json", "--config", l.cfg)
 	var st status.Stats
@@ -360,7 +368,8 @@ func TestDaemonLifecycle(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &top); err != nil {
 		t.Fatalf("top --json: %v\n%s", err, out)
 	}
-	if len(top) != 1 || top[0].Source != "100.64.1.2" || top[0].Attempts != 5 || top[0].Entry != "dyn" || top[0].LastPort != 25 {
+	if len(top) != 1 || top[0].Source != "100.64.1.2" || top[0].Attempts != 5 || top[0].Entry != "dyn" || top[0].LastPort != 25 ||
+		top[0].MaxOvercount != 1 || top[0].MAC == "" || top[0].VLAN != "" || top[0].PPPoESession != 0 {
 		t.Fatalf("top: %+v", top)
 	}
 	out, _, _ = l.cli("top", "--config", l.cfg)

@@ -79,8 +79,11 @@ func runStats(e *env, args []string) (err error) {
 
 const topHelp = `
 The sources with the most blocked (or monitored) attempts to governed ports, most first:
-the abuse desk's list of likely infected subscribers. Reads the pinned offender table
-(the 65536 most recent sources; works while the daemon is down).`
+the abuse desk's list of likely infected subscribers, with the source MAC, VLAN ids and
+PPPoE session of each one's last attempt. Counts are count-min estimates, shown with
+their error bound (never below the true count), over the last one to two offender
+periods (offender_period, 24h by default). Reads the pinned offender record (the sources
+that keep trying, up to 2048 per CPU; works while the daemon is down).`
 
 func runTop(e *env, args []string) (err error) {
 	fs := newFlags(e, "top", "[-n N] [--json] [--config FILE | --bpffs DIR]", topHelp)
