@@ -94,6 +94,7 @@ struct pc_source {
 	__u32 group; /* the ingress interface's scope group (scope_group) */
 	__u32 a4;    /* IPv4: the address in host order */
 	__u32 dir;   /* IPv4: its DIR-24-8 entry (enum pc_dir_bits, dir_entry) */
+	__u32 flags; /* the config's (enum pc_config_flag) */
 	int v4;
 };
 
@@ -125,7 +126,8 @@ static __always_inline struct pc_source source_of(const struct pc_config *cfg, c
 						  struct xdp_md *ctx)
 {
 	struct pc_source s = { .addr = p->saddr, .slot = cfg->slot & (PC_SLOTS - 1),
-			       .group = scope_group(cfg, ctx), .v4 = p->family == PC_FAM_V4 };
+			       .group = scope_group(cfg, ctx), .flags = cfg->flags,
+			       .v4 = p->family == PC_FAM_V4 };
 
 	if (!s.v4 && v4_mapped(p->saddr)) {
 		s.addr = p->saddr + 12;
@@ -169,7 +171,8 @@ static __always_inline struct pc_entry *find_prefix(__u32 slot, __u32 table, __u
 /* The source lookup in the tables of the packet's slot: with a scope group, the
  * group's entries first (see model.ScopePlan for why the first hit is the longest
  * match that applies on this interface); then the quarantines (for IPv4 only when a
- * quarantine overlaps the source's /24) or the ranges (IPv4's from the DIR-24-8
+ * quarantine overlaps the source's /24, for IPv6 only when the policy has any) or the
+ * ranges (IPv4's from the DIR-24-8
  * entry). quarantine selects the quarantine tables. */
 static __always_inline struct pc_hit find_source(const struct pc_source *s, int quarantine, __u64 now)
 {
@@ -196,6 +199,8 @@ static __always_inline struct pc_hit find_source(const struct pc_source *s, int 
 	}
 	if (!quarantine)
 		return hit_of(find_prefix(s->slot, PC_T_RANGE_V6, 0, s->addr, 0));
+	if (!(s->flags & PC_CFG_QUARANTINE_V6))
+		return hit_of(0);
 	return hit_of(unexpired(find_prefix(s->slot, PC_T_QUARANTINE_V6, 0, s->addr, 0), now));
 }
 

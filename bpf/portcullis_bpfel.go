@@ -33,8 +33,9 @@ type PortcullisPcConfig struct {
 type PortcullisPcConfigFlag uint32
 
 const (
-	PortcullisPcConfigFlagPC_CFG_RELAYS PortcullisPcConfigFlag = 1
-	PortcullisPcConfigFlagPC_CFG_SCOPED PortcullisPcConfigFlag = 2
+	PortcullisPcConfigFlagPC_CFG_RELAYS        PortcullisPcConfigFlag = 1
+	PortcullisPcConfigFlagPC_CFG_SCOPED        PortcullisPcConfigFlag = 2
+	PortcullisPcConfigFlagPC_CFG_QUARANTINE_V6 PortcullisPcConfigFlag = 4
 )
 
 type PortcullisPcCounter struct {

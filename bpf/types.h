@@ -50,11 +50,15 @@ enum pc_reason {
 	PC_R_MAX,
 };
 
-/* pc_config.flags: what the policy has beyond ranges and quarantines. A policy without
- * them pays nothing for them: the program looks at neither table. */
+/* pc_config.flags: the tables a policy uses beyond its ranges and IPv4 quarantines. A
+ * policy without relays, scopes or IPv6 quarantines pays nothing for them: the program
+ * looks at none of those tables. */
 enum pc_config_flag {
-	PC_CFG_RELAYS = 1, /* relays_v4/v6 hold destinations to pass */
-	PC_CFG_SCOPED = 2, /* scopes and scoped_v4/v6 hold entries for some interfaces */
+	PC_CFG_RELAYS = 1, /* the relay tables hold destinations to pass */
+	PC_CFG_SCOPED = 2, /* scopes and the scoped tables hold entries for some interfaces */
+	PC_CFG_QUARANTINE_V6 = 4, /* the IPv6 quarantine table holds entries (else an IPv6
+				   * source costs one lookup, its ranges'; IPv4 has the
+				   * DIR-24-8 entry's mark instead) */
 };
 
 /* pc_relay.flags */

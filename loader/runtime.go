@@ -63,9 +63,15 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 		if err := p.writeEntry(prefixKey(p.slot, table, 0, e.Prefix), val, add); err != nil {
 			return err
 		}
-		// The entry first, then the mark that sends the /24's packets to it.
+		// The entry first, then the mark that sends the /24's packets to it (the
+		// config's flag for IPv6: the first IPv6 quarantine of the policy).
 		if table == tQuarantine4 && add {
 			if err := p.markDirQuarantine(p.slot, e.Prefix); err != nil {
+				return err
+			}
+		}
+		if table == tQuarantine6 && add {
+			if err := p.flagLiveConfig(cfgQuarantine6); err != nil {
 				return err
 			}
 		}
@@ -90,6 +96,30 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 		}
 	}
 	p.tables = next
+	return nil
+}
+
+// flagLiveConfig sets flag in the live config, in place: the config map's value is
+// written whole, but every byte but the flags' is written as it is, so a packet reads
+// the config before or after, with or without the flag. A flag set stays until the
+// next Apply (a lookup that finds nothing costs a lookup, never a wrong verdict).
+func (p *Program) flagLiveConfig(flag uint8) error {
+	var cm *ebpf.Map
+	if err := p.objs.Policy.Lookup(uint32(0), &cm); err != nil {
+		return fmt.Errorf("reading the live config: %w", err)
+	}
+	defer cm.Close()
+	var cfg bpf.PortcullisPcConfig
+	if err := cm.Lookup(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("reading the live config: %w", err)
+	}
+	if cfg.Flags&flag != 0 {
+		return nil
+	}
+	cfg.Flags |= flag
+	if err := cm.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("writing the live config: %w", err)
+	}
 	return nil
 }
 

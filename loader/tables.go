@@ -103,6 +103,9 @@ func slotEntries(slot uint32, q4, q6, r6, rt4 []model.Entry, relays []model.Rela
 	return keys, vals
 }
 
+// cfgQuarantine6 is PC_CFG_QUARANTINE_V6.
+const cfgQuarantine6 = uint8(bpf.PortcullisPcConfigFlagPC_CFG_QUARANTINE_V6)
+
 // groupQuarantine is PC_GROUP_QUARANTINE.
 const groupQuarantine = 0x80000000
 
@@ -302,6 +305,9 @@ func (p *Program) Apply(t *model.Tables) error {
 	}
 	if len(plan.Groups) > 0 {
 		cfg.Flags |= uint8(bpf.PortcullisPcConfigFlagPC_CFG_SCOPED)
+	}
+	if len(q6) > 0 {
+		cfg.Flags |= cfgQuarantine6
 	}
 	for _, port := range t.Governed {
 		cfg.Governed[port/64] |= 1 << (port % 64)
