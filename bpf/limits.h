@@ -51,9 +51,8 @@
  * the attempts of those, not of the uptime. */
 #define PC_OFFENDER_PERIODS 2
 
-/* Entries of the prefixes trie (every table but the IPv4 ranges, both slots, runtime
- * entries; NO_PREALLOC: a cap, not an allocation). The loader refuses a policy with
- * more than half of it, so that two policies fit while one is kept for Rollback. */
+/* Entries of a slot's prefixes trie (every table but the IPv4 ranges, runtime entries
+ * too; NO_PREALLOC: a cap, not an allocation). The loader refuses a policy with more. */
 #ifndef PC_MAX_PREFIXES
 #define PC_MAX_PREFIXES (1 << 24)
 #endif

@@ -3,8 +3,8 @@
  *
  * Atomic policy swap: a policy is its config and its tables in one of two slots. The
  * config lives in an inner array reached through `policy` (ARRAY_OF_MAPS, one entry);
- * it names the slot of the tables (dir_v4, dir8_v4, the keys of `prefixes` tagged with
- * the slot, the slot's `scopes` keys) that belongs to it. The program reads the config
+ * it names the slot of the tables (dir_v4, dir8_v4, the slot's `prefixes` trie, the
+ * slot's `scopes` keys) that belongs to it. The program reads the config
  * once per packet and uses only that slot, so a packet is judged by one policy. Go
  * writes a new policy into the idle slot in place, then replaces the config map: the
  * one map-in-map update of a swap, after which the kernel has waited for every
@@ -18,6 +18,8 @@
  * map template, which leaves the inner keys and values unsized. These never-used
  * pointers make it emit the full types (the cilium/ebpf examples' trick). */
 const struct pc_config *pc_btf_config __attribute__((unused));
+const struct pc_key *pc_btf_key __attribute__((unused));
+const struct pc_entry *pc_btf_entry __attribute__((unused));
 /* Likewise for the enums, so bpf2go emits them as Go constants. */
 const enum pc_verdict *pc_btf_verdict __attribute__((unused));
 const enum pc_outcome *pc_btf_outcome __attribute__((unused));
@@ -70,18 +72,26 @@ struct {
 	__type(value, struct pc_dir_chunk);
 } dir8_v4 SEC(".maps");
 
-/* (slot, table, group, prefix) -> entry: every prefix table of both slots but the
- * IPv4 ranges (enum pc_table), in one trie that the control plane writes in place: a
- * policy's entries go in under the idle slot's tag before the switch, the replaced
- * policy's come out once no packet can read them (Program.Release, or the next
- * Apply), and a runtime entry is one update. None is a map-in-map update, so the
- * switch of the config is a policy swap's only RCU wait. */
+#define PC_PREFIXES_INNER                                                      \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                           \
+		__uint(max_entries, PC_MAX_PREFIXES);                          \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                          \
+		__type(key, struct pc_key);                                    \
+		__type(value, struct pc_entry);                                \
+	}
+
+/* slot -> (table, group, prefix) -> entry: every prefix table of a slot but the IPv4
+ * ranges (enum pc_table), in one LPM trie. The control plane fills the idle slot's
+ * trie in place when it is the empty one Release left there (no map-in-map update, so
+ * the config switch is the swap's one RCU wait), and Release replaces the replaced
+ * policy's trie with an empty one once the new policy is proven: the kernel then frees
+ * the old trie whole. A runtime entry is one update of the live slot's trie. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, PC_MAX_PREFIXES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct pc_key);
-	__type(value, struct pc_entry);
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, PC_SLOTS);
+	__type(key, __u32);
+	__array(values, PC_PREFIXES_INNER);
 } prefixes SEC(".maps");
 
 /* (slot, ingress ifindex) -> scope group of that interface under that slot's policy;

@@ -159,13 +159,16 @@ static __always_inline struct pc_hit dir_range(const struct pc_source *s)
 static __always_inline struct pc_entry *find_prefix(__u32 slot, __u32 table, __u32 group, const __u8 *addr,
 						     const int v4)
 {
-	struct pc_key k = { .prefixlen = 64 + (v4 ? 32 : 128), .tag = slot << 8 | table, .group = group };
+	struct pc_key k = { .prefixlen = 64 + (v4 ? 32 : 128), .table = table, .group = group };
+	void *t = bpf_map_lookup_elem(&prefixes, &slot);
 
+	if (!t)
+		return 0;
 	if (v4)
 		__builtin_memcpy(k.addr, addr, 4);
 	else
 		__builtin_memcpy(k.addr, addr, 16);
-	return bpf_map_lookup_elem(&prefixes, &k);
+	return bpf_map_lookup_elem(t, &k);
 }
 
 /* The source lookup in the tables of the packet's slot: with a scope group, the

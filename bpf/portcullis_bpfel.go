@@ -83,7 +83,7 @@ const (
 type PortcullisPcKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
-	Tag       uint32
+	Table     uint32
 	Group     uint32
 	Addr      [16]uint8
 }
@@ -238,7 +238,9 @@ const (
 	PortcullisVarPcBtfConfig      = "pc_btf_config"
 	PortcullisVarPcBtfConfigFlag  = "pc_btf_config_flag"
 	PortcullisVarPcBtfDirBits     = "pc_btf_dir_bits"
+	PortcullisVarPcBtfEntry       = "pc_btf_entry"
 	PortcullisVarPcBtfFamily      = "pc_btf_family"
+	PortcullisVarPcBtfKey         = "pc_btf_key"
 	PortcullisVarPcBtfOutcome     = "pc_btf_outcome"
 	PortcullisVarPcBtfReason      = "pc_btf_reason"
 	PortcullisVarPcBtfRelayFlag   = "pc_btf_relay_flag"
@@ -320,7 +322,9 @@ type PortcullisVariableSpecs struct {
 	PcBtfConfig     *ebpf.VariableSpec `ebpf:"pc_btf_config"`
 	PcBtfConfigFlag *ebpf.VariableSpec `ebpf:"pc_btf_config_flag"`
 	PcBtfDirBits    *ebpf.VariableSpec `ebpf:"pc_btf_dir_bits"`
+	PcBtfEntry      *ebpf.VariableSpec `ebpf:"pc_btf_entry"`
 	PcBtfFamily     *ebpf.VariableSpec `ebpf:"pc_btf_family"`
+	PcBtfKey        *ebpf.VariableSpec `ebpf:"pc_btf_key"`
 	PcBtfOutcome    *ebpf.VariableSpec `ebpf:"pc_btf_outcome"`
 	PcBtfReason     *ebpf.VariableSpec `ebpf:"pc_btf_reason"`
 	PcBtfRelayFlag  *ebpf.VariableSpec `ebpf:"pc_btf_relay_flag"`
@@ -392,7 +396,9 @@ type PortcullisVariables struct {
 	PcBtfConfig     *ebpf.Variable `ebpf:"pc_btf_config"`
 	PcBtfConfigFlag *ebpf.Variable `ebpf:"pc_btf_config_flag"`
 	PcBtfDirBits    *ebpf.Variable `ebpf:"pc_btf_dir_bits"`
+	PcBtfEntry      *ebpf.Variable `ebpf:"pc_btf_entry"`
 	PcBtfFamily     *ebpf.Variable `ebpf:"pc_btf_family"`
+	PcBtfKey        *ebpf.Variable `ebpf:"pc_btf_key"`
 	PcBtfOutcome    *ebpf.Variable `ebpf:"pc_btf_outcome"`
 	PcBtfReason     *ebpf.Variable `ebpf:"pc_btf_reason"`
 	PcBtfRelayFlag  *ebpf.Variable `ebpf:"pc_btf_relay_flag"`

@@ -107,11 +107,11 @@ enum pc_table {
 				 * them back after a restart */
 };
 
-/* prefixes key: a prefix of one table of one policy slot. prefixlen counts the 64 bits
- * of tag and group, which always count whole, plus the bits of addr that count. */
+/* prefixes key: a prefix of one table of a slot's trie. prefixlen counts the 64 bits
+ * of table and group, which always count whole, plus the bits of addr that count. */
 struct pc_key {
 	__u32 prefixlen;
-	__u32 tag;     /* slot << 8 | enum pc_table */
+	__u32 table;   /* enum pc_table */
 	__u32 group;   /* scoped tables: the scope group (PC_GROUP_QUARANTINE set for a
 			* quarantine); 0 in the others */
 	__u8 addr[16]; /* IPv4 in the first 4 bytes */

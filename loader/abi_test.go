@@ -61,7 +61,7 @@ func TestLimitsMatchC(t *testing.T) {
 		t.Errorf("scopes map has %d entries, the policy allows %d interfaces per slot", got, model.MaxScopedInterfaces)
 	}
 	// The prefixes key is (tag, group, address): prefixKey counts their 64 bits.
-	if got, want := spec.Maps[bpf.PortcullisMapPrefixes].KeySize, uint32(4+4+4+16); got != want {
+	if got, want := spec.Maps[bpf.PortcullisMapPrefixes].InnerMap.KeySize, uint32(4+4+4+16); got != want {
 		t.Errorf("prefixes key is %d bytes, want %d", got, want)
 	}
 	// The DIR-24-8 entry's fields hold the model's rules, verdicts and lengths.

@@ -69,10 +69,9 @@ type Program struct {
 	live      []uint32  // the live policy's compiled rule id -> stable id
 	prev      *previous // what the last Apply replaced, for Rollback
 	dir       dirState  // the IPv4 DIR-24-8 tables (dir.go)
-	// slotKeys[slot] are the prefixes trie's keys of slot, when slotKnown[slot] (not
-	// for tables adopted from pins: clearSlot walks the trie for them).
-	slotKeys  [2][]bpf.PortcullisPcKey
-	slotKnown [2]bool
+	// emptyTrie[slot]: the slot's prefixes trie is the empty one Release put there
+	// (not known for tables adopted from pins: a fresh one replaces it).
+	emptyTrie [2]bool
 
 	// labelsMu guards the three label maps, so that readers (counters, offenders,
 	// metrics scrapes) need not wait for an Apply: it writes them only briefly.

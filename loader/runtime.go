@@ -49,7 +49,7 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 			return err
 		}
 		// And the record RuntimeInDataPlane reads back.
-		if err := p.writeEntry(prefixKey(p.slot, tRuntime4, 0, e.Prefix), val, add); err != nil {
+		if err := p.writeEntry(prefixKey(tRuntime4, 0, e.Prefix), val, add); err != nil {
 			return err
 		}
 	default:
@@ -60,7 +60,7 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 		case e.Quarantine:
 			table = tQuarantine6
 		}
-		if err := p.writeEntry(prefixKey(p.slot, table, 0, e.Prefix), val, add); err != nil {
+		if err := p.writeEntry(prefixKey(table, 0, e.Prefix), val, add); err != nil {
 			return err
 		}
 		// The entry first, then the mark that sends the /24's packets to it (the
@@ -90,7 +90,7 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 			if ge.Prefix != e.Prefix || ge.Rule != e.Rule {
 				continue
 			}
-			if err := p.writeEntry(prefixKey(p.slot, table, ge.Group, e.Prefix), val, add); err != nil {
+			if err := p.writeEntry(prefixKey(table, ge.Group, e.Prefix), val, add); err != nil {
 				return err
 			}
 		}
@@ -123,28 +123,24 @@ func (p *Program) flagLiveConfig(flag uint8) error {
 	return nil
 }
 
-// writeEntry adds (or removes) one entry of the prefixes trie in place.
+// writeEntry adds (or removes) one entry of the live slot's prefixes trie in place.
 func (p *Program) writeEntry(k bpf.PortcullisPcKey, val bpf.PortcullisPcEntry, add bool) error {
+	m, err := p.trie(p.slot)
+	if err != nil {
+		return err
+	}
+	if m == nil {
+		return fmt.Errorf("%w: the live slot has no prefix tables", ErrNoPolicy)
+	}
+	defer m.Close()
 	if add {
-		if err := p.objs.Prefixes.Put(k, val); err != nil {
+		if err := m.Put(k, val); err != nil {
 			return fmt.Errorf("writing the entry: %w", err)
-		}
-		if slot := keySlot(k); p.slotKnown[slot] {
-			p.slotKeys[slot] = append(p.slotKeys[slot], k)
 		}
 		return nil
 	}
-	if err := p.objs.Prefixes.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("removing the entry: %w", err)
-	}
-	if slot := keySlot(k); p.slotKnown[slot] { // runtime entries sit at the end
-		keys := p.slotKeys[slot]
-		for i := len(keys) - 1; i >= 0; i-- {
-			if keys[i] == k {
-				p.slotKeys[slot] = slices.Delete(keys, i, i+1)
-				break
-			}
-		}
 	}
 	return nil
 }
@@ -182,15 +178,20 @@ func (p *Program) RuntimeInDataPlane(kind model.Kind, name string) ([]model.Tabl
 		return nil, err
 	}
 	now := timeNow()
+	m, err := p.trie(p.slot)
+	if err != nil || m == nil {
+		return nil, err
+	}
+	defer m.Close()
 	var out []model.TableEntry
 	var k bpf.PortcullisPcKey
 	var v bpf.PortcullisPcEntry
-	it := p.objs.Prefixes.Iterate()
+	it := m.Iterate()
 	for it.Next(&k, &v) {
-		if keySlot(k) != p.slot || v.Rule != id {
+		if v.Rule != id {
 			continue
 		}
-		switch t := keyTable(k); t {
+		switch t := k.Table; t {
 		case tQuarantine4, tQuarantine6, tRange6, tRuntime4:
 			out = append(out, runtimeEntry(keyPrefix(k), v, t == tQuarantine4 || t == tQuarantine6, boot, now))
 		}

@@ -24,10 +24,10 @@ const (
 	tRuntime4    = uint32(bpf.PortcullisPcTablePC_T_RUNTIME_V4)
 )
 
-// prefixKey is the prefixes trie's key of prefix p in table (of p's family) of slot,
-// in scope group group (0 outside the scoped tables).
-func prefixKey(slot, table, group uint32, p netip.Prefix) bpf.PortcullisPcKey {
-	k := bpf.PortcullisPcKey{Prefixlen: 64 + uint32(p.Bits()), Tag: slot<<8 | table, Group: group}
+// prefixKey is a slot's prefixes trie's key of prefix p in table (of p's family), in
+// scope group group (0 outside the scoped tables).
+func prefixKey(table, group uint32, p netip.Prefix) bpf.PortcullisPcKey {
+	k := bpf.PortcullisPcKey{Prefixlen: 64 + uint32(p.Bits()), Table: table, Group: group}
 	if a := p.Masked().Addr(); a.Is4() {
 		b := a.As4()
 		copy(k.Addr[:], b[:])
@@ -37,12 +37,10 @@ func prefixKey(slot, table, group uint32, p netip.Prefix) bpf.PortcullisPcKey {
 	return k
 }
 
-// keySlot and keyTable take a prefixes key apart; keyPrefix is its prefix.
-func keySlot(k bpf.PortcullisPcKey) uint32  { return k.Tag >> 8 }
-func keyTable(k bpf.PortcullisPcKey) uint32 { return k.Tag & 0xff }
+// keyPrefix is the prefix of a prefixes key.
 func keyPrefix(k bpf.PortcullisPcKey) netip.Prefix {
 	bits := int(k.Prefixlen) - 64
-	switch keyTable(k) {
+	switch k.Table {
 	case tQuarantine4, tRelay4, tScoped4, tRuntime4:
 		return netip.PrefixFrom(netip.AddrFrom4([4]byte(k.Addr[:4])), bits)
 	}
@@ -58,11 +56,11 @@ func ruleEntry(e model.Entry, boot time.Duration, now time.Time) bpf.PortcullisP
 	return v
 }
 
-// slotEntries are the keys and values of the prefixes trie that hold a policy in slot:
+// slotEntries are the keys and values of a slot's prefixes trie that hold a policy:
 // its quarantines of both families and IPv6 ranges that apply everywhere, the record
 // of its IPv4 runtime ranges (rt4), its relays and its scope groups' entries (rule
 // ids already stable).
-func slotEntries(slot uint32, q4, q6, r6, rt4 []model.Entry, relays []model.RelayEntry, plan model.ScopePlan, boot time.Duration, now time.Time) ([]bpf.PortcullisPcKey, []bpf.PortcullisPcEntry) {
+func slotEntries(q4, q6, r6, rt4 []model.Entry, relays []model.RelayEntry, plan model.ScopePlan, boot time.Duration, now time.Time) ([]bpf.PortcullisPcKey, []bpf.PortcullisPcEntry) {
 	n := len(q4) + len(q6) + len(r6) + len(rt4) + len(relays) + len(plan.Ranges) + len(plan.Quarantines)
 	keys, vals := make([]bpf.PortcullisPcKey, 0, n), make([]bpf.PortcullisPcEntry, 0, n)
 	for _, t := range []struct {
@@ -70,7 +68,7 @@ func slotEntries(slot uint32, q4, q6, r6, rt4 []model.Entry, relays []model.Rela
 		entries []model.Entry
 	}{{tQuarantine4, q4}, {tQuarantine6, q6}, {tRange6, r6}, {tRuntime4, rt4}} {
 		for _, e := range t.entries {
-			keys = append(keys, prefixKey(slot, t.table, 0, e.Prefix))
+			keys = append(keys, prefixKey(t.table, 0, e.Prefix))
 			vals = append(vals, ruleEntry(e, boot, now))
 		}
 	}
@@ -84,14 +82,14 @@ func slotEntries(slot uint32, q4, q6, r6, rt4 []model.Entry, relays []model.Rela
 		if r.Prefix.Addr().Is4() {
 			table = tRelay4
 		}
-		keys, vals = append(keys, prefixKey(slot, table, 0, r.Prefix)), append(vals, v)
+		keys, vals = append(keys, prefixKey(table, 0, r.Prefix)), append(vals, v)
 	}
 	add := func(ge model.GroupEntry, group uint32) {
 		table := tScoped6
 		if ge.Prefix.Addr().Is4() {
 			table = tScoped4
 		}
-		keys = append(keys, prefixKey(slot, table, group, ge.Prefix))
+		keys = append(keys, prefixKey(table, group, ge.Prefix))
 		vals = append(vals, ruleEntry(model.Entry{Rule: ge.Rule, Verdict: ge.Verdict, Expires: ge.Expires}, boot, now))
 	}
 	for _, ge := range plan.Ranges {
@@ -109,53 +107,59 @@ const cfgQuarantine6 = uint8(bpf.PortcullisPcConfigFlagPC_CFG_QUARANTINE_V6)
 // groupQuarantine is PC_GROUP_QUARANTINE.
 const groupQuarantine = 0x80000000
 
-// writeSlot puts keys and vals into the prefixes trie, for slot; no packet may read
-// slot (its old entries are already out).
+// trie returns slot's prefixes trie (nil if the slot has none), for the caller to close.
+func (p *Program) trie(slot uint32) (*ebpf.Map, error) {
+	var m *ebpf.Map
+	err := p.objs.Prefixes.Lookup(slot, &m)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the prefix tables: %w", err)
+	}
+	return m, nil
+}
+
+// writeSlot makes keys and vals slot's prefixes trie; no packet may read slot. The
+// empty trie Release left is filled in place; else a fresh one replaces the slot's
+// (a map-in-map update: an RCU wait, and the kernel frees the trie it replaces).
 func (p *Program) writeSlot(slot uint32, keys []bpf.PortcullisPcKey, vals []bpf.PortcullisPcEntry) error {
-	p.slotKeys[slot], p.slotKnown[slot] = nil, false // until written
-	if len(keys) > 0 {
-		n, err := p.objs.Prefixes.BatchUpdate(keys, vals, nil)
+	fill := func(m *ebpf.Map) error {
+		if len(keys) == 0 {
+			return nil
+		}
+		n, err := m.BatchUpdate(keys, vals, nil)
 		if err == nil && n != len(keys) {
 			err = fmt.Errorf("wrote %d of %d entries", n, len(keys))
 		}
 		if err != nil {
 			return fmt.Errorf("filling the prefix tables: %w", err)
 		}
+		return nil
 	}
-	p.slotKeys[slot], p.slotKnown[slot] = keys, true
-	return nil
-}
-
-// clearSlot takes slot's entries out of the prefixes trie (found by a walk of the
-// trie when this process did not write them); no packet may read slot.
-func (p *Program) clearSlot(slot uint32) error {
-	keys := p.slotKeys[slot]
-	if !p.slotKnown[slot] {
-		var k bpf.PortcullisPcKey
-		var v bpf.PortcullisPcEntry
-		it := p.objs.Prefixes.Iterate()
-		for it.Next(&k, &v) {
-			if keySlot(k) == slot {
-				keys = append(keys, k)
-			}
-		}
-		if err := it.Err(); err != nil {
-			return fmt.Errorf("reading the prefix tables: %w", err)
-		}
-	}
-	for len(keys) > 0 {
-		n, err := p.objs.Prefixes.BatchDelete(keys, nil)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			keys = keys[min(n+1, len(keys)):] // a runtime entry removed since: skip it
-			continue
-		}
+	empty := p.emptyTrie[slot]
+	p.emptyTrie[slot] = false
+	if empty {
+		m, err := p.trie(slot)
 		if err != nil {
-			p.slotKnown[slot] = false
-			return fmt.Errorf("clearing the prefix tables: %w", err)
+			return err
 		}
-		break
+		if m != nil {
+			defer m.Close()
+			return fill(m)
+		}
 	}
-	p.slotKeys[slot], p.slotKnown[slot] = nil, true
+	m, err := ebpf.NewMap(p.spec.Maps[bpf.PortcullisMapPrefixes].InnerMap.Copy())
+	if err != nil {
+		return fmt.Errorf("creating the prefix tables: %w", err)
+	}
+	defer m.Close() // the outer map holds its own reference
+	if err := fill(m); err != nil {
+		return err
+	}
+	if err := p.objs.Prefixes.Put(slot, m); err != nil {
+		return fmt.Errorf("installing the prefix tables: %w", err)
+	}
 	return nil
 }
 
@@ -258,12 +262,9 @@ func (p *Program) Apply(t *model.Tables) error {
 	}
 
 	// No packet reads the idle slot (the last switch waited for them): it is written
-	// in place. The replaced policy's entries go first, unless Release took them; from
-	// here on that policy cannot be rolled back to, even if this Apply fails.
+	// in place. From here on the policy it held cannot be rolled back to, even if this
+	// Apply fails.
 	p.dropPrev()
-	if err := p.clearSlot(next); err != nil {
-		return err
-	}
 	// The IPv4 runtime ranges (unblocks) are also recorded as entered: painted into the
 	// DIR-24-8 table, a range that longer ones paint over could not be read back.
 	var rt4 []model.Entry
@@ -280,9 +281,9 @@ func (p *Program) Apply(t *model.Tables) error {
 			}
 		}
 	}
-	keys, vals := slotEntries(next, q4, q6, r6, rt4, relays, plan, boot, now)
-	if limit := int(p.objs.Prefixes.MaxEntries()) / 2; len(keys) > limit {
-		return fmt.Errorf("%w: %d IPv6 ranges, quarantines, relays and scoped entries; the data plane holds %d a policy (PC_MAX_PREFIXES / 2)", ErrTooManyPrefixes, len(keys), limit)
+	keys, vals := slotEntries(q4, q6, r6, rt4, relays, plan, boot, now)
+	if limit := int(p.spec.Maps[bpf.PortcullisMapPrefixes].InnerMap.MaxEntries); len(keys) > limit {
+		return fmt.Errorf("%w: %d IPv6 ranges, quarantines, relays and scoped entries; the data plane holds %d (PC_MAX_PREFIXES)", ErrTooManyPrefixes, len(keys), limit)
 	}
 	if err := p.writeSlot(next, keys, vals); err != nil {
 		return err
@@ -383,17 +384,28 @@ func (p *Program) Rollback() error {
 
 // Release frees what the idle slot holds (the policy the last Apply replaced, or the
 // one a Rollback left), so that the kernel keeps one policy's tables, not two:
-// Rollback is not possible after it. The last switch waited for every packet that
-// could read that slot. The daemon calls it once the new policy's proof passed. The
-// fixed-size DIR-24-8 arrays stay as they are (the next Apply rewrites them).
+// Rollback is not possible after it. An empty trie replaces the slot's (one RCU wait,
+// after which the kernel frees the old trie whole), and the next Apply fills it in
+// place. The last switch waited for every packet that could read that slot. The
+// daemon calls it once the new policy's proof passed. The fixed-size DIR-24-8 arrays
+// stay as they are (the next Apply rewrites them).
 func (p *Program) Release() error {
 	if !p.hasPolicy {
 		return nil
 	}
 	idle := p.slot ^ 1
 	p.dropPrev()
-	if err := p.clearSlot(idle); err != nil {
-		return err
+	if !p.emptyTrie[idle] {
+		m, err := ebpf.NewMap(p.spec.Maps[bpf.PortcullisMapPrefixes].InnerMap.Copy())
+		if err != nil {
+			return fmt.Errorf("creating the prefix tables: %w", err)
+		}
+		err = p.objs.Prefixes.Put(idle, m)
+		m.Close()
+		if err != nil {
+			return fmt.Errorf("freeing the prefix tables: %w", err)
+		}
+		p.emptyTrie[idle] = true
 	}
 	return p.writeScopes(idle, nil)
 }
