@@ -88,38 +88,26 @@ func TestDIRAgainstModel(t *testing.T) {
 		check(live, probes(rng, prefixes))
 
 		var added []model.TableEntry
-		for step := range 60 {
-			next := &model.Tables{DefaultVerdict: live.DefaultVerdict, Governed: live.Governed, RuleNames: live.RuleNames,
-				Ranges: slices.Clone(live.Ranges), Quarantines: slices.Clone(live.Quarantines)}
+		for i := range 60 {
 			var e model.TableEntry
 			add := len(added) == 0 || rng.IntN(3) > 0
 			if add {
 				p := randomPrefix(rng, []int{16, 22, 24, 25, 28, 30, 32}[rng.IntN(7)])
-				e = model.TableEntry{Entry: model.Entry{Prefix: p, Rule: 1 + uint32(rng.IntN(3)), Verdict: []model.Verdict{model.Drop, model.Pass}[rng.IntN(2)]}, Quarantine: step%5 == 0}
+				e = model.TableEntry{Entry: model.Entry{Prefix: p, Rule: 1 + uint32(rng.IntN(3)), Verdict: []model.Verdict{model.Drop, model.Pass}[rng.IntN(2)]}, Quarantine: i%5 == 0}
 				if e.Quarantine {
 					e.Rule, e.Verdict = 4, model.Drop
 				}
-				if slices.ContainsFunc(slices.Concat(next.Ranges, next.Quarantines), func(x model.Entry) bool { return x.Prefix == p }) {
+				if slices.ContainsFunc(slices.Concat(live.Ranges, live.Quarantines), func(x model.Entry) bool { return x.Prefix == p }) {
 					continue
 				}
-				next.Add(e)
 				added = append(added, e)
 			} else {
-				i := rng.IntN(len(added))
-				e = added[i]
-				added = slices.Delete(added, i, i+1)
-				drop := func(x model.Entry) bool { return x.Prefix == e.Prefix }
-				if e.Quarantine {
-					next.Quarantines = slices.DeleteFunc(next.Quarantines, drop)
-				} else {
-					next.Ranges = slices.DeleteFunc(next.Ranges, drop)
-				}
+				j := rng.IntN(len(added))
+				e = added[j]
+				added = slices.Delete(added, j, j+1)
 			}
-			if err := p.UpdateEntry(next, e, add); err != nil {
-				t.Fatalf("round %d step %d: update %s (add %v): %v", round, step, e.Prefix, add, err)
-			}
-			live = next
-			t.Logf("round %d step %d: add %v %s quarantine %v rule %d %v", round, step, add, e.Prefix, e.Quarantine, e.Rule, e.Verdict)
+			t.Logf("round %d step %d: add %v %s quarantine %v rule %d %v", round, i, add, e.Prefix, e.Quarantine, e.Rule, e.Verdict)
+			live = step(t, p, live, e, add)
 			around := []netip.Prefix{e.Prefix}
 			for _, x := range live.Ranges {
 				if x.Prefix.Overlaps(e.Prefix) {

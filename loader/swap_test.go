@@ -169,20 +169,7 @@ func TestReleaseFreesTheIdleSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	slots := func() map[uint32]int {
-		n := map[uint32]int{}
-		for slot := uint32(0); slot < 2; slot++ {
-			m, err := p.trie(slot)
-			if err != nil || m == nil {
-				t.Fatalf("slot %d's trie: %v %v", slot, m, err)
-			}
-			var k bpf.PortcullisPcKey
-			var v bpf.PortcullisPcEntry
-			for it := m.Iterate(); it.Next(&k, &v); {
-				n[slot]++
-			}
-			m.Close()
-		}
-		return n
+		return map[uint32]int{0: len(trieKeys(t, p, 0)), 1: len(trieKeys(t, p, 1))}
 	}
 	if n := slots(); n[p.slot] == 0 || n[p.slot^1] == 0 {
 		t.Fatalf("before Release: entries by slot %v, want both slots (the replaced policy kept for Rollback)", n)
@@ -207,4 +194,25 @@ func TestReleaseFreesTheIdleSlot(t *testing.T) {
 	for _, s := range sources {
 		compareWithModel(t, p, a, buildFrame(t, frameSpec{src: s.v4, dst: dst4, sport: 1, dport: 25, syn: true}))
 	}
+}
+
+// trieKeys returns the keys of slot's prefixes trie.
+func trieKeys(t testing.TB, p *Program, slot uint32) []bpf.PortcullisPcKey {
+	t.Helper()
+	m, err := p.trie(slot)
+	if err != nil || m == nil {
+		t.Fatalf("slot %d's trie: %v %v", slot, m, err)
+	}
+	defer m.Close()
+	var keys []bpf.PortcullisPcKey
+	var k bpf.PortcullisPcKey
+	var v bpf.PortcullisPcEntry
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }
