@@ -59,6 +59,7 @@ bench: ## as root: program cost per packet (by policy size, hot and cold), polic
 	$(GO) test -run '^$$' -bench '^BenchmarkRelayScope$$' -benchtime 2000000x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkLookupScale$$' -benchtime 1400000x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkPolicyLoad$$' -benchtime 2x ./loader/
+	$(GO) test -run '^$$' -bench '^BenchmarkProof$$' -benchtime 2x ./controller/
 	$(GO) test -run '^$$' -bench '^BenchmarkApply$$' -benchtime 100x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkTableMemory$$' -benchtime 1x ./loader/
 	$(GO) test -run '^$$' -bench '^BenchmarkParseCompile$$' -benchtime 1x ./policy/

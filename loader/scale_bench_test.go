@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
 
 	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/model"
@@ -233,7 +234,7 @@ func BenchmarkLookupScale(b *testing.B) {
 func BenchmarkPolicyLoad(b *testing.B) {
 	testutil.RequireRoot(b)
 	for _, n := range []int{100_000, 1 << 20} {
-		for _, mix := range []string{"v4", "v4+v6"} {
+		for _, mix := range []string{"v4", "v4+v6"} { // smallest first: see peak-rss-MiB
 			t := ispTables(n)
 			if mix == "v4" {
 				t.Ranges = slices.DeleteFunc(t.Ranges, func(e model.Entry) bool { return e.Prefix.Addr().Is6() })
@@ -280,6 +281,13 @@ func BenchmarkPolicyLoad(b *testing.B) {
 					}
 					parse, compile, apply, release = parse+parsed.Sub(start), compile+compiled.Sub(parsed), apply+applied.Sub(compiled), release+time.Since(applied)
 				}
+				var ru unix.Rusage
+				if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+					b.Fatal(err)
+				}
+				// The process's peak so far: sizes run smallest first, so each row's
+				// figure is its own size's (and the test binary's) peak.
+				b.ReportMetric(float64(ru.Maxrss)/1024, "peak-rss-MiB")
 				per := func(d time.Duration) float64 { return d.Seconds() / float64(b.N) }
 				b.ReportMetric(per(parse), "parse-s")
 				b.ReportMetric(per(compile), "compile-s")
