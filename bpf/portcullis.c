@@ -59,9 +59,19 @@ static __always_inline __u32 scope_group(const struct pc_config *cfg, struct xdp
 	return g ? *g & ~PC_GROUP_QUARANTINE : 0;
 }
 
-static __always_inline struct pc_entry *unexpired(struct pc_entry *r, __u64 now)
+/* CLOCK_BOOTTIME, read the first time a packet's judgement needs it (*now == 0 until
+ * then): only a quarantine with an expiry and the RST budget do. Reading the clock
+ * costs about as much as the rest of a blocked packet's judgement on a VM. */
+static __always_inline __u64 boot_ns(__u64 *now)
 {
-	if (r && r->expires && now >= r->expires)
+	if (!*now)
+		*now = bpf_ktime_get_boot_ns();
+	return *now;
+}
+
+static __always_inline struct pc_entry *unexpired(struct pc_entry *r, __u64 *now)
+{
+	if (r && r->expires && boot_ns(now) >= r->expires)
 		return 0;
 	return r;
 }
@@ -177,7 +187,7 @@ static __always_inline struct pc_entry *find_prefix(__u32 slot, __u32 table, __u
  * quarantine overlaps the source's /24, for IPv6 only when the policy has any) or the
  * ranges (IPv4's from the DIR-24-8
  * entry). quarantine selects the quarantine tables. */
-static __always_inline struct pc_hit find_source(const struct pc_source *s, int quarantine, __u64 now)
+static __always_inline struct pc_hit find_source(const struct pc_source *s, int quarantine, __u64 *now)
 {
 	struct pc_entry *r = 0;
 
@@ -210,7 +220,7 @@ static __always_inline struct pc_hit find_source(const struct pc_source *s, int 
 /* Quarantine first (an entry past its expiry is ignored, so it lifts on time without
  * the daemon), then the longest matching range, then the default (rule 0). */
 static __always_inline __u8 lookup_source(const struct pc_config *cfg, const struct pc_source *s,
-					  __u64 now, struct pc_result *res)
+					  __u64 *now, struct pc_result *res)
 {
 	struct pc_hit h = find_source(s, 1, now);
 
@@ -330,10 +340,11 @@ static __always_inline int pc_holds(const struct pc_offender *o, const struct pc
  *     estimate only if its own estimate (after this attempt) is at least as high, so a
  *     spray of one-off sources cannot evict the sources that keep trying.
  * Both go to the current period's half of the maps (offender_period); the daemon
- * clears the other half and makes it current at each turn. */
-static __always_inline void record_offender(const struct pc_pkt *p, const struct pc_result *res,
-					    __u64 now)
+ * clears the other half and makes it current at each turn. First and last seen are
+ * CLOCK_MONOTONIC_COARSE (a tick's resolution, read without the clocksource). */
+static __always_inline void record_offender(const struct pc_pkt *p, const struct pc_result *res)
 {
+	__u64 now = bpf_ktime_get_coarse_ns();
 	__u64 h = pc_src_hash(p->family, p->saddr);
 	__u32 *cell[PC_SKETCH_DEPTH];
 	__u32 est = 0xffffffff;
@@ -427,7 +438,7 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 	int probe = is_probe(ctx);
 	struct pc_source src;
 	struct pc_entry *relay;
-	__u64 now;
+	__u64 now = 0; /* boot_ns */
 	__u8 verdict;
 
 	/* 1. The live policy. No policy loaded: pass everything. */
@@ -465,14 +476,13 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 	 * anyone, quarantined sources too unless the relay says otherwise. */
 	res.path = PC_R_JUDGED;
 	res.judged = 1;
-	now = bpf_ktime_get_boot_ns();
 	relay = relay_of(cfg, &p);
 	if (relay) {
 		struct pc_hit q = {};
 
 		if (relay->flags & PC_RELAY_BLOCK_QUARANTINED) {
 			src = source_of(cfg, &p, ctx);
-			q = find_source(&src, 1, now);
+			q = find_source(&src, 1, &now);
 		}
 		if (!q.found) {
 			res.rule = relay->rule;
@@ -486,7 +496,7 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 		/* 5. Who sent it: quarantine, then ranges, then the default, each looking at
 		 * the entries scoped to this interface first. */
 		src = source_of(cfg, &p, ctx);
-		verdict = lookup_source(cfg, &src, now, &res);
+		verdict = lookup_source(cfg, &src, &now, &res);
 	}
 
 	/* 6. Act. */
@@ -503,7 +513,7 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 		if ((p.tcp_flags & (PC_TCP_SYN | PC_TCP_ACK | PC_TCP_RST)) != PC_TCP_SYN ||
 		    p.fragment || p.vj)
 			break;
-		if (!probe && !rst_allowed(cfg, now)) {
+		if (!probe && !rst_allowed(cfg, boot_ns(&now))) {
 			res.flags |= 1 << PC_R_RATE_LIMITED;
 			break;
 		}
@@ -521,7 +531,7 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 		goto out;
 	}
 	if (!probe)
-		record_offender(&p, &res, now);
+		record_offender(&p, &res);
 	goto out;
 
 evasion:
@@ -529,20 +539,19 @@ evasion:
 	 * chain must not be a way around the policy. Otherwise pass as we would anyway. */
 	res.path = PC_R_EVASION;
 	res.judged = 1;
-	now = bpf_ktime_get_boot_ns();
 	/* No port, so no relay; scopes apply. */
 	src = source_of(cfg, &p, ctx);
-	verdict = lookup_source(cfg, &src, now, &res);
+	verdict = lookup_source(cfg, &src, &now, &res);
 	if (verdict == PC_DROP || verdict == PC_RESET) {
 		res.outcome = PC_OUT_DROP;
 		res.flags |= 1 << PC_R_UNPARSEABLE_BLOCKED;
 		action = XDP_DROP;
 		if (!probe)
-			record_offender(&p, &res, now);
+			record_offender(&p, &res);
 	} else if (verdict == PC_MONITOR) {
 		res.outcome = PC_OUT_MONITOR;
 		if (!probe)
-			record_offender(&p, &res, now);
+			record_offender(&p, &res);
 	} else {
 		res.outcome = PC_OUT_PASS;
 	}

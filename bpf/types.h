@@ -177,8 +177,8 @@ struct pc_sketch_row {
 struct pc_offender {
 	struct pc_src src;
 	__u32 est;        /* this CPU's sketch estimate at the last attempt; 0 = empty */
-	__u64 first_seen; /* CLOCK_BOOTTIME ns: first attempt since it took this entry */
-	__u64 last_seen;  /* CLOCK_BOOTTIME ns */
+	__u64 first_seen; /* CLOCK_MONOTONIC_COARSE ns: first attempt since it took this entry */
+	__u64 last_seen;  /* CLOCK_MONOTONIC_COARSE ns */
 	__u32 rule;       /* rule that judged the last attempt */
 	__be16 port;      /* destination port of the last attempt (0 if unknown) */
 	__u8 outcome;     /* enum pc_outcome of the last attempt */

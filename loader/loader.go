@@ -149,6 +149,16 @@ func bootNow() (time.Duration, error) {
 	return time.Duration(ts.Nano()), nil
 }
 
+// monoNow reads CLOCK_MONOTONIC, the clock of the offender record's times (the program
+// reads its coarse variant: the two differ by under a tick).
+func monoNow() (time.Duration, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0, fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
+	}
+	return time.Duration(ts.Nano()), nil
+}
+
 // bootTime converts a wall-clock time to CLOCK_BOOTTIME nanoseconds (at least 1, so
 // that a time already past still reads as an expiry).
 func bootTime(t time.Time, boot time.Duration, now time.Time) uint64 {

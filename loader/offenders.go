@@ -130,7 +130,15 @@ func (p *Program) OffenderRecord() (OffenderRecord, error) {
 	if err != nil {
 		return rec, err
 	}
+	mono, err := monoNow()
+	if err != nil {
+		return rec, err
+	}
 	now := time.Now()
+	// The record's times are CLOCK_MONOTONIC(_COARSE); the boot clock is ahead by the
+	// time the machine was suspended. As boot-clock times they compare with the rule
+	// ages and convert to wall-clock time like every other time the program keeps.
+	lead := uint64(max(boot-mono, 0))
 
 	var per bpf.PortcullisPcOffenderPeriod
 	if err := p.objs.OffenderPeriod.Lookup(uint32(0), &per); err != nil {
@@ -217,10 +225,10 @@ func (p *Program) OffenderRecord() (OffenderRecord, error) {
 			Source:       a,
 			Count:        est,
 			MaxOvercount: rec.MaxOvercount,
-			FirstSeen:    wallTime(h.first, boot, now),
-			LastSeen:     wallTime(v.LastSeen, boot, now),
+			FirstSeen:    wallTime(h.first+lead, boot, now),
+			LastSeen:     wallTime(v.LastSeen+lead, boot, now),
 			Rule:         v.Rule,
-			Label:        p.labelAt(v.Rule, v.LastSeen),
+			Label:        p.labelAt(v.Rule, v.LastSeen+lead),
 			Port:         ntohs(v.Port),
 			Outcome:      model.Outcome(v.Outcome),
 			OuterVLAN:    v.Vlan[0],

@@ -331,6 +331,9 @@ func TestOffenderAcrossCPUs(t *testing.T) {
 	send(0, 3, encPlain)
 	send(1, 2, encQinQPPPoE)
 	send(1, 1, encVLAN)
+	// The record's clock is coarse (a tick, at most 10 ms): let one pass, so that the
+	// last attempt's time differs from the first's.
+	time.Sleep(25 * time.Millisecond)
 	send(0, 4, encQinQPPPoE)
 	offs, err := p.Offenders()
 	if err != nil {
