@@ -64,6 +64,9 @@ func TestLimitsMatchC(t *testing.T) {
 	if got, want := spec.Maps[bpf.PortcullisMapPrefixes].InnerMap.KeySize, uint32(4+4+4+16); got != want {
 		t.Errorf("prefixes key is %d bytes, want %d", got, want)
 	}
+	if got := int(spec.Maps[bpf.PortcullisMapDir8V4].MaxEntries) * dirChunk / 256 / 2; got != model.MaxLongIPv4Blocks {
+		t.Errorf("dir8_v4 holds %d groups a slot, the policy compiler allows %d", got, model.MaxLongIPv4Blocks)
+	}
 	// The DIR-24-8 entry's fields hold the model's rules, verdicts and lengths.
 	if dirRule+1 < model.MaxRules || 3 < uint32(model.Monitor) || dirGroupMask+1 < uint32(spec.Maps[bpf.PortcullisMapDir8V4].MaxEntries)*uint32(dirChunk)/256/2 {
 		t.Errorf("a DIR-24-8 entry cannot hold %d rules, verdicts up to %d, or every group", model.MaxRules, model.Monitor)

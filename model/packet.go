@@ -100,6 +100,10 @@ const (
 	MaxExtHeaders = 8     // IPv6 extension headers walked
 	MaxRules      = 16384 // rules with counters
 	RSTTTL        = 64    // TTL / hop limit of the RSTs sent
+	// MaxLongIPv4Blocks is how many IPv4 /24s may hold ranges longer than /24 that
+	// apply on every interface: the groups a slot of the DIR-24-8 table holds
+	// (PC_DIR8_GROUPS).
+	MaxLongIPv4Blocks = 32768
 )
 
 // Packet is what the parser made of a frame.

@@ -152,6 +152,9 @@ func Compile(pol *Policy, now time.Time) (*Compiled, error) {
 		t.Ranges[k] = model.Entry{Prefix: rk.key.prefix(), Rule: rk.rule, Verdict: c.Rules[rk.rule].Verdict, Interfaces: scopes[rk.rule]}
 		c.rangeAt[k] = rk.i
 	}
+	if n := longIPv4Blocks(t.Ranges); n > model.MaxLongIPv4Blocks {
+		return nil, Errors{{Pos{pol.File, 1, 1}, fmt.Sprintf("the policy's IPv4 ranges and exemptions longer than /24 lie in %d distinct /24s; the data plane's IPv4 table holds them for at most %d (PC_DIR8_GROUPS): cover whole /24s where you can, or build with a larger PC_DIR8_GROUPS", n, model.MaxLongIPv4Blocks)}}
+	}
 	c.ranges, c.quarantines = t.Ranges, t.Quarantines
 	t.RuleNames = make([]string, 0, len(c.Rules))
 	t.RuleKinds = make([]model.Kind, 0, len(c.Rules))
@@ -162,4 +165,20 @@ func Compile(pol *Policy, now time.Time) (*Compiled, error) {
 	c.Tables = t
 	c.Hash = t.Hash()
 	return c, nil
+}
+
+// longIPv4Blocks counts the /24s that hold IPv4 ranges longer than /24 applying on every
+// interface (ranges sorted by prefix: those of one /24 are adjacent).
+func longIPv4Blocks(ranges []model.Entry) int {
+	n, last, seen := 0, [3]byte{}, false
+	for _, e := range ranges {
+		if e.Interfaces != nil || !e.Prefix.Addr().Is4() || e.Prefix.Bits() <= 24 {
+			continue
+		}
+		a := e.Prefix.Addr().As4()
+		if b := [3]byte{a[0], a[1], a[2]}; !seen || b != last {
+			n, last, seen = n+1, b, true
+		}
+	}
+	return n
 }
