@@ -81,10 +81,9 @@ func span8(p netip.Prefix) (first, n uint32) {
 	return uint32(p.Masked().Addr().As4()[3]), 1 << (32 - p.Bits())
 }
 
-// dirGroups is how many dir8_v4 groups a slot holds (PC_DIR8_GROUPS).
-func (p *Program) dirGroups() int {
-	return int(p.objs.Dir8V4.MaxEntries()) * dirChunk / 256 / 2
-}
+// dirGroups is how many dir8_v4 groups a slot holds (PC_DIR8_GROUPS: the ABI test
+// holds it to the map's size).
+const dirGroups = model.MaxLongIPv4Blocks
 
 func (p *Program) dirMemory() error {
 	if p.dir.mem == nil {
@@ -151,8 +150,8 @@ func (p *Program) writeDir(slot uint32, ranges, quarantines []model.Entry) error
 			// decision until its first longer range makes it name a group.
 			if buf[first]&dirGroup == 0 {
 				g := uint32(len(groups) / 256)
-				if int(g) == p.dirGroups() {
-					return fmt.Errorf("%w: the policy has IPv4 ranges longer than /24 in more than %d /24s", ErrTooManyGroups, p.dirGroups())
+				if int(g) == dirGroups {
+					return fmt.Errorf("%w: the policy has IPv4 ranges longer than /24 in more than %d /24s", ErrTooManyGroups, dirGroups)
 				}
 				base := buf[first]
 				for range 256 {
@@ -215,7 +214,7 @@ func u32Bytes(w []uint32) []byte {
 
 // groupOffset is the byte offset in dir8_v4 of entry i of group g of slot.
 func (p *Program) groupOffset(slot, g, i uint32) int64 {
-	return (int64(slot)*int64(p.dirGroups())*256 + int64(g)*256 + int64(i)) * 4
+	return (int64(slot)*int64(dirGroups)*256 + int64(g)*256 + int64(i)) * 4
 }
 
 // dirRead reads the dir_v4 entries [first, first+n) of slot.
@@ -232,8 +231,8 @@ func (p *Program) dirRead(slot, first, n uint32) ([]uint32, error) {
 
 // groupRead reads group g of slot.
 func (p *Program) groupRead(slot, g uint32) ([]uint32, error) {
-	if int(g) >= p.dirGroups() {
-		return nil, fmt.Errorf("%s names group %d of %d", bpf.PortcullisMapDirV4, g, p.dirGroups())
+	if int(g) >= dirGroups {
+		return nil, fmt.Errorf("%s names group %d of %d", bpf.PortcullisMapDirV4, g, dirGroups)
 	}
 	out := make([]uint32, 256)
 	if _, err := p.dir.mem8.ReadAt(u32Bytes(out), p.groupOffset(slot, g, 0)); err != nil {
@@ -401,7 +400,7 @@ func (p *Program) newGroup(slot, x, c, off, cnt, v uint32) error {
 		if err != nil {
 			return err
 		}
-		named := make([]bool, p.dirGroups())
+		named := make([]bool, dirGroups)
 		used := 0
 		for _, e := range all {
 			if e&dirGroup != 0 && int(e&dirGroupMask) < len(named) {
@@ -416,7 +415,7 @@ func (p *Program) newGroup(slot, x, c, off, cnt, v uint32) error {
 			}
 		}
 	}
-	if len(d.ready[slot]) == 0 && d.groups[slot] >= p.dirGroups() && len(d.freed[slot]) > 0 {
+	if len(d.ready[slot]) == 0 && d.groups[slot] >= dirGroups && len(d.freed[slot]) > 0 {
 		if err := p.synchronize(); err != nil {
 			return err
 		}
@@ -424,12 +423,12 @@ func (p *Program) newGroup(slot, x, c, off, cnt, v uint32) error {
 	}
 	var g uint32
 	switch {
-	case d.groups[slot] < p.dirGroups():
+	case d.groups[slot] < dirGroups:
 		g = uint32(d.groups[slot])
 	case len(d.ready[slot]) > 0:
 		g = d.ready[slot][len(d.ready[slot])-1]
 	default:
-		return fmt.Errorf("%w: all %d are taken by ranges longer than /24 in distinct /24s", ErrTooManyGroups, p.dirGroups())
+		return fmt.Errorf("%w: all %d are taken by ranges longer than /24 in distinct /24s", ErrTooManyGroups, dirGroups)
 	}
 	entries := make([]uint32, 256)
 	for j := range entries {
@@ -444,7 +443,7 @@ func (p *Program) newGroup(slot, x, c, off, cnt, v uint32) error {
 	if err := p.dirStore(slot, x, dirGroup|g|c&dirQuarantine); err != nil {
 		return err
 	}
-	if d.groups[slot] < p.dirGroups() {
+	if d.groups[slot] < dirGroups {
 		d.groups[slot]++
 	} else {
 		d.ready[slot] = d.ready[slot][:len(d.ready[slot])-1]
@@ -456,9 +455,9 @@ func (p *Program) newGroup(slot, x, c, off, cnt, v uint32) error {
 // the kernel waits for an RCU grace period on every map-in-map update, and putting the
 // live config back in its own place is one that changes nothing else.
 func (p *Program) synchronize() error {
-	var cm *ebpf.Map
-	if err := p.objs.Policy.Lookup(uint32(0), &cm); err != nil {
-		return fmt.Errorf("reading the live config: %w", err)
+	cm, err := p.liveConfig()
+	if err != nil {
+		return err
 	}
 	defer cm.Close()
 	if err := p.objs.Policy.Put(uint32(0), cm); err != nil {

@@ -19,7 +19,7 @@ func TestRuntimeGroupsComeBack(t *testing.T) {
 	if err := p.Apply(live); err != nil {
 		t.Fatal(err)
 	}
-	for i := range p.dirGroups() + 1 {
+	for i := range dirGroups + 1 {
 		a := [4]byte{10, byte(i >> 8), byte(i), 7}
 		e := model.TableEntry{Entry: model.Entry{Prefix: netip.PrefixFrom(netip.AddrFrom4(a), 32), Rule: 2, Verdict: model.Pass}}
 		next := cloneTables(live)
@@ -27,7 +27,7 @@ func TestRuntimeGroupsComeBack(t *testing.T) {
 		if err := p.UpdateEntry(next, e, true); err != nil {
 			t.Fatalf("unblock %d (%s), with no other runtime entry in the tables: %v", i, e.Prefix, err)
 		}
-		if i%4096 == 0 || i == p.dirGroups() { // and once a freed group is reused
+		if i%4096 == 0 || i == dirGroups { // and once a freed group is reused
 			for _, a := range []netip.Addr{e.Prefix.Addr(), e.Prefix.Addr().Next(), e.Prefix.Addr().Prev()} {
 				compareWithModel(t, p, next, buildFrame(t, frameSpec{src: a, dst: dst4, sport: 1, dport: 25, syn: true}))
 			}

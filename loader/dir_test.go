@@ -144,12 +144,12 @@ func TestDIRGroupsRunOut(t *testing.T) {
 		}
 	}
 	bad := &model.Tables{DefaultVerdict: model.Pass, Governed: []uint16{25}, RuleNames: []string{"default", "r"}}
-	for i := range p.dirGroups() + 1 {
+	for i := range dirGroups + 1 {
 		a := uint32(100)<<24 + 64<<16 + uint32(i)<<8 + 7
 		bad.Ranges = append(bad.Ranges, model.Entry{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), 32), Rule: 1, Verdict: model.Pass})
 	}
 	if err := p.Apply(bad); !errors.Is(err, ErrTooManyGroups) {
-		t.Fatalf("apply with %d grouped /24s: %v, want ErrTooManyGroups", p.dirGroups()+1, err)
+		t.Fatalf("apply with %d grouped /24s: %v, want ErrTooManyGroups", dirGroups+1, err)
 	}
 	compareWithModel(t, p, good, buildFrame(t, frameSpec{src: addr("100.64.0.7"), dst: dst4, sport: 1, dport: 25, syn: true}))
 	// The failed Apply had begun on the idle slot: there is nothing to roll back to.

@@ -104,9 +104,9 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 // the config before or after, with or without the flag. A flag set stays until the
 // next Apply (a lookup that finds nothing costs a lookup, never a wrong verdict).
 func (p *Program) flagLiveConfig(flag uint8) error {
-	var cm *ebpf.Map
-	if err := p.objs.Policy.Lookup(uint32(0), &cm); err != nil {
-		return fmt.Errorf("reading the live config: %w", err)
+	cm, err := p.liveConfig()
+	if err != nil {
+		return err
 	}
 	defer cm.Close()
 	var cfg bpf.PortcullisPcConfig

@@ -19,73 +19,6 @@ import (
 	"github.com/portcullis/portcullis/policy"
 )
 
-// ispTables is an ISP's policy of about n source prefixes: a few hundred dynamic pools
-// (/12-/20 in 100.64.0.0/10, dropped) and customer entries inside them (/24s and /32s,
-// passed), with a quarter as many IPv6 entries (/32-/48 pools in 2001:db8::/32 and
-// /64 and /128 customers). Deterministic.
-func ispTables(n int) *model.Tables {
-	t := &model.Tables{DefaultVerdict: model.Pass, Governed: []uint16{25}, RuleNames: []string{"default", "pools", "customers"}}
-	seen := map[netip.Prefix]bool{}
-	add := func(p netip.Prefix, rule uint32, v model.Verdict) {
-		p = p.Masked()
-		if !seen[p] {
-			seen[p] = true
-			t.Ranges = append(t.Ranges, model.Entry{Prefix: p, Rule: rule, Verdict: v})
-		}
-	}
-	v4 := func(a uint32, bits int) netip.Prefix {
-		return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), bits)
-	}
-	const cgnat = uint32(100)<<24 | 64<<16 // 100.64.0.0/10
-	// The 4 /12s, then /16s and /20s: about min(300, n/2) pools.
-	pools := min(300, max(n/2, 1))
-	for i := range pools {
-		switch {
-		case i < 4:
-			add(v4(cgnat|uint32(i)<<20, 12), 1, model.Drop)
-		case i < 64:
-			add(v4(cgnat|uint32(i)<<16, 16), 1, model.Drop)
-		default:
-			add(v4(cgnat|uint32(i*37%1024)<<12, 20), 1, model.Drop)
-		}
-	}
-	x := uint32(2463534242) // xorshift: customers spread over the pools
-	next := func() uint32 { x ^= x << 13; x ^= x >> 17; x ^= x << 5; return x }
-	for len(t.Ranges) < n {
-		a := cgnat | next()&(1<<22-1)
-		if next()%10 == 0 {
-			add(v4(a, 24), 2, model.Pass)
-		} else {
-			add(v4(a, 32), 2, model.Pass)
-		}
-	}
-	n6 := max(n/4, 1)
-	for i := 0; i < n6; i++ {
-		b := netip.MustParseAddr("2001:db8::").As16()
-		switch {
-		case i < min(300, max(n6/2, 1)):
-			bits := 32 + 8*(i%3) // /32, /40, /48
-			if i == 0 {
-				bits = 32
-			} else {
-				b[4], b[5] = byte(i>>8), byte(i)
-			}
-			add(netip.PrefixFrom(netip.AddrFrom16(b), bits), 1, model.Drop)
-		default:
-			v := next()
-			b[4], b[5], b[6], b[7] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
-			if v%10 == 0 {
-				add(netip.PrefixFrom(netip.AddrFrom16(b), 64), 2, model.Pass)
-			} else {
-				w := next()
-				b[12], b[13], b[14], b[15] = byte(w>>24), byte(w>>16), byte(w>>8), byte(w)
-				add(netip.PrefixFrom(netip.AddrFrom16(b), 128), 2, model.Pass)
-			}
-		}
-	}
-	return t
-}
-
 // spray is an XDP program that gives each run's frame a random source (the low bits
 // of an IPv4 source under mask4 at offset 26, or of an IPv6 source's last word at
 // offset 34), then tail-calls whatever sits in slot 0 of its program array: the honest
@@ -122,7 +55,7 @@ func spray(tb testing.TB, v6 bool, base4, mask4 uint32) (*ebpf.Program, *ebpf.Ma
 		asm.Mov.Imm(asm.R0, 2).WithSymbol("pass"),
 		asm.Return(),
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL", Instructions: insns})
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL", Instructions: insns}) // as passFloor
 	if err != nil {
 		pa.Close()
 		tb.Fatal(err)
@@ -130,7 +63,7 @@ func spray(tb testing.TB, v6 bool, base4, mask4 uint32) (*ebpf.Program, *ebpf.Ma
 	return prog, pa
 }
 
-// BenchmarkLookupScale is the program's cost per packet by policy size (ispTables),
+// BenchmarkLookupScale is the program's cost per packet by policy size (testutil.ISPTables),
 // for a SYN to 25 from a dropped pool and for ordinary traffic, hot (the same source
 // every run) and cold (a new random source every run, through spray; spray's own
 // cost, measured by tail-calling a bare XDP_PASS, is subtracted). Each figure is the
@@ -140,15 +73,10 @@ func spray(tb testing.TB, v6 bool, base4, mask4 uint32) (*ebpf.Program, *ebpf.Ma
 //	go test -run '^$' -bench '^BenchmarkLookupScale$' -benchtime 1400000x ./loader/
 func BenchmarkLookupScale(b *testing.B) {
 	testutil.RequireRoot(b)
-	floor, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
-		Instructions: asm.Instructions{asm.LoadImm(asm.R0, 2, asm.DWord), asm.Return()}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer floor.Close()
+	floor := passFloor(b)
 	p := loadProgram(b)
 	for _, n := range []int{10, 1000, 10_000, 100_000, 1 << 20} {
-		t := ispTables(n)
+		t := testutil.ISPTables(n)
 		// Hot sources: the first addresses of a dropped pool that no customer entry
 		// exempts.
 		hot := func(base string) netip.Addr {
@@ -211,12 +139,7 @@ func BenchmarkLookupScale(b *testing.B) {
 					}
 					fs, ds = append(fs, f), append(ds, d)
 				}
-				slices.Sort(fs)
-				slices.Sort(ds)
-				f, d := fs[rounds/2], ds[rounds/2]
-				b.ReportMetric(float64(d.Nanoseconds()), "ns/pkt")
-				b.ReportMetric(float64(f.Nanoseconds()), "floor-ns/pkt")
-				b.ReportMetric(float64(d)/float64(f), "x-floor")
+				reportMedians(b, fs, ds)
 				b.ReportMetric(applyTook.Seconds(), "apply-s")
 			})
 		}
@@ -225,7 +148,7 @@ func BenchmarkLookupScale(b *testing.B) {
 
 // BenchmarkPolicyLoad is a large policy end to end, as the daemon takes it: parse the
 // YAML and its list files (cidrs_file), compile, Apply (write the idle slot, switch),
-// then Release the replaced policy. The policy is ispTables' mix, its pools and its
+// then Release the replaced policy. The policy is testutil.ISPTables' mix, its pools and its
 // customers each in a list file; "v4" keeps the IPv4 prefixes only. Each phase is
 // reported in seconds; the slot written is never the empty one (a policy is applied
 // before the timed loop).
@@ -235,7 +158,7 @@ func BenchmarkPolicyLoad(b *testing.B) {
 	testutil.RequireRoot(b)
 	for _, n := range []int{100_000, 1 << 20} {
 		for _, mix := range []string{"v4", "v4+v6"} { // smallest first: see peak-rss-MiB
-			t := ispTables(n)
+			t := testutil.ISPTables(n)
 			if mix == "v4" {
 				t.Ranges = slices.DeleteFunc(t.Ranges, func(e model.Entry) bool { return e.Prefix.Addr().Is6() })
 			}

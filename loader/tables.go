@@ -325,8 +325,8 @@ func (p *Program) Apply(t *model.Tables) error {
 	// as they are until Release or the next Apply.
 	var prev *ebpf.Map
 	if p.hasPolicy {
-		if err := p.objs.Policy.Lookup(uint32(0), &prev); err != nil {
-			return fmt.Errorf("reading the live config: %w", err)
+		if prev, err = p.liveConfig(); err != nil {
+			return err
 		}
 	}
 	// The switch: one update, after which new packets see only t.
@@ -347,6 +347,15 @@ func (p *Program) Apply(t *model.Tables) error {
 	p.labelsMu.Unlock()
 	p.slot, p.hasPolicy, p.tables, p.live = next, true, t, ids
 	return nil
+}
+
+// liveConfig returns the live policy's config map (for the caller to close).
+func (p *Program) liveConfig() (*ebpf.Map, error) {
+	var cm *ebpf.Map
+	if err := p.objs.Policy.Lookup(uint32(0), &cm); err != nil {
+		return nil, fmt.Errorf("reading the live config: %w", err)
+	}
+	return cm, nil
 }
 
 // previous is the policy an Apply replaced, kept for Rollback.

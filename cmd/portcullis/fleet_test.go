@@ -287,23 +287,23 @@ func (r *fleetRouter) etcdConnected(t *testing.T) (bool, error) {
 // mail sends one message from the ISP's dsl host to its MX on port.
 func (r *fleetRouter) mail(t *testing.T, port uint16) testenv.Outcome {
 	t.Helper()
-	h := r.top.Host("dsl")
-	got, err, _ := r.top.Send(h, h.V4, port, 2*time.Second)
-	if got == testenv.Failed {
-		t.Fatalf("%s: dsl port %d: %v", r.name, port, err)
+	got, err := r.mailSettling(t, port)
+	if err != nil {
+		t.Fatalf("%s: dsl %v", r.name, err)
 	}
 	return got
 }
 
-// mailSettling is mail for an eventually loop while a block lands or lifts: a
-// session cut in the middle (the block landed during it) is one more try, not a
-// failure of the test.
+// mailSettling sends a message from the dsl subscriber through r on port and returns
+// the outcome, a failed session as an error: in an eventually loop while a block lands
+// or lifts that is one more try (the block landed during the session), where mail
+// fails the test on it.
 func (r *fleetRouter) mailSettling(t *testing.T, port uint16) (testenv.Outcome, error) {
 	t.Helper()
 	h := r.top.Host("dsl")
 	got, err, _ := r.top.Send(h, h.V4, port, 2*time.Second)
 	if got == testenv.Failed {
-		return got, fmt.Errorf("port %d: session cut mid-way (%v); trying again", port, err)
+		return got, fmt.Errorf("port %d: the session failed: %v", port, err)
 	}
 	return got, nil
 }
