@@ -467,8 +467,7 @@ func (p *Program) synchronize() error {
 }
 
 // markDirQuarantine marks the /24s that quarantine prefix q overlaps in slot, so that
-// their packets look in the quarantine trie. Marks stay when the entry goes: a lookup
-// that finds nothing costs a trie lookup, never a wrong verdict.
+// their packets look in the quarantine trie (unmarkDirQuarantine clears them again).
 func (p *Program) markDirQuarantine(slot uint32, q netip.Prefix) error {
 	first, n := span24(q)
 	cur, err := p.dirRead(slot, first, n)
@@ -478,6 +477,38 @@ func (p *Program) markDirQuarantine(slot uint32, q netip.Prefix) error {
 	for i, c := range cur {
 		if c&dirQuarantine == 0 {
 			if err := p.dirStore(slot, first+uint32(i), c|dirQuarantine); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// unmarkDirQuarantine clears the marks of the /24s that quarantine prefix q overlapped
+// in slot (its entry already gone from the trie) that no quarantine of remaining (the
+// policy's quarantines after q's removal; the IPv4 ones that apply on every interface
+// keep marks) overlaps, so that their packets skip the quarantine trie again. A packet
+// that read a mark just before it is cleared looks in the trie and finds nothing
+// there that it would not find after.
+func (p *Program) unmarkDirQuarantine(slot uint32, q netip.Prefix, remaining []model.Entry) error {
+	first, n := span24(q)
+	keep := make([]uint64, (n+63)/64)
+	for _, r := range remaining {
+		if r.Interfaces != nil || !r.Prefix.Addr().Is4() || !r.Prefix.Overlaps(q) {
+			continue
+		}
+		f, m := span24(r.Prefix)
+		for i := max(f, first); i < min(f+m, first+n); i++ {
+			keep[(i-first)/64] |= 1 << ((i - first) % 64)
+		}
+	}
+	cur, err := p.dirRead(slot, first, n)
+	if err != nil {
+		return err
+	}
+	for i, c := range cur {
+		if c&dirQuarantine != 0 && keep[i/64]&(1<<(i%64)) == 0 {
+			if err := p.dirStore(slot, first+uint32(i), c&^dirQuarantine); err != nil {
 				return err
 			}
 		}

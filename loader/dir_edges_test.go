@@ -260,3 +260,69 @@ func TestDIRScopedRuntime(t *testing.T) {
 		check(live, probe...)
 	}
 }
+
+// A runtime quarantine's /24 marks (IPv4) and the config's IPv6 quarantine flag go
+// when the last quarantine that needs them goes, and stay while another one (of the
+// policy, or another runtime entry) overlaps; the verdicts match the model at every
+// step.
+func TestQuarantineMarksCleared(t *testing.T) {
+	p := loadProgram(t)
+	now := time.Now()
+	live := &model.Tables{DefaultVerdict: model.Pass, Governed: []uint16{25},
+		RuleNames:   []string{"default", "q", "r"},
+		Ranges:      []model.Entry{{Prefix: pfx("10.0.0.0/8"), Rule: 2, Verdict: model.Pass}},
+		Quarantines: []model.Entry{{Prefix: pfx("10.1.0.0/16"), Rule: 1, Verdict: model.Drop}},
+	}
+	if err := p.Apply(live); err != nil {
+		t.Fatal(err)
+	}
+	marked := func(a string) bool {
+		t.Helper()
+		b := addr(a).As4()
+		w, err := p.dirRead(p.slot, uint32(b[0])<<16|uint32(b[1])<<8|uint32(b[2]), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w[0]&dirQuarantine != 0
+	}
+	want := func(marks map[string]bool, q6 bool) {
+		t.Helper()
+		for a, m := range marks {
+			if got := marked(a); got != m {
+				t.Errorf("%s: marked %v, want %v", a, got, m)
+			}
+		}
+		if got := readConfig(t, p).Flags&cfgQuarantine6 != 0; got != q6 {
+			t.Errorf("IPv6 quarantine flag %v, want %v", got, q6)
+		}
+		pr := []netip.Prefix{pfx("10.1.5.0/24"), pfx("10.2.0.0/22"), pfx("10.2.3.0/24"), pfx("10.3.0.0/24")}
+		probeBoth(t, p, live, probes(rand.New(rand.NewPCG(1, 2)), pr))
+		for _, a := range []string{"2001:db8::1", "2001:db8:1::1"} {
+			compareWithModel(t, p, live, buildFrame(t, frameSpec{src: addr(a), dst: dst6, sport: 1, dport: 25, syn: true}))
+		}
+	}
+	q := func(prefix string) model.TableEntry {
+		return model.TableEntry{Entry: model.Entry{Prefix: pfx(prefix), Rule: 1, Verdict: model.Drop, Expires: now.Add(time.Hour)}, Quarantine: true}
+	}
+	want(map[string]bool{"10.1.5.0": true, "10.2.3.0": false, "10.3.0.0": false}, false)
+	live = step(t, p, live, q("10.2.3.0/24"), true)
+	live = step(t, p, live, q("10.2.0.0/22"), true)
+	live = step(t, p, live, q("10.1.5.0/24"), true)
+	live = step(t, p, live, q("2001:db8::/48"), true)
+	want(map[string]bool{"10.1.5.0": true, "10.2.0.0": true, "10.2.3.0": true}, true)
+	live = step(t, p, live, q("10.2.3.0/24"), false) // 10.2.0.0/22 still covers it
+	live = step(t, p, live, q("10.1.5.0/24"), false) // the policy's /16 still covers it
+	want(map[string]bool{"10.1.5.0": true, "10.2.0.0": true, "10.2.3.0": true}, true)
+	live = step(t, p, live, q("10.2.0.0/22"), false)
+	live = step(t, p, live, q("2001:db8::/48"), false)
+	want(map[string]bool{"10.1.5.0": true, "10.1.255.0": true, "10.2.0.0": false, "10.2.3.0": false}, false)
+
+	// A policy IPv6 quarantine keeps the flag when a runtime one goes.
+	live.Quarantines = append(live.Quarantines, model.Entry{Prefix: pfx("2001:db8:1::/48"), Rule: 1, Verdict: model.Drop})
+	if err := p.Apply(live); err != nil {
+		t.Fatal(err)
+	}
+	live = step(t, p, live, q("2001:db8::/48"), true)
+	live = step(t, p, live, q("2001:db8::/48"), false)
+	want(map[string]bool{"10.1.5.0": true, "10.2.3.0": false}, true)
+}

@@ -64,14 +64,23 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 			return err
 		}
 		// The entry first, then the mark that sends the /24's packets to it (the
-		// config's flag for IPv6: the first IPv6 quarantine of the policy).
-		if table == tQuarantine4 && add {
+		// config's flag for IPv6: the first IPv6 quarantine of the policy); on
+		// removal the entry first, then the marks (the flag) no other quarantine
+		// needs.
+		switch {
+		case table == tQuarantine4 && add:
 			if err := p.markDirQuarantine(p.slot, e.Prefix); err != nil {
 				return err
 			}
-		}
-		if table == tQuarantine6 && add {
-			if err := p.flagLiveConfig(cfgQuarantine6); err != nil {
+		case table == tQuarantine4:
+			if err := p.unmarkDirQuarantine(p.slot, e.Prefix, next.Quarantines); err != nil {
+				return err
+			}
+		case table == tQuarantine6:
+			need := add || slices.ContainsFunc(next.Quarantines, func(q model.Entry) bool {
+				return q.Interfaces == nil && !q.Prefix.Addr().Is4()
+			})
+			if err := p.flagLiveConfig(cfgQuarantine6, need); err != nil {
 				return err
 			}
 		}
@@ -99,11 +108,10 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 	return nil
 }
 
-// flagLiveConfig sets flag in the live config, in place: the config map's value is
-// written whole, but every byte but the flags' is written as it is, so a packet reads
-// the config before or after, with or without the flag. A flag set stays until the
-// next Apply (a lookup that finds nothing costs a lookup, never a wrong verdict).
-func (p *Program) flagLiveConfig(flag uint8) error {
+// flagLiveConfig sets flag in the live config (clears it when !on), in place: the
+// config map's value is written whole, but every byte but the flags' is written as it
+// is, so a packet reads the config before or after, with or without the flag.
+func (p *Program) flagLiveConfig(flag uint8, on bool) error {
 	cm, err := p.liveConfig()
 	if err != nil {
 		return err
@@ -113,10 +121,10 @@ func (p *Program) flagLiveConfig(flag uint8) error {
 	if err := cm.Lookup(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("reading the live config: %w", err)
 	}
-	if cfg.Flags&flag != 0 {
+	if (cfg.Flags&flag != 0) == on {
 		return nil
 	}
-	cfg.Flags |= flag
+	cfg.Flags ^= flag
 	if err := cm.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("writing the live config: %w", err)
 	}
