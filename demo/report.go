@@ -134,19 +134,30 @@ func printCounters(w io.Writer, prog *loader.Program, c *policy.Compiled, title 
 	return nil
 }
 
-// offenderTable lists offenders by source with the rule that judged each one's last
-// attempt. Offender.Rule is a stable counter id (the loader's numbering of labels),
+// offenderTable lists offenders by source with where their last attempt came from at
+// layer 2 (MAC, VLAN ids outer.inner, PPPoE session; "-" for none) and the rule that
+// judged it. Offender.Rule is a stable counter id (the loader's numbering of labels),
 // not a rule id of the compiled policy: the rule is named by its label.
 func offenderTable(offs []loader.Offender) table {
 	slices.SortFunc(offs, func(a, b loader.Offender) int { return a.Source.Compare(b.Source) })
-	t := table{align: "lrllr"}
-	t.add("source", "packets", "rule", "last outcome", "port")
+	t := table{align: "lrlllllr"}
+	t.add("source", "packets", "mac", "vlan", "pppoe", "rule", "last outcome", "port")
 	for _, o := range offs {
 		_, name := loader.SplitLabel(o.Label)
 		if o.Label == "" {
 			name = fmt.Sprintf("(counter id %d)", o.Rule)
 		}
-		t.add(o.Source.String(), fmt.Sprint(o.Count), name, o.Outcome.String(), fmt.Sprint(o.Port))
+		mac, vlan, pppoe := "-", "-", "-"
+		if o.MAC != nil {
+			mac = o.MAC.String()
+		}
+		if v := o.VLAN(); v != "" {
+			vlan = v
+		}
+		if o.PPPoESession != 0 {
+			pppoe = fmt.Sprint(o.PPPoESession)
+		}
+		t.add(o.Source.String(), fmt.Sprint(o.Count), mac, vlan, pppoe, name, o.Outcome.String(), fmt.Sprint(o.Port))
 	}
 	if len(offs) == 0 {
 		t.add("(none)")
