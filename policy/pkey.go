@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"slices"
+	"sync"
 )
 
 // pkey is a prefix as plain integers, ordered as model.ComparePrefix orders prefixes
@@ -104,6 +105,34 @@ func sortByKey[T any](xs []T, key func(*T) pkey) {
 		}
 	}
 	if sorted {
+		return
+	}
+	// Both families: IPv4 first (as the order has it), stably, then each part sorted
+	// on its own, the two at once. A mixed slice pays a pass for every digit either
+	// family varies in, for every key (IPv4's zero upper words differ from IPv6's);
+	// apart, IPv4 costs its length and address digits only, and IPv6 skips the digits
+	// its prefixes share (an ISP's /32).
+	n4 := 0
+	for i := range xs {
+		if key(&xs[i]).fb>>8 == 0 {
+			n4++
+		}
+	}
+	if n4 > 0 && n4 < len(xs) {
+		parts := make([]T, len(xs))
+		a, b := 0, n4
+		for i := range xs {
+			if key(&xs[i]).fb>>8 == 0 {
+				parts[a], a = xs[i], a+1
+			} else {
+				parts[b], b = xs[i], b+1
+			}
+		}
+		copy(xs, parts)
+		var wg sync.WaitGroup
+		wg.Go(func() { sortByKey(xs[:n4], key) })
+		sortByKey(xs[n4:], key)
+		wg.Wait()
 		return
 	}
 	// One pass counts every digit; a digit whose count is all in one bucket is skipped.

@@ -48,3 +48,28 @@ func TestSortByKey(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSortByKeyMixed sorts an ISP mix's keys in random order: a million IPv4
+// prefixes and a quarter as many IPv6 ones in one 2001:db8::/32.
+//
+//	go test -run '^$' -bench SortByKeyMixed ./policy/
+func BenchmarkSortByKeyMixed(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 6))
+	keys := make([]pkey, 0, 1<<20+1<<18)
+	for range 1 << 20 {
+		keys = append(keys, keyOf(netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + r.IntN(64)), byte(r.IntN(256)), byte(r.IntN(256))}), 32)))
+	}
+	for range 1 << 18 {
+		a := [16]byte{0x20, 0x01, 0x0d, 0xb8}
+		for i := 4; i < 16; i++ {
+			a[i] = byte(r.IntN(256))
+		}
+		keys = append(keys, keyOf(netip.PrefixFrom(netip.AddrFrom16(a), 128)))
+	}
+	r.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+	xs := make([]pkey, len(keys))
+	for b.Loop() {
+		copy(xs, keys)
+		sortByKey(xs, func(k *pkey) pkey { return *k })
+	}
+}
