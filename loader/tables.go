@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -285,11 +286,18 @@ func (p *Program) Apply(t *model.Tables) error {
 	if limit := int(p.spec.Maps[bpf.PortcullisMapPrefixes].InnerMap.MaxEntries); len(keys) > limit {
 		return fmt.Errorf("%w: %d IPv6 ranges, quarantines, relays and scoped entries; the data plane holds %d (PC_MAX_PREFIXES)", ErrTooManyPrefixes, len(keys), limit)
 	}
-	if err := p.writeSlot(next, keys, vals); err != nil {
-		return err
+	// The trie (its entries go in through the kernel) and the DIR-24-8 table (painted
+	// here, written through mmap) at once: neither reads the other's state.
+	var trieErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { trieErr = p.writeSlot(next, keys, vals) })
+	dirErr := p.writeDir(next, r4, q4)
+	wg.Wait()
+	if trieErr != nil {
+		return trieErr
 	}
-	if err := p.writeDir(next, r4, q4); err != nil {
-		return err
+	if dirErr != nil {
+		return dirErr
 	}
 	if err := p.writeScopes(next, plan.Groups); err != nil {
 		return err
