@@ -57,9 +57,16 @@
 #define PC_MAX_PREFIXES (1 << 24)
 #endif
 
-/* Longest L2 prefix we parse: Ethernet 14 + two VLAN tags 8 + PPPoE 6 + PPP 2 = 30
- * (a compressed 1-byte PPP protocol makes it 29). */
-#define PC_MAX_L2 30
+/* VLAN tags (802.1Q, 802.1ad, in any order) walked before the IP or PPPoE header.
+ * Linux strips any number of priority tags (VLAN id 0) and routes what is behind them
+ * (__netif_receive_skb_core), so a frame still tagged after these many is dropped:
+ * no access network stacks that many, and a subscriber must not get round the policy
+ * with one tag more than the parse reads. */
+#define PC_MAX_VLAN_TAGS 8
+
+/* Longest L2 prefix we parse: Ethernet 14 + PC_MAX_VLAN_TAGS tags 32 + PPPoE 6 +
+ * PPP 2 = 54 (a compressed 1-byte PPP protocol makes it 53). */
+#define PC_MAX_L2 (14 + 4 * PC_MAX_VLAN_TAGS + 6 + 2)
 
 /* Ports one relay may list (a relay without a list relays every governed port). */
 #define PC_RELAY_PORTS 8

@@ -115,7 +115,7 @@ struct {
 /* enum pc_reason -> packets, bytes (per CPU) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PC_R_MAX);
+	__uint(max_entries, PC_R_SLOTS);
 	__type(key, __u32);
 	__type(value, struct pc_counter);
 } reasons SEC(".maps");

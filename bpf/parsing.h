@@ -105,6 +105,7 @@ enum pc_parse {
 	PC_P_FRAGMENT,  /* non-first fragment: no ports, pass */
 	PC_P_EVASION,   /* transport header out of reach (IPv6 chain longer than PC_MAX_EXT_HDRS,
 			 * or a first fragment that ends before the ports): judge on source */
+	PC_P_TOO_MANY_TAGS, /* still VLAN-tagged after PC_MAX_VLAN_TAGS tags: drop */
 };
 
 struct pc_cursor {
@@ -126,7 +127,7 @@ struct pc_pkt {
 	__u8 ports_only; /* first fragment too short for a full TCP header */
 	__u16 l3_proto;  /* ethertype of the IP header at l3_off (host order) */
 	__u8 vj;         /* PPP VJ-uncompressed: IPv4 whose protocol byte is a VJ slot */
-	__u8 pad;
+	__u8 group_mac;  /* a group (broadcast, multicast) Ethernet source or destination */
 	__u8 saddr[16];  /* IPv4 uses the first 4 bytes, the rest stay zero */
 	__u8 daddr[16];
 	/* Who sent it at layer 2, for the offender record (zero when absent). */
@@ -321,8 +322,14 @@ static __always_inline int parse_ppp(struct pc_cursor *c, struct pc_pkt *p, __be
 	return PC_P_NOT_TCP;
 }
 
-/* Ethernet, then up to two VLAN tags (802.1Q or 802.1ad, in any order), then an
- * optional PPPoE session header and its PPP protocol (parse_ppp). A third tag, PPPoE
+static __always_inline int vlan_tpid(__be16 proto)
+{
+	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
+}
+
+/* Ethernet, then up to PC_MAX_VLAN_TAGS VLAN tags (802.1Q or 802.1ad, in any order;
+ * the offender record keeps the first two ids), then an optional PPPoE session header
+ * and its PPP protocol (parse_ppp). More tags than that: PC_P_TOO_MANY_TAGS. PPPoE
  * discovery, other PPP protocols and unknown ethertypes are not ours: pass.
  * Fills p->l3_off and p->l3_proto and returns PC_P_CONTINUE for IPv4/IPv6. */
 static __always_inline int parse_l2(struct pc_cursor *c, struct pc_pkt *p)
@@ -334,21 +341,25 @@ static __always_inline int parse_l2(struct pc_cursor *c, struct pc_pkt *p)
 		return PC_P_MALFORMED;
 	__be16 proto = eth->proto;
 	__builtin_memcpy(p->smac, eth->src, ETH_ALEN);
+	p->group_mac = (eth->src[0] | eth->dst[0]) & 1;
 	c->pos = eth + 1;
 
 #pragma unroll
-	for (int i = 0; i < 2; i++) {
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+	for (int i = 0; i < PC_MAX_VLAN_TAGS; i++) {
+		if (!vlan_tpid(proto))
 			break;
 		struct pc_vlanhdr *vh = c->pos;
 
 		if ((void *)(vh + 1) > c->end)
 			return PC_P_MALFORMED;
 		proto = vh->proto;
-		p->vlan[i] = bpf_ntohs(vh->tci) & 0x0fff;
+		if (i < 2)
+			p->vlan[i] = bpf_ntohs(vh->tci) & 0x0fff;
 		c->pos = vh + 1;
 		off += sizeof(*vh);
 	}
+	if (vlan_tpid(proto))
+		return PC_P_TOO_MANY_TAGS;
 
 	if (proto == bpf_htons(ETH_P_PPP_SES)) {
 		struct pc_pppoehdr *ph = c->pos;

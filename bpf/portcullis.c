@@ -5,7 +5,9 @@
  * Read top to bottom as the packet path: parse -> governed port? -> relay? ->
  * quarantine -> ranges -> default (scoped entries of the ingress interface first) -> act (pass / drop / reset / monitor) -> one exit that counts.
  * Anything we cannot positively identify as TCP to a governed port passes untouched,
- * with one exception (an IPv6 chain too long to reach TCP, from a blocking source). */
+ * with two exceptions: TCP out of reach (an IPv6 chain too long, a first fragment
+ * without ports) from a blocking source, and a frame with more VLAN tags than we
+ * read. */
 
 #include "headers/kernel.h"
 #include "headers/bpf/bpf_helpers.h"
@@ -461,6 +463,11 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 	case PC_P_MALFORMED:
 		res.path = PC_R_MALFORMED;
 		goto out;
+	case PC_P_TOO_MANY_TAGS:
+		/* Nothing behind the tags was read, so no source to judge by: dropped. */
+		res.path = PC_R_TOO_MANY_TAGS;
+		action = XDP_DROP;
+		goto out;
 	default:
 		res.path = PC_R_NOT_TCP;
 		goto out;
@@ -507,11 +514,13 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 		break;
 	case PC_RESET:
 		/* Only a bare SYN in a whole segment gets an RST; other segments, fragments,
-		 * PPP VJ frames and SYNs over the RST budget are dropped. */
+		 * PPP VJ frames, frames to or from a group MAC (the RST would go to every
+		 * host of the segment; Linux routes no frame sent to one) and SYNs over the
+		 * RST budget are dropped. */
 		res.outcome = PC_OUT_DROP;
 		action = XDP_DROP;
 		if ((p.tcp_flags & (PC_TCP_SYN | PC_TCP_ACK | PC_TCP_RST)) != PC_TCP_SYN ||
-		    p.fragment || p.vj)
+		    p.fragment || p.vj || p.group_mac)
 			break;
 		if (!probe && !rst_allowed(cfg, boot_ns(&now))) {
 			res.flags |= 1 << PC_R_RATE_LIMITED;

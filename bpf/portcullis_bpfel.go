@@ -160,11 +160,12 @@ const (
 	PortcullisPcReasonPC_R_NOT_GOVERNED        PortcullisPcReason = 4
 	PortcullisPcReasonPC_R_JUDGED              PortcullisPcReason = 5
 	PortcullisPcReasonPC_R_EVASION             PortcullisPcReason = 6
-	PortcullisPcReasonPC_R_QUARANTINE          PortcullisPcReason = 7
-	PortcullisPcReasonPC_R_RST_SENT            PortcullisPcReason = 8
-	PortcullisPcReasonPC_R_RATE_LIMITED        PortcullisPcReason = 9
-	PortcullisPcReasonPC_R_UNPARSEABLE_BLOCKED PortcullisPcReason = 10
-	PortcullisPcReasonPC_R_MAX                 PortcullisPcReason = 11
+	PortcullisPcReasonPC_R_TOO_MANY_TAGS       PortcullisPcReason = 7
+	PortcullisPcReasonPC_R_QUARANTINE          PortcullisPcReason = 8
+	PortcullisPcReasonPC_R_RST_SENT            PortcullisPcReason = 9
+	PortcullisPcReasonPC_R_RATE_LIMITED        PortcullisPcReason = 10
+	PortcullisPcReasonPC_R_UNPARSEABLE_BLOCKED PortcullisPcReason = 11
+	PortcullisPcReasonPC_R_MAX                 PortcullisPcReason = 12
 )
 
 type PortcullisPcRelayFlag uint32

@@ -43,12 +43,18 @@ enum pc_reason {
 	PC_R_JUDGED = 5,      /* went through the address lookup */
 	PC_R_EVASION = 6,     /* TCP out of reach (IPv6 chain too long, or a first fragment
 			       * that ends before the ports); source looked up */
-	PC_R_QUARANTINE = 7,  /* flag: decided by a quarantine entry */
-	PC_R_RST_SENT = 8,    /* flag: RST+ACK sent */
-	PC_R_RATE_LIMITED = 9,/* flag: RST wanted but over budget: dropped */
-	PC_R_UNPARSEABLE_BLOCKED = 10, /* flag: evasion packet from a blocking source: dropped */
+	PC_R_TOO_MANY_TAGS = 7, /* still VLAN-tagged after PC_MAX_VLAN_TAGS tags: dropped */
+	PC_R_QUARANTINE = 8,  /* flag: decided by a quarantine entry */
+	PC_R_RST_SENT = 9,    /* flag: RST+ACK sent */
+	PC_R_RATE_LIMITED = 10,/* flag: RST wanted but over budget: dropped */
+	PC_R_UNPARSEABLE_BLOCKED = 11, /* flag: evasion packet from a blocking source: dropped */
 	PC_R_MAX,
 };
+
+/* Entries of the reasons map: room for reasons to come, so that adding one does not
+ * make the pinned map another version's. */
+#define PC_R_SLOTS 32
+_Static_assert(PC_R_MAX <= PC_R_SLOTS, "the reasons map holds every reason");
 
 /* pc_config.flags: the tables a policy uses beyond its ranges and IPv4 quarantines. A
  * policy without relays, scopes or IPv6 quarantines pays nothing for them: the program

@@ -34,7 +34,7 @@ var (
 		"Bytes of packets to governed ports judged, by deciding policy entry, outcome and family.",
 		[]string{"kind", "entry", "outcome", "family"}, nil)
 	descReasons = prometheus.NewDesc("portcullis_reason_packets_total",
-		"Packets seen by the XDP program, by path (every packet counts once in not_tcp, malformed, fragment, not_governed, judged, evasion or no_policy) and flag (quarantine, rst_sent, rate_limited, unparseable_blocked).",
+		"Packets seen by the XDP program, by path (every packet counts once in not_tcp, malformed, fragment, not_governed, judged, evasion, too_many_tags or no_policy) and flag (quarantine, rst_sent, rate_limited, unparseable_blocked).",
 		[]string{"reason"}, nil)
 	descRSTSent = prometheus.NewDesc("portcullis_rst_sent_total",
 		"TCP RSTs sent in answer to SYNs from reset ranges.", nil, nil)

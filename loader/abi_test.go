@@ -33,6 +33,7 @@ func TestConstantsMatchC(t *testing.T) {
 		{"not_governed", uint32(model.ReasonNotGoverned), uint32(bpf.PortcullisPcReasonPC_R_NOT_GOVERNED)},
 		{"judged", uint32(model.ReasonJudged), uint32(bpf.PortcullisPcReasonPC_R_JUDGED)},
 		{"evasion", uint32(model.ReasonEvasion), uint32(bpf.PortcullisPcReasonPC_R_EVASION)},
+		{"too_many_tags", uint32(model.ReasonTooManyTags), uint32(bpf.PortcullisPcReasonPC_R_TOO_MANY_TAGS)},
 		{"quarantine", uint32(model.ReasonQuarantine), uint32(bpf.PortcullisPcReasonPC_R_QUARANTINE)},
 		{"rst_sent", uint32(model.ReasonRSTSent), uint32(bpf.PortcullisPcReasonPC_R_RST_SENT)},
 		{"rate_limited", uint32(model.ReasonRateLimited), uint32(bpf.PortcullisPcReasonPC_R_RATE_LIMITED)},

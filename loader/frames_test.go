@@ -27,10 +27,13 @@ const (
 	encVLANPPPoEPFC // the same behind a VLAN tag
 	encRawIP        // no link layer: the frame starts at the IP header (tun, ppp, WireGuard)
 	encQinQPPPoE    // PPPoE behind two VLAN tags (802.1ad outer, 802.1Q inner), as on a BNG
+	encPrioTags     // three priority tags (VLAN id 0; Linux strips any number of them)
+	encMaxTagsPPPoE // PPPoE behind model.MaxVLANTags tags: a VLAN, then priority tags (the longest L2 parsed)
 	numEncaps
 )
 
-var encapNames = [...]string{"plain", "802.1Q", "QinQ", "PPPoE", "VLAN+PPPoE", "PPPoE-PFC", "VLAN+PPPoE-PFC", "raw-IP", "QinQ+PPPoE"}
+var encapNames = [...]string{"plain", "802.1Q", "QinQ", "PPPoE", "VLAN+PPPoE", "PPPoE-PFC", "VLAN+PPPoE-PFC", "raw-IP", "QinQ+PPPoE",
+	"3-priority-tags", "8-tags+PPPoE"}
 
 // link is the kind of interface a frame of this encapsulation arrives on.
 func (e encap) link() model.Link {
@@ -41,7 +44,31 @@ func (e encap) link() model.Link {
 }
 
 func (e encap) pppoe() bool {
-	return e == encPPPoE || e == encVLANPPPoE || e == encPPPoEPFC || e == encVLANPPPoEPFC || e == encQinQPPPoE
+	return e == encPPPoE || e == encVLANPPPoE || e == encPPPoEPFC || e == encVLANPPPoEPFC || e == encQinQPPPoE || e == encMaxTagsPPPoE
+}
+
+// tags returns n VLAN tags in front of next: the first with VLAN id first (0: a
+// priority tag), the others priority tags, their TPIDs alternating 802.1ad and 802.1Q.
+func tags(eth *layers.Ethernet, n int, first uint16, next layers.EthernetType) []gopacket.SerializableLayer {
+	tpid := func(i int) layers.EthernetType {
+		if i%2 == 0 {
+			return layers.EthernetTypeQinQ
+		}
+		return layers.EthernetTypeDot1Q
+	}
+	eth.EthernetType = tpid(0)
+	out := []gopacket.SerializableLayer{eth}
+	for i := range n {
+		t := &layers.Dot1Q{Type: next}
+		if i == 0 {
+			t.VLANIdentifier = first
+		}
+		if i+1 < n {
+			t.Type = tpid(i + 1)
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 func (e encap) String() string { return encapNames[e] }
@@ -111,6 +138,10 @@ func l2Layers(enc encap, v6 bool) []gopacket.SerializableLayer {
 		return append([]gopacket.SerializableLayer{eth,
 			&layers.Dot1Q{VLANIdentifier: 200, Type: layers.EthernetTypeDot1Q},
 			&layers.Dot1Q{VLANIdentifier: 300, Type: layers.EthernetTypePPPoESession}}, pppoe...)
+	case encPrioTags:
+		return tags(eth, 3, 0, ipType)
+	case encMaxTagsPPPoE:
+		return append(tags(eth, model.MaxVLANTags, 100, layers.EthernetTypePPPoESession), pppoe...)
 	case encVLANPPPoE, encVLANPPPoEPFC:
 		eth.EthernetType = layers.EthernetTypeDot1Q
 		return append([]gopacket.SerializableLayer{eth,
@@ -221,6 +252,9 @@ func pppoeOffset(e encap) int {
 	}
 	if e == encQinQPPPoE {
 		return 22
+	}
+	if e == encMaxTagsPPPoE {
+		return 14 + 4*model.MaxVLANTags
 	}
 	return 14
 }

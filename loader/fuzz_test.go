@@ -35,6 +35,14 @@ func seedFrames(t testing.TB) [][]byte {
 		buildFrame(t, frameSpec{src: sources[7].v4, dst: dst4, udp: true, sport: 1, dport: 25}),
 		// An IPv4-mapped IPv6 source, judged as the IPv4 address it maps.
 		buildFrame(t, frameSpec{src: netip.AddrFrom16(sources[1].v4.As16()), dst: dst6, sport: 1, dport: 25, syn: true}),
+		// One tag more than the parse reads (dropped whatever it carries), and a reset
+		// range's SYN from a broadcast MAC (dropped, not answered).
+		withTags(buildFrame(t, frameSpec{src: sources[0].v4, dst: dst4, sport: 1, dport: 587, syn: true}), model.MaxVLANTags+1, 0),
+		func() []byte {
+			f := buildFrame(t, frameSpec{src: sources[1].v4, dst: dst4, sport: 1, dport: 25, syn: true})
+			copy(f[6:12], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+			return f
+		}(),
 		// PPP VJ-uncompressed TCP (0x002f, a VJ slot in the IPv4 protocol byte).
 		func() []byte {
 			f := setPPPProto(buildFrame(t, frameSpec{enc: encPPPoE, src: sources[0].v4, dst: dst4, sport: 1, dport: 25, syn: true}), 14, 0x002f)

@@ -49,6 +49,8 @@ func TestOffenderLayer2(t *testing.T) {
 		encPPPoEPFC:     {session: 0x1234, mac: subMAC},
 		encVLANPPPoEPFC: {outer: 100, session: 0x1234, mac: subMAC},
 		encQinQPPPoE:    {outer: 200, inner: 300, session: 0x1234, mac: subMAC},
+		encPrioTags:     {mac: subMAC},
+		encMaxTagsPPPoE: {outer: 100, session: 0x1234, mac: subMAC},
 		encRawIP:        {},
 	}
 	start := time.Now()

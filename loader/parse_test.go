@@ -150,7 +150,8 @@ func TestMalformed(t *testing.T) {
 }
 
 // Every truncation of every valid frame, byte by byte: the program agrees with the
-// model, and never blocks a packet the model did not judge.
+// model, and never blocks a packet the model did not judge (but for one with more VLAN
+// tags than the parse reads).
 func TestTruncations(t *testing.T) {
 	tables := testTables(time.Now())
 	p := applied(t, tables)
@@ -159,7 +160,7 @@ func TestTruncations(t *testing.T) {
 		for l := 14; l < len(full); l++ {
 			for _, link := range []model.Link{model.LinkEthernet, model.LinkRawIP} {
 				d, act := compareWithModelOn(t, link, p, tables, full[:l])
-				if act != model.ActionPass && !d.Judged {
+				if act != model.ActionPass && !d.Judged && d.Path != model.ReasonTooManyTags {
 					t.Fatalf("%v link, truncated to %d: %v without judgement", link, l, act)
 				}
 				n++
@@ -365,4 +366,104 @@ func mustHex(t testing.TB, s string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// withTags returns frame (an untagged Ethernet frame) with n VLAN tags after its MACs:
+// the first with VLAN id vid, the rest priority tags (id 0), 802.1Q and 802.1ad by
+// turns.
+func withTags(frame []byte, n int, vid uint16) []byte {
+	out := append([]byte{}, frame[:12]...)
+	for i := range n {
+		tpid, id := uint16(0x8100), uint16(0)
+		if i%2 == 1 {
+			tpid = 0x88a8
+		}
+		if i == 0 {
+			id = vid
+		}
+		out = binary.BigEndian.AppendUint16(out, tpid)
+		out = binary.BigEndian.AppendUint16(out, id)
+	}
+	return append(out, frame[12:]...)
+}
+
+// Linux strips any number of priority tags (VLAN id 0) and routes what is behind them
+// (__netif_receive_skb_core), so every tag up to model.MaxVLANTags is read, and a
+// frame still tagged after them is dropped, whatever it carries: one tag more than the
+// parse reads must not carry a blocked subscriber's SYN past the policy.
+func TestVLANTagStacks(t *testing.T) {
+	tables := testTables(time.Now())
+	p := applied(t, tables)
+	before, err := p.Reasons()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := 0
+	for _, n := range []int{3, 4, model.MaxVLANTags, model.MaxVLANTags + 1, 12} {
+		for _, vid := range []uint16{0, 100} {
+			for _, s := range sources {
+				for _, port := range []uint16{25, 587} {
+					for _, src := range []netip.Addr{s.v4, s.v6} {
+						dst := dst4
+						if src.Is6() {
+							dst = dst6
+						}
+						frame := withTags(buildFrame(t, frameSpec{src: src, dst: dst, sport: 40000, dport: port, syn: true, seq: 7}), n, vid)
+						d, act := compareWithModel(t, p, tables, frame)
+						want := expectAction(s.name, false, port)
+						if n > model.MaxVLANTags {
+							want = model.ActionDrop
+							dropped++
+							if d.Path != model.ReasonTooManyTags {
+								t.Errorf("%d tags, %s:%d: path %v, want too_many_tags", n, src, port, d.Path)
+							}
+						}
+						if act != want {
+							t.Errorf("%d tags (first id %d), %s %s:%d: %v, want %v", n, vid, s.name, src, port, act, want)
+						}
+					}
+				}
+			}
+		}
+	}
+	after, err := p.Reasons()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := after[model.ReasonTooManyTags].Packets - before[model.ReasonTooManyTags].Packets; got != uint64(dropped) {
+		t.Errorf("too_many_tags counted %d, want %d", got, dropped)
+	}
+}
+
+// A SYN from a reset range sent from or to a group MAC (broadcast, multicast) is
+// dropped, not answered: the RST would go to every host of the segment, and Linux
+// routes no frame sent to a group address. No RST token is spent on it.
+func TestGroupMACNoRST(t *testing.T) {
+	tables := testTables(time.Now())
+	p := applied(t, tables)
+	for name, set := range map[string]func([]byte){
+		"broadcast-source": func(f []byte) { copy(f[6:12], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) },
+		"multicast-source": func(f []byte) { f[6] |= 1 },
+		"multicast-dest":   func(f []byte) { copy(f[0:6], []byte{0x01, 0x00, 0x5e, 0, 0, 1}) },
+		"broadcast-dest":   func(f []byte) { copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) },
+	} {
+		for _, enc := range []encap{encPlain, encQinQPPPoE} {
+			for _, src := range []netip.Addr{resetSrc.v4, resetSrc.v6} {
+				dst := dst4
+				if src.Is6() {
+					dst = dst6
+				}
+				frame := buildFrame(t, frameSpec{enc: enc, src: src, dst: dst, sport: 40000, dport: 25, syn: true, seq: 7})
+				set(frame)
+				if d, act := compareWithModel(t, p, tables, frame); act != model.ActionDrop || d.Outcome != model.OutDrop {
+					t.Errorf("%s %v %s: %v (%v), want a drop", name, enc, src, act, d.Outcome)
+				}
+			}
+		}
+	}
+	// The same SYN from a unicast MAC is still answered.
+	frame := buildFrame(t, frameSpec{src: resetSrc.v4, dst: dst4, sport: 40000, dport: 25, syn: true, seq: 7})
+	if _, act := compareWithModel(t, p, tables, frame); act != model.ActionTX {
+		t.Errorf("unicast: %v, want an RST", act)
+	}
 }

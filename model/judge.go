@@ -55,6 +55,9 @@ func (t *Tables) JudgeAt(in Ingress, frame []byte, now time.Time, rstBudget bool
 			return d
 		}
 	case ReasonEvasion:
+	case ReasonTooManyTags:
+		d.Action = ActionDrop
+		return d
 	default:
 		return d
 	}
@@ -90,7 +93,7 @@ func (t *Tables) JudgeAt(in Ingress, frame []byte, now time.Time, rstBudget bool
 		d.Outcome, d.Action, d.Offender = OutDrop, ActionDrop, true
 	case Reset:
 		d.Outcome, d.Action, d.Offender = OutDrop, ActionDrop, true
-		if p.Flags&(tcpSYN|tcpACK|tcpRST) != tcpSYN || p.Fragment || p.VJ {
+		if p.Flags&(tcpSYN|tcpACK|tcpRST) != tcpSYN || p.Fragment || p.VJ || p.GroupMAC {
 			break
 		}
 		if !rstBudget {

@@ -67,7 +67,7 @@ func (f Family) String() string {
 }
 
 // Reason is a reason counter (enum pc_reason). Every packet counts in one path reason
-// (NoPolicy..Evasion); judged packets may also count in flag reasons (Quarantine..).
+// (NoPolicy..TooManyTags); judged packets may also count in flag reasons (Quarantine..).
 type Reason uint8
 
 const (
@@ -78,15 +78,20 @@ const (
 	ReasonNotGoverned        Reason = 4
 	ReasonJudged             Reason = 5
 	ReasonEvasion            Reason = 6
-	ReasonQuarantine         Reason = 7
-	ReasonRSTSent            Reason = 8
-	ReasonRateLimited        Reason = 9
-	ReasonUnparseableBlocked Reason = 10
-	NumReasons                      = 11
+	ReasonTooManyTags        Reason = 7 // more VLAN tags than MaxVLANTags: dropped
+	ReasonQuarantine         Reason = 8
+	ReasonRSTSent            Reason = 9
+	ReasonRateLimited        Reason = 10
+	ReasonUnparseableBlocked Reason = 11
+	NumReasons                      = 12
 )
 
 var reasonNames = [...]string{"no_policy", "not_tcp", "malformed", "fragment", "not_governed",
-	"judged", "evasion", "quarantine", "rst_sent", "rate_limited", "unparseable_blocked"}
+	"judged", "evasion", "too_many_tags", "quarantine", "rst_sent", "rate_limited", "unparseable_blocked"}
+
+// Path reports whether r is a path reason (every packet counts in exactly one), not a
+// flag.
+func (r Reason) Path() bool { return r < ReasonQuarantine }
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
@@ -98,6 +103,7 @@ func (r Reason) String() string {
 // Limits the program was built with (bpf/limits.h).
 const (
 	MaxExtHeaders = 8     // IPv6 extension headers walked
+	MaxVLANTags   = 8     // VLAN tags walked (PC_MAX_VLAN_TAGS); a frame with more is dropped
 	MaxRules      = 16384 // rules with counters
 	RSTTTL        = 64    // TTL / hop limit of the RSTs sent
 	// MaxLongIPv4Blocks is how many IPv4 /24s may hold ranges longer than /24 that
@@ -121,6 +127,7 @@ type Packet struct {
 	L3Off     int    // 0 on a raw-IP link
 	PPPoEOff  int    // 0 without PPPoE
 	VJ        bool   // PPP VJ-uncompressed TCP: judged, never answered with an RST
+	GroupMAC  bool   // a group (broadcast, multicast) Ethernet source or destination: never answered
 }
 
 const (
@@ -153,8 +160,9 @@ const (
 	pppVJUncomp = 0x002f // VJ uncompressed TCP/IP: IPv4 whose protocol byte is a VJ slot
 )
 
-// Decode parses a frame the way the program does: Ethernet, up to two VLAN tags
-// (0x8100/0x88a8), optional PPPoE session (PPP protocol in 2 bytes or compressed to 1:
+// Decode parses a frame the way the program does: Ethernet, up to MaxVLANTags VLAN
+// tags (0x8100/0x88a8; a frame still tagged after them is ReasonTooManyTags), optional
+// PPPoE session (PPP protocol in 2 bytes or compressed to 1:
 // IPv4, IPv6, VJ-uncompressed TCP), IPv4 with options or IPv6 with up to MaxExtHeaders
 // extension headers, TCP.
 func Decode(f []byte) Packet { return DecodeOn(LinkEthernet, f) }
@@ -182,14 +190,20 @@ func DecodeOn(l Link, f []byte) Packet {
 		return p
 	}
 	proto := binary.BigEndian.Uint16(f[12:])
+	p.GroupMAC = (f[0]|f[6])&1 == 1
 	off := 14
-	for i := 0; i < 2 && (proto == 0x8100 || proto == 0x88a8); i++ {
+	tagged := func() bool { return proto == 0x8100 || proto == 0x88a8 }
+	for i := 0; i < MaxVLANTags && tagged(); i++ {
 		if len(f) < off+4 {
 			p.Class = ReasonMalformed
 			return p
 		}
 		proto = binary.BigEndian.Uint16(f[off+2:])
 		off += 4
+	}
+	if tagged() {
+		p.Class = ReasonTooManyTags
+		return p
 	}
 	if proto == 0x8864 {
 		if len(f) < off+7 {

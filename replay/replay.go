@@ -205,7 +205,7 @@ func (r *Replayer) programJudgement(res *Result, p model.Packet) error {
 		if d != 1 {
 			res.Problems = append(res.Problems, fmt.Sprintf("reason counter %s moved by %d", model.Reason(i), d))
 		}
-		if model.Reason(i) <= model.ReasonEvasion {
+		if model.Reason(i).Path() {
 			res.Path = model.Reason(i)
 			paths++
 		} else {
