@@ -172,11 +172,11 @@ type Result struct {
 
 // applyFile reads, checks, installs and proves the policy in file.
 func (c *Controller) applyFile(file, who string) Result {
-	data, err := os.ReadFile(file)
+	data, err := policy.ReadFile(file)
 	if err != nil {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.reject(file, who, fmt.Errorf("reading policy: %w", err))
+		return c.reject(file, who, err)
 	}
 	return c.Apply(file, data, who)
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"net/netip"
@@ -162,11 +163,53 @@ type Policy struct {
 // ParseFile reads and checks the policy at path. now decides which exemptions and
 // quarantines have expired.
 func ParseFile(path string, now time.Time) (*Policy, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data, now)
+}
+
+// MaxFileBytes bounds a policy or list file: ten million prefixes, one a line, take
+// about 200 MB.
+const MaxFileBytes = 1 << 30
+
+// ReadFile reads a policy or list file: a regular file (a device, a FIFO or a
+// directory named by mistake would be read without end, or not at all) of at most
+// MaxFileBytes. Its errors are *FileError.
+func ReadFile(path string) ([]byte, error) {
+	// Stat before the open: opening a named pipe waits for a writer.
+	st, err := os.Stat(path)
 	if err != nil {
 		return nil, &FileError{path, err}
 	}
-	return Parse(path, data, now)
+	switch m := st.Mode(); {
+	case m.IsDir():
+		return nil, &FileError{path, errors.New("a directory, not a file")}
+	case m&fs.ModeNamedPipe != 0:
+		return nil, &FileError{path, errors.New("a named pipe, not a file")}
+	case m&fs.ModeDevice != 0:
+		return nil, &FileError{path, errors.New("a device, not a file")}
+	case !m.IsRegular():
+		return nil, &FileError{path, errors.New("not a regular file")}
+	}
+	tooBig := &FileError{path, fmt.Errorf("larger than %d MiB; a policy or list file may hold at most that", MaxFileBytes>>20)}
+	if st.Size() > MaxFileBytes {
+		return nil, tooBig
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, &FileError{path, err}
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, &FileError{path, err}
+	}
+	if len(data) > MaxFileBytes {
+		return nil, tooBig
+	}
+	return data, nil
 }
 
 // FileError is a policy file that could not be read (as opposed to Errors, a file
@@ -449,9 +492,13 @@ func (p *parser) cidrsFile(n *node) []CIDR {
 	if !filepath.IsAbs(rel) {
 		path = filepath.Join(filepath.Dir(p.file), rel)
 	}
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
-		p.errorf(n, "%s", (&FileError{path, err}).Error()+" (cidrs_file is read relative to the policy file's directory)")
+		hint := ""
+		if !filepath.IsAbs(rel) && errors.Is(err, fs.ErrNotExist) {
+			hint = " (cidrs_file is read relative to the policy file's directory)"
+		}
+		p.errorf(n, "%s", err.Error()+hint)
 		return nil
 	}
 	// The file as a string without a copy (data is never written to): each line is

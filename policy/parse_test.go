@@ -3,7 +3,10 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -428,5 +431,33 @@ func TestMappedPrefixWarns(t *testing.T) {
 	}
 	if len(p.Warnings) != 1 || !strings.HasPrefix(p.Warnings[0].Error(), "p.yaml:5:13: ::ffff:0:0/96 is IPv4-mapped: it is read as the IPv4 prefix 0.0.0.0/0") {
 		t.Fatalf("warnings %v", p.Warnings)
+	}
+}
+
+// A policy or list file that is not a regular file (a device, a named pipe, a
+// directory) is refused by name, not read without end: cidrs_file: /dev/zero once
+// made check hang and grow to gigabytes.
+func TestFileNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ path, want string }{
+		{"/dev/zero", "cannot read /dev/zero: a device, not a file"},
+		{fifo, "cannot read " + fifo + ": a named pipe, not a file"},
+		{dir, "cannot read " + dir + ": a directory, not a file"},
+	} {
+		if _, err := ParseFile(c.path, testNow); err == nil || err.Error() != c.want {
+			t.Errorf("ParseFile(%s): %v, want %q", c.path, err, c.want)
+		}
+		pol := filepath.Join(dir, "p.yaml")
+		src := "version: 1\nranges:\n  - name: dsl\n    verdict: drop\n    cidrs_file: " + c.path + "\n"
+		if err := os.WriteFile(pol, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ParseFile(pol, testNow); err == nil || err.Error() != pol+":5:17: "+c.want {
+			t.Errorf("cidrs_file %s: %v, want %q", c.path, err, pol+":5:17: "+c.want)
+		}
 	}
 }

@@ -2,11 +2,12 @@ package main
 
 import (
 	"fmt"
-	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/portcullis/portcullis/daemon"
+	"github.com/portcullis/portcullis/policy"
 )
 
 const applyHelp = `
@@ -54,10 +55,16 @@ func runApply(e *env, args []string) error {
 		}
 		return nil
 	}
-	file := fs.Arg(0)
-	data, err := os.ReadFile(file)
+	// The daemon reads the policy's list files itself (cidrs_file, relative to the
+	// policy's directory) and names the file in status and the audit log: it gets the
+	// absolute path, not one relative to this shell's directory.
+	file, err := filepath.Abs(fs.Arg(0))
 	if err != nil {
-		return &exitError{2, fmt.Errorf("reading policy: %w", err)}
+		return &exitError{2, fmt.Errorf("%s: %w", fs.Arg(0), err)}
+	}
+	data, err := policy.ReadFile(file)
+	if err != nil {
+		return &exitError{2, err}
 	}
 	resp, err := daemon.RemoteApply(socket, file, data)
 	if err != nil {

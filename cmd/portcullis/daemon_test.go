@@ -208,7 +208,13 @@ func (l *lab) teardown() {
 
 // cli runs the binary in the router namespace (as the NOC would on the router).
 func (l *lab) cli(args ...string) (stdout, stderr string, code int) {
+	return l.cliIn("", args...)
+}
+
+// cliIn is cli run from directory dir ("": the test's).
+func (l *lab) cliIn(dir string, args ...string) (stdout, stderr string, code int) {
 	cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + l.router, binary(l.t)}, args...)...)
+	cmd.Dir = dir
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
@@ -385,6 +391,16 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Fatalf("apply bad: exit %d\n%s", code, stderr)
 	}
 	l.expect(25, "refused")
+	// A relative name, from the policy's directory: the daemon gets the absolute path,
+	// so the list file is found beside the policy, as check finds it.
+	write(t, filepath.Join(l.dir, "listed.txt"), "198.51.100.0/24\n")
+	write(t, filepath.Join(l.dir, "rel.yaml"), labPolicy+"  - {name: listed, verdict: drop, cidrs_file: listed.txt}\n")
+	if out, stderr, code := l.cliIn(l.dir, "apply", "--config", l.cfg, "rel.yaml"); code != 0 || !strings.Contains(out, "applied:") {
+		t.Fatalf("apply rel.yaml from its directory: exit %d\n%s%s", code, out, stderr)
+	}
+	if out, _, _ := l.cli("status", "--json", "--config", l.cfg); !strings.Contains(out, filepath.Join(l.dir, "rel.yaml")) {
+		t.Fatalf("status does not name the override's absolute path:\n%s", out)
+	}
 	exempt := filepath.Join(l.dir, "exempt.yaml")
 	write(t, exempt, labPolicy+"exemptions:\n  - {cidr: 100.64.1.2, name: mx, reason: mail server, ticket: T-7}\n")
 	out, stderr, code = l.cli("apply", "--config", l.cfg, exempt)

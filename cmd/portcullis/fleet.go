@@ -189,7 +189,7 @@ func runFleetPush(e *env, args []string) error {
 		return err
 	}
 	file := fs.Arg(0)
-	text, err := os.ReadFile(file)
+	text, err := policy.ReadFile(file)
 	if err != nil {
 		return &exitError{2, err}
 	}
