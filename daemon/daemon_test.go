@@ -27,11 +27,11 @@ func TestParseConfig(t *testing.T) {
 		t.Fatalf("%+v", c)
 	}
 	for _, tc := range []struct{ src, want string }{
-		{"interfaces: [eth1]\nmode: fast\npolicy: p\n", `c.yaml: mode "fast" is not one of native, generic, auto`},
-		{"interfaces: [eth1]\npolicy: p\nlisten_addr: x\n", "c.yaml:3: field listen_addr not found"},
+		{"interfaces: [eth1]\nmode: fast\npolicy: p\n", `c.yaml:2:7: mode "fast" is not one of native, generic, auto`},
+		{"interfaces: [eth1]\npolicy: p\nlisten_addr: x\n", `c.yaml:3:1: unknown key "listen_addr"`},
 		{"mode: native\npolicy: p\n", "c.yaml: interfaces is empty"},
 		{"interfaces: [eth1]\n", "c.yaml: policy is missing"},
-		{"interfaces: [eth1, eth1]\npolicy: p\n", `interface "eth1" is listed twice`},
+		{"interfaces: [eth1, eth1]\npolicy: p\n", `c.yaml:1:20: interface "eth1" is listed twice`},
 	} {
 		if _, err := ParseConfig("c.yaml", []byte(tc.src)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want %q", tc.src, err, tc.want)
@@ -133,7 +133,7 @@ func TestParseConfigEtcd(t *testing.T) {
 		t.Fatalf("parsed %+v", c.Etcd)
 	}
 	for _, tc := range []struct{ yaml, want string }{
-		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {group: dsl}\n", "c.yaml: etcd.endpoints is empty"},
+		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {group: dsl}\n", "c.yaml:3:1: etcd.endpoints is empty"},
 		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {endpoints: [192.0.2.11:2379], group: dsl}\n", "has no scheme"},
 		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {endpoints: [\"http://192.0.2.11:2379\"]}\n", "etcd.group"},
 		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {endpoints: [\"http://192.0.2.11:2379\"], group: DSL/North}\n", "etcd.group"},
@@ -141,7 +141,7 @@ func TestParseConfigEtcd(t *testing.T) {
 		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {endpoints: [\"http://192.0.2.11:2379\"], group: dsl, lease_ttl: 1s}\n", "lease_ttl 1s is too short"},
 		{"interfaces: [eth1]\npolicy_source: etc\n", `policy_source "etc" is not one of file, etcd`},
 		{"interfaces: [eth1]\n", "policy is missing"},
-		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {endpoint: [\"http://192.0.2.11:2379\"]}\n", "field endpoint not found"},
+		{"interfaces: [eth1]\npolicy_source: etcd\netcd: {endpoint: [\"http://192.0.2.11:2379\"]}\n", `c.yaml:3:8: unknown key "endpoint" in etcd; did you mean "endpoints"?`},
 	} {
 		_, err := ParseConfig("c.yaml", []byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

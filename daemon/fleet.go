@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -33,32 +32,6 @@ type EtcdConfig struct {
 	Group      string        `yaml:"group"`     // e.g. dsl-north
 	Router     string        `yaml:"router"`    // default: the host name
 	LeaseTTL   time.Duration `yaml:"lease_ttl"` // the status key's lease; 0: fleet.DefaultTTL
-}
-
-// checkEtcd checks the etcd section of a configuration read from file.
-func checkEtcd(file string, c *Config) []string {
-	switch c.PolicySource {
-	case PolicyFromFile:
-		return nil
-	case PolicyFromEtcd:
-	default:
-		return []string{fmt.Sprintf("%s: policy_source %q is not one of file, etcd", file, c.PolicySource)}
-	}
-	errs := c.Etcd.Check(file + ": etcd")
-	if err := fleet.CheckName("group", c.Etcd.Group); err != nil {
-		errs = append(errs, fmt.Sprintf("%s: etcd.group: %v (the router group whose policy this router enforces, e.g. group: dsl-north)", file, err))
-	}
-	if c.Etcd.Router == "" {
-		host, _ := os.Hostname()
-		c.Etcd.Router, _, _ = strings.Cut(strings.ToLower(host), ".")
-	}
-	if err := fleet.CheckName("router", c.Etcd.Router); err != nil {
-		errs = append(errs, fmt.Sprintf("%s: etcd.router: %v (the name this router reports under; the default is the host name)", file, err))
-	}
-	if c.Etcd.LeaseTTL != 0 && c.Etcd.LeaseTTL < 2*time.Second {
-		errs = append(errs, fmt.Sprintf("%s: etcd.lease_ttl %s is too short: at least 2s (default %s)", file, c.Etcd.LeaseTTL, fleet.DefaultTTL))
-	}
-	return errs
 }
 
 // fleetSide is the daemon's part of a fleet: the etcd source of policies and fleet

@@ -31,26 +31,45 @@ type Conn struct {
 	DialTimeout  time.Duration `yaml:"dial_timeout"`  // 0: 5 s
 }
 
+// Problem is one thing wrong with a Conn: the key it is about (endpoints, cert, ...)
+// and the message, which follows the name of the section (".endpoints is empty: ...",
+// ": cert and key go together: ...").
+type Problem struct {
+	Key, Msg string
+}
+
+// Problems reports what is wrong with c, key by key, each with the fix.
+func (c Conn) Problems() []Problem {
+	var ps []Problem
+	if len(c.Endpoints) == 0 {
+		ps = append(ps, Problem{"endpoints", ".endpoints is empty: list the etcd members, e.g. endpoints: [https://192.0.2.11:2379]"})
+	}
+	for _, e := range c.Endpoints {
+		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+			ps = append(ps, Problem{"endpoints", fmt.Sprintf(".endpoints: %q has no scheme: write https://HOST:2379 (or http:// in a lab)", e)})
+		}
+	}
+	if (c.Cert == "") != (c.Key == "") {
+		ps = append(ps, Problem{"cert", ": cert and key go together: give both or neither"})
+	}
+	if c.PasswordFile != "" && c.User == "" {
+		ps = append(ps, Problem{"password_file", ": password_file without user"})
+	}
+	if c.Prefix != "" && !strings.HasSuffix(c.Prefix, "/") {
+		ps = append(ps, Problem{"prefix", fmt.Sprintf(".prefix %q must end in \"/\", e.g. %s", c.Prefix, DefaultPrefix)})
+	}
+	if c.DialTimeout < 0 {
+		ps = append(ps, Problem{"dial_timeout", fmt.Sprintf(".dial_timeout %s is negative: give a timeout such as 5s (0: 5s)", c.DialTimeout)})
+	}
+	return ps
+}
+
 // Check reports what is wrong with c, each line naming the key (under what, e.g.
 // "portcullis.yaml: etcd") and the fix.
 func (c Conn) Check(what string) []string {
 	var errs []string
-	if len(c.Endpoints) == 0 {
-		errs = append(errs, what+".endpoints is empty: list the etcd members, e.g. endpoints: [https://192.0.2.11:2379]")
-	}
-	for _, e := range c.Endpoints {
-		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
-			errs = append(errs, fmt.Sprintf("%s.endpoints: %q has no scheme: write https://HOST:2379 (or http:// in a lab)", what, e))
-		}
-	}
-	if (c.Cert == "") != (c.Key == "") {
-		errs = append(errs, what+": cert and key go together: give both or neither")
-	}
-	if c.PasswordFile != "" && c.User == "" {
-		errs = append(errs, what+": password_file without user")
-	}
-	if c.Prefix != "" && !strings.HasSuffix(c.Prefix, "/") {
-		errs = append(errs, fmt.Sprintf("%s.prefix %q must end in \"/\", e.g. %s", what, c.Prefix, DefaultPrefix))
+	for _, p := range c.Problems() {
+		errs = append(errs, what+p.Msg)
 	}
 	return errs
 }

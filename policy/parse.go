@@ -17,6 +17,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/portcullis/portcullis/internal/suggest"
 	"github.com/portcullis/portcullis/model"
 )
 
@@ -297,7 +298,7 @@ func (p *parser) fields(n *node, what string, known []string, fn func(key string
 		k, v := n.content[i], n.content[i+1]
 		if !slices.Contains(known, k.value) {
 			hint := ""
-			if s := closest(k.value, known); s != "" {
+			if s := suggest.Closest(k.value, known); s != "" {
 				hint = fmt.Sprintf("; did you mean %q?", s)
 			}
 			p.errorf(k, "unknown key %q in %s%s (known keys: %s)", k.value, what, hint, strings.Join(known, ", "))
@@ -1156,35 +1157,4 @@ func (p *parser) checkShadowedIn(pol *Policy, sc Scope, exs []int) {
 		}
 		p.warns = append(p.warns, Error{e.Pos, fmt.Sprintf("%s never decides anything: every address in it is decided by more specific entries: %s%s; remove it, or remove what shadows it", subject, strings.Join(names, ", "), more)})
 	}
-}
-
-// closest returns the known word within edit distance 2 of s, if any.
-func closest(s string, known []string) string {
-	best, bestD := "", 3
-	for _, k := range known {
-		if d := editDistance(s, k); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portcullis/portcullis/internal/suggest"
 	"github.com/portcullis/portcullis/model"
 )
 
@@ -230,7 +231,7 @@ func (pol *Policy) CheckInterfaces(attached []string, where string) error {
 		}
 		pos, what := pol.ScopePos(name)
 		hint := ""
-		if s := closest(name, attached); s != "" {
+		if s := suggest.Closest(name, attached); s != "" {
 			hint = fmt.Sprintf(" (did you mean %s?)", s)
 		}
 		errs = append(errs, Error{pos, fmt.Sprintf("%s is scoped to interface %s, which %s does not attach to%s; the daemon attaches to: %s. Fix the name, or add the interface to the daemon's configuration", what, name, where, hint, strings.Join(attached, ", "))})
@@ -333,7 +334,7 @@ func (p *parser) checkRuntime(pol *Policy, n *node) {
 					known = append(known, k)
 				}
 				hint := ""
-				if s := closest(name, known); s != "" {
+				if s := suggest.Closest(name, known); s != "" {
 					hint = fmt.Sprintf("; did you mean %q?", s)
 				}
 				p.errs = append(p.errs, Error{pol.Runtime.Pos, fmt.Sprintf("runtime: forbidden_in names range %q, which the policy does not have%s", name, hint)})
