@@ -284,3 +284,22 @@ func TestDaemonFailedRestartKeepsEnforcing(t *testing.T) {
 		t.Errorf("the daemon did not say the pinned policy stays:\n%s", log)
 	}
 }
+
+// Maps pinned with no interface attached (the daemon started with
+// --wait-for-interfaces and was killed before the interface came): status says that
+// nothing is enforced, not that enforcement continues.
+func TestStatusNothingAttached(t *testing.T) {
+	l := newLab(t)
+	sh(t, "ip", "-n", l.router, "link", "del", "sub0")
+	l.daemon = exec.Command("nsenter", "--net=/run/netns/"+l.router, binary(t), "run", "--config", l.cfg, "--wait-for-interfaces")
+	l.daemon.Stdout, l.daemon.Stderr = l.log, l.log
+	if err := l.daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	l.eventually("the daemon runs", 30*time.Second, func() bool { return strings.Contains(l.log.String(), "msg=running") })
+	l.stop(syscall.SIGKILL)
+	out, _, code := l.cli("status", "--config", l.cfg)
+	if code != 0 || !strings.Contains(out, "no interface attached: nothing is enforced") || strings.Contains(out, "enforcement continues") {
+		t.Fatalf("status: exit %d\n%s", code, out)
+	}
+}
