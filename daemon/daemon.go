@@ -180,15 +180,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	// A fleet router reports from now on; with no policy yet it waits for the group's
-	// first one (the control socket is up: `portcullis apply` can bootstrap it).
+	// first one (the control socket is up: `portcullis apply` can bootstrap it). The
+	// first one may have come already, since the controller took offers above.
 	if d.fleet != nil {
 		if err := d.runFleet(ctx, &wg); err != nil {
 			return err
 		}
-		if d.ctl.Meta().Hash == "" {
-			if !d.awaitFirstPolicy(ctx) {
-				return nil // stopped before any policy came
-			}
+		if d.ctl.Meta().Hash == "" && !d.awaitFirstPolicy(ctx) {
+			return nil // stopped before any policy came
+		}
+		if !enforcing {
 			d.reconcileAll()
 			enforcing = true
 		}
