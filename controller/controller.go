@@ -192,31 +192,83 @@ func (c *Controller) apply(file string, data []byte, who string, parse func(stri
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	pol, err := parse(file, data, now)
-	if err != nil {
-		return c.reject(file, who, err)
-	}
-	for _, w := range pol.Warnings {
-		c.log.Warn("policy warning", "warning", w.Error())
-	}
-	if err := pol.CheckInterfaces(c.cfg.Interfaces, "the daemon's configuration (interfaces:)"); err != nil {
-		return c.reject(file, who, err)
-	}
-	comp, err := policy.Compile(pol, now)
+	comp, err := compile(c.cfg.Interfaces, file, data, parse, now, c.log)
 	if err != nil {
 		return c.reject(file, who, err)
 	}
 	return c.install(comp, file, who, now)
 }
 
+// compile parses, checks and compiles the policy text data (read from file), as every
+// change does before it is installed: interfaces are the configured ones, which the
+// policy's scopes may name. Warnings go to log, if not nil.
+func compile(interfaces []string, file string, data []byte, parse func(string, []byte, time.Time) (*policy.Policy, error), now time.Time, log *slog.Logger) (*policy.Compiled, error) {
+	pol, err := parse(file, data, now)
+	if err != nil {
+		return nil, err
+	}
+	if log != nil {
+		for _, w := range pol.Warnings {
+			log.Warn("policy warning", "warning", w.Error())
+		}
+	}
+	if err := pol.CheckInterfaces(interfaces, "the daemon's configuration (interfaces:)"); err != nil {
+		return nil, err
+	}
+	return policy.Compile(pol, now)
+}
+
+// CheckFirst checks, without the kernel, the policy that Start would apply when no
+// policy is in force yet: the override kept from an earlier run if it still applies,
+// else the configured file. The daemon calls it before it pins anything, so that a
+// first start with a policy that cannot be used fails with nothing pinned. With
+// Source etcd there is nothing to check: the policy comes from etcd (and, until it
+// does, the daemon waits).
+func CheckFirst(cfg Config, now time.Time) error {
+	if cfg.Source == SourceEtcd {
+		return nil
+	}
+	c := &Controller{cfg: cfg}
+	var overrideErr error
+	switch o, err := c.loadOverride(); {
+	case err != nil:
+		overrideErr = err
+	case o != nil:
+		if _, err := compile(cfg.Interfaces, o.File, o.Policy, policy.Parse, now, nil); err != nil {
+			overrideErr = fmt.Errorf("the override kept in %s (applied by %s) does not apply any more: %w", c.overridePath(), o.Who, err)
+		} else {
+			return nil
+		}
+	}
+	data, err := os.ReadFile(cfg.Policy)
+	if err == nil {
+		_, err = compile(cfg.Interfaces, cfg.Policy, data, policy.Parse, now, nil)
+	} else {
+		err = fmt.Errorf("reading policy: %w", err)
+	}
+	if err != nil && overrideErr != nil {
+		return fmt.Errorf("%w\nand the configured file: %w", overrideErr, err)
+	}
+	return err
+}
+
 func (c *Controller) reject(file, who string, err error) Result {
 	c.meta.LoadFailures++
 	c.saveMeta()
 	res := Result{Outcome: "rejected", OldHash: c.meta.Hash, Err: err}
-	c.log.Error("policy rejected; the policy in force stays", "file", file, "who", who, "error", err)
+	c.log.Error("policy rejected; "+c.inForce(), "file", file, "who", who, "error", err)
 	c.record(c.now(), who, file, res)
 	c.publish()
 	return res
+}
+
+// inForce says what stays enforced after a change that did not apply: the policy in
+// force, or, on a first start, none. Called with c.mu held.
+func (c *Controller) inForce() string {
+	if c.meta.Hash == "" {
+		return "no policy is in force (none was applied yet)"
+	}
+	return "the policy in force stays"
 }
 
 // record audits one policy change and keeps it for the status. Called with c.mu held.
@@ -252,7 +304,7 @@ func (c *Controller) install(comp *policy.Compiled, file, who string, now time.T
 		c.meta.LoadFailures++
 		c.saveMeta()
 		res.Outcome, res.Err = "failed", fmt.Errorf("installing the policy: %w", err)
-		c.log.Error("policy not installed; the policy in force stays", "file", file, "error", err)
+		c.log.Error("policy not installed; "+c.inForce(), "file", file, "error", err)
 		c.record(now, who, file, res)
 		c.publish()
 		return res

@@ -69,11 +69,11 @@ func BenchmarkReadersDuringApply(b *testing.B) {
 	defer d.ctl.Close()
 	d.metrics.ctl = d.ctl
 	d.ctl.OpenStore()
-	ctl, err := d.serveControl()
+	ln, err := d.listenControl()
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer ctl.Close()
+	defer d.serveControl(ln).Close()
 	scrape := httptest.NewServer(promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
 	defer scrape.Close()
 

@@ -43,7 +43,10 @@ type ApplyResponse struct {
 	Error      string                  `json:"error,omitempty"`
 }
 
-func (d *Daemon) serveControl() (io.Closer, error) {
+// listenControl binds the control socket, refusing if another daemon answers on it.
+// Run binds it before it touches the kernel and serves it (serveControl) once the
+// controller runs; a client that connects meanwhile waits in the backlog.
+func (d *Daemon) listenControl() (net.Listener, error) {
 	path := d.cfg.ControlSocket
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -59,6 +62,11 @@ func (d *Daemon) serveControl() (io.Closer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
+	return ln, nil
+}
+
+// serveControl serves the control socket on ln (from listenControl).
+func (d *Daemon) serveControl(ln net.Listener) io.Closer {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/apply", d.handleApply)
 	mux.HandleFunc("POST /v1/apply/release", d.handleApply)
@@ -76,7 +84,7 @@ func (d *Daemon) serveControl() (io.Closer, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go srv.Serve(ln)
-	return srv, nil
+	return srv
 }
 
 // peerUID is the uid of the process at the other end of a Unix connection, or -1.

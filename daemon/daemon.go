@@ -5,15 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/portcullis/portcullis/api"
 	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/loader"
 )
@@ -50,8 +47,10 @@ func New(cfg Config, log *slog.Logger) *Daemon {
 
 // controllerConfig is the controller's part of cfg.
 func controllerConfig(cfg Config, m *metrics) controller.Config {
-	c := controller.Config{Interfaces: cfg.Interfaces, Policy: cfg.Policy, Store: cfg.Store, AuditLog: cfg.AuditLog,
-		Events: m.runtimeEvent}
+	c := controller.Config{Interfaces: cfg.Interfaces, Policy: cfg.Policy, Store: cfg.Store, AuditLog: cfg.AuditLog}
+	if m != nil {
+		c.Events = m.runtimeEvent
+	}
 	if cfg.PolicySource == PolicyFromEtcd {
 		c.Source = controller.SourceEtcd
 	}
@@ -59,10 +58,33 @@ func controllerConfig(cfg Config, m *metrics) controller.Config {
 }
 
 // Run starts enforcing and serves until ctx ends or SIGTERM/SIGINT. It never detaches:
-// on exit the links stay pinned and the program keeps judging traffic.
+// on exit the links stay pinned and the program keeps judging traffic. What can be
+// checked without the kernel is checked first (preflight, start.go); a first start that
+// fails after all, before it enforces, removes the pins it made.
 func (d *Daemon) Run(ctx context.Context) error {
+	if d.cfg.PolicySource == PolicyFromEtcd {
+		var err error
+		if d.fleet, err = d.dialFleet(); err != nil {
+			return err
+		}
+		defer d.fleet.close()
+	}
+	pre, err := d.preflight()
+	if err != nil {
+		return err
+	}
+	defer pre.close()
+
 	if err := loader.MountBPFFS(d.cfg.BPFFS); err != nil {
 		return err
+	}
+	enforcing := false // a policy in force and the interfaces attached
+	if pre.first {
+		defer func() {
+			if !enforcing {
+				d.undoFirstStart(pre)
+			}
+		}()
 	}
 	prog, err := loader.LoadPinned(d.cfg.BPFFS)
 	if err != nil {
@@ -89,11 +111,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	d.metrics = newMetrics(nil, prog, d.cfg.Interfaces)
 	ccfg := controllerConfig(d.cfg, d.metrics)
-	if d.cfg.PolicySource == PolicyFromEtcd {
-		if d.fleet, err = d.dialFleet(); err != nil {
-			return err
-		}
-		defer d.fleet.close()
+	if d.fleet != nil {
 		ccfg.EtcdHealth = d.fleet.source.Health
 		ccfg.Published = d.published
 	}
@@ -102,16 +120,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer d.ctl.Close()
 	d.metrics.ctl = d.ctl
-
-	for _, name := range d.cfg.Interfaces {
-		if _, err := net.InterfaceByName(name); err != nil {
-			if !d.cfg.WaitForInterfaces {
-				return fmt.Errorf("interface %s: not found (check the name with `ip link`, or start with --wait-for-interfaces to attach when it appears)", name)
-			}
-			d.log.Warn("interface not found; will attach when it appears", "interface", name)
-			d.gone[name] = true
-		}
-	}
 
 	// The configured policy first, then attach: never an interface without a policy.
 	// The interfaces that exist are named to the program first, for the policy's
@@ -124,10 +132,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("no policy in force and the configured one cannot be used:\n%w", res.Err)
 	}
 	if res.Err != nil {
-		d.log.Error("the configured policy was not applied; the policy in force stays", "hash", d.ctl.Meta().Hash, "error", res.Err)
+		if d.ctl.Meta().Hash == "" {
+			d.log.Error("the configured policy was not applied; no policy is in force: waiting for etcd", "error", res.Err)
+		} else {
+			d.log.Error("the configured policy was not applied; the policy in force stays", "hash", d.ctl.Meta().Hash, "error", res.Err)
+		}
 	}
 	if d.ctl.Meta().Hash != "" {
 		d.reconcileAll()
+		enforcing = true
 	}
 
 	// Everything below stops before the controller, the store and the program close
@@ -151,43 +164,34 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.ctl.Run(ctx, primary, d.override)
 	}()
 
-	ctlSrv, err := d.serveControl()
-	if err != nil {
-		return err
-	}
-	defer ctlSrv.Close()
-	if d.cfg.API.Listen != "" {
-		apiSrv, err := api.New(d.cfg.API, backend{d}, d.ctl.AuditAPI)
-		if err != nil {
-			return fmt.Errorf("api: %w", err)
-		}
-		ln, err := net.Listen("tcp", d.cfg.API.Listen)
-		if err != nil {
-			return fmt.Errorf("api listener %s: %w", d.cfg.API.Listen, err)
-		}
-		go apiSrv.Serve(ln)
-		defer apiSrv.Close()
+	// The listeners were bound before the kernel was touched (a port in use failed
+	// then); they serve from now on.
+	defer d.serveControl(pre.control).Close()
+	pre.control = nil
+	if pre.apiSrv != nil {
+		go pre.apiSrv.Serve(pre.api)
+		defer pre.apiSrv.Close()
+		pre.api = nil
 		d.log.Info("api listening", "address", d.cfg.API.Listen, "tls", d.cfg.API.TLSCert != "", "mtls", d.cfg.API.ClientCA != "")
 	}
-	var srv *http.Server
-	if d.cfg.Listen != "" {
-		if srv, err = d.serveMetrics(); err != nil {
-			return err
-		}
-		defer srv.Close()
+	if pre.metrics != nil {
+		defer d.serveMetrics(pre.metrics).Close()
+		pre.metrics = nil
 	}
 
 	// A fleet router reports from now on; with no policy yet it waits for the group's
-	// first one (the control socket is up: `portcullis apply` can bootstrap it).
+	// first one (the control socket is up: `portcullis apply` can bootstrap it). The
+	// first one may have come already, since the controller took offers above.
 	if d.fleet != nil {
 		if err := d.runFleet(ctx, &wg); err != nil {
 			return err
 		}
-		if d.ctl.Meta().Hash == "" {
-			if !d.awaitFirstPolicy(ctx) {
-				return nil // stopped before any policy came
-			}
+		if d.ctl.Meta().Hash == "" && !d.awaitFirstPolicy(ctx) {
+			return nil // stopped before any policy came
+		}
+		if !enforcing {
 			d.reconcileAll()
+			enforcing = true
 		}
 	}
 
@@ -220,11 +224,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 		"metrics", d.cfg.Listen, "control", d.cfg.ControlSocket, "bpffs", d.cfg.BPFFS, "program_id", prog.ID())
 	select {
 	case <-ctx.Done():
-		d.log.Info("stopping; enforcement continues through the pinned links (`portcullis detach` removes them)")
+		d.log.Info("stopping; " + d.afterStop())
 	case s := <-sig:
-		d.log.Info("stopping on signal; enforcement continues through the pinned links (`portcullis detach` removes them)", "signal", s.String())
+		d.log.Info("stopping on signal; "+d.afterStop(), "signal", s.String())
 	}
 	return nil
+}
+
+// afterStop says what is enforced once the daemon has stopped.
+func (d *Daemon) afterStop() string {
+	d.watchMu.Lock()
+	defer d.watchMu.Unlock()
+	if len(d.attached) == 0 {
+		return "no interface is attached: nothing is enforced (the maps stay pinned)"
+	}
+	return "enforcement continues through the pinned links (`portcullis detach` removes them)"
 }
 
 // turnOffenders starts a new period of the offender record every offender_period (once

@@ -191,15 +191,13 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 // portcullis_offender_top_attempts: a bounded label set, whatever the traffic.
 const topOffenders = 10
 
-func (d *Daemon) serveMetrics() (*http.Server, error) {
-	ln, err := net.Listen("tcp", d.cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listener %s: %w", d.cfg.Listen, err)
-	}
+// serveMetrics serves /metrics and /healthz on ln (bound by Run before it touches the
+// kernel).
+func (d *Daemon) serveMetrics(ln net.Listener) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
-	return srv, nil
+	return srv
 }

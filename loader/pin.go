@@ -205,12 +205,52 @@ func OpenPinned(dir string) (*Program, error) {
 	return p, nil
 }
 
+// HasPinnedPolicy reports whether dir holds what a start must keep: a pinned link, or
+// pinned maps with a policy in them (enforcement that goes on without the daemon). No
+// pins, or maps pinned by a start that never applied a policy, is false: nothing is
+// enforced through them. It only reads: the daemon asks before it loads anything.
+func HasPinnedPolicy(dir string) (bool, error) {
+	links, err := PinnedLinks(dir)
+	if err != nil || len(links) > 0 {
+		return len(links) > 0, err
+	}
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.PortcullisMapPolicy), &ebpf.LoadPinOptions{ReadOnly: true})
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading the pinned policy in %s: %w", dir, err)
+	}
+	defer m.Close()
+	var cm *ebpf.Map
+	err = m.Lookup(uint32(0), &cm)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading the pinned policy in %s: %w", dir, err)
+	}
+	cm.Close()
+	return true, nil
+}
+
 // Unpin removes every pin in dir (links first, which detaches the program from those
 // interfaces, then maps) and the directory itself. Only `portcullis detach` calls it.
 // Each link is detached before its pin goes (BPF_LINK_DETACH): the kernel releases an
 // unpinned link only after an RCU grace period and a work item, and the program would
 // go on judging for that moment after "detached" was said.
 func Unpin(dir string) error {
+	err := RemovePins(dir)
+	if rerr := os.Remove(dir); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	return err
+}
+
+// RemovePins is Unpin without removing dir: every link (detached first) and map
+// pinned in dir goes, dir stays. The daemon calls it to undo a start that pinned maps
+// and failed before it enforced anything.
+func RemovePins(dir string) error {
 	links, err := PinnedLinks(dir)
 	if err != nil {
 		return err
@@ -233,9 +273,6 @@ func Unpin(dir string) error {
 		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	if err := os.Remove(dir); err != nil {
-		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -48,4 +49,38 @@ func TestUnpinDetachesAtOnce(t *testing.T) {
 			t.Fatalf("round %d: XDP program %d still attached right after Unpin", i, x.ProgId)
 		}
 	}
+}
+
+// HasPinnedPolicy tells a first start (nothing pinned, or maps without a policy) from
+// pins that enforce; RemovePins empties the directory and keeps it.
+func TestHasPinnedPolicy(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := filepath.Join(mountBPF(t), "portcullis")
+	has := func(want bool, what string) {
+		t.Helper()
+		if got, err := HasPinnedPolicy(dir); err != nil || got != want {
+			t.Fatalf("%s: HasPinnedPolicy %v, %v; want %v", what, got, err, want)
+		}
+	}
+	has(false, "no directory")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p, err := LoadPinned(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	has(false, "maps pinned, no policy")
+	if err := p.Apply(testTables(time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	has(true, "a policy applied")
+	if err := RemovePins(dir); err != nil {
+		t.Fatal(err)
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Fatalf("after RemovePins: %v %v, want an empty directory", entries, err)
+	}
+	has(false, "pins removed")
 }

@@ -25,7 +25,7 @@ import (
 // Status is what is enforced: the interfaces the program is attached to and how, the
 // policy in force, the last proof, and whether the daemon is running.
 type Status struct {
-	Daemon     string                 `json:"daemon"` // "running (pid N)" or "not running"
+	Daemon     string                 `json:"daemon"` // "running (pid N, since T)" or "not running (what the pins enforce)"
 	Interfaces []Interface            `json:"interfaces"`
 	Hash       string                 `json:"policy_hash"`
 	Policy     string                 `json:"policy_file"`
@@ -68,7 +68,7 @@ func Read(bpffs, socket string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	out := Status{Daemon: "not running (enforcement continues through the pinned links)", Hash: meta.Hash,
+	out := Status{Daemon: notRunning(meta.Hash, links), Hash: meta.Hash,
 		Policy: meta.PolicyFile, LoadedAt: fmtTime(meta.LoadedAt),
 		Proof:    controller.ProofStatus{At: meta.ProofAt, OK: meta.ProofOK, Probes: int(meta.ProofProbes)},
 		Failures: map[string]uint64{"policy_load": meta.LoadFailures, "proof": meta.ProofFailures},
@@ -90,6 +90,18 @@ func Read(bpffs, socket string) (Status, error) {
 		out.Interfaces = append(out.Interfaces, i)
 	}
 	return out, nil
+}
+
+// notRunning is the daemon line when no daemon answers: what the pins still enforce.
+func notRunning(hash string, links []loader.PinnedLink) string {
+	attached := slices.ContainsFunc(links, func(l loader.PinnedLink) bool { return l.Ifindex != 0 })
+	switch {
+	case !attached:
+		return "not running (maps pinned, but no interface attached: nothing is enforced)"
+	case hash == "":
+		return "not running (attached, but no policy in force: the program passes everything)"
+	}
+	return "not running (enforcement continues through the pinned links)"
 }
 
 // WriteText prints the status for people: a summary, the interfaces, then the note of
