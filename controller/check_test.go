@@ -36,7 +36,7 @@ func TestCheckFirst(t *testing.T) {
 	for _, tc := range []struct{ file, want string }{
 		{bad, bad + ":3:26: verdict \"block\""},
 		{scoped, "eth9"},
-		{filepath.Join(dir, "absent.yaml"), "reading policy"},
+		{filepath.Join(dir, "absent.yaml"), filepath.Join(dir, "absent.yaml") + ": no such file"},
 	} {
 		if err := CheckFirst(cfg(tc.file), now); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.file, err, tc.want)

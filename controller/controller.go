@@ -240,11 +240,9 @@ func CheckFirst(cfg Config, now time.Time) error {
 			return nil
 		}
 	}
-	data, err := os.ReadFile(cfg.Policy)
+	data, err := policy.ReadFile(cfg.Policy)
 	if err == nil {
 		_, err = compile(cfg.Interfaces, cfg.Policy, data, policy.Parse, now, nil)
-	} else {
-		err = fmt.Errorf("reading policy: %w", err)
 	}
 	if err != nil && overrideErr != nil {
 		return fmt.Errorf("%w\nand the configured file: %w", overrideErr, err)
