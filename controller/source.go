@@ -121,8 +121,11 @@ func (c *Controller) take(source string, o Offer) Result {
 }
 
 // Start applies the first policy: the override kept from an earlier run if there is
-// one and it still applies, else the configured file. An error with a policy in force
-// (pinned from an earlier run) leaves that policy in force.
+// one, else the configured file. An error with a policy in force (pinned from an
+// earlier run) leaves that policy in force: an override that no longer applies (a
+// list file gone) then stands, with its error, as it did before the restart. With no
+// policy in force, such an override is put aside (override.json.rejected) and the
+// configured file applied.
 func (c *Controller) Start() Result {
 	if c.cfg.Source == SourceEtcd {
 		k, err := c.loadKept()
@@ -144,7 +147,28 @@ func (c *Controller) Start() Result {
 	c.log.Info("an override stands (portcullis apply): applying it, not the configured source", "file", o.File, "who", o.Who, "at", o.At.Format(time.RFC3339))
 	res := c.Apply(o.File, o.Policy, SourceOverride)
 	if res.Err != nil {
-		c.log.Error("the override does not apply any more: applying the configured source", "error", res.Err)
+		c.mu.Lock()
+		inForce := c.meta.Hash != ""
+		if inForce {
+			// What the run before pinned is the override's policy: it stays in force,
+			// and so does the override (status shows it and this error), until it
+			// applies again or is released; a restart changes nothing.
+			c.override = o
+			c.publish()
+		}
+		c.mu.Unlock()
+		if inForce {
+			c.log.Error("the override does not apply any more; the policy in force stays, and the override with it: the configured source waits (fix what the override needs, or portcullis apply --release)", "file", o.File, "error", res.Err)
+			return res
+		}
+		// Nothing in force to keep: the configured source, and the override is put
+		// aside, so that it cannot come back into force at a later start by itself.
+		aside := c.overridePath() + ".rejected"
+		if err := os.Rename(c.overridePath(), aside); err != nil {
+			c.log.Error("the override does not apply any more, and cannot be put aside", "error", err)
+		} else {
+			c.log.Error("the override does not apply any more and no policy is in force: applying the configured source; the override is kept in "+aside, "file", o.File, "error", res.Err)
+		}
 		return c.applyPrimary(SourceFile)
 	}
 	c.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -138,4 +139,105 @@ func TestEtcdSourceKeepsLastGood(t *testing.T) {
 		t.Fatalf("revision 11 after a restart: %v", got)
 	}
 	d.store.Close()
+}
+
+// An override that no longer applies at a start (its list file gone) stands as before
+// the restart while its policy is in force (pinned), instead of handing enforcement to
+// the configured file; it applies again once its file is back. With no policy in
+// force it is put aside and the configured file applied, and it does not come back by
+// itself at a later start.
+func TestOverrideThatNoLongerApplies(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(file, []byte(testutil.PolicyA), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	list := filepath.Join(dir, "listed.txt")
+	if err := os.WriteFile(list, []byte("100.64.0.0/10\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	emergency := filepath.Join(dir, "emergency.yaml")
+	overrideText := []byte("version: 1\nranges:\n  - {name: listed, verdict: drop, cidrs_file: listed.txt}\n")
+	store := filepath.Join(dir, "store", "runtime.db")
+	open := func(prog *loader.Program) *Controller {
+		cfg := Config{AuditLog: filepath.Join(t.TempDir(), "audit.jsonl"), Store: store, Policy: file}
+		d, err := New(cfg, prog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.OpenStore()
+		t.Cleanup(func() { d.audit.Close(); d.store.Close() })
+		return d
+	}
+	load := func() *loader.Program {
+		prog, err := loader.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { prog.Close() })
+		return prog
+	}
+	prog := load()
+	d := open(prog)
+	if res := d.Start(); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res := d.ApplyOverride(emergency, overrideText, "uid:0"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
+		t.Fatalf("under the override: %v", got)
+	}
+	d.store.Close()
+
+	// Started again over the same (pinned) program, the list file gone.
+	if err := os.Rename(list, list+".bak"); err != nil {
+		t.Fatal(err)
+	}
+	d = open(prog)
+	res := d.Start()
+	st := d.Snapshot()
+	if res.Err == nil || st.Source.InForce != SourceOverride || st.Source.Override == nil || st.LastError == nil || !strings.Contains(st.LastError.Error, "listed.txt") {
+		t.Fatalf("restart without the override's list file: %s %v; source %+v, last error %+v", res.Outcome, res.Err, st.Source, st.LastError)
+	}
+	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
+		t.Fatalf("the override's policy must stay in force: %v", got)
+	}
+	d.store.Close()
+
+	// The list file back: the override applies again.
+	if err := os.Rename(list+".bak", list); err != nil {
+		t.Fatal(err)
+	}
+	d = open(prog)
+	if res := d.Start(); res.Err != nil || d.Snapshot().Source.InForce != SourceOverride {
+		t.Fatalf("restart with the list file back: %s %v, %+v", res.Outcome, res.Err, d.Snapshot().Source)
+	}
+	d.store.Close()
+
+	// A fresh program (nothing pinned in force) and the list file gone: the
+	// configured file, and the override put aside for good.
+	if err := os.Remove(list); err != nil {
+		t.Fatal(err)
+	}
+	fresh := load()
+	d = open(fresh)
+	if res := d.Start(); res.Err != nil || d.Snapshot().Source.InForce != SourceFile {
+		t.Fatalf("fresh start, override broken: %s %v, %+v", res.Outcome, res.Err, d.Snapshot().Source)
+	}
+	if got := judge(t, d, "100.64.1.25"); got != model.ActionPass {
+		t.Fatalf("the configured file's policy: %v", got)
+	}
+	if _, err := os.Stat(d.overridePath() + ".rejected"); err != nil {
+		t.Fatalf("the override is not kept aside: %v", err)
+	}
+	d.store.Close()
+	if err := os.WriteFile(list, []byte("100.64.0.0/10\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d = open(fresh)
+	if res := d.Start(); res.Err != nil || d.Snapshot().Source.InForce != SourceFile {
+		t.Fatalf("the put-aside override came back: %s %v, %+v", res.Outcome, res.Err, d.Snapshot().Source)
+	}
 }
