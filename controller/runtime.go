@@ -236,6 +236,9 @@ func (c *Controller) CheckEntry(req overlay.Request) error {
 
 // ReleaseEntry removes a runtime entry.
 func (c *Controller) ReleaseEntry(k overlay.Key, who, reason string) error {
+	if err := overlay.CheckText("reason", reason, false); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.storeErr != nil {

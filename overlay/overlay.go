@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Kind is what a runtime entry does.
@@ -147,8 +149,11 @@ func (r Rules) Validate(req Request) error {
 	if req.Prefix.Bits() < floor {
 		return fmt.Errorf("%w: %s is wider than /%d; a runtime entry is for a subscriber or a small block, change the policy for more", ErrInvalid, req.Prefix, floor)
 	}
-	if req.Reason == "" {
-		return fmt.Errorf("%w: a reason is required (say why, for the next person on shift)", ErrInvalid)
+	if err := CheckText("reason", req.Reason, true); err != nil {
+		return err
+	}
+	if err := CheckText("ticket", req.Ticket, false); err != nil {
+		return err
 	}
 	if req.For < 0 {
 		return fmt.Errorf("%w: a negative duration", ErrDuration)
@@ -160,6 +165,31 @@ func (r Rules) Validate(req Request) error {
 		if why := r.Forbid(req.Kind, req.Prefix); why != "" {
 			return fmt.Errorf("%w: %s", ErrForbidden, why)
 		}
+	}
+	return nil
+}
+
+// MaxText bounds a reason or a ticket, in bytes.
+const MaxText = 1024
+
+// CheckText checks a reason or ticket (what) as people and terminals read it: one line
+// of printable text, at most MaxText bytes, not only spaces (and not empty when
+// required). A control character (a newline, an escape sequence) would let a client
+// forge lines in the history an abuse desk reads.
+func CheckText(what, s string, required bool) error {
+	switch {
+	case strings.TrimSpace(s) == "" && required:
+		return fmt.Errorf("%w: a %s is required (say why, for the next person on shift)", ErrInvalid, what)
+	case strings.TrimSpace(s) == "" && s != "":
+		return fmt.Errorf("%w: the %s is only spaces: give one, or leave it out", ErrInvalid, what)
+	case len(s) > MaxText:
+		return fmt.Errorf("%w: the %s is %d bytes; at most %d", ErrInvalid, what, len(s), MaxText)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: the %s is not UTF-8 text", ErrInvalid, what)
+	}
+	if i := strings.IndexFunc(s, unicode.IsControl); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(s[i:])
+		return fmt.Errorf("%w: the %s holds a control character (%q at byte %d): write it on one line, without escapes", ErrInvalid, what, r, i)
 	}
 	return nil
 }

@@ -69,6 +69,15 @@ runtime:
 		{Request{Kind: "block", Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "x"}, ErrKind, ""},
 		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32")}, ErrInvalid, "reason"},
 		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("0.0.0.0/0"), Reason: "x"}, ErrInvalid, "wider"},
+		// Reasons and tickets as a terminal prints them: one line of text, bounded.
+		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "   "}, ErrInvalid, "a reason is required"},
+		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "spam\nreleased by alice"}, ErrInvalid, `control character ('\n' at byte 4)`},
+		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "spam \x1b[31m"}, ErrInvalid, `'\x1b'`},
+		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: strings.Repeat("x", MaxText+1)}, ErrInvalid, "at most 1024"},
+		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "spam", Ticket: " "}, ErrInvalid, "the ticket is only spaces"},
+		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "spam", Ticket: "T-1\t2"}, ErrInvalid, "the ticket holds a control character"},
+		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "bot \xff"}, ErrInvalid, "not UTF-8"},
+		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "spam: Ünïcode ✓", Ticket: "T-7"}, nil, ""},
 		{req(Quarantine, "100.96.1.1/32"), nil, ""},
 		{req(Unblock, "100.64.1.1/32"), nil, ""},
 	}
