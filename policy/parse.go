@@ -783,6 +783,13 @@ func (p *parser) policy(root *node) *Policy {
 				at = root
 			}
 			p.errorf(at, "port %d is both governed and protected: a policy must never block, reset or monitor a protected port; remove it from governed_ports (or, if you really mean it, from protected_ports)", g)
+		} else if g == 465 || g == 587 {
+			// Unprotected on purpose, but still the subscribers' own mail submission.
+			at := governedAt[g]
+			if at == nil {
+				at = root
+			}
+			p.warns = append(p.warns, Error{p.pos(at), fmt.Sprintf("port %d is mail submission (RFC 8314, RFC 6409): governing it blocks, resets or monitors your subscribers' own mail clients, which M3AAWG says to leave open; remove it from governed_ports unless that is what you mean", g)})
 		}
 	}
 	p.checkOverlaps(pol)

@@ -461,3 +461,19 @@ func TestFileNotRegular(t *testing.T) {
 		}
 	}
 }
+
+// Governing 465 or 587 is refused while they are protected (the default); with
+// protected_ports emptied on purpose it is allowed, and check warns at the port.
+func TestSubmissionPortsWarn(t *testing.T) {
+	src := "version: 1\ngoverned_ports: [25, 587]\nprotected_ports: []\nranges:\n  - {name: dsl, verdict: drop, cidrs: [100.64.0.0/10]}\n"
+	p, err := Parse("p.yaml", []byte(src), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Warnings) != 1 || !strings.HasPrefix(p.Warnings[0].Error(), "p.yaml:2:22: port 587 is mail submission") {
+		t.Fatalf("warnings %v", p.Warnings)
+	}
+	if _, err := Parse("p.yaml", []byte(strings.Replace(src, "protected_ports: []\n", "", 1)), testNow); err == nil || !strings.Contains(err.Error(), "port 587 is both governed and protected") {
+		t.Fatalf("587 governed while protected: %v", err)
+	}
+}

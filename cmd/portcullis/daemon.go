@@ -90,7 +90,8 @@ const detachHelp = `
 Removes Portcullis from every interface it is attached to and deletes its pinned maps
 (counters, offender record, the policy in force). Nothing else ever detaches: stopping
 or killing the daemon leaves enforcement in place. Stop the daemon first, or it
-attaches again.`
+attaches again. The daemon's store (runtime quarantines and unblocks, and an override
+applied with "apply") is left alone: the next start applies them again.`
 
 func runDetach(e *env, args []string) error {
 	fs := newFlags(e, "detach", "[--config FILE | --bpffs DIR --socket PATH]", detachHelp)
@@ -123,5 +124,6 @@ func runDetach(e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "detached from %s\n", l.Interface)
 	}
 	fmt.Fprintf(e.stdout, "removed %s (maps and counters)\n", bpffs)
+	fmt.Fprintln(e.stdout, "the daemon's store (runtime quarantines and unblocks, and an override) is kept: the next start applies it again")
 	return nil
 }
