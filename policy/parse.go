@@ -539,22 +539,41 @@ func (p *parser) readList(text, path string, out []CIDR) (int, bool) {
 		if i := strings.IndexByte(l, '#'); i >= 0 {
 			l = l[:i]
 		}
-		l = strings.TrimSpace(l)
 		if l == "" {
 			continue
+		}
+		col := 1
+		if l[0] == ' ' || l[0] == '\t' || l[len(l)-1] == ' ' || l[len(l)-1] == '\t' || l[len(l)-1] == '\r' {
+			trimmed := strings.TrimLeft(l, " \t")
+			col += len(l) - len(trimmed)
+			l = strings.TrimSpace(trimmed)
+			if l == "" {
+				continue
+			}
 		}
 		if len(p.errs)-errs >= MaxListErrors {
 			return n, false
 		}
 		if pfx, ok := plainIPv4(l); ok {
-			out[n] = CIDR{pfx, Pos{path, line, 1}}
+			out[n] = CIDR{pfx, Pos{path, line, col}}
 			n++
-		} else if c, ok := p.cidrAt(l, Pos{path, line, 1}); ok {
+		} else if f := strings.Fields(l); len(f) > 1 && isPrefix(f[0]) {
+			p.errs = append(p.errs, Error{Pos{path, line, col}, fmt.Sprintf("%q: one address or CIDR per line", l)})
+		} else if c, ok := p.cidrAt(l, Pos{path, line, col}); ok {
 			out[n] = c
 			n++
 		}
 	}
 	return n, true
+}
+
+// isPrefix reports whether s reads as an address or a CIDR prefix.
+func isPrefix(s string) bool {
+	if _, err := netip.ParsePrefix(s); err == nil {
+		return true
+	}
+	_, err := netip.ParseAddr(s)
+	return err == nil
 }
 
 // plainIPv4 reads s when it is the common case of a list file: an IPv4 prefix with

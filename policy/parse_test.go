@@ -477,3 +477,23 @@ func TestSubmissionPortsWarn(t *testing.T) {
 		t.Fatalf("587 governed while protected: %v", err)
 	}
 }
+
+// A list file's errors point at the text on the line (an indented line's column), and
+// two prefixes on one line say so.
+func TestListFileColumns(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.yaml")
+	list := filepath.Join(dir, "l.txt")
+	if err := os.WriteFile(pol, []byte("version: 1\nranges:\n  - {name: dsl, verdict: drop, cidrs_file: l.txt}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(list, []byte("100.64.0.0/16\n  bogus\n\t100.65.0.0/16 100.66.0.0/16\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ParseFile(pol, testNow)
+	for _, want := range []string{list + `:2:3: "bogus" is not an address`, list + `:3:2: "100.65.0.0/16 100.66.0.0/16": one address or CIDR per line`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v\nwant %q", err, want)
+		}
+	}
+}

@@ -100,6 +100,9 @@ func printApply(e *env, r daemon.ApplyResponse) {
 		for _, c := range d.First {
 			fmt.Fprintln(e.stdout, "  "+c)
 		}
+		if more := d.Blocks - len(d.First); more > 0 && len(d.First) > 0 {
+			fmt.Fprintf(e.stdout, "  ... and %d more (portcullis diff OLD NEW lists them all)\n", more)
+		}
 	}
 	fmt.Fprintf(e.stdout, "proof: %d probes, all match the model\n", r.Probes)
 }

@@ -75,8 +75,11 @@ func runAddEntry(e *env, args []string, kind overlay.Kind, verb, help string) er
 		what = "unblocked"
 	}
 	level := ""
-	if ent.Level > 0 {
+	switch {
+	case ent.Level > 0 && *term == "":
 		level = fmt.Sprintf(" (repeat %d: escalated)", ent.Level+1)
+	case ent.Level > 0:
+		level = fmt.Sprintf(" (repeat %d: for the term asked)", ent.Level+1)
 	}
 	fmt.Fprintf(e.stdout, "%s %s until %s%s\n", what, ent.Prefix, ent.Expires.UTC().Format(time.RFC3339), level)
 	return nil
