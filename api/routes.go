@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -450,15 +451,22 @@ func (x *exchange) backendError(err error) {
 // decode reads one JSON object into v, refusing unknown fields and trailing data; on a
 // mistake it answers 400 (or 413) and returns false.
 func (x *exchange) decode(body io.Reader, v any) bool {
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	data, err := io.ReadAll(body)
 	if err == nil {
-		// One object and nothing after it but white space.
-		if _, terr := dec.Token(); terr != io.EOF {
-			err = terr
-			if err == nil {
-				err = errTrailing
+		if k := duplicateKey(data); k != "" {
+			x.fail(http.StatusBadRequest, "field %q is given twice; give each field once", k)
+			return false
+		}
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		err = dec.Decode(v)
+		if err == nil {
+			// One object and nothing after it but white space.
+			if _, terr := dec.Token(); terr != io.EOF {
+				err = terr
+				if err == nil {
+					err = errTrailing
+				}
 			}
 		}
 	}
@@ -495,6 +503,34 @@ func (x *exchange) decode(body io.Reader, v any) bool {
 }
 
 var errTrailing = errors.New("data after the JSON object")
+
+// duplicateKey returns a key that the JSON object data gives twice ("" if none, or if
+// data is not an object: the decoder then says what is wrong). encoding/json keeps the
+// last of two, so {"address": A, "address": B} would act on B while a log or a proxy
+// that reads the first sees A.
+func duplicateKey(data []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return ""
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		k, _ := t.(string)
+		if seen[k] {
+			return k
+		}
+		seen[k] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return ""
+		}
+	}
+	return ""
+}
 
 // ParseDuration parses how long an entry lasts (policy.ParseDuration: a Go duration or
 // whole days, more than zero).
