@@ -254,6 +254,13 @@ func (c *Controller) removeEntry(k overlay.Key, action overlay.Action, who, reas
 	}
 	e, ok := findEntry(c.overlay, k)
 	if !ok {
+		if k.Kind == overlay.Quarantine && c.good != nil {
+			for _, q := range c.good.Policy.Quarantines {
+				if q.CIDR.Prefix == k.Prefix {
+					return fmt.Errorf("%w: %s; it is the policy's quarantine (%s), not a runtime one: remove it from the policy", overlay.ErrNotFound, k, q.Pos)
+				}
+			}
+		}
 		return fmt.Errorf("%w: %s", overlay.ErrNotFound, k)
 	}
 	next := cloneState(c.overlay)

@@ -182,3 +182,15 @@ func TestRuntimeStoreRestart(t *testing.T) {
 		t.Errorf("recovered quarantine not enforced: %v", got)
 	}
 }
+
+// Releasing the policy's own quarantine (not a runtime entry) says where it is written.
+func TestReleasePolicyQuarantine(t *testing.T) {
+	d := testController(t)
+	if res := d.Apply("q.yaml", []byte(policyRuntime), "file"); res.Err != nil { // PolicyA quarantines 198.51.100.66
+		t.Fatal(res.Err)
+	}
+	err := d.ReleaseEntry(overlay.Key{Kind: overlay.Quarantine, Prefix: netip.MustParsePrefix("198.51.100.66/32")}, "uid:0", "")
+	if !errors.Is(err, overlay.ErrNotFound) || !strings.Contains(err.Error(), "it is the policy's quarantine (q.yaml:") {
+		t.Fatalf("release of the policy's quarantine: %v", err)
+	}
+}
