@@ -34,7 +34,9 @@ func (s *FileSource) Name() string { return SourceFile }
 // The offer carries no text: the file is read when it is taken.
 func (s *FileSource) Offers(ctx context.Context) <-chan Offer {
 	ch := make(chan Offer)
-	changes := watchFile(ctx, s.path, s.interval)
+	changes := watchFile(ctx, s.path, s.interval, func() {
+		s.log.Warn("the policy file is gone; the policy in force stays (a file that comes back is applied)", "file", s.path)
+	})
 	go func() {
 		defer signal.Stop(s.sig)
 		for {
@@ -59,9 +61,15 @@ func (s *FileSource) Offers(ctx context.Context) <-chan Offer {
 	return ch
 }
 
+// missingChecks is how many checks in a row must find the policy file missing before
+// the watch says it is gone.
+const missingChecks = 3
+
 // watchFile reports changes of path's identity, size or modification time, checked
 // every interval (editors that write a new file and rename it over the old are seen).
-func watchFile(ctx context.Context, path string, interval time.Duration) <-chan struct{} {
+// gone is called once the file has been missing for missingChecks checks in a row
+// (longer than an editor's write-and-rename), and again only after it came back.
+func watchFile(ctx context.Context, path string, interval time.Duration, gone func()) <-chan struct{} {
 	ch := make(chan struct{}, 1)
 	stamp := func() string {
 		fi, err := os.Stat(path)
@@ -75,6 +83,7 @@ func watchFile(ctx context.Context, path string, interval time.Duration) <-chan 
 		return fmt.Sprint(ino, fi.Size(), fi.ModTime().UnixNano())
 	}
 	last := stamp()
+	missing := 0
 	go func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
@@ -83,7 +92,15 @@ func watchFile(ctx context.Context, path string, interval time.Duration) <-chan 
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if s := stamp(); s != last && s != "missing" {
+				s := stamp()
+				if s == "missing" {
+					if missing++; missing == missingChecks {
+						gone()
+					}
+					continue
+				}
+				missing = 0
+				if s != last {
 					last = s
 					select {
 					case ch <- struct{}{}:

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -239,5 +240,56 @@ func TestOverrideThatNoLongerApplies(t *testing.T) {
 	d = open(fresh)
 	if res := d.Start(); res.Err != nil || d.Snapshot().Source.InForce != SourceFile {
 		t.Fatalf("the put-aside override came back: %s %v, %+v", res.Outcome, res.Err, d.Snapshot().Source)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer for a logger written from another goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A configured policy file that disappears is logged once (the policy in force
+// stays), and one that comes back is offered.
+func TestFileSourceGone(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte(testutil.PolicyA), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	s := NewFileSource(path, 5*time.Millisecond, slog.New(slog.NewTextHandler(logs, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	offers := s.Offers(ctx)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the file logged as gone", func() bool { return strings.Contains(logs.String(), "the policy file is gone") })
+	time.Sleep(50 * time.Millisecond) // ten more checks: still one message
+	if n := strings.Count(logs.String(), "the policy file is gone"); n != 1 {
+		t.Fatalf("logged %d times:\n%s", n, logs.String())
+	}
+	if err := os.WriteFile(path, []byte(testutil.PolicyB), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case o := <-offers:
+		if o.Who != "file" || o.File != path {
+			t.Fatalf("offer %+v", o)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the file that came back was not offered")
 	}
 }
