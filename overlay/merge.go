@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -18,7 +19,8 @@ const RuleName = "runtime"
 func RulesFor(pol *policy.Policy) Rules {
 	rt := pol.Runtime
 	r := Rules{Escalation: rt.QuarantineTerms, Memory: rt.QuarantineMemory, Reset: rt.QuarantineReset,
-		MaxUnblock: rt.UnblockMax, DefaultUnblock: rt.UnblockDefault}
+		MaxQuarantine: cmp.Or(rt.QuarantineMax, policy.DefaultQuarantineMax),
+		MaxUnblock:    rt.UnblockMax, DefaultUnblock: rt.UnblockDefault}
 	if r.MaxUnblock == 0 {
 		r.MaxUnblock = DefaultMaxUnblock
 	}

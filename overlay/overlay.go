@@ -15,6 +15,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/portcullis/portcullis/policy"
 )
 
 // Kind is what a runtime entry does.
@@ -115,9 +117,10 @@ type Rules struct {
 	Memory time.Duration
 	// Reset: runtime quarantines answer SYNs with an RST (else they drop).
 	Reset bool
-	// MaxUnblock is the longest unblock allowed; DefaultUnblock the term when none
-	// is asked for.
-	MaxUnblock, DefaultUnblock time.Duration
+	// MaxQuarantine is the longest quarantine term that may be asked for (0: no
+	// bound); MaxUnblock is the longest unblock allowed; DefaultUnblock the term when
+	// none is asked for.
+	MaxQuarantine, MaxUnblock, DefaultUnblock time.Duration
 	// Forbid says, for a prefix, whether a kind may not be added there and why ("" if
 	// it may).
 	Forbid func(k Kind, p netip.Prefix) string
@@ -159,7 +162,10 @@ func (r Rules) Validate(req Request) error {
 		return fmt.Errorf("%w: a negative duration", ErrDuration)
 	}
 	if req.Kind == Unblock && r.MaxUnblock > 0 && req.For > r.MaxUnblock {
-		return fmt.Errorf("%w: an unblock lasts at most %s under this policy, not %s", ErrDuration, r.MaxUnblock, req.For)
+		return fmt.Errorf("%w: an unblock lasts at most %s under this policy (runtime.unblock.max), not %s", ErrDuration, policy.FormatDuration(r.MaxUnblock), policy.FormatDuration(req.For))
+	}
+	if req.Kind == Quarantine && r.MaxQuarantine > 0 && req.For > r.MaxQuarantine {
+		return fmt.Errorf("%w: a quarantine lasts at most %s under this policy (runtime.quarantine.max), not %s", ErrDuration, policy.FormatDuration(r.MaxQuarantine), policy.FormatDuration(req.For))
 	}
 	if r.Forbid != nil {
 		if why := r.Forbid(req.Kind, req.Prefix); why != "" {

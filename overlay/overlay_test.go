@@ -65,7 +65,7 @@ runtime:
 		msg  string
 	}{
 		{req(Unblock, "100.96.1.1/32"), ErrForbidden, `range "cgnat"`},
-		{Request{Kind: Unblock, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "x", For: 100 * 24 * time.Hour}, ErrDuration, "at most 2160h"},
+		{Request{Kind: Unblock, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "x", For: 100 * 24 * time.Hour}, ErrDuration, "at most 90d under this policy (runtime.unblock.max), not 100d"},
 		{Request{Kind: "block", Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "x"}, ErrKind, ""},
 		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32")}, ErrInvalid, "reason"},
 		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("0.0.0.0/0"), Reason: "x"}, ErrInvalid, "wider"},
@@ -79,6 +79,8 @@ runtime:
 		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "bot \xff"}, ErrInvalid, "not UTF-8"},
 		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "spam: Ünïcode ✓", Ticket: "T-7"}, nil, ""},
 		{req(Quarantine, "100.96.1.1/32"), nil, ""},
+		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "x", For: 366 * 24 * time.Hour}, ErrDuration, "a quarantine lasts at most 365d under this policy (runtime.quarantine.max), not 366d"},
+		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "x", For: 365 * 24 * time.Hour}, nil, ""},
 		{req(Unblock, "100.64.1.1/32"), nil, ""},
 	}
 	for _, c := range cases {

@@ -497,3 +497,16 @@ func TestListFileColumns(t *testing.T) {
 		}
 	}
 }
+
+// runtime.quarantine.max bounds the term a desk may ask for, and the escalation terms
+// must fit under it.
+func TestRuntimeQuarantineMax(t *testing.T) {
+	base := "version: 1\nranges:\n  - {name: dsl, verdict: drop, cidrs: [100.64.0.0/10]}\nruntime:\n  quarantine: {terms: [1h, 30d], max: %s}\n"
+	p, err := Parse("p.yaml", []byte(fmt.Sprintf(base, "60d")), testNow)
+	if err != nil || p.Runtime.QuarantineMax != 60*24*time.Hour {
+		t.Fatalf("max 60d: %v %v", err, p)
+	}
+	if _, err := Parse("p.yaml", []byte(fmt.Sprintf(base, "7d")), testNow); err == nil || !strings.Contains(err.Error(), "runtime.quarantine.terms reach 30d, longer than runtime.quarantine.max (7d)") {
+		t.Fatalf("terms over max: %v", err)
+	}
+}

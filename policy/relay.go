@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -250,6 +251,7 @@ type Runtime struct {
 	QuarantineTerms  []time.Duration
 	QuarantineMemory time.Duration // 0: 30 days
 	QuarantineReset  bool          // runtime quarantines reset (default) or drop
+	QuarantineMax    time.Duration // the longest term asked for; 0: 365 days
 	UnblockDefault   time.Duration // 0: 30 days
 	UnblockMax       time.Duration // 0: 365 days
 	// NoQuarantine and NoUnblock name the ranges inside which the kind may not be
@@ -261,6 +263,10 @@ type Runtime struct {
 
 var runtimeKeys = []string{"quarantine", "unblock"}
 
+// DefaultQuarantineMax is the longest runtime quarantine a policy allows when it says
+// nothing (runtime.quarantine.max).
+const DefaultQuarantineMax = 365 * 24 * time.Hour
+
 func (p *parser) runtime(n *node, pol *Policy) {
 	rt := &pol.Runtime
 	rt.Pos = p.pos(n)
@@ -268,7 +274,7 @@ func (p *parser) runtime(n *node, pol *Policy) {
 	p.fields(n, "runtime", runtimeKeys, func(key string, _, v *node) {
 		switch key {
 		case "quarantine":
-			p.fields(v, "runtime.quarantine", []string{"terms", "memory", "verdict", "forbidden_in"}, func(key string, _, v *node) {
+			p.fields(v, "runtime.quarantine", []string{"terms", "memory", "verdict", "max", "forbidden_in"}, func(key string, _, v *node) {
 				switch key {
 				case "terms":
 					for _, t := range p.list(v, "runtime.quarantine.terms") {
@@ -281,6 +287,8 @@ func (p *parser) runtime(n *node, pol *Policy) {
 					}
 				case "memory":
 					rt.QuarantineMemory, _ = p.duration(v, "runtime.quarantine.memory")
+				case "max":
+					rt.QuarantineMax, _ = p.duration(v, "runtime.quarantine.max")
 				case "verdict":
 					rt.QuarantineReset = p.verdict(v, []model.Verdict{model.Drop, model.Reset}) == model.Reset
 				case "forbidden_in":
@@ -300,6 +308,9 @@ func (p *parser) runtime(n *node, pol *Policy) {
 			})
 		}
 	})
+	if qmax := cmp.Or(rt.QuarantineMax, DefaultQuarantineMax); slices.Max(append([]time.Duration{0}, rt.QuarantineTerms...)) > qmax {
+		p.errorf(n, "runtime.quarantine.terms reach %s, longer than runtime.quarantine.max (%s)", FormatDuration(slices.Max(rt.QuarantineTerms)), FormatDuration(qmax))
+	}
 	if rt.UnblockMax > 0 && rt.UnblockDefault > rt.UnblockMax {
 		p.errorf(n, "runtime.unblock.default (%s) is longer than runtime.unblock.max (%s)", FormatDuration(rt.UnblockDefault), FormatDuration(rt.UnblockMax))
 	}
