@@ -321,6 +321,12 @@ func kindName(n *node) string {
 	case mappingNode:
 		return "a mapping"
 	case scalarNode:
+		if n.tag == "!!null" {
+			return "nothing (the key has no value)"
+		}
+		if _, err := strconv.ParseFloat(n.value, 64); err == nil && n.tag == "!!str" {
+			return fmt.Sprintf("the quoted text %q (write the number without quotes)", n.value)
+		}
 		return fmt.Sprintf("%q", n.value)
 	case aliasNode:
 		return "an alias"

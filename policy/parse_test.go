@@ -97,6 +97,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad port", "version: 1\ngoverned_ports: [25, 70000]\n", []string{"2:22: a port in governed_ports must be a port number 1-65535, not \"70000\""}},
 		{"port 0", "version: 1\nprotected_ports: [0]\n", []string{"2:19: a port in protected_ports must be a port number 1-65535, not \"0\""}},
 		{"port not a number", "version: 1\ngoverned_ports: [smtp]\n", []string{`2:18: a port in governed_ports must be a port number 1-65535, not "smtp"`}},
+		{"quoted port", "version: 1\ngoverned_ports: [\"25\"]\n", []string{`2:18: a port in governed_ports must be a port number 1-65535, not the quoted text "25" (write the number without quotes)`}},
+		{"no value", "version: 1\nranges:\n", []string{`2:8: ranges must be a list, not nothing (the key has no value)`}},
 		{"bad verdict", "version: 1\nranges:\n  - name: a\n    verdict: block\n    cidrs: [192.0.2.0/24]\n", []string{`4:14: verdict "block" is not one of pass, drop, reset, monitor`}},
 		{"bad cidr", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/33]\n", []string{`5:13: "192.0.2.0/33" is not a CIDR prefix: prefix length 33 is over 32 for IPv4`}},
 		{"host bits", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [100.64.0.1/10]\n", []string{"5:13: 100.64.0.1/10 has host bits set; did you mean 100.64.0.0/10?"}},
