@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -113,7 +114,7 @@ func runEntries(e *env, args []string) error {
 	p := pathFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	history := fs.Bool("history", false, "show the history too")
-	prefix := fs.String("prefix", "", "the history of this prefix only")
+	prefix := fs.String("prefix", "", "this prefix's entry and history only")
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
@@ -125,10 +126,19 @@ func runEntries(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *prefix != "" { // the daemon filtered the history; the entries too
+		want, err := overlay.ParseTarget(*prefix)
+		if err != nil {
+			return &exitError{2, fmt.Errorf("--prefix: %w", err)}
+		}
+		resp.Entries = slices.DeleteFunc(resp.Entries, func(x overlay.Entry) bool { return x.Prefix != want })
+	}
 	if *asJSON {
 		return writeJSON(e.stdout, resp)
 	}
-	if len(resp.Entries) == 0 {
+	if len(resp.Entries) == 0 && *prefix != "" {
+		fmt.Fprintf(e.stdout, "no runtime entry for %s\n", *prefix)
+	} else if len(resp.Entries) == 0 {
 		fmt.Fprintln(e.stdout, "no runtime entries")
 	} else {
 		fmt.Fprintf(e.stdout, "%-10s %-24s %-20s %-18s %-12s %s\n", "KIND", "PREFIX", "UNTIL", "WHO", "TICKET", "REASON")

@@ -85,6 +85,13 @@ func TestDaemonRuntimeEntries(t *testing.T) {
 	if r := entries(); len(r.Entries) != 1 || r.Entries[0].Kind != "quarantine" {
 		t.Fatalf("entries after bad input: %+v", r)
 	}
+	// --prefix: that prefix's entry and history only.
+	if out, _, _ := l.cli("entries", "--prefix", "100.64.1.2", "--config", l.cfg); !strings.Contains(out, "100.64.1.2/32") || !strings.Contains(out, "spam run") {
+		t.Errorf("entries --prefix 100.64.1.2:\n%s", out)
+	}
+	if out, _, _ := l.cli("entries", "--prefix", "100.64.1.9", "--config", l.cfg); !strings.Contains(out, "no runtime entry for 100.64.1.9") || strings.Contains(out, "100.64.1.2") {
+		t.Errorf("entries --prefix 100.64.1.9:\n%s", out)
+	}
 
 	t.Log("a damaged store: reported, enforcement kept, changes refused")
 	l.stop(syscall.SIGKILL)
