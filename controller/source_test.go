@@ -2,8 +2,11 @@ package controller
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +18,7 @@ import (
 	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/model"
+	"github.com/portcullis/portcullis/overlay"
 )
 
 // offerSource is a configured source fed by the test (standing for etcd).
@@ -291,5 +295,99 @@ func TestFileSourceGone(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the file that came back was not offered")
+	}
+}
+
+// Runtime unblocks longer than /24 each hold one of the data plane's groups
+// (model.MaxLongIPv4Blocks). When they push a policy that fits on its own over the
+// limit: with a policy in force the change is refused, saying that the unblocks hold
+// the groups; at a first start (nothing in force: after a reboot or detach) the newest
+// unblocks that do not fit are suspended, with a history event, and the rest applied:
+// a start never leaves nothing enforced because of runtime entries.
+func TestUnblocksThatDoNotFitAtStart(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "policy.yaml")
+	statics := func(n int) string {
+		var b strings.Builder
+		b.WriteString("version: 1\nranges:\n  - {name: dsl, verdict: reset, cidrs: [100.64.0.0/10]}\n  - name: statics\n    verdict: pass\n    cidrs:\n")
+		for i := range n {
+			fmt.Fprintf(&b, "      - 10.%d.%d.1\n", i>>8, i&255)
+		}
+		return b.String()
+	}
+	const max = model.MaxLongIPv4Blocks
+	if err := os.WriteFile(file, []byte(statics(max-2)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(dir, "store", "runtime.db")
+	open := func(prog *loader.Program) *Controller {
+		cfg := Config{AuditLog: filepath.Join(t.TempDir(), "audit.jsonl"), Store: store, Policy: file}
+		d, err := New(cfg, prog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.OpenStore()
+		t.Cleanup(func() { d.audit.Close(); d.store.Close() })
+		return d
+	}
+	load := func() *loader.Program {
+		prog, err := loader.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { prog.Close() })
+		return prog
+	}
+	prog := load()
+	d := open(prog)
+	if res := d.Start(); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	unblock := func(a string) overlay.Request {
+		return overlay.Request{Kind: overlay.Unblock, Prefix: netip.MustParsePrefix(a + "/32"), Reason: "opt-out", Who: "api:portal"}
+	}
+	for _, a := range []string{"100.64.200.7", "100.64.201.7"} { // the last two groups
+		if _, err := d.AddEntry(unblock(a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.AddEntry(unblock("100.64.202.7")); !errors.Is(err, loader.ErrTooManyGroups) {
+		t.Fatalf("an unblock past the last group: %v", err)
+	}
+
+	// A policy edit that fits on its own (one more /32 in a new /24), with the policy
+	// in force: refused, and the message says what holds the groups.
+	if err := os.WriteFile(file, []byte(statics(max-1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := d.applyFile(file, "signal")
+	if res.Err == nil || !strings.Contains(res.Err.Error(), fmt.Sprintf("the policy holds IPv4 ranges longer than /24 in %d /24s, and runtime unblocks longer than /24 need 2 more", max-1)) {
+		t.Fatalf("the edit with the unblocks in force: %s %v", res.Outcome, res.Err)
+	}
+	if got := judge(t, d, "100.64.201.7"); got != model.ActionPass {
+		t.Fatalf("the unblocks stay in force: %v", got)
+	}
+	d.store.Close()
+
+	// A first start (a fresh program: nothing pinned) with that policy file: the newest
+	// unblock is suspended, the older one and the policy are enforced.
+	d = open(load())
+	if res := d.Start(); res.Err != nil {
+		t.Fatalf("first start: %s %v", res.Outcome, res.Err)
+	}
+	if got := judge(t, d, "100.64.200.7"); got != model.ActionPass {
+		t.Errorf("the older unblock: %v, want pass", got)
+	}
+	if got := judge(t, d, "100.64.201.7"); got != model.ActionTX {
+		t.Errorf("the suspended unblock: %v, want the policy's reset", got)
+	}
+	st := d.Snapshot()
+	if len(d.overlay.Entries) != 1 {
+		t.Errorf("entries after the start: %+v", d.overlay.Entries)
+	}
+	last := d.overlay.History[len(d.overlay.History)-1]
+	if last.Action != overlay.Suspended || last.Entry.Prefix != netip.MustParsePrefix("100.64.201.7/32") || !strings.Contains(last.Reason, "no room in the data plane") {
+		t.Errorf("history: %+v (status %+v)", last, st.Source)
 	}
 }

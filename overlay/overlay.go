@@ -68,6 +68,9 @@ const (
 	Released  Action = "released"
 	Expired   Action = "expired"
 	Escalated Action = "escalated" // added again within the escalation memory: a longer term
+	// Suspended: taken out at a start because the data plane had no room for it (the
+	// IPv4 groups of ranges longer than /24 ran out); it must be added again.
+	Suspended Action = "suspended"
 )
 
 // Event is one line of the history: who did what to which entry, when and why.
