@@ -20,7 +20,9 @@ func RulesFor(pol *policy.Policy) Rules {
 	rt := pol.Runtime
 	r := Rules{Escalation: rt.QuarantineTerms, Memory: rt.QuarantineMemory, Reset: rt.QuarantineReset,
 		MaxQuarantine: cmp.Or(rt.QuarantineMax, policy.DefaultQuarantineMax),
-		MaxUnblock:    rt.UnblockMax, DefaultUnblock: rt.UnblockDefault}
+		MaxUnblock:    rt.UnblockMax, DefaultUnblock: rt.UnblockDefault,
+		WidestUnblock4: cmp.Or(rt.UnblockWidest4, policy.DefaultUnblockWidest4),
+		WidestUnblock6: cmp.Or(rt.UnblockWidest6, policy.DefaultUnblockWidest6)}
 	if r.MaxUnblock == 0 {
 		r.MaxUnblock = DefaultMaxUnblock
 	}

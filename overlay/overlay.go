@@ -124,6 +124,9 @@ type Rules struct {
 	// bound); MaxUnblock is the longest unblock allowed; DefaultUnblock the term when
 	// none is asked for.
 	MaxQuarantine, MaxUnblock, DefaultUnblock time.Duration
+	// WidestUnblock4 and WidestUnblock6 are the shortest prefix lengths of an unblock
+	// (0: the floor of every entry, /8 and /32).
+	WidestUnblock4, WidestUnblock6 int
 	// Forbid says, for a prefix, whether a kind may not be added there and why ("" if
 	// it may).
 	Forbid func(k Kind, p netip.Prefix) string
@@ -155,6 +158,13 @@ func (r Rules) Validate(req Request) error {
 	if req.Prefix.Bits() < floor {
 		return fmt.Errorf("%w: %s is wider than /%d; a runtime entry is for a subscriber or a small block, change the policy for more", ErrInvalid, req.Prefix, floor)
 	}
+	widest, key := r.WidestUnblock4, "widest_ipv4"
+	if req.Prefix.Addr().Is6() {
+		widest, key = r.WidestUnblock6, "widest_ipv6"
+	}
+	if req.Kind == Unblock && req.Prefix.Bits() < widest {
+		return fmt.Errorf("%w: an unblock is at most a /%d under this policy (runtime.unblock.%s), not %s: it is for a customer, not a pool (an exemption in the policy opens more)", ErrInvalid, widest, key, req.Prefix)
+	}
 	if err := CheckText("reason", req.Reason, true); err != nil {
 		return err
 	}
@@ -163,6 +173,9 @@ func (r Rules) Validate(req Request) error {
 	}
 	if req.For < 0 {
 		return fmt.Errorf("%w: a negative duration", ErrDuration)
+	}
+	if req.For > 0 && req.For < MinTerm {
+		return fmt.Errorf("%w: %s is shorter than a runtime entry may last (%s): it would end before the daemon saw it", ErrDuration, req.For, MinTerm)
 	}
 	if req.Kind == Unblock && r.MaxUnblock > 0 && req.For > r.MaxUnblock {
 		return fmt.Errorf("%w: an unblock lasts at most %s under this policy (runtime.unblock.max), not %s", ErrDuration, policy.FormatDuration(r.MaxUnblock), policy.FormatDuration(req.For))
@@ -177,6 +190,11 @@ func (r Rules) Validate(req Request) error {
 	}
 	return nil
 }
+
+// MinTerm is the shortest term a runtime entry may be asked for: the daemon ends
+// unblocks on a check every second, so a term of a few nanoseconds was stored,
+// written into the data plane and in force until that check.
+const MinTerm = 10 * time.Second
 
 // MaxText bounds a reason or a ticket, in bytes.
 const MaxText = 1024

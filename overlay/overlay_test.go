@@ -81,6 +81,10 @@ runtime:
 		{req(Quarantine, "100.96.1.1/32"), nil, ""},
 		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "x", For: 366 * 24 * time.Hour}, ErrDuration, "a quarantine lasts at most 365d under this policy (runtime.quarantine.max), not 366d"},
 		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "x", For: 365 * 24 * time.Hour}, nil, ""},
+		{Request{Kind: Unblock, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "x", For: time.Nanosecond}, ErrDuration, "1ns is shorter than a runtime entry may last (10s)"},
+		{Request{Kind: Unblock, Prefix: netip.MustParsePrefix("100.64.0.0/23"), Reason: "x"}, ErrInvalid, "an unblock is at most a /24 under this policy (runtime.unblock.widest_ipv4), not 100.64.0.0/23"},
+		{Request{Kind: Unblock, Prefix: netip.MustParsePrefix("100.64.0.0/24"), Reason: "x"}, nil, ""},
+		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.0.0/16"), Reason: "x"}, nil, ""},
 		{req(Unblock, "100.64.1.1/32"), nil, ""},
 	}
 	for _, c := range cases {

@@ -512,3 +512,16 @@ func TestRuntimeQuarantineMax(t *testing.T) {
 		t.Fatalf("terms over max: %v", err)
 	}
 }
+
+// runtime.unblock.widest_ipv4/6 set the widest unblock, never wider than a runtime
+// entry may be.
+func TestRuntimeUnblockWidest(t *testing.T) {
+	src := "version: 1\nranges:\n  - {name: dsl, verdict: drop, cidrs: [100.64.0.0/10]}\nruntime:\n  unblock: {widest_ipv4: %d, widest_ipv6: 64}\n"
+	p, err := Parse("p.yaml", []byte(fmt.Sprintf(src, 28)), testNow)
+	if err != nil || p.Runtime.UnblockWidest4 != 28 || p.Runtime.UnblockWidest6 != 64 {
+		t.Fatalf("%v %+v", err, p.Runtime)
+	}
+	if _, err := Parse("p.yaml", []byte(fmt.Sprintf(src, 4)), testNow); err == nil || !strings.Contains(err.Error(), "5:26: runtime.unblock.widest_ipv4 4 is wider than any runtime entry may be (/8)") {
+		t.Fatalf("widest_ipv4 4: %v", err)
+	}
+}

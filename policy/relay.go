@@ -254,6 +254,9 @@ type Runtime struct {
 	QuarantineMax    time.Duration // the longest term asked for; 0: 365 days
 	UnblockDefault   time.Duration // 0: 30 days
 	UnblockMax       time.Duration // 0: 365 days
+	// UnblockWidest4 and UnblockWidest6 are the shortest prefix lengths an unblock may
+	// have (0: 24 and 48): a portal unblocks a subscriber, not a pool.
+	UnblockWidest4, UnblockWidest6 int
 	// NoQuarantine and NoUnblock name the ranges inside which the kind may not be
 	// added (an unblock in a CGNAT pool would open port 25 for every subscriber
 	// behind the address).
@@ -262,6 +265,13 @@ type Runtime struct {
 }
 
 var runtimeKeys = []string{"quarantine", "unblock"}
+
+// Default widest runtime unblocks (runtime.unblock.widest_ipv4, widest_ipv6): a
+// business customer's /24 or /48, not a pool.
+const (
+	DefaultUnblockWidest4 = 24
+	DefaultUnblockWidest6 = 48
+)
 
 // DefaultQuarantineMax is the longest runtime quarantine a policy allows when it says
 // nothing (runtime.quarantine.max).
@@ -296,8 +306,20 @@ func (p *parser) runtime(n *node, pol *Policy) {
 				}
 			})
 		case "unblock":
-			p.fields(v, "runtime.unblock", []string{"default", "max", "forbidden_in"}, func(key string, _, v *node) {
+			p.fields(v, "runtime.unblock", []string{"default", "max", "widest_ipv4", "widest_ipv6", "forbidden_in"}, func(key string, _, v *node) {
 				switch key {
+				case "widest_ipv4":
+					if n, ok := p.uint(v, "runtime.unblock.widest_ipv4 (a prefix length)", 32); ok && n < 8 {
+						p.errorf(v, "runtime.unblock.widest_ipv4 %d is wider than any runtime entry may be (/8)", n)
+					} else if ok {
+						rt.UnblockWidest4 = int(n)
+					}
+				case "widest_ipv6":
+					if n, ok := p.uint(v, "runtime.unblock.widest_ipv6 (a prefix length)", 128); ok && n < 32 {
+						p.errorf(v, "runtime.unblock.widest_ipv6 %d is wider than any runtime entry may be (/32)", n)
+					} else if ok {
+						rt.UnblockWidest6 = int(n)
+					}
 				case "default":
 					rt.UnblockDefault, _ = p.duration(v, "runtime.unblock.default")
 				case "max":
