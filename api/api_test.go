@@ -122,6 +122,8 @@ func TestBadRequest(t *testing.T) {
 		{"unknown field", `{"address": "100.64.1.10", "reason": "x", "duration": "1h"}`, `unknown field "duration"; the fields are address, cidr, for, reason, ticket, fleet`},
 		{"wrong type", `{"address": "100.64.1.10", "reason": "x", "for": 24}`, `field "for" must be a JSON string`},
 		{"a field twice", `{"address": "100.64.1.8", "reason": "x", "address": "100.64.1.9"}`, `field "address" is given twice`},
+		{"a field in another case", `{"ADDRESS": "100.64.1.9", "reason": "x"}`, `field "ADDRESS": field names are lower case ("address")`},
+		{"a field twice, in two cases", `{"reason": "x", "Reason": "y", "address": "100.64.1.8"}`, `field "Reason" is given twice`},
 		{"no address", `{"reason": "x"}`, "give address"},
 		{"both", `{"address": "100.64.1.10", "cidr": "100.64.1.0/28", "reason": "x"}`, "not both"},
 		{"bad address", `{"address": "100.64.1.300", "reason": "x"}`, `address: "100.64.1.300" is not an IP address`},

@@ -453,8 +453,11 @@ func (x *exchange) backendError(err error) {
 func (x *exchange) decode(body io.Reader, v any) bool {
 	data, err := io.ReadAll(body)
 	if err == nil {
-		if k := duplicateKey(data); k != "" {
+		if k, twice := oddKey(data); k != "" && twice {
 			x.fail(http.StatusBadRequest, "field %q is given twice; give each field once", k)
+			return false
+		} else if k != "" {
+			x.fail(http.StatusBadRequest, "field %q: field names are lower case (%q)", k, strings.ToLower(k))
 			return false
 		}
 		dec := json.NewDecoder(bytes.NewReader(data))
@@ -504,32 +507,37 @@ func (x *exchange) decode(body io.Reader, v any) bool {
 
 var errTrailing = errors.New("data after the JSON object")
 
-// duplicateKey returns a key that the JSON object data gives twice ("" if none, or if
-// data is not an object: the decoder then says what is wrong). encoding/json keeps the
-// last of two, so {"address": A, "address": B} would act on B while a log or a proxy
-// that reads the first sees A.
-func duplicateKey(data []byte) string {
+// oddKey returns a key of the JSON object data that encoding/json would read otherwise
+// than a reader of the body might: one given twice (twice; encoding/json keeps the
+// last, so {"address": A, "address": B} acts on B while a log or a proxy that reads the
+// first sees A), or one not in lower case (encoding/json matches field names in any
+// case, so "ADDRESS" is address). "" if none, or if data is not an object (the decoder
+// then says what is wrong).
+func oddKey(data []byte) (key string, twice bool) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return ""
+		return "", false
 	}
 	seen := map[string]bool{}
 	for dec.More() {
 		t, err := dec.Token()
 		if err != nil {
-			return ""
+			return "", false
 		}
 		k, _ := t.(string)
-		if seen[k] {
-			return k
+		if seen[strings.ToLower(k)] {
+			return k, true
+		}
+		if k != strings.ToLower(k) {
+			return k, false
 		}
 		seen[k] = true
 		var skip json.RawMessage
 		if err := dec.Decode(&skip); err != nil {
-			return ""
+			return "", false
 		}
 	}
-	return ""
+	return "", false
 }
 
 // ParseDuration parses how long an entry lasts (policy.ParseDuration: a Go duration or
