@@ -236,7 +236,7 @@ func CheckFirst(cfg Config, now time.Time) error {
 	case err != nil:
 		overrideErr = err
 	case o != nil:
-		if _, err := compile(cfg.Interfaces, o.File, o.Policy, policy.Parse, now, nil); err != nil {
+		if _, err := compile(cfg.Interfaces, o.File, o.Policy, o.parse, now, nil); err != nil {
 			overrideErr = fmt.Errorf("the override kept in %s (applied by %s) does not apply any more: %w", c.overridePath(), o.Who, err)
 		} else {
 			return nil

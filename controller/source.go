@@ -121,11 +121,10 @@ func (c *Controller) take(source string, o Offer) Result {
 }
 
 // Start applies the first policy: the override kept from an earlier run if there is
-// one, else the configured file. An error with a policy in force (pinned from an
-// earlier run) leaves that policy in force: an override that no longer applies (a
-// list file gone) then stands, with its error, as it did before the restart. With no
-// policy in force, such an override is put aside (override.json.rejected) and the
-// configured file applied.
+// one (with the list files it was applied with), else the configured file. An override
+// that no longer passes the checks is put aside (override.json.rejected) and the
+// configured file applied. An error with a policy in force (pinned from an earlier
+// run) leaves that policy in force.
 func (c *Controller) Start() Result {
 	if c.cfg.Source == SourceEtcd {
 		k, err := c.loadKept()
@@ -145,29 +144,21 @@ func (c *Controller) Start() Result {
 		return c.applyPrimary(SourceFile)
 	}
 	c.log.Info("an override stands (portcullis apply): applying it, not the configured source", "file", o.File, "who", o.Who, "at", o.At.Format(time.RFC3339))
-	res := c.Apply(o.File, o.Policy, SourceOverride)
+	res := c.apply(o.File, o.Policy, SourceOverride, o.parse)
 	if res.Err != nil {
-		c.mu.Lock()
-		inForce := c.meta.Hash != ""
-		if inForce {
-			// What the run before pinned is the override's policy: it stays in force,
-			// and so does the override (status shows it and this error), until it
-			// applies again or is released; a restart changes nothing.
-			c.override = o
-			c.publish()
+		if res.Outcome != "rejected" {
+			// Installing or proving it failed, not its text: it is kept for the next start.
+			c.log.Error("the override could not be installed: applying the configured source; the override is kept for the next start", "file", o.File, "error", res.Err)
+			return c.applyPrimary(SourceFile)
 		}
-		c.mu.Unlock()
-		if inForce {
-			c.log.Error("the override does not apply any more; the policy in force stays, and the override with it: the configured source waits (fix what the override needs, or portcullis apply --release)", "file", o.File, "error", res.Err)
-			return res
-		}
-		// Nothing in force to keep: the configured source, and the override is put
-		// aside, so that it cannot come back into force at a later start by itself.
+		// It no longer passes the checks (it carries its list files, so they did not
+		// go missing: the configuration's interfaces changed, or a version that
+		// checks more). Put aside, so that it cannot come back into force by itself.
 		aside := c.overridePath() + ".rejected"
 		if err := os.Rename(c.overridePath(), aside); err != nil {
-			c.log.Error("the override does not apply any more, and cannot be put aside", "error", err)
+			c.log.Error("the override does not apply any more, and cannot be put aside: applying the configured source; move "+c.overridePath()+" away by hand, or the next start tries it again", "file", o.File, "error", res.Err, "rename_error", err)
 		} else {
-			c.log.Error("the override does not apply any more and no policy is in force: applying the configured source; the override is kept in "+aside, "file", o.File, "error", res.Err)
+			c.log.Error("the override does not apply any more: applying the configured source; the override is kept in "+aside, "file", o.File, "error", res.Err)
 		}
 		return c.applyPrimary(SourceFile)
 	}
@@ -232,6 +223,14 @@ type Override struct {
 	At     time.Time `json:"at"`
 	Hash   string    `json:"hash"`
 	Policy []byte    `json:"policy"`
+	// Lists are the policy's list files as applied (cidrs_file), so that a restart
+	// applies the same policy whatever happened to the files since.
+	Lists policy.ListFiles `json:"lists,omitempty"`
+}
+
+// parse parses the override's policy as it was applied: with its list files as kept.
+func (o *Override) parse(file string, data []byte, now time.Time) (*policy.Policy, error) {
+	return policy.ParseWithLists(file, data, now, o.Lists)
 }
 
 // SourceStatus says which source is in force and what the other offers.
@@ -347,13 +346,18 @@ func writeJSONFile(path string, v any) error {
 // ApplyOverride applies policy text data (named file) from who as an override: on
 // success it is kept, and stays in force until ReleaseOverride.
 func (c *Controller) ApplyOverride(file string, data []byte, who string) Result {
-	res := c.Apply(file, data, who)
+	var lists policy.ListFiles
+	res := c.apply(file, data, who, func(file string, data []byte, now time.Time) (*policy.Policy, error) {
+		pol, l, err := policy.ParseKeeping(file, data, now)
+		lists = l
+		return pol, err
+	})
 	if res.Err != nil {
 		return res
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	o := &Override{File: file, Who: who, At: c.now(), Hash: res.NewHash, Policy: data}
+	o := &Override{File: file, Who: who, At: c.now(), Hash: res.NewHash, Policy: data, Lists: lists}
 	if err := c.saveOverride(o); err != nil {
 		res.Err = fmt.Errorf("applied, but %w: it will not survive a restart", err)
 		c.log.Error("applied, but the override was not kept", "error", err)

@@ -146,12 +146,12 @@ func TestEtcdSourceKeepsLastGood(t *testing.T) {
 	d.store.Close()
 }
 
-// An override that no longer applies at a start (its list file gone) stands as before
-// the restart while its policy is in force (pinned), instead of handing enforcement to
-// the configured file; it applies again once its file is back. With no policy in
-// force it is put aside and the configured file applied, and it does not come back by
+// An override is kept with the list files it was applied with: a restart applies the
+// same policy even when a list file has gone since, and runtime entries go on working.
+// One that no longer passes the checks at a start is put aside
+// (override.json.rejected) and the configured file applied; it does not come back by
 // itself at a later start.
-func TestOverrideThatNoLongerApplies(t *testing.T) {
+func TestOverrideKeepsItsListFiles(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "policy.yaml")
@@ -196,40 +196,39 @@ func TestOverrideThatNoLongerApplies(t *testing.T) {
 	}
 	d.store.Close()
 
-	// Started again over the same (pinned) program, the list file gone.
-	if err := os.Rename(list, list+".bak"); err != nil {
-		t.Fatal(err)
-	}
-	d = open(prog)
-	res := d.Start()
-	st := d.Snapshot()
-	if res.Err == nil || st.Source.InForce != SourceOverride || st.Source.Override == nil || st.LastError == nil || !strings.Contains(st.LastError.Error, "listed.txt") {
-		t.Fatalf("restart without the override's list file: %s %v; source %+v, last error %+v", res.Outcome, res.Err, st.Source, st.LastError)
-	}
-	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
-		t.Fatalf("the override's policy must stay in force: %v", got)
-	}
-	d.store.Close()
-
-	// The list file back: the override applies again.
-	if err := os.Rename(list+".bak", list); err != nil {
-		t.Fatal(err)
-	}
-	d = open(prog)
-	if res := d.Start(); res.Err != nil || d.Snapshot().Source.InForce != SourceOverride {
-		t.Fatalf("restart with the list file back: %s %v, %+v", res.Outcome, res.Err, d.Snapshot().Source)
-	}
-	d.store.Close()
-
-	// A fresh program (nothing pinned in force) and the list file gone: the
-	// configured file, and the override put aside for good.
+	// Started again, on the pinned program and on a fresh one, the list file gone: the
+	// override applies as it was, and a runtime entry can be added.
 	if err := os.Remove(list); err != nil {
 		t.Fatal(err)
 	}
-	fresh := load()
-	d = open(fresh)
+	for _, p := range []*loader.Program{prog, load()} {
+		d = open(p)
+		res := d.Start()
+		if st := d.Snapshot(); res.Err != nil || st.Source.InForce != SourceOverride {
+			t.Fatalf("restart without the override's list file: %s %v; source %+v", res.Outcome, res.Err, st.Source)
+		}
+		if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
+			t.Fatalf("the override's policy after the restart: %v", got)
+		}
+		if _, err := d.AddEntry(overlay.Request{Kind: overlay.Quarantine, Prefix: netip.MustParsePrefix("198.51.100.9/32"), Reason: "spam", Who: "uid:0"}); err != nil {
+			t.Fatalf("a runtime entry under the kept override: %v", err)
+		}
+		d.store.Close()
+	}
+
+	// An override that no longer passes the checks (as a later version might find):
+	// the configured file, and the override put aside for good.
+	var o Override
+	if _, err := readJSONFile(d.overridePath(), &o); err != nil {
+		t.Fatal(err)
+	}
+	o.Policy = []byte("version: 7\n")
+	if err := writeJSONFile(d.overridePath(), &o); err != nil {
+		t.Fatal(err)
+	}
+	d = open(prog)
 	if res := d.Start(); res.Err != nil || d.Snapshot().Source.InForce != SourceFile {
-		t.Fatalf("fresh start, override broken: %s %v, %+v", res.Outcome, res.Err, d.Snapshot().Source)
+		t.Fatalf("an override that no longer applies: %s %v, %+v", res.Outcome, res.Err, d.Snapshot().Source)
 	}
 	if got := judge(t, d, "100.64.1.25"); got != model.ActionPass {
 		t.Fatalf("the configured file's policy: %v", got)
@@ -238,10 +237,7 @@ func TestOverrideThatNoLongerApplies(t *testing.T) {
 		t.Fatalf("the override is not kept aside: %v", err)
 	}
 	d.store.Close()
-	if err := os.WriteFile(list, []byte("100.64.0.0/10\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d = open(fresh)
+	d = open(prog)
 	if res := d.Start(); res.Err != nil || d.Snapshot().Source.InForce != SourceFile {
 		t.Fatalf("the put-aside override came back: %s %v, %+v", res.Outcome, res.Err, d.Snapshot().Source)
 	}

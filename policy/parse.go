@@ -240,6 +240,8 @@ type parser struct {
 	now    time.Time
 	inline bool         // no cidrs_file: the policy is not a file of this machine (ParseInline)
 	occ    []occurrence // every prefix of the policy, sorted (checkOverlaps)
+	lists  ListFiles    // list files to read from, not the file system (ParseWithLists)
+	keep   ListFiles    // the list files read, kept (ParseKeeping)
 }
 
 func (p *parser) pos(n *node) Pos { return Pos{p.file, max(n.line, 1), max(n.col, 1)} }
@@ -259,6 +261,24 @@ func Parse(file string, data []byte, now time.Time) (*Policy, error) {
 // an error, since there is no directory to read a list from.
 func ParseInline(file string, data []byte, now time.Time) (*Policy, error) {
 	return parse(&parser{file: file, now: now, inline: true}, data)
+}
+
+// ListFiles are list files (cidrs_file) by the path a parse read them at.
+type ListFiles map[string][]byte
+
+// ParseKeeping is Parse that also returns the list files it read, so that the same
+// policy can be parsed again without them (ParseWithLists): an override kept across
+// restarts carries them, and does not depend on files that may move.
+func ParseKeeping(file string, data []byte, now time.Time) (*Policy, ListFiles, error) {
+	p := &parser{file: file, now: now, keep: ListFiles{}}
+	pol, err := parse(p, data)
+	return pol, p.keep, err
+}
+
+// ParseWithLists is Parse that reads the list files in lists from there (others from
+// the file system).
+func ParseWithLists(file string, data []byte, now time.Time, lists ListFiles) (*Policy, error) {
+	return parse(&parser{file: file, now: now, lists: lists}, data)
 }
 
 func parse(p *parser, data []byte) (*Policy, error) {
@@ -499,7 +519,11 @@ func (p *parser) cidrsFile(n *node) []CIDR {
 	if !filepath.IsAbs(rel) {
 		path = filepath.Join(filepath.Dir(p.file), rel)
 	}
-	data, err := ReadFile(path)
+	data, kept := p.lists[path]
+	var err error
+	if !kept {
+		data, err = ReadFile(path)
+	}
 	if err != nil {
 		hint := ""
 		if !filepath.IsAbs(rel) && errors.Is(err, fs.ErrNotExist) {
@@ -507,6 +531,9 @@ func (p *parser) cidrsFile(n *node) []CIDR {
 		}
 		p.errorf(n, "%s", err.Error()+hint)
 		return nil
+	}
+	if p.keep != nil {
+		p.keep[path] = data
 	}
 	// The file as a string without a copy (data is never written to): each line is
 	// a substring of it, so reading a line allocates nothing (netip parses IPv4
