@@ -112,13 +112,15 @@ struct {
 	__type(value, struct pc_counter);
 } stats SEC(".maps");
 
-/* enum pc_reason -> packets, bytes (per CPU) */
+/* enum pc_reason -> packets, bytes (per CPU). Named reason_counts since it has room for
+ * PC_R_SLOTS reasons; the 11-entry map of earlier versions, "reasons", is retired
+ * (loader/pin.go), so that pins of those versions are adopted without a detach. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, PC_R_SLOTS);
 	__type(key, __u32);
 	__type(value, struct pc_counter);
-} reasons SEC(".maps");
+} reason_counts SEC(".maps");
 
 /* key 0 -> this CPU's RST token bucket */
 struct {

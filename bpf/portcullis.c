@@ -570,7 +570,7 @@ out:
 		return action;
 	/* The one exit: every packet counts once in its path reason; judged packets count
 	 * per rule x outcome x family and in their flag reasons. Per-CPU maps: no atomics. */
-	count(&reasons, res.path, bytes);
+	count(&reason_counts, res.path, bytes);
 	if (res.judged) {
 		__u32 rule = res.rule < PC_MAX_RULES ? res.rule : 0;
 
@@ -578,7 +578,7 @@ out:
 #pragma unroll
 		for (int i = PC_R_QUARANTINE; i < PC_R_MAX; i++)
 			if (res.flags & (1 << i))
-				count(&reasons, i, bytes);
+				count(&reason_counts, i, bytes);
 	}
 	return action;
 }

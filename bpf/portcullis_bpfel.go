@@ -228,7 +228,7 @@ const (
 	PortcullisMapOffenderSlots    = "offender_slots"
 	PortcullisMapPolicy           = "policy"
 	PortcullisMapPrefixes         = "prefixes"
-	PortcullisMapReasons          = "reasons"
+	PortcullisMapReasonCounts     = "reason_counts"
 	PortcullisMapRstBucket        = "rst_bucket"
 	PortcullisMapRuleAges         = "rule_ages"
 	PortcullisMapRuleNames        = "rule_names"
@@ -308,7 +308,7 @@ type PortcullisMapSpecs struct {
 	OffenderSlots    *ebpf.MapSpec `ebpf:"offender_slots"`
 	Policy           *ebpf.MapSpec `ebpf:"policy"`
 	Prefixes         *ebpf.MapSpec `ebpf:"prefixes"`
-	Reasons          *ebpf.MapSpec `ebpf:"reasons"`
+	ReasonCounts     *ebpf.MapSpec `ebpf:"reason_counts"`
 	RstBucket        *ebpf.MapSpec `ebpf:"rst_bucket"`
 	RuleAges         *ebpf.MapSpec `ebpf:"rule_ages"`
 	RuleNames        *ebpf.MapSpec `ebpf:"rule_names"`
@@ -362,7 +362,7 @@ type PortcullisMaps struct {
 	OffenderSlots    *ebpf.Map `ebpf:"offender_slots"`
 	Policy           *ebpf.Map `ebpf:"policy"`
 	Prefixes         *ebpf.Map `ebpf:"prefixes"`
-	Reasons          *ebpf.Map `ebpf:"reasons"`
+	ReasonCounts     *ebpf.Map `ebpf:"reason_counts"`
 	RstBucket        *ebpf.Map `ebpf:"rst_bucket"`
 	RuleAges         *ebpf.Map `ebpf:"rule_ages"`
 	RuleNames        *ebpf.Map `ebpf:"rule_names"`
@@ -381,7 +381,7 @@ func (m *PortcullisMaps) Close() error {
 		m.OffenderSlots,
 		m.Policy,
 		m.Prefixes,
-		m.Reasons,
+		m.ReasonCounts,
 		m.RstBucket,
 		m.RuleAges,
 		m.RuleNames,

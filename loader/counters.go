@@ -225,7 +225,10 @@ func (p *Program) Reasons() ([model.NumReasons]Counter, error) {
 	var out [model.NumReasons]Counter
 	var per []bpf.PortcullisPcCounter
 	for r := range out {
-		if err := p.objs.Reasons.Lookup(uint32(r), &per); err != nil {
+		if uint32(r) >= p.objs.ReasonCounts.MaxEntries() {
+			break // an earlier version's map (OpenPinned): fewer reasons
+		}
+		if err := p.objs.ReasonCounts.Lookup(uint32(r), &per); err != nil {
 			return out, fmt.Errorf("reading reason counters: %w", err)
 		}
 		for _, v := range per {

@@ -247,6 +247,16 @@ func TestLoadPinnedRetiresSharedOffenderTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	old.Close()
+	// And its reason counters, with room for 11 reasons, under their old name.
+	if err := os.Remove(filepath.Join(dir, bpf.PortcullisMapReasonCounts)); err != nil {
+		t.Fatal(err)
+	}
+	oldReasons, err := ebpf.NewMapWithOptions(&ebpf.MapSpec{Name: "reasons", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 16,
+		MaxEntries: 11, Pinning: ebpf.PinByName}, ebpf.MapOptions{PinPath: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldReasons.Close()
 
 	ro, err := OpenPinned(dir)
 	if err != nil {
@@ -255,14 +265,19 @@ func TestLoadPinnedRetiresSharedOffenderTable(t *testing.T) {
 	if _, err := ro.Offenders(); !errors.Is(err, ErrNoOffenderRecord) {
 		t.Errorf("Offenders on an earlier version's pins: %v, want ErrNoOffenderRecord", err)
 	}
+	if _, err := ro.Reasons(); err != nil {
+		t.Errorf("Reasons on an earlier version's pins: %v", err)
+	}
 	ro.Close()
 
 	p, err = LoadPinned(dir)
 	if err != nil {
 		t.Fatalf("LoadPinned over an earlier version's pins: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "offenders")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the shared table's pin is still there: %v", err)
+	for _, name := range []string{"offenders", "reasons"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the retired %s pin is still there: %v", name, err)
+		}
 	}
 	for _, name := range []string{bpf.PortcullisMapOffenderSketch, bpf.PortcullisMapOffenderAttempts, bpf.PortcullisMapOffenderSlots, bpf.PortcullisMapOffenderPeriod} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {

@@ -86,11 +86,15 @@ func LoadPinned(dir string) (*Program, error) {
 // the map type it had (so that nothing else of that name is removed):
 //   - offenders: the shared LRU table of offenders, replaced by the per-CPU record
 //     (offender_sketch, offender_attempts, offender_slots).
+//   - reasons: the reason counters with room for 11 reasons, replaced by
+//     reason_counts (room for PC_R_SLOTS): a map of the same name and another size
+//     would make the pins another version's.
 var retiredMaps = []struct {
 	name string
 	typ  ebpf.MapType
 }{
 	{"offenders", ebpf.LRUHash},
+	{"reasons", ebpf.PerCPUArray},
 }
 
 // retirePins removes the pins of retired maps from dir, once the maps of this version
@@ -158,13 +162,17 @@ func OpenPinned(dir string) (*Program, error) {
 	}{
 		{bpf.PortcullisMapPolicy, &p.objs.Policy},
 		{bpf.PortcullisMapStats, &p.objs.Stats},
-		{bpf.PortcullisMapReasons, &p.objs.Reasons},
+		{bpf.PortcullisMapReasonCounts, &p.objs.ReasonCounts},
 		{bpf.PortcullisMapRuleNames, &p.objs.RuleNames},
 		{bpf.PortcullisMapMeta, &p.objs.Meta},
 	}
 	for _, m := range maps {
 		var err error
 		*m.m, err = ebpf.LoadPinnedMap(filepath.Join(dir, m.name), &ebpf.LoadPinOptions{ReadOnly: true})
+		if m.name == bpf.PortcullisMapReasonCounts && errors.Is(err, os.ErrNotExist) {
+			// An earlier version's, until the daemon of this one starts: "reasons".
+			*m.m, err = ebpf.LoadPinnedMap(filepath.Join(dir, "reasons"), &ebpf.LoadPinOptions{ReadOnly: true})
+		}
 		if err != nil {
 			p.Close()
 			if errors.Is(err, os.ErrNotExist) {

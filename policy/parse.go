@@ -344,7 +344,7 @@ func kindName(n *node) string {
 		if n.tag == "!!null" {
 			return "nothing (the key has no value)"
 		}
-		if _, err := strconv.ParseFloat(n.value, 64); err == nil && n.tag == "!!str" {
+		if n.tag == "!!str" && n.value != "" && strings.Trim(n.value, "0123456789.") == "" && strings.Count(n.value, ".") <= 1 {
 			return fmt.Sprintf("the quoted text %q (write the number without quotes)", n.value)
 		}
 		return fmt.Sprintf("%q", n.value)

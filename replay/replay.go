@@ -321,6 +321,8 @@ func (r *Replayer) describe(res Result, p model.Packet) string {
 		return "non-first fragment, no ports"
 	case model.ReasonNotGoverned:
 		return fmt.Sprintf("port %d not governed", p.DstPort)
+	case model.ReasonTooManyTags:
+		return fmt.Sprintf("more than %d VLAN tags: dropped", model.MaxVLANTags)
 	}
 	who := string(res.Kind)
 	if res.Kind == model.KindDefault {
