@@ -103,10 +103,12 @@ var (
 
 // MaxEntries is how many live runtime entries of each kind the daemon holds, unless
 // configured otherwise: every change copies and merges them under the controller's one
-// lock, so the cost of a change, the memory and the size of a listing grow with them.
-// Each kind has its own limit, so that unblocks from a customer portal can never leave
-// the abuse desk without room for a quarantine.
-const MaxEntries = 100000
+// lock, so the cost of a change, the memory and the size of a listing grow with them
+// (about 110 ms a change with 100000 entries, 7 ms with 10000). Each kind has its own
+// limit, so that unblocks from a customer portal can never leave the abuse desk
+// without room for a quarantine; both kinds full are 100000 entries, what the store's
+// history keeps in events.
+const MaxEntries = 50000
 
 // Request is what a client asks for.
 type Request struct {
