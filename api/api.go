@@ -37,8 +37,8 @@ var (
 // Backend is what the API drives; the daemon's controller implements it.
 type Backend interface {
 	// Add quarantines or unblocks req.Prefix. Errors wrapping overlay.ErrForbidden,
-	// ErrDuration, ErrInvalid or ErrKind are the client's to fix (422); others are
-	// the daemon's (500). It must change nothing when it returns an error.
+	// ErrDuration, ErrInvalid, ErrKind or ErrFull are the client's to fix (422); others
+	// are the daemon's (500). It must change nothing when it returns an error.
 	Add(req overlay.Request) (overlay.Entry, error)
 	// Release removes the entry k; an error wrapping overlay.ErrNotFound if absent.
 	Release(k overlay.Key, who, reason string) error
@@ -48,12 +48,32 @@ type Backend interface {
 	// if etcd cannot be reached.
 	AddFleet(req overlay.Request) (overlay.Entry, error)
 	ReleaseFleet(k overlay.Key, who, reason string) error
-	// Entries returns the live entries.
-	Entries() []overlay.Entry
-	// History returns the events for a prefix, or all of them if !p.IsValid().
-	History(p netip.Prefix) []overlay.Event
+	// Entries returns up to q.Limit of the live entries, sorted by kind then prefix,
+	// and whether more follow (EntriesQuery says which).
+	Entries(q EntriesQuery) ([]overlay.Entry, bool)
+	// History returns up to q.Limit of the newest events, oldest first (HistoryQuery
+	// says which), the number of the first one returned, and whether older ones match
+	// too. Events are numbered in the order they happened.
+	History(q HistoryQuery) ([]overlay.Event, uint64, bool)
 	// Status returns a JSON-able snapshot of the daemon's status, read without blocking.
 	Status() any
+}
+
+// EntriesQuery asks for a page of the live entries: those of Prefix only, if it is
+// valid; those after the entry After in the listing's order, if After.Prefix is valid;
+// Limit at most.
+type EntriesQuery struct {
+	Prefix netip.Prefix
+	After  overlay.Key
+	Limit  int
+}
+
+// HistoryQuery asks for a page of the history: the newest Limit events of Prefix (of
+// every prefix if it is not valid) numbered below Before (0: the newest).
+type HistoryQuery struct {
+	Prefix netip.Prefix
+	Before uint64
+	Limit  int
 }
 
 // Config is the API's part of the daemon's configuration.
