@@ -20,6 +20,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/portcullis/portcullis/overlay"
 )
 
@@ -127,6 +129,16 @@ const (
 	maxHeaderBytes    = 16 << 10
 )
 
+// MaxConns is how many connections the API serves at once. Past it, new connections
+// wait in the kernel's accept queue until one closes (an idle one within idleTimeout,
+// a slow one within the read and write timeouts), so idle or slow clients cannot take
+// the daemon to its file-descriptor limit. The abuse desk's tools and a portal need a
+// few each.
+const MaxConns = 256
+
+// maxConns is MaxConns, lowered by tests.
+var maxConns = MaxConns
+
 // New checks cfg and the clients file and returns a server for b; audit, if not nil,
 // is called once for every request. It serves nothing until Serve or ListenAndServe.
 func New(cfg Config, b Backend, audit func(Record)) (*Server, error) {
@@ -204,14 +216,18 @@ func New(cfg Config, b Backend, audit func(Record)) (*Server, error) {
 // some other way. Without TLS in front of it, mTLS clients cannot be identified.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve serves the API on l, with TLS if the configuration has a certificate, until
-// Close or Shutdown (then it returns http.ErrServerClosed). It refuses a TCP listener
+// Serve serves the API on l, with TLS if the configuration has a certificate, at most
+// MaxConns connections at once, until Close or Shutdown (then it returns
+// http.ErrServerClosed). It refuses a TCP listener
 // on an address that is not loopback when there is no TLS.
 func (s *Server) Serve(l net.Listener) error {
 	if s.srv.TLSConfig == nil {
 		if a, ok := l.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
 			return fmt.Errorf("%w: the API's listener is on %s, not a loopback address, and there is no TLS; set tls_cert and tls_key, or listen on %s", ErrInsecure, a, DefaultListen)
 		}
+	}
+	l = netutil.LimitListener(l, maxConns) // beneath TLS: a handshake holds a place too
+	if s.srv.TLSConfig == nil {
 		return s.srv.Serve(l)
 	}
 	return s.srv.ServeTLS(l, "", "")
