@@ -106,3 +106,45 @@ func TestRuntimeHistoryLimit(t *testing.T) {
 		t.Errorf("stored history: %d events, %v", len(state.History), err)
 	}
 }
+
+// A published view is never changed by the changes after it, though they share its
+// history: readers page it while entries come and go (run with -race).
+func TestRuntimeViewUnchanged(t *testing.T) {
+	d := testController(t)
+	d.cfg.HistoryLimit = 8
+	if res := d.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			d.HistoryPage(netip.Prefix{}, 0, 3)
+			d.EntriesPage(netip.Prefix{}, overlay.Key{}, 2)
+		}
+	}()
+	var before []overlay.Event
+	for i := range 12 {
+		e, err := d.AddEntry(quarantine(fmt.Sprintf("100.64.9.%d/32", i%3), "spam run"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 3 {
+			before = d.entries.Load().state.History
+		}
+		if err := d.ReleaseEntry(e.Key(), "uid:0", "cleaned"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	<-done
+	if len(before) != 7 || before[6].Action != overlay.Escalated || before[6].Entry.Prefix.String() != "100.64.9.0/32" {
+		t.Errorf("a view published earlier changed: %d events, the last %s %s", len(before), before[len(before)-1].Action, before[len(before)-1].Entry.Prefix)
+	}
+}
