@@ -20,6 +20,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/portcullis/portcullis/overlay"
 )
 
@@ -37,8 +39,8 @@ var (
 // Backend is what the API drives; the daemon's controller implements it.
 type Backend interface {
 	// Add quarantines or unblocks req.Prefix. Errors wrapping overlay.ErrForbidden,
-	// ErrDuration, ErrInvalid or ErrKind are the client's to fix (422); others are
-	// the daemon's (500). It must change nothing when it returns an error.
+	// ErrDuration, ErrInvalid, ErrKind or ErrFull are the client's to fix (422); others
+	// are the daemon's (500). It must change nothing when it returns an error.
 	Add(req overlay.Request) (overlay.Entry, error)
 	// Release removes the entry k; an error wrapping overlay.ErrNotFound if absent.
 	Release(k overlay.Key, who, reason string) error
@@ -48,12 +50,32 @@ type Backend interface {
 	// if etcd cannot be reached.
 	AddFleet(req overlay.Request) (overlay.Entry, error)
 	ReleaseFleet(k overlay.Key, who, reason string) error
-	// Entries returns the live entries.
-	Entries() []overlay.Entry
-	// History returns the events for a prefix, or all of them if !p.IsValid().
-	History(p netip.Prefix) []overlay.Event
+	// Entries returns up to q.Limit of the live entries, sorted by kind then prefix,
+	// and whether more follow (EntriesQuery says which).
+	Entries(q EntriesQuery) ([]overlay.Entry, bool)
+	// History returns up to q.Limit of the newest events, oldest first (HistoryQuery
+	// says which), the number of the first one returned, and whether older ones match
+	// too. Events are numbered in the order they happened.
+	History(q HistoryQuery) ([]overlay.Event, uint64, bool)
 	// Status returns a JSON-able snapshot of the daemon's status, read without blocking.
 	Status() any
+}
+
+// EntriesQuery asks for a page of the live entries: those of Prefix only, if it is
+// valid; those after the entry After in the listing's order, if After.Prefix is valid;
+// Limit at most.
+type EntriesQuery struct {
+	Prefix netip.Prefix
+	After  overlay.Key
+	Limit  int
+}
+
+// HistoryQuery asks for a page of the history: the newest Limit events of Prefix (of
+// every prefix if it is not valid) numbered below Before (0: the newest).
+type HistoryQuery struct {
+	Prefix netip.Prefix
+	Before uint64
+	Limit  int
 }
 
 // Config is the API's part of the daemon's configuration.
@@ -106,6 +128,16 @@ const (
 	idleTimeout       = 120 * time.Second // a kept-alive connection with nothing to do
 	maxHeaderBytes    = 16 << 10
 )
+
+// MaxConns is how many connections the API serves at once. Past it, new connections
+// wait in the kernel's accept queue until one closes (an idle one within idleTimeout,
+// a slow one within the read and write timeouts), so idle or slow clients cannot take
+// the daemon to its file-descriptor limit. The abuse desk's tools and a portal need a
+// few each.
+const MaxConns = 256
+
+// maxConns is MaxConns, lowered by tests.
+var maxConns = MaxConns
 
 // New checks cfg and the clients file and returns a server for b; audit, if not nil,
 // is called once for every request. It serves nothing until Serve or ListenAndServe.
@@ -184,14 +216,18 @@ func New(cfg Config, b Backend, audit func(Record)) (*Server, error) {
 // some other way. Without TLS in front of it, mTLS clients cannot be identified.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve serves the API on l, with TLS if the configuration has a certificate, until
-// Close or Shutdown (then it returns http.ErrServerClosed). It refuses a TCP listener
+// Serve serves the API on l, with TLS if the configuration has a certificate, at most
+// MaxConns connections at once, until Close or Shutdown (then it returns
+// http.ErrServerClosed). It refuses a TCP listener
 // on an address that is not loopback when there is no TLS.
 func (s *Server) Serve(l net.Listener) error {
 	if s.srv.TLSConfig == nil {
 		if a, ok := l.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
 			return fmt.Errorf("%w: the API's listener is on %s, not a loopback address, and there is no TLS; set tls_cert and tls_key, or listen on %s", ErrInsecure, a, DefaultListen)
 		}
+	}
+	l = netutil.LimitListener(l, maxConns) // beneath TLS: a handshake holds a place too
+	if s.srv.TLSConfig == nil {
 		return s.srv.Serve(l)
 	}
 	return s.srv.ServeTLS(l, "", "")

@@ -200,7 +200,7 @@ func TestBackendRefuses(t *testing.T) {
 			t.Errorf("%s: got %s, want 422 saying %q", c.name, r, c.says)
 		}
 	}
-	if es := e.be.Entries(); len(es) != 0 {
+	if es := e.be.live(); len(es) != 0 {
 		t.Errorf("refused requests changed the entries: %v", es)
 	}
 	if adds, _ := e.be.calls(); adds != 5 {
@@ -229,7 +229,7 @@ func TestReleaseAbsent(t *testing.T) {
 	// An unblock of the prefix is not its quarantine.
 	want(t, e.do("POST", "/v1/unblocks", "all", `{"address": "100.64.1.10", "reason": "opt-out"}`), http.StatusCreated, "all", "")
 	want(t, e.do("DELETE", "/v1/quarantines/100.64.1.10?reason=x", "all", nil), http.StatusNotFound, "all", "no such runtime entry")
-	if es := e.be.Entries(); len(es) != 1 || es[0].Kind != overlay.Unblock {
+	if es := e.be.live(); len(es) != 1 || es[0].Kind != overlay.Unblock {
 		t.Errorf("entries after a failed release: %v, want the unblock", es)
 	}
 }
@@ -315,7 +315,7 @@ func TestCIDRInPath(t *testing.T) {
 				if json.Unmarshal(r.body, &rel); rel.Prefix.String() != c.cidr {
 					t.Errorf("DELETE /v1/%s/%s released %s", kind, path, r)
 				}
-				if es := e.be.Entries(); len(es) != 0 {
+				if es := e.be.live(); len(es) != 0 {
 					t.Errorf("DELETE /v1/%s/%s left %v", kind, path, es)
 				}
 			}

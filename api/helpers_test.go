@@ -29,6 +29,8 @@ type fakeBackend struct {
 	adds     []overlay.Request
 	releases []releaseCall
 	fail     error // Add and Release return it, changing nothing
+	queries  []any // the EntriesQuery and HistoryQuery asked, in order
+	max      int   // Add refuses a new entry past max live ones of its kind (0: no limit)
 }
 
 type releaseCall struct {
@@ -61,6 +63,11 @@ func (b *fakeBackend) Add(req overlay.Request) (overlay.Entry, error) {
 	if err := b.rules.Validate(req); err != nil {
 		return overlay.Entry{}, err
 	}
+	if b.max > 0 {
+		if err := b.state.Room(overlay.Key{Kind: req.Kind, Prefix: req.Prefix}, b.max, time.Now()); err != nil {
+			return overlay.Entry{}, err
+		}
+	}
 	e, _ := b.rules.Add(&b.state, req, time.Now())
 	return e, nil
 }
@@ -85,22 +92,25 @@ func (b *fakeBackend) ReleaseFleet(k overlay.Key, who, reason string) error {
 	return fmt.Errorf("%w: this router is in no fleet", overlay.ErrInvalid)
 }
 
-func (b *fakeBackend) Entries() []overlay.Entry {
+func (b *fakeBackend) Entries(q EntriesQuery) ([]overlay.Entry, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.queries = append(b.queries, q)
+	return b.state.EntriesPage(time.Now(), q.Prefix, q.After, q.Limit)
+}
+
+func (b *fakeBackend) History(q HistoryQuery) ([]overlay.Event, uint64, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.queries = append(b.queries, q)
+	return b.state.HistoryPage(1, q.Prefix, q.Before, q.Limit)
+}
+
+// live returns the live entries.
+func (b *fakeBackend) live() []overlay.Entry {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.state.Live(time.Now())
-}
-
-func (b *fakeBackend) History(p netip.Prefix) []overlay.Event {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []overlay.Event
-	for _, ev := range b.state.History {
-		if !p.IsValid() || ev.Entry.Prefix == p {
-			out = append(out, ev)
-		}
-	}
-	return out
 }
 
 func (b *fakeBackend) Status() any {

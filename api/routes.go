@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,12 +36,25 @@ type AddRequest struct {
 // EntriesResponse is the body of GET /v1/entries.
 type EntriesResponse struct {
 	Entries []overlay.Entry `json:"entries"`
+	// Next, when more entries follow, is the cursor of the next page: ?after=<next>.
+	Next string `json:"next,omitempty"`
 }
 
 // HistoryResponse is the body of GET /v1/history.
 type HistoryResponse struct {
 	Events []overlay.Event `json:"events"`
+	// Next, when older events match too, is the cursor of the page before: ?before=<next>.
+	Next string `json:"next,omitempty"`
 }
+
+// Pages: a listing answers DefaultLimit entries or events unless the client asks for
+// up to MaxLimit (limit=). An entry or event is about 300 bytes of JSON, and about
+// 2.2 KiB with a reason and a ticket of 1 KiB each, so a page is at most about 2.2 MiB
+// however many entries the daemon holds.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
 
 // ReleaseResponse is the body of a successful DELETE: the entry that was removed.
 type ReleaseResponse struct {
@@ -263,39 +277,116 @@ func (x *exchange) query(takes ...string) (url.Values, bool) {
 }
 
 func (s *Server) entries(x *exchange, _ overlay.Kind) {
-	if _, ok := x.query(); !ok {
-		return
-	}
-	es := s.backend.Entries()
-	if es == nil {
-		es = []overlay.Entry{}
-	}
-	x.detail = fmt.Sprintf("%d entries", len(es))
-	x.reply(http.StatusOK, EntriesResponse{es})
-}
-
-func (s *Server) history(x *exchange, _ overlay.Kind) {
-	q, ok := x.query("prefix")
+	q, ok := x.query("prefix", "after", "limit")
 	if !ok {
 		return
 	}
-	var p netip.Prefix
-	if v := q.Get("prefix"); v != "" {
-		var err error
-		if p, err = overlay.ParseTarget(v); err != nil {
-			x.fail(http.StatusBadRequest, "prefix: %v (or leave prefix out for the whole history)", err)
+	eq := EntriesQuery{}
+	if eq.Prefix, ok = x.prefixParam(q, "every entry"); !ok {
+		return
+	}
+	if eq.Limit, ok = x.limitParam(q, "after"); !ok {
+		return
+	}
+	if v := q.Get("after"); v != "" {
+		if eq.After, ok = parseEntryCursor(v); !ok {
+			x.fail(http.StatusBadRequest, "after: %q is not a cursor this API gave; pass back the next of the page before, or leave after out for the first page", v)
 			return
 		}
 	}
-	evs := s.backend.History(p)
+	es, more := s.backend.Entries(eq)
+	if es == nil {
+		es = []overlay.Entry{}
+	}
+	resp := EntriesResponse{Entries: es}
+	if more && len(es) > 0 {
+		last := es[len(es)-1]
+		resp.Next = string(last.Kind) + "/" + last.Prefix.String()
+	}
+	x.detail = fmt.Sprintf("%d entries", len(es))
+	if eq.Prefix.IsValid() {
+		x.detail += " for " + eq.Prefix.String()
+	}
+	x.reply(http.StatusOK, resp)
+}
+
+// parseEntryCursor reads the cursor EntriesResponse.Next gives: kind/prefix.
+func parseEntryCursor(v string) (overlay.Key, bool) {
+	kind, prefix, _ := strings.Cut(v, "/")
+	p, err := netip.ParsePrefix(prefix)
+	if err != nil || !overlay.Kind(kind).Valid() {
+		return overlay.Key{}, false
+	}
+	return overlay.Key{Kind: overlay.Kind(kind), Prefix: p}, true
+}
+
+func (s *Server) history(x *exchange, _ overlay.Kind) {
+	q, ok := x.query("prefix", "before", "limit")
+	if !ok {
+		return
+	}
+	hq := HistoryQuery{}
+	if hq.Prefix, ok = x.prefixParam(q, "the whole history"); !ok {
+		return
+	}
+	if hq.Limit, ok = x.limitParam(q, "before"); !ok {
+		return
+	}
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			x.fail(http.StatusBadRequest, "before: %q is not a cursor this API gave; pass back the next of the page after, or leave before out for the newest events", v)
+			return
+		}
+		hq.Before = n
+	}
+	evs, first, more := s.backend.History(hq)
 	if evs == nil {
 		evs = []overlay.Event{}
 	}
-	x.detail = fmt.Sprintf("%d events", len(evs))
-	if p.IsValid() {
-		x.detail += " for " + p.String()
+	resp := HistoryResponse{Events: evs}
+	if more && len(evs) > 0 {
+		resp.Next = strconv.FormatUint(first, 10)
 	}
-	x.reply(http.StatusOK, HistoryResponse{evs})
+	x.detail = fmt.Sprintf("%d events", len(evs))
+	if hq.Prefix.IsValid() {
+		x.detail += " for " + hq.Prefix.String()
+	}
+	x.reply(http.StatusOK, resp)
+}
+
+// prefixParam reads the prefix query parameter (a host or a network; none: all, which
+// is what every says); on a mistake it answers 400 and returns false.
+func (x *exchange) prefixParam(q url.Values, every string) (netip.Prefix, bool) {
+	v := q.Get("prefix")
+	if v == "" {
+		return netip.Prefix{}, true
+	}
+	p, err := overlay.ParseTarget(v)
+	if err != nil {
+		x.fail(http.StatusBadRequest, "prefix: %v (or leave prefix out for %s)", err, every)
+		return netip.Prefix{}, false
+	}
+	return p, true
+}
+
+// limitParam reads the limit query parameter (DefaultLimit when absent); cursor names
+// the parameter that pages on. On a mistake it answers 400 and returns false.
+func (x *exchange) limitParam(q url.Values, cursor string) (int, bool) {
+	v := q.Get("limit")
+	if v == "" {
+		return DefaultLimit, true
+	}
+	n, err := strconv.Atoi(v)
+	switch {
+	case err != nil || n < 1:
+		x.fail(http.StatusBadRequest, "limit: %q is not a whole number from 1 to %d", v, MaxLimit)
+		return 0, false
+	case n > MaxLimit:
+		x.fail(http.StatusBadRequest, "limit: %d is more than %d, the most one page holds; ask for the next page with %s=<next>", n, MaxLimit, cursor)
+		return 0, false
+	}
+	return n, true
 }
 
 func (s *Server) status(x *exchange, _ overlay.Kind) {
@@ -432,14 +523,16 @@ func collection(kind overlay.Kind) string {
 }
 
 // backendError answers an error from the backend: 404 for an absent entry, 422 for
-// one the policy or the rules refuse (the backend's message), 503 when entries cannot
+// one the policy or the rules refuse (the backend's message; also a kind at its limit
+// of live entries: not 429, since no retry helps until entries are released or
+// expire, and the message says which), 503 when entries cannot
 // be changed now (the store failed), 500 for the rest.
 func (x *exchange) backendError(err error) {
 	switch {
 	case errors.Is(err, overlay.ErrNotFound):
 		x.fail(http.StatusNotFound, "%v", err)
 	case errors.Is(err, overlay.ErrForbidden), errors.Is(err, overlay.ErrDuration),
-		errors.Is(err, overlay.ErrInvalid), errors.Is(err, overlay.ErrKind):
+		errors.Is(err, overlay.ErrInvalid), errors.Is(err, overlay.ErrKind), errors.Is(err, overlay.ErrFull):
 		x.fail(http.StatusUnprocessableEntity, "%v", err)
 	case errors.Is(err, overlay.ErrUnavailable):
 		x.fail(http.StatusServiceUnavailable, "%v", err)

@@ -56,6 +56,10 @@ type Config struct {
 
 	// Events, if set, is told of every runtime entry event (metrics count them).
 	Events func(overlay.Event)
+	// MaxEntries is how many live runtime entries of each kind the controller holds
+	// (0: overlay.MaxEntries); HistoryLimit how many events of their history it keeps
+	// in memory (0: store.HistoryLimit, what the store keeps).
+	MaxEntries, HistoryLimit int
 	// Tamper, in tests, alters the tables the program gets (not the model's), so a
 	// proof can be seen to fail and roll back, or an apply held inside the swap.
 	Tamper func(*model.Tables) *model.Tables
@@ -87,6 +91,8 @@ type Controller struct {
 	storeLost string               // entries the data plane held and the store did not (recovered)
 	held      map[overlay.Kind]int // runtime entries OpenStore found in the data plane, by kind (nil: not read)
 	live      *model.Tables        // the tables in force: the policy's with the live runtime entries
+	dropped   uint64               // events trimmed from the front of overlay.History since the start
+	refused   uint64               // runtime entries refused since the start for want of room (ErrFull)
 
 	// Policy sources (source.go).
 	override    *Override // a policy applied over the control socket, in force until released
@@ -99,7 +105,7 @@ type Controller struct {
 	// attachment is the interface watch's part, set without mu (SetAttachment).
 	published  atomic.Pointer[Status]
 	attachment atomic.Pointer[Attachment]
-	entries    atomic.Pointer[overlay.State] // the runtime entries and history as published: never changed
+	entries    atomic.Pointer[runtimeView] // the runtime entries and history as published: never changed
 
 	tamper func(*model.Tables) *model.Tables
 }
@@ -559,12 +565,16 @@ type FailureCounts struct {
 
 // RuntimeStatus is the state of the runtime entries.
 type RuntimeStatus struct {
-	Quarantines int    `json:"quarantines"` // live runtime quarantines
-	Unblocks    int    `json:"unblocks"`    // live unblocks
-	Store       string `json:"store"`
-	StoreError  string `json:"store_error,omitempty"` // the store failed: runtime changes are refused
-	StoreLost   string `json:"store_lost,omitempty"`  // entries recovered from the data plane at start
-	Generation  uint64 `json:"store_generation"`
+	Quarantines  int    `json:"quarantines"`   // live runtime quarantines
+	Unblocks     int    `json:"unblocks"`      // live unblocks
+	MaxEntries   int    `json:"max_entries"`   // the most live entries of each kind
+	Refused      uint64 `json:"refused_full"`  // entries refused since the start: their kind had MaxEntries
+	History      int    `json:"history"`       // events of the history in memory
+	HistoryLimit int    `json:"history_limit"` // the most kept: older ones are dropped
+	Store        string `json:"store"`
+	StoreError   string `json:"store_error,omitempty"` // the store failed: runtime changes are refused
+	StoreLost    string `json:"store_lost,omitempty"`  // entries recovered from the data plane at start
+	Generation   uint64 `json:"store_generation"`
 }
 
 // ProofStatus summarises the last proof.
@@ -625,8 +635,7 @@ func (c *Controller) Snapshot() Status {
 func (c *Controller) publish() {
 	st := c.statusLocked()
 	c.published.Store(&st)
-	ov := cloneState(c.overlay)
-	c.entries.Store(&ov)
+	c.entries.Store(c.view())
 	if c.cfg.Published != nil {
 		c.cfg.Published()
 	}
@@ -649,12 +658,10 @@ func (c *Controller) statusLocked() Status {
 	if c.store != nil {
 		st.Runtime.Generation = c.store.Generation()
 	}
-	for _, e := range c.overlay.Live(c.now()) {
-		if e.Kind == overlay.Quarantine {
-			st.Runtime.Quarantines++
-		} else {
-			st.Runtime.Unblocks++
-		}
-	}
+	now := c.now()
+	st.Runtime.Quarantines = c.overlay.Count(overlay.Quarantine, now)
+	st.Runtime.Unblocks = c.overlay.Count(overlay.Unblock, now)
+	st.Runtime.MaxEntries, st.Runtime.Refused = c.maxEntries(), c.refused
+	st.Runtime.History, st.Runtime.HistoryLimit = len(c.overlay.History), c.historyLimit()
 	return st
 }

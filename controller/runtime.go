@@ -58,6 +58,7 @@ func (c *Controller) OpenStore() {
 	} else {
 		c.store = st
 	}
+	c.overlay.Sort() // the store loads them in its key order
 	// What the data plane enforces now (pinned from the last run).
 	var held []overlay.Entry
 	readErr := false
@@ -119,6 +120,23 @@ func (c *Controller) OpenStore() {
 	if evs := overlay.Expire(&c.overlay, now); len(evs) > 0 {
 		c.commitEvents(evs, now)
 	}
+	c.dropped += uint64(c.overlay.Trim(c.historyLimit()))
+}
+
+// maxEntries is how many live runtime entries of each kind the controller holds.
+func (c *Controller) maxEntries() int {
+	if c.cfg.MaxEntries > 0 {
+		return c.cfg.MaxEntries
+	}
+	return overlay.MaxEntries
+}
+
+// historyLimit is how many events of the history the controller keeps in memory.
+func (c *Controller) historyLimit() int {
+	if c.cfg.HistoryLimit > 0 {
+		return c.cfg.HistoryLimit
+	}
+	return store.HistoryLimit
 }
 
 // commitEvents makes removals (expiries) durable and audits them.
@@ -176,8 +194,14 @@ func (c *Controller) AddEntry(req overlay.Request) (overlay.Entry, error) {
 	if err := rules.Validate(req); err != nil {
 		return overlay.Entry{}, err
 	}
+	if err := c.overlay.Room(overlay.Key{Kind: req.Kind, Prefix: req.Prefix}, c.maxEntries(), now); err != nil {
+		c.refused++
+		c.publish()
+		return overlay.Entry{}, err
+	}
 	next := cloneState(c.overlay)
 	e, ev := rules.Add(&next, req, now)
+	dropped := next.Trim(c.historyLimit())
 	if err := overlay.Conflict(c.good.Tables, c.overlay.Live(now), e); err != nil {
 		return overlay.Entry{}, err
 	}
@@ -215,6 +239,7 @@ func (c *Controller) AddEntry(req overlay.Request) (overlay.Entry, error) {
 		return overlay.Entry{}, fmt.Errorf("proof failed, the entry was taken out again: %s", pr.Mismatches[0])
 	}
 	c.overlay, c.live = next, tables
+	c.dropped += uint64(dropped)
 	c.auditEntry(now, ev)
 	c.event(ev)
 	c.log.Info("runtime entry "+string(ev.Action), "entry", e.Key(), "expires", e.Expires.Format(time.RFC3339), "who", e.Who, "ticket", e.Ticket, "level", e.Level)
@@ -268,6 +293,7 @@ func (c *Controller) removeEntry(k overlay.Key, action overlay.Action, who, reas
 	if err != nil {
 		return err
 	}
+	dropped := next.Trim(c.historyLimit())
 	// With a failed store (expiries only: changes are refused then) the entry still
 	// leaves the data plane; there is nothing to write it to.
 	if c.store != nil {
@@ -285,6 +311,7 @@ func (c *Controller) removeEntry(k overlay.Key, action overlay.Action, who, reas
 		}
 	}
 	c.overlay = next
+	c.dropped += uint64(dropped)
 	c.auditEntry(now, ev)
 	c.event(ev)
 	c.log.Info("runtime entry "+string(action), "entry", k, "who", who)
@@ -311,22 +338,54 @@ func (c *Controller) expireRuntime() {
 	}
 }
 
+// runtimeView is the runtime entries and history as published. Nothing changes it:
+// writers change a copy of the entries (cloneState) and only append to the history
+// past the view's end, or drop from its front by slicing (overlay.State.Trim).
+type runtimeView struct {
+	state overlay.State
+	first uint64 // the number of state.History[0], counted from 1 since the start
+}
+
+// view is the state to publish: it shares the controller's arrays, capped so that no
+// reader can append into them. Called with c.mu held.
+func (c *Controller) view() *runtimeView {
+	es, h := c.overlay.Entries, c.overlay.History
+	return &runtimeView{state: overlay.State{Entries: es[:len(es):len(es)], History: h[:len(h):len(h)]}, first: c.dropped + 1}
+}
+
 // Entries returns the live runtime entries as last published: it never waits for a
 // change in progress.
 func (c *Controller) Entries() []overlay.Entry {
-	return c.entries.Load().Live(c.now())
+	return c.entries.Load().state.Live(c.now())
+}
+
+// EntriesPage returns up to limit of the live runtime entries as last published (in
+// the order of Entries), of prefix p only if p is valid, after the entry after if
+// after.Prefix is valid; and whether more follow.
+func (c *Controller) EntriesPage(p netip.Prefix, after overlay.Key, limit int) ([]overlay.Entry, bool) {
+	return c.entries.Load().state.EntriesPage(c.now(), p, after, limit)
 }
 
 // History returns the history of prefix p (every prefix if p is not valid) as last
 // published.
 func (c *Controller) History(p netip.Prefix) []overlay.Event {
 	var out []overlay.Event
-	for _, ev := range c.entries.Load().History {
+	for _, ev := range c.entries.Load().state.History {
 		if !p.IsValid() || ev.Entry.Prefix == p {
 			out = append(out, ev)
 		}
 	}
 	return out
+}
+
+// HistoryPage returns up to limit of the newest events of the history as last
+// published, oldest first: of prefix p only if p is valid, numbered below before if
+// before is not 0. Events are numbered from 1 in the order they happened since the
+// daemon started (those loaded from the store first). It returns the number of the
+// first event returned and whether older ones match too.
+func (c *Controller) HistoryPage(p netip.Prefix, before uint64, limit int) ([]overlay.Event, uint64, bool) {
+	v := c.entries.Load()
+	return v.state.HistoryPage(v.first, p, before, limit)
 }
 
 // proveEntry probes the first and last address of prefix on the live program, to the
@@ -361,8 +420,11 @@ func findEntry(s overlay.State, k overlay.Key) (overlay.Entry, bool) {
 	return s.Entries[i], true
 }
 
+// cloneState is s to change: the entries copied (Add and Remove change them in place),
+// the history shared, since a change only appends to it past every published view's
+// end (within the capacity left, else into a new array) or trims its front.
 func cloneState(s overlay.State) overlay.State {
-	return overlay.State{Entries: slices.Clone(s.Entries), History: slices.Clone(s.History)}
+	return overlay.State{Entries: slices.Clone(s.Entries), History: s.History}
 }
 
 // auditEntry writes one runtime change to the audit log.

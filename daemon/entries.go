@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/portcullis/portcullis/api"
 	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/overlay"
 	"github.com/portcullis/portcullis/policy"
@@ -64,7 +65,8 @@ func entryStatus(err error) int {
 	switch {
 	case errors.Is(err, overlay.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, overlay.ErrInvalid), errors.Is(err, overlay.ErrKind), errors.Is(err, overlay.ErrDuration), errors.Is(err, overlay.ErrForbidden):
+	case errors.Is(err, overlay.ErrInvalid), errors.Is(err, overlay.ErrKind), errors.Is(err, overlay.ErrDuration), errors.Is(err, overlay.ErrForbidden),
+		errors.Is(err, overlay.ErrFull):
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, controller.ErrStoreFailed), errors.Is(err, controller.ErrNoPolicyYet):
 		return http.StatusServiceUnavailable
@@ -136,9 +138,13 @@ func (b backend) AddFleet(req overlay.Request) (overlay.Entry, error) { return b
 func (b backend) ReleaseFleet(k overlay.Key, who, reason string) error {
 	return b.d.releaseFleet(k, who)
 }
-func (b backend) Entries() []overlay.Entry               { return b.d.ctl.Entries() }
-func (b backend) History(p netip.Prefix) []overlay.Event { return b.d.ctl.History(p) }
-func (b backend) Status() any                            { return b.d.ctl.Snapshot() }
+func (b backend) Entries(q api.EntriesQuery) ([]overlay.Entry, bool) {
+	return b.d.ctl.EntriesPage(q.Prefix, q.After, q.Limit)
+}
+func (b backend) History(q api.HistoryQuery) ([]overlay.Event, uint64, bool) {
+	return b.d.ctl.HistoryPage(q.Prefix, q.Before, q.Limit)
+}
+func (b backend) Status() any { return b.d.ctl.Snapshot() }
 
 // RemoteAddEntry asks the daemon behind socket for a runtime entry.
 func RemoteAddEntry(socket string, req EntryRequest) (overlay.Entry, error) {
