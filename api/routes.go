@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -546,11 +547,18 @@ func (x *exchange) backendError(err error) {
 func (x *exchange) decode(body io.Reader, v any) bool {
 	data, err := io.ReadAll(body)
 	if err == nil {
-		if k, twice := oddKey(data); k != "" && twice {
+		fields := jsonFields(v)
+		if k, twice := oddKey(data, fields); k != "" && twice {
 			x.fail(http.StatusBadRequest, "field %q is given twice; give each field once", k)
 			return false
 		} else if k != "" {
-			x.fail(http.StatusBadRequest, "field %q: field names are lower case (%q)", k, strings.ToLower(k))
+			for _, f := range fields {
+				if strings.EqualFold(k, f) {
+					x.fail(http.StatusBadRequest, "field %q: write %q (field names are exactly as documented)", k, f)
+					return false
+				}
+			}
+			x.fail(http.StatusBadRequest, "unknown field %q; the fields are %s", k, strings.Join(fields, ", "))
 			return false
 		}
 		dec := json.NewDecoder(bytes.NewReader(data))
@@ -600,13 +608,25 @@ func (x *exchange) decode(body io.Reader, v any) bool {
 
 var errTrailing = errors.New("data after the JSON object")
 
+// jsonFields are the JSON names of the fields of the struct v points to, in order.
+func jsonFields(v any) []string {
+	t := reflect.TypeOf(v).Elem()
+	var out []string
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // oddKey returns a key of the JSON object data that encoding/json would read otherwise
 // than a reader of the body might: one given twice (twice; encoding/json keeps the
 // last, so {"address": A, "address": B} acts on B while a log or a proxy that reads the
-// first sees A), or one not in lower case (encoding/json matches field names in any
-// case, so "ADDRESS" is address). "" if none, or if data is not an object (the decoder
-// then says what is wrong).
-func oddKey(data []byte) (key string, twice bool) {
+// first sees A), or one that is not exactly one of fields (encoding/json matches names
+// with Unicode case folding, so "ADDRESS" or "addreſs" is address). "" if none, or if
+// data is not an object (the decoder then says what is wrong).
+func oddKey(data []byte, fields []string) (key string, twice bool) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return "", false
@@ -618,11 +638,11 @@ func oddKey(data []byte) (key string, twice bool) {
 			return "", false
 		}
 		k, _ := t.(string)
-		if seen[strings.ToLower(k)] {
-			return k, true
-		}
-		if k != strings.ToLower(k) {
+		if !slices.Contains(fields, k) {
 			return k, false
+		}
+		if seen[k] {
+			return k, true
 		}
 		seen[k] = true
 		var skip json.RawMessage
