@@ -35,7 +35,7 @@ func (s *FileSource) Name() string { return SourceFile }
 func (s *FileSource) Offers(ctx context.Context) <-chan Offer {
 	ch := make(chan Offer)
 	changes := watchFile(ctx, s.path, s.interval, func() {
-		s.log.Warn("the policy file is gone; the policy in force stays (a file that comes back is applied)", "file", s.path)
+		s.log.Warn("the policy file is gone; the policy in force stays (a file that comes back is offered again, as a change)", "file", s.path)
 	})
 	go func() {
 		defer signal.Stop(s.sig)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -226,11 +227,27 @@ func CheckText(what, s string, required bool) error {
 	case !utf8.ValidString(s):
 		return fmt.Errorf("%w: the %s is not UTF-8 text", ErrInvalid, what)
 	}
-	if i := strings.IndexFunc(s, unicode.IsControl); i >= 0 {
+	if i := strings.IndexFunc(s, unprintable); i >= 0 {
 		r, _ := utf8.DecodeRuneInString(s[i:])
 		return fmt.Errorf("%w: the %s holds a control character (%q at byte %d): write it on one line, without escapes", ErrInvalid, what, r, i)
 	}
 	return nil
+}
+
+// unprintable: a control character, a format character (bidirectional overrides and
+// isolates reorder what a terminal shows) or a line or paragraph separator.
+func unprintable(r rune) bool {
+	return unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
+}
+
+// Printable is s as it may go to a terminal: quoted, its escapes written out, if it
+// holds a character CheckText refuses (text stored before reasons were checked, or
+// written into etcd by another client, may).
+func Printable(s string) string {
+	if strings.ContainsFunc(s, unprintable) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // Add applies req to s at now (after Validate): a new entry, or a longer term for an

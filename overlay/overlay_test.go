@@ -77,6 +77,8 @@ runtime:
 		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "spam", Ticket: " "}, ErrInvalid, "the ticket is only spaces"},
 		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "spam", Ticket: "T-1\t2"}, ErrInvalid, "the ticket holds a control character"},
 		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "bot \xff"}, ErrInvalid, "not UTF-8"},
+		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "spam \u202e"}, ErrInvalid, `'\u202e'`},
+		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "spam\u2028run"}, ErrInvalid, `control character`},
 		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "spam: Ünïcode ✓", Ticket: "T-7"}, nil, ""},
 		{req(Quarantine, "100.96.1.1/32"), nil, ""},
 		{Request{Kind: Quarantine, Prefix: netip.MustParsePrefix("100.64.1.1/32"), Reason: "x", For: 366 * 24 * time.Hour}, ErrDuration, "a quarantine lasts at most 365d under this policy (runtime.quarantine.max), not 366d"},

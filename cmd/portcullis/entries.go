@@ -4,10 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/portcullis/portcullis/daemon"
 	"github.com/portcullis/portcullis/overlay"
@@ -143,23 +140,14 @@ func runEntries(e *env, args []string) error {
 	} else {
 		fmt.Fprintf(e.stdout, "%-10s %-24s %-20s %-18s %-12s %s\n", "KIND", "PREFIX", "UNTIL", "WHO", "TICKET", "REASON")
 		for _, x := range resp.Entries {
-			fmt.Fprintf(e.stdout, "%-10s %-24s %-20s %-18s %-12s %s\n", x.Kind, x.Prefix, x.Expires.UTC().Format(time.RFC3339), x.Who, orDash(printable(x.Ticket)), printable(x.Reason))
+			fmt.Fprintf(e.stdout, "%-10s %-24s %-20s %-18s %-12s %s\n", x.Kind, x.Prefix, x.Expires.UTC().Format(time.RFC3339), overlay.Printable(x.Who), orDash(overlay.Printable(x.Ticket)), overlay.Printable(x.Reason))
 		}
 	}
 	for _, ev := range resp.History {
-		fmt.Fprintf(e.stdout, "%s  %-9s %-10s %-24s by %s until %s  %s\n", ev.Time.UTC().Format(time.RFC3339), ev.Action, ev.Entry.Kind, ev.Entry.Prefix, ev.Who,
-			ev.Entry.Expires.UTC().Format(time.RFC3339), printable(ev.Reason))
+		fmt.Fprintf(e.stdout, "%s  %-9s %-10s %-24s by %s until %s  %s\n", ev.Time.UTC().Format(time.RFC3339), ev.Action, ev.Entry.Kind, ev.Entry.Prefix, overlay.Printable(ev.Who),
+			ev.Entry.Expires.UTC().Format(time.RFC3339), overlay.Printable(ev.Reason))
 	}
 	return nil
-}
-
-// printable is s as it can go to a terminal: quoted, with its escapes written out, if
-// it holds a control character (a store written before reasons were checked may).
-func printable(s string) string {
-	if strings.ContainsFunc(s, unicode.IsControl) {
-		return strconv.Quote(s)
-	}
-	return s
 }
 
 func orDash(s string) string {
