@@ -210,13 +210,24 @@ func runFleetPush(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if plan.OldErr != nil {
+		// Not a reason to refuse: a good policy over it is one way out, a rollback to
+		// a revision that compiled is the other.
+		fmt.Fprintf(e.stderr, "portcullis: group %s's current policy (revision %d) does not compile here, so there is no diff: the push replaces it as a whole (routers refuse such a revision and keep their last good one; `portcullis fleet rollback --group %s --to REV` brings back one from `portcullis fleet history`):\n  %s\n",
+			group, plan.Revision, group, strings.ReplaceAll(plan.OldErr.Error(), "\n", "\n  "))
+	}
 	if *dry {
-		if plan.Diff == nil {
-			fmt.Fprintf(e.stdout, "group %s has no policy yet: the push would create it (policy %s)\n", group, plan.NewHash)
-			return nil
+		switch {
+		case plan.Revision == 0:
+			fmt.Fprintf(e.stdout, "group %s has no policy yet: the push would create it (policy %s; --expect-revision 0)\n", group, plan.NewHash)
+		case plan.OldErr != nil:
+			fmt.Fprintf(e.stdout, "group %s at revision %d: the push would replace a policy that does not compile with policy %s:\n", group, plan.Revision, plan.NewHash)
+			writePolicySummary(e, plan.New)
+		default:
+			fmt.Fprintf(e.stdout, "group %s at revision %d:\n", group, plan.Revision)
+			return writeDiff(e, plan.OldHash, plan.NewHash, *plan.Diff, *asJSON)
 		}
-		fmt.Fprintf(e.stdout, "group %s at revision %d:\n", group, plan.Revision)
-		return writeDiff(e, plan.OldHash, plan.NewHash, *plan.Diff, *asJSON)
+		return nil
 	}
 	rev := plan.Revision
 	if *expect >= 0 {
@@ -232,6 +243,22 @@ func runFleetPush(e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "pushed %s to group %s: revision %d (policy %s); `portcullis fleet status --group %s` shows the routers taking it\n",
 		file, group, newRev, plan.NewHash, group)
 	return nil
+}
+
+// writePolicySummary shows a policy as a whole, range by range: what a push over a
+// policy that does not compile shows instead of a diff.
+func writePolicySummary(e *env, p *policy.Policy) {
+	fmt.Fprintf(e.stdout, "  default %s; governed ports %v; protected ports %v\n", p.Default, p.Governed, p.Protected)
+	for _, r := range p.Ranges {
+		fmt.Fprintf(e.stdout, "  range %s: %s, prefixes: %d", r.Name, r.Verdict, len(r.CIDRs))
+		if r.Scope != nil {
+			fmt.Fprintf(e.stdout, ", interfaces %v", []string(r.Scope))
+		}
+		fmt.Fprintln(e.stdout)
+	}
+	if n := len(p.Exemptions) + len(p.Quarantines) + len(p.Relays); n > 0 {
+		fmt.Fprintf(e.stdout, "  %d exemptions, %d quarantines, %d relays\n", len(p.Exemptions), len(p.Quarantines), len(p.Relays))
+	}
 }
 
 func runFleetHistory(e *env, args []string) error {

@@ -100,3 +100,36 @@ func TestFleetCLI(t *testing.T) {
 }
 
 func itoa64(i int64) string { b, _ := json.Marshal(i); return string(b) }
+
+// A group whose current policy does not compile (put by hand, or by a newer
+// portcullis) does not block the push of a fix: the dry run says there is no diff and
+// shows the new policy as a whole, the push goes ahead, and both point to rollback.
+func TestFleetPushOverBrokenPolicy(t *testing.T) {
+	srv := etcdtest.Start(t)
+	eps := strings.Join(srv.Endpoints, ",")
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.yaml"), filepath.Join(dir, "b.yaml")
+	write(t, a, labPolicy)
+	write(t, b, strings.Replace(labPolicy, "verdict: reset", "verdict: drop", 1))
+	fl := func(args ...string) (string, string, int) {
+		return runCmd(append([]string{"fleet"}, append(args, "--endpoints", eps)...)...)
+	}
+	if out, errs, code := fl("push", a, "--group", "dsl"); code != 0 {
+		t.Fatalf("push A: %d %s %s", code, out, errs)
+	}
+	if _, err := srv.Client(t).Put(t.Context(), fleet.DefaultPrefix+"groups/dsl/policy", strings.Replace(labPolicy, "verdict: reset", "verdict: pas", 1)); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := fl("push", b, "--group", "dsl", "--dry-run")
+	if code != 0 || !strings.Contains(out, "does not compile") || !strings.Contains(out, "drop") || !strings.Contains(errs, "fleet rollback --group dsl") {
+		t.Fatalf("dry run over a broken policy: exit %d\n%s\n%s", code, out, errs)
+	}
+	if out, errs, code = fl("push", b, "--group", "dsl", "--message", "fix"); code != 0 || !strings.Contains(out, "pushed") {
+		t.Fatalf("push of the fix over a broken policy: exit %d\n%s\n%s", code, out, errs)
+	}
+	var hist []fleet.Record
+	out, _, _ = fl("history", "--group", "dsl", "--json")
+	if err := json.Unmarshal([]byte(out), &hist); err != nil || len(hist) != 2 || hist[0].Message != "fix" {
+		t.Fatalf("history after the fix: %v %s", err, out)
+	}
+}
