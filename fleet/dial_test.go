@@ -2,9 +2,12 @@ package fleet
 
 import (
 	"bytes"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,4 +118,45 @@ func TestDialCredentialErrors(t *testing.T) {
 	if err := c.Reachable(ctxT(t), 5*time.Second); err == nil || !strings.Contains(err.Error(), "user bng1") || !strings.Contains(err.Error(), wrong) {
 		t.Errorf("a wrong password: %v, want an error naming user bng1 and %s", err, wrong)
 	}
+}
+
+// A router whose group is misspelt (its user may not read that group) logs the real
+// error once, at Error, with what to check; the retries after it only at Debug.
+func TestSourceLogsRefusalOnce(t *testing.T) {
+	srv, _, pwFile := withAuth(t)
+	c, err := Dial(Conn{Endpoints: srv.Endpoints, User: "bng1", PasswordFile: pwFile("bng1", "bng1-pw")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	s, err := NewSource(c, "dls", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.probe, s.retryFirst, s.retryMax = 500*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond
+	s.Offers(ctxT(t))
+	logged := func() string { mu.Lock(); defer mu.Unlock(); return buf.String() }
+	waitFor(t, "the refusal logged", func() bool { return strings.Contains(logged(), "may not read group dls") })
+	time.Sleep(time.Second) // several retries
+	out := logged()
+	if n := strings.Count(out, "may not read group dls"); n != 1 || !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "fleet grant router --group dls") {
+		t.Errorf("logged %d times, want once at ERROR naming the grant:\n%s", n, out)
+	}
+	if h := s.Health(); !strings.Contains(h.LastError, "may not read group dls") {
+		t.Errorf("health's last error: %q", h.LastError)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
