@@ -24,8 +24,10 @@ The fleet: routers that take their policy from etcd (policy_source: etcd), by gr
   portcullis fleet status [--group G] [--json]
       every router of every group (or of G): the revision it enforces, its proof, and
       its state: ok, behind (an older revision), failed (it refused the group's
-      revision: the last error), stale (its report is old or it cannot reach etcd);
-      routers that reported once and whose lease ended are listed as gone
+      revision: the last error), stale (it writes its report but cannot read its
+      group, or is catching up after an outage); routers that reported once and whose
+      report's lease ended (stopped, or cut off from etcd longer than its TTL) are
+      listed as gone
   portcullis fleet push FILE --group G [--dry-run] [--message TEXT] [--expect-revision N] [--new-group]
       checks FILE here, then replaces the group's policy with a compare-and-swap on the
       revision read (or N): if someone pushed since, nothing is written and the error
