@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -74,8 +75,12 @@ func (c Conn) Check(what string) []string {
 	return errs
 }
 
-// Dial connects to the fleet's etcd. It does not wait for etcd: the client retries
-// in the background, and each call fails (or waits) on its own.
+// Dial makes the client of the fleet's etcd. It does not wait for etcd, with any
+// credentials: the client connects, and logs in with user and password_file, in the
+// background, retrying, and each call fails (or waits) on its own; a router starts
+// while etcd is down and enforces what it last had. What waiting cannot mend (a
+// mistake in c, a password file that cannot be read or is empty, a certificate that
+// does not load) is an error naming the key.
 func Dial(c Conn) (*Client, error) {
 	if errs := c.Check("etcd"); len(errs) > 0 {
 		return nil, fmt.Errorf("%s", strings.Join(errs, "\n"))
@@ -86,18 +91,31 @@ func Dial(c Conn) (*Client, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
+	var password string
 	if c.PasswordFile != "" {
 		b, err := os.ReadFile(c.PasswordFile)
 		if err != nil {
-			return nil, fmt.Errorf("etcd password: %w", err)
+			return nil, fmt.Errorf("the password file of etcd user %s (etcd.password_file, --password-file): %w", c.User, err)
 		}
-		cfg.Password = strings.TrimSpace(string(b))
+		if password = strings.TrimSpace(string(b)); password == "" {
+			return nil, fmt.Errorf("the password file %s of etcd user %s (etcd.password_file, --password-file) is empty", c.PasswordFile, c.User)
+		}
+	}
+	// clientv3.New logs in before it returns, within DialTimeout, and fails if etcd
+	// cannot be reached then. So the client is made with a placeholder token, which
+	// needs no login, and given the user and password right after, before any call:
+	// etcd refuses the placeholder (an invalid token) and the client logs in then, as
+	// it does whenever etcd refuses its token (a restarted etcd forgets simple
+	// tokens). TestDialPasswordEtcdDown checks this against a real etcd.
+	login := c.User != "" && password != ""
+	if login {
+		cfg.Username, cfg.Token = "", notLoggedIn
 	}
 	if c.CA != "" || c.Cert != "" {
 		info := transport.TLSInfo{CertFile: c.Cert, KeyFile: c.Key, TrustedCAFile: c.CA}
 		tc, err := info.ClientConfig()
 		if err != nil {
-			return nil, fmt.Errorf("etcd TLS: %w", err)
+			return nil, fmt.Errorf("etcd TLS (etcd.ca, etcd.cert, etcd.key): %w", err)
 		}
 		tc.MinVersion = tls.VersionTLS12
 		cfg.TLS = tc
@@ -106,26 +124,44 @@ func Dial(c Conn) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd %v: %w", c.Endpoints, err)
 	}
+	if login {
+		cli.Token, cli.Username, cli.Password = "", c.User, password
+	}
 	f, err := New(cli, c.Prefix)
 	if err != nil {
 		cli.Close()
 		return nil, err
 	}
+	f.conn = c
 	return f, nil
 }
+
+// notLoggedIn is the token a client with a password starts with (Dial): no etcd
+// token looks like it (a simple token is RANDOM.INDEX, a JWT three base64 parts).
+const notLoggedIn = "portcullis-not-logged-in-yet"
 
 // Close closes the etcd client.
 func (c *Client) Close() error { return c.etcd.Close() }
 
 // Reachable checks that etcd answers within timeout: an error saying where it asked
 // and what to check if not. Any member answering will do (the client's balancer
-// passes over dead ones), and a refusal (a user without the permission) is an answer.
+// passes over dead ones), and a refusal (a user without the permission) is an answer;
+// a wrong user or password is an error naming them.
 func (c *Client) Reachable(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	_, err := c.etcd.Get(ctx, c.prefix, clientv3.WithCountOnly())
-	if err == nil || !errors.Is(err, context.DeadlineExceeded) && status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
+	if errors.Is(err, rpctypes.ErrAuthFailed) {
+		return fmt.Errorf("etcd %v refuses user %s with the password in %s (%v): is the user right, and is the file its password?", c.etcd.Endpoints(), c.conn.User, c.conn.PasswordFile, err)
+	}
+	if err == nil || !Unreachable(err) {
 		return nil
 	}
 	return fmt.Errorf("%w: etcd %v does not answer within %s (%v): is it running, and are the endpoints (and the CA, certificate and key) right?", ErrUnreachable, c.etcd.Endpoints(), timeout, err)
+}
+
+// Unreachable tells whether err is etcd not answering (a timeout, no connection), not
+// a refusal.
+func Unreachable(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded
 }

@@ -22,6 +22,9 @@ var (
 	// ErrHeldLocally: a fleet entry waits for the router's own entry of the same kind
 	// and prefix to end.
 	ErrHeldLocally = errors.New("held by the router's own entry")
+	// ErrNoGroup: no key of the group in etcd: a misspelt name, or a group still to
+	// be made.
+	ErrNoGroup = errors.New("no such group")
 	// ErrUnreachable: etcd does not answer.
 	ErrUnreachable = errors.New("etcd unreachable")
 )

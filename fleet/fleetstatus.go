@@ -43,17 +43,10 @@ type GroupStatus struct {
 func FleetStatus(ctx context.Context, cli *Client, group string) ([]GroupStatus, error) {
 	groups := []string{group}
 	if group == "" {
-		resp, err := cli.etcd.Get(ctx, cli.groupsKey(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
-		if err != nil {
-			return nil, fmt.Errorf("listing the groups: %w", err)
+		var err error
+		if groups, err = Groups(ctx, cli); err != nil {
+			return nil, err
 		}
-		groups = nil
-		for _, kv := range resp.Kvs {
-			if g := cli.groupOf(string(kv.Key)); g != "" && !slices.Contains(groups, g) {
-				groups = append(groups, g)
-			}
-		}
-		slices.Sort(groups)
 	} else if err := CheckName("group", group); err != nil {
 		return nil, err
 	}

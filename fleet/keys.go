@@ -21,6 +21,7 @@ const maxName = 63
 type Client struct {
 	etcd   *clientv3.Client
 	prefix string
+	conn   Conn // how Dial reached it (zero from New): for errors that name the user
 }
 
 // New returns the fleet under prefix ("" = DefaultPrefix; it must end in "/") of the

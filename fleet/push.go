@@ -121,15 +121,24 @@ type Plan struct {
 	// Revision is the group's revision now: push with it as expectRev to push exactly
 	// over what this plan compared against. 0: the group has no policy yet.
 	Revision int64
-	OldHash  string // "" when the group has no policy yet
+	OldHash  string // "" when the group has no policy yet, or its policy does not compile
 	NewHash  string
+	// New is the policy pushed, as parsed: what a push over a policy that does not
+	// compile shows instead of a diff.
+	New *policy.Policy
 	// Diff is what changes, from the policy package's Diff (`portcullis diff`); nil
-	// when the group has no policy yet.
+	// when the group has no policy yet, or its policy does not compile.
 	Diff *policy.DiffResult
+	// OldErr is why the group's current policy does not compile here (put by hand
+	// with etcdctl, or pushed by a newer portcullis with a feature this one lacks):
+	// there is nothing to compare against, and a push replaces it as a whole. The
+	// routers refuse such a revision and keep their last good one.
+	OldErr error
 }
 
 // DryRun checks text (read from file: errors name it) and compares it with what the
-// group has, writing nothing.
+// group has, writing nothing. A current policy that does not compile is no error:
+// the plan says so (OldErr), since pushing a good one over it is the way out.
 func DryRun(ctx context.Context, cli *Client, group, file string, text []byte) (Plan, error) {
 	newComp, err := compile(file, text)
 	if err != nil {
@@ -139,13 +148,14 @@ func DryRun(ctx context.Context, cli *Client, group, file string, text []byte) (
 	if err != nil {
 		return Plan{}, err
 	}
-	p := Plan{Group: group, Revision: rev, NewHash: newComp.Hash}
+	p := Plan{Group: group, Revision: rev, NewHash: newComp.Hash, New: newComp.Policy}
 	if rev == 0 {
 		return p, nil
 	}
 	oldComp, err := compile(Origin(group, rev), cur)
 	if err != nil {
-		return Plan{}, fmt.Errorf("the policy group %s has now does not compile here (a newer portcullis pushed it?): %w", group, err)
+		p.OldErr = err
+		return p, nil
 	}
 	d := policy.Diff(oldComp, newComp, time.Now())
 	p.OldHash, p.Diff = oldComp.Hash, &d

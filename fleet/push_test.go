@@ -170,3 +170,31 @@ func TestDryRun(t *testing.T) {
 		t.Fatalf("dry run of an invalid file: %v, want new.yaml:6:", err)
 	}
 }
+
+// A group whose current policy does not compile (put by hand, or by a newer
+// portcullis) is no obstacle to pushing a good one over it: the dry run says why
+// there is no diff, and the push goes ahead with the compare-and-swap.
+func TestDryRunOverBrokenPolicy(t *testing.T) {
+	_, raw, cli := newFleet(t)
+	ctx := ctxT(t)
+	mustPush(t, cli, "dsl", validPolicy(1), "alice@noc", 0)
+	put, err := raw.Put(ctx, cli.policyKey("dsl"), string(invalidPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := put.Header.Revision
+	p, err := DryRun(ctx, cli, "dsl", "fix.yaml", validPolicy(2))
+	if err != nil {
+		t.Fatalf("dry run over a broken policy: %v", err)
+	}
+	if p.Revision != broken || p.OldErr == nil || !strings.Contains(p.OldErr.Error(), Origin("dsl", broken)+":6:") || p.Diff != nil || p.New == nil {
+		t.Fatalf("plan over a broken policy: %+v", p)
+	}
+	rev, err := Push(ctx, cli, "dsl", validPolicy(2), "bob@noc", "fix", p.Revision)
+	if err != nil {
+		t.Fatalf("pushing the fix: %v", err)
+	}
+	if text, got, _ := Read(ctx, cli, "dsl"); got != rev || !bytes.Equal(text, validPolicy(2)) {
+		t.Fatalf("after the fix: revision %d, want %d", got, rev)
+	}
+}

@@ -20,7 +20,8 @@ const nocRole = "portcullis-noc"
 func RouterRole(group, router string) string { return "portcullis-router:" + group + "/" + router }
 
 // GrantRouter makes etcd user (created if absent, with password, or none for a
-// certificate's common name) the router router of group: it may read the group's
+// certificate's common name; an existing user's password is set to password, unless
+// that is "") the router router of group: it may read the group's
 // keys (policy, history, fleet entries, the other routers' status) and write its
 // own status and known keys, nothing else. Run it with the credentials of etcd's root.
 func GrantRouter(ctx context.Context, cli *Client, group, router, user, password string) error {
@@ -62,7 +63,8 @@ func GrantRouterEntries(ctx context.Context, cli *Client, group, router string) 
 	return nil
 }
 
-// GrantNOC makes etcd user (created if absent) one of the NOC's: it may read and
+// GrantNOC makes etcd user (created if absent; its password set as GrantRouter's)
+// one of the NOC's: it may read and
 // write every key of the fleet (push, roll back, fleet entries, status).
 func GrantNOC(ctx context.Context, cli *Client, user, password string) error {
 	if err := addRole(ctx, cli, nocRole); err != nil {
@@ -87,7 +89,13 @@ func grantUser(ctx context.Context, cli *Client, user, password, role string) er
 		return fmt.Errorf("%w: no etcd user named (the router's certificate's common name, or a user of its own)", ErrName)
 	}
 	_, err := cli.etcd.UserAddWithOptions(ctx, user, password, &clientv3.UserAddOptions{NoPassword: password == ""})
-	if err != nil && !errors.Is(err, rpctypes.ErrUserAlreadyExist) {
+	switch {
+	case errors.Is(err, rpctypes.ErrUserAlreadyExist) && password != "":
+		// A grant with a password sets it: a rotation, not a no-op that keeps the old.
+		if _, err := cli.etcd.UserChangePassword(ctx, user, password); err != nil {
+			return fmt.Errorf("changing the password of etcd user %s: %w", user, err)
+		}
+	case err != nil && !errors.Is(err, rpctypes.ErrUserAlreadyExist):
 		return fmt.Errorf("adding user %s: %w", user, err)
 	}
 	if _, err := cli.etcd.UserGrantRole(ctx, user, role); err != nil {

@@ -58,6 +58,17 @@ func TestRBAC(t *testing.T) {
 		t.Fatalf("granting again: %v", err)
 	}
 
+	// Granting with a new password sets it (a rotation): the old one no longer works.
+	if err := GrantRouter(ctx, root, "dsl", "bng2", "bng2", "bng2-new-pw"); err != nil {
+		t.Fatal(err)
+	}
+	if err := as("bng2", "bng2-pw").Reachable(ctx, 5*time.Second); err == nil {
+		t.Error("bng2's old password still works after a grant with a new one")
+	}
+	if err := as("bng2", "bng2-new-pw").Reachable(ctx, 5*time.Second); err != nil {
+		t.Errorf("bng2's new password: %v", err)
+	}
+
 	noc, bng1 := as("noc", "noc-pw"), as("bng1", "bng1-pw")
 	rev, err := Push(ctx, noc, "dsl", validPolicy(1), "alice@noc", "first", 0)
 	if err != nil {
@@ -92,7 +103,7 @@ func TestRBAC(t *testing.T) {
 	if err := PutEntry(ctx, bng1, "dsl", req, "api:abuse-desk"); err != nil {
 		t.Errorf("a router granted the entries could not write one: %v", err)
 	}
-	if err := PutEntry(ctx, as("bng2", "bng2-pw"), "dsl", req, "api:abuse-desk"); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+	if err := PutEntry(ctx, as("bng2", "bng2-new-pw"), "dsl", req, "api:abuse-desk"); !errors.Is(err, rpctypes.ErrPermissionDenied) {
 		t.Errorf("a router without the entries grant: %v, want etcd's permission denied", err)
 	}
 

@@ -48,6 +48,7 @@ type Source struct {
 	offered int64     // the policy revision last offered
 	down    time.Time // when the current outage began: the last contact before it (zero: none)
 	lastOK  time.Time // the last successful call
+	logged  string    // the kind of failure last logged above Debug (failureKind); "" after a success
 }
 
 // Health is the state of a Source's connection to etcd, for status: the controller's
@@ -313,6 +314,7 @@ func (s *Source) connected(what string) {
 	defer s.mu.Unlock()
 	now := time.Now()
 	s.lastOK = now
+	s.logged = ""
 	if !s.health.Connected {
 		s.health.Connected, s.health.Since = true, now
 		if !s.down.IsZero() {
@@ -325,21 +327,52 @@ func (s *Source) connected(what string) {
 }
 
 // failed notes a failed call to etcd, or a watch broken by something other than a
-// compaction; next says what happens now.
+// compaction; next says what happens now. The first failure of each kind is logged
+// at Warn, or at Error with what to check when waiting will not mend it (the router's
+// user may not read the group, etcd refuses its password); the same again only at
+// Debug, until a call succeeds.
 func (s *Source) failed(what string, err error, next string) {
+	kind, hint := s.failureKind(err)
 	s.mu.Lock()
 	was := s.health.Connected
 	s.health.LastError = fmt.Sprintf("%s: %v", what, err)
+	if hint != "" {
+		s.health.LastError += ": " + hint
+	}
 	if was {
 		s.health.Connected, s.health.Since = false, time.Now()
 	}
 	if s.down.IsZero() {
 		s.down = cmp.Or(s.lastOK, time.Now()) // it was lost after the last contact
 	}
+	first := kind != s.logged
+	s.logged = kind
 	s.mu.Unlock()
-	if was {
-		s.log.Warn("etcd: "+next+"; the policy in force stays", "what", what, "error", err)
-	} else {
-		s.log.Debug("etcd still unreachable: "+next, "what", what, "error", err)
+	switch {
+	case hint != "" && first:
+		s.log.Error("etcd: "+hint+"; "+next+"; the policy in force stays", "what", what, "error", err)
+	case was || first:
+		msg := "etcd: " + next + "; the policy in force stays"
+		if kind == "unreachable" {
+			msg = "etcd unreachable: " + next + "; the policy in force stays"
+		}
+		s.log.Warn(msg, "what", what, "error", err)
+	default:
+		s.log.Debug("etcd still failing: "+next, "what", what, "error", err)
 	}
+}
+
+// failureKind sorts a failed call: "unreachable", "permission", "auth" or the error's
+// text; hint says what to check when waiting will not mend it ("" otherwise).
+func (s *Source) failureKind(err error) (kind, hint string) {
+	user := cmp.Or(s.cli.conn.User, "this router's etcd user")
+	switch {
+	case Unreachable(err):
+		return "unreachable", ""
+	case errors.Is(err, rpctypes.ErrPermissionDenied):
+		return "permission", fmt.Sprintf("%s may not read group %s: is the group right (etcd.group), and was `portcullis fleet grant router --group %s --router NAME` run for it?", user, s.group, s.group)
+	case errors.Is(err, rpctypes.ErrAuthFailed):
+		return "auth", fmt.Sprintf("etcd refuses user %s with the password in %s: check etcd.user and etcd.password_file (`portcullis fleet grant router ... --etcd-password-file F` sets it)", s.cli.conn.User, s.cli.conn.PasswordFile)
+	}
+	return err.Error(), ""
 }

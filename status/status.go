@@ -196,7 +196,10 @@ func etcdLine(e *controller.EtcdStatus) string {
 		if h.Connected {
 			line += "; connected since " + fmtTime(h.Since)
 		} else {
-			line += "; NOT CONNECTED since " + fmtTime(h.Since) + ": enforcing the last revision it had"
+			line += "; NOT CONNECTED since " + fmtTime(h.Since)
+			if e.Revision != 0 {
+				line += fmt.Sprintf(": enforcing revision %d, the last it had", e.Revision)
+			}
 			if h.LastError != "" {
 				line += " (" + firstLine(h.LastError) + ")"
 			}

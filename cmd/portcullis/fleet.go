@@ -24,20 +24,27 @@ The fleet: routers that take their policy from etcd (policy_source: etcd), by gr
   portcullis fleet status [--group G] [--json]
       every router of every group (or of G): the revision it enforces, its proof, and
       its state: ok, behind (an older revision), failed (it refused the group's
-      revision: the last error), stale (its report is old or it cannot reach etcd);
-      routers that reported once and whose lease ended are listed as gone
-  portcullis fleet push FILE --group G [--dry-run] [--message TEXT] [--expect-revision N]
+      revision: the last error), stale (it writes its report but cannot read its
+      group, or is catching up after an outage); routers that reported once and whose
+      report's lease ended (stopped, or cut off from etcd longer than its TTL) are
+      listed as gone
+  portcullis fleet push FILE --group G [--dry-run] [--message TEXT] [--expect-revision N] [--new-group]
       checks FILE here, then replaces the group's policy with a compare-and-swap on the
       revision read (or N): if someone pushed since, nothing is written and the error
-      says who; --dry-run shows what would change against what the group has
+      says who; --dry-run shows what would change against what the group has. A group
+      etcd does not know (no policy, no router ever reported in it) is refused as a
+      typo unless --new-group says to create it. A current policy that does not
+      compile here is replaced as a whole (or: fleet rollback)
   portcullis fleet history --group G [--json]
   portcullis fleet rollback --group G --to REV [--expect-revision N]
       pushes the policy of revision REV again, as a new revision
-  portcullis fleet quarantine|unblock ADDRESS|CIDR --group G --for DURATION --reason TEXT [--ticket ID]
+  portcullis fleet quarantine|unblock ADDRESS|CIDR --group G --for DURATION --reason TEXT [--ticket ID] [--force]
   portcullis fleet release ADDRESS|CIDR --group G [--unblock]
   portcullis fleet entries --group G [--json]
       runtime entries for every router of the group: each router adds them (checked
-      against its own policy's bounds) and they end with their lease
+      against its own policy's bounds) and they end with their lease. An entry for a
+      group in which no router reports now is refused (exit 1) unless --force
+  A group name etcd does not know is an error (exit 1) naming the groups there are.
   portcullis fleet grant router --group G --router NAME [--entries] [--etcd-user U] [--etcd-password-file F]
   portcullis fleet grant noc --etcd-user U [--etcd-password-file F]
       with etcd's root credentials: the roles of docs/fleet.md. A router may read its
@@ -123,6 +130,47 @@ func (c fleetConn) open(e *env, needGroup bool) (context.Context, *fleet.Client,
 	return ctx, cli, group, func() { cancel(); cli.Close() }, nil
 }
 
+// requireGroup returns what group holds, or, if it holds nothing in etcd (a misspelt
+// name, or a group still to be made), an error wrapping fleet.ErrNoGroup that lists
+// the groups there are and the one meant; then says what to do instead.
+func requireGroup(ctx context.Context, cli *fleet.Client, group, then string) (fleet.GroupInfo, error) {
+	gi, err := fleet.Inspect(ctx, cli, group)
+	if err != nil || gi.Exists {
+		return gi, err
+	}
+	msg := "no policy, no router, nothing under it"
+	// A router's credentials may not list the groups: then the name alone.
+	if gs, err := fleet.Groups(ctx, cli); err == nil {
+		if len(gs) == 0 {
+			msg += " (there are no groups yet)"
+		} else {
+			msg += " (groups: " + strings.Join(gs, ", ") + ")"
+		}
+		if s := suggest(group, gs); s != "" {
+			msg += fmt.Sprintf("; did you mean %s?", s)
+		}
+	}
+	if then != "" {
+		msg += "; " + then
+	}
+	return gi, fmt.Errorf("%w %s in etcd: %s", fleet.ErrNoGroup, group, msg)
+}
+
+// reporting says which routers report in a group now, for the output of a change.
+func reporting(gi fleet.GroupInfo) string {
+	switch n := len(gi.Reporting); n {
+	case 0:
+		return "no router reports in it now"
+	case 1:
+		return "1 router reports in it now (" + gi.Reporting[0] + ")"
+	default:
+		if n > 5 {
+			return fmt.Sprintf("%d routers report in it now (%s, ...)", n, strings.Join(gi.Reporting[:5], ", "))
+		}
+		return fmt.Sprintf("%d routers report in it now (%s)", n, strings.Join(gi.Reporting, ", "))
+	}
+}
+
 // who is the name a change is audited under: the user (through sudo too) at the host.
 func who(e *env) string {
 	u := cmp.Or(e.getenv("SUDO_USER"), e.getenv("USER"))
@@ -165,6 +213,11 @@ func runFleetStatus(e *env, args []string) error {
 		return err
 	}
 	defer done()
+	if group != "" {
+		if _, err := requireGroup(ctx, cli, group, ""); err != nil {
+			return err
+		}
+	}
 	gs, err := fleet.FleetStatus(ctx, cli, group)
 	if err != nil {
 		return err
@@ -185,6 +238,7 @@ func runFleetPush(e *env, args []string) error {
 	msg := fs.String("message", "", "why (kept in the group's history)")
 	expect := fs.Int64("expect-revision", -1, "push only if the group is still at this revision (default: the one read now; 0: the group must be new)")
 	asJSON := fs.Bool("json", false, "--dry-run: print the diff as JSON")
+	newGroup := fs.Bool("new-group", false, "the group does not exist yet: create it (without it, a group name etcd does not know is refused, as a typo)")
 	if done, err := parseVerb(fs, "a policy FILE", args, 1, 1); done || err != nil {
 		return err
 	}
@@ -206,17 +260,43 @@ func runFleetPush(e *env, args []string) error {
 		return err
 	}
 	defer done()
+	then := "give --new-group to create it"
+	if *dry {
+		then = "a push would need --new-group to create it"
+	}
+	gi, err := fleet.Inspect(ctx, cli, group)
+	if err != nil {
+		return err
+	}
+	if !gi.Exists && !*newGroup {
+		_, err := requireGroup(ctx, cli, group, then)
+		return err
+	}
+	if len(gi.Reporting) == 0 {
+		fmt.Fprintf(e.stderr, "portcullis: note: group %s: %s; routers with etcd.group: %s take the policy when they report\n", group, reporting(gi), group)
+	}
 	plan, err := fleet.DryRun(ctx, cli, group, file, text)
 	if err != nil {
 		return err
 	}
+	if plan.OldErr != nil {
+		// Not a reason to refuse: a good policy over it is one way out, a rollback to
+		// a revision that compiled is the other.
+		fmt.Fprintf(e.stderr, "portcullis: group %s's current policy (revision %d) does not compile here, so there is no diff: the push replaces it as a whole (routers refuse such a revision and keep their last good one; `portcullis fleet rollback --group %s --to REV` brings back one from `portcullis fleet history`):\n  %s\n",
+			group, plan.Revision, group, strings.ReplaceAll(plan.OldErr.Error(), "\n", "\n  "))
+	}
 	if *dry {
-		if plan.Diff == nil {
-			fmt.Fprintf(e.stdout, "group %s has no policy yet: the push would create it (policy %s)\n", group, plan.NewHash)
-			return nil
+		switch {
+		case plan.Revision == 0:
+			fmt.Fprintf(e.stdout, "group %s has no policy yet: the push would create it (policy %s; --expect-revision 0)\n", group, plan.NewHash)
+		case plan.OldErr != nil:
+			fmt.Fprintf(e.stdout, "group %s at revision %d: the push would replace a policy that does not compile with policy %s:\n", group, plan.Revision, plan.NewHash)
+			writePolicySummary(e, plan.New)
+		default:
+			fmt.Fprintf(e.stdout, "group %s at revision %d:\n", group, plan.Revision)
+			return writeDiff(e, plan.OldHash, plan.NewHash, *plan.Diff, *asJSON)
 		}
-		fmt.Fprintf(e.stdout, "group %s at revision %d:\n", group, plan.Revision)
-		return writeDiff(e, plan.OldHash, plan.NewHash, *plan.Diff, *asJSON)
+		return nil
 	}
 	rev := plan.Revision
 	if *expect >= 0 {
@@ -229,9 +309,25 @@ func runFleetPush(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "pushed %s to group %s: revision %d (policy %s); `portcullis fleet status --group %s` shows the routers taking it\n",
-		file, group, newRev, plan.NewHash, group)
+	fmt.Fprintf(e.stdout, "pushed %s to group %s: revision %d (policy %s); %s; `portcullis fleet status --group %s` shows the routers taking it\n",
+		file, group, newRev, plan.NewHash, reporting(gi), group)
 	return nil
+}
+
+// writePolicySummary shows a policy as a whole, range by range: what a push over a
+// policy that does not compile shows instead of a diff.
+func writePolicySummary(e *env, p *policy.Policy) {
+	fmt.Fprintf(e.stdout, "  default %s; governed ports %v; protected ports %v\n", p.Default, p.Governed, p.Protected)
+	for _, r := range p.Ranges {
+		fmt.Fprintf(e.stdout, "  range %s: %s, prefixes: %d", r.Name, r.Verdict, len(r.CIDRs))
+		if r.Scope != nil {
+			fmt.Fprintf(e.stdout, ", interfaces %v", []string(r.Scope))
+		}
+		fmt.Fprintln(e.stdout)
+	}
+	if n := len(p.Exemptions) + len(p.Quarantines) + len(p.Relays); n > 0 {
+		fmt.Fprintf(e.stdout, "  %d exemptions, %d quarantines, %d relays\n", len(p.Exemptions), len(p.Quarantines), len(p.Relays))
+	}
 }
 
 func runFleetHistory(e *env, args []string) error {
@@ -245,6 +341,9 @@ func runFleetHistory(e *env, args []string) error {
 		return err
 	}
 	defer done()
+	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
+		return err
+	}
 	rs, err := fleet.History(ctx, cli, group)
 	if err != nil {
 		return err
@@ -275,6 +374,9 @@ func runFleetRollback(e *env, args []string) error {
 		return err
 	}
 	defer done()
+	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
+		return err
+	}
 	rev := *expect
 	if rev < 0 {
 		if _, rev, err = fleet.Read(ctx, cli, group); err != nil {
@@ -297,6 +399,7 @@ func runFleetAdd(e *env, args []string, kind overlay.Kind) error {
 	term := fs.String("for", "", "how long (required for a fleet entry: 24h, 90m, 30d)")
 	reason := fs.String("reason", "", "why (required)")
 	ticket := fs.String("ticket", "", "the ticket it belongs to")
+	force := fs.Bool("force", false, "write the entry even if no router reports in the group now (routers take it when they report)")
 	if done, err := parseVerb(fs, "ADDRESS|CIDR", args, 1, 1); done || err != nil {
 		return err
 	}
@@ -316,11 +419,26 @@ func runFleetAdd(e *env, args []string, kind overlay.Kind) error {
 		return err
 	}
 	defer done()
+	gi, err := fleet.Inspect(ctx, cli, group)
+	if err != nil {
+		return err
+	}
+	if !gi.Exists && !*force {
+		_, err := requireGroup(ctx, cli, group, "the entry would reach no router (--force writes it anyway)")
+		return err
+	}
+	if len(gi.Reporting) == 0 && !*force {
+		known := "no router ever reported in it"
+		if len(gi.Known) > 0 {
+			known = "gone: " + strings.Join(gi.Known, ", ")
+		}
+		return fmt.Errorf("no router reports in group %s now (%s): the entry would reach no router; is the group right? --force writes it anyway (routers take it when they report)", group, known)
+	}
 	req := overlay.Request{Kind: kind, Prefix: p, For: d, Reason: *reason, Ticket: *ticket, Who: who(e)}
 	if err := fleet.PutEntry(ctx, cli, group, req, who(e)); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%s %s for every router of group %s for %s; each router checks it against its own policy (fleet status shows a refusal)\n", kind, p, group, d)
+	fmt.Fprintf(e.stdout, "%s %s for group %s for %s: %s; each router checks it against its own policy (fleet status shows a refusal)\n", kind, p, group, d, reporting(gi))
 	return nil
 }
 
@@ -343,6 +461,9 @@ func runFleetRelease(e *env, args []string) error {
 		return err
 	}
 	defer done()
+	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
+		return err
+	}
 	if err := fleet.DeleteEntry(ctx, cli, group, kind, p, who(e)); err != nil {
 		return err
 	}
@@ -361,6 +482,9 @@ func runFleetEntries(e *env, args []string) error {
 		return err
 	}
 	defer done()
+	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
+		return err
+	}
 	es, _, err := fleet.ListEntries(ctx, cli, group)
 	if err != nil {
 		return err

@@ -36,7 +36,10 @@ func TestFleetCLI(t *testing.T) {
 	if _, errs, code := fl("push", a); code != 2 || !strings.Contains(errs, "--group") {
 		t.Fatalf("push without a group: exit %d, %s", code, errs)
 	}
-	if out, errs, code := fl("push", a, "--group", "dsl", "--message", "first"); code != 0 || !strings.Contains(out, "revision") {
+	if _, errs, code := fl("push", a, "--group", "dsl", "--message", "first"); code != 1 || !strings.Contains(errs, "no such group dsl") || !strings.Contains(errs, "--new-group") {
+		t.Fatalf("push A to a group etcd does not know, without --new-group: %d %s", code, errs)
+	}
+	if out, errs, code := fl("push", a, "--group", "dsl", "--message", "first", "--new-group"); code != 0 || !strings.Contains(out, "revision") || !strings.Contains(errs, "no router reports") {
 		t.Fatalf("push A: %d %s %s", code, out, errs)
 	}
 	out, errs, code := fl("push", b, "--group", "dsl", "--dry-run")
@@ -81,7 +84,11 @@ func TestFleetCLI(t *testing.T) {
 	if _, errs, code := fl("quarantine", "100.64.1.2", "--group", "dsl", "--reason", "spam"); code != 2 || !strings.Contains(errs, "--for") {
 		t.Fatalf("fleet quarantine without --for: %d %s", code, errs)
 	}
-	if out, errs, code := fl("quarantine", "100.64.1.2", "--group", "dsl", "--for", "1h", "--reason", "spam run", "--ticket", "AB-9"); code != 0 {
+	// No router reports in dsl here: refused unless forced.
+	if _, errs, code := fl("quarantine", "100.64.1.2", "--group", "dsl", "--for", "1h", "--reason", "spam run"); code != 1 || !strings.Contains(errs, "no router reports in group dsl") || !strings.Contains(errs, "--force") {
+		t.Fatalf("fleet quarantine where no router reports: %d %s", code, errs)
+	}
+	if out, errs, code := fl("quarantine", "100.64.1.2", "--group", "dsl", "--for", "1h", "--reason", "spam run", "--ticket", "AB-9", "--force"); code != 0 || !strings.Contains(out, "no router reports") {
 		t.Fatalf("fleet quarantine: %d %s %s", code, out, errs)
 	}
 	out, _, _ = fl("entries", "--group", "dsl")
@@ -94,9 +101,54 @@ func TestFleetCLI(t *testing.T) {
 	if out, _, _ = fl("entries", "--group", "dsl"); strings.Contains(out, "100.64.1.2") {
 		t.Fatalf("fleet entries after release: %s", out)
 	}
+	// A misspelt group: every verb says it does not exist, names the groups and the
+	// one meant, and exits 1.
+	for _, args := range [][]string{
+		{"status", "--group", "dls"}, {"history", "--group", "dls"}, {"entries", "--group", "dls"},
+		{"push", a, "--group", "dls"}, {"push", a, "--group", "dls", "--dry-run"},
+		{"quarantine", "100.64.1.3", "--group", "dls", "--for", "1h", "--reason", "x"},
+		{"release", "100.64.1.2", "--group", "dls"}, {"rollback", "--group", "dls", "--to", itoa64(revA)},
+	} {
+		if out, errs, code := fl(args...); code != 1 || !strings.Contains(errs, "no such group dls") || !strings.Contains(errs, "(groups: dsl)") || !strings.Contains(errs, "did you mean dsl?") {
+			t.Errorf("fleet %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
+		}
+	}
 	if _, errs, code := runCmd("fleet", "status"); code != 2 || !strings.Contains(errs, "--endpoints") {
 		t.Fatalf("no endpoints: %d %s", code, errs)
 	}
 }
 
 func itoa64(i int64) string { b, _ := json.Marshal(i); return string(b) }
+
+// A group whose current policy does not compile (put by hand, or by a newer
+// portcullis) does not block the push of a fix: the dry run says there is no diff and
+// shows the new policy as a whole, the push goes ahead, and both point to rollback.
+func TestFleetPushOverBrokenPolicy(t *testing.T) {
+	srv := etcdtest.Start(t)
+	eps := strings.Join(srv.Endpoints, ",")
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.yaml"), filepath.Join(dir, "b.yaml")
+	write(t, a, labPolicy)
+	write(t, b, strings.Replace(labPolicy, "verdict: reset", "verdict: drop", 1))
+	fl := func(args ...string) (string, string, int) {
+		return runCmd(append([]string{"fleet"}, append(args, "--endpoints", eps)...)...)
+	}
+	if out, errs, code := fl("push", a, "--group", "dsl", "--new-group"); code != 0 {
+		t.Fatalf("push A: %d %s %s", code, out, errs)
+	}
+	if _, err := srv.Client(t).Put(t.Context(), fleet.DefaultPrefix+"groups/dsl/policy", strings.Replace(labPolicy, "verdict: reset", "verdict: pas", 1)); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := fl("push", b, "--group", "dsl", "--dry-run")
+	if code != 0 || !strings.Contains(out, "does not compile") || !strings.Contains(out, "drop") || !strings.Contains(errs, "fleet rollback --group dsl") {
+		t.Fatalf("dry run over a broken policy: exit %d\n%s\n%s", code, out, errs)
+	}
+	if out, errs, code = fl("push", b, "--group", "dsl", "--message", "fix"); code != 0 || !strings.Contains(out, "pushed") {
+		t.Fatalf("push of the fix over a broken policy: exit %d\n%s\n%s", code, out, errs)
+	}
+	var hist []fleet.Record
+	out, _, _ = fl("history", "--group", "dsl", "--json")
+	if err := json.Unmarshal([]byte(out), &hist); err != nil || len(hist) != 2 || hist[0].Message != "fix" {
+		t.Fatalf("history after the fix: %v %s", err, out)
+	}
+}

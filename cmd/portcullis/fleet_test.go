@@ -433,7 +433,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	expectMail(t, testenv.Delivered, rs...)
 
 	t.Log("push A (dsl passes), then B (dsl refused): both routers converge, mail follows")
-	revA := l.push(t, group, "a.yaml", fleetPass)
+	revA := l.push(t, group, "a.yaml", fleetPass, "--new-group") // the routers may not have reported yet
 	l.converge(t, group, revA, fleet.StateOK, rs...)
 	expectMail(t, testenv.Delivered, rs...)
 	revB := l.push(t, group, "b.yaml", fleetReset)

@@ -1,0 +1,61 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Groups returns the names of the groups that hold any key in etcd (a policy, its
+// history, a router's report or known key, a fleet entry), sorted.
+func Groups(ctx context.Context, cli *Client) ([]string, error) {
+	resp, err := cli.etcd.Get(ctx, cli.groupsKey(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("listing the groups: %w", err)
+	}
+	var groups []string
+	for _, kv := range resp.Kvs {
+		if g := cli.groupOf(string(kv.Key)); g != "" && !slices.Contains(groups, g) {
+			groups = append(groups, g)
+		}
+	}
+	slices.Sort(groups)
+	return groups, nil
+}
+
+// GroupInfo is what a group holds: enough to tell a misspelt group name (it holds
+// nothing) from a group whose routers wait for its first policy.
+type GroupInfo struct {
+	Exists    bool     // any key under groups/G/
+	Revision  int64    // its policy's revision; 0: none
+	Reporting []string // routers with a report now (under a live lease), sorted
+	Known     []string // routers that reported once, sorted
+}
+
+// Inspect returns what group holds.
+func Inspect(ctx context.Context, cli *Client, group string) (GroupInfo, error) {
+	if err := CheckName("group", group); err != nil {
+		return GroupInfo{}, err
+	}
+	var gi GroupInfo
+	resp, err := cli.etcd.Get(ctx, cli.groupKey(group), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return gi, fmt.Errorf("reading group %s: %w", group, err)
+	}
+	gi.Exists = len(resp.Kvs) > 0
+	for _, kv := range resp.Kvs {
+		k := string(kv.Key)
+		switch {
+		case k == cli.policyKey(group):
+			gi.Revision = kv.ModRevision
+		case strings.HasPrefix(k, cli.routersKey(group)):
+			gi.Reporting = append(gi.Reporting, strings.TrimPrefix(k, cli.routersKey(group)))
+		case strings.HasPrefix(k, cli.knownKey(group)):
+			gi.Known = append(gi.Known, strings.TrimPrefix(k, cli.knownKey(group)))
+		}
+	}
+	return gi, nil
+}
