@@ -495,7 +495,7 @@ func runFleetEntries(e *env, args []string) error {
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "KIND\tPREFIX\tUNTIL\tWHO\tTICKET\tREASON")
 	for _, x := range es {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Kind, x.Prefix, x.Expires.UTC().Format(time.RFC3339), x.Who, x.Ticket, x.Reason)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Kind, x.Prefix, x.Expires.UTC().Format(time.RFC3339), overlay.Printable(x.Who), overlay.Printable(x.Ticket), overlay.Printable(x.Reason))
 	}
 	return w.Flush()
 }
