@@ -413,7 +413,11 @@ func (r *configReader) value(n *yaml.Node, v reflect.Value, key string) bool {
 	case v.Kind() == reflect.Bool:
 		var b bool // yaml.v3's reading: true, false, and YAML 1.1's yes, no, on, off
 		if n.Kind != yaml.ScalarNode || null || n.Decode(&b) != nil {
-			r.errorf(n, "%s must be true or false, not %s", key, kindName(n))
+			if n.Kind == yaml.ScalarNode && n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+				r.errorf(n, "%s must be true or false, not the quoted text %q (write it without quotes)", key, n.Value)
+			} else {
+				r.errorf(n, "%s must be true or false, not %s", key, kindName(n))
+			}
 			return false
 		}
 		v.SetBool(b)

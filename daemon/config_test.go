@@ -40,6 +40,8 @@ func TestParseConfigErrors(t *testing.T) {
 			`bad.yaml:4:5: interface "eth1" is listed twice`},
 		{"bool", base + "wait_for_interfaces: sometimes\n",
 			`bad.yaml:3:22: wait_for_interfaces must be true or false, not "sometimes"`},
+		{"quoted bool", base + "wait_for_interfaces: \"true\"\n",
+			`bad.yaml:3:22: wait_for_interfaces must be true or false, not the quoted text "true" (write it without quotes)`},
 		{"text", base + "listen: [a, b]\n",
 			`bad.yaml:3:9: listen must be text, not a list`},
 		{"section not a mapping", base + "api: on\n",
