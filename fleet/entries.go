@@ -122,6 +122,7 @@ func DeleteEntry(ctx context.Context, cli *Client, group string, kind overlay.Ki
 
 // ListEntries returns the group's live fleet entries, by kind then prefix, and the
 // revision they were read at.
+// A key that holds no entry makes the error ErrDamagedEntry, with the others listed.
 func ListEntries(ctx context.Context, cli *Client, group string) ([]Entry, int64, error) {
 	if err := CheckName("group", group); err != nil {
 		return nil, 0, err
@@ -132,10 +133,12 @@ func ListEntries(ctx context.Context, cli *Client, group string) ([]Entry, int64
 	}
 	now := time.Now()
 	var out []Entry
+	var damaged []string
 	for _, kv := range resp.Kvs {
 		e, err := decodeEntry(kv.Value)
 		if err != nil {
-			return nil, 0, fmt.Errorf("the fleet entry %s is damaged: %w", kv.Key, err)
+			damaged = append(damaged, fmt.Sprintf("%s (%v)", kv.Key, err))
+			continue
 		}
 		if e.Live(now) {
 			out = append(out, e)
@@ -150,5 +153,9 @@ func ListEntries(ctx context.Context, cli *Client, group string) ([]Entry, int64
 		}
 		return a.Prefix.Bits() - b.Prefix.Bits()
 	})
+	if len(damaged) > 0 {
+		// The good ones are returned too: one bad key must not hide the others.
+		return out, resp.Header.Revision, fmt.Errorf("%w, which the routers skip: %s; remove each with etcdctl del KEY", ErrDamagedEntry, strings.Join(damaged, "; "))
+	}
 	return out, resp.Header.Revision, nil
 }

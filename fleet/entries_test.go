@@ -3,6 +3,7 @@ package fleet
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,5 +67,27 @@ func TestPutEntryRefuses(t *testing.T) {
 	}
 	if err := DeleteEntry(ctx, cli, "dsl", overlay.Quarantine, p, "abuse"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleting a missing entry: %v, want ErrNotFound", err)
+	}
+}
+
+// A key under the entries that holds no entry (written by hand) is reported, and the
+// good entries are still listed: one bad key must not hide the others.
+func TestListEntriesWithADamagedKey(t *testing.T) {
+	_, _, cli := newFleet(t)
+	ctx := ctxT(t)
+	req := overlay.Request{Kind: overlay.Quarantine, Prefix: netip.MustParsePrefix("100.64.7.0/28"), For: time.Hour, Reason: "botnet, AB-9"}
+	if err := PutEntry(ctx, cli, "dsl", req, "abuse@noc"); err != nil {
+		t.Fatal(err)
+	}
+	bad := cli.entriesKey("dsl") + "quarantine/100.64.1.70_32"
+	if _, err := cli.etcd.Put(ctx, bad, "not json"); err != nil {
+		t.Fatal(err)
+	}
+	es, _, err := ListEntries(ctx, cli, "dsl")
+	if !errors.Is(err, ErrDamagedEntry) || !strings.Contains(err.Error(), bad) {
+		t.Fatalf("err %v, want ErrDamagedEntry naming %s", err, bad)
+	}
+	if len(es) != 1 || es[0].Prefix != req.Prefix {
+		t.Fatalf("the good entries: %+v", es)
 	}
 }

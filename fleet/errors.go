@@ -25,6 +25,9 @@ var (
 	// ErrNoGroup: no key of the group in etcd: a misspelt name, or a group still to
 	// be made.
 	ErrNoGroup = errors.New("no such group")
+	// ErrDamagedEntry: a fleet entry's key in etcd holds what is not an entry (written
+	// by hand or by another program); the others are still listed.
+	ErrDamagedEntry = errors.New("damaged fleet entries")
 	// ErrUnreachable: etcd does not answer.
 	ErrUnreachable = errors.New("etcd unreachable")
 )

@@ -486,18 +486,28 @@ func runFleetEntries(e *env, args []string) error {
 		return err
 	}
 	es, _, err := fleet.ListEntries(ctx, cli, group)
-	if err != nil {
+	if err != nil && !errors.Is(err, fleet.ErrDamagedEntry) {
 		return err
 	}
+	listErr := err // damaged keys: the good entries are listed, then the error
 	if *asJSON {
-		return writeJSON(e.stdout, es)
+		if err := writeJSON(e.stdout, es); err != nil {
+			return err
+		}
+	} else {
+		w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "KIND\tPREFIX\tUNTIL\tWHO\tTICKET\tREASON")
+		for _, x := range es {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Kind, x.Prefix, x.Expires.UTC().Format(time.RFC3339), overlay.Printable(x.Who), overlay.Printable(x.Ticket), overlay.Printable(x.Reason))
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
 	}
-	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "KIND\tPREFIX\tUNTIL\tWHO\tTICKET\tREASON")
-	for _, x := range es {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Kind, x.Prefix, x.Expires.UTC().Format(time.RFC3339), overlay.Printable(x.Who), overlay.Printable(x.Ticket), overlay.Printable(x.Reason))
+	if listErr != nil {
+		return &exitError{1, listErr}
 	}
-	return w.Flush()
+	return nil
 }
 
 func runFleetGrant(e *env, args []string) error {
