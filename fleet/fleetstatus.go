@@ -19,6 +19,9 @@ const (
 	StateBehind = "behind" // another (older) revision, or a policy not from etcd
 	StateFailed = "failed" // an error, or a failed proof: it refused the current revision
 	StateStale  = "stale"  // its report is older than three TTLs, or says it is stale
+	// StateWaiting: no policy in force yet and no error (the group has no policy, or
+	// the first has not arrived): a new router, not a failing one.
+	StateWaiting = "waiting"
 )
 
 // RouterStatus is one router's report and the state FleetStatus makes of it.
@@ -105,8 +108,8 @@ func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) 
 }
 
 // State is the state of a router that reported rep, in a group at revision current,
-// at now. Stale comes first (an old report's other facts are old too), then failed,
-// then behind.
+// at now. Stale comes first (an old report's other facts are old too), then waiting
+// (no policy yet, no error), failed, then behind.
 func State(rep Report, current int64, now time.Time) string {
 	ttl := rep.TTL
 	if ttl <= 0 {
@@ -115,6 +118,8 @@ func State(rep Report, current int64, now time.Time) string {
 	switch {
 	case rep.Stale || now.Sub(rep.At) > 3*ttl:
 		return StateStale
+	case rep.PolicyHash == "" && rep.LastError == "":
+		return StateWaiting
 	case rep.LastError != "" || !rep.ProofOK:
 		return StateFailed
 	case rep.PolicyRevision != current:

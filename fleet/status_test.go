@@ -166,14 +166,16 @@ func TestStateTable(t *testing.T) {
 		cur  int64
 		want string
 	}{
-		{"current and proved", Report{PolicyRevision: 5, ProofOK: true, At: now}, 5, StateOK},
-		{"older revision", Report{PolicyRevision: 4, ProofOK: true, At: now}, 5, StateBehind},
-		{"not from etcd", Report{PolicyRevision: 0, ProofOK: true, At: now}, 5, StateBehind},
-		{"refused the current one", Report{PolicyRevision: 4, ProofOK: true, LastError: "etcd:dsl@5:3:5: unknown verdict", At: now}, 5, StateFailed},
-		{"proof failed", Report{PolicyRevision: 5, At: now}, 5, StateFailed},
-		{"three TTLs old", Report{PolicyRevision: 5, ProofOK: true, TTL: 2 * time.Second, At: now.Add(-7 * time.Second)}, 5, StateStale},
-		{"within three TTLs", Report{PolicyRevision: 5, ProofOK: true, TTL: 2 * time.Second, At: now.Add(-5 * time.Second)}, 5, StateOK},
-		{"says stale", Report{PolicyRevision: 5, ProofOK: true, Stale: true, At: now}, 5, StateStale},
+		{"current and proved", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true, At: now}, 5, StateOK},
+		{"older revision", Report{PolicyHash: "h", PolicyRevision: 4, ProofOK: true, At: now}, 5, StateBehind},
+		{"not from etcd", Report{PolicyHash: "h", PolicyRevision: 0, ProofOK: true, At: now}, 5, StateBehind},
+		{"refused the current one", Report{PolicyHash: "h", PolicyRevision: 4, ProofOK: true, LastError: "etcd:dsl@5:3:5: unknown verdict", At: now}, 5, StateFailed},
+		{"proof failed", Report{PolicyHash: "h", PolicyRevision: 5, At: now}, 5, StateFailed},
+		{"three TTLs old", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true, TTL: 2 * time.Second, At: now.Add(-7 * time.Second)}, 5, StateStale},
+		{"within three TTLs", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true, TTL: 2 * time.Second, At: now.Add(-5 * time.Second)}, 5, StateOK},
+		{"says stale", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true, Stale: true, At: now}, 5, StateStale},
+		{"no policy yet", Report{At: now}, 5, StateWaiting},
+		{"no policy yet, and an error", Report{LastError: "etcd:dsl@5:3:5: unknown verdict", At: now}, 5, StateFailed},
 	} {
 		if got := State(c.rep, c.cur, now); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
