@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -165,24 +164,7 @@ func TestOverrideKeepsItsListFiles(t *testing.T) {
 	emergency := filepath.Join(dir, "emergency.yaml")
 	overrideText := []byte("version: 1\nranges:\n  - {name: listed, verdict: drop, cidrs_file: listed.txt}\n")
 	store := filepath.Join(dir, "store", "runtime.db")
-	open := func(prog *loader.Program) *Controller {
-		cfg := Config{AuditLog: filepath.Join(t.TempDir(), "audit.jsonl"), Store: store, Policy: file}
-		d, err := New(cfg, prog, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.OpenStore()
-		t.Cleanup(func() { d.audit.Close(); d.store.Close() })
-		return d
-	}
-	load := func() *loader.Program {
-		prog, err := loader.Load()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { prog.Close() })
-		return prog
-	}
+	open, load := fileControllers(t, file, store)
 	prog := load()
 	d := open(prog)
 	if res := d.Start(); res.Err != nil {
@@ -243,24 +225,6 @@ func TestOverrideKeepsItsListFiles(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer for a logger written from another goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A configured policy file that disappears is logged once (the policy in force
 // stays), and one that comes back is offered.
 func TestFileSourceGone(t *testing.T) {
@@ -268,7 +232,7 @@ func TestFileSourceGone(t *testing.T) {
 	if err := os.WriteFile(path, []byte(testutil.PolicyA), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	s := NewFileSource(path, 5*time.Millisecond, slog.New(slog.NewTextHandler(logs, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -317,24 +281,7 @@ func TestUnblocksThatDoNotFitAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := filepath.Join(dir, "store", "runtime.db")
-	open := func(prog *loader.Program) *Controller {
-		cfg := Config{AuditLog: filepath.Join(t.TempDir(), "audit.jsonl"), Store: store, Policy: file}
-		d, err := New(cfg, prog, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.OpenStore()
-		t.Cleanup(func() { d.audit.Close(); d.store.Close() })
-		return d
-	}
-	load := func() *loader.Program {
-		prog, err := loader.Load()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { prog.Close() })
-		return prog
-	}
+	open, load := fileControllers(t, file, store)
 	prog := load()
 	d := open(prog)
 	if res := d.Start(); res.Err != nil {
@@ -386,4 +333,29 @@ func TestUnblocksThatDoNotFitAtStart(t *testing.T) {
 	if last.Action != overlay.Suspended || last.Entry.Prefix != netip.MustParsePrefix("100.64.201.7/32") || !strings.Contains(last.Reason, "no room in the data plane") {
 		t.Errorf("history: %+v (status %+v)", last, st.Source)
 	}
+}
+
+// fileControllers returns open, which makes a controller of policy file file and store
+// store on a program (a second one on the same program stands for the daemon started
+// again over its pins), and load, which loads a fresh program (a first start).
+func fileControllers(t *testing.T, file, store string) (open func(*loader.Program) *Controller, load func() *loader.Program) {
+	open = func(prog *loader.Program) *Controller {
+		cfg := Config{AuditLog: filepath.Join(t.TempDir(), "audit.jsonl"), Store: store, Policy: file}
+		d, err := New(cfg, prog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.OpenStore()
+		t.Cleanup(func() { d.audit.Close(); d.store.Close() })
+		return d
+	}
+	load = func() *loader.Program {
+		prog, err := loader.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { prog.Close() })
+		return prog
+	}
+	return open, load
 }

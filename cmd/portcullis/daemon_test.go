@@ -108,26 +108,10 @@ type lab struct {
 	metrics        string
 	mode           string
 	daemon         *exec.Cmd
-	log            *syncBuffer
+	log            *testutil.SyncBuffer
 }
 
 // syncBuffer collects the daemon's log while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 const labPolicy = `version: 1
 ranges:
@@ -138,7 +122,7 @@ func newLab(t *testing.T) *lab {
 	requireRootNet(t)
 	id := fmt.Sprintf("pct%d", os.Getpid())
 	l := &lab{t: t, router: id + "-r", sub: id + "-s", dir: t.TempDir(), bpffs: "/sys/fs/bpf/" + id,
-		metrics: "127.0.0.1:19725", mode: "generic", log: &syncBuffer{}}
+		metrics: "127.0.0.1:19725", mode: "generic", log: &testutil.SyncBuffer{}}
 	l.cfg, l.pol, l.sock = filepath.Join(l.dir, "portcullis.yaml"), filepath.Join(l.dir, "policy.yaml"), filepath.Join(l.dir, "ctl.sock")
 	t.Cleanup(l.teardown)
 	sh(t, "ip", "netns", "add", l.router)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/portcullis/portcullis/fleet"
 	"github.com/portcullis/portcullis/fleet/etcdtest"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/testenv"
 )
 
@@ -210,7 +211,7 @@ type fleetRouter struct {
 	cfg   string
 	bpffs string
 	cmd   *exec.Cmd
-	log   *syncBuffer
+	log   *testutil.SyncBuffer
 }
 
 // startRouters starts one daemon per ISP, named r1, r2, ..., in group.
@@ -220,7 +221,7 @@ func (l *fleetLab) startRouters(t *testing.T, group string) []*fleetRouter {
 	for i, top := range l.isps {
 		dir := t.TempDir()
 		r := &fleetRouter{name: fmt.Sprintf("r%d", i+1), top: top, cfg: filepath.Join(dir, "portcullis.yaml"),
-			bpffs: fmt.Sprintf("/sys/fs/bpf/pcfleet%d-%d", os.Getpid(), i+1), log: &syncBuffer{}}
+			bpffs: fmt.Sprintf("/sys/fs/bpf/pcfleet%d-%d", os.Getpid(), i+1), log: &testutil.SyncBuffer{}}
 		var ifaces []string
 		for _, h := range top.Hosts {
 			ifaces = append(ifaces, h.GatewayIf)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/portcullis/portcullis/api"
 	"github.com/portcullis/portcullis/examples"
+	"github.com/portcullis/portcullis/internal/testutil"
 	"github.com/portcullis/portcullis/testenv"
 )
 
@@ -44,7 +45,7 @@ func TestISPRuntimeEntries(t *testing.T) {
 	cfg := filepath.Join(dir, "portcullis.yaml")
 	write(t, cfg, fmt.Sprintf("interfaces: [%s]\nmode: generic\npolicy: %s\nlisten: \"\"\ncontrol_socket: %s\nbpffs: %s\naudit_log: %s\nstore: %s\napi:\n  listen: %s\n  clients: %s\n",
 		strings.Join(ifaces, ", "), pol, filepath.Join(dir, "ctl.sock"), bpffs, filepath.Join(dir, "audit.jsonl"), filepath.Join(dir, "runtime.db"), apiAddr, clients))
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	var daemonCmd *exec.Cmd
 	start := func() {
 		t.Helper()

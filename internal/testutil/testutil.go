@@ -5,8 +5,10 @@
 package testutil
 
 import (
+	"bytes"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -36,3 +38,22 @@ quarantines:
 // PolicyB differs from PolicyA in a range verdict and drops the exemption.
 var PolicyB = strings.Replace(strings.Replace(PolicyA, "verdict: reset", "verdict: drop", 1),
 	"exemptions:\n  - {cidr: 100.64.1.25, name: mx1, reason: registered mail server, ticket: T-1}\n", "", 1)
+
+// SyncBuffer is a bytes.Buffer that a logger or a process writes from another
+// goroutine while a test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
