@@ -14,10 +14,9 @@ import (
 	"github.com/portcullis/portcullis/fleet/etcdtest"
 )
 
-// withAuth starts etcd and turns its authentication on, with root (password root-pw) and router
-// bng1 of group dsl (password bng1-pw), and returns the server, root's fleet client and a
-// function that writes a password file.
-func withAuth(t *testing.T) (*etcdtest.Server, *Client, func(user, password string) string) {
+// enableAuth starts etcd and turns its authentication on, with root (password
+// root-pw), and returns the server and a function that writes a password file.
+func enableAuth(t *testing.T) (*etcdtest.Server, func(user, password string) string) {
 	t.Helper()
 	srv, raw, _ := newFleet(t)
 	ctx := ctxT(t)
@@ -32,7 +31,7 @@ func withAuth(t *testing.T) (*etcdtest.Server, *Client, func(user, password stri
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	pwFile := func(user, password string) string {
+	return srv, func(user, password string) string {
 		t.Helper()
 		f := filepath.Join(dir, user)
 		if err := os.WriteFile(f, []byte(password+"\n"), 0o600); err != nil {
@@ -40,12 +39,19 @@ func withAuth(t *testing.T) (*etcdtest.Server, *Client, func(user, password stri
 		}
 		return f
 	}
+}
+
+// withAuth is enableAuth with router bng1 of group dsl (password bng1-pw), and root's
+// fleet client.
+func withAuth(t *testing.T) (*etcdtest.Server, *Client, func(user, password string) string) {
+	t.Helper()
+	srv, pwFile := enableAuth(t)
 	root, err := Dial(Conn{Endpoints: srv.Endpoints, User: "root", PasswordFile: pwFile("root", "root-pw")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { root.Close() })
-	if err := GrantRouter(ctx, root, "dsl", "bng1", "bng1", "bng1-pw"); err != nil {
+	if err := GrantRouter(ctxT(t), root, "dsl", "bng1", "bng1", "bng1-pw"); err != nil {
 		t.Fatal(err)
 	}
 	return srv, root, pwFile

@@ -3,8 +3,6 @@ package fleet
 import (
 	"errors"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,33 +16,18 @@ import (
 // pushes; a router reads its group and writes its own status, and cannot push, write
 // another router's status, or read another group.
 func TestRBAC(t *testing.T) {
-	srv, raw, root := newFleet(t)
+	srv, pwFile := enableAuth(t)
 	ctx := ctxT(t)
-	if _, err := raw.UserAdd(ctx, "root", "root-pw"); err != nil {
-		t.Fatal(err)
-	}
-	raw.RoleAdd(ctx, "root")
-	if _, err := raw.UserGrantRole(ctx, "root", "root"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := raw.AuthEnable(ctx); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
 	as := func(user, password string) *Client {
 		t.Helper()
-		pw := filepath.Join(dir, user)
-		if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		c, err := Dial(Conn{Endpoints: srv.Endpoints, User: user, PasswordFile: pw})
+		c, err := Dial(Conn{Endpoints: srv.Endpoints, User: user, PasswordFile: pwFile(user, password)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	root = as("root", "root-pw")
+	root := as("root", "root-pw")
 	if err := GrantNOC(ctx, root, "noc", "noc-pw"); err != nil {
 		t.Fatal(err)
 	}
