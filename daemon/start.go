@@ -110,8 +110,13 @@ func (d *Daemon) preflight() (_ *preflight, err error) {
 // through them. A link pinned meanwhile is not this process's (it attaches only once
 // the policy is in force): then everything stays.
 func (d *Daemon) undoFirstStart(p *preflight) {
-	if links, err := loader.PinnedLinks(d.cfg.BPFFS); err != nil || len(links) > 0 {
-		d.log.Warn("stopping before enforcing, but links are pinned that this start did not make: the pins stay", "bpffs", d.cfg.BPFFS, "error", err)
+	links, err := loader.PinnedLinks(d.cfg.BPFFS)
+	if err != nil {
+		d.log.Warn("stopping before enforcing, and the pinned links cannot be listed: the pins stay (`portcullis detach` removes them)", "bpffs", d.cfg.BPFFS, "error", err)
+		return
+	}
+	if len(links) > 0 {
+		d.log.Warn("stopping before enforcing, but links are pinned that this start did not make: the pins stay", "bpffs", d.cfg.BPFFS, "links", len(links))
 		return
 	}
 	remove, what := loader.Unpin, "removed the pinned maps and "+d.cfg.BPFFS
