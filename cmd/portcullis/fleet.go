@@ -435,6 +435,16 @@ func runFleetAdd(e *env, args []string, kind overlay.Kind) error {
 		return fmt.Errorf("no router reports in group %s now (%s): the entry would reach no router; is the group right? --force writes it anyway (routers take it when they report)", group, known)
 	}
 	req := overlay.Request{Kind: kind, Prefix: p, For: d, Reason: *reason, Ticket: *ticket, Who: who(e)}
+	// Checked against the group's policy here, as every router will check it against
+	// its own (the router's API does the same): a refusal is said now, not only in
+	// fleet status. A group policy that does not parse is left to the routers.
+	if text, rev, err := fleet.Read(ctx, cli, group); err == nil && rev > 0 {
+		if pol, perr := policy.ParseInline(fmt.Sprintf("etcd:%s@%d", group, rev), text, e.now()); perr == nil {
+			if verr := overlay.RulesFor(pol).Validate(req); verr != nil {
+				return &exitError{1, fmt.Errorf("%s %s: %w (under group %s's policy, revision %d); nothing written", kind, p, verr, group, rev)}
+			}
+		}
+	}
 	if err := fleet.PutEntry(ctx, cli, group, req, who(e)); err != nil {
 		return err
 	}

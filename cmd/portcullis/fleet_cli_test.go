@@ -91,6 +91,10 @@ func TestFleetCLI(t *testing.T) {
 	if out, errs, code := fl("quarantine", "100.64.1.2", "--group", "dsl", "--for", "1h", "--reason", "spam run", "--ticket", "AB-9", "--force"); code != 0 || !strings.Contains(out, "no router reports") {
 		t.Fatalf("fleet quarantine: %d %s %s", code, out, errs)
 	}
+	// Checked against the group's policy before it is written, as the routers will.
+	if _, errs, code := fl("unblock", "100.64.0.0/16", "--group", "dsl", "--for", "1h", "--reason", "asked", "--force"); code != 1 || !strings.Contains(errs, "an unblock is at most a /24") || !strings.Contains(errs, "under group dsl's policy") {
+		t.Fatalf("fleet unblock wider than the policy allows: %d %s", code, errs)
+	}
 	out, _, _ = fl("entries", "--group", "dsl")
 	if !strings.Contains(out, "100.64.1.2/32") || !strings.Contains(out, "AB-9") {
 		t.Fatalf("fleet entries: %s", out)
