@@ -25,6 +25,9 @@ type Server struct {
 	t   testing.TB
 	cfg *embed.Config
 	e   *embed.Etcd
+	// hold keeps the client port while the server is stopped, so that no other test's
+	// etcd (packages run in parallel) takes it and answers this one's clients.
+	hold net.Listener
 	// Endpoints are the client URLs ("http://127.0.0.1:PORT"), the same after Restart.
 	Endpoints []string
 }
@@ -73,6 +76,10 @@ func freePort(t testing.TB) url.URL {
 
 func (s *Server) start() {
 	s.t.Helper()
+	if s.hold != nil {
+		s.hold.Close()
+		s.hold = nil
+	}
 	e, err := embed.StartEtcd(s.cfg)
 	if err != nil {
 		s.t.Fatalf("starting etcd: %v", err)
@@ -92,6 +99,14 @@ func (s *Server) Stop() {
 	if s.e != nil {
 		s.e.Close()
 		s.e = nil
+		if l, err := net.Listen("tcp", s.cfg.ListenClientUrls[0].Host); err == nil {
+			s.hold = l // closed by Restart, or when the test ends
+			s.t.Cleanup(func() {
+				if s.hold != nil {
+					s.hold.Close()
+				}
+			})
+		}
 	}
 }
 
