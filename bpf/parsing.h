@@ -127,7 +127,7 @@ struct pc_pkt {
 	__u8 ports_only; /* first fragment too short for a full TCP header */
 	__u16 l3_proto;  /* ethertype of the IP header at l3_off (host order) */
 	__u8 vj;         /* PPP VJ-uncompressed: IPv4 whose protocol byte is a VJ slot */
-	__u8 group_mac;  /* a group (broadcast, multicast) Ethernet source or destination */
+	__u8 pad;
 	__u8 saddr[16];  /* IPv4 uses the first 4 bytes, the rest stay zero */
 	__u8 daddr[16];
 	/* Who sent it at layer 2, for the offender record (zero when absent). */
@@ -341,7 +341,6 @@ static __always_inline int parse_l2(struct pc_cursor *c, struct pc_pkt *p)
 		return PC_P_MALFORMED;
 	__be16 proto = eth->proto;
 	__builtin_memcpy(p->smac, eth->src, ETH_ALEN);
-	p->group_mac = (eth->src[0] | eth->dst[0]) & 1;
 	c->pos = eth + 1;
 
 #pragma unroll

@@ -404,6 +404,17 @@ static __always_inline void record_offender(const struct pc_pkt *p, const struct
 	o->pppoe_sid = p->pppoe_sid;
 }
 
+/* A frame to or from a group (broadcast, multicast) MAC: read only when a reset verdict
+ * would answer it, not for every packet. A raw-IP frame (l3_off 0) has no MACs. */
+static __always_inline int group_mac(struct xdp_md *ctx, const struct pc_pkt *p)
+{
+	const __u8 *eth = (void *)(long)ctx->data;
+
+	if (!p->l3_off || (void *)(eth + ETH_ALEN * 2) > (void *)(long)ctx->data_end)
+		return 0;
+	return (eth[0] | eth[ETH_ALEN]) & 1;
+}
+
 /* A control-plane probe (PC_PROBE_MAGIC in the XDP metadata) is judged like any packet
  * but leaves no trace: production counters, offenders and RST tokens stay untouched. */
 static __always_inline int is_probe(struct xdp_md *ctx)
@@ -520,7 +531,7 @@ static __always_inline int judge(struct xdp_md *ctx, const int raw_ip)
 		res.outcome = PC_OUT_DROP;
 		action = XDP_DROP;
 		if ((p.tcp_flags & (PC_TCP_SYN | PC_TCP_ACK | PC_TCP_RST)) != PC_TCP_SYN ||
-		    p.fragment || p.vj || p.group_mac)
+		    p.fragment || p.vj || group_mac(ctx, &p))
 			break;
 		if (!probe && !rst_allowed(cfg, boot_ns(&now))) {
 			res.flags |= 1 << PC_R_RATE_LIMITED;

@@ -21,7 +21,6 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -268,35 +267,35 @@ func (c *Controller) reject(file, who string, err error) Result {
 	return res
 }
 
-// applyTables applies *tables (the policy comp merged with the runtime entries,
-// *merged, perhaps tampered with by a test). When the data plane's groups for IPv4
-// ranges longer than /24 run out and the policy alone fits, the runtime unblocks are
-// what hold them: with a policy in force, the change is refused and says so; with none
-// (a first start), the newest unblocks that do not fit are suspended (out of the store,
-// with a history event) and the rest applied, so that a start never leaves nothing
-// enforced because of runtime entries. Called with c.mu held.
-func (c *Controller) applyTables(comp *policy.Compiled, merged, tables **model.Tables, now time.Time) error {
-	err := c.prog.Apply(*tables)
+// applyTables applies tables (the policy comp merged with the runtime entries, perhaps
+// tampered with by a test) and returns the merged tables now in force: merged, or
+// fewer. When the data plane's groups for IPv4 ranges longer than /24 run out and the
+// policy alone fits, the runtime unblocks are what hold them: with a policy in force,
+// the change is refused and says so; with none (a first start), the newest unblocks
+// that do not fit are suspended (out of the store, with a history event) and the rest
+// applied, so that a start never leaves nothing enforced because of runtime entries.
+// Called with c.mu held.
+func (c *Controller) applyTables(comp *policy.Compiled, merged, tables *model.Tables, now time.Time) (*model.Tables, error) {
+	err := c.prog.Apply(tables)
 	if !errors.Is(err, loader.ErrTooManyGroups) || c.tamper != nil {
-		return err
+		return merged, err
 	}
 	msg, shed := c.groupsHeldByRuntime(comp, now)
 	if msg == "" {
-		return err // the policy alone does not fit
+		return merged, err // the policy alone does not fit
 	}
 	if c.meta.Hash != "" || len(shed) == 0 {
-		return fmt.Errorf("%w; %s", err, msg)
+		return merged, fmt.Errorf("%w; %s", err, msg)
 	}
 	why := "no room in the data plane at start: " + msg
 	for _, e := range shed {
 		if serr := c.removeEntry(e.Key(), overlay.Suspended, "daemon", why, now); serr != nil {
-			return fmt.Errorf("%w; suspending the runtime unblocks that do not fit: %v", err, serr)
+			return merged, fmt.Errorf("%w; suspending the runtime unblocks that do not fit: %v", err, serr)
 		}
 	}
 	c.log.Error("runtime unblocks suspended: the data plane has no room for them; add them again once groups are free", "suspended", len(shed), "why", msg)
-	*merged = c.merged(comp, now)
-	*tables = *merged
-	return c.prog.Apply(*tables)
+	merged = c.merged(comp, now)
+	return merged, c.prog.Apply(merged)
 }
 
 // groupsHeldByRuntime says, when the policy comp alone fits the data plane's groups
@@ -304,16 +303,9 @@ func (c *Controller) applyTables(comp *policy.Compiled, merged, tables **model.T
 // ranges) and its runtime unblocks push it over, how many each holds, and which
 // unblocks (the newest) do not fit. "" when the policy alone does not fit.
 func (c *Controller) groupsHeldByRuntime(comp *policy.Compiled, now time.Time) (string, []overlay.Entry) {
-	block := func(p netip.Prefix) (uint32, bool) {
-		if !p.Addr().Is4() || p.Bits() <= 24 {
-			return 0, false
-		}
-		a := p.Addr().As4()
-		return uint32(a[0])<<16 | uint32(a[1])<<8 | uint32(a[2]), true
-	}
 	used := map[uint32]bool{}
 	for _, e := range comp.Tables.Ranges {
-		if b, ok := block(e.Prefix); ok && e.Interfaces == nil {
+		if b, ok := model.LongIPv4Block(e); ok {
 			used[b] = true
 		}
 	}
@@ -325,7 +317,7 @@ func (c *Controller) groupsHeldByRuntime(comp *policy.Compiled, now time.Time) (
 	slices.SortStableFunc(live, func(a, b overlay.Entry) int { return a.Added.Compare(b.Added) })
 	var shed []overlay.Entry
 	for _, e := range live {
-		b, ok := block(e.Prefix)
+		b, ok := model.LongIPv4Block(model.Entry{Prefix: e.Prefix})
 		if e.Kind != overlay.Unblock || !ok || used[b] {
 			continue
 		}
@@ -377,7 +369,7 @@ func (c *Controller) install(comp *policy.Compiled, file, who string, now time.T
 		// Already in force (applied by this process, or adopted with the same runtime
 		// entries): prove it, install nothing.
 		res.Outcome = "unchanged"
-	} else if err := c.applyTables(comp, &merged, &tables, now); err != nil {
+	} else if applied, err := c.applyTables(comp, merged, tables, now); err != nil {
 		c.meta.LoadFailures++
 		c.saveMeta()
 		res.Outcome, res.Err = "failed", fmt.Errorf("installing the policy: %w", err)
@@ -385,6 +377,8 @@ func (c *Controller) install(comp *policy.Compiled, file, who string, now time.T
 		c.record(now, who, file, res)
 		c.publish()
 		return res
+	} else {
+		merged = applied
 	}
 
 	proof, err := prove(c.prog.ProbeAt, merged, comp.Policy.Protected, slices.Sorted(maps.Keys(c.prog.Interfaces())), now, c.rng)

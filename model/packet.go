@@ -112,6 +112,17 @@ const (
 	MaxLongIPv4Blocks = 32768
 )
 
+// LongIPv4Block is the /24 (its first three bytes, as a number) of an IPv4 range
+// longer than /24 that applies on every interface: each distinct one takes one of the
+// MaxLongIPv4Blocks groups. ok is false for any other entry.
+func LongIPv4Block(e Entry) (block uint32, ok bool) {
+	if e.Interfaces != nil || !e.Prefix.Addr().Is4() || e.Prefix.Bits() <= 24 {
+		return 0, false
+	}
+	a := e.Prefix.Addr().As4()
+	return uint32(a[0])<<16 | uint32(a[1])<<8 | uint32(a[2]), true
+}
+
 // Packet is what the parser made of a frame.
 type Packet struct {
 	Class     Reason // ReasonJudged for TCP with ports, ReasonEvasion, or why it passes

@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -19,10 +18,8 @@ const RuleName = "runtime"
 func RulesFor(pol *policy.Policy) Rules {
 	rt := pol.Runtime
 	r := Rules{Escalation: rt.QuarantineTerms, Memory: rt.QuarantineMemory, Reset: rt.QuarantineReset,
-		MaxQuarantine: cmp.Or(rt.QuarantineMax, policy.DefaultQuarantineMax),
-		MaxUnblock:    rt.UnblockMax, DefaultUnblock: rt.UnblockDefault,
-		WidestUnblock4: cmp.Or(rt.UnblockWidest4, policy.DefaultUnblockWidest4),
-		WidestUnblock6: cmp.Or(rt.UnblockWidest6, policy.DefaultUnblockWidest6)}
+		MaxQuarantine: rt.MaxQuarantine(), MaxUnblock: rt.UnblockMax, DefaultUnblock: rt.UnblockDefault}
+	r.WidestUnblock4, r.WidestUnblock6 = rt.WidestUnblocks()
 	if r.MaxUnblock == 0 {
 		r.MaxUnblock = DefaultMaxUnblock
 	}

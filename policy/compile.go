@@ -170,13 +170,9 @@ func Compile(pol *Policy, now time.Time) (*Compiled, error) {
 // longIPv4Blocks counts the /24s that hold IPv4 ranges longer than /24 applying on every
 // interface (ranges sorted by prefix: those of one /24 are adjacent).
 func longIPv4Blocks(ranges []model.Entry) int {
-	n, last, seen := 0, [3]byte{}, false
+	n, last, seen := 0, uint32(0), false
 	for _, e := range ranges {
-		if e.Interfaces != nil || !e.Prefix.Addr().Is4() || e.Prefix.Bits() <= 24 {
-			continue
-		}
-		a := e.Prefix.Addr().As4()
-		if b := [3]byte{a[0], a[1], a[2]}; !seen || b != last {
+		if b, ok := model.LongIPv4Block(e); ok && (!seen || b != last) {
 			n, last, seen = n+1, b, true
 		}
 	}

@@ -572,17 +572,10 @@ func (p *parser) readList(text, path string, out []CIDR) (int, bool) {
 		if i := strings.IndexByte(l, '#'); i >= 0 {
 			l = l[:i]
 		}
-		if l == "" {
+		trimmed := strings.TrimLeft(l, " \t")
+		col := 1 + len(l) - len(trimmed)
+		if l = strings.TrimSpace(trimmed); l == "" {
 			continue
-		}
-		col := 1
-		if l[0] == ' ' || l[0] == '\t' || l[len(l)-1] == ' ' || l[len(l)-1] == '\t' || l[len(l)-1] == '\r' {
-			trimmed := strings.TrimLeft(l, " \t")
-			col += len(l) - len(trimmed)
-			l = strings.TrimSpace(trimmed)
-			if l == "" {
-				continue
-			}
 		}
 		if len(p.errs)-errs >= MaxListErrors {
 			return n, false

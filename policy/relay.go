@@ -273,6 +273,17 @@ const (
 	DefaultUnblockWidest6 = 48
 )
 
+// MaxQuarantine is the longest runtime quarantine term: QuarantineMax, or its default.
+func (rt Runtime) MaxQuarantine() time.Duration {
+	return cmp.Or(rt.QuarantineMax, DefaultQuarantineMax)
+}
+
+// WidestUnblocks are the shortest prefix lengths of a runtime unblock, IPv4 and IPv6:
+// UnblockWidest4 and UnblockWidest6, or their defaults.
+func (rt Runtime) WidestUnblocks() (v4, v6 int) {
+	return cmp.Or(rt.UnblockWidest4, DefaultUnblockWidest4), cmp.Or(rt.UnblockWidest6, DefaultUnblockWidest6)
+}
+
 // DefaultQuarantineMax is the longest runtime quarantine a policy allows when it says
 // nothing (runtime.quarantine.max).
 const DefaultQuarantineMax = 365 * 24 * time.Hour
@@ -330,7 +341,7 @@ func (p *parser) runtime(n *node, pol *Policy) {
 			})
 		}
 	})
-	if qmax := cmp.Or(rt.QuarantineMax, DefaultQuarantineMax); slices.Max(append([]time.Duration{0}, rt.QuarantineTerms...)) > qmax {
+	if qmax := rt.MaxQuarantine(); slices.Max(append([]time.Duration{0}, rt.QuarantineTerms...)) > qmax {
 		p.errorf(n, "runtime.quarantine.terms reach %s, longer than runtime.quarantine.max (%s)", FormatDuration(slices.Max(rt.QuarantineTerms)), FormatDuration(qmax))
 	}
 	if rt.UnblockMax > 0 && rt.UnblockDefault > rt.UnblockMax {
