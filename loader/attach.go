@@ -56,6 +56,17 @@ func LinkMode(ifindex int) (Mode, error) {
 // LinkOf says where the frames of an interface with the kernel's link type encap (as
 // netlink names it: IFLA's ARPHRD_*) start: at an Ethernet header, or at the IP header.
 // Any other link type is ErrLinkType: attaching there would judge nothing.
+//
+// L3 GRE (ARPHRD_IPGRE, ARPHRD_IP6GRE) is refused too. The kernel routes what such a
+// device receives by the GRE header's protocol field, which the sender writes and
+// which is gone before XDP runs: with 802.1Q or 802.1ad there, Linux strips a
+// priority tag (VLAN id 0) from the frame and routes the IP packet behind it
+// (__netif_receive_skb_core), so a subscriber could send [tag][IPv4 SYN to 25] that
+// the raw-IP entry point, going by the first nibble (the tag's priority bits), cannot
+// read as IP. And an ipgre device without a fixed remote (NBMA, the gre0 fallback)
+// hands XDP its frames from the outer IPv4 header (ipgre_header_ops): the program
+// would judge the outer GRE packet. An Ethernet GRE device (gretap, ip6gretap) is
+// judged, VLAN tags and all, and ipip, sit and ip6tnl carry only IP.
 func LinkOf(ifname, encap string) (model.Link, error) {
 	switch encap {
 	case "ether", "loopback": // loopback carries a (zeroed) Ethernet header
@@ -65,12 +76,25 @@ func LinkOf(ifname, encap string) (model.Link, error) {
 		"unknown519", // ARPHRD_RAWIP
 		"ipip",       // ARPHRD_TUNNEL
 		"tunnel6",    // ip6tnl
-		"sit",        // 6in4
-		"gre",        // ARPHRD_IPGRE (L3 GRE; gretap is Ethernet)
-		"unknown823": // ARPHRD_IP6GRE
+		"sit":        // 6in4
 		return model.LinkRawIP, nil
+	case "gre", // ARPHRD_IPGRE (L3 GRE; gretap is Ethernet)
+		"unknown823": // ARPHRD_IP6GRE
+		return 0, fmt.Errorf("%s: %w: L3 GRE (%q): the GRE protocol field, which the sender chooses and XDP never sees, can make the kernel route a priority-tagged IP packet that does not start with an IP header; use an Ethernet GRE device (gretap, ip6gretap: judged with its VLAN tags) or an IP-in-IP one (ipip, sit, ip6tnl)", ifname, ErrLinkType, encap)
 	}
-	return 0, fmt.Errorf("%s: %w: %q (Portcullis judges Ethernet interfaces, with VLAN and PPPoE, and raw-IP ones: tun, ppp, WireGuard, IP tunnels); attach to the interface that carries the subscribers' IP traffic instead", ifname, ErrLinkType, encap)
+	return 0, fmt.Errorf("%s: %w: %q (Portcullis judges Ethernet interfaces, with VLAN and PPPoE, and raw-IP ones: tun, ppp, WireGuard, IP-in-IP tunnels); attach to the interface that carries the subscribers' IP traffic instead", ifname, ErrLinkType, encap)
+}
+
+// linkKind is LinkOf for an interface netlink described, with one more refusal: a tun
+// device with a packet-info header (no IFF_NO_PI). There the protocol the kernel goes
+// by is the one the writing process puts in that header, not the IP version the
+// program reads: 802.1Q there routes a priority-tagged packet, as for L3 GRE. Without
+// the header the kernel takes the protocol from the version nibble, as the program does.
+func linkKind(l netlink.Link) (model.Link, error) {
+	if tt, ok := l.(*netlink.Tuntap); ok && tt.Mode == netlink.TUNTAP_MODE_TUN && tt.Flags&netlink.TUNTAP_NO_PI == 0 {
+		return 0, fmt.Errorf("%s: %w: a tun device with a packet-info header: the kernel takes the protocol from that header, which may say 802.1Q (a priority-tagged packet is then routed), not from the IP version the program reads; create it with IFF_NO_PI", l.Attrs().Name, ErrLinkType)
+	}
+	return LinkOf(l.Attrs().Name, l.Attrs().EncapType)
 }
 
 // linkOf looks up the interface and its link type.
@@ -79,7 +103,7 @@ func linkOf(ifname string) (int, model.Link, error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("interface %s: %w", ifname, err)
 	}
-	kind, err := LinkOf(ifname, l.Attrs().EncapType)
+	kind, err := linkKind(l)
 	return l.Attrs().Index, kind, err
 }
 
@@ -206,7 +230,7 @@ func (p *Program) UpdateLinks(dir string) ([]PinnedLink, error) {
 		if err != nil {
 			return nil, fmt.Errorf("interface of pinned link %s: %w", pl.Path, err)
 		}
-		kind, err := LinkOf(nl.Attrs().Name, nl.Attrs().EncapType)
+		kind, err := linkKind(nl)
 		if err != nil {
 			return nil, err
 		}

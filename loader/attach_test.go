@@ -27,14 +27,17 @@ func TestLinkOf(t *testing.T) {
 	for encap, want := range map[string]model.Link{
 		"ether": model.LinkEthernet, "loopback": model.LinkEthernet,
 		"none": model.LinkRawIP, "ppp": model.LinkRawIP, "ipip": model.LinkRawIP,
-		"gre": model.LinkRawIP, "sit": model.LinkRawIP, "tunnel6": model.LinkRawIP,
+		"sit": model.LinkRawIP, "tunnel6": model.LinkRawIP,
 	} {
 		got, err := LinkOf("x0", encap)
 		if err != nil || got != want {
 			t.Errorf("%s: %v, %v; want %v", encap, got, err, want)
 		}
 	}
-	for _, encap := range []string{"infiniband", "ieee802.15.4", "can", "unknown1234"} {
+	// L3 GRE: the sender's GRE protocol field decides what the kernel routes, and can
+	// make it a priority-tagged packet (TestRawIPPriorityTag); an NBMA ipgre device
+	// hands XDP the outer IPv4 header.
+	for _, encap := range []string{"infiniband", "ieee802.15.4", "can", "unknown1234", "gre", "unknown823"} {
 		_, err := LinkOf("x0", encap)
 		if !errors.Is(err, ErrLinkType) {
 			t.Errorf("%s: %v, want ErrLinkType", encap, err)
