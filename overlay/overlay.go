@@ -69,6 +69,10 @@ const (
 	Released  Action = "released"
 	Expired   Action = "expired"
 	Escalated Action = "escalated" // added again within the escalation memory: a longer term
+	// Extended: added again while in force (a retried request, a second report while
+	// quarantined): a later expiry if the term asked for reaches further, never an
+	// escalation, and not counted as a repeat.
+	Extended Action = "extended"
 	// Suspended: taken out at a start because the data plane had no room for it (the
 	// IPv4 groups of ranges longer than /24 ran out); it must be added again.
 	Suspended Action = "suspended"
@@ -252,17 +256,25 @@ func Printable(s string) string {
 
 // Add applies req to s at now (after Validate): a new entry, or a longer term for an
 // existing one. A quarantine's term is req.For if given, else the escalation step for
-// how many quarantines of the prefix the history holds within Memory. It returns the
-// entry in force and the event to record.
+// how many quarantines of the prefix the history holds within Memory. An entry added
+// again while it is in force is extended (action Extended), not escalated: a client
+// that retries a request, or two reports of one spam run, must not lengthen the term
+// step by step. It returns the entry in force and the event to record.
 func (r Rules) Add(s *State, req Request, now time.Time) (Entry, Event) {
 	e := Entry{Kind: req.Kind, Prefix: req.Prefix, Added: now, Reason: req.Reason, Ticket: req.Ticket, Who: req.Who}
 	action := Added
 	term := req.For
+	i := slices.IndexFunc(s.Entries, func(x Entry) bool { return x.Key() == e.Key() })
+	live := i >= 0 && s.Entries[i].Live(now)
+	if live {
+		action = Extended
+	}
 	switch req.Kind {
 	case Quarantine:
 		e.Reset = r.Reset
-		e.Level = r.priorQuarantines(s, req.Prefix, now)
-		if e.Level > 0 {
+		if live {
+			e.Level = s.Entries[i].Level
+		} else if e.Level = r.priorQuarantines(s, req.Prefix, now); e.Level > 0 {
 			action = Escalated
 		}
 		if term == 0 {
@@ -281,7 +293,6 @@ func (r Rules) Add(s *State, req Request, now time.Time) (Entry, Event) {
 		}
 	}
 	e.Expires = now.Add(term)
-	i := slices.IndexFunc(s.Entries, func(x Entry) bool { return x.Key() == e.Key() })
 	if i >= 0 {
 		// Already there: the later expiry wins, the history says who extended it.
 		if s.Entries[i].Expires.After(e.Expires) {

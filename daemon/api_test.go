@@ -1,0 +1,160 @@
+package daemon
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/api"
+	"github.com/portcullis/portcullis/controller"
+	"github.com/portcullis/portcullis/internal/testutil"
+	"github.com/portcullis/portcullis/loader"
+	"github.com/portcullis/portcullis/overlay"
+)
+
+// apiLab is the HTTP API served as the daemon serves it (api.New over the daemon's
+// backend) in front of a real controller on a private program, with a real client.
+type apiLab struct {
+	t     *testing.T
+	url   string
+	ctl   *controller.Controller
+	token string // scopes read, quarantine, unblock
+}
+
+func newAPILab(t *testing.T, pol string) *apiLab {
+	t.Helper()
+	testutil.RequireRoot(t)
+	prog, err := loader.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.AuditLog = filepath.Join(dir, "audit.jsonl")
+	cfg.Store = filepath.Join(dir, "runtime.db")
+	ctl, err := controller.New(controllerConfig(cfg, nil), prog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ctl.Close() })
+	ctl.OpenStore()
+	if res := ctl.Apply("a.yaml", []byte(pol), "file"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	token := "desk-token-0123456789abcdef0123456789abcdef"
+	clients := filepath.Join(dir, "clients.yaml")
+	if err := os.WriteFile(clients, []byte("clients:\n  - name: desk\n    scopes: [read, quarantine, unblock]\n    token_sha256: "+api.HashToken(token)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.New(api.Config{Clients: clients}, backend{&Daemon{ctl: ctl}}, ctl.AuditAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return &apiLab{t: t, url: "http://" + ln.Addr().String(), ctl: ctl, token: token}
+}
+
+// call sends one request and decodes the answer into out (if not nil); it returns the
+// status and the body.
+func (l *apiLab) call(method, path, body string, out any) (int, string) {
+	l.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, l.url+path, rd)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+l.token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.NewDecoder(bytes.NewReader(b)).Decode(out); err != nil {
+			l.t.Fatalf("%s %s: %v in %s", method, path, err, b)
+		}
+	}
+	return resp.StatusCode, string(b)
+}
+
+// A quarantine asked for again while it is in force — a client retrying after a lost
+// answer, a desk's tool sending one report twice, many at once — extends it and does
+// not escalate it: the term stays the first step, and the retries do not count as
+// repeats when the source is quarantined again after a release.
+func TestAPIRetriedQuarantineDoesNotEscalate(t *testing.T) {
+	l := newAPILab(t, testutil.PolicyA)
+	body := `{"address": "100.64.9.9", "reason": "spam run", "ticket": "AB-1"}`
+	var first overlay.Entry
+	if code, b := l.call(http.MethodPost, "/v1/quarantines", body, &first); code != http.StatusCreated {
+		t.Fatalf("first: %d %s", code, b)
+	}
+	if first.Level != 0 || first.Expires.Sub(first.Added) != time.Hour {
+		t.Fatalf("first: level %d term %v", first.Level, first.Expires.Sub(first.Added))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 20)
+	for range 20 {
+		wg.Go(func() {
+			var e overlay.Entry
+			code, b := l.call(http.MethodPost, "/v1/quarantines", body, &e)
+			if code != http.StatusCreated || e.Level != 0 || e.Expires.Sub(e.Added) != time.Hour {
+				errs <- fmt.Sprintf("retry: %d level %d term %v %s", code, e.Level, e.Expires.Sub(e.Added), b)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	var h api.HistoryResponse
+	if code, b := l.call(http.MethodGet, "/v1/history?prefix=100.64.9.9", "", &h); code != http.StatusOK || len(h.Events) != 21 {
+		t.Fatalf("history: %d %d events %s", code, len(h.Events), b)
+	}
+	for i, ev := range h.Events {
+		want := overlay.Extended
+		if i == 0 {
+			want = overlay.Added
+		}
+		if ev.Action != want {
+			t.Errorf("event %d: %s, want %s", i, ev.Action, want)
+		}
+	}
+	if code, b := l.call(http.MethodDelete, "/v1/quarantines/100.64.9.9?reason=cleaned", "", nil); code != http.StatusOK {
+		t.Fatalf("release: %d %s", code, b)
+	}
+	// Quarantined again after the release: the second quarantine, not the 22nd.
+	var again overlay.Entry
+	if code, b := l.call(http.MethodPost, "/v1/quarantines", body, &again); code != http.StatusCreated {
+		t.Fatalf("again: %d %s", code, b)
+	}
+	if again.Level != 1 || again.Expires.Sub(again.Added) != 4*time.Hour {
+		t.Errorf("quarantined again: level %d term %v, want level 1 term 4h", again.Level, again.Expires.Sub(again.Added))
+	}
+}
