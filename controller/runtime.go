@@ -360,18 +360,19 @@ func (c *Controller) Entries() []overlay.Entry {
 }
 
 // EntriesPage returns up to limit of the live runtime entries as last published (in
-// the order of Entries), of prefix p only if p is valid, after the entry after if
+// the order of Entries), only those that concern prefix p (overlay.Concerns) if p is
+// valid, after the entry after if
 // after.Prefix is valid; and whether more follow.
 func (c *Controller) EntriesPage(p netip.Prefix, after overlay.Key, limit int) ([]overlay.Entry, bool) {
 	return c.entries.Load().state.EntriesPage(c.now(), p, after, limit)
 }
 
-// History returns the history of prefix p (every prefix if p is not valid) as last
-// published.
+// History returns the history of the entries that concern prefix p
+// (overlay.Concerns; every entry's if p is not valid) as last published.
 func (c *Controller) History(p netip.Prefix) []overlay.Event {
 	var out []overlay.Event
 	for _, ev := range c.entries.Load().state.History {
-		if !p.IsValid() || ev.Entry.Prefix == p {
+		if !p.IsValid() || overlay.Concerns(ev.Entry.Prefix, p) {
 			out = append(out, ev)
 		}
 	}

@@ -158,3 +158,50 @@ func TestAPIRetriedQuarantineDoesNotEscalate(t *testing.T) {
 		t.Errorf("quarantined again: level %d term %v, want level 1 term 4h", again.Level, again.Expires.Sub(again.Added))
 	}
 }
+
+// prefix= answers what concerns an address: asked about one subscriber, the listing
+// and the history hold the entries of the networks it lies in too (a portal asking
+// whether 100.64.4.7 is unblocked must not hear "no" when 100.64.4.0/28 is), and asked
+// about a network, the entries within it.
+func TestAPIPrefixFindsCoveringEntries(t *testing.T) {
+	l := newAPILab(t, testutil.PolicyA)
+	for _, c := range []struct{ path, body string }{
+		{"/v1/unblocks", `{"cidr": "100.64.4.0/28", "reason": "customer's MX", "ticket": "P-1"}`},
+		{"/v1/quarantines", `{"cidr": "100.64.5.0/24", "reason": "botnet", "ticket": "AB-2"}`},
+		{"/v1/quarantines", `{"address": "100.64.6.1", "reason": "spam run"}`},
+	} {
+		if code, b := l.call(http.MethodPost, c.path, c.body, nil); code != http.StatusCreated {
+			t.Fatalf("%s %s: %d %s", c.path, c.body, code, b)
+		}
+	}
+	prefixes := func(path string) string {
+		t.Helper()
+		var r api.EntriesResponse
+		if code, b := l.call(http.MethodGet, path, "", &r); code != http.StatusOK {
+			t.Fatalf("%s: %d %s", path, code, b)
+		}
+		var out []string
+		for _, e := range r.Entries {
+			out = append(out, string(e.Kind)+" "+e.Prefix.String())
+		}
+		return strings.Join(out, ", ")
+	}
+	for q, want := range map[string]string{
+		"100.64.4.7":      "unblock 100.64.4.0/28",
+		"100.64.4.0/28":   "unblock 100.64.4.0/28",
+		"100.64.4.0/30":   "unblock 100.64.4.0/28",
+		"100.64.4.16":     "",
+		"100.64.5.9":      "quarantine 100.64.5.0/24",
+		"100.64.0.0/16":   "quarantine 100.64.5.0/24, quarantine 100.64.6.1/32, unblock 100.64.4.0/28",
+		"100.64.6.1":      "quarantine 100.64.6.1/32",
+		"2001:db8:1000::": "",
+	} {
+		if got := prefixes("/v1/entries?prefix=" + q); got != want {
+			t.Errorf("entries of %s: %q, want %q", q, got, want)
+		}
+	}
+	var h api.HistoryResponse
+	if code, b := l.call(http.MethodGet, "/v1/history?prefix=100.64.4.7", "", &h); code != http.StatusOK || len(h.Events) != 1 || h.Events[0].Entry.Prefix.String() != "100.64.4.0/28" {
+		t.Errorf("history of 100.64.4.7: %d %s", code, b)
+	}
+}

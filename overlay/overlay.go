@@ -456,11 +456,17 @@ func ParseTarget(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
+// Concerns reports whether an entry (or event) of prefix e bears on the addresses of
+// p: e holds p, or lies within it. A listing narrowed to p is of these: asked about
+// one subscriber, it answers the subscriber's own entries and those of the networks
+// that hold it (an unblock of 100.64.1.0/28 unblocks 100.64.1.10 too).
+func Concerns(e, p netip.Prefix) bool { return e.Overlaps(p) }
+
 // Sort puts the entries in Live's order (kind, then prefix), which Add keeps.
 func (s *State) Sort() { slices.SortFunc(s.Entries, compareEntries) }
 
 // EntriesPage returns up to limit of the entries in force at now, in Live's order:
-// only those of prefix p if p is valid, only those after the entry after if
+// only those that concern prefix p (Concerns) if p is valid, only those after the entry after if
 // after.Prefix is valid; and whether more follow. It copies only what it returns.
 func (s *State) EntriesPage(now time.Time, p netip.Prefix, after Key, limit int) ([]Entry, bool) {
 	entries := s.Entries
@@ -476,7 +482,7 @@ func (s *State) EntriesPage(now time.Time, p netip.Prefix, after Key, limit int)
 	}
 	var out []Entry
 	for _, e := range entries[i:] {
-		if !e.Live(now) || (p.IsValid() && e.Prefix != p) {
+		if !e.Live(now) || (p.IsValid() && !Concerns(e.Prefix, p)) {
 			continue
 		}
 		if len(out) == limit {
@@ -488,7 +494,7 @@ func (s *State) EntriesPage(now time.Time, p netip.Prefix, after Key, limit int)
 }
 
 // HistoryPage returns up to limit of the newest events of the history, oldest first:
-// only those of prefix p if p is valid, only those numbered below before if before is
+// only those of entries that concern prefix p (Concerns) if p is valid, only those numbered below before if before is
 // not 0. s.History[i] is numbered first+i. It returns the number of the first event
 // returned and whether older ones match too. It copies only what it returns.
 func (s *State) HistoryPage(first uint64, p netip.Prefix, before uint64, limit int) ([]Event, uint64, bool) {
@@ -503,7 +509,7 @@ func (s *State) HistoryPage(first uint64, p netip.Prefix, before uint64, limit i
 	}
 	var idx []int // newest first
 	for i := end - 1; i >= 0; i-- {
-		if p.IsValid() && s.History[i].Entry.Prefix != p {
+		if p.IsValid() && !Concerns(s.History[i].Entry.Prefix, p) {
 			continue
 		}
 		if len(idx) == limit {

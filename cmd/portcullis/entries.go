@@ -30,7 +30,8 @@ Ends a runtime quarantine of ADDRESS or CIDR now (with --unblock: ends an unbloc
 
 const entriesHelp = `
 Lists the runtime entries in force (kind, prefix, until, who, ticket, reason), with
---history the history (of one prefix with --prefix).`
+--history the history. --prefix narrows both to what concerns one address or network:
+its own entries and those of the networks that hold it (or lie within it).`
 
 func entryFlags(e *env, verb, usage, help string) (*flag.FlagSet, paths, *string, *string, *string) {
 	fs := newFlags(e, verb, usage, help)
@@ -111,7 +112,7 @@ func runEntries(e *env, args []string) error {
 	p := pathFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	history := fs.Bool("history", false, "show the history too")
-	prefix := fs.String("prefix", "", "this prefix's entry and history only")
+	prefix := fs.String("prefix", "", "only the entries and history that concern this address or network (its own, and those of networks that hold it or lie within it)")
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
@@ -128,7 +129,7 @@ func runEntries(e *env, args []string) error {
 		if err != nil {
 			return &exitError{2, fmt.Errorf("--prefix: %w", err)}
 		}
-		resp.Entries = slices.DeleteFunc(resp.Entries, func(x overlay.Entry) bool { return x.Prefix != want })
+		resp.Entries = slices.DeleteFunc(resp.Entries, func(x overlay.Entry) bool { return !overlay.Concerns(x.Prefix, want) })
 	}
 	if *asJSON {
 		return writeJSON(e.stdout, resp)

@@ -85,7 +85,11 @@ func TestDaemonRuntimeEntries(t *testing.T) {
 	if r := entries(); len(r.Entries) != 1 || r.Entries[0].Kind != "quarantine" {
 		t.Fatalf("entries after bad input: %+v", r)
 	}
-	// --prefix: that prefix's entry and history only.
+	// --prefix: what concerns that address or network only: its entries, those of
+	// the networks that hold it and those within it.
+	if out, _, _ := l.cli("entries", "--prefix", "100.64.1.0/24", "--config", l.cfg); !strings.Contains(out, "100.64.1.2/32") || !strings.Contains(out, "spam run") {
+		t.Errorf("entries --prefix 100.64.1.0/24:\n%s", out)
+	}
 	if out, _, _ := l.cli("entries", "--prefix", "100.64.1.2", "--config", l.cfg); !strings.Contains(out, "100.64.1.2/32") || !strings.Contains(out, "spam run") {
 		t.Errorf("entries --prefix 100.64.1.2:\n%s", out)
 	}
