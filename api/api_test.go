@@ -121,6 +121,8 @@ func TestBadRequest(t *testing.T) {
 		{"two objects", quarantineBody + quarantineBody, "more after the JSON object"},
 		{"unknown field", `{"address": "100.64.1.10", "reason": "x", "duration": "1h"}`, `unknown field "duration"; the fields are address, cidr, for, reason, ticket, fleet`},
 		{"wrong type", `{"address": "100.64.1.10", "reason": "x", "for": 24}`, `field "for" must be a JSON string`},
+		{"fleet as a string", `{"address": "100.64.1.10", "reason": "x", "fleet": "yes"}`, `field "fleet" must be a JSON boolean (true or false), not a string`},
+		{"fleet as a number", `{"address": "100.64.1.10", "reason": "x", "fleet": 1}`, `field "fleet" must be a JSON boolean (true or false), not a number`},
 		{"a field twice", `{"address": "100.64.1.8", "reason": "x", "address": "100.64.1.9"}`, `field "address" is given twice`},
 		{"a field in another case", `{"ADDRESS": "100.64.1.9", "reason": "x"}`, `field "ADDRESS": write "address"`},
 		{"a field twice, in two cases", `{"reason": "x", "Reason": "y", "address": "100.64.1.8"}`, `field "Reason": write "reason"`},

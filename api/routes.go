@@ -597,7 +597,11 @@ func (x *exchange) decode(body io.Reader, v any) bool {
 	case errors.As(err, &typ) && typ.Field == "":
 		x.fail(http.StatusBadRequest, "the body is a JSON %s; send one object such as %s", typ.Value, example)
 	case errors.As(err, &typ):
-		x.fail(http.StatusBadRequest, "field %q must be a JSON string, not a %s; e.g. %s", typ.Field, typ.Value, example)
+		want := "string"
+		if typ.Type != nil && typ.Type.Kind() == reflect.Bool {
+			want = "boolean (true or false)"
+		}
+		x.fail(http.StatusBadRequest, "field %q must be a JSON %s, not a %s; e.g. %s", typ.Field, want, typ.Value, example)
 	default:
 		x.fail(http.StatusBadRequest, "the body is not a JSON object (%v); send one such as %s", err, example)
 	}
