@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/portcullis/portcullis/model"
@@ -286,7 +287,7 @@ func (c *Controller) removeEntry(k overlay.Key, action overlay.Action, who, reas
 				}
 			}
 		}
-		return fmt.Errorf("%w: %s", overlay.ErrNotFound, k)
+		return fmt.Errorf("%w: %s%s", overlay.ErrNotFound, k, c.nearMiss(k, now))
 	}
 	next := cloneState(c.overlay)
 	ev, err := overlay.Remove(&next, k, action, who, reason, now)
@@ -317,6 +318,33 @@ func (c *Controller) removeEntry(k overlay.Key, action overlay.Action, who, reas
 	c.log.Info("runtime entry "+string(action), "entry", k, "who", who)
 	c.publish()
 	return nil
+}
+
+// nearMiss says which live entries a release of k, which is not an entry, may have
+// meant ("" if none): those of k's kind that hold k's prefix or lie within it, and one
+// of the other kind with k's prefix. Called with c.mu held.
+func (c *Controller) nearMiss(k overlay.Key, now time.Time) string {
+	var near []string
+	other := ""
+	for _, e := range c.overlay.Live(now) {
+		switch {
+		case e.Kind == k.Kind && overlay.Concerns(e.Prefix, k.Prefix):
+			near = append(near, e.Prefix.String())
+		case e.Kind != k.Kind && e.Prefix == k.Prefix:
+			other = string(e.Kind)
+		}
+	}
+	var out string
+	if len(near) > 0 {
+		if len(near) > 5 {
+			near = append(near[:5], fmt.Sprintf("and %d more", len(near)-5))
+		}
+		out = fmt.Sprintf("; the runtime %ss that hold it or lie within it are %s: release one of those by its own prefix", k.Kind, strings.Join(near, ", "))
+	}
+	if other != "" {
+		out += fmt.Sprintf("; %s is a runtime %s: release the %s", k.Prefix, other, other)
+	}
+	return out
 }
 
 // expireRuntime ends the entries whose term is over: unblocks are ended here (the data

@@ -205,3 +205,31 @@ func TestAPIPrefixFindsCoveringEntries(t *testing.T) {
 		t.Errorf("history of 100.64.4.7: %d %s", code, b)
 	}
 }
+
+// A release that names no entry says which ones it may have meant: the network entry
+// that holds the address, or the entry of the other kind.
+func TestAPIReleaseNearMiss(t *testing.T) {
+	l := newAPILab(t, testutil.PolicyA)
+	for _, c := range []struct{ path, body string }{
+		{"/v1/quarantines", `{"cidr": "100.64.5.0/24", "reason": "botnet"}`},
+		{"/v1/unblocks", `{"address": "100.64.4.7", "reason": "customer's MX"}`},
+	} {
+		if code, b := l.call(http.MethodPost, c.path, c.body, nil); code != http.StatusCreated {
+			t.Fatalf("%s %s: %d %s", c.path, c.body, code, b)
+		}
+	}
+	for path, says := range map[string]string{
+		"/v1/quarantines/100.64.5.9?reason=cleaned": "the runtime quarantines that hold it or lie within it are 100.64.5.0/24",
+		"/v1/quarantines/100.64.4.7?reason=cleaned": "100.64.4.7/32 is a runtime unblock: release the unblock",
+		"/v1/quarantines/100.64.9.9?reason=cleaned": "no such runtime entry: quarantine 100.64.9.9/32\"",
+	} {
+		code, b := l.call(http.MethodDelete, path, "", nil)
+		if code != http.StatusNotFound || !strings.Contains(b, says) {
+			t.Errorf("DELETE %s: %d %s, want 404 saying %q", path, code, b, says)
+		}
+	}
+	var r api.EntriesResponse
+	if l.call(http.MethodGet, "/v1/entries", "", &r); len(r.Entries) != 2 {
+		t.Errorf("a release that named no entry changed the entries: %+v", r.Entries)
+	}
+}
