@@ -107,6 +107,9 @@ type Controller struct {
 	entries    atomic.Pointer[runtimeView] // the runtime entries and history as published: never changed
 
 	tamper func(*model.Tables) *model.Tables
+	// crashPoint, in tests, is called between the two writes of a removal (the data
+	// plane's and the store's): where a crash of the daemon would leave them apart.
+	crashPoint func()
 }
 
 // New returns the controller of prog: it reads the state pinned with the program and

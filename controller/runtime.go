@@ -295,22 +295,34 @@ func (c *Controller) removeEntry(k overlay.Key, action overlay.Action, who, reas
 		return err
 	}
 	dropped := next.Trim(c.historyLimit())
+	// Out of the data plane first, then out of the store: a crash in between leaves
+	// the entry in the store, and the next start applies it again (the release was not
+	// answered; it is asked again). The other order left it in the data plane alone,
+	// which the next start takes for a lost store and recovers: a released unblock
+	// back in force for a day.
+	tables := c.live
+	if c.live != nil && c.good != nil {
+		tables = overlay.Merge(c.good.Tables, next.Live(now))
+		if err := c.prog.UpdateEntry(tables, overlay.TableEntry(c.live, e), false); err != nil {
+			return fmt.Errorf("removing the entry from the data plane: %w", err)
+		}
+	}
+	if c.crashPoint != nil {
+		c.crashPoint()
+	}
 	// With a failed store (expiries only: changes are refused then) the entry still
 	// leaves the data plane; there is nothing to write it to.
 	if c.store != nil {
 		if err := c.store.Commit(nil, []overlay.Key{k}, []overlay.Event{ev}); err != nil {
+			if tables != c.live {
+				if perr := c.prog.UpdateEntry(c.live, overlay.TableEntry(c.live, e), true); perr != nil {
+					c.log.Error("putting a runtime entry back into the data plane", "entry", k, "error", perr)
+				}
+			}
 			return fmt.Errorf("storing the release: %w", err)
 		}
 	}
-	if c.live != nil && c.good != nil {
-		tables := overlay.Merge(c.good.Tables, next.Live(now))
-		if err := c.prog.UpdateEntry(tables, overlay.TableEntry(c.live, e), false); err != nil {
-			// The store says it is gone: the next policy change or start applies that.
-			c.log.Error("removing a runtime entry from the data plane", "entry", k, "error", err)
-		} else {
-			c.live = tables
-		}
-	}
+	c.live = tables
 	c.overlay = next
 	c.dropped += uint64(dropped)
 	c.auditEntry(now, ev)
