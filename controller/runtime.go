@@ -114,6 +114,8 @@ func (c *Controller) OpenStore() {
 			if err := c.store.Commit(ups, nil, evs); err != nil {
 				c.log.Error("writing the recovered entries to the store", "error", err)
 			}
+			// And in the history read now, not only after the next start.
+			c.overlay.History = append(c.overlay.History, evs...)
 		}
 	}
 	// Unblocks that ended while the daemon was down end now; quarantines the data

@@ -176,6 +176,10 @@ func TestRuntimeStoreRestart(t *testing.T) {
 	if d4.storeErr != nil || d4.storeLost == "" || len(d4.Entries()) != 2 {
 		t.Fatalf("lost store: err %v lost %q entries %+v", d4.storeErr, d4.storeLost, d4.Entries())
 	}
+	// The recovery is in the history as the store holds it, before any restart.
+	if h := d4.History(netip.Prefix{}); len(h) != 2 || h[0].Who != recoveredBy || h[0].Action != overlay.Added {
+		t.Errorf("history after the recovery: %+v", h)
+	}
 	if res := d4.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
