@@ -54,7 +54,8 @@ func (r EntryRequest) Request(who string) (overlay.Request, error) {
 	var d time.Duration
 	if r.For != "" {
 		if d, err = policy.ParseDuration(r.For); err != nil {
-			return overlay.Request{}, fmt.Errorf("%w: for: %v", overlay.ErrDuration, err)
+			// Not ErrDuration ("duration out of bounds"): the text is not a duration at all.
+			return overlay.Request{}, fmt.Errorf("%w: for: %v", overlay.ErrInvalid, err)
 		}
 	}
 	return overlay.Request{Kind: r.Kind, Prefix: p, For: d, Reason: r.Reason, Ticket: r.Ticket, Who: who}, nil

@@ -82,6 +82,10 @@ func TestDaemonRuntimeEntries(t *testing.T) {
 			t.Errorf("%v: exit 0 (%s %s)", args, out, errs)
 		}
 	}
+	// A --for that is not a duration is said to be one, not "out of bounds".
+	if _, errs, code := l.cli("quarantine", "--config", l.cfg, "--reason", "x", "--for", "3x", "100.64.1.9"); code != 1 || !strings.Contains(errs, `invalid runtime entry: for: "3x" is not a duration; write a Go duration`) || strings.Contains(errs, "out of bounds") {
+		t.Errorf("quarantine --for 3x: %d %s", code, errs)
+	}
 	if r := entries(); len(r.Entries) != 1 || r.Entries[0].Kind != "quarantine" {
 		t.Fatalf("entries after bad input: %+v", r)
 	}
