@@ -159,6 +159,8 @@ func TestBadRequest(t *testing.T) {
 		{"/v1/quarantines/100.64.1.10", "reason is required"},
 		{"/v1/quarantines/100.64.1.10?reason=", "reason is required"},
 		{"/v1/quarantines/100.64.1.10?reason=x&why=y", `unknown query parameter "why"`},
+		{"/v1/quarantines/100.64.1.10?reason=cleaned%0Afake+line", `reason: the reason holds a control character ('\n' at byte 7)`},
+		{"/v1/quarantines/100.64.1.10?reason=" + strings.Repeat("x", overlay.MaxText+1), "reason: the reason is 1025 bytes; at most 1024"},
 		{"/v1/quarantines/?reason=x", "no address in the path"},
 		{"/v1/quarantines/100.64.1.5%2F28?reason=x", "did you mean 100.64.1.0/28"},
 		{"/v1/quarantines/100.64.1.5/28?reason=x", "did you mean 100.64.1.0/28"},

@@ -507,6 +507,12 @@ func (s *Server) release(x *exchange, kind overlay.Kind) {
 		x.fail(http.StatusBadRequest, "reason is required: say why, for the next person on shift (?reason=...)")
 		return
 	}
+	// The rules of a reason when adding, refused here as the rest of the request is
+	// (400), not by the daemon.
+	if err := overlay.CheckText("reason", reason, true); err != nil {
+		x.fail(http.StatusBadRequest, "reason: %v (?reason=..., percent-encoded)", strings.TrimPrefix(err.Error(), overlay.ErrInvalid.Error()+": "))
+		return
+	}
 	k := overlay.Key{Kind: kind, Prefix: p}
 	if err := release(k, "api:"+x.client.name, reason); err != nil {
 		x.backendError(err)

@@ -228,6 +228,10 @@ func TestAPIReleaseNearMiss(t *testing.T) {
 			t.Errorf("DELETE %s: %d %s, want 404 saying %q", path, code, b, says)
 		}
 	}
+	// A reason that breaks the rules is the request's mistake (400), as when adding.
+	if code, b := l.call(http.MethodDelete, "/v1/unblocks/100.64.4.7?reason=ended%0Afake+line", "", nil); code != http.StatusBadRequest || !strings.Contains(b, "control character") {
+		t.Errorf("a release with a newline in its reason: %d %s, want 400", code, b)
+	}
 	var r api.EntriesResponse
 	if l.call(http.MethodGet, "/v1/entries", "", &r); len(r.Entries) != 2 {
 		t.Errorf("a release that named no entry changed the entries: %+v", r.Entries)
