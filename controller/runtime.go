@@ -181,38 +181,55 @@ func (c *Controller) merged(comp *policy.Compiled, now time.Time) *model.Tables 
 // force, stored, written into the live data plane and proved. On any error nothing
 // changes.
 func (c *Controller) AddEntry(req overlay.Request) (overlay.Entry, error) {
+	ev, err := c.AddEntryEvent(req)
+	return ev.Entry, err
+}
+
+// AddEntryEvent is AddEntry, returning the event recorded: its Action says whether the
+// entry was added, escalated (a repeat) or extended (it was in force already), and its
+// Entry is the entry in force.
+func (c *Controller) AddEntryEvent(req overlay.Request) (overlay.Event, error) {
+	e, ev, err := c.addEntry(req)
+	if err != nil {
+		return overlay.Event{}, err
+	}
+	ev.Entry = e
+	return ev, nil
+}
+
+func (c *Controller) addEntry(req overlay.Request) (overlay.Entry, overlay.Event, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
 	if c.storeErr != nil {
-		return overlay.Entry{}, c.storeErr
+		return overlay.Entry{}, overlay.Event{}, c.storeErr
 	}
 	if c.store == nil {
-		return overlay.Entry{}, ErrClosed
+		return overlay.Entry{}, overlay.Event{}, ErrClosed
 	}
 	if c.good == nil || c.live == nil {
-		return overlay.Entry{}, ErrNoPolicyYet
+		return overlay.Entry{}, overlay.Event{}, ErrNoPolicyYet
 	}
 	rules := c.rules()
 	if err := rules.Validate(req); err != nil {
-		return overlay.Entry{}, err
+		return overlay.Entry{}, overlay.Event{}, err
 	}
 	if err := c.overlay.Room(overlay.Key{Kind: req.Kind, Prefix: req.Prefix}, c.maxEntries(), now); err != nil {
 		c.refused++
 		c.publish()
-		return overlay.Entry{}, err
+		return overlay.Entry{}, overlay.Event{}, err
 	}
 	next := cloneState(c.overlay)
 	e, ev := rules.Add(&next, req, now)
 	dropped := next.Trim(c.historyLimit())
 	if err := overlay.Conflict(c.good.Tables, c.overlay.Live(now), e); err != nil {
-		return overlay.Entry{}, err
+		return overlay.Entry{}, overlay.Event{}, err
 	}
 	prev, had := findEntry(c.overlay, e.Key())
 	tables := overlay.Merge(c.good.Tables, next.Live(now))
 	// Durable first: a crash after this finds the entry in the store and applies it.
 	if err := c.store.Commit([]overlay.Entry{e}, nil, []overlay.Event{ev}); err != nil {
-		return overlay.Entry{}, fmt.Errorf("storing the entry: %w", err)
+		return overlay.Entry{}, overlay.Event{}, fmt.Errorf("storing the entry: %w", err)
 	}
 	undoStore := func() {
 		var err error
@@ -229,7 +246,7 @@ func (c *Controller) AddEntry(req overlay.Request) (overlay.Entry, error) {
 	te := overlay.TableEntry(tables, e)
 	if err := c.prog.UpdateEntry(tables, te, true); err != nil {
 		undoStore()
-		return overlay.Entry{}, fmt.Errorf("writing the entry into the data plane: %w", err)
+		return overlay.Entry{}, overlay.Event{}, fmt.Errorf("writing the entry into the data plane: %w", err)
 	}
 	if pr := c.proveEntry(tables, e.Prefix, now); !pr.OK() {
 		old := overlay.Merge(c.good.Tables, c.overlay.Live(now))
@@ -239,7 +256,7 @@ func (c *Controller) AddEntry(req overlay.Request) (overlay.Entry, error) {
 			c.prog.UpdateEntry(old, te, false)
 		}
 		undoStore()
-		return overlay.Entry{}, fmt.Errorf("proof failed, the entry was taken out again: %s", pr.Mismatches[0])
+		return overlay.Entry{}, overlay.Event{}, fmt.Errorf("proof failed, the entry was taken out again: %s", pr.Mismatches[0])
 	}
 	c.overlay, c.live = next, tables
 	c.dropped += uint64(dropped)
@@ -247,7 +264,7 @@ func (c *Controller) AddEntry(req overlay.Request) (overlay.Entry, error) {
 	c.event(ev)
 	c.log.Info("runtime entry "+string(ev.Action), "entry", e.Key(), "expires", e.Expires.Format(time.RFC3339), "who", e.Who, "ticket", e.Ticket, "level", e.Level)
 	c.publish()
-	return e, nil
+	return e, ev, nil
 }
 
 // CheckEntry says whether req would be taken here, by the bounds of the policy in

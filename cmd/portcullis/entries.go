@@ -62,7 +62,8 @@ func runAddEntry(e *env, args []string, kind overlay.Kind, verb, help string) er
 	if err != nil {
 		return &exitError{2, err}
 	}
-	ent, err := daemon.RemoteAddEntry(socket, daemon.EntryRequest{Kind: kind, Prefix: fs.Arg(0), For: *term, Reason: *reason, Ticket: *ticket})
+	ev, err := daemon.RemoteAddEntry(socket, daemon.EntryRequest{Kind: kind, Prefix: fs.Arg(0), For: *term, Reason: *reason, Ticket: *ticket})
+	ent := ev.Entry
 	if err != nil {
 		return &exitError{1, fmt.Errorf("%s %s: %w; nothing changed", verb, fs.Arg(0), err)}
 	}
@@ -75,6 +76,10 @@ func runAddEntry(e *env, args []string, kind overlay.Kind, verb, help string) er
 	}
 	level := ""
 	switch {
+	case ev.Action == overlay.Extended && kind == overlay.Quarantine:
+		level = " (in force already: extended, not escalated)"
+	case ev.Action == overlay.Extended:
+		level = " (in force already: extended)"
 	case ent.Level > 0 && *term == "":
 		level = fmt.Sprintf(" (repeat %d: escalated)", ent.Level+1)
 	case ent.Level > 0:

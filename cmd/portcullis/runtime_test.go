@@ -70,6 +70,10 @@ func TestDaemonRuntimeEntries(t *testing.T) {
 	}
 	l.expect(25, "timeout")
 	l.expect(587, "ok")
+	// The same quarantine again (a retry): extended, not a repeat.
+	if out, errs, code := l.cli("quarantine", "--config", l.cfg, "--reason", "spam run", "--ticket", "AB-7", "100.64.1.2"); code != 0 || !strings.Contains(out, "(in force already: extended, not escalated)") {
+		t.Errorf("quarantine again: %d %s %s", code, out, errs)
+	}
 	// Bad input changes nothing.
 	for _, args := range [][]string{
 		{"quarantine", "--reason", "x", "100.64.1.300"},
