@@ -279,3 +279,33 @@ func TestReleaseInterruptedByACrash(t *testing.T) {
 		t.Errorf("released: %v", got)
 	}
 }
+
+// A policy change whose quarantine would nest with a live runtime quarantine is
+// refused, naming both and the way out, as a runtime quarantine that would nest with
+// the policy's is: otherwise the inner one's end lifts the outer one for its addresses
+// (the data plane checks the most specific quarantine only).
+func TestPolicyQuarantineNestsWithRuntime(t *testing.T) {
+	d := testController(t)
+	if res := d.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if _, err := d.AddEntry(quarantine("100.64.9.9/32", "spam run")); err != nil {
+		t.Fatal(err)
+	}
+	nested := strings.Replace(policyRuntime, "quarantines:\n", "quarantines:\n  - {cidr: 100.64.9.0/24, verdict: drop, reason: botnet, owner: noc, expires: 2099-01-01}\n", 1)
+	res := d.Apply("b.yaml", []byte(nested), "file")
+	if res.Err == nil || res.Outcome != "rejected" || !strings.Contains(res.Err.Error(), "the policy's quarantine 100.64.9.0/24 (b.yaml:") ||
+		!strings.Contains(res.Err.Error(), "overlaps the runtime quarantine 100.64.9.9/32") || !strings.Contains(res.Err.Error(), "release the runtime quarantines first") {
+		t.Fatalf("a policy nesting with a runtime quarantine: %s %v", res.Outcome, res.Err)
+	}
+	if got := judge(t, d, "100.64.9.10"); got != model.ActionTX {
+		t.Errorf("the refused policy is in force: %v", got)
+	}
+	// Released, the policy applies.
+	if err := d.ReleaseEntry(overlay.Key{Kind: overlay.Quarantine, Prefix: netip.MustParsePrefix("100.64.9.9/32")}, "uid:0", "cleaned"); err != nil {
+		t.Fatal(err)
+	}
+	if res := d.Apply("b.yaml", []byte(nested), "file"); res.Err != nil || res.Outcome != "applied" {
+		t.Fatalf("after the release: %s %v", res.Outcome, res.Err)
+	}
+}
