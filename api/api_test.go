@@ -493,3 +493,33 @@ func TestFleetScope(t *testing.T) {
 	want(t, r, http.StatusBadRequest, "all", "fleet=true")
 	e.untouched("fleet requests to a router in no fleet")
 }
+
+// A client's junk is quoted, not echoed whole: an error answer (and so its audit
+// record) stays a few hundred bytes whatever the client sent.
+func TestLongInputNotEchoed(t *testing.T) {
+	e := newEnv(t)
+	junk := strings.Repeat("1", 8000)
+	for _, c := range []struct {
+		method, path, client string
+		body                 any
+	}{
+		{"GET", "/v1/entries?prefix=" + junk, "reader", nil},
+		{"GET", "/v1/entries?after=quarantine/" + junk, "reader", nil},
+		{"GET", "/v1/history?before=" + junk, "reader", nil},
+		{"GET", "/v1/entries?limit=" + junk, "reader", nil},
+		{"GET", "/v1/entries?" + junk + "=1", "reader", nil},
+		{"GET", "/v1/" + junk, "reader", nil},
+		{"DELETE", "/v1/quarantines/" + junk + "?reason=x", "desk", nil},
+		{"POST", "/v1/quarantines", "desk", `{"address": "` + junk + `", "reason": "x"}`},
+		{"POST", "/v1/quarantines", "desk", `{"cidr": "` + junk + `", "reason": "x"}`},
+		{"POST", "/v1/quarantines", "desk", `{"` + junk + `": 1}`},
+	} {
+		r := e.do(c.method, c.path, c.client, c.body)
+		if r.code < 400 || len(r.errorMessage()) > 400 || !strings.Contains(r.errorMessage(), "111…") {
+			t.Errorf("%s %.40s...: %d, a message of %d bytes: %.200s", c.method, c.path, r.code, len(r.errorMessage()), r.errorMessage())
+		}
+		if len(r.rec.Detail) > 400 {
+			t.Errorf("%s %.40s...: an audit detail of %d bytes", c.method, c.path, len(r.rec.Detail))
+		}
+	}
+}
