@@ -140,6 +140,8 @@ func TestBadRequest(t *testing.T) {
 		{"negative duration", `{"address": "100.64.1.10", "reason": "x", "for": "-1h"}`, "not more than zero"},
 		{"zero days", `{"address": "100.64.1.10", "reason": "x", "for": "0d"}`, "not more than zero"},
 		{"fractional days", `{"address": "100.64.1.10", "reason": "x", "for": "1.5d"}`, "is not a duration"},
+		{"a duration past what one holds", `{"address": "100.64.1.10", "reason": "x", "for": "9999999999h"}`, `for: "9999999999h" is too long: a duration is at most about 292 years`},
+		{"too long and not a duration", `{"address": "100.64.1.10", "reason": "x", "for": "9999999999x"}`, `for: "9999999999x" is not a duration`},
 	} {
 		var body any = c.body
 		r := e.do("POST", "/v1/quarantines", "desk", body)
