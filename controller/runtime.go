@@ -420,8 +420,7 @@ func (c *Controller) Entries() []overlay.Entry {
 
 // EntriesPage returns up to limit of the live runtime entries as last published (in
 // the order of Entries), only those that concern prefix p (overlay.Concerns) if p is
-// valid, after the entry after if
-// after.Prefix is valid; and whether more follow.
+// valid, after the entry after if after.Prefix is valid; and whether more follow.
 func (c *Controller) EntriesPage(p netip.Prefix, after overlay.Key, limit int) ([]overlay.Entry, bool) {
 	return c.entries.Load().state.EntriesPage(c.now(), p, after, limit)
 }

@@ -481,8 +481,9 @@ func Concerns(e, p netip.Prefix) bool { return e.Overlaps(p) }
 func (s *State) Sort() { slices.SortFunc(s.Entries, compareEntries) }
 
 // EntriesPage returns up to limit of the entries in force at now, in Live's order:
-// only those that concern prefix p (Concerns) if p is valid, only those after the entry after if
-// after.Prefix is valid; and whether more follow. It copies only what it returns.
+// only those that concern prefix p (Concerns) if p is valid, only those after the
+// entry after if after.Prefix is valid; and whether more follow. It copies only what
+// it returns.
 func (s *State) EntriesPage(now time.Time, p netip.Prefix, after Key, limit int) ([]Entry, bool) {
 	entries := s.Entries
 	if !slices.IsSortedFunc(entries, compareEntries) {
@@ -509,8 +510,8 @@ func (s *State) EntriesPage(now time.Time, p netip.Prefix, after Key, limit int)
 }
 
 // HistoryPage returns up to limit of the newest events of the history, oldest first:
-// only those of entries that concern prefix p (Concerns) if p is valid, only those numbered below before if before is
-// not 0. s.History[i] is numbered first+i. It returns the number of the first event
+// only those of entries that concern prefix p (Concerns) if p is valid, only those
+// numbered below before if before is not 0. s.History[i] is numbered first+i. It returns the number of the first event
 // returned and whether older ones match too. It copies only what it returns.
 func (s *State) HistoryPage(first uint64, p netip.Prefix, before uint64, limit int) ([]Event, uint64, bool) {
 	end := len(s.History)
