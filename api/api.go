@@ -61,8 +61,9 @@ type Backend interface {
 	Status() any
 }
 
-// EntriesQuery asks for a page of the live entries: those of Prefix only, if it is
-// valid; those after the entry After in the listing's order, if After.Prefix is valid;
+// EntriesQuery asks for a page of the live entries: those that concern Prefix only
+// (overlay.Concerns: its own, and those of networks that hold it or lie within it), if
+// it is valid; those after the entry After in the listing's order, if After.Prefix is valid;
 // Limit at most.
 type EntriesQuery struct {
 	Prefix netip.Prefix
@@ -70,8 +71,8 @@ type EntriesQuery struct {
 	Limit  int
 }
 
-// HistoryQuery asks for a page of the history: the newest Limit events of Prefix (of
-// every prefix if it is not valid) numbered below Before (0: the newest).
+// HistoryQuery asks for a page of the history: the newest Limit events of the entries
+// that concern Prefix (overlay.Concerns; of every prefix if it is not valid) numbered below Before (0: the newest).
 type HistoryQuery struct {
 	Prefix netip.Prefix
 	Before uint64

@@ -121,6 +121,8 @@ func TestBadRequest(t *testing.T) {
 		{"two objects", quarantineBody + quarantineBody, "more after the JSON object"},
 		{"unknown field", `{"address": "100.64.1.10", "reason": "x", "duration": "1h"}`, `unknown field "duration"; the fields are address, cidr, for, reason, ticket, fleet`},
 		{"wrong type", `{"address": "100.64.1.10", "reason": "x", "for": 24}`, `field "for" must be a JSON string`},
+		{"fleet as a string", `{"address": "100.64.1.10", "reason": "x", "fleet": "yes"}`, `field "fleet" must be a JSON boolean (true or false), not a string`},
+		{"fleet as a number", `{"address": "100.64.1.10", "reason": "x", "fleet": 1}`, `field "fleet" must be a JSON boolean (true or false), not a number`},
 		{"a field twice", `{"address": "100.64.1.8", "reason": "x", "address": "100.64.1.9"}`, `field "address" is given twice`},
 		{"a field in another case", `{"ADDRESS": "100.64.1.9", "reason": "x"}`, `field "ADDRESS": write "address"`},
 		{"a field twice, in two cases", `{"reason": "x", "Reason": "y", "address": "100.64.1.8"}`, `field "Reason": write "reason"`},
@@ -138,6 +140,8 @@ func TestBadRequest(t *testing.T) {
 		{"negative duration", `{"address": "100.64.1.10", "reason": "x", "for": "-1h"}`, "not more than zero"},
 		{"zero days", `{"address": "100.64.1.10", "reason": "x", "for": "0d"}`, "not more than zero"},
 		{"fractional days", `{"address": "100.64.1.10", "reason": "x", "for": "1.5d"}`, "is not a duration"},
+		{"a duration past what one holds", `{"address": "100.64.1.10", "reason": "x", "for": "9999999999h"}`, `for: "9999999999h" is too long: a duration is at most about 292 years`},
+		{"too long and not a duration", `{"address": "100.64.1.10", "reason": "x", "for": "9999999999x"}`, `for: "9999999999x" is not a duration`},
 	} {
 		var body any = c.body
 		r := e.do("POST", "/v1/quarantines", "desk", body)
@@ -157,6 +161,8 @@ func TestBadRequest(t *testing.T) {
 		{"/v1/quarantines/100.64.1.10", "reason is required"},
 		{"/v1/quarantines/100.64.1.10?reason=", "reason is required"},
 		{"/v1/quarantines/100.64.1.10?reason=x&why=y", `unknown query parameter "why"`},
+		{"/v1/quarantines/100.64.1.10?reason=cleaned%0Afake+line", `reason: the reason holds a control character ('\n' at byte 7)`},
+		{"/v1/quarantines/100.64.1.10?reason=" + strings.Repeat("x", overlay.MaxText+1), "reason: the reason is 1025 bytes; at most 1024"},
 		{"/v1/quarantines/?reason=x", "no address in the path"},
 		{"/v1/quarantines/100.64.1.5%2F28?reason=x", "did you mean 100.64.1.0/28"},
 		{"/v1/quarantines/100.64.1.5/28?reason=x", "did you mean 100.64.1.0/28"},
@@ -488,4 +494,34 @@ func TestFleetScope(t *testing.T) {
 	r = e.do("DELETE", "/v1/quarantines/100.64.1.10?reason=x&fleet=yes", "all", nil)
 	want(t, r, http.StatusBadRequest, "all", "fleet=true")
 	e.untouched("fleet requests to a router in no fleet")
+}
+
+// A client's junk is quoted, not echoed whole: an error answer (and so its audit
+// record) stays a few hundred bytes whatever the client sent.
+func TestLongInputNotEchoed(t *testing.T) {
+	e := newEnv(t)
+	junk := strings.Repeat("1", 8000)
+	for _, c := range []struct {
+		method, path, client string
+		body                 any
+	}{
+		{"GET", "/v1/entries?prefix=" + junk, "reader", nil},
+		{"GET", "/v1/entries?after=quarantine/" + junk, "reader", nil},
+		{"GET", "/v1/history?before=" + junk, "reader", nil},
+		{"GET", "/v1/entries?limit=" + junk, "reader", nil},
+		{"GET", "/v1/entries?" + junk + "=1", "reader", nil},
+		{"GET", "/v1/" + junk, "reader", nil},
+		{"DELETE", "/v1/quarantines/" + junk + "?reason=x", "desk", nil},
+		{"POST", "/v1/quarantines", "desk", `{"address": "` + junk + `", "reason": "x"}`},
+		{"POST", "/v1/quarantines", "desk", `{"cidr": "` + junk + `", "reason": "x"}`},
+		{"POST", "/v1/quarantines", "desk", `{"` + junk + `": 1}`},
+	} {
+		r := e.do(c.method, c.path, c.client, c.body)
+		if r.code < 400 || len(r.errorMessage()) > 400 || !strings.Contains(r.errorMessage(), "111…") {
+			t.Errorf("%s %.40s...: %d, a message of %d bytes: %.200s", c.method, c.path, r.code, len(r.errorMessage()), r.errorMessage())
+		}
+		if len(r.rec.Detail) > 400 {
+			t.Errorf("%s %.40s...: an audit detail of %d bytes", c.method, c.path, len(r.rec.Detail))
+		}
+	}
 }

@@ -253,6 +253,9 @@ func parseClients(file string, data []byte) (*clients, error) {
 		if len(c.scopes) == 0 && !scopesBad {
 			errs = append(errs, fmt.Sprintf("%s: %s has no scopes: give it some of read, quarantine, unblock, fleet", at(item), label))
 		}
+		if c.scopes[scopeFleet] && !c.scopes[scopeQuarantine] && !c.scopes[scopeUnblock] {
+			errs = append(errs, fmt.Sprintf("%s: %s has the fleet scope without quarantine or unblock: fleet only lets those act for every router of the group, so alone it allows nothing; add quarantine or unblock, or remove fleet", at(item), label))
+		}
 		switch {
 		case !seen["token_sha256"] && !seen["cert_cn"]:
 			errs = append(errs, fmt.Sprintf("%s: %s has neither token_sha256 nor cert_cn: give it token_sha256 (printf %%s \"$TOKEN\" | sha256sum) or, with mTLS, cert_cn", at(item), label))

@@ -110,6 +110,11 @@ func TestClientsFile(t *testing.T) {
     scopes: []
     token_sha256: ` + h1 + "\n",
 			[]string{`c.yaml:2: client "desk" has no scopes`}},
+		{"fleet alone", `clients:
+  - name: desk
+    scopes: [read, fleet]
+    token_sha256: ` + h1 + "\n",
+			[]string{`c.yaml:2: client "desk" has the fleet scope without quarantine or unblock: fleet only lets those act for every router of the group, so alone it allows nothing; add quarantine or unblock, or remove fleet`}},
 		{"scopes not a list", `clients:
   - name: desk
     scopes: read

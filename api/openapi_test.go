@@ -236,6 +236,9 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 			if sp.body != "" {
 				sp.body = `{"address": "100.64.0.1", "reason": "spam"}` // the fake's forbidden range
 			}
+			if o.method == http.MethodDelete {
+				sp.query.Set("fleet", "true") // the fake is in no fleet
+			}
 		},
 		http.StatusInternalServerError: func(e *env, o op, sp *spec) { e.be.setFail(errors.New("the data plane refused the update")) },
 		http.StatusServiceUnavailable: func(e *env, o op, sp *spec) {

@@ -23,6 +23,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,6 +108,9 @@ type Controller struct {
 	entries    atomic.Pointer[runtimeView] // the runtime entries and history as published: never changed
 
 	tamper func(*model.Tables) *model.Tables
+	// crashPoint, in tests, is called between the two writes of a removal (the data
+	// plane's and the store's): where a crash of the daemon would leave them apart.
+	crashPoint func()
 }
 
 // New returns the controller of prog: it reads the state pinned with the program and
@@ -360,6 +364,15 @@ func (c *Controller) install(comp *policy.Compiled, file, who string, now time.T
 		sum := summarise(policy.Diff(c.good, comp, now))
 		res.Diff = &sum
 	}
+	if comp.Hash != c.meta.Hash {
+		if err := c.nestsWithRuntime(comp, now); err != nil {
+			if c.meta.Hash != "" {
+				return c.reject(file, who, err)
+			}
+			// A first start: enforce it all the same, rather than nothing.
+			c.log.Error("applied with nested quarantines: release the runtime ones", "error", err)
+		}
+	}
 	merged := c.merged(comp, now)
 	tables := merged
 	if c.tamper != nil {
@@ -428,6 +441,43 @@ func (c *Controller) install(comp *policy.Compiled, file, who string, now time.T
 	c.record(now, who, file, res)
 	c.publish()
 	return res
+}
+
+// nestsWithRuntime says which of the policy comp's quarantines overlap a live runtime
+// quarantine, or nil. Quarantines may not nest: the data plane checks only the most
+// specific one, so the inner one's end would lift the outer one for its addresses
+// (AddEntry refuses a runtime quarantine that nests with the policy's; this refuses
+// the policy that would nest with them). Called with c.mu held.
+func (c *Controller) nestsWithRuntime(comp *policy.Compiled, now time.Time) error {
+	var clash []string
+	for _, e := range c.overlay.Live(now) {
+		if e.Kind != overlay.Quarantine {
+			continue
+		}
+		for _, q := range comp.Tables.Quarantines {
+			if !q.Prefix.Overlaps(e.Prefix) {
+				continue
+			}
+			at := ""
+			for _, pq := range comp.Policy.Quarantines {
+				if pq.CIDR.Prefix == q.Prefix {
+					at = fmt.Sprintf(" (%s)", pq.CIDR.Pos)
+				}
+			}
+			clash = append(clash, fmt.Sprintf("the policy's quarantine %s%s overlaps the runtime quarantine %s (until %s, by %s)",
+				q.Prefix, at, e.Prefix, e.Expires.UTC().Format(time.RFC3339), overlay.Printable(e.Who)))
+			break
+		}
+	}
+	if len(clash) == 0 {
+		return nil
+	}
+	more := ""
+	if len(clash) > 5 {
+		more = fmt.Sprintf(" and %d more", len(clash)-5)
+		clash = clash[:5]
+	}
+	return fmt.Errorf("%s%s; quarantines may not nest (the data plane checks only the most specific one, so the inner one's end would lift the outer one for its addresses): release the runtime quarantines first (portcullis release, or DELETE /v1/quarantines/...), or leave those prefixes out of the policy", strings.Join(clash, "; "), more)
 }
 
 // adopt tells the loader the live tables when the policy in force was adopted from

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/portcullis/portcullis/model"
@@ -113,6 +114,8 @@ func (c *Controller) OpenStore() {
 			if err := c.store.Commit(ups, nil, evs); err != nil {
 				c.log.Error("writing the recovered entries to the store", "error", err)
 			}
+			// And in the history read now, not only after the next start.
+			c.overlay.History = append(c.overlay.History, evs...)
 		}
 	}
 	// Unblocks that ended while the daemon was down end now; quarantines the data
@@ -178,38 +181,55 @@ func (c *Controller) merged(comp *policy.Compiled, now time.Time) *model.Tables 
 // force, stored, written into the live data plane and proved. On any error nothing
 // changes.
 func (c *Controller) AddEntry(req overlay.Request) (overlay.Entry, error) {
+	ev, err := c.AddEntryEvent(req)
+	return ev.Entry, err
+}
+
+// AddEntryEvent is AddEntry, returning the event recorded: its Action says whether the
+// entry was added, escalated (a repeat) or extended (it was in force already), and its
+// Entry is the entry in force.
+func (c *Controller) AddEntryEvent(req overlay.Request) (overlay.Event, error) {
+	e, ev, err := c.addEntry(req)
+	if err != nil {
+		return overlay.Event{}, err
+	}
+	ev.Entry = e
+	return ev, nil
+}
+
+func (c *Controller) addEntry(req overlay.Request) (overlay.Entry, overlay.Event, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
 	if c.storeErr != nil {
-		return overlay.Entry{}, c.storeErr
+		return overlay.Entry{}, overlay.Event{}, c.storeErr
 	}
 	if c.store == nil {
-		return overlay.Entry{}, ErrClosed
+		return overlay.Entry{}, overlay.Event{}, ErrClosed
 	}
 	if c.good == nil || c.live == nil {
-		return overlay.Entry{}, ErrNoPolicyYet
+		return overlay.Entry{}, overlay.Event{}, ErrNoPolicyYet
 	}
 	rules := c.rules()
 	if err := rules.Validate(req); err != nil {
-		return overlay.Entry{}, err
+		return overlay.Entry{}, overlay.Event{}, err
 	}
 	if err := c.overlay.Room(overlay.Key{Kind: req.Kind, Prefix: req.Prefix}, c.maxEntries(), now); err != nil {
 		c.refused++
 		c.publish()
-		return overlay.Entry{}, err
+		return overlay.Entry{}, overlay.Event{}, err
 	}
 	next := cloneState(c.overlay)
 	e, ev := rules.Add(&next, req, now)
 	dropped := next.Trim(c.historyLimit())
 	if err := overlay.Conflict(c.good.Tables, c.overlay.Live(now), e); err != nil {
-		return overlay.Entry{}, err
+		return overlay.Entry{}, overlay.Event{}, err
 	}
 	prev, had := findEntry(c.overlay, e.Key())
 	tables := overlay.Merge(c.good.Tables, next.Live(now))
 	// Durable first: a crash after this finds the entry in the store and applies it.
 	if err := c.store.Commit([]overlay.Entry{e}, nil, []overlay.Event{ev}); err != nil {
-		return overlay.Entry{}, fmt.Errorf("storing the entry: %w", err)
+		return overlay.Entry{}, overlay.Event{}, fmt.Errorf("storing the entry: %w", err)
 	}
 	undoStore := func() {
 		var err error
@@ -226,7 +246,7 @@ func (c *Controller) AddEntry(req overlay.Request) (overlay.Entry, error) {
 	te := overlay.TableEntry(tables, e)
 	if err := c.prog.UpdateEntry(tables, te, true); err != nil {
 		undoStore()
-		return overlay.Entry{}, fmt.Errorf("writing the entry into the data plane: %w", err)
+		return overlay.Entry{}, overlay.Event{}, fmt.Errorf("writing the entry into the data plane: %w", err)
 	}
 	if pr := c.proveEntry(tables, e.Prefix, now); !pr.OK() {
 		old := overlay.Merge(c.good.Tables, c.overlay.Live(now))
@@ -236,7 +256,7 @@ func (c *Controller) AddEntry(req overlay.Request) (overlay.Entry, error) {
 			c.prog.UpdateEntry(old, te, false)
 		}
 		undoStore()
-		return overlay.Entry{}, fmt.Errorf("proof failed, the entry was taken out again: %s", pr.Mismatches[0])
+		return overlay.Entry{}, overlay.Event{}, fmt.Errorf("proof failed, the entry was taken out again: %s", pr.Mismatches[0])
 	}
 	c.overlay, c.live = next, tables
 	c.dropped += uint64(dropped)
@@ -244,7 +264,7 @@ func (c *Controller) AddEntry(req overlay.Request) (overlay.Entry, error) {
 	c.event(ev)
 	c.log.Info("runtime entry "+string(ev.Action), "entry", e.Key(), "expires", e.Expires.Format(time.RFC3339), "who", e.Who, "ticket", e.Ticket, "level", e.Level)
 	c.publish()
-	return e, nil
+	return e, ev, nil
 }
 
 // CheckEntry says whether req would be taken here, by the bounds of the policy in
@@ -286,7 +306,7 @@ func (c *Controller) removeEntry(k overlay.Key, action overlay.Action, who, reas
 				}
 			}
 		}
-		return fmt.Errorf("%w: %s", overlay.ErrNotFound, k)
+		return fmt.Errorf("%w: %s%s", overlay.ErrNotFound, k, c.nearMiss(k, now))
 	}
 	next := cloneState(c.overlay)
 	ev, err := overlay.Remove(&next, k, action, who, reason, now)
@@ -294,22 +314,34 @@ func (c *Controller) removeEntry(k overlay.Key, action overlay.Action, who, reas
 		return err
 	}
 	dropped := next.Trim(c.historyLimit())
+	// Out of the data plane first, then out of the store: a crash in between leaves
+	// the entry in the store, and the next start applies it again (the release was not
+	// answered; it is asked again). The other order left it in the data plane alone,
+	// which the next start takes for a lost store and recovers: a released unblock
+	// back in force for a day.
+	tables := c.live
+	if c.live != nil && c.good != nil {
+		tables = overlay.Merge(c.good.Tables, next.Live(now))
+		if err := c.prog.UpdateEntry(tables, overlay.TableEntry(c.live, e), false); err != nil {
+			return fmt.Errorf("removing the entry from the data plane: %w", err)
+		}
+	}
+	if c.crashPoint != nil {
+		c.crashPoint()
+	}
 	// With a failed store (expiries only: changes are refused then) the entry still
 	// leaves the data plane; there is nothing to write it to.
 	if c.store != nil {
 		if err := c.store.Commit(nil, []overlay.Key{k}, []overlay.Event{ev}); err != nil {
+			if tables != c.live {
+				if perr := c.prog.UpdateEntry(c.live, overlay.TableEntry(c.live, e), true); perr != nil {
+					c.log.Error("putting a runtime entry back into the data plane", "entry", k, "error", perr)
+				}
+			}
 			return fmt.Errorf("storing the release: %w", err)
 		}
 	}
-	if c.live != nil && c.good != nil {
-		tables := overlay.Merge(c.good.Tables, next.Live(now))
-		if err := c.prog.UpdateEntry(tables, overlay.TableEntry(c.live, e), false); err != nil {
-			// The store says it is gone: the next policy change or start applies that.
-			c.log.Error("removing a runtime entry from the data plane", "entry", k, "error", err)
-		} else {
-			c.live = tables
-		}
-	}
+	c.live = tables
 	c.overlay = next
 	c.dropped += uint64(dropped)
 	c.auditEntry(now, ev)
@@ -317,6 +349,33 @@ func (c *Controller) removeEntry(k overlay.Key, action overlay.Action, who, reas
 	c.log.Info("runtime entry "+string(action), "entry", k, "who", who)
 	c.publish()
 	return nil
+}
+
+// nearMiss says which live entries a release of k, which is not an entry, may have
+// meant ("" if none): those of k's kind that hold k's prefix or lie within it, and one
+// of the other kind with k's prefix. Called with c.mu held.
+func (c *Controller) nearMiss(k overlay.Key, now time.Time) string {
+	var near []string
+	other := ""
+	for _, e := range c.overlay.Live(now) {
+		switch {
+		case e.Kind == k.Kind && overlay.Concerns(e.Prefix, k.Prefix):
+			near = append(near, e.Prefix.String())
+		case e.Kind != k.Kind && e.Prefix == k.Prefix:
+			other = string(e.Kind)
+		}
+	}
+	var out string
+	if len(near) > 0 {
+		if len(near) > 5 {
+			near = append(near[:5], fmt.Sprintf("and %d more", len(near)-5))
+		}
+		out = fmt.Sprintf("; the runtime %ss that hold it or lie within it are %s: release one of those by its own prefix", k.Kind, strings.Join(near, ", "))
+	}
+	if other != "" {
+		out += fmt.Sprintf("; %s is a runtime %s: release the %s", k.Prefix, other, other)
+	}
+	return out
 }
 
 // expireRuntime ends the entries whose term is over: unblocks are ended here (the data
@@ -360,18 +419,18 @@ func (c *Controller) Entries() []overlay.Entry {
 }
 
 // EntriesPage returns up to limit of the live runtime entries as last published (in
-// the order of Entries), of prefix p only if p is valid, after the entry after if
-// after.Prefix is valid; and whether more follow.
+// the order of Entries), only those that concern prefix p (overlay.Concerns) if p is
+// valid, after the entry after if after.Prefix is valid; and whether more follow.
 func (c *Controller) EntriesPage(p netip.Prefix, after overlay.Key, limit int) ([]overlay.Entry, bool) {
 	return c.entries.Load().state.EntriesPage(c.now(), p, after, limit)
 }
 
-// History returns the history of prefix p (every prefix if p is not valid) as last
-// published.
+// History returns the history of the entries that concern prefix p
+// (overlay.Concerns; every entry's if p is not valid) as last published.
 func (c *Controller) History(p netip.Prefix) []overlay.Event {
 	var out []overlay.Event
 	for _, ev := range c.entries.Load().state.History {
-		if !p.IsValid() || ev.Entry.Prefix == p {
+		if !p.IsValid() || overlay.Concerns(ev.Entry.Prefix, p) {
 			out = append(out, ev)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/overlay"
 	"github.com/portcullis/portcullis/store"
+	"golang.org/x/sys/unix"
 )
 
 const policyRuntime = testutil.PolicyA + `runtime:
@@ -175,6 +176,10 @@ func TestRuntimeStoreRestart(t *testing.T) {
 	if d4.storeErr != nil || d4.storeLost == "" || len(d4.Entries()) != 2 {
 		t.Fatalf("lost store: err %v lost %q entries %+v", d4.storeErr, d4.storeLost, d4.Entries())
 	}
+	// The recovery is in the history as the store holds it, before any restart.
+	if h := d4.History(netip.Prefix{}); len(h) != 2 || h[0].Who != recoveredBy || h[0].Action != overlay.Added {
+		t.Errorf("history after the recovery: %+v", h)
+	}
 	if res := d4.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -192,5 +197,115 @@ func TestReleasePolicyQuarantine(t *testing.T) {
 	err := d.ReleaseEntry(overlay.Key{Kind: overlay.Quarantine, Prefix: netip.MustParsePrefix("198.51.100.66/32")}, "uid:0", "")
 	if !errors.Is(err, overlay.ErrNotFound) || !strings.Contains(err.Error(), "it is the policy's quarantine (q.yaml:") {
 		t.Fatalf("release of the policy's quarantine: %v", err)
+	}
+}
+
+var errCrash = errors.New("the daemon died here")
+
+// A daemon that dies in the middle of a release (kill -9, a power cut) leaves the
+// data plane and the store agreeing at the next start: the unblock is still an entry
+// and still in force (the release was never answered: it is asked again), not a
+// "lost store" whose entries are recovered from the data plane — which brought a
+// withdrawn unblock back for a day with an alarm that the store had lost it.
+func TestReleaseInterruptedByACrash(t *testing.T) {
+	testutil.RequireRoot(t)
+	// The daemon's pins on a bpffs of the test's own, so that a second program
+	// loaded from them stands for the daemon started again.
+	bpffs := t.TempDir()
+	if err := unix.Mount("bpf", bpffs, "bpf", 0, "mode=0700"); err != nil {
+		t.Fatalf("mounting bpffs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(bpffs, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmounting the test's bpffs: %v", err)
+		}
+	})
+	pins := filepath.Join(bpffs, "portcullis")
+	if err := os.Mkdir(pins, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { loader.Unpin(pins) })
+	prog, err := loader.LoadPinned(pins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "runtime.db")
+	d := testControllerOn(t, prog, path)
+	if res := d.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	ub := overlay.Request{Kind: overlay.Unblock, Prefix: netip.MustParsePrefix("100.64.7.7/32"), Reason: "asked", Who: "api:portal"}
+	e, err := d.AddEntry(ub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.crashPoint = func() { panic(errCrash) }
+	func() {
+		defer func() {
+			if r := recover(); r != errCrash {
+				t.Fatalf("the release did not reach the crash point: %v", r)
+			}
+		}()
+		d.ReleaseEntry(e.Key(), "api:portal", "opt-out withdrawn")
+	}()
+	d.store.Close() // the process is gone: nothing more is written
+	d.store = nil
+	prog.Close()
+
+	prog2, err := loader.LoadPinned(pins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog2.Close() })
+	d2 := testControllerOn(t, prog2, path)
+	if res := d2.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if d2.storeLost != "" {
+		t.Errorf("the interrupted release was taken for a lost store: %s", d2.storeLost)
+	}
+	es := d2.Entries()
+	if len(es) != 1 || es[0].Who != "api:portal" {
+		t.Fatalf("entries after the restart: %+v", es)
+	}
+	if got := judge(t, d2, "100.64.7.7"); got != model.ActionPass {
+		t.Errorf("the unblock the store holds is not in force: %v", got)
+	}
+	// Asked again, the release is done in both.
+	if err := d2.ReleaseEntry(e.Key(), "api:portal", "opt-out withdrawn"); err != nil {
+		t.Fatal(err)
+	}
+	if got := judge(t, d2, "100.64.7.7"); got != model.ActionTX {
+		t.Errorf("released: %v", got)
+	}
+}
+
+// A policy change whose quarantine would nest with a live runtime quarantine is
+// refused, naming both and the way out, as a runtime quarantine that would nest with
+// the policy's is: otherwise the inner one's end lifts the outer one for its addresses
+// (the data plane checks the most specific quarantine only).
+func TestPolicyQuarantineNestsWithRuntime(t *testing.T) {
+	d := testController(t)
+	if res := d.Apply("a.yaml", []byte(policyRuntime), "file"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if _, err := d.AddEntry(quarantine("100.64.9.9/32", "spam run")); err != nil {
+		t.Fatal(err)
+	}
+	nested := strings.Replace(policyRuntime, "quarantines:\n", "quarantines:\n  - {cidr: 100.64.9.0/24, verdict: drop, reason: botnet, owner: noc, expires: 2099-01-01}\n", 1)
+	res := d.Apply("b.yaml", []byte(nested), "file")
+	if res.Err == nil || res.Outcome != "rejected" || !strings.Contains(res.Err.Error(), "the policy's quarantine 100.64.9.0/24 (b.yaml:") ||
+		!strings.Contains(res.Err.Error(), "overlaps the runtime quarantine 100.64.9.9/32") || !strings.Contains(res.Err.Error(), "release the runtime quarantines first") {
+		t.Fatalf("a policy nesting with a runtime quarantine: %s %v", res.Outcome, res.Err)
+	}
+	if got := judge(t, d, "100.64.9.10"); got != model.ActionTX {
+		t.Errorf("the refused policy is in force: %v", got)
+	}
+	// Released, the policy applies.
+	if err := d.ReleaseEntry(overlay.Key{Kind: overlay.Quarantine, Prefix: netip.MustParsePrefix("100.64.9.9/32")}, "uid:0", "cleaned"); err != nil {
+		t.Fatal(err)
+	}
+	if res := d.Apply("b.yaml", []byte(nested), "file"); res.Err != nil || res.Outcome != "applied" {
+		t.Fatalf("after the release: %s %v", res.Outcome, res.Err)
 	}
 }

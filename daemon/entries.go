@@ -54,7 +54,8 @@ func (r EntryRequest) Request(who string) (overlay.Request, error) {
 	var d time.Duration
 	if r.For != "" {
 		if d, err = policy.ParseDuration(r.For); err != nil {
-			return overlay.Request{}, fmt.Errorf("%w: for: %v", overlay.ErrDuration, err)
+			// Not ErrDuration ("duration out of bounds"): the text is not a duration at all.
+			return overlay.Request{}, fmt.Errorf("%w: for: %v", overlay.ErrInvalid, err)
 		}
 	}
 	return overlay.Request{Kind: r.Kind, Prefix: p, For: d, Reason: r.Reason, Ticket: r.Ticket, Who: who}, nil
@@ -85,9 +86,10 @@ func (d *Daemon) handleAddEntry(w http.ResponseWriter, r *http.Request) {
 	uid, _ := r.Context().Value(peerKey{}).(int)
 	oreq, err := req.Request("uid:" + strconv.Itoa(uid))
 	if err == nil {
-		var e overlay.Entry
-		if e, err = d.ctl.AddEntry(oreq); err == nil {
-			writeJSON(w, http.StatusOK, EntriesResponse{Entries: []overlay.Entry{e}})
+		var ev overlay.Event
+		if ev, err = d.ctl.AddEntryEvent(oreq); err == nil {
+			// The event too: whether it was added, escalated or extended.
+			writeJSON(w, http.StatusOK, EntriesResponse{Entries: []overlay.Entry{ev.Entry}, History: []overlay.Event{ev}})
 			return
 		}
 	}
@@ -146,17 +148,23 @@ func (b backend) History(q api.HistoryQuery) ([]overlay.Event, uint64, bool) {
 }
 func (b backend) Status() any { return b.d.ctl.Snapshot() }
 
-// RemoteAddEntry asks the daemon behind socket for a runtime entry.
-func RemoteAddEntry(socket string, req EntryRequest) (overlay.Entry, error) {
+// RemoteAddEntry asks the daemon behind socket for a runtime entry. It returns the
+// event recorded (its Entry the entry in force; its Action added, escalated or
+// extended, or "" from a daemon that does not say).
+func RemoteAddEntry(socket string, req EntryRequest) (overlay.Event, error) {
 	var resp EntriesResponse
 	_, err := call(socket, http.MethodPost, "/v1/entries", req, &resp, time.Minute)
 	if err != nil {
-		return overlay.Entry{}, err
+		return overlay.Event{}, err
 	}
 	if resp.Error != "" || len(resp.Entries) != 1 {
-		return overlay.Entry{}, errors.New(resp.Error)
+		return overlay.Event{}, errors.New(resp.Error)
 	}
-	return resp.Entries[0], nil
+	ev := overlay.Event{Entry: resp.Entries[0]}
+	if len(resp.History) == 1 {
+		ev.Action = resp.History[0].Action
+	}
+	return ev, nil
 }
 
 // RemoteRelease asks the daemon behind socket to end a runtime entry.

@@ -69,6 +69,10 @@ const (
 	Released  Action = "released"
 	Expired   Action = "expired"
 	Escalated Action = "escalated" // added again within the escalation memory: a longer term
+	// Extended: added again while in force (a retried request, a second report while
+	// quarantined): a later expiry if the term asked for reaches further, never an
+	// escalation, and not counted as a repeat.
+	Extended Action = "extended"
 	// Suspended: taken out at a start because the data plane had no room for it (the
 	// IPv4 groups of ranges longer than /24 ran out); it must be added again.
 	Suspended Action = "suspended"
@@ -252,17 +256,25 @@ func Printable(s string) string {
 
 // Add applies req to s at now (after Validate): a new entry, or a longer term for an
 // existing one. A quarantine's term is req.For if given, else the escalation step for
-// how many quarantines of the prefix the history holds within Memory. It returns the
-// entry in force and the event to record.
+// how many quarantines of the prefix the history holds within Memory. An entry added
+// again while it is in force is extended (action Extended), not escalated: a client
+// that retries a request, or two reports of one spam run, must not lengthen the term
+// step by step. It returns the entry in force and the event to record.
 func (r Rules) Add(s *State, req Request, now time.Time) (Entry, Event) {
 	e := Entry{Kind: req.Kind, Prefix: req.Prefix, Added: now, Reason: req.Reason, Ticket: req.Ticket, Who: req.Who}
 	action := Added
 	term := req.For
+	i := slices.IndexFunc(s.Entries, func(x Entry) bool { return x.Key() == e.Key() })
+	live := i >= 0 && s.Entries[i].Live(now)
+	if live {
+		action = Extended
+	}
 	switch req.Kind {
 	case Quarantine:
 		e.Reset = r.Reset
-		e.Level = r.priorQuarantines(s, req.Prefix, now)
-		if e.Level > 0 {
+		if live {
+			e.Level = s.Entries[i].Level
+		} else if e.Level = r.priorQuarantines(s, req.Prefix, now); e.Level > 0 {
 			action = Escalated
 		}
 		if term == 0 {
@@ -281,7 +293,6 @@ func (r Rules) Add(s *State, req Request, now time.Time) (Entry, Event) {
 		}
 	}
 	e.Expires = now.Add(term)
-	i := slices.IndexFunc(s.Entries, func(x Entry) bool { return x.Key() == e.Key() })
 	if i >= 0 {
 		// Already there: the later expiry wins, the history says who extended it.
 		if s.Entries[i].Expires.After(e.Expires) {
@@ -418,13 +429,28 @@ func (s *State) Trim(limit int) int {
 	return n
 }
 
+// Clip is s as an error message may quote it: at most 64 bytes of it, cut on a
+// character boundary and marked with "…" when longer, so that a client's junk is not
+// echoed whole into the answer and the audit log.
+func Clip(s string) string {
+	const most = 64
+	if len(s) <= most {
+		return s
+	}
+	i := most
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
+}
+
 // ParseTarget parses one host ("100.64.1.10", a /32 or /128) or a network
 // ("100.64.1.0/28"). An IPv4-mapped IPv6 address is taken as the IPv4 one it maps.
 func ParseTarget(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not a network; write one like 100.64.1.0/28 or 2001:db8:1::/48", s)
+			return netip.Prefix{}, fmt.Errorf("%q is not a network; write one like 100.64.1.0/28 or 2001:db8:1::/48", Clip(s))
 		}
 		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
 			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
@@ -436,21 +462,28 @@ func ParseTarget(s string) (netip.Prefix, error) {
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IP address; write one host like 100.64.1.10 or 2001:db8::1", s)
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address; write one host like 100.64.1.10 or 2001:db8::1", Clip(s))
 	}
 	if a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q has an IPv6 zone; give the address without %%%s", s, a.Zone())
+		return netip.Prefix{}, fmt.Errorf("%q has an IPv6 zone; give the address without %%%s", Clip(s), Clip(a.Zone()))
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
+// Concerns reports whether an entry (or event) of prefix e bears on the addresses of
+// p: e holds p, or lies within it. A listing narrowed to p is of these: asked about
+// one subscriber, it answers the subscriber's own entries and those of the networks
+// that hold it (an unblock of 100.64.1.0/28 unblocks 100.64.1.10 too).
+func Concerns(e, p netip.Prefix) bool { return e.Overlaps(p) }
+
 // Sort puts the entries in Live's order (kind, then prefix), which Add keeps.
 func (s *State) Sort() { slices.SortFunc(s.Entries, compareEntries) }
 
 // EntriesPage returns up to limit of the entries in force at now, in Live's order:
-// only those of prefix p if p is valid, only those after the entry after if
-// after.Prefix is valid; and whether more follow. It copies only what it returns.
+// only those that concern prefix p (Concerns) if p is valid, only those after the
+// entry after if after.Prefix is valid; and whether more follow. It copies only what
+// it returns.
 func (s *State) EntriesPage(now time.Time, p netip.Prefix, after Key, limit int) ([]Entry, bool) {
 	entries := s.Entries
 	if !slices.IsSortedFunc(entries, compareEntries) {
@@ -465,7 +498,7 @@ func (s *State) EntriesPage(now time.Time, p netip.Prefix, after Key, limit int)
 	}
 	var out []Entry
 	for _, e := range entries[i:] {
-		if !e.Live(now) || (p.IsValid() && e.Prefix != p) {
+		if !e.Live(now) || (p.IsValid() && !Concerns(e.Prefix, p)) {
 			continue
 		}
 		if len(out) == limit {
@@ -477,8 +510,8 @@ func (s *State) EntriesPage(now time.Time, p netip.Prefix, after Key, limit int)
 }
 
 // HistoryPage returns up to limit of the newest events of the history, oldest first:
-// only those of prefix p if p is valid, only those numbered below before if before is
-// not 0. s.History[i] is numbered first+i. It returns the number of the first event
+// only those of entries that concern prefix p (Concerns) if p is valid, only those
+// numbered below before if before is not 0. s.History[i] is numbered first+i. It returns the number of the first event
 // returned and whether older ones match too. It copies only what it returns.
 func (s *State) HistoryPage(first uint64, p netip.Prefix, before uint64, limit int) ([]Event, uint64, bool) {
 	end := len(s.History)
@@ -492,7 +525,7 @@ func (s *State) HistoryPage(first uint64, p netip.Prefix, before uint64, limit i
 	}
 	var idx []int // newest first
 	for i := end - 1; i >= 0; i-- {
-		if p.IsValid() && s.History[i].Entry.Prefix != p {
+		if p.IsValid() && !Concerns(s.History[i].Entry.Prefix, p) {
 			continue
 		}
 		if len(idx) == limit {

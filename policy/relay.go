@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -420,6 +421,10 @@ func ParseDuration(s string) (time.Duration, error) {
 		return time.Duration(days) * 24 * time.Hour, nil
 	}
 	d, err := time.ParseDuration(s)
+	if err != nil && goDuration.MatchString(s) {
+		// Written as a duration, but past what one holds.
+		return 0, fmt.Errorf("%q is too long: a duration is at most about 292 years (106751d)", s)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("%q is not a duration; write a Go duration like \"90m\" or \"24h\", or days like \"30d\"", s)
 	}
@@ -428,6 +433,10 @@ func ParseDuration(s string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// goDuration is the syntax time.ParseDuration takes (without a sign): what it refuses
+// in this form is too long.
+var goDuration = regexp.MustCompile(`^([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))*$`)
 
 // FormatDuration writes d in days when it is whole days, else as Go does.
 func FormatDuration(d time.Duration) string {

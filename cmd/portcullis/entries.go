@@ -30,7 +30,8 @@ Ends a runtime quarantine of ADDRESS or CIDR now (with --unblock: ends an unbloc
 
 const entriesHelp = `
 Lists the runtime entries in force (kind, prefix, until, who, ticket, reason), with
---history the history (of one prefix with --prefix).`
+--history the history. --prefix narrows both to what concerns one address or network:
+its own entries and those of the networks that hold it (or lie within it).`
 
 func entryFlags(e *env, verb, usage, help string) (*flag.FlagSet, paths, *string, *string, *string) {
 	fs := newFlags(e, verb, usage, help)
@@ -61,7 +62,8 @@ func runAddEntry(e *env, args []string, kind overlay.Kind, verb, help string) er
 	if err != nil {
 		return &exitError{2, err}
 	}
-	ent, err := daemon.RemoteAddEntry(socket, daemon.EntryRequest{Kind: kind, Prefix: fs.Arg(0), For: *term, Reason: *reason, Ticket: *ticket})
+	ev, err := daemon.RemoteAddEntry(socket, daemon.EntryRequest{Kind: kind, Prefix: fs.Arg(0), For: *term, Reason: *reason, Ticket: *ticket})
+	ent := ev.Entry
 	if err != nil {
 		return &exitError{1, fmt.Errorf("%s %s: %w; nothing changed", verb, fs.Arg(0), err)}
 	}
@@ -74,6 +76,10 @@ func runAddEntry(e *env, args []string, kind overlay.Kind, verb, help string) er
 	}
 	level := ""
 	switch {
+	case ev.Action == overlay.Extended && kind == overlay.Quarantine:
+		level = " (in force already: extended, not escalated)"
+	case ev.Action == overlay.Extended:
+		level = " (in force already: extended)"
 	case ent.Level > 0 && *term == "":
 		level = fmt.Sprintf(" (repeat %d: escalated)", ent.Level+1)
 	case ent.Level > 0:
@@ -111,7 +117,7 @@ func runEntries(e *env, args []string) error {
 	p := pathFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	history := fs.Bool("history", false, "show the history too")
-	prefix := fs.String("prefix", "", "this prefix's entry and history only")
+	prefix := fs.String("prefix", "", "only the entries and history that concern this address or network (its own, and those of networks that hold it or lie within it)")
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
@@ -128,7 +134,7 @@ func runEntries(e *env, args []string) error {
 		if err != nil {
 			return &exitError{2, fmt.Errorf("--prefix: %w", err)}
 		}
-		resp.Entries = slices.DeleteFunc(resp.Entries, func(x overlay.Entry) bool { return x.Prefix != want })
+		resp.Entries = slices.DeleteFunc(resp.Entries, func(x overlay.Entry) bool { return !overlay.Concerns(x.Prefix, want) })
 	}
 	if *asJSON {
 		return writeJSON(e.stdout, resp)

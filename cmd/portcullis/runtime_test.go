@@ -70,6 +70,10 @@ func TestDaemonRuntimeEntries(t *testing.T) {
 	}
 	l.expect(25, "timeout")
 	l.expect(587, "ok")
+	// The same quarantine again (a retry): extended, not a repeat.
+	if out, errs, code := l.cli("quarantine", "--config", l.cfg, "--reason", "spam run", "--ticket", "AB-7", "100.64.1.2"); code != 0 || !strings.Contains(out, "(in force already: extended, not escalated)") {
+		t.Errorf("quarantine again: %d %s %s", code, out, errs)
+	}
 	// Bad input changes nothing.
 	for _, args := range [][]string{
 		{"quarantine", "--reason", "x", "100.64.1.300"},
@@ -82,10 +86,18 @@ func TestDaemonRuntimeEntries(t *testing.T) {
 			t.Errorf("%v: exit 0 (%s %s)", args, out, errs)
 		}
 	}
+	// A --for that is not a duration is said to be one, not "out of bounds".
+	if _, errs, code := l.cli("quarantine", "--config", l.cfg, "--reason", "x", "--for", "3x", "100.64.1.9"); code != 1 || !strings.Contains(errs, `invalid runtime entry: for: "3x" is not a duration; write a Go duration`) || strings.Contains(errs, "out of bounds") {
+		t.Errorf("quarantine --for 3x: %d %s", code, errs)
+	}
 	if r := entries(); len(r.Entries) != 1 || r.Entries[0].Kind != "quarantine" {
 		t.Fatalf("entries after bad input: %+v", r)
 	}
-	// --prefix: that prefix's entry and history only.
+	// --prefix: what concerns that address or network only: its entries, those of
+	// the networks that hold it and those within it.
+	if out, _, _ := l.cli("entries", "--prefix", "100.64.1.0/24", "--config", l.cfg); !strings.Contains(out, "100.64.1.2/32") || !strings.Contains(out, "spam run") {
+		t.Errorf("entries --prefix 100.64.1.0/24:\n%s", out)
+	}
 	if out, _, _ := l.cli("entries", "--prefix", "100.64.1.2", "--config", l.cfg); !strings.Contains(out, "100.64.1.2/32") || !strings.Contains(out, "spam run") {
 		t.Errorf("entries --prefix 100.64.1.2:\n%s", out)
 	}
