@@ -362,12 +362,24 @@ func (p *parser) str(n *node, what string) string {
 	return n.value
 }
 
+// text is str for a value that must say something: an empty or blank string (quoted
+// empty, or spaces) is an error at the value, telling what to write (fix), so that an empty
+// value never drops, widens or empties an entry without a word.
+func (p *parser) text(n *node, what, fix string) string {
+	s := p.str(n, what)
+	if n.kind == scalarNode && n.tag != "!!null" && strings.TrimSpace(s) == "" {
+		p.errorf(n, "%s is empty; %s", what, fix)
+		return ""
+	}
+	return s
+}
+
 // MaxNameLen bounds entry names: counters are kept in the data plane under
 // "kind/name", in a fixed-size label.
 const MaxNameLen = 100
 
 func (p *parser) name(n *node) string {
-	s := p.str(n, "name")
+	s := p.text(n, "name", "give the entry a name (counters are kept by it), or leave the key out where it is optional")
 	if len(s) > MaxNameLen {
 		p.errorf(n, "name is %d bytes long; keep it to %d (counters are kept under it)", len(s), MaxNameLen)
 	}
@@ -437,7 +449,7 @@ func (p *parser) verdict(n *node, allowed []model.Verdict) model.Verdict {
 // cidr parses a prefix or a bare address (a host prefix). Host bits set is an error
 // that suggests the prefix meant; IPv4-mapped IPv6 becomes IPv4.
 func (p *parser) cidr(n *node) (CIDR, bool) {
-	s := p.str(n, "a CIDR")
+	s := p.text(n, "a CIDR", "write an address or prefix, like 192.0.2.25 or 100.64.0.0/10")
 	if s == "" {
 		return CIDR{}, false
 	}
@@ -507,7 +519,7 @@ const MaxListErrors = 20
 // line, blank lines and "#" comments (whole-line or after the prefix) ignored. A
 // relative path is relative to the policy file's directory. Errors name file:line.
 func (p *parser) cidrsFile(n *node) []CIDR {
-	rel := p.str(n, "cidrs_file")
+	rel := p.text(n, "cidrs_file", "name a list file (relative to the policy file's directory), or leave the key out")
 	if rel == "" {
 		return nil
 	}
@@ -731,7 +743,7 @@ func isDigits(s string) bool {
 
 // when parses a date (2026-12-01, midnight UTC) or an RFC 3339 time.
 func (p *parser) when(n *node, what string) (time.Time, bool) {
-	s := p.str(n, what)
+	s := p.text(n, what, "give a date like 2026-12-31 (midnight UTC) or a time like 2026-12-31T18:00:00Z")
 	if s == "" {
 		return time.Time{}, false
 	}

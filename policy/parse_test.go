@@ -525,3 +525,31 @@ func TestRuntimeUnblockWidest(t *testing.T) {
 		t.Fatalf("widest_ipv4 4: %v", err)
 	}
 }
+
+// An empty string ("", or quoted blank), where a value is required, is an error at the value:
+// it must not drop the entry silently (a quarantine with expires: "" vanished), widen
+// it (interfaces: [""] read as every interface) or leave a prefix-less entry behind
+// (cidr: "" in an exemption panicked the shadow check).
+func TestEmptyStrings(t *testing.T) {
+	cases := []struct{ name, src, want string }{
+		{"range cidr", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [\"\"]}\n", `3:38: a CIDR is empty`},
+		{"exemption cidr", "version: 1\nexemptions:\n  - {cidr: \"\", reason: x, ticket: T}\n", `3:12: a CIDR is empty`},
+		{"quarantine cidr", "version: 1\nquarantines:\n  - {cidr: '', verdict: drop, reason: x, ticket: T, expires: 2027-01-01}\n", `3:12: a CIDR is empty`},
+		{"relay cidr", "version: 1\nrelays:\n  - {name: r, cidrs: [\"\"], reason: x, owner: o}\n", `3:23: a CIDR is empty`},
+		{"cidrs_file", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs_file: \"\"}\n", `3:42: cidrs_file is empty`},
+		{"range name", "version: 1\nranges:\n  - {name: \"\", verdict: drop, cidrs: [192.0.2.0/24]}\n", `3:12: name is empty`},
+		{"blank name", "version: 1\nranges:\n  - {name: \"  \", verdict: drop, cidrs: [192.0.2.0/24]}\n", `3:12: name is empty`},
+		{"expires", "version: 1\nquarantines:\n  - {cidr: 192.0.2.1, verdict: drop, reason: x, ticket: T, expires: \"\"}\n", `3:69: expires is empty`},
+		{"interface", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [192.0.2.0/24], interfaces: [\"\"]}\n", `3:66: an interface name is empty`},
+		{"duration", "version: 1\nruntime:\n  quarantine:\n    memory: \"\"\n", `4:13: runtime.quarantine.memory is empty`},
+		{"range name in runtime", "version: 1\nruntime:\n  unblock:\n    forbidden_in: [\"\"]\n", `4:20: a range name is empty`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse("p.yaml", []byte(c.src), testNow)
+			if err == nil || !strings.Contains(err.Error(), "p.yaml:"+c.want) {
+				t.Errorf("err %v, want %q", err, c.want)
+			}
+		})
+	}
+}

@@ -30,7 +30,7 @@ func (p *parser) scope(n *node) Scope {
 	var out Scope
 	at := map[string]*node{}
 	for _, e := range items {
-		name := p.str(e, "an interface name")
+		name := p.text(e, "an interface name", "write a Linux interface name, like eth3.200")
 		if name == "" {
 			continue
 		}
@@ -354,7 +354,7 @@ func (p *parser) runtime(n *node, pol *Policy) {
 func (p *parser) rangeNames(n *node, what string) []string {
 	var out []string
 	for _, e := range p.list(n, what) {
-		if s := p.str(e, "a range name"); s != "" {
+		if s := p.text(e, "a range name", "name a range of this policy, or leave the list empty"); s != "" {
 			out = append(out, s)
 		}
 	}
@@ -389,7 +389,7 @@ func (p *parser) checkRuntime(pol *Policy, n *node) {
 
 // duration parses a duration: Go's (90m, 24h, 1h30m) or whole days (30d).
 func (p *parser) duration(n *node, what string) (time.Duration, bool) {
-	s := p.str(n, what)
+	s := p.text(n, what, "write a duration like 4h, 90m or 30d, or leave the key out for the default")
 	if s == "" {
 		return 0, false
 	}
