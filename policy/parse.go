@@ -573,6 +573,7 @@ func (p *parser) cidrsFile(n *node) []CIDR {
 // errors.
 func (p *parser) readList(text, path string, out []CIDR) (int, bool) {
 	errs, n, line := len(p.errs), 0, 0
+	text = strings.TrimPrefix(text, "\ufeff") // a UTF-8 byte-order mark (Windows exports)
 	for len(text) > 0 {
 		line++
 		var l string
@@ -595,7 +596,7 @@ func (p *parser) readList(text, path string, out []CIDR) (int, bool) {
 		if pfx, ok := plainIPv4(l); ok {
 			out[n] = CIDR{pfx, Pos{path, line, col}}
 			n++
-		} else if f := strings.Fields(l); len(f) > 1 && isPrefix(f[0]) {
+		} else if f := strings.FieldsFunc(l, isListSeparator); strings.IndexFunc(l, isListSeparator) >= 0 && len(f) > 0 && isPrefix(f[0]) {
 			p.errs = append(p.errs, Error{Pos{path, line, col}, fmt.Sprintf("%q: one address or CIDR per line", l)})
 		} else if c, ok := p.cidrAt(l, Pos{path, line, col}); ok {
 			out[n] = c
@@ -604,6 +605,10 @@ func (p *parser) readList(text, path string, out []CIDR) (int, bool) {
 	}
 	return n, true
 }
+
+// isListSeparator reports whether r separates prefixes written on one line of a list
+// file (spaces, or a CSV's commas and semicolons): each must have its own line.
+func isListSeparator(r rune) bool { return r == ' ' || r == '\t' || r == ',' || r == ';' }
 
 // isPrefix reports whether s reads as an address or a CIDR prefix.
 func isPrefix(s string) bool {

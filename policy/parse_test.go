@@ -553,3 +553,39 @@ func TestEmptyStrings(t *testing.T) {
 		})
 	}
 }
+
+// A list file exported on Windows (an IPAM's CSV export, Excel, Notepad) starts with
+// a UTF-8 byte-order mark and ends its lines with CRLF: it reads as the same list.
+// Several prefixes on one line, separated by commas or semicolons, are told apart
+// from a malformed prefix.
+func TestListFileBOMAndSeparators(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.yaml")
+	list := filepath.Join(dir, "l.txt")
+	if err := os.WriteFile(pol, []byte("version: 1\nranges:\n  - {name: dsl, verdict: drop, cidrs_file: l.txt}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(list, []byte("\ufeff100.64.0.0/16\r\n100.65.0.0/16 \r\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParseFile(pol, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Ranges[0].CIDRs; len(got) != 2 || got[0].Pos.Col != 1 || got[0].Prefix.String() != "100.64.0.0/16" {
+		t.Errorf("read %+v", got)
+	}
+	if err := os.WriteFile(list, []byte("100.64.0.0/16,100.65.0.0/16\n100.66.0.0/16; 100.67.0.0/16\n100.68.0.0/16;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ParseFile(pol, testNow)
+	for _, want := range []string{
+		list + `:1:1: "100.64.0.0/16,100.65.0.0/16": one address or CIDR per line`,
+		list + `:2:1: "100.66.0.0/16; 100.67.0.0/16": one address or CIDR per line`,
+		list + `:3:1: "100.68.0.0/16;": one address or CIDR per line`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v\nwant %q", err, want)
+		}
+	}
+}
