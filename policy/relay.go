@@ -288,6 +288,49 @@ func (rt Runtime) WidestUnblocks() (v4, v6 int) {
 // nothing (runtime.quarantine.max).
 const DefaultQuarantineMax = 365 * 24 * time.Hour
 
+// The other defaults of the runtime: section (overlay applies them).
+var DefaultQuarantineTerms = []time.Duration{time.Hour, 4 * time.Hour, 24 * time.Hour}
+
+const (
+	DefaultQuarantineMemory = 30 * 24 * time.Hour
+	DefaultUnblockTerm      = 30 * 24 * time.Hour
+	DefaultUnblockMax       = 365 * 24 * time.Hour
+)
+
+// settings are rt's bounds as key and value, each default filled in, in a fixed
+// order (diff compares two policies' settings by position).
+func (rt Runtime) settings() [][2]string {
+	terms := rt.QuarantineTerms
+	if len(terms) == 0 {
+		terms = DefaultQuarantineTerms
+	}
+	var ts []string
+	for _, t := range terms {
+		ts = append(ts, FormatDuration(t))
+	}
+	verdict := "drop"
+	if rt.QuarantineReset {
+		verdict = "reset"
+	}
+	names := func(l []string) string {
+		l = slices.Sorted(slices.Values(l))
+		return "[" + strings.Join(slices.Compact(l), ", ") + "]"
+	}
+	w4, w6 := rt.WidestUnblocks()
+	return [][2]string{
+		{"quarantine.terms", "[" + strings.Join(ts, ", ") + "]"},
+		{"quarantine.memory", FormatDuration(cmp.Or(rt.QuarantineMemory, DefaultQuarantineMemory))},
+		{"quarantine.verdict", verdict},
+		{"quarantine.max", FormatDuration(rt.MaxQuarantine())},
+		{"quarantine.forbidden_in", names(rt.NoQuarantine)},
+		{"unblock.default", FormatDuration(cmp.Or(rt.UnblockDefault, DefaultUnblockTerm))},
+		{"unblock.max", FormatDuration(cmp.Or(rt.UnblockMax, DefaultUnblockMax))},
+		{"unblock.widest_ipv4", "/" + strconv.Itoa(w4)},
+		{"unblock.widest_ipv6", "/" + strconv.Itoa(w6)},
+		{"unblock.forbidden_in", names(rt.NoUnblock)},
+	}
+}
+
 func (p *parser) runtime(n *node, pol *Policy) {
 	rt := &pol.Runtime
 	rt.Pos = p.pos(n)
