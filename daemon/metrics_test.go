@@ -1,0 +1,45 @@
+package daemon
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// Every runtime event series exists from the start, at 0: the counter lives in the
+// daemon (it restarts with it), and a series that appears only with its first event
+// hides that event from rate() and increase(), which need two samples.
+func TestRuntimeEventSeriesFromStart(t *testing.T) {
+	m := newMetrics(nil, nil, nil)
+	ch := make(chan prometheus.Metric, 64)
+	m.runtime.Collect(ch)
+	close(ch)
+	var got []string
+	for c := range ch {
+		var d dto.Metric
+		if err := c.Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		if d.GetCounter().GetValue() != 0 {
+			t.Errorf("%v starts at %v", d.GetLabel(), d.GetCounter().GetValue())
+		}
+		var kind, action string
+		for _, l := range d.GetLabel() {
+			switch l.GetName() {
+			case "kind":
+				kind = l.GetValue()
+			case "action":
+				action = l.GetValue()
+			}
+		}
+		got = append(got, kind+"/"+action)
+	}
+	slices.Sort(got)
+	want := []string{"quarantine/added", "quarantine/escalated", "quarantine/expired", "quarantine/released", "quarantine/suspended",
+		"unblock/added", "unblock/expired", "unblock/released", "unblock/suspended"}
+	if !slices.Equal(got, want) {
+		t.Errorf("series %q, want %q", got, want)
+	}
+}
