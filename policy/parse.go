@@ -299,6 +299,7 @@ func parse(p *parser, data []byte) (*Policy, error) {
 		return nil, p.errs
 	}
 	p.checkShadowed(pol)
+	p.checkNeedless(pol)
 	p.occ = nil
 	slices.SortStableFunc(p.warns, func(a, b Error) int {
 		return cmp.Or(cmp.Compare(a.Pos.Line, b.Pos.Line), cmp.Compare(a.Pos.Col, b.Pos.Col))
@@ -1225,5 +1226,80 @@ func (p *parser) checkShadowedIn(pol *Policy, sc Scope, exs []int) {
 			subject = fmt.Sprintf("exemption %q (%s)", e.Name, x)
 		}
 		p.warns = append(p.warns, Error{e.Pos, fmt.Sprintf("%s never decides anything: every address in it is decided by more specific entries: %s%s; remove it, or remove what shadows it", subject, strings.Join(names, ", "), more)})
+	}
+}
+
+// checkNeedless warns of each exemption that changes nothing because its addresses
+// pass without it: every range around it that may apply where it does passes, and so
+// does the default where none of them applies. Such an exemption's address is most
+// often mistyped (and the server it is for stays blocked). Exemptions already warned
+// of as shadowed, and those inside another exemption, are left out; quarantines do
+// not count (they lift).
+func (p *parser) checkNeedless(pol *Policy) {
+	warned := map[Pos]bool{}
+	for _, w := range p.warns {
+		warned[w.Pos] = true
+	}
+	// The prefix lengths the policy has, per family: only those are looked up.
+	var lens [2][129]bool
+	for _, o := range p.occ {
+		lens[o.key.fb>>8][o.key.fb&0xff] = true
+	}
+	live := func(e Exemption) bool { return e.Expires.IsZero() || p.now.Before(e.Expires) }
+	for ei, e := range pol.Exemptions {
+		if !live(e) || warned[e.Pos] {
+			continue
+		}
+		x := e.CIDR.Prefix
+		var around []string
+		defaultApplies, needless := true, true
+		fam := keyOf(x).fb >> 8
+		for bits := x.Bits() - 1; bits >= 0 && needless; bits-- {
+			if !lens[fam][bits] {
+				continue
+			}
+			k := keyOf(netip.PrefixFrom(x.Addr(), bits).Masked())
+			i := sort.Search(len(p.occ), func(i int) bool { return p.occ[i].key.compare(k) >= 0 })
+			for ; i < len(p.occ) && p.occ[i].key == k; i++ {
+				o := p.occ[i]
+				ow := int(o.owner)
+				if ow >= len(pol.Ranges) {
+					if x := ow - len(pol.Ranges); x < len(pol.Exemptions) && x != ei && live(pol.Exemptions[x]) && pol.Exemptions[x].Scope.Overlaps(e.Scope) {
+						needless = false // nested exemptions: the shadow check's business
+						break
+					}
+					continue // a quarantine (it lifts), an expired exemption
+				}
+				c, what, sc := p.occurrenceOf(pol, o)
+				if !sc.Overlaps(e.Scope) {
+					continue
+				}
+				if pol.Ranges[ow].Verdict != model.Pass {
+					needless = false
+					break
+				}
+				if sc.Covers(e.Scope) {
+					defaultApplies = false
+				}
+				on := ""
+				if sc != nil {
+					on = " on " + sc.String()
+				}
+				if len(around) < maxShadowers {
+					around = append(around, fmt.Sprintf("%s %s%s, %s", what, c.Prefix, on, c.Pos))
+				}
+			}
+		}
+		if !needless || defaultApplies && pol.Default != model.Pass {
+			continue
+		}
+		if defaultApplies {
+			around = append([]string{"the default"}, around...)
+		}
+		subject := "exemption " + x.String()
+		if e.Name != subject {
+			subject = fmt.Sprintf("exemption %q (%s)", e.Name, x)
+		}
+		p.warns = append(p.warns, Error{e.Pos, fmt.Sprintf("%s changes nothing: without it its addresses pass anyway (%s); is the address right?", subject, strings.Join(around, ", and "))})
 	}
 }

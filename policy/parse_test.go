@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -323,7 +324,9 @@ func TestShadowedExemption(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p, err := Parse("p.yaml", []byte(c.src), testNow)
+			// A blocking default: with a passing one, an exemption in no range changes
+			// nothing and is warned of as such (TestNeedlessExemptionWarns).
+			p, err := Parse("p.yaml", []byte(c.src+"default: drop\n"), testNow)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -588,4 +591,83 @@ func TestListFileBOMAndSeparators(t *testing.T) {
 			t.Errorf("%v\nwant %q", err, want)
 		}
 	}
+}
+
+// An exemption whose addresses pass without it (no blocking range covers it, and the
+// default passes; or the range around it passes) changes nothing: most often its
+// address is mistyped, and the customer's server stays blocked. A warning says so.
+func TestNeedlessExemptionWarns(t *testing.T) {
+	const base = `version: 1
+default: %s
+ranges:
+  - {name: dsl, verdict: reset, cidrs: [100.64.0.0/12]}
+  - {name: biz, verdict: pass, cidrs: [198.51.100.0/24]}
+  - {name: partner, verdict: pass, cidrs: [100.80.0.0/16], interfaces: [eth3]}
+exemptions:
+  - {cidr: 100.64.12.25, name: ok-mail, reason: r, ticket: T}
+  - {cidr: 100.46.12.25, name: typo-mail, reason: r, ticket: T}
+  - {cidr: 198.51.100.25, reason: r, ticket: T}
+  - {cidr: 100.80.1.25, name: partner-side, reason: r, ticket: T}
+`
+	p, err := Parse("p.yaml", []byte(fmt.Sprintf(base, "pass")), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range p.Warnings {
+		got = append(got, w.Error())
+	}
+	want := []string{
+		`p.yaml:9:5: exemption "typo-mail" (100.46.12.25/32) changes nothing: without it its addresses pass anyway (the default); is the address right?`,
+		`p.yaml:10:5: exemption 198.51.100.25/32 changes nothing: without it its addresses pass anyway (range "biz" 198.51.100.0/24, p.yaml:5:40); is the address right?`,
+		`p.yaml:11:5: exemption "partner-side" (100.80.1.25/32) changes nothing: without it its addresses pass anyway (the default, and range "partner" 100.80.0.0/16 on eth3, p.yaml:6:44); is the address right?`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// With a blocking default, an exemption outside every range is what lets it through.
+	p, err = Parse("p.yaml", []byte(fmt.Sprintf(base, "drop")), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range p.Warnings {
+		if strings.Contains(w.Error(), "typo-mail") || strings.Contains(w.Error(), "partner-side") {
+			t.Errorf("default drop: %v", w)
+		}
+	}
+}
+
+// The needless-exemption warning is sound: on the random policies of the equivalence
+// test, removing an exemption it names changes no verdict on any interface.
+func TestNeedlessExemptionSound(t *testing.T) {
+	warned := 0
+	for _, c := range equivCases() {
+		if !strings.HasPrefix(c.name, "random") || len(c.lists) > 0 {
+			continue
+		}
+		p, err := Parse("policy.yaml", []byte(c.yaml), testNow)
+		if err != nil {
+			continue
+		}
+		full := mustCompile(t, p)
+		for _, w := range p.Warnings {
+			if !strings.Contains(w.Msg, "changes nothing") {
+				continue
+			}
+			i := slices.IndexFunc(p.Exemptions, func(e Exemption) bool { return e.Pos == w.Pos })
+			if i < 0 {
+				t.Fatalf("%s: no exemption at %s", c.name, w.Pos)
+			}
+			warned++
+			q := *p
+			q.Exemptions = slices.Delete(slices.Clone(p.Exemptions), i, i+1)
+			if d := Diff(full, mustCompile(t, &q), testNow); len(d.Changes) > 0 {
+				t.Errorf("%s: %v, but removing it changes %v", c.name, w, d.Changes[0])
+			}
+		}
+	}
+	if warned == 0 {
+		t.Fatal("no needless exemption among the random policies")
+	}
+	t.Logf("%d needless exemptions removed", warned)
 }
