@@ -402,7 +402,14 @@ func (p *parser) uint(n *node, what string, maxv uint64) (uint64, bool) {
 
 func (p *parser) list(n *node, what string) []*node {
 	if n.kind != sequenceNode {
-		p.errorf(n, "%s must be a list, not %s", what, kindName(n))
+		fix := ""
+		switch {
+		case n.kind == scalarNode && n.tag != "!!null" && strings.TrimSpace(n.value) != "":
+			fix = fmt.Sprintf(" (write it in brackets: [%s])", n.value)
+		case n.kind == mappingNode:
+			fix = fmt.Sprintf(` (start each entry of %s with "- ")`, what)
+		}
+		p.errorf(n, "%s must be a list, not %s%s", what, kindName(n), fix)
 		return nil
 	}
 	return n.content
