@@ -242,6 +242,15 @@ type parser struct {
 	occ    []occurrence // every prefix of the policy, sorted (checkOverlaps)
 	lists  ListFiles    // list files to read from, not the file system (ParseWithLists)
 	keep   ListFiles    // the list files read, kept (ParseKeeping)
+	// ranges is where each range name is first written, ranges with errors included;
+	// forbidden the range names runtime: forbids, where each is written.
+	ranges    map[string]Pos
+	forbidden []forbiddenName
+}
+
+type forbiddenName struct {
+	name string
+	pos  Pos
 }
 
 func (p *parser) pos(n *node) Pos { return Pos{p.file, max(n.line, 1), max(n.col, 1)} }
@@ -283,6 +292,7 @@ func ParseWithLists(file string, data []byte, now time.Time, lists ListFiles) (*
 
 func parse(p *parser, data []byte) (*Policy, error) {
 	file := p.file
+	p.ranges = map[string]Pos{}
 	root, err := parseYAML(file, data)
 	if errors.Is(err, errEmpty) {
 		return nil, Errors{{Pos{file, 1, 1}, "the policy is empty; start from examples/policy.yaml"}}
@@ -807,7 +817,18 @@ func (p *parser) policy(root *node) *Policy {
 			})
 		case "ranges":
 			for _, n := range p.list(v, "ranges") {
-				if r, ok := p.rangeEntry(n); ok {
+				r, ok := p.rangeEntry(n)
+				// Names count also for a range with errors: its other errors are not
+				// repeated as a spurious "forbidden_in names a range the policy does
+				// not have", and a second range of its name is found at once.
+				if r.Name != "" {
+					if prev, dup := p.ranges[r.Name]; dup {
+						p.errs = append(p.errs, Error{r.Pos, fmt.Sprintf("range name %q is already used at %s; names must be unique (counters are kept by name)", r.Name, prev)})
+					} else {
+						p.ranges[r.Name] = r.Pos
+					}
+				}
+				if ok {
 					pol.Ranges = append(pol.Ranges, r)
 				}
 			}
@@ -1000,13 +1021,8 @@ func (p *parser) quarantine(n *node) (Quarantine, bool) {
 // order): the same prefix twice is then two neighbours, and the shadow check walks
 // the same slice (p.occ). A map of every prefix cost more than the sort at a million.
 func (p *parser) checkOverlaps(pol *Policy) {
-	names := map[string]Pos{}
 	n := len(pol.Exemptions) + len(pol.Quarantines)
 	for _, r := range pol.Ranges {
-		if prev, ok := names[r.Name]; ok {
-			p.errs = append(p.errs, Error{r.Pos, fmt.Sprintf("range name %q is already used at %s; names must be unique (counters are kept by name)", r.Name, prev)})
-		}
-		names[r.Name] = r.Pos
 		n += len(r.CIDRs)
 	}
 	occ := make([]occurrence, 0, n)

@@ -96,6 +96,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad version", "version: 2\n", []string{"1:10: version 2 is not supported"}},
 		{"wrong type", "version: 1\ngoverned_ports: 25\n", []string{`2:17: governed_ports must be a list, not "25" (write it in brackets: [25])`}},
 		{"cidrs not a list", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: 192.0.2.0/25, 192.0.2.128/25\n", []string{`5:12: cidrs must be a list, not "192.0.2.0/25, 192.0.2.128/25" (write it in brackets: [192.0.2.0/25, 192.0.2.128/25])`}},
+		{"name of a range with errors", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [192.0.2.0/33]}\n  - {name: a, verdict: drop, cidrs: [198.51.100.0/24]}\nruntime:\n  unblock:\n    forbidden_in: [a, b]\n",
+			[]string{`3:38: "192.0.2.0/33" is not a CIDR prefix`, `4:5: range name "a" is already used at p.yaml:3:5`, `7:23: runtime: forbidden_in names range "b", which the policy does not have`}},
 		{"ranges without dashes", "version: 1\nranges:\n  name: a\n  verdict: drop\n", []string{`3:3: ranges must be a list, not a mapping (start each entry of ranges with "- ")`}},
 		{"bad port", "version: 1\ngoverned_ports: [25, 70000]\n", []string{"2:22: a port in governed_ports must be a port number 1-65535, not \"70000\""}},
 		{"port 0", "version: 1\nprotected_ports: [0]\n", []string{"2:19: a port in protected_ports must be a port number 1-65535, not \"0\""}},

@@ -3,6 +3,7 @@ package policy
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -399,6 +400,7 @@ func (p *parser) rangeNames(n *node, what string) []string {
 	for _, e := range p.list(n, what) {
 		if s := p.text(e, "a range name", "name a range of this policy, or leave the list empty"); s != "" {
 			out = append(out, s)
+			p.forbidden = append(p.forbidden, forbiddenName{s, p.pos(e)})
 		}
 	}
 	return out
@@ -409,23 +411,16 @@ func (p *parser) checkRuntime(pol *Policy, n *node) {
 	if n == nil {
 		return
 	}
-	names := map[string]bool{}
-	for _, r := range pol.Ranges {
-		names[r.Name] = true
-	}
-	for _, list := range [][]string{pol.Runtime.NoQuarantine, pol.Runtime.NoUnblock} {
-		for _, name := range list {
-			if !names[name] {
-				var known []string
-				for k := range names {
-					known = append(known, k)
-				}
-				hint := ""
-				if s := suggest.Closest(name, known); s != "" {
-					hint = fmt.Sprintf("; did you mean %q?", s)
-				}
-				p.errs = append(p.errs, Error{pol.Runtime.Pos, fmt.Sprintf("runtime: forbidden_in names range %q, which the policy does not have%s", name, hint)})
+	// Every range written, with errors or not (p.ranges): a range with an error has
+	// said so already.
+	for _, f := range p.forbidden {
+		if _, ok := p.ranges[f.name]; !ok {
+			known := slices.Sorted(maps.Keys(p.ranges))
+			hint := ""
+			if s := suggest.Closest(f.name, known); s != "" {
+				hint = fmt.Sprintf("; did you mean %q?", s)
 			}
+			p.errs = append(p.errs, Error{f.pos, fmt.Sprintf("runtime: forbidden_in names range %q, which the policy does not have%s", f.name, hint)})
 		}
 	}
 }
