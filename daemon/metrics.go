@@ -31,15 +31,15 @@ var (
 		"Packets to governed ports judged, by deciding policy entry, outcome and family.",
 		[]string{"kind", "entry", "outcome", "family"}, nil)
 	descBytes = prometheus.NewDesc("portcullis_bytes_total",
-		"Bytes of packets to governed ports judged, by deciding policy entry, outcome and family.",
+		"Bytes (whole frames as received, layer 2 included) of packets to governed ports judged, by deciding policy entry, outcome and family.",
 		[]string{"kind", "entry", "outcome", "family"}, nil)
 	descReasons = prometheus.NewDesc("portcullis_reason_packets_total",
 		"Packets seen by the XDP program, by path (every packet counts once in not_tcp, malformed, fragment, not_governed, judged, evasion, too_many_tags or no_policy) and flag (quarantine, rst_sent, rate_limited, unparseable_blocked).",
 		[]string{"reason"}, nil)
 	descRSTSent = prometheus.NewDesc("portcullis_rst_sent_total",
-		"TCP RSTs sent in answer to SYNs from reset ranges.", nil, nil)
+		"TCP RST+ACKs sent back in answer to SYNs whose deciding entry says reset (a range, a quarantine of the policy or a runtime quarantine).", nil, nil)
 	descRSTLimited = prometheus.NewDesc("portcullis_rst_rate_limited_total",
-		"SYNs from reset ranges dropped instead of answered because the RST budget was spent.", nil, nil)
+		"SYNs whose deciding entry says reset, dropped instead of answered because the RST budget (reset.rate, reset.burst) was spent.", nil, nil)
 	descUnparseable = prometheus.NewDesc("portcullis_unparseable_blocked_total",
 		"IPv6 packets from blocking sources dropped because their extension-header chain was too long to reach TCP.", nil, nil)
 	descPolicy = prometheus.NewDesc("portcullis_policy_info",

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,5 +42,18 @@ func TestRuntimeEventSeriesFromStart(t *testing.T) {
 		"unblock/added", "unblock/expired", "unblock/released", "unblock/suspended"}
 	if !slices.Equal(got, want) {
 		t.Errorf("series %q, want %q", got, want)
+	}
+}
+
+// The HELP of the RST counters does not say "reset ranges" only: quarantines (of the
+// policy and the runtime ones) reset too, and count there.
+func TestRSTHelpCoversQuarantines(t *testing.T) {
+	for _, d := range []*prometheus.Desc{descRSTSent, descRSTLimited} {
+		if s := d.String(); !strings.Contains(s, "deciding entry says reset") {
+			t.Errorf("%s", s)
+		}
+	}
+	if s := descRSTSent.String(); !strings.Contains(s, "quarantine") {
+		t.Errorf("%s", s)
 	}
 }
