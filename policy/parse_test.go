@@ -172,6 +172,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("version: 1\n---\n---\nranges: [{name: a, verdict: drop, cidrs: [::/0, 0.0.0.0/0]}]\n...\n"))
 	f.Add([]byte("version: 1\nranges:\n  - name: a\n\tverdict: drop\n    cidrs:\n      -\n     - 192.0.2.0/24\n"))
 	f.Add([]byte("%YAML 1.2\n---\nexemptions:\n  - &e {cidr: 192.0.2.0/24, reason: x, owner: y}\n  - *e\n"))
+	f.Add([]byte("version: 1\nexemptions:\n  - {cidr: \"\", reason: x, owner: y}\nquarantines:\n  - {cidr: '', verdict: drop, reason: x, owner: y, expires: \"\"}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, err := Parse("f.yaml", data, testNow)
 		if err == nil {
