@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -55,5 +56,20 @@ func TestRSTHelpCoversQuarantines(t *testing.T) {
 	}
 	if s := descRSTSent.String(); !strings.Contains(s, "quarantine") {
 		t.Errorf("%s", s)
+	}
+}
+
+// A configuration value quoted back in an error is cut short, as the policy's are.
+func TestConfigLongValueClipped(t *testing.T) {
+	long := strings.Repeat("a", 1<<20)
+	for _, src := range []string{
+		"interfaces: [eth1]\npolicy: p\nmode: " + long + "\n",
+		"interfaces: [eth1]\npolicy: p\n" + long + ": 1\n",
+		"interfaces: [eth1]\npolicy: p\nlisten: [" + long + "]\n",
+	} {
+		_, err := ParseConfig("c.yaml", []byte(src))
+		if err == nil || len(err.Error()) > 1000 {
+			t.Errorf("%.40q: a %d-byte error", src, len(fmt.Sprint(err)))
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/portcullis/portcullis/internal/suggest"
@@ -332,11 +333,11 @@ func (p *parser) fields(n *node, what string, known []string, fn func(key string
 			if s := suggest.Closest(k.value, known); s != "" {
 				hint = fmt.Sprintf("; did you mean %q?", s)
 			}
-			p.errorf(k, "unknown key %q in %s%s (known keys: %s)", k.value, what, hint, strings.Join(known, ", "))
+			p.errorf(k, "unknown key %q in %s%s (known keys: %s)", Clip(k.value), what, hint, strings.Join(known, ", "))
 			continue
 		}
 		if prev, ok := seen[k.value]; ok {
-			p.errorf(k, "key %q repeated in %s (first at line %d); keep one", k.value, what, prev.line)
+			p.errorf(k, "key %q repeated in %s (first at line %d); keep one", Clip(k.value), what, prev.line)
 			continue
 		}
 		seen[k.value] = k
@@ -356,9 +357,9 @@ func kindName(n *node) string {
 			return "nothing (the key has no value)"
 		}
 		if n.tag == "!!str" && n.value != "" && strings.Trim(n.value, "0123456789.") == "" && strings.Count(n.value, ".") <= 1 {
-			return fmt.Sprintf("the quoted text %q (write the number without quotes)", n.value)
+			return fmt.Sprintf("the quoted text %q (write the number without quotes)", Clip(n.value))
 		}
-		return fmt.Sprintf("%q", n.value)
+		return fmt.Sprintf("%q", Clip(n.value))
 	case aliasNode:
 		return "an alias"
 	}
@@ -383,6 +384,21 @@ func (p *parser) text(n *node, what, fix string) string {
 		return ""
 	}
 	return s
+}
+
+// Clip cuts a value quoted back in a message to its first 64 bytes (at a character
+// boundary), saying how long it was: a whole file of one word must not come back as
+// one error line (on the terminal, in the daemon's log and in the audit).
+func Clip(s string) string {
+	const keep = 64
+	if len(s) <= keep+16 {
+		return s
+	}
+	i := keep
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return fmt.Sprintf("%s... (%d bytes in all)", s[:i], len(s))
 }
 
 // MaxNameLen bounds entry names: counters are kept in the data plane under
@@ -461,7 +477,7 @@ func (p *parser) verdict(n *node, allowed []model.Verdict) model.Verdict {
 			if c := suggest.Closest(strings.ToLower(s), words); c != "" {
 				hint = fmt.Sprintf("; did you mean %q?", c)
 			}
-			p.errorf(n, "verdict %q is not one of %s%s", s, strings.Join(words, ", "), hint)
+			p.errorf(n, "verdict %q is not one of %s%s", Clip(s), strings.Join(words, ", "), hint)
 		}
 		return 0
 	}
@@ -489,17 +505,17 @@ func (p *parser) cidrAt(s string, pos Pos) (CIDR, bool) {
 		var err error
 		pfx, err = netip.ParsePrefix(s)
 		if err != nil {
-			return fail("%q is not a CIDR prefix%s (write it like 100.64.0.0/10 or 2001:db8::/32)", s, cidrProblem(s))
+			return fail("%q is not a CIDR prefix%s (write it like 100.64.0.0/10 or 2001:db8::/32)", Clip(s), cidrProblem(s))
 		}
 	} else {
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.Zone() != "" {
-			return fail("%q is not an address or CIDR prefix%s (write it like 192.0.2.25 or 100.64.0.0/10)", s, cidrProblem(s))
+			return fail("%q is not an address or CIDR prefix%s (write it like 192.0.2.25 or 100.64.0.0/10)", Clip(s), cidrProblem(s))
 		}
 		pfx = netip.PrefixFrom(a, a.BitLen())
 	}
 	if pfx.Addr().Zone() != "" {
-		return fail("%q has a zone; policies take global prefixes", s)
+		return fail("%q has a zone; policies take global prefixes", Clip(s))
 	}
 	if pfx.Masked() != pfx {
 		return fail("%s has host bits set; did you mean %s?", s, pfx.Masked())
@@ -619,7 +635,7 @@ func (p *parser) readList(text, path string, out []CIDR) (int, bool) {
 			out[n] = CIDR{pfx, Pos{path, line, col}}
 			n++
 		} else if f := strings.FieldsFunc(l, isListSeparator); strings.IndexFunc(l, isListSeparator) >= 0 && len(f) > 0 && isPrefix(f[0]) {
-			p.errs = append(p.errs, Error{Pos{path, line, col}, fmt.Sprintf("%q: one address or CIDR per line", l)})
+			p.errs = append(p.errs, Error{Pos{path, line, col}, fmt.Sprintf("%q: one address or CIDR per line", Clip(l))})
 		} else if c, ok := p.cidrAt(l, Pos{path, line, col}); ok {
 			out[n] = c
 			n++
@@ -728,11 +744,11 @@ func cidrProblem(s string) string {
 	case length == "":
 		return `: nothing after the "/"; give a prefix length`
 	case err != nil || !isDigits(length):
-		return fmt.Sprintf(": prefix length %q is not a number", length)
+		return fmt.Sprintf(": prefix length %q is not a number", Clip(length))
 	case bits > maxBits:
 		return fmt.Sprintf(": prefix length %d is over %d for %s", bits, maxBits, family)
 	case len(length) > 1 && length[0] == '0':
-		return fmt.Sprintf(": prefix length %q has a leading zero", length)
+		return fmt.Sprintf(": prefix length %q has a leading zero", Clip(length))
 	}
 	return ""
 }
@@ -749,11 +765,11 @@ func ipv4Problem(a string) string {
 	for _, o := range octets {
 		switch {
 		case !isDigits(o):
-			return fmt.Sprintf("octet %q is not a number", o)
+			return fmt.Sprintf("octet %q is not a number", Clip(o))
 		case len(o) > 3 || len(o) == 3 && o > "255":
 			return fmt.Sprintf("octet %s is over 255", o)
 		case len(o) > 1 && o[0] == '0':
-			return fmt.Sprintf("octet %q has a leading zero", o)
+			return fmt.Sprintf("octet %q has a leading zero", Clip(o))
 		}
 	}
 	return ""
@@ -780,7 +796,7 @@ func (p *parser) when(n *node, what string) (time.Time, bool) {
 	if t, err := time.Parse("2006-01-02", s); err == nil {
 		return t, true
 	}
-	p.errorf(n, "%s %q is not a date; write 2026-12-31 (midnight UTC) or 2026-12-31T18:00:00Z", what, s)
+	p.errorf(n, "%s %q is not a date; write 2026-12-31 (midnight UTC) or 2026-12-31T18:00:00Z", what, Clip(s))
 	return time.Time{}, false
 }
 

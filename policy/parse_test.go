@@ -677,3 +677,40 @@ func TestNeedlessExemptionSound(t *testing.T) {
 	}
 	t.Logf("%d needless exemptions removed", warned)
 }
+
+// A value quoted back in a message is cut short: a 50 MB file of one word (a binary
+// or a log written over the policy by mistake) gave a 50 MB error line, on the
+// terminal and in the daemon's log; a list file's megabyte line did the same.
+func TestLongValuesClipped(t *testing.T) {
+	long := strings.Repeat("a", 1<<20)
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.yaml")
+	for _, c := range []struct{ policy, list string }{
+		{policy: long},
+		{policy: "version: 1\ndefault: " + long + "\n"},
+		{policy: "version: 1\n" + long + ": 1\n"},
+		{policy: "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [" + long + "]}\n"},
+		{policy: "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [192.0.2.0/" + long + "]}\n"},
+		{policy: "version: 1\nquarantines:\n  - {cidr: 192.0.2.1, verdict: drop, reason: r, owner: o, expires: " + long + "}\n"},
+		{policy: "version: 1\nruntime: {quarantine: {memory: " + long + "}}\n"},
+		{policy: "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [192.0.2.0/24], interfaces: [" + long + "]}\n"},
+		{policy: "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs_file: l.txt}\n", list: long + "\n192.0.2.0/24 " + long + "\n"},
+	} {
+		if err := os.WriteFile(pol, []byte(c.policy), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "l.txt"), []byte(c.list), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := ParseFile(pol, testNow)
+		var es Errors
+		if !errors.As(err, &es) {
+			t.Fatalf("%.40q: %v", c.policy, err)
+		}
+		for _, e := range es {
+			if len(e.Error()) > 600 {
+				t.Errorf("%.40q: a %d-byte message: %.200s", c.policy, len(e.Error()), e.Error())
+			}
+		}
+	}
+}

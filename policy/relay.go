@@ -36,7 +36,7 @@ func (p *parser) scope(n *node) Scope {
 			continue
 		}
 		if msg := ifnameProblem(name); msg != "" {
-			p.errorf(e, "%q is not an interface name: %s", name, msg)
+			p.errorf(e, "%q is not an interface name: %s", Clip(name), msg)
 			continue
 		}
 		if prev, ok := at[name]; ok {
@@ -101,7 +101,7 @@ func (p *parser) relay(n *node) (Relay, bool) {
 				r.BlockQuarantined = true
 			default:
 				if s != "" {
-					p.errorf(v, "quarantined %q is not pass or block (pass: quarantined sources may use this relay, the default; block: their quarantine applies here too)", s)
+					p.errorf(v, "quarantined %q is not pass or block (pass: quarantined sources may use this relay, the default; block: their quarantine applies here too)", Clip(s))
 				}
 			}
 		case "broad":
@@ -420,7 +420,7 @@ func (p *parser) checkRuntime(pol *Policy, n *node) {
 			if s := suggest.Closest(f.name, known); s != "" {
 				hint = fmt.Sprintf("; did you mean %q?", s)
 			}
-			p.errs = append(p.errs, Error{f.pos, fmt.Sprintf("runtime: forbidden_in names range %q, which the policy does not have%s", f.name, hint)})
+			p.errs = append(p.errs, Error{f.pos, fmt.Sprintf("runtime: forbidden_in names range %q, which the policy does not have%s", Clip(f.name), hint)})
 		}
 	}
 }
@@ -433,7 +433,7 @@ func (p *parser) duration(n *node, what string) (time.Duration, bool) {
 	}
 	d, err := ParseDuration(s)
 	if err != nil || d <= 0 {
-		p.errorf(n, "%s %q is not a duration; write it like 4h, 90m or 30d", what, s)
+		p.errorf(n, "%s %q is not a duration; write it like 4h, 90m or 30d", what, Clip(s))
 		return 0, false
 	}
 	return d, true
