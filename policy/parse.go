@@ -2,6 +2,7 @@ package policy
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
 
@@ -590,6 +592,13 @@ func (p *parser) cidrsFile(n *node) []CIDR {
 	// without allocating either). Nothing keeps a substring: messages are formatted
 	// copies, and netip keeps a zone only as a copy (unique.Make clones strings).
 	text := unsafe.String(unsafe.SliceData(data), len(data))
+	if t, isUTF16 := fromUTF16(data); isUTF16 {
+		text = t // Windows' "Unicode" export: read as the same text in UTF-8
+	} else if i := strings.IndexByte(text, 0); i >= 0 {
+		line := 1 + strings.Count(text[:i], "\n")
+		p.errorf(n, "%s is not a text file (a NUL byte on line %d): a list file is text, one address or CIDR per line (UTF-8, or UTF-16 with its byte-order mark)", path, line)
+		return nil
+	}
 	out := make([]CIDR, strings.Count(text, "\n")+1) // a slot for each line
 	errs := len(p.errs)
 	got, ok := p.readList(text, path, out)
@@ -642,6 +651,28 @@ func (p *parser) readList(text, path string, out []CIDR) (int, bool) {
 		}
 	}
 	return n, true
+}
+
+// fromUTF16 returns data as UTF-8 if it is UTF-16 text that starts with its
+// byte-order mark (FF FE little-endian, FE FF big-endian), and whether it is.
+func fromUTF16(data []byte) (string, bool) {
+	if len(data) < 2 || len(data)%2 != 0 {
+		return "", false
+	}
+	var order binary.ByteOrder
+	switch {
+	case data[0] == 0xff && data[1] == 0xfe:
+		order = binary.LittleEndian
+	case data[0] == 0xfe && data[1] == 0xff:
+		order = binary.BigEndian
+	default:
+		return "", false
+	}
+	units := make([]uint16, 0, len(data)/2-1)
+	for i := 2; i < len(data); i += 2 {
+		units = append(units, order.Uint16(data[i:]))
+	}
+	return string(utf16.Decode(units)), true
 }
 
 // isListSeparator reports whether r separates prefixes written on one line of a list

@@ -584,6 +584,26 @@ func TestListFileBOMAndSeparators(t *testing.T) {
 	if got := p.Ranges[0].CIDRs; len(got) != 2 || got[0].Pos.Col != 1 || got[0].Prefix.String() != "100.64.0.0/16" {
 		t.Errorf("read %+v", got)
 	}
+	// UTF-16 with its byte-order mark ("Unicode text" from Excel or Notepad), either
+	// byte order, reads as the same list; a file with NUL bytes and no mark is not text.
+	for _, enc := range [][]byte{
+		{0xff, 0xfe, '1', 0, '0', 0, '0', 0, '.', 0, '6', 0, '4', 0, '.', 0, '0', 0, '.', 0, '0', 0, '/', 0, '1', 0, '6', 0, '\r', 0, '\n', 0},
+		{0xfe, 0xff, 0, '1', 0, '0', 0, '0', 0, '.', 0, '6', 0, '4', 0, '.', 0, '0', 0, '.', 0, '0', 0, '/', 0, '1', 0, '6', 0, '\n'},
+	} {
+		if err := os.WriteFile(list, enc, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p, err := ParseFile(pol, testNow)
+		if err != nil || len(p.Ranges[0].CIDRs) != 1 || p.Ranges[0].CIDRs[0].Prefix.String() != "100.64.0.0/16" {
+			t.Errorf("UTF-16 % x: %v", enc[:2], err)
+		}
+	}
+	if err := os.WriteFile(list, []byte("100.64.0.0/16\n\x7fELF\x00\x01\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseFile(pol, testNow); err == nil || !strings.Contains(err.Error(), "l.txt is not a text file (a NUL byte on line 2)") {
+		t.Errorf("binary list: %v", err)
+	}
 	if err := os.WriteFile(list, []byte("100.64.0.0/16,100.65.0.0/16\n100.66.0.0/16; 100.67.0.0/16\n100.68.0.0/16;\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
