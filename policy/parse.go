@@ -519,13 +519,13 @@ func (p *parser) cidrAt(s string, pos Pos) (CIDR, bool) {
 	if pfx.Addr().Zone() != "" {
 		return fail("%q has a zone; policies take global prefixes", Clip(s))
 	}
+	if pfx.Addr().Is4In6() && pfx.Bits() < 96 { // before host bits: their fix would leave the mapped space
+		return fail("%s is wider than the IPv4-mapped space ::ffff:0:0/96; write the IPv4 prefix instead", Clip(s))
+	}
 	if pfx.Masked() != pfx {
-		return fail("%s has host bits set; did you mean %s?", s, pfx.Masked())
+		return fail("%s has host bits set; did you mean %s?", Clip(s), pfx.Masked())
 	}
 	if pfx.Addr().Is4In6() {
-		if pfx.Bits() < 96 {
-			return fail("%s is wider than the IPv4-mapped space ::ffff:0:0/96; write the IPv4 prefix instead", s)
-		}
 		v4 := netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
 		p.warns = append(p.warns, Error{pos, fmt.Sprintf("%s is IPv4-mapped: it is read as the IPv4 prefix %s (IPv6 packets from mapped sources are judged as the IPv4 address they map); write %s to say so", s, v4, v4)})
 		pfx = v4

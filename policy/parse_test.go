@@ -99,6 +99,7 @@ func TestParseErrors(t *testing.T) {
 		{"name of a range with errors", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [192.0.2.0/33]}\n  - {name: a, verdict: drop, cidrs: [198.51.100.0/24]}\nruntime:\n  unblock:\n    forbidden_in: [a, b]\n",
 			[]string{`3:38: "192.0.2.0/33" is not a CIDR prefix`, `4:5: range name "a" is already used at p.yaml:3:5`, `7:23: runtime: forbidden_in names range "b", which the policy does not have`}},
 		{"verdict typo", "version: 1\ndefault: Pass\nranges:\n  - {name: a, verdict: rest, cidrs: [192.0.2.0/24]}\n", []string{`2:10: verdict "Pass" is not one of pass, drop, reset, monitor; did you mean "pass"?`, `4:24: verdict "rest" is not one of pass, drop, reset, monitor; did you mean "reset"?`}},
+		{"mapped too wide", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [\"::ffff:100.64.0.0/90\"]}\n", []string{`3:38: ::ffff:100.64.0.0/90 is wider than the IPv4-mapped space ::ffff:0:0/96; write the IPv4 prefix instead`}},
 		{"ranges without dashes", "version: 1\nranges:\n  name: a\n  verdict: drop\n", []string{`3:3: ranges must be a list, not a mapping (start each entry of ranges with "- ")`}},
 		{"bad port", "version: 1\ngoverned_ports: [25, 70000]\n", []string{"2:22: a port in governed_ports must be a port number 1-65535, not \"70000\""}},
 		{"port 0", "version: 1\nprotected_ports: [0]\n", []string{"2:19: a port in protected_ports must be a port number 1-65535, not \"0\""}},
