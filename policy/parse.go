@@ -502,6 +502,9 @@ func (p *parser) cidrAt(s string, pos Pos) (CIDR, bool) {
 		p.errs = append(p.errs, Error{pos, fmt.Sprintf(format, args...)})
 		return CIDR{}, false
 	}
+	if t := strings.Join(strings.Fields(s), ""); t != s && isPrefix(t) {
+		return fail("%q has a space inside; write %s", Clip(s), t)
+	}
 	var pfx netip.Prefix
 	if strings.Contains(s, "/") {
 		var err error
@@ -643,7 +646,7 @@ func (p *parser) readList(text, path string, out []CIDR) (int, bool) {
 		if pfx, ok := plainIPv4(l); ok {
 			out[n] = CIDR{pfx, Pos{path, line, col}}
 			n++
-		} else if f := strings.FieldsFunc(l, isListSeparator); strings.IndexFunc(l, isListSeparator) >= 0 && len(f) > 0 && isPrefix(f[0]) {
+		} else if f := strings.FieldsFunc(l, isListSeparator); strings.IndexFunc(l, isListSeparator) >= 0 && len(f) > 0 && isPrefix(f[0]) && !isPrefix(strings.Join(strings.Fields(l), "")) {
 			p.errs = append(p.errs, Error{Pos{path, line, col}, fmt.Sprintf("%q: one address or CIDR per line", Clip(l))})
 		} else if c, ok := p.cidrAt(l, Pos{path, line, col}); ok {
 			out[n] = c

@@ -100,6 +100,7 @@ func TestParseErrors(t *testing.T) {
 			[]string{`3:38: "192.0.2.0/33" is not a CIDR prefix`, `4:5: range name "a" is already used at p.yaml:3:5`, `7:23: runtime: forbidden_in names range "b", which the policy does not have`}},
 		{"verdict typo", "version: 1\ndefault: Pass\nranges:\n  - {name: a, verdict: rest, cidrs: [192.0.2.0/24]}\n", []string{`2:10: verdict "Pass" is not one of pass, drop, reset, monitor; did you mean "pass"?`, `4:24: verdict "rest" is not one of pass, drop, reset, monitor; did you mean "reset"?`}},
 		{"mapped too wide", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [\"::ffff:100.64.0.0/90\"]}\n", []string{`3:38: ::ffff:100.64.0.0/90 is wider than the IPv4-mapped space ::ffff:0:0/96; write the IPv4 prefix instead`}},
+		{"space inside", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [100.64.0.0 /12, \"100.80.0.0/ 16\"]}\n", []string{`3:38: "100.64.0.0 /12" has a space inside; write 100.64.0.0/12`, `3:54: "100.80.0.0/ 16" has a space inside; write 100.80.0.0/16`}},
 		{"ranges without dashes", "version: 1\nranges:\n  name: a\n  verdict: drop\n", []string{`3:3: ranges must be a list, not a mapping (start each entry of ranges with "- ")`}},
 		{"bad port", "version: 1\ngoverned_ports: [25, 70000]\n", []string{"2:22: a port in governed_ports must be a port number 1-65535, not \"70000\""}},
 		{"port 0", "version: 1\nprotected_ports: [0]\n", []string{"2:19: a port in protected_ports must be a port number 1-65535, not \"0\""}},
@@ -605,7 +606,7 @@ func TestListFileBOMAndSeparators(t *testing.T) {
 	if _, err := ParseFile(pol, testNow); err == nil || !strings.Contains(err.Error(), "l.txt is not a text file (a NUL byte on line 2)") {
 		t.Errorf("binary list: %v", err)
 	}
-	if err := os.WriteFile(list, []byte("100.64.0.0/16,100.65.0.0/16\n100.66.0.0/16; 100.67.0.0/16\n100.68.0.0/16;\n"), 0o644); err != nil {
+	if err := os.WriteFile(list, []byte("100.64.0.0/16,100.65.0.0/16\n100.66.0.0/16; 100.67.0.0/16\n100.68.0.0/16;\n100.69.0.0 /16\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, err = ParseFile(pol, testNow)
@@ -613,6 +614,7 @@ func TestListFileBOMAndSeparators(t *testing.T) {
 		list + `:1:1: "100.64.0.0/16,100.65.0.0/16": one address or CIDR per line`,
 		list + `:2:1: "100.66.0.0/16; 100.67.0.0/16": one address or CIDR per line`,
 		list + `:3:1: "100.68.0.0/16;": one address or CIDR per line`,
+		list + `:4:1: "100.69.0.0 /16" has a space inside; write 100.69.0.0/16`,
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%v\nwant %q", err, want)
