@@ -502,8 +502,10 @@ func (p *parser) cidrAt(s string, pos Pos) (CIDR, bool) {
 		p.errs = append(p.errs, Error{pos, fmt.Sprintf(format, args...)})
 		return CIDR{}, false
 	}
-	if t := strings.Join(strings.Fields(s), ""); t != s && isPrefix(t) {
-		return fail("%q has a space inside; write %s", Clip(s), t)
+	if strings.ContainsAny(s, " \t") { // (no allocation for the million that have none)
+		if t := strings.Join(strings.Fields(s), ""); isPrefix(t) {
+			return fail("%q has a space inside; write %s", Clip(s), t)
+		}
 	}
 	var pfx netip.Prefix
 	if strings.Contains(s, "/") {
