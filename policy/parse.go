@@ -999,6 +999,10 @@ func (p *parser) listing(n *node, what string, extra []string, fn func(key strin
 		switch key {
 		case "cidr":
 			hasCIDR = true
+			if v.kind == sequenceNode {
+				p.errorf(v, "cidr is one address or prefix, not a list: write one %s for each (a range takes cidrs:)", what)
+				break
+			}
 			l.CIDR, _ = p.cidr(v)
 		case "name":
 			l.Name = p.name(v)

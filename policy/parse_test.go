@@ -101,6 +101,7 @@ func TestParseErrors(t *testing.T) {
 		{"verdict typo", "version: 1\ndefault: Pass\nranges:\n  - {name: a, verdict: rest, cidrs: [192.0.2.0/24]}\n", []string{`2:10: verdict "Pass" is not one of pass, drop, reset, monitor; did you mean "pass"?`, `4:24: verdict "rest" is not one of pass, drop, reset, monitor; did you mean "reset"?`}},
 		{"mapped too wide", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [\"::ffff:100.64.0.0/90\"]}\n", []string{`3:38: ::ffff:100.64.0.0/90 is wider than the IPv4-mapped space ::ffff:0:0/96; write the IPv4 prefix instead`}},
 		{"space inside", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [100.64.0.0 /12, \"100.80.0.0/ 16\"]}\n", []string{`3:38: "100.64.0.0 /12" has a space inside; write 100.64.0.0/12`, `3:54: "100.80.0.0/ 16" has a space inside; write 100.80.0.0/16`}},
+		{"exemption cidr list", "version: 1\nexemptions:\n  - {cidr: [192.0.2.1, 192.0.2.2], reason: x, owner: y}\n", []string{`3:12: cidr is one address or prefix, not a list: write one exemption for each (a range takes cidrs:)`}},
 		{"ranges without dashes", "version: 1\nranges:\n  name: a\n  verdict: drop\n", []string{`3:3: ranges must be a list, not a mapping (start each entry of ranges with "- ")`}},
 		{"bad port", "version: 1\ngoverned_ports: [25, 70000]\n", []string{"2:22: a port in governed_ports must be a port number 1-65535, not \"70000\""}},
 		{"port 0", "version: 1\nprotected_ports: [0]\n", []string{"2:19: a port in protected_ports must be a port number 1-65535, not \"0\""}},
