@@ -1337,7 +1337,9 @@ func (p *parser) checkNeedless(pol *Policy) {
 		var around []string
 		defaultApplies, needless := true, true
 		fam := keyOf(x).fb >> 8
-		for bits := x.Bits() - 1; bits >= 0 && needless; bits-- {
+		// Most specific first; a passing range that applies wherever the exemption does
+		// decides there, so nothing wider counts (defaultApplies false ends the walk).
+		for bits := x.Bits() - 1; bits >= 0 && needless && defaultApplies; bits-- {
 			if !lens[fam][bits] {
 				continue
 			}

@@ -633,11 +633,13 @@ ranges:
   - {name: dsl, verdict: reset, cidrs: [100.64.0.0/12]}
   - {name: biz, verdict: pass, cidrs: [198.51.100.0/24]}
   - {name: partner, verdict: pass, cidrs: [100.80.0.0/16], interfaces: [eth3]}
+  - {name: static, verdict: pass, cidrs: [100.64.5.0/24]}
 exemptions:
   - {cidr: 100.64.12.25, name: ok-mail, reason: r, ticket: T}
   - {cidr: 100.46.12.25, name: typo-mail, reason: r, ticket: T}
   - {cidr: 198.51.100.25, reason: r, ticket: T}
   - {cidr: 100.80.1.25, name: partner-side, reason: r, ticket: T}
+  - {cidr: 100.64.5.25, name: static-mail, reason: r, ticket: T}
 `
 	p, err := Parse("p.yaml", []byte(fmt.Sprintf(base, "pass")), testNow)
 	if err != nil {
@@ -648,9 +650,10 @@ exemptions:
 		got = append(got, w.Error())
 	}
 	want := []string{
-		`p.yaml:9:5: exemption "typo-mail" (100.46.12.25/32) changes nothing: without it its addresses pass anyway (the default); is the address right?`,
-		`p.yaml:10:5: exemption 198.51.100.25/32 changes nothing: without it its addresses pass anyway (range "biz" 198.51.100.0/24, p.yaml:5:40); is the address right?`,
-		`p.yaml:11:5: exemption "partner-side" (100.80.1.25/32) changes nothing: without it its addresses pass anyway (the default, and range "partner" 100.80.0.0/16 on eth3, p.yaml:6:44); is the address right?`,
+		`p.yaml:10:5: exemption "typo-mail" (100.46.12.25/32) changes nothing: without it its addresses pass anyway (the default); is the address right?`,
+		`p.yaml:11:5: exemption 198.51.100.25/32 changes nothing: without it its addresses pass anyway (range "biz" 198.51.100.0/24, p.yaml:5:40); is the address right?`,
+		`p.yaml:12:5: exemption "partner-side" (100.80.1.25/32) changes nothing: without it its addresses pass anyway (the default, and range "partner" 100.80.0.0/16 on eth3, p.yaml:6:44); is the address right?`,
+		`p.yaml:13:5: exemption "static-mail" (100.64.5.25/32) changes nothing: without it its addresses pass anyway (range "static" 100.64.5.0/24, p.yaml:7:43); is the address right?`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
