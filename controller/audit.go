@@ -20,10 +20,16 @@ type DiffSummary struct {
 	Addresses6 string   `json:"addresses6"`      // IPv6 addresses (a big number, as text)
 	Governed   string   `json:"governed"`        // "unchanged" or "old -> new"
 	First      []string `json:"first,omitempty"` // the first few changes
+	// Moved is the blocks that keep their verdict but change deciding entry (a rename:
+	// the counters move) or expiry; Other the rest that changes (protected ports, RST
+	// budget, runtime bounds), one line each, as `portcullis diff` prints them.
+	Moved int      `json:"moved,omitempty"`
+	Other []string `json:"other,omitempty"`
 }
 
 func summarise(d policy.DiffResult) DiffSummary {
-	s := DiffSummary{Blocks: len(d.Changes), Addresses4: d.Addresses4, Addresses6: d.Addresses6.String(), Governed: "unchanged"}
+	s := DiffSummary{Blocks: len(d.Changes), Addresses4: d.Addresses4, Addresses6: d.Addresses6.String(), Governed: "unchanged",
+		Moved: len(d.Moved), Other: d.Other}
 	if fmt.Sprint(d.GovernedOld) != fmt.Sprint(d.GovernedNew) {
 		s.Governed = fmt.Sprintf("%v -> %v", d.GovernedOld, d.GovernedNew)
 	}
@@ -85,7 +91,7 @@ func (a *auditLog) write(now time.Time, who, file string, r Result) {
 type EntryRecord struct {
 	Time    time.Time `json:"time"`
 	Who     string    `json:"who"`
-	Action  string    `json:"entry_action"` // added, escalated, released, expired
+	Action  string    `json:"entry_action"` // added, escalated, extended, released, expired, suspended
 	Kind    string    `json:"kind"`
 	Prefix  string    `json:"prefix"`
 	Expires time.Time `json:"expires"`

@@ -129,7 +129,7 @@ func (r *configReader) check(c *Config) {
 	seen := map[string]bool{}
 	for i, name := range c.Interfaces {
 		if seen[name] {
-			r.errorf(r.at["interfaces"].Content[i], "interface %q is listed twice", name)
+			r.errorf(r.at["interfaces"].Content[i], "interface %q is listed twice", policy.Clip(name))
 		}
 		seen[name] = true
 	}
@@ -185,7 +185,7 @@ func (r *configReader) oneOf(key, value string, allowed ...string) bool {
 	if s := suggest.Closest(value, allowed); s != "" {
 		hint = fmt.Sprintf("; did you mean %q?", s)
 	}
-	r.errorAt(key, "%s %q is not one of %s%s", key, value, strings.Join(allowed, ", "), hint)
+	r.errorAt(key, "%s %q is not one of %s%s", key, policy.Clip(value), strings.Join(allowed, ", "), hint)
 	return false
 }
 
@@ -356,11 +356,11 @@ func (r *configReader) section(n *yaml.Node, v reflect.Value, path string) bool 
 			if s := suggest.Closest(k.Value, names); s != "" {
 				hint = fmt.Sprintf("; did you mean %q?", s)
 			}
-			r.errorf(k, "unknown key %q%s%s (known keys: %s)", k.Value, in, hint, strings.Join(names, ", "))
+			r.errorf(k, "unknown key %q%s%s (known keys: %s)", policy.Clip(k.Value), in, hint, strings.Join(names, ", "))
 			continue
 		}
 		if prev := seen[k.Value]; prev != nil {
-			r.errorf(k, "key %q repeated in %s (first at line %d); keep one", k.Value, what(path), prev.Line)
+			r.errorf(k, "key %q repeated in %s (first at line %d); keep one", policy.Clip(k.Value), what(path), prev.Line)
 			continue
 		}
 		seen[k.Value] = k
@@ -414,7 +414,7 @@ func (r *configReader) value(n *yaml.Node, v reflect.Value, key string) bool {
 		var b bool // yaml.v3's reading: true, false, and YAML 1.1's yes, no, on, off
 		if n.Kind != yaml.ScalarNode || null || n.Decode(&b) != nil {
 			if n.Kind == yaml.ScalarNode && n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
-				r.errorf(n, "%s must be true or false, not the quoted text %q (write it without quotes)", key, n.Value)
+				r.errorf(n, "%s must be true or false, not the quoted text %q (write it without quotes)", key, policy.Clip(n.Value))
 			} else {
 				r.errorf(n, "%s must be true or false, not %s", key, kindName(n))
 			}
@@ -489,7 +489,7 @@ func (r *configReader) duration(n *yaml.Node, key string) (time.Duration, bool) 
 			d = -d
 		}
 	} else if d, err = policy.ParseDuration(s); err != nil {
-		r.errorf(n, "%s must be %s, not %q", key, like, s)
+		r.errorf(n, "%s must be %s, not %q", key, like, policy.Clip(s))
 		return 0, false
 	}
 	rng, has := durationRanges[key]
@@ -535,7 +535,7 @@ func kindName(n *yaml.Node) string {
 		if n.ShortTag() == "!!null" {
 			return "empty"
 		}
-		return fmt.Sprintf("%q", n.Value)
+		return fmt.Sprintf("%q", policy.Clip(n.Value))
 	}
 	return "nothing"
 }

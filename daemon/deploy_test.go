@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"encoding/json"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -49,6 +51,26 @@ func TestDeployFiles(t *testing.T) {
 	for _, m := range used {
 		if !strings.Contains(exported, `"`+m+`"`) {
 			t.Errorf("the dashboard queries %s, which the daemon does not export", m)
+		}
+	}
+	// An ISP runs many routers: every query selects the routers of the dashboard's
+	// instance variable, or its stats (policy in force, last proof) mix them all.
+	var board struct {
+		Templating struct {
+			List []struct{ Name string } `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(dash, &board); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(board.Templating.List, func(v struct{ Name string }) bool { return v.Name == "instance" }) {
+		t.Error("the dashboard has no instance variable")
+	}
+	for _, expr := range regexp.MustCompile(`"expr": "((?:[^"\\]|\\.)*)"`).FindAllStringSubmatch(string(dash), -1) {
+		for _, sel := range regexp.MustCompile(`portcullis_[a-z_0-9]+(\{[^}]*\})?`).FindAllStringSubmatch(expr[1], -1) {
+			if !strings.Contains(sel[1], `instance=~\"$instance\"`) {
+				t.Errorf("%s does not select the routers of $instance", sel[0])
+			}
 		}
 	}
 }

@@ -31,15 +31,15 @@ var (
 		"Packets to governed ports judged, by deciding policy entry, outcome and family.",
 		[]string{"kind", "entry", "outcome", "family"}, nil)
 	descBytes = prometheus.NewDesc("portcullis_bytes_total",
-		"Bytes of packets to governed ports judged, by deciding policy entry, outcome and family.",
+		"Bytes (whole frames as received, layer 2 included) of packets to governed ports judged, by deciding policy entry, outcome and family.",
 		[]string{"kind", "entry", "outcome", "family"}, nil)
 	descReasons = prometheus.NewDesc("portcullis_reason_packets_total",
 		"Packets seen by the XDP program, by path (every packet counts once in not_tcp, malformed, fragment, not_governed, judged, evasion, too_many_tags or no_policy) and flag (quarantine, rst_sent, rate_limited, unparseable_blocked).",
 		[]string{"reason"}, nil)
 	descRSTSent = prometheus.NewDesc("portcullis_rst_sent_total",
-		"TCP RSTs sent in answer to SYNs from reset ranges.", nil, nil)
+		"TCP RST+ACKs sent back in answer to SYNs whose deciding entry says reset (a range, a quarantine of the policy or a runtime quarantine).", nil, nil)
 	descRSTLimited = prometheus.NewDesc("portcullis_rst_rate_limited_total",
-		"SYNs from reset ranges dropped instead of answered because the RST budget was spent.", nil, nil)
+		"SYNs whose deciding entry says reset, dropped instead of answered because the RST budget (reset.rate, reset.burst) was spent.", nil, nil)
 	descUnparseable = prometheus.NewDesc("portcullis_unparseable_blocked_total",
 		"IPv6 packets from blocking sources dropped because their extension-header chain was too long to reach TCP.", nil, nil)
 	descPolicy = prometheus.NewDesc("portcullis_policy_info",
@@ -84,8 +84,17 @@ var (
 func newMetrics(ctl *controller.Controller, prog *loader.Program, interfaces []string) *metrics {
 	m := &metrics{ctl: ctl, prog: prog, interfaces: interfaces, reg: prometheus.NewRegistry(),
 		runtime: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "portcullis_runtime_entry_events_total",
-			Help: "Runtime entries added, escalated (a repeat quarantine: a longer term), released and expired, by kind."},
+			Help: "Runtime entries added, escalated (a repeat quarantine: a longer term), extended (added again while in force: a later expiry at most), released, expired and suspended (no room in the data plane at a start), by kind. Counted by the daemon: starts again from 0 when it restarts."},
 			[]string{"kind", "action"})}
+	// Every series from the start, at 0: rate() and increase() need a sample before
+	// the first event to count it.
+	for _, k := range []overlay.Kind{overlay.Quarantine, overlay.Unblock} {
+		for _, a := range []overlay.Action{overlay.Added, overlay.Escalated, overlay.Extended, overlay.Released, overlay.Expired, overlay.Suspended} {
+			if a != overlay.Escalated || k == overlay.Quarantine {
+				m.runtime.WithLabelValues(string(k), string(a))
+			}
+		}
+	}
 	m.reg.MustRegister(m, m.runtime)
 	return m
 }

@@ -149,11 +149,11 @@ type Rules struct {
 	Forbid func(k Kind, p netip.Prefix) string
 }
 
-// Defaults for Rules a policy leaves out.
+// Defaults for Rules a policy leaves out (the policy package's, where diff reads them).
 var (
-	DefaultEscalation = []time.Duration{time.Hour, 4 * time.Hour, 24 * time.Hour}
-	DefaultMemory     = 30 * 24 * time.Hour
-	DefaultMaxUnblock = 365 * 24 * time.Hour
+	DefaultEscalation = policy.DefaultQuarantineTerms
+	DefaultMemory     = policy.DefaultQuarantineMemory
+	DefaultMaxUnblock = policy.DefaultUnblockMax
 )
 
 // Validate checks a request against the rules: kind, prefix (a host or a network, not
@@ -288,7 +288,7 @@ func (r Rules) Add(s *State, req Request, now time.Time) (Entry, Event) {
 		if term == 0 {
 			term = r.DefaultUnblock
 			if term == 0 {
-				term = 30 * 24 * time.Hour
+				term = policy.DefaultUnblockTerm
 			}
 		}
 	}

@@ -42,11 +42,23 @@ type DiffResult struct {
 	GovernedOld []uint16
 	GovernedNew []uint16
 	Relays      []RelayChange // in address order
+	// Moved is the address space that keeps its verdict but is decided by another
+	// entry (a range renamed, a prefix moved to another range of the same verdict:
+	// its counters move to that entry) or by the same quarantine or exemption with
+	// another expiry (the OldRule and NewRule then say "until ..."). Minimal, in
+	// address order, like Changes; Old == New.
+	Moved []Change
+	// Other is what else changes, one line each: protected ports, the RST budget,
+	// the runtime: bounds; and, when nothing else differs but the compiled tables do,
+	// a line that says so. Nothing here moves a verdict at the instant of the diff.
+	Other []string
 }
 
-// Empty reports whether nothing changes.
+// Empty reports whether nothing changes: the two policies enforce and count alike,
+// now and later, and bound runtime entries alike.
 func (d *DiffResult) Empty() bool {
-	return len(d.Changes) == 0 && len(d.Relays) == 0 && slices.Equal(d.GovernedOld, d.GovernedNew)
+	return len(d.Changes) == 0 && len(d.Relays) == 0 && slices.Equal(d.GovernedOld, d.GovernedNew) &&
+		len(d.Moved) == 0 && len(d.Other) == 0
 }
 
 // Diff returns the address space whose source verdict changes from a to b at now. The
@@ -63,15 +75,19 @@ func Diff(a, b *Compiled, now time.Time) DiffResult {
 	ifaces := append(a.Policy.Interfaces(), b.Policy.Interfaces()...)
 	slices.Sort(ifaces)
 	ifaces = slices.Compact(ifaces)
-	others := diffOn(a, b, "", now)
+	ea, eb := expiries(a), expiries(b)
+	others := diffOn(a, b, "", now, ea, eb)
 	named := make([][]Change, len(ifaces))
 	for i, name := range ifaces {
-		named[i] = diffOn(a, b, name, now)
+		named[i] = diffOn(a, b, name, now, ea, eb)
 	}
 	same := func(x, y Change) bool {
 		return x.Prefix == y.Prefix && x.Old == y.Old && x.New == y.New && x.OldRule == y.OldRule && x.NewRule == y.NewRule
 	}
 	count := func(ch Change) {
+		if ch.Old == ch.New {
+			return // moved, not changed
+		}
 		host := ch.Prefix.Addr().BitLen() - ch.Prefix.Bits()
 		if ch.Prefix.Addr().Is4() {
 			d.Addresses4 += 1 << host
@@ -104,12 +120,102 @@ func Diff(a, b *Compiled, now time.Time) DiffResult {
 			}
 		}
 	}
+	var changed []Change
+	for _, ch := range d.Changes {
+		if ch.Old == ch.New {
+			d.Moved = append(d.Moved, ch)
+		} else {
+			changed = append(changed, ch)
+		}
+	}
+	d.Changes = changed
 	d.Relays = diffRelays(a, b)
+	d.Other = diffOther(a, b)
+	if d.Empty() && a.Hash != b.Hash {
+		d.Other = append(d.Other, fmt.Sprintf("the compiled tables differ (policy %s -> %s), in nothing listed above", a.Hash, b.Hash))
+	}
 	return d
 }
 
-// diffOn is the walk for packets arriving on interface ifname.
-func diffOn(a, b *Compiled, ifname string, now time.Time) []Change {
+// MovedGroup is the part of DiffResult.Moved between one pair of deciding entries.
+type MovedGroup struct {
+	OldRule, NewRule, Interface string
+	Verdict                     model.Verdict
+	Blocks                      int          // prefixes of Moved in the group
+	First                       netip.Prefix // the first of them, in address order
+}
+
+// MovedByEntry groups Moved by old and new deciding entry (and interface), in the
+// order each pair first appears: a renamed range is one line, not one per block
+// around its exemptions.
+func (d *DiffResult) MovedByEntry() []MovedGroup {
+	var out []MovedGroup
+	for _, m := range d.Moved {
+		i := slices.IndexFunc(out, func(g MovedGroup) bool {
+			return g.OldRule == m.OldRule && g.NewRule == m.NewRule && g.Interface == m.Interface && g.Verdict == m.Old
+		})
+		if i < 0 {
+			out = append(out, MovedGroup{OldRule: m.OldRule, NewRule: m.NewRule, Interface: m.Interface, Verdict: m.Old, First: m.Prefix})
+			i = len(out) - 1
+		}
+		out[i].Blocks++
+	}
+	return out
+}
+
+// expiries maps the rule ids of c's exemptions and quarantines that expire to their
+// expiry.
+func expiries(c *Compiled) map[uint32]time.Time {
+	m := map[uint32]time.Time{}
+	for _, q := range c.Tables.Quarantines {
+		if !q.Expires.IsZero() {
+			m[q.Rule] = q.Expires
+		}
+	}
+	at := map[Pos]time.Time{}
+	for _, e := range c.Policy.Exemptions {
+		if !e.Expires.IsZero() {
+			at[e.Pos] = e.Expires
+		}
+	}
+	for _, r := range c.Rules {
+		if t, ok := at[r.Pos]; ok && r.Kind == model.KindExemption {
+			m[r.ID] = t
+		}
+	}
+	return m
+}
+
+// diffOther lists what changes outside the address space: protected ports, the RST
+// budget and the runtime bounds (each with its default filled in, so that writing a
+// default out changes nothing).
+func diffOther(a, b *Compiled) []string {
+	var out []string
+	pa, pb := a.Policy, b.Policy
+	if !slices.Equal(pa.Protected, pb.Protected) {
+		out = append(out, fmt.Sprintf("protected ports %v -> %v", pa.Protected, pb.Protected))
+	}
+	budget := func(t *model.Tables) string {
+		if t.RSTRate == 0 {
+			return "unlimited"
+		}
+		return fmt.Sprintf("%d/s per CPU, burst %d", t.RSTRate, t.RSTBurst)
+	}
+	if x, y := budget(a.Tables), budget(b.Tables); x != y {
+		out = append(out, fmt.Sprintf("RST budget %s -> %s", x, y))
+	}
+	ra, rb := pa.Runtime.settings(), pb.Runtime.settings()
+	for i := range ra {
+		if ra[i][1] != rb[i][1] {
+			out = append(out, fmt.Sprintf("runtime.%s %s -> %s", ra[i][0], ra[i][1], rb[i][1]))
+		}
+	}
+	return out
+}
+
+// diffOn is the walk for packets arriving on interface ifname; ea and eb are the
+// expiries of a's and b's rules.
+func diffOn(a, b *Compiled, ifname string, now time.Time, ea, eb map[uint32]time.Time) []Change {
 	var out []Change
 	for _, root := range []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")} {
 		var ps []netip.Prefix
@@ -124,7 +230,7 @@ func diffOn(a, b *Compiled, ifname string, now time.Time) []Change {
 		}
 		slices.SortFunc(ps, model.ComparePrefix)
 		ps = slices.Compact(ps)
-		w := differ{a: a, b: b, now: now, ps: ps, ifname: ifname}
+		w := differ{a: a, b: b, now: now, ps: ps, ifname: ifname, ea: ea, eb: eb}
 		out = append(out, w.walk(root)...)
 	}
 	return out
@@ -169,6 +275,20 @@ type differ struct {
 	ps   []netip.Prefix // all entry prefixes of this family, sorted
 	// ifname is the interface the walk judges packets on.
 	ifname string
+	ea, eb map[uint32]time.Time // expiries of a's and b's rules (expiries)
+}
+
+// decider names the entry of c that decides, with its expiry when the same entry
+// decides on the other side with another expiry (other).
+func decider(c *Compiled, rule uint32, same bool, exp, other time.Time) string {
+	name := c.Tables.RuleName(rule)
+	if same && !exp.Equal(other) {
+		if exp.IsZero() {
+			return name + " (no expiry)"
+		}
+		return name + " (until " + exp.UTC().Format(time.RFC3339) + ")"
+	}
+	return name
 }
 
 // withBit returns a with bit i (counted from the most significant, within the
@@ -209,10 +329,12 @@ func (w *differ) walk(p netip.Prefix) []Change {
 	if p.Bits() == p.Addr().BitLen() || !w.split(p) {
 		sa := w.a.Tables.LookupSourceOn(p.Addr(), w.ifname, w.now)
 		sb := w.b.Tables.LookupSourceOn(p.Addr(), w.ifname, w.now)
-		if sa.Verdict == sb.Verdict {
+		xa, xb := w.ea[sa.Rule], w.eb[sb.Rule]
+		same := w.a.Tables.RuleLabel(sa.Rule) == w.b.Tables.RuleLabel(sb.Rule)
+		if sa.Verdict == sb.Verdict && same && xa.Equal(xb) {
 			return nil
 		}
-		return []Change{{Prefix: p, Old: sa.Verdict, New: sb.Verdict, OldRule: w.a.Tables.RuleName(sa.Rule), NewRule: w.b.Tables.RuleName(sb.Rule)}}
+		return []Change{{Prefix: p, Old: sa.Verdict, New: sb.Verdict, OldRule: decider(w.a, sa.Rule, same, xa, xb), NewRule: decider(w.b, sb.Rule, same, xb, xa)}}
 	}
 	lo := netip.PrefixFrom(p.Addr(), p.Bits()+1)
 	hi := netip.PrefixFrom(withBit(p.Addr(), p.Bits()), p.Bits()+1)

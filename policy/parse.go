@@ -2,6 +2,7 @@ package policy
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/portcullis/portcullis/internal/suggest"
@@ -243,6 +246,15 @@ type parser struct {
 	occ    []occurrence // every prefix of the policy, sorted (checkOverlaps)
 	lists  ListFiles    // list files to read from, not the file system (ParseWithLists)
 	keep   ListFiles    // the list files read, kept (ParseKeeping)
+	// ranges is where each range name is first written, ranges with errors included;
+	// forbidden the range names runtime: forbids, where each is written.
+	ranges    map[string]Pos
+	forbidden []forbiddenName
+}
+
+type forbiddenName struct {
+	name string
+	pos  Pos
 }
 
 func (p *parser) pos(n *node) Pos { return Pos{p.file, max(n.line, 1), max(n.col, 1)} }
@@ -284,6 +296,7 @@ func ParseWithLists(file string, data []byte, now time.Time, lists ListFiles) (*
 
 func parse(p *parser, data []byte) (*Policy, error) {
 	file := p.file
+	p.ranges = map[string]Pos{}
 	root, err := parseYAML(file, data)
 	if errors.Is(err, errEmpty) {
 		return nil, Errors{{Pos{file, 1, 1}, "the policy is empty; start from examples/policy.yaml"}}
@@ -300,6 +313,7 @@ func parse(p *parser, data []byte) (*Policy, error) {
 		return nil, p.errs
 	}
 	p.checkShadowed(pol)
+	p.checkNeedless(pol)
 	p.occ = nil
 	slices.SortStableFunc(p.warns, func(a, b Error) int {
 		return cmp.Or(cmp.Compare(a.Pos.Line, b.Pos.Line), cmp.Compare(a.Pos.Col, b.Pos.Col))
@@ -322,11 +336,11 @@ func (p *parser) fields(n *node, what string, known []string, fn func(key string
 			if s := suggest.Closest(k.value, known); s != "" {
 				hint = fmt.Sprintf("; did you mean %q?", s)
 			}
-			p.errorf(k, "unknown key %q in %s%s (known keys: %s)", k.value, what, hint, strings.Join(known, ", "))
+			p.errorf(k, "unknown key %q in %s%s (known keys: %s)", Clip(k.value), what, hint, strings.Join(known, ", "))
 			continue
 		}
 		if prev, ok := seen[k.value]; ok {
-			p.errorf(k, "key %q repeated in %s (first at line %d); keep one", k.value, what, prev.line)
+			p.errorf(k, "key %q repeated in %s (first at line %d); keep one", Clip(k.value), what, prev.line)
 			continue
 		}
 		seen[k.value] = k
@@ -346,9 +360,9 @@ func kindName(n *node) string {
 			return "nothing (the key has no value)"
 		}
 		if n.tag == "!!str" && n.value != "" && strings.Trim(n.value, "0123456789.") == "" && strings.Count(n.value, ".") <= 1 {
-			return fmt.Sprintf("the quoted text %q (write the number without quotes)", n.value)
+			return fmt.Sprintf("the quoted text %q (write the number without quotes)", Clip(n.value))
 		}
-		return fmt.Sprintf("%q", n.value)
+		return fmt.Sprintf("%q", Clip(n.value))
 	case aliasNode:
 		return "an alias"
 	}
@@ -363,12 +377,39 @@ func (p *parser) str(n *node, what string) string {
 	return n.value
 }
 
+// text is str for a value that must say something: an empty or blank string (quoted
+// empty, or spaces) is an error at the value, telling what to write (fix), so that an empty
+// value never drops, widens or empties an entry without a word.
+func (p *parser) text(n *node, what, fix string) string {
+	s := p.str(n, what)
+	if n.kind == scalarNode && n.tag != "!!null" && strings.TrimSpace(s) == "" {
+		p.errorf(n, "%s is empty; %s", what, fix)
+		return ""
+	}
+	return s
+}
+
+// Clip cuts a value quoted back in a message to its first 64 bytes (at a character
+// boundary), saying how long it was: a whole file of one word must not come back as
+// one error line (on the terminal, in the daemon's log and in the audit).
+func Clip(s string) string {
+	const keep = 64
+	if len(s) <= keep+16 {
+		return s
+	}
+	i := keep
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return fmt.Sprintf("%s... (%d bytes in all)", s[:i], len(s))
+}
+
 // MaxNameLen bounds entry names: counters are kept in the data plane under
 // "kind/name", in a fixed-size label.
 const MaxNameLen = 100
 
 func (p *parser) name(n *node) string {
-	s := p.str(n, "name")
+	s := p.text(n, "name", "give the entry a name (counters are kept by it), or leave the key out where it is optional")
 	if len(s) > MaxNameLen {
 		p.errorf(n, "name is %d bytes long; keep it to %d (counters are kept under it)", len(s), MaxNameLen)
 	}
@@ -390,7 +431,14 @@ func (p *parser) uint(n *node, what string, maxv uint64) (uint64, bool) {
 
 func (p *parser) list(n *node, what string) []*node {
 	if n.kind != sequenceNode {
-		p.errorf(n, "%s must be a list, not %s", what, kindName(n))
+		fix := ""
+		switch {
+		case n.kind == scalarNode && n.tag != "!!null" && strings.TrimSpace(n.value) != "":
+			fix = fmt.Sprintf(" (write it in brackets: [%s])", n.value)
+		case n.kind == mappingNode:
+			fix = fmt.Sprintf(` (start each entry of %s with "- ")`, what)
+		}
+		p.errorf(n, "%s must be a list, not %s%s", what, kindName(n), fix)
 		return nil
 	}
 	return n.content
@@ -428,7 +476,11 @@ func (p *parser) verdict(n *node, allowed []model.Verdict) model.Verdict {
 	v, ok := model.ParseVerdict(s)
 	if !ok || !slices.Contains(allowed, v) {
 		if s != "" || n.kind == scalarNode {
-			p.errorf(n, "verdict %q is not one of %s", s, strings.Join(words, ", "))
+			hint := ""
+			if c := suggest.Closest(strings.ToLower(s), words); c != "" {
+				hint = fmt.Sprintf("; did you mean %q?", c)
+			}
+			p.errorf(n, "verdict %q is not one of %s%s", Clip(s), strings.Join(words, ", "), hint)
 		}
 		return 0
 	}
@@ -438,7 +490,7 @@ func (p *parser) verdict(n *node, allowed []model.Verdict) model.Verdict {
 // cidr parses a prefix or a bare address (a host prefix). Host bits set is an error
 // that suggests the prefix meant; IPv4-mapped IPv6 becomes IPv4.
 func (p *parser) cidr(n *node) (CIDR, bool) {
-	s := p.str(n, "a CIDR")
+	s := p.text(n, "a CIDR", "write an address or prefix, like 192.0.2.25 or 100.64.0.0/10")
 	if s == "" {
 		return CIDR{}, false
 	}
@@ -451,30 +503,35 @@ func (p *parser) cidrAt(s string, pos Pos) (CIDR, bool) {
 		p.errs = append(p.errs, Error{pos, fmt.Sprintf(format, args...)})
 		return CIDR{}, false
 	}
+	if strings.ContainsAny(s, " \t") { // (no allocation for the million that have none)
+		if t := strings.Join(strings.Fields(s), ""); isPrefix(t) {
+			return fail("%q has a space inside; write %s", Clip(s), t)
+		}
+	}
 	var pfx netip.Prefix
 	if strings.Contains(s, "/") {
 		var err error
 		pfx, err = netip.ParsePrefix(s)
 		if err != nil {
-			return fail("%q is not a CIDR prefix%s (write it like 100.64.0.0/10 or 2001:db8::/32)", s, cidrProblem(s))
+			return fail("%q is not a CIDR prefix%s (write it like 100.64.0.0/10 or 2001:db8::/32)", Clip(s), cidrProblem(s))
 		}
 	} else {
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.Zone() != "" {
-			return fail("%q is not an address or CIDR prefix%s (write it like 192.0.2.25 or 100.64.0.0/10)", s, cidrProblem(s))
+			return fail("%q is not an address or CIDR prefix%s (write it like 192.0.2.25 or 100.64.0.0/10)", Clip(s), cidrProblem(s))
 		}
 		pfx = netip.PrefixFrom(a, a.BitLen())
 	}
 	if pfx.Addr().Zone() != "" {
-		return fail("%q has a zone; policies take global prefixes", s)
+		return fail("%q has a zone; policies take global prefixes", Clip(s))
+	}
+	if pfx.Addr().Is4In6() && pfx.Bits() < 96 { // before host bits: their fix would leave the mapped space
+		return fail("%s is wider than the IPv4-mapped space ::ffff:0:0/96; write the IPv4 prefix instead", Clip(s))
 	}
 	if pfx.Masked() != pfx {
-		return fail("%s has host bits set; did you mean %s?", s, pfx.Masked())
+		return fail("%s has host bits set; did you mean %s?", Clip(s), pfx.Masked())
 	}
 	if pfx.Addr().Is4In6() {
-		if pfx.Bits() < 96 {
-			return fail("%s is wider than the IPv4-mapped space ::ffff:0:0/96; write the IPv4 prefix instead", s)
-		}
 		v4 := netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
 		p.warns = append(p.warns, Error{pos, fmt.Sprintf("%s is IPv4-mapped: it is read as the IPv4 prefix %s (IPv6 packets from mapped sources are judged as the IPv4 address they map); write %s to say so", s, v4, v4)})
 		pfx = v4
@@ -508,7 +565,7 @@ const MaxListErrors = 20
 // line, blank lines and "#" comments (whole-line or after the prefix) ignored. A
 // relative path is relative to the policy file's directory. Errors name file:line.
 func (p *parser) cidrsFile(n *node) []CIDR {
-	rel := p.str(n, "cidrs_file")
+	rel := p.text(n, "cidrs_file", "name a list file (relative to the policy file's directory), or leave the key out")
 	if rel == "" {
 		return nil
 	}
@@ -541,6 +598,13 @@ func (p *parser) cidrsFile(n *node) []CIDR {
 	// without allocating either). Nothing keeps a substring: messages are formatted
 	// copies, and netip keeps a zone only as a copy (unique.Make clones strings).
 	text := unsafe.String(unsafe.SliceData(data), len(data))
+	if t, isUTF16 := fromUTF16(data); isUTF16 {
+		text = t // Windows' "Unicode" export: read as the same text in UTF-8
+	} else if i := strings.IndexByte(text, 0); i >= 0 {
+		line := 1 + strings.Count(text[:i], "\n")
+		p.errorf(n, "%s is not a text file (a NUL byte on line %d): a list file is text, one address or CIDR per line (UTF-8, or UTF-16 with its byte-order mark)", path, line)
+		return nil
+	}
 	out := make([]CIDR, strings.Count(text, "\n")+1) // a slot for each line
 	errs := len(p.errs)
 	got, ok := p.readLists(text, path, out)
@@ -566,6 +630,7 @@ const listSplit = 1 << 20
 // file's, so the file is read again as one (a file with that many errors is not
 // the case to make fast).
 func (p *parser) readLists(text, path string, out []CIDR) (int, bool) {
+	text = strings.TrimPrefix(text, "\ufeff") // a UTF-8 byte-order mark (Windows exports)
 	mid := len(text) / 2
 	i := strings.IndexByte(text[mid:], '\n')
 	if len(text) < listSplit || i < 0 {
@@ -618,8 +683,8 @@ func (p *parser) readList(text, path string, firstLine int, out []CIDR) (int, bo
 		if pfx, ok := plainIPv4(l); ok {
 			out[n] = CIDR{pfx, Pos{path, line, col}}
 			n++
-		} else if f := strings.Fields(l); len(f) > 1 && isPrefix(f[0]) {
-			p.errs = append(p.errs, Error{Pos{path, line, col}, fmt.Sprintf("%q: one address or CIDR per line", l)})
+		} else if f := strings.FieldsFunc(l, isListSeparator); strings.IndexFunc(l, isListSeparator) >= 0 && len(f) > 0 && isPrefix(f[0]) && !isPrefix(strings.Join(strings.Fields(l), "")) {
+			p.errs = append(p.errs, Error{Pos{path, line, col}, fmt.Sprintf("%q: one address or CIDR per line", Clip(l))})
 		} else if c, ok := p.cidrAt(l, Pos{path, line, col}); ok {
 			out[n] = c
 			n++
@@ -627,6 +692,32 @@ func (p *parser) readList(text, path string, firstLine int, out []CIDR) (int, bo
 	}
 	return n, true
 }
+
+// fromUTF16 returns data as UTF-8 if it is UTF-16 text that starts with its
+// byte-order mark (FF FE little-endian, FE FF big-endian), and whether it is.
+func fromUTF16(data []byte) (string, bool) {
+	if len(data) < 2 || len(data)%2 != 0 {
+		return "", false
+	}
+	var order binary.ByteOrder
+	switch {
+	case data[0] == 0xff && data[1] == 0xfe:
+		order = binary.LittleEndian
+	case data[0] == 0xfe && data[1] == 0xff:
+		order = binary.BigEndian
+	default:
+		return "", false
+	}
+	units := make([]uint16, 0, len(data)/2-1)
+	for i := 2; i < len(data); i += 2 {
+		units = append(units, order.Uint16(data[i:]))
+	}
+	return string(utf16.Decode(units)), true
+}
+
+// isListSeparator reports whether r separates prefixes written on one line of a list
+// file (spaces, or a CSV's commas and semicolons): each must have its own line.
+func isListSeparator(r rune) bool { return r == ' ' || r == '\t' || r == ',' || r == ';' }
 
 // isPrefix reports whether s reads as an address or a CIDR prefix.
 func isPrefix(s string) bool {
@@ -724,11 +815,11 @@ func cidrProblem(s string) string {
 	case length == "":
 		return `: nothing after the "/"; give a prefix length`
 	case err != nil || !isDigits(length):
-		return fmt.Sprintf(": prefix length %q is not a number", length)
+		return fmt.Sprintf(": prefix length %q is not a number", Clip(length))
 	case bits > maxBits:
 		return fmt.Sprintf(": prefix length %d is over %d for %s", bits, maxBits, family)
 	case len(length) > 1 && length[0] == '0':
-		return fmt.Sprintf(": prefix length %q has a leading zero", length)
+		return fmt.Sprintf(": prefix length %q has a leading zero", Clip(length))
 	}
 	return ""
 }
@@ -745,11 +836,11 @@ func ipv4Problem(a string) string {
 	for _, o := range octets {
 		switch {
 		case !isDigits(o):
-			return fmt.Sprintf("octet %q is not a number", o)
+			return fmt.Sprintf("octet %q is not a number", Clip(o))
 		case len(o) > 3 || len(o) == 3 && o > "255":
 			return fmt.Sprintf("octet %s is over 255", o)
 		case len(o) > 1 && o[0] == '0':
-			return fmt.Sprintf("octet %q has a leading zero", o)
+			return fmt.Sprintf("octet %q has a leading zero", Clip(o))
 		}
 	}
 	return ""
@@ -766,7 +857,7 @@ func isDigits(s string) bool {
 
 // when parses a date (2026-12-01, midnight UTC) or an RFC 3339 time.
 func (p *parser) when(n *node, what string) (time.Time, bool) {
-	s := p.str(n, what)
+	s := p.text(n, what, "give a date like 2026-12-31 (midnight UTC) or a time like 2026-12-31T18:00:00Z")
 	if s == "" {
 		return time.Time{}, false
 	}
@@ -776,7 +867,7 @@ func (p *parser) when(n *node, what string) (time.Time, bool) {
 	if t, err := time.Parse("2006-01-02", s); err == nil {
 		return t, true
 	}
-	p.errorf(n, "%s %q is not a date; write 2026-12-31 (midnight UTC) or 2026-12-31T18:00:00Z", what, s)
+	p.errorf(n, "%s %q is not a date; write 2026-12-31 (midnight UTC) or 2026-12-31T18:00:00Z", what, Clip(s))
 	return time.Time{}, false
 }
 
@@ -817,7 +908,18 @@ func (p *parser) policy(root *node) *Policy {
 			})
 		case "ranges":
 			for _, n := range p.list(v, "ranges") {
-				if r, ok := p.rangeEntry(n); ok {
+				r, ok := p.rangeEntry(n)
+				// Names count also for a range with errors: its other errors are not
+				// repeated as a spurious "forbidden_in names a range the policy does
+				// not have", and a second range of its name is found at once.
+				if r.Name != "" {
+					if prev, dup := p.ranges[r.Name]; dup {
+						p.errs = append(p.errs, Error{r.Pos, fmt.Sprintf("range name %q is already used at %s; names must be unique (counters are kept by name)", r.Name, prev)})
+					} else {
+						p.ranges[r.Name] = r.Pos
+					}
+				}
+				if ok {
 					pol.Ranges = append(pol.Ranges, r)
 				}
 			}
@@ -932,6 +1034,10 @@ func (p *parser) listing(n *node, what string, extra []string, fn func(key strin
 		switch key {
 		case "cidr":
 			hasCIDR = true
+			if v.kind == sequenceNode {
+				p.errorf(v, "cidr is one address or prefix, not a list: write one %s for each (a range takes cidrs:)", what)
+				break
+			}
 			l.CIDR, _ = p.cidr(v)
 		case "name":
 			l.Name = p.name(v)
@@ -1010,13 +1116,8 @@ func (p *parser) quarantine(n *node) (Quarantine, bool) {
 // order): the same prefix twice is then two neighbours, and the shadow check walks
 // the same slice (p.occ). A map of every prefix cost more than the sort at a million.
 func (p *parser) checkOverlaps(pol *Policy) {
-	names := map[string]Pos{}
 	n := len(pol.Exemptions) + len(pol.Quarantines)
 	for _, r := range pol.Ranges {
-		if prev, ok := names[r.Name]; ok {
-			p.errs = append(p.errs, Error{r.Pos, fmt.Sprintf("range name %q is already used at %s; names must be unique (counters are kept by name)", r.Name, prev)})
-		}
-		names[r.Name] = r.Pos
 		n += len(r.CIDRs)
 	}
 	occ := make([]occurrence, 0, n)
@@ -1243,5 +1344,82 @@ func (p *parser) checkShadowedIn(pol *Policy, sc Scope, exs []int) {
 			subject = fmt.Sprintf("exemption %q (%s)", e.Name, x)
 		}
 		p.warns = append(p.warns, Error{e.Pos, fmt.Sprintf("%s never decides anything: every address in it is decided by more specific entries: %s%s; remove it, or remove what shadows it", subject, strings.Join(names, ", "), more)})
+	}
+}
+
+// checkNeedless warns of each exemption that changes nothing because its addresses
+// pass without it: every range around it that may apply where it does passes, and so
+// does the default where none of them applies. Such an exemption's address is most
+// often mistyped (and the server it is for stays blocked). Exemptions already warned
+// of as shadowed, and those inside another exemption, are left out; quarantines do
+// not count (they lift).
+func (p *parser) checkNeedless(pol *Policy) {
+	warned := map[Pos]bool{}
+	for _, w := range p.warns {
+		warned[w.Pos] = true
+	}
+	// The prefix lengths the policy has, per family: only those are looked up.
+	var lens [2][129]bool
+	for _, o := range p.occ {
+		lens[o.key.fb>>8][o.key.fb&0xff] = true
+	}
+	live := func(e Exemption) bool { return e.Expires.IsZero() || p.now.Before(e.Expires) }
+	for ei, e := range pol.Exemptions {
+		if !live(e) || warned[e.Pos] {
+			continue
+		}
+		x := e.CIDR.Prefix
+		var around []string
+		defaultApplies, needless := true, true
+		fam := keyOf(x).fb >> 8
+		// Most specific first; a passing range that applies wherever the exemption does
+		// decides there, so nothing wider counts (defaultApplies false ends the walk).
+		for bits := x.Bits() - 1; bits >= 0 && needless && defaultApplies; bits-- {
+			if !lens[fam][bits] {
+				continue
+			}
+			k := keyOf(netip.PrefixFrom(x.Addr(), bits).Masked())
+			i := sort.Search(len(p.occ), func(i int) bool { return p.occ[i].key.compare(k) >= 0 })
+			for ; i < len(p.occ) && p.occ[i].key == k; i++ {
+				o := p.occ[i]
+				ow := int(o.owner)
+				if ow >= len(pol.Ranges) {
+					if x := ow - len(pol.Ranges); x < len(pol.Exemptions) && x != ei && live(pol.Exemptions[x]) && pol.Exemptions[x].Scope.Overlaps(e.Scope) {
+						needless = false // nested exemptions: the shadow check's business
+						break
+					}
+					continue // a quarantine (it lifts), an expired exemption
+				}
+				c, what, sc := p.occurrenceOf(pol, o)
+				if !sc.Overlaps(e.Scope) {
+					continue
+				}
+				if pol.Ranges[ow].Verdict != model.Pass {
+					needless = false
+					break
+				}
+				if sc.Covers(e.Scope) {
+					defaultApplies = false
+				}
+				on := ""
+				if sc != nil {
+					on = " on " + sc.String()
+				}
+				if len(around) < maxShadowers {
+					around = append(around, fmt.Sprintf("%s %s%s, %s", what, c.Prefix, on, c.Pos))
+				}
+			}
+		}
+		if !needless || defaultApplies && pol.Default != model.Pass {
+			continue
+		}
+		if defaultApplies {
+			around = append([]string{"the default"}, around...)
+		}
+		subject := "exemption " + x.String()
+		if e.Name != subject {
+			subject = fmt.Sprintf("exemption %q (%s)", e.Name, x)
+		}
+		p.warns = append(p.warns, Error{e.Pos, fmt.Sprintf("%s changes nothing: without it its addresses pass anyway (%s); is the address right?", subject, strings.Join(around, ", and "))})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -93,7 +94,15 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key", "version: 1\nrangse: []\n", []string{`2:1: unknown key "rangse" in the policy; did you mean "ranges"?`}},
 		{"missing version", "ranges: []\n", []string{`1:1: missing "version: 1"`}},
 		{"bad version", "version: 2\n", []string{"1:10: version 2 is not supported"}},
-		{"wrong type", "version: 1\ngoverned_ports: 25\n", []string{`2:17: governed_ports must be a list, not "25"`}},
+		{"wrong type", "version: 1\ngoverned_ports: 25\n", []string{`2:17: governed_ports must be a list, not "25" (write it in brackets: [25])`}},
+		{"cidrs not a list", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: 192.0.2.0/25, 192.0.2.128/25\n", []string{`5:12: cidrs must be a list, not "192.0.2.0/25, 192.0.2.128/25" (write it in brackets: [192.0.2.0/25, 192.0.2.128/25])`}},
+		{"name of a range with errors", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [192.0.2.0/33]}\n  - {name: a, verdict: drop, cidrs: [198.51.100.0/24]}\nruntime:\n  unblock:\n    forbidden_in: [a, b]\n",
+			[]string{`3:38: "192.0.2.0/33" is not a CIDR prefix`, `4:5: range name "a" is already used at p.yaml:3:5`, `7:23: runtime: forbidden_in names range "b", which the policy does not have`}},
+		{"verdict typo", "version: 1\ndefault: Pass\nranges:\n  - {name: a, verdict: rest, cidrs: [192.0.2.0/24]}\n", []string{`2:10: verdict "Pass" is not one of pass, drop, reset, monitor; did you mean "pass"?`, `4:24: verdict "rest" is not one of pass, drop, reset, monitor; did you mean "reset"?`}},
+		{"mapped too wide", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [\"::ffff:100.64.0.0/90\"]}\n", []string{`3:38: ::ffff:100.64.0.0/90 is wider than the IPv4-mapped space ::ffff:0:0/96; write the IPv4 prefix instead`}},
+		{"space inside", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [100.64.0.0 /12, \"100.80.0.0/ 16\"]}\n", []string{`3:38: "100.64.0.0 /12" has a space inside; write 100.64.0.0/12`, `3:54: "100.80.0.0/ 16" has a space inside; write 100.80.0.0/16`}},
+		{"exemption cidr list", "version: 1\nexemptions:\n  - {cidr: [192.0.2.1, 192.0.2.2], reason: x, owner: y}\n", []string{`3:12: cidr is one address or prefix, not a list: write one exemption for each (a range takes cidrs:)`}},
+		{"ranges without dashes", "version: 1\nranges:\n  name: a\n  verdict: drop\n", []string{`3:3: ranges must be a list, not a mapping (start each entry of ranges with "- ")`}},
 		{"bad port", "version: 1\ngoverned_ports: [25, 70000]\n", []string{"2:22: a port in governed_ports must be a port number 1-65535, not \"70000\""}},
 		{"port 0", "version: 1\nprotected_ports: [0]\n", []string{"2:19: a port in protected_ports must be a port number 1-65535, not \"0\""}},
 		{"port not a number", "version: 1\ngoverned_ports: [smtp]\n", []string{`2:18: a port in governed_ports must be a port number 1-65535, not "smtp"`}},
@@ -166,6 +175,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("version: 1\n---\n---\nranges: [{name: a, verdict: drop, cidrs: [::/0, 0.0.0.0/0]}]\n...\n"))
 	f.Add([]byte("version: 1\nranges:\n  - name: a\n\tverdict: drop\n    cidrs:\n      -\n     - 192.0.2.0/24\n"))
 	f.Add([]byte("%YAML 1.2\n---\nexemptions:\n  - &e {cidr: 192.0.2.0/24, reason: x, owner: y}\n  - *e\n"))
+	f.Add([]byte("version: 1\nexemptions:\n  - {cidr: \"\", reason: x, owner: y}\nquarantines:\n  - {cidr: '', verdict: drop, reason: x, owner: y, expires: \"\"}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, err := Parse("f.yaml", data, testNow)
 		if err == nil {
@@ -323,7 +333,9 @@ func TestShadowedExemption(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p, err := Parse("p.yaml", []byte(c.src), testNow)
+			// A blocking default: with a passing one, an exemption in no range changes
+			// nothing and is warned of as such (TestNeedlessExemptionWarns).
+			p, err := Parse("p.yaml", []byte(c.src+"default: drop\n"), testNow)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -523,5 +535,209 @@ func TestRuntimeUnblockWidest(t *testing.T) {
 	}
 	if _, err := Parse("p.yaml", []byte(fmt.Sprintf(src, 4)), testNow); err == nil || !strings.Contains(err.Error(), "5:26: runtime.unblock.widest_ipv4 4 is wider than any runtime entry may be (/8)") {
 		t.Fatalf("widest_ipv4 4: %v", err)
+	}
+}
+
+// An empty string ("", or quoted blank), where a value is required, is an error at the value:
+// it must not drop the entry silently (a quarantine with expires: "" vanished), widen
+// it (interfaces: [""] read as every interface) or leave a prefix-less entry behind
+// (cidr: "" in an exemption panicked the shadow check).
+func TestEmptyStrings(t *testing.T) {
+	cases := []struct{ name, src, want string }{
+		{"range cidr", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [\"\"]}\n", `3:38: a CIDR is empty`},
+		{"exemption cidr", "version: 1\nexemptions:\n  - {cidr: \"\", reason: x, ticket: T}\n", `3:12: a CIDR is empty`},
+		{"quarantine cidr", "version: 1\nquarantines:\n  - {cidr: '', verdict: drop, reason: x, ticket: T, expires: 2027-01-01}\n", `3:12: a CIDR is empty`},
+		{"relay cidr", "version: 1\nrelays:\n  - {name: r, cidrs: [\"\"], reason: x, owner: o}\n", `3:23: a CIDR is empty`},
+		{"cidrs_file", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs_file: \"\"}\n", `3:42: cidrs_file is empty`},
+		{"range name", "version: 1\nranges:\n  - {name: \"\", verdict: drop, cidrs: [192.0.2.0/24]}\n", `3:12: name is empty`},
+		{"blank name", "version: 1\nranges:\n  - {name: \"  \", verdict: drop, cidrs: [192.0.2.0/24]}\n", `3:12: name is empty`},
+		{"expires", "version: 1\nquarantines:\n  - {cidr: 192.0.2.1, verdict: drop, reason: x, ticket: T, expires: \"\"}\n", `3:69: expires is empty`},
+		{"interface", "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [192.0.2.0/24], interfaces: [\"\"]}\n", `3:66: an interface name is empty`},
+		{"duration", "version: 1\nruntime:\n  quarantine:\n    memory: \"\"\n", `4:13: runtime.quarantine.memory is empty`},
+		{"range name in runtime", "version: 1\nruntime:\n  unblock:\n    forbidden_in: [\"\"]\n", `4:20: a range name is empty`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse("p.yaml", []byte(c.src), testNow)
+			if err == nil || !strings.Contains(err.Error(), "p.yaml:"+c.want) {
+				t.Errorf("err %v, want %q", err, c.want)
+			}
+		})
+	}
+}
+
+// A list file exported on Windows (an IPAM's CSV export, Excel, Notepad) starts with
+// a UTF-8 byte-order mark and ends its lines with CRLF: it reads as the same list.
+// Several prefixes on one line, separated by commas or semicolons, are told apart
+// from a malformed prefix.
+func TestListFileBOMAndSeparators(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.yaml")
+	list := filepath.Join(dir, "l.txt")
+	if err := os.WriteFile(pol, []byte("version: 1\nranges:\n  - {name: dsl, verdict: drop, cidrs_file: l.txt}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(list, []byte("\ufeff100.64.0.0/16\r\n100.65.0.0/16 \r\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParseFile(pol, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Ranges[0].CIDRs; len(got) != 2 || got[0].Pos.Col != 1 || got[0].Prefix.String() != "100.64.0.0/16" {
+		t.Errorf("read %+v", got)
+	}
+	// UTF-16 with its byte-order mark ("Unicode text" from Excel or Notepad), either
+	// byte order, reads as the same list; a file with NUL bytes and no mark is not text.
+	for _, enc := range [][]byte{
+		{0xff, 0xfe, '1', 0, '0', 0, '0', 0, '.', 0, '6', 0, '4', 0, '.', 0, '0', 0, '.', 0, '0', 0, '/', 0, '1', 0, '6', 0, '\r', 0, '\n', 0},
+		{0xfe, 0xff, 0, '1', 0, '0', 0, '0', 0, '.', 0, '6', 0, '4', 0, '.', 0, '0', 0, '.', 0, '0', 0, '/', 0, '1', 0, '6', 0, '\n'},
+	} {
+		if err := os.WriteFile(list, enc, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p, err := ParseFile(pol, testNow)
+		if err != nil || len(p.Ranges[0].CIDRs) != 1 || p.Ranges[0].CIDRs[0].Prefix.String() != "100.64.0.0/16" {
+			t.Errorf("UTF-16 % x: %v", enc[:2], err)
+		}
+	}
+	if err := os.WriteFile(list, []byte("100.64.0.0/16\n\x7fELF\x00\x01\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseFile(pol, testNow); err == nil || !strings.Contains(err.Error(), "l.txt is not a text file (a NUL byte on line 2)") {
+		t.Errorf("binary list: %v", err)
+	}
+	if err := os.WriteFile(list, []byte("100.64.0.0/16,100.65.0.0/16\n100.66.0.0/16; 100.67.0.0/16\n100.68.0.0/16;\n100.69.0.0 /16\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ParseFile(pol, testNow)
+	for _, want := range []string{
+		list + `:1:1: "100.64.0.0/16,100.65.0.0/16": one address or CIDR per line`,
+		list + `:2:1: "100.66.0.0/16; 100.67.0.0/16": one address or CIDR per line`,
+		list + `:3:1: "100.68.0.0/16;": one address or CIDR per line`,
+		list + `:4:1: "100.69.0.0 /16" has a space inside; write 100.69.0.0/16`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v\nwant %q", err, want)
+		}
+	}
+}
+
+// An exemption whose addresses pass without it (no blocking range covers it, and the
+// default passes; or the range around it passes) changes nothing: most often its
+// address is mistyped, and the customer's server stays blocked. A warning says so.
+func TestNeedlessExemptionWarns(t *testing.T) {
+	const base = `version: 1
+default: %s
+ranges:
+  - {name: dsl, verdict: reset, cidrs: [100.64.0.0/12]}
+  - {name: biz, verdict: pass, cidrs: [198.51.100.0/24]}
+  - {name: partner, verdict: pass, cidrs: [100.80.0.0/16], interfaces: [eth3]}
+  - {name: static, verdict: pass, cidrs: [100.64.5.0/24]}
+exemptions:
+  - {cidr: 100.64.12.25, name: ok-mail, reason: r, ticket: T}
+  - {cidr: 100.46.12.25, name: typo-mail, reason: r, ticket: T}
+  - {cidr: 198.51.100.25, reason: r, ticket: T}
+  - {cidr: 100.80.1.25, name: partner-side, reason: r, ticket: T}
+  - {cidr: 100.64.5.25, name: static-mail, reason: r, ticket: T}
+`
+	p, err := Parse("p.yaml", []byte(fmt.Sprintf(base, "pass")), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range p.Warnings {
+		got = append(got, w.Error())
+	}
+	want := []string{
+		`p.yaml:10:5: exemption "typo-mail" (100.46.12.25/32) changes nothing: without it its addresses pass anyway (the default); is the address right?`,
+		`p.yaml:11:5: exemption 198.51.100.25/32 changes nothing: without it its addresses pass anyway (range "biz" 198.51.100.0/24, p.yaml:5:40); is the address right?`,
+		`p.yaml:12:5: exemption "partner-side" (100.80.1.25/32) changes nothing: without it its addresses pass anyway (the default, and range "partner" 100.80.0.0/16 on eth3, p.yaml:6:44); is the address right?`,
+		`p.yaml:13:5: exemption "static-mail" (100.64.5.25/32) changes nothing: without it its addresses pass anyway (range "static" 100.64.5.0/24, p.yaml:7:43); is the address right?`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// With a blocking default, an exemption outside every range is what lets it through.
+	p, err = Parse("p.yaml", []byte(fmt.Sprintf(base, "drop")), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range p.Warnings {
+		if strings.Contains(w.Error(), "typo-mail") || strings.Contains(w.Error(), "partner-side") {
+			t.Errorf("default drop: %v", w)
+		}
+	}
+}
+
+// The needless-exemption warning is sound: on the random policies of the equivalence
+// test, removing an exemption it names changes no verdict on any interface.
+func TestNeedlessExemptionSound(t *testing.T) {
+	warned := 0
+	for _, c := range equivCases() {
+		if !strings.HasPrefix(c.name, "random") || len(c.lists) > 0 {
+			continue
+		}
+		p, err := Parse("policy.yaml", []byte(c.yaml), testNow)
+		if err != nil {
+			continue
+		}
+		full := mustCompile(t, p)
+		for _, w := range p.Warnings {
+			if !strings.Contains(w.Msg, "changes nothing") {
+				continue
+			}
+			i := slices.IndexFunc(p.Exemptions, func(e Exemption) bool { return e.Pos == w.Pos })
+			if i < 0 {
+				t.Fatalf("%s: no exemption at %s", c.name, w.Pos)
+			}
+			warned++
+			q := *p
+			q.Exemptions = slices.Delete(slices.Clone(p.Exemptions), i, i+1)
+			if d := Diff(full, mustCompile(t, &q), testNow); len(d.Changes) > 0 {
+				t.Errorf("%s: %v, but removing it changes %v", c.name, w, d.Changes[0])
+			}
+		}
+	}
+	if warned == 0 {
+		t.Fatal("no needless exemption among the random policies")
+	}
+	t.Logf("%d needless exemptions removed", warned)
+}
+
+// A value quoted back in a message is cut short: a 50 MB file of one word (a binary
+// or a log written over the policy by mistake) gave a 50 MB error line, on the
+// terminal and in the daemon's log; a list file's megabyte line did the same.
+func TestLongValuesClipped(t *testing.T) {
+	long := strings.Repeat("a", 1<<20)
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.yaml")
+	for _, c := range []struct{ policy, list string }{
+		{policy: long},
+		{policy: "version: 1\ndefault: " + long + "\n"},
+		{policy: "version: 1\n" + long + ": 1\n"},
+		{policy: "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [" + long + "]}\n"},
+		{policy: "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [192.0.2.0/" + long + "]}\n"},
+		{policy: "version: 1\nquarantines:\n  - {cidr: 192.0.2.1, verdict: drop, reason: r, owner: o, expires: " + long + "}\n"},
+		{policy: "version: 1\nruntime: {quarantine: {memory: " + long + "}}\n"},
+		{policy: "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs: [192.0.2.0/24], interfaces: [" + long + "]}\n"},
+		{policy: "version: 1\nranges:\n  - {name: a, verdict: drop, cidrs_file: l.txt}\n", list: long + "\n192.0.2.0/24 " + long + "\n"},
+	} {
+		if err := os.WriteFile(pol, []byte(c.policy), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "l.txt"), []byte(c.list), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := ParseFile(pol, testNow)
+		var es Errors
+		if !errors.As(err, &es) {
+			t.Fatalf("%.40q: %v", c.policy, err)
+		}
+		for _, e := range es {
+			if len(e.Error()) > 600 {
+				t.Errorf("%.40q: a %d-byte message: %.200s", c.policy, len(e.Error()), e.Error())
+			}
+		}
 	}
 }

@@ -3,6 +3,7 @@ package policy
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -31,12 +32,12 @@ func (p *parser) scope(n *node) Scope {
 	var out Scope
 	at := map[string]*node{}
 	for _, e := range items {
-		name := p.str(e, "an interface name")
+		name := p.text(e, "an interface name", "write a Linux interface name, like eth3.200")
 		if name == "" {
 			continue
 		}
 		if msg := ifnameProblem(name); msg != "" {
-			p.errorf(e, "%q is not an interface name: %s", name, msg)
+			p.errorf(e, "%q is not an interface name: %s", Clip(name), msg)
 			continue
 		}
 		if prev, ok := at[name]; ok {
@@ -101,7 +102,7 @@ func (p *parser) relay(n *node) (Relay, bool) {
 				r.BlockQuarantined = true
 			default:
 				if s != "" {
-					p.errorf(v, "quarantined %q is not pass or block (pass: quarantined sources may use this relay, the default; block: their quarantine applies here too)", s)
+					p.errorf(v, "quarantined %q is not pass or block (pass: quarantined sources may use this relay, the default; block: their quarantine applies here too)", Clip(s))
 				}
 			}
 		case "broad":
@@ -289,6 +290,49 @@ func (rt Runtime) WidestUnblocks() (v4, v6 int) {
 // nothing (runtime.quarantine.max).
 const DefaultQuarantineMax = 365 * 24 * time.Hour
 
+// The other defaults of the runtime: section (overlay applies them).
+var DefaultQuarantineTerms = []time.Duration{time.Hour, 4 * time.Hour, 24 * time.Hour}
+
+const (
+	DefaultQuarantineMemory = 30 * 24 * time.Hour
+	DefaultUnblockTerm      = 30 * 24 * time.Hour
+	DefaultUnblockMax       = 365 * 24 * time.Hour
+)
+
+// settings are rt's bounds as key and value, each default filled in, in a fixed
+// order (diff compares two policies' settings by position).
+func (rt Runtime) settings() [][2]string {
+	terms := rt.QuarantineTerms
+	if len(terms) == 0 {
+		terms = DefaultQuarantineTerms
+	}
+	var ts []string
+	for _, t := range terms {
+		ts = append(ts, FormatDuration(t))
+	}
+	verdict := "drop"
+	if rt.QuarantineReset {
+		verdict = "reset"
+	}
+	names := func(l []string) string {
+		l = slices.Sorted(slices.Values(l))
+		return "[" + strings.Join(slices.Compact(l), ", ") + "]"
+	}
+	w4, w6 := rt.WidestUnblocks()
+	return [][2]string{
+		{"quarantine.terms", "[" + strings.Join(ts, ", ") + "]"},
+		{"quarantine.memory", FormatDuration(cmp.Or(rt.QuarantineMemory, DefaultQuarantineMemory))},
+		{"quarantine.verdict", verdict},
+		{"quarantine.max", FormatDuration(rt.MaxQuarantine())},
+		{"quarantine.forbidden_in", names(rt.NoQuarantine)},
+		{"unblock.default", FormatDuration(cmp.Or(rt.UnblockDefault, DefaultUnblockTerm))},
+		{"unblock.max", FormatDuration(cmp.Or(rt.UnblockMax, DefaultUnblockMax))},
+		{"unblock.widest_ipv4", "/" + strconv.Itoa(w4)},
+		{"unblock.widest_ipv6", "/" + strconv.Itoa(w6)},
+		{"unblock.forbidden_in", names(rt.NoUnblock)},
+	}
+}
+
 func (p *parser) runtime(n *node, pol *Policy) {
 	rt := &pol.Runtime
 	rt.Pos = p.pos(n)
@@ -355,8 +399,9 @@ func (p *parser) runtime(n *node, pol *Policy) {
 func (p *parser) rangeNames(n *node, what string) []string {
 	var out []string
 	for _, e := range p.list(n, what) {
-		if s := p.str(e, "a range name"); s != "" {
+		if s := p.text(e, "a range name", "name a range of this policy, or leave the list empty"); s != "" {
 			out = append(out, s)
+			p.forbidden = append(p.forbidden, forbiddenName{s, p.pos(e)})
 		}
 	}
 	return out
@@ -367,36 +412,29 @@ func (p *parser) checkRuntime(pol *Policy, n *node) {
 	if n == nil {
 		return
 	}
-	names := map[string]bool{}
-	for _, r := range pol.Ranges {
-		names[r.Name] = true
-	}
-	for _, list := range [][]string{pol.Runtime.NoQuarantine, pol.Runtime.NoUnblock} {
-		for _, name := range list {
-			if !names[name] {
-				var known []string
-				for k := range names {
-					known = append(known, k)
-				}
-				hint := ""
-				if s := suggest.Closest(name, known); s != "" {
-					hint = fmt.Sprintf("; did you mean %q?", s)
-				}
-				p.errs = append(p.errs, Error{pol.Runtime.Pos, fmt.Sprintf("runtime: forbidden_in names range %q, which the policy does not have%s", name, hint)})
+	// Every range written, with errors or not (p.ranges): a range with an error has
+	// said so already.
+	for _, f := range p.forbidden {
+		if _, ok := p.ranges[f.name]; !ok {
+			known := slices.Sorted(maps.Keys(p.ranges))
+			hint := ""
+			if s := suggest.Closest(f.name, known); s != "" {
+				hint = fmt.Sprintf("; did you mean %q?", s)
 			}
+			p.errs = append(p.errs, Error{f.pos, fmt.Sprintf("runtime: forbidden_in names range %q, which the policy does not have%s", Clip(f.name), hint)})
 		}
 	}
 }
 
 // duration parses a duration: Go's (90m, 24h, 1h30m) or whole days (30d).
 func (p *parser) duration(n *node, what string) (time.Duration, bool) {
-	s := p.str(n, what)
+	s := p.text(n, what, "write a duration like 4h, 90m or 30d, or leave the key out for the default")
 	if s == "" {
 		return 0, false
 	}
 	d, err := ParseDuration(s)
 	if err != nil || d <= 0 {
-		p.errorf(n, "%s %q is not a duration; write it like 4h, 90m or 30d", what, s)
+		p.errorf(n, "%s %q is not a duration; write it like 4h, 90m or 30d", what, Clip(s))
 		return 0, false
 	}
 	return d, true

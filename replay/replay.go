@@ -320,6 +320,9 @@ func (r *Replayer) describe(res Result, p model.Packet) string {
 	case model.ReasonFragment:
 		return "non-first fragment, no ports"
 	case model.ReasonNotGoverned:
+		if slices.Contains(r.c.Policy.Protected, p.DstPort) {
+			return fmt.Sprintf("port %d protected: never governed", p.DstPort)
+		}
 		return fmt.Sprintf("port %d not governed", p.DstPort)
 	case model.ReasonTooManyTags:
 		return fmt.Sprintf("more than %d VLAN tags: dropped", model.MaxVLANTags)

@@ -133,7 +133,11 @@ type Report struct {
 // per deciding entry in c's order, unparseable frames, and whether the program and the
 // model agreed. c is the policy the capture was judged with.
 func (s Report) WriteText(w io.Writer, c *policy.Compiled) {
-	fmt.Fprintf(w, "%s: %d frames (%s), policy %s, judged at %s\n\n", s.Capture, s.Frames, strings.Join(s.LinkTypes, ", "), s.Hash, s.At)
+	links := strings.Join(s.LinkTypes, ", ")
+	if s.Frames == 0 {
+		links = "the capture holds no packets"
+	}
+	fmt.Fprintf(w, "%s: %d frames (%s), policy %s, judged at %s\n\n", s.Capture, s.Frames, links, s.Hash, s.At)
 	fmt.Fprintf(w, "%-10s %8s %14s\n", "VERDICT", "FRAMES", "PORT-25 SYNS")
 	for _, v := range Verdicts {
 		fmt.Fprintf(w, "%-10s %8d %14d\n", v, s.Verdicts[v], s.Port25SYNs[v])

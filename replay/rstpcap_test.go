@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/model"
+	"github.com/portcullis/portcullis/policy"
 )
 
 // The RST file is whole or not there: Close puts it in place, Abort leaves nothing.
@@ -52,5 +56,45 @@ func TestRSTWriter(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Fatalf("want only rst.pcap in %s, have %v", dir, ents)
+	}
+}
+
+// A capture that holds no packet says so, not "0 frames ()".
+func TestReportEmptyCapture(t *testing.T) {
+	p, err := policy.Parse("p.yaml", []byte("version: 1\n"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := policy.Compile(p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	Report{Capture: "empty.pcap", Hash: c.Hash, At: "now", Summary: NewSummary()}.WriteText(&b, c)
+	if first, _, _ := strings.Cut(b.String(), "\n"); first != "empty.pcap: 0 frames (the capture holds no packets), policy "+c.Hash+", judged at now" {
+		t.Errorf("first line %q", first)
+	}
+}
+
+// A frame to a protected port is said to be protected (as explain says), not merely
+// "not governed".
+func TestDescribeProtectedPort(t *testing.T) {
+	p, err := policy.Parse("p.yaml", []byte("version: 1\n"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := policy.Compile(p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Replayer{c: c, tables: c.Tables}
+	for port, want := range map[uint16]string{
+		587: "port 587 protected: never governed",
+		465: "port 465 protected: never governed",
+		443: "port 443 not governed",
+	} {
+		if got := r.describe(Result{Path: model.ReasonNotGoverned}, model.Packet{DstPort: port}); got != want {
+			t.Errorf("port %d: %q, want %q", port, got, want)
+		}
 	}
 }

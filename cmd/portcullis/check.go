@@ -41,6 +41,8 @@ type checkSummary struct {
 	Relays             int      `json:"relays"`
 	RelayPrefixes      int      `json:"relay_prefixes"`
 	ScopedInterfaces   []string `json:"scoped_interfaces,omitempty"`
+	RSTRate            *uint32  `json:"rst_rate,omitempty"`  // RSTs a second per CPU; 0: unlimited
+	RSTBurst           *uint32  `json:"rst_burst,omitempty"` // (absent when the policy is invalid)
 }
 
 func runCheck(e *env, args []string) error {
@@ -119,6 +121,7 @@ func runCheck(e *env, args []string) error {
 		s.RelayPrefixes += len(r.CIDRs)
 	}
 	s.ScopedInterfaces = p.Interfaces()
+	s.RSTRate, s.RSTBurst = &p.RSTRate, &p.RSTBurst
 	if *asJSON {
 		return writeJSON(e.stdout, s)
 	}

@@ -13,8 +13,11 @@ Shows which address space changes verdict (for the governed ports) between the p
 in OLD and the one in NEW: a minimal list of CIDRs with old -> new verdict and the
 deciding entries, then totals per family. With interface scopes, a change that differs
 per interface is listed per interface ("(other interfaces)": those no scope names).
-Relays added, removed or changed are listed after the address changes. Exits 0 when nothing changes, 1 when
-something does (like diff(1)), 2 on error.`
+Relays added, removed or changed are listed after the address changes; then the space
+that keeps its verdict but changes deciding entry (a rename, a prefix moved to another
+range: its counters move) or expiry, and other changes (protected ports, RST budget,
+runtime: bounds). Exits 0 when nothing changes, 1 when something does (like diff(1)),
+2 on error.`
 
 // diffJSON is the --json output. Both totals are JSON numbers, exact: an IPv6 total
 // can pass 2^64 (read it as a big integer: json.Number in Go, plain int in Python).
@@ -27,6 +30,8 @@ type diffJSON struct {
 	GovernedOld []uint16     `json:"governed_old"`
 	GovernedNew []uint16     `json:"governed_new"`
 	Relays      []relayJSON  `json:"relays"`
+	Moved       []changeJSON `json:"moved"` // same verdict, another deciding entry or expiry
+	Other       []string     `json:"other"` // protected ports, RST budget, runtime bounds
 }
 
 type relayJSON struct {
@@ -73,12 +78,16 @@ func runDiff(e *env, args []string) error {
 // fleet push --dry-run).
 func writeDiff(e *env, oldHash, newHash string, d policy.DiffResult, asJSON bool) error {
 	out := diffJSON{Old: oldHash, New: newHash, Changes: []changeJSON{}, Relays: []relayJSON{}, Addresses4: d.Addresses4,
-		Addresses6: d.Addresses6, GovernedOld: d.GovernedOld, GovernedNew: d.GovernedNew}
+		Addresses6: d.Addresses6, GovernedOld: d.GovernedOld, GovernedNew: d.GovernedNew, Moved: []changeJSON{}, Other: []string{}}
 	for _, c := range d.Changes {
 		out.Changes = append(out.Changes, changeJSON{c.Prefix.String(), c.Old.String(), c.New.String(), c.OldRule, c.NewRule, c.Interface})
 	}
+	for _, c := range d.Moved {
+		out.Moved = append(out.Moved, changeJSON{c.Prefix.String(), c.Old.String(), c.New.String(), c.OldRule, c.NewRule, c.Interface})
+	}
+	out.Other = append(out.Other, d.Other...)
 	scoped := false
-	for _, c := range d.Changes {
+	for _, c := range append(slices.Clone(d.Changes), d.Moved...) {
 		scoped = scoped || c.Interface != ""
 	}
 	for _, r := range d.Relays {
@@ -91,15 +100,13 @@ func writeDiff(e *env, oldHash, newHash string, d policy.DiffResult, asJSON bool
 	if !slices.Equal(d.GovernedOld, d.GovernedNew) {
 		fmt.Fprintf(e.stdout, "governed ports %v -> %v\n", d.GovernedOld, d.GovernedNew)
 	}
-	if len(out.Changes) == 0 {
-		fmt.Fprintln(e.stdout, "no address changes verdict")
-	} else {
+	table := func(changes []changeJSON) {
 		if scoped {
 			fmt.Fprintf(e.stdout, "%-43s %-18s %-20s %s\n", "PREFIX", "VERDICT", "INTERFACE", "DECIDED BY (old -> new)")
 		} else {
 			fmt.Fprintf(e.stdout, "%-43s %-18s %s\n", "PREFIX", "VERDICT", "DECIDED BY (old -> new)")
 		}
-		for _, c := range out.Changes {
+		for _, c := range changes {
 			if scoped {
 				where := c.Interface
 				if where == "" {
@@ -111,6 +118,25 @@ func writeDiff(e *env, oldHash, newHash string, d policy.DiffResult, asJSON bool
 			}
 		}
 	}
+	if len(out.Changes) == 0 {
+		fmt.Fprintln(e.stdout, "no address changes verdict")
+	} else {
+		table(out.Changes)
+	}
+	if groups := d.MovedByEntry(); len(groups) > 0 {
+		fmt.Fprintln(e.stdout, "same verdict, decided by another entry (its counters move) or with another expiry:")
+		for _, g := range groups {
+			where := ""
+			if g.Interface != "" {
+				where = " on " + g.Interface
+			}
+			more := ""
+			if g.Blocks > 1 {
+				more = fmt.Sprintf(" and %d more blocks (--json lists them)", g.Blocks-1)
+			}
+			fmt.Fprintf(e.stdout, "  %s -> %s (%s)%s: %s%s\n", g.OldRule, g.NewRule, g.Verdict, where, g.First, more)
+		}
+	}
 	for _, r := range out.Relays {
 		switch {
 		case r.Old == "":
@@ -120,6 +146,9 @@ func writeDiff(e *env, oldHash, newHash string, d policy.DiffResult, asJSON bool
 		default:
 			fmt.Fprintf(e.stdout, "relay %s changed: %s -> %s\n", r.Prefix, r.Old, r.New)
 		}
+	}
+	for _, o := range out.Other {
+		fmt.Fprintln(e.stdout, o)
 	}
 	fmt.Fprintf(e.stdout, "IPv4 addresses changed: %d\nIPv6 addresses changed: %s\n", out.Addresses4, out.Addresses6)
 	return nil

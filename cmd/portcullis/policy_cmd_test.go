@@ -42,6 +42,11 @@ func TestCheckExample(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &s) != nil || !s.Valid || s.QuarantinesActive != 1 || s.Exemptions != 2 {
 		t.Fatalf("check --json: %d %s", code, out)
 	}
+	// The RST budget the text prints is in the JSON too (0: unlimited).
+	var raw map[string]any
+	if json.Unmarshal([]byte(out), &raw) != nil || raw["rst_rate"] != 1000.0 || raw["rst_burst"] != 200.0 {
+		t.Errorf("check --json: RST budget rst_rate %v, rst_burst %v, want 1000, 200", raw["rst_rate"], raw["rst_burst"])
+	}
 }
 
 func TestCheckErrors(t *testing.T) {
