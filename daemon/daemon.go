@@ -76,9 +76,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer pre.close()
 
 	if err := loader.MountBPFFS(d.cfg.BPFFS); err != nil {
+		pre.lock.Close()
 		return err
 	}
-	enforcing := false // a policy in force and the interfaces attached
+	if pre.lock == nil {
+		// bpffs was made just now; another daemon started at the same moment may have
+		// made it too, and holds it: then nothing here is this start's to undo.
+		if pre.lock, err = loader.LockPinDir(d.cfg.BPFFS); err != nil {
+			return err
+		}
+	}
+	defer pre.lock.Close() // last: after the undo of a first start below
+	enforcing := false     // a policy in force and the interfaces attached
 	if pre.first {
 		defer func() {
 			if !enforcing {

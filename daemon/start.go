@@ -29,12 +29,16 @@ import (
 type preflight struct {
 	control, metrics, api net.Listener
 	apiSrv                *api.Server
+	// lock: the pin directory's (loader.LockPinDir), taken here when bpffs exists, else
+	// by Run once MountBPFFS has made it; held until Run returns.
+	lock *loader.PinLock
 	// first: no policy is pinned in bpffs (nothing there, or maps an earlier start
 	// left without applying one); dirExisted: bpffs existed before this start.
 	first, dirExisted bool
 }
 
-// close closes the listeners not yet handed to a server.
+// close closes the listeners not yet handed to a server. The lock stays: Run releases
+// it last.
 func (p *preflight) close() {
 	for _, ln := range []net.Listener{p.control, p.metrics, p.api} {
 		if ln != nil {
@@ -50,10 +54,20 @@ func (d *Daemon) preflight() (_ *preflight, err error) {
 	defer func() {
 		if err != nil {
 			p.close()
+			p.lock.Close()
 		}
 	}()
 	if err := loader.CheckPinsOutlive(d.cfg.BPFFS); err != nil {
 		return nil, err
+	}
+	// One daemon per pin directory, whatever its control socket and store: the lock is
+	// taken before anything here looks at the pins or binds the control socket (a
+	// second daemon started at the same moment would remove the first one's socket
+	// file). A bpffs directory that is not there yet is locked by Run once made.
+	if _, err := os.Stat(d.cfg.BPFFS); err == nil {
+		if p.lock, err = loader.LockPinDir(d.cfg.BPFFS); err != nil {
+			return nil, err
+		}
 	}
 	if d.cfg.API.Listen != "" {
 		// The API's configuration, its clients file and its certificates. The audit

@@ -109,6 +109,11 @@ func runDetach(e *env, args []string) error {
 	if err := loader.CheckPinsVisible(bpffs); err != nil {
 		return err // "nothing to detach" would be wrong: the pins are elsewhere
 	}
+	if inUse, err := loader.PinDirInUse(bpffs); err != nil {
+		return err
+	} else if inUse {
+		return fmt.Errorf("a daemon is running with the pins in %s (its control socket is not %s) and would attach again: stop it first, then detach", bpffs, socket)
+	}
 	links, err := loader.PinnedLinks(bpffs)
 	if err != nil {
 		return err
