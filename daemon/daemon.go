@@ -82,7 +82,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if pre.lock == nil {
 		// bpffs was made just now; another daemon started at the same moment may have
 		// made it too, and holds it: then nothing here is this start's to undo.
-		if pre.lock, err = loader.LockPinDir(d.cfg.BPFFS); err != nil {
+		if pre.lock, err = loader.LockPinDir(d.cfg.BPFFS, loader.PinLockWait); err != nil {
 			return err
 		}
 	}

@@ -65,7 +65,7 @@ func (d *Daemon) preflight() (_ *preflight, err error) {
 	// second daemon started at the same moment would remove the first one's socket
 	// file). A bpffs directory that is not there yet is locked by Run once made.
 	if _, err := os.Stat(d.cfg.BPFFS); err == nil {
-		if p.lock, err = loader.LockPinDir(d.cfg.BPFFS); err != nil {
+		if p.lock, err = loader.LockPinDir(d.cfg.BPFFS, loader.PinLockWait); err != nil {
 			return nil, err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,27 +30,40 @@ func (l *PinLock) Close() error {
 // with, attach through and write the maps pinned in dir: two would each take the other's
 // live slot for their idle one and write a policy into the tables being judged, and
 // each would replace the other's program in the pinned links. A second daemon gets
-// ErrPinsInUse, naming dir, before it has changed anything.
-func LockPinDir(dir string) (*PinLock, error) {
+// ErrPinsInUse, naming dir, before it has changed anything, once wait has passed.
+func LockPinDir(dir string, wait time.Duration) (*PinLock, error) {
 	f, err := os.Open(dir)
 	if err != nil {
 		return nil, fmt.Errorf("locking the pin directory: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("bpffs %s: %w (its control socket may be another one): stop it first, or give this one a bpffs directory of its own", dir, ErrPinsInUse)
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return &PinLock{f: f}, nil
 		}
-		return nil, fmt.Errorf("locking the pin directory %s: %w", dir, err)
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("locking the pin directory %s: %w", dir, err)
+		}
+		if !time.Now().Before(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("bpffs %s: %w (waited %s; its control socket may be another one): stop it first, or give this one a bpffs directory of its own", dir, ErrPinsInUse, wait)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return &PinLock{f: f}, nil
 }
+
+// PinLockWait is how long a start waits for the lock of its pin directory: a daemon
+// killed a moment ago (kill -9, then a supervisor's restart) holds it until the kernel
+// has finished with the process.
+const PinLockWait = 2 * time.Second
 
 // PinDirInUse reports whether a daemon holds the lock of dir (LockPinDir): what
 // `portcullis detach` asks, whichever control socket that daemon serves. A directory
 // that does not exist is not in use.
 func PinDirInUse(dir string) (bool, error) {
-	l, err := LockPinDir(dir)
+	l, err := LockPinDir(dir, 0)
 	if errors.Is(err, ErrPinsInUse) {
 		return true, nil
 	}
