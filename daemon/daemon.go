@@ -35,13 +35,14 @@ type Daemon struct {
 	gone      map[string]bool        // interfaces reported missing (log once)
 	modeNotes map[string]string      // interface -> why it is not in the configured mode
 	switched  map[string]bool        // interfaces whose mode switch was tried (once a process)
+	renamed   map[string]string      // interface -> the name it was renamed to (logged once)
 	ifaces    chan map[string]int    // the latest interface indexes, for the controller (syncer)
 }
 
 // New returns a daemon for cfg, logging to log.
 func New(cfg Config, log *slog.Logger) *Daemon {
 	return &Daemon{cfg: cfg, log: log, attached: map[string]loader.Mode{},
-		gone: map[string]bool{}, modeNotes: map[string]string{}, switched: map[string]bool{},
+		gone: map[string]bool{}, modeNotes: map[string]string{}, switched: map[string]bool{}, renamed: map[string]string{},
 		ifaces: make(chan map[string]int, 1)}
 }
 

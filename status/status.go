@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -49,6 +50,9 @@ type Interface struct {
 	Ifindex   int    `json:"ifindex"`
 	Mode      string `json:"mode"` // a loader.Mode, "?" if the kernel did not say, or "detached (interface gone)"
 	ProgramID uint32 `json:"program_id"`
+	// NowNamed is the name the interface has now, when it was renamed since it was
+	// attached: its pinned link (under the old name) still judges it.
+	NowNamed string `json:"now_named,omitempty"`
 }
 
 // Read assembles the status from the pins in bpffs and, when a daemon answers on the
@@ -85,6 +89,9 @@ func Read(bpffs, socket string) (Status, error) {
 			i.Mode = "?"
 			if mode, err := loader.LinkMode(l.Ifindex); err == nil {
 				i.Mode = string(mode)
+			}
+			if now, err := net.InterfaceByIndex(l.Ifindex); err == nil && now.Name != l.Interface {
+				i.NowNamed = now.Name
 			}
 		}
 		out.Interfaces = append(out.Interfaces, i)
@@ -161,6 +168,9 @@ func (s Status) WriteText(out io.Writer) error {
 		mode := i.Mode
 		if s.ModeNotes[i.Name] != "" {
 			mode += " (not the configured mode: see below)"
+		}
+		if i.NowNamed != "" {
+			mode += " (renamed " + i.NowNamed + " since: still judged; configure the new name)"
 		}
 		fmt.Fprintf(w, "%s\t%d\t%s\t%d\n", i.Name, i.Ifindex, mode, i.ProgramID)
 	}

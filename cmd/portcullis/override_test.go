@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portcullis/portcullis/status"
 )
@@ -35,4 +36,41 @@ func TestApplyNotKeptOnAFullDisk(t *testing.T) {
 		t.Fatalf("status after apply: %v\n%s", err, st)
 	}
 	l.expect(25, "timeout")
+}
+
+// An interface renamed under the daemon (ip link set sub0 name sub9): its pinned link
+// stays on it and goes on judging it. The log and status say it was renamed, not that
+// it is gone; when an interface is created with the configured name again, the link
+// moves to it and the log says that the renamed one is no longer judged.
+func TestDaemonInterfaceRenamed(t *testing.T) {
+	l := newLab(t)
+	l.start()
+	l.expect(25, "refused")
+	sh(t, "ip", "-n", l.router, "link", "set", "sub0", "name", "sub9")
+	l.eventually("the daemon says sub0 was renamed", 30*time.Second, func() bool {
+		return strings.Contains(l.log.String(), "interface renamed") && strings.Contains(l.log.String(), "now_named=sub9")
+	})
+	l.expect(25, "refused") // still judged, through the link pinned as sub0
+	if strings.Contains(l.log.String(), "interface is gone") {
+		t.Errorf("the daemon says sub0 is gone:\n%s", l.log)
+	}
+	out, _, _ := l.cli("status", "--json", "--config", l.cfg)
+	var s status.Status
+	if err := json.Unmarshal([]byte(out), &s); err != nil || len(s.Interfaces) != 1 || s.Interfaces[0].NowNamed != "sub9" {
+		t.Fatalf("status after the rename: %v\n%s", err, out)
+	}
+	if text, _, _ := l.cli("status", "--config", l.cfg); !strings.Contains(text, "renamed sub9 since") {
+		t.Errorf("status does not say sub0 was renamed:\n%s", text)
+	}
+
+	sh(t, "ip", "-n", l.router, "link", "add", "sub0", "type", "veth", "peer", "name", "eth1", "netns", l.sub)
+	sh(t, "ip", "-n", l.router, "link", "set", "sub0", "up")
+	l.eventually("the daemon attaches the new sub0", 30*time.Second, func() bool {
+		return strings.Contains(l.log.String(), "no_longer_judged=sub9")
+	})
+	out, _, _ = l.cli("status", "--json", "--config", l.cfg)
+	s = status.Status{}
+	if err := json.Unmarshal([]byte(out), &s); err != nil || len(s.Interfaces) != 1 || s.Interfaces[0].NowNamed != "" {
+		t.Fatalf("status after the new sub0: %v\n%s", err, out)
+	}
 }
