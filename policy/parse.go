@@ -427,7 +427,11 @@ func (p *parser) verdict(n *node, allowed []model.Verdict) model.Verdict {
 	v, ok := model.ParseVerdict(s)
 	if !ok || !slices.Contains(allowed, v) {
 		if s != "" || n.kind == scalarNode {
-			p.errorf(n, "verdict %q is not one of %s", s, strings.Join(words, ", "))
+			hint := ""
+			if c := suggest.Closest(s, words); c != "" && !ok {
+				hint = fmt.Sprintf("; did you mean %q?", c)
+			}
+			p.errorf(n, "verdict %q is not one of %s%s", s, strings.Join(words, ", "), hint)
 		}
 		return 0
 	}
