@@ -565,6 +565,7 @@ func (p *parser) cidrsFile(n *node) []CIDR {
 // errors.
 func (p *parser) readList(text, path string, out []CIDR) (int, bool) {
 	errs, n, line := len(p.errs), 0, 0
+	text = strings.TrimPrefix(text, "\ufeff") // a UTF-8 byte-order mark, as Windows tools write
 	for len(text) > 0 {
 		line++
 		var l string

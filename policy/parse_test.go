@@ -501,6 +501,26 @@ func TestListFileColumns(t *testing.T) {
 	}
 }
 
+// A list file exported with a UTF-8 byte-order mark and CRLF line ends (spreadsheets,
+// Windows IPAM exports) reads as the same list without them.
+func TestListFileBOM(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.yaml")
+	if err := os.WriteFile(pol, []byte("version: 1\nranges:\n  - {name: dsl, verdict: drop, cidrs_file: l.txt}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "l.txt"), []byte("\ufeff100.64.0.0/16\r\n100.65.0.0/16\r\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParseFile(pol, testNow)
+	if err != nil {
+		t.Fatalf("a list with a byte-order mark: %v", err)
+	}
+	if got := len(p.Ranges[0].CIDRs); got != 2 {
+		t.Fatalf("%d prefixes, want 2", got)
+	}
+}
+
 // runtime.quarantine.max bounds the term a desk may ask for, and the escalation terms
 // must fit under it.
 func TestRuntimeQuarantineMax(t *testing.T) {
