@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -113,6 +114,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for _, l := range links {
 		if l.Ifindex != 0 {
 			d.log.Info("adopted pinned link: the new program replaced the running one in place", "interface", l.Interface, "program_id", l.ProgramID)
+			if !slices.Contains(d.cfg.Interfaces, l.Interface) {
+				d.log.Warn("a link is pinned on an interface that interfaces: does not list: it is still judged (the policy's interface scopes do not apply to it); `portcullis detach --interface "+l.Interface+"` removes it",
+					"interface", l.Interface)
+			}
 		}
 	}
 	if meta.Hash != "" {

@@ -53,6 +53,9 @@ type Interface struct {
 	// NowNamed is the name the interface has now, when it was renamed since it was
 	// attached: its pinned link (under the old name) still judges it.
 	NowNamed string `json:"now_named,omitempty"`
+	// NotConfigured: the running daemon's interfaces: do not list it (it was taken out
+	// of the configuration); the pinned link still judges it until `detach --interface`.
+	NotConfigured bool `json:"not_configured,omitempty"`
 }
 
 // Read assembles the status from the pins in bpffs and, when a daemon answers on the
@@ -77,7 +80,9 @@ func Read(bpffs, socket string) (Status, error) {
 		Proof:    controller.ProofStatus{At: meta.ProofAt, OK: meta.ProofOK, Probes: int(meta.ProofProbes)},
 		Failures: map[string]uint64{"policy_load": meta.LoadFailures, "proof": meta.ProofFailures},
 		BPFFS:    bpffs}
+	var configured map[string]string // the running daemon's interfaces
 	if st, err := daemon.RemoteStatus(socket); err == nil {
+		configured = st.Interfaces
 		out.Daemon = fmt.Sprintf("running (pid %d, since %s)", st.PID, fmtTime(st.Started))
 		out.Proof = st.Proof
 		out.ModeNotes = st.ModeNotes
@@ -85,6 +90,9 @@ func Read(bpffs, socket string) (Status, error) {
 	}
 	for _, l := range links {
 		i := Interface{Name: l.Interface, Ifindex: l.Ifindex, ProgramID: uint32(l.ProgramID), Mode: "detached (interface gone)"}
+		if _, ok := configured[l.Interface]; configured != nil && !ok {
+			i.NotConfigured = true
+		}
 		if l.Ifindex != 0 {
 			i.Mode = "?"
 			if mode, err := loader.LinkMode(l.Ifindex); err == nil {
@@ -168,6 +176,9 @@ func (s Status) WriteText(out io.Writer) error {
 		mode := i.Mode
 		if s.ModeNotes[i.Name] != "" {
 			mode += " (not the configured mode: see below)"
+		}
+		if i.NotConfigured {
+			mode += " (not in the daemon's interfaces: still judged; portcullis detach --interface " + i.Name + ")"
 		}
 		if i.NowNamed != "" {
 			mode += " (renamed " + i.NowNamed + " since: still judged; configure the new name)"

@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,4 +75,52 @@ func TestDaemonInterfaceRenamed(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &s); err != nil || len(s.Interfaces) != 1 || s.Interfaces[0].NowNamed != "" {
 		t.Fatalf("status after the new sub0: %v\n%s", err, out)
 	}
+}
+
+// An interface taken out of the configuration's interfaces: keeps its pinned link
+// (adopted at the restart like any other: nothing is detached by an edit), and the
+// daemon and status say so; `detach --interface` removes that one link while the
+// daemon runs, and refuses an interface the daemon lists.
+func TestDaemonInterfaceLeftTheConfiguration(t *testing.T) {
+	l := newLab(t)
+	sh(t, "ip", "-n", l.router, "link", "add", "sub1", "type", "veth", "peer", "name", "eth1", "netns", l.sub)
+	sh(t, "ip", "-n", l.router, "link", "set", "sub1", "up")
+	both := strings.Replace(mustRead(t, l.cfg), "interfaces: [sub0]", "interfaces: [sub0, sub1]", 1)
+	only := mustRead(t, l.cfg)
+	write(t, l.cfg, both)
+	l.start()
+	l.stop(syscall.SIGTERM)
+
+	write(t, l.cfg, only)
+	l.start()
+	l.expect(25, "refused")
+	if log := l.log.String(); !strings.Contains(log, "interfaces: does not list") || !strings.Contains(log, "detach --interface sub1") {
+		t.Errorf("the daemon does not say sub1 is pinned but not configured:\n%s", log)
+	}
+	out, _, _ := l.cli("status", "--json", "--config", l.cfg)
+	var s status.Status
+	if err := json.Unmarshal([]byte(out), &s); err != nil || len(s.Interfaces) != 2 {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	for _, i := range s.Interfaces {
+		if i.NotConfigured != (i.Name == "sub1") {
+			t.Errorf("status: %+v", i)
+		}
+	}
+	if _, e, code := l.cli("detach", "--interface", "sub0", "--config", l.cfg); code == 0 || !strings.Contains(e, "would attach it again") {
+		t.Fatalf("detach --interface sub0 while the daemon lists it: exit %d\n%s", code, e)
+	}
+	o, e, code := l.cli("detach", "--interface", "sub1", "--config", l.cfg)
+	if code != 0 || !strings.Contains(o, "detached from sub1") {
+		t.Fatalf("detach --interface sub1: exit %d\n%s%s", code, o, e)
+	}
+	out, _, _ = l.cli("status", "--json", "--config", l.cfg)
+	s = status.Status{}
+	if err := json.Unmarshal([]byte(out), &s); err != nil || len(s.Interfaces) != 1 || s.Interfaces[0].Name != "sub0" {
+		t.Fatalf("status after detach --interface sub1: %v\n%s", err, out)
+	}
+	if x, err := exec.Command("ip", "-n", l.router, "-d", "link", "show", "sub1").CombinedOutput(); err != nil || strings.Contains(string(x), "prog/xdp") {
+		t.Fatalf("sub1 still has XDP: %v\n%s", err, x)
+	}
+	l.expect(25, "refused") // sub0 still judged
 }
