@@ -37,6 +37,7 @@ type Daemon struct {
 	modeNotes map[string]string      // interface -> why it is not in the configured mode
 	switched  map[string]bool        // interfaces whose mode switch was tried (once a process)
 	renamed   map[string]string      // interface -> the name it was renamed to (logged once)
+	attachErr map[string]string      // interface -> why it is not attached (status: not_attached)
 	ifaces    chan map[string]int    // the latest interface indexes, for the controller (syncer)
 }
 
@@ -44,7 +45,8 @@ type Daemon struct {
 func New(cfg Config, log *slog.Logger) *Daemon {
 	return &Daemon{cfg: cfg, log: log, attached: map[string]loader.Mode{},
 		gone: map[string]bool{}, modeNotes: map[string]string{}, switched: map[string]bool{}, renamed: map[string]string{},
-		ifaces: make(chan map[string]int, 1)}
+		attachErr: map[string]string{},
+		ifaces:    make(chan map[string]int, 1)}
 }
 
 // controllerConfig is the controller's part of cfg.

@@ -93,8 +93,10 @@ func (d *Daemon) reconcile(name string) {
 			}
 			delete(d.attached, name)
 			d.gone[name] = true
+			d.attachErr[name] = "renamed " + other + ": its pinned link still judges it under that name, which interfaces: does not list"
 			return
 		}
+		d.attachErr[name] = "interface not found"
 		if _, was := d.attached[name]; was || !d.gone[name] {
 			d.log.Warn("interface is gone; will re-attach when it comes back", "interface", name)
 		}
@@ -107,6 +109,7 @@ func (d *Daemon) reconcile(name string) {
 		if mode := d.checkMode(name, loader.AttachedMode(xdp.AttachMode)); mode != "" {
 			d.attached[name] = mode
 			delete(d.gone, name)
+			delete(d.attachErr, name)
 		} else {
 			delete(d.attached, name) // the next reconcile attaches it again
 		}
@@ -118,6 +121,7 @@ func (d *Daemon) reconcile(name string) {
 		if !d.gone[name] { // once, not every second
 			d.log.Error("cannot attach", "interface", name, "error", err)
 		}
+		d.attachErr[name] = err.Error()
 		delete(d.attached, name)
 		d.gone[name] = true // log again only when something changes
 		return
@@ -131,6 +135,7 @@ func (d *Daemon) reconcile(name string) {
 			"interface", name, "no_longer_judged", renamed)
 	}
 	delete(d.renamed, name)
+	delete(d.attachErr, name)
 	d.attached[name] = mode
 	delete(d.modeNotes, name)
 	delete(d.gone, name)
@@ -189,6 +194,9 @@ func (d *Daemon) publishAttachment() {
 	}
 	if len(d.modeNotes) > 0 {
 		a.ModeNotes = maps.Clone(d.modeNotes)
+	}
+	if len(d.attachErr) > 0 {
+		a.Errors = maps.Clone(d.attachErr)
 	}
 	d.ctl.SetAttachment(a)
 }

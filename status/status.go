@@ -56,6 +56,10 @@ type Interface struct {
 	// NotConfigured: the running daemon's interfaces: do not list it (it was taken out
 	// of the configuration); the pinned link still judges it until `detach --interface`.
 	NotConfigured bool `json:"not_configured,omitempty"`
+	// NotAttached is why a configured interface of the running daemon is not attached
+	// (not found, another XDP program on it, ...): it is not judged. Such an interface
+	// has no pinned link; its row comes from the daemon.
+	NotAttached string `json:"not_attached,omitempty"`
 }
 
 // Read assembles the status from the pins in bpffs and, when a daemon answers on the
@@ -80,9 +84,9 @@ func Read(bpffs, socket string) (Status, error) {
 		Proof:    controller.ProofStatus{At: meta.ProofAt, OK: meta.ProofOK, Probes: int(meta.ProofProbes)},
 		Failures: map[string]uint64{"policy_load": meta.LoadFailures, "proof": meta.ProofFailures},
 		BPFFS:    bpffs}
-	var configured map[string]string // the running daemon's interfaces
+	var configured, notAttached map[string]string // the running daemon's interfaces
 	if st, err := daemon.RemoteStatus(socket); err == nil {
-		configured = st.Interfaces
+		configured, notAttached = st.Interfaces, st.NotAttached
 		out.Daemon = fmt.Sprintf("running (pid %d, since %s)", st.PID, fmtTime(st.Started))
 		out.Proof = st.Proof
 		out.ModeNotes = st.ModeNotes
@@ -103,6 +107,21 @@ func Read(bpffs, socket string) (Status, error) {
 			}
 		}
 		out.Interfaces = append(out.Interfaces, i)
+	}
+	var unattached []string
+	for name := range notAttached {
+		if !slices.ContainsFunc(out.Interfaces, func(i Interface) bool { return i.Name == name && i.Ifindex != 0 }) {
+			unattached = append(unattached, name)
+		}
+	}
+	slices.Sort(unattached)
+	for _, name := range unattached {
+		i := slices.IndexFunc(out.Interfaces, func(i Interface) bool { return i.Name == name })
+		if i < 0 {
+			out.Interfaces = append(out.Interfaces, Interface{Name: name})
+			i = len(out.Interfaces) - 1
+		}
+		out.Interfaces[i].NotAttached = notAttached[name]
 	}
 	return out, nil
 }
@@ -176,6 +195,9 @@ func (s Status) WriteText(out io.Writer) error {
 		mode := i.Mode
 		if s.ModeNotes[i.Name] != "" {
 			mode += " (not the configured mode: see below)"
+		}
+		if i.NotAttached != "" {
+			mode = "NOT ATTACHED, not judged: " + i.NotAttached
 		}
 		if i.NotConfigured {
 			mode += " (not in the daemon's interfaces: still judged; portcullis detach --interface " + i.Name + ")"

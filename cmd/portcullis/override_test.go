@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/status"
 )
 
@@ -123,4 +124,43 @@ func TestDaemonInterfaceLeftTheConfiguration(t *testing.T) {
 		t.Fatalf("sub1 still has XDP: %v\n%s", err, x)
 	}
 	l.expect(25, "refused") // sub0 still judged
+}
+
+// A configured interface the daemon cannot attach is in status, marked not judged and
+// why: one that does not exist (wait_for_interfaces), and one another XDP program
+// holds (here: the link pinned by a daemon of another bpffs directory, killed).
+func TestStatusConfiguredButNotAttached(t *testing.T) {
+	l := newLab(t)
+	other := filepath.Join(l.dir, "other.yaml")
+	otherPins := l.bpffs + "-other"
+	t.Cleanup(func() { loader.Unpin(otherPins) })
+	write(t, other, strings.NewReplacer(l.bpffs, otherPins, l.sock, l.sock+"-other", l.store, l.store+"-other", "listen: "+l.metrics, `listen: ""`).Replace(mustRead(t, l.cfg)))
+	cfg := l.cfg
+	l.cfg = other
+	l.start()
+	l.stop(syscall.SIGKILL)
+	l.cfg = cfg
+
+	write(t, l.cfg, strings.Replace(mustRead(t, l.cfg), "interfaces: [sub0]", "interfaces: [sub0, sub7]\nwait_for_interfaces: true", 1))
+	l.daemon = exec.Command("nsenter", "--net=/run/netns/"+l.router, binary(t), "run", "--config", l.cfg)
+	l.daemon.Stdout, l.daemon.Stderr = l.log, l.log
+	if err := l.daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var s status.Status
+	l.eventually("status names both interfaces as not attached", 30*time.Second, func() bool {
+		out, _, code := l.cli("status", "--json", "--config", l.cfg)
+		s = status.Status{}
+		if code != 0 || json.Unmarshal([]byte(out), &s) != nil || !strings.Contains(s.Daemon, "running") {
+			return false
+		}
+		why := map[string]string{}
+		for _, i := range s.Interfaces {
+			why[i.Name] = i.NotAttached
+		}
+		return strings.Contains(why["sub0"], "another XDP program is already attached") && why["sub7"] == "interface not found"
+	})
+	if text, _, _ := l.cli("status", "--config", l.cfg); !strings.Contains(text, "NOT ATTACHED, not judged: interface not found") {
+		t.Errorf("status text:\n%s", text)
+	}
 }
