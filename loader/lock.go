@@ -32,15 +32,30 @@ func (l *PinLock) Close() error {
 // each would replace the other's program in the pinned links. A second daemon gets
 // ErrPinsInUse, naming dir, before it has changed anything, once wait has passed.
 func LockPinDir(dir string, wait time.Duration) (*PinLock, error) {
+	deadline := time.Now().Add(wait)
 	f, err := os.Open(dir)
 	if err != nil {
 		return nil, fmt.Errorf("locking the pin directory: %w", err)
 	}
-	deadline := time.Now().Add(wait)
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
-			return &PinLock{f: f}, nil
+			// The holder may have removed the directory meanwhile (a first start that
+			// failed undoes its pins, bpffs with them): the lock must be of the
+			// directory there now.
+			held, herr := f.Stat()
+			now, nerr := os.Stat(dir)
+			if herr == nil && nerr == nil && os.SameFile(held, now) {
+				return &PinLock{f: f}, nil
+			}
+			f.Close()
+			if nerr != nil {
+				return nil, fmt.Errorf("locking the pin directory: %w", nerr)
+			}
+			if f, err = os.Open(dir); err != nil {
+				return nil, fmt.Errorf("locking the pin directory: %w", err)
+			}
+			continue
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			f.Close()

@@ -354,3 +354,46 @@ func TestDaemonSecondDaemonSamePins(t *testing.T) {
 	l.expect(25, "refused")
 	l.expect(587, "ok")
 }
+
+// Two daemons of one configuration started at the same moment on a first install (no
+// bpffs directory yet): one runs, the other exits 1, and the one that runs answers on
+// its control socket (the other must not have removed its socket file on the way).
+func TestDaemonTwoFirstStartsAtOnce(t *testing.T) {
+	l := newLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var cmds [2]*exec.Cmd
+	done := make(chan int, 2)
+	waited := 0
+	for i := range cmds {
+		cmds[i] = exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+l.router, binary(t), "run", "--config", l.cfg)
+		cmds[i].Stdout, cmds[i].Stderr = l.log, l.log
+	}
+	for i, c := range cmds {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { c.Wait(); done <- i }()
+	}
+	t.Cleanup(func() { // before the lab's teardown: the daemons are waited for here
+		for _, c := range cmds {
+			c.Process.Kill()
+		}
+		for range 2 - waited {
+			<-done
+		}
+	})
+	exited := <-done
+	waited++
+	if code := cmds[exited].ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("the second daemon exited %d, want 1\n%s", code, l.log)
+	}
+	if log := l.log.String(); !strings.Contains(log, "another portcullis daemon is running") {
+		t.Fatalf("the second daemon did not say why it stopped:\n%s", log)
+	}
+	l.eventually("the daemon that runs answers on its control socket", 30*time.Second, func() bool {
+		out, _, code := l.cli("status", "--json", "--config", l.cfg)
+		return code == 0 && strings.Contains(out, `"running (pid`) && strings.Contains(out, `"mode": "generic"`)
+	})
+	l.expect(25, "refused")
+}
