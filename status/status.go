@@ -97,6 +97,9 @@ func Read(bpffs, socket string) (Status, error) {
 		if _, ok := configured[l.Interface]; configured != nil && !ok {
 			i.NotConfigured = true
 		}
+		if _, err := net.InterfaceByName(l.Interface); l.Ifindex == 0 && err == nil {
+			i.Mode = "detached (the interface was deleted and made again: not judged until the daemon attaches it)"
+		}
 		if l.Ifindex != 0 {
 			i.Mode = "?"
 			if mode, err := loader.LinkMode(l.Ifindex); err == nil {
@@ -134,6 +137,9 @@ func notRunning(hash string, links []loader.PinnedLink) string {
 		return "not running (maps pinned, but no interface attached: nothing is enforced)"
 	case hash == "":
 		return "not running (attached, but no policy in force: the program passes everything)"
+	}
+	if n := slices.IndexFunc(links, func(l loader.PinnedLink) bool { return l.Ifindex == 0 }); n >= 0 {
+		return "not running (enforcement continues through the pinned links that are attached; not on every interface: see below)"
 	}
 	return "not running (enforcement continues through the pinned links)"
 }

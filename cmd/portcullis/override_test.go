@@ -164,3 +164,22 @@ func TestStatusConfiguredButNotAttached(t *testing.T) {
 		t.Errorf("status text:\n%s", text)
 	}
 }
+
+// The daemon down, an interface deleted and made again (a VLAN re-created, a driver
+// reloaded): the kernel detached its link, so the new interface of that name is not
+// judged until the daemon is back. Status says so, rather than "interface gone" under
+// "enforcement continues through the pinned links".
+func TestStatusInterfaceMadeAgainWhileDown(t *testing.T) {
+	l := newLab(t)
+	l.start()
+	l.stop(syscall.SIGKILL)
+	sh(t, "ip", "-n", l.router, "link", "del", "sub0")
+	l.wire()
+	l.expect(25, "ok") // not judged: nothing attached to the new sub0
+	out, stderr, _ := l.cli("status", "--config", l.cfg)
+	if !strings.Contains(out, "deleted and made again: not judged until the daemon attaches it") || !strings.Contains(out, "nothing is enforced") {
+		t.Fatalf("status with the daemon down and sub0 made again:\n%s%s", out, stderr)
+	}
+	l.start()
+	l.expect(25, "refused")
+}
