@@ -577,13 +577,16 @@ type Status struct {
 	ProgramID  uint32            `json:"program_id"`
 	Interfaces map[string]string `json:"interfaces"`           // name -> mode, or "missing"
 	ModeNotes  map[string]string `json:"mode_notes,omitempty"` // name -> why not in the configured mode
-	Hash       string            `json:"policy_hash"`
-	Policy     string            `json:"policy_file"`
-	LoadedAt   time.Time         `json:"loaded_at"`
-	Proof      ProofStatus       `json:"last_proof"`
-	Runtime    RuntimeStatus     `json:"runtime"`
-	Source     SourceStatus      `json:"source"`
-	Failures   FailureCounts     `json:"failures"`
+	// NotAttached: name -> why a configured interface is not attached (not found,
+	// another XDP program on it, a link type not judged): it is not judged.
+	NotAttached map[string]string `json:"not_attached,omitempty"`
+	Hash        string            `json:"policy_hash"`
+	Policy      string            `json:"policy_file"`
+	LoadedAt    time.Time         `json:"loaded_at"`
+	Proof       ProofStatus       `json:"last_proof"`
+	Runtime     RuntimeStatus     `json:"runtime"`
+	Source      SourceStatus      `json:"source"`
+	Failures    FailureCounts     `json:"failures"`
 	// LastChange is the last policy change offered by any source since the daemon
 	// started; LastError the last one refused, failed or rolled back, until a later
 	// change applies (the policy in force is then still the one before it).
@@ -635,6 +638,7 @@ type ProofStatus struct {
 type Attachment struct {
 	Interfaces map[string]string // name -> mode, or "missing"
 	ModeNotes  map[string]string // name -> why not in the configured mode
+	Errors     map[string]string // name -> why it is not attached (the last attempt's error)
 }
 
 // SetAttachment publishes the interface watch's view. It never waits for a change in
@@ -663,6 +667,18 @@ func (c *Controller) Snapshot() Status {
 	}
 	if a != nil && len(a.ModeNotes) > 0 {
 		st.ModeNotes = maps.Clone(a.ModeNotes)
+	}
+	for name, m := range st.Interfaces {
+		if m != "missing" {
+			continue
+		}
+		if st.NotAttached == nil {
+			st.NotAttached = map[string]string{}
+		}
+		st.NotAttached[name] = "not attached yet"
+		if a != nil && a.Errors[name] != "" {
+			st.NotAttached[name] = a.Errors[name]
+		}
 	}
 	st.Proof.Mismatches = slices.Clone(st.Proof.Mismatches)
 	if st.Source.Etcd != nil && c.cfg.EtcdHealth != nil {

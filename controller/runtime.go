@@ -73,9 +73,13 @@ func (c *Controller) OpenStore() {
 			readErr = true
 			continue
 		}
+		reason := "found in the data plane, missing from the store"
+		if c.store == nil {
+			reason = "found in the data plane; the store cannot be read"
+		}
 		for _, te := range tes {
 			e := overlay.Entry{Kind: k.ok, Prefix: te.Prefix, Expires: te.Expires, Reset: te.Verdict == model.Reset,
-				Who: recoveredBy, Reason: "found in the data plane, missing from the store", Added: now}
+				Who: recoveredBy, Reason: reason, Added: now}
 			if k.ok == overlay.Unblock {
 				e.Expires = now.Add(24 * time.Hour) // the data plane keeps no expiry for unblocks: a day to sort it out
 			}
@@ -99,7 +103,12 @@ func (c *Controller) OpenStore() {
 	if readErr {
 		c.held = nil // not known: adopt reads the tables itself
 	}
-	if len(lost) > 0 {
+	if len(lost) > 0 && c.store == nil {
+		// Not lost: the store could not be read (storeErr says why), so what it holds is
+		// not known. Enforcement stays as the data plane has it; its entries are listed
+		// until the store is fixed and the daemon restarted.
+		c.log.Warn("the store cannot be read: the runtime entries the data plane enforces are kept as they are", "store", c.cfg.Store, "entries", lost)
+	} else if len(lost) > 0 {
 		c.storeLost = fmt.Sprintf("%d runtime entries enforced by the data plane were missing from the store %s and were recovered from the data plane: %v", len(lost), c.cfg.Store, lost)
 		c.log.Error("store of runtime entries lost entries", "store", c.cfg.Store, "recovered", lost)
 		if c.store != nil {

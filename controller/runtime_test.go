@@ -161,6 +161,16 @@ func TestRuntimeStoreRestart(t *testing.T) {
 	if len(d3.Entries()) != 2 {
 		t.Errorf("recovered entries: %+v", d3.Entries())
 	}
+	// An unreadable store has not lost its entries: what it holds is not known, so
+	// status says that it cannot be read (StoreError), not that entries were lost.
+	if d3.storeLost != "" {
+		t.Errorf("a store that cannot be read is reported as having lost entries: %q", d3.storeLost)
+	}
+	for _, e := range d3.Entries() {
+		if e.Reason != "found in the data plane; the store cannot be read" {
+			t.Errorf("recovered from the data plane with the store unreadable: reason %q", e.Reason)
+		}
+	}
 	if _, err := d3.AddEntry(quarantine("100.64.9.11/32", "more")); !errors.Is(err, ErrStoreFailed) {
 		t.Errorf("add with the store damaged: %v", err)
 	}

@@ -314,9 +314,11 @@ func (c *Controller) saveOverride(o *Override) error {
 	return nil
 }
 
-// writeJSONFile writes v to path as JSON: to a temporary name, synced, renamed.
+// writeJSONFile writes v to path as JSON: to a temporary name, synced, renamed, the
+// directory synced. A failed write (a full disk) leaves the file at path as it was.
 func writeJSONFile(path string, v any) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	b, err := json.Marshal(v)
@@ -328,7 +330,8 @@ func writeJSONFile(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b); err == nil {
+	_, err = f.Write(b)
+	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -339,6 +342,15 @@ func writeJSONFile(path string, v any) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
 	}
 	return err
 }

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -358,4 +359,57 @@ func fileControllers(t *testing.T, file, store string) (open func(*loader.Progra
 		return prog
 	}
 	return open, load
+}
+
+// An override that cannot be written (the disk is full: the temporary file is
+// /dev/full here, which fails every write with ENOSPC, as a full file system does) is
+// said to be applied but not kept, and the override kept before stays on disk intact:
+// a restart applies that one, not an empty file taken for damaged and the configured
+// file in its place.
+func TestOverrideOnAFullDisk(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(file, []byte(testutil.PolicyA), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(dir, "store", "runtime.db")
+	open, load := fileControllers(t, file, store)
+	prog := load()
+	d := open(prog)
+	if res := d.Start(); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	first := []byte("version: 1\nranges:\n  - {name: emergency, verdict: drop, cidrs: [100.64.0.0/10]}\n")
+	if res := d.ApplyOverride(filepath.Join(dir, "emergency.yaml"), first, "uid:0"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	kept, err := os.ReadFile(d.overridePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/full", d.overridePath()+".new"); err != nil {
+		t.Fatal(err)
+	}
+	second := []byte("version: 1\nranges:\n  - {name: emergency2, verdict: reset, cidrs: [100.64.0.0/10]}\n")
+	res := d.ApplyOverride(filepath.Join(dir, "emergency2.yaml"), second, "uid:0")
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "will not survive a restart") || !strings.Contains(res.Err.Error(), "no space left on device") {
+		t.Fatalf("an override that could not be written: %v, want the write's error and that it will not survive a restart", res.Err)
+	}
+	if got, err := os.ReadFile(d.overridePath()); err != nil || !bytes.Equal(got, kept) {
+		t.Fatalf("the override kept before was replaced (%d bytes, was %d; %v)", len(got), len(kept), err)
+	}
+	os.Remove(d.overridePath() + ".new")
+	d.store.Close()
+
+	d = open(prog)
+	if res := d.Start(); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if st := d.Snapshot(); st.Source.InForce != SourceOverride || st.Policy != filepath.Join(dir, "emergency.yaml") {
+		t.Fatalf("after the restart: source %+v, file %s; want the override kept before", st.Source, st.Policy)
+	}
+	if got := judge(t, d, "100.64.1.25"); got != model.ActionDrop {
+		t.Fatalf("after the restart: %v, want the kept override's drop", got)
+	}
 }

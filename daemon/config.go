@@ -14,6 +14,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -88,7 +89,30 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("reading configuration: %w", err)
 	}
-	return ParseConfig(path, data)
+	c, err := ParseConfig(path, data)
+	if err != nil {
+		return Config{}, err
+	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return Config{}, fmt.Errorf("reading configuration: %w", err)
+	}
+	c.resolvePaths(dir)
+	return c, nil
+}
+
+// resolvePaths makes the relative paths of c relative to dir, the configuration file's
+// directory (as a policy's cidrs_file is relative to the policy's): `policy:
+// policy.yaml` in /etc/portcullis/portcullis.yaml is /etc/portcullis/policy.yaml,
+// whatever the directory the daemon (or the CLI reading the configuration) runs in.
+func (c *Config) resolvePaths(dir string) {
+	for _, p := range []*string{&c.Policy, &c.ControlSocket, &c.BPFFS, &c.AuditLog, &c.Store,
+		&c.API.Clients, &c.API.TLSCert, &c.API.TLSKey, &c.API.ClientCA,
+		&c.Etcd.CA, &c.Etcd.Cert, &c.Etcd.Key, &c.Etcd.PasswordFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
 }
 
 // ParseConfig parses configuration data read from file. It reports every problem

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -187,6 +188,30 @@ func TestConfigKeys(t *testing.T) {
 	for _, line := range strings.Split(err.Error(), "\n") {
 		if strings.Contains(line, "unknown key") || strings.Contains(line, " must be ") {
 			t.Errorf("%s\n(reading:\n%s)", line, yaml.String())
+		}
+	}
+}
+
+// Relative paths in the configuration file are relative to its directory, as a
+// policy's cidrs_file is to the policy's: not to the directory the daemon runs in
+// (under systemd, /).
+func TestLoadConfigRelativePaths(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "portcullis.yaml")
+	if err := os.WriteFile(cfg, []byte("interfaces: [eth1]\npolicy: policy.yaml\nstore: state/runtime.db\naudit_log: /var/log/a.jsonl\napi:\n  listen: 127.0.0.1:9726\n  clients: clients.yaml\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir("/")
+	c, err := LoadConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for got, want := range map[string]string{
+		c.Policy: filepath.Join(dir, "policy.yaml"), c.Store: filepath.Join(dir, "state/runtime.db"),
+		c.AuditLog: "/var/log/a.jsonl", c.API.Clients: filepath.Join(dir, "clients.yaml"), c.ControlSocket: DefaultControlSocket,
+	} {
+		if got != want {
+			t.Errorf("%s, want %s", got, want)
 		}
 	}
 }

@@ -43,6 +43,12 @@ type ApplyResponse struct {
 	Error      string                  `json:"error,omitempty"`
 }
 
+// InForce reports whether the policy sent is the one in force (applied, or unchanged),
+// whatever Error says: an override applied but not kept on disk has both.
+func (r ApplyResponse) InForce() bool {
+	return r.Result == "applied" || r.Result == "unchanged"
+}
+
 // listenControl binds the control socket, refusing if another daemon answers on it.
 // Run binds it before it touches the kernel and serves it (serveControl) once the
 // controller runs; a client that connects meanwhile waits in the backlog.

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -35,14 +36,17 @@ type Daemon struct {
 	gone      map[string]bool        // interfaces reported missing (log once)
 	modeNotes map[string]string      // interface -> why it is not in the configured mode
 	switched  map[string]bool        // interfaces whose mode switch was tried (once a process)
+	renamed   map[string]string      // interface -> the name it was renamed to (logged once)
+	attachErr map[string]string      // interface -> why it is not attached (status: not_attached)
 	ifaces    chan map[string]int    // the latest interface indexes, for the controller (syncer)
 }
 
 // New returns a daemon for cfg, logging to log.
 func New(cfg Config, log *slog.Logger) *Daemon {
 	return &Daemon{cfg: cfg, log: log, attached: map[string]loader.Mode{},
-		gone: map[string]bool{}, modeNotes: map[string]string{}, switched: map[string]bool{},
-		ifaces: make(chan map[string]int, 1)}
+		gone: map[string]bool{}, modeNotes: map[string]string{}, switched: map[string]bool{}, renamed: map[string]string{},
+		attachErr: map[string]string{},
+		ifaces:    make(chan map[string]int, 1)}
 }
 
 // controllerConfig is the controller's part of cfg.
@@ -76,9 +80,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer pre.close()
 
 	if err := loader.MountBPFFS(d.cfg.BPFFS); err != nil {
+		pre.lock.Close()
 		return err
 	}
-	enforcing := false // a policy in force and the interfaces attached
+	if pre.lock == nil {
+		// bpffs was made just now; another daemon started at the same moment may have
+		// made it too, and holds it: then nothing here is this start's to undo.
+		if pre.lock, err = loader.LockPinDir(d.cfg.BPFFS, loader.PinLockWait); err != nil {
+			return err
+		}
+	}
+	defer pre.lock.Close() // last: after the undo of a first start below
+	enforcing := false     // a policy in force and the interfaces attached
 	if pre.first {
 		defer func() {
 			if !enforcing {
@@ -103,6 +116,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for _, l := range links {
 		if l.Ifindex != 0 {
 			d.log.Info("adopted pinned link: the new program replaced the running one in place", "interface", l.Interface, "program_id", l.ProgramID)
+			if !slices.Contains(d.cfg.Interfaces, l.Interface) {
+				d.log.Warn("a link is pinned on an interface that interfaces: does not list: it is still judged (the policy's interface scopes do not apply to it); `portcullis detach --interface "+l.Interface+"` removes it",
+					"interface", l.Interface)
+			}
 		}
 	}
 	if meta.Hash != "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/portcullis/portcullis/api"
@@ -29,12 +30,16 @@ import (
 type preflight struct {
 	control, metrics, api net.Listener
 	apiSrv                *api.Server
+	// lock: the pin directory's (loader.LockPinDir), taken here when bpffs exists, else
+	// by Run once MountBPFFS has made it; held until Run returns.
+	lock *loader.PinLock
 	// first: no policy is pinned in bpffs (nothing there, or maps an earlier start
 	// left without applying one); dirExisted: bpffs existed before this start.
 	first, dirExisted bool
 }
 
-// close closes the listeners not yet handed to a server.
+// close closes the listeners not yet handed to a server. The lock stays: Run releases
+// it last.
 func (p *preflight) close() {
 	for _, ln := range []net.Listener{p.control, p.metrics, p.api} {
 		if ln != nil {
@@ -47,13 +52,37 @@ func (p *preflight) close() {
 // the kernel, and binds the listeners. On an error nothing is left open.
 func (d *Daemon) preflight() (_ *preflight, err error) {
 	p := &preflight{}
+	made := false // bpffs made here, removed again if the start stops here
 	defer func() {
 		if err != nil {
 			p.close()
+			p.lock.Close()
+			if made {
+				os.Remove(d.cfg.BPFFS) // empty: nothing is pinned before preflight ends
+			}
 		}
 	}()
 	if err := loader.CheckPinsOutlive(d.cfg.BPFFS); err != nil {
 		return nil, err
+	}
+	// One daemon per pin directory, whatever its control socket and store: the lock is
+	// taken before anything here looks at the pins or binds the control socket (a
+	// second daemon started at the same moment would remove the first one's socket
+	// file). A bpffs directory that is not there yet is made for it, on a bpffs that is
+	// mounted; where bpffs itself is still to be mounted, Run locks it once it has.
+	_, statErr := os.Stat(d.cfg.BPFFS)
+	p.dirExisted = statErr == nil
+	if !p.dirExisted && loader.IsBPFFS(filepath.Dir(d.cfg.BPFFS)) {
+		if err := os.Mkdir(d.cfg.BPFFS, 0o700); err == nil {
+			made = true
+		} else if !errors.Is(err, os.ErrExist) { // made by a daemon started at the same moment
+			return nil, fmt.Errorf("bpffs: %w", err)
+		}
+	}
+	if _, err := os.Stat(d.cfg.BPFFS); err == nil {
+		if p.lock, err = loader.LockPinDir(d.cfg.BPFFS, loader.PinLockWait); err != nil {
+			return nil, err
+		}
 	}
 	if d.cfg.API.Listen != "" {
 		// The API's configuration, its clients file and its certificates. The audit
@@ -72,8 +101,6 @@ func (d *Daemon) preflight() (_ *preflight, err error) {
 		}
 	}
 
-	_, statErr := os.Stat(d.cfg.BPFFS)
-	p.dirExisted = statErr == nil
 	pinned, err := loader.HasPinnedPolicy(d.cfg.BPFFS)
 	if err != nil {
 		// Cannot tell: treat what is there as enforcing (keep it; loading says more).

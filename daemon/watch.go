@@ -83,6 +83,20 @@ func (d *Daemon) reconcile(name string) {
 	defer d.syncInterfaces()
 	l, err := netlink.LinkByName(name)
 	if err != nil {
+		// Renamed (ip link set NAME name OTHER): the pinned link stays on it and goes
+		// on judging it, under the new name the configuration does not list.
+		if other := d.pinnedElsewhere(name, 0); other != "" {
+			if d.renamed[name] != other {
+				d.log.Warn("interface renamed: its pinned link still judges it, but under a name the configuration does not list: configure the new name (or rename it back); an interface created with the old name takes the link over",
+					"interface", name, "now_named", other)
+				d.renamed[name] = other
+			}
+			delete(d.attached, name)
+			d.gone[name] = true
+			d.attachErr[name] = "renamed " + other + ": its pinned link still judges it under that name, which interfaces: does not list"
+			return
+		}
+		d.attachErr[name] = "interface not found"
 		if _, was := d.attached[name]; was || !d.gone[name] {
 			d.log.Warn("interface is gone; will re-attach when it comes back", "interface", name)
 		}
@@ -95,16 +109,19 @@ func (d *Daemon) reconcile(name string) {
 		if mode := d.checkMode(name, loader.AttachedMode(xdp.AttachMode)); mode != "" {
 			d.attached[name] = mode
 			delete(d.gone, name)
+			delete(d.attachErr, name)
 		} else {
 			delete(d.attached, name) // the next reconcile attaches it again
 		}
 		return
 	}
+	renamed := d.pinnedElsewhere(name, l.Attrs().Index) // its link moves to this one
 	mode, err := d.prog.Attach(d.cfg.BPFFS, name, d.cfg.Mode)
 	if err != nil {
 		if !d.gone[name] { // once, not every second
 			d.log.Error("cannot attach", "interface", name, "error", err)
 		}
+		d.attachErr[name] = err.Error()
 		delete(d.attached, name)
 		d.gone[name] = true // log again only when something changes
 		return
@@ -113,9 +130,30 @@ func (d *Daemon) reconcile(name string) {
 		d.log.Warn("the driver refused native XDP: attached in generic mode (slower; set mode: generic to make it explicit)", "interface", name)
 	}
 	d.log.Info("attached", "interface", name, "mode", mode, "ifindex", l.Attrs().Index)
+	if renamed != "" {
+		d.log.Warn("the link pinned for this name was on the interface renamed from it, and is now this one's: that interface is no longer judged",
+			"interface", name, "no_longer_judged", renamed)
+	}
+	delete(d.renamed, name)
+	delete(d.attachErr, name)
 	d.attached[name] = mode
 	delete(d.modeNotes, name)
 	delete(d.gone, name)
+}
+
+// pinnedElsewhere is the current name of the interface the link pinned for name is
+// attached to, when that is another interface than index (0: name does not exist): the
+// interface was renamed. "" when not. Called with d.watchMu held.
+func (d *Daemon) pinnedElsewhere(name string, index int) string {
+	pinned, err := loader.PinnedIfindex(d.cfg.BPFFS, name)
+	if err != nil || pinned == 0 || pinned == index {
+		return ""
+	}
+	l, err := netlink.LinkByIndex(pinned)
+	if err != nil || l.Attrs().Name == name {
+		return ""
+	}
+	return l.Attrs().Name
 }
 
 // syncInterfaces offers the controller the configured interfaces that exist, with
@@ -156,6 +194,9 @@ func (d *Daemon) publishAttachment() {
 	}
 	if len(d.modeNotes) > 0 {
 		a.ModeNotes = maps.Clone(d.modeNotes)
+	}
+	if len(d.attachErr) > 0 {
+		a.Errors = maps.Clone(d.attachErr)
 	}
 	d.ctl.SetAttachment(a)
 }

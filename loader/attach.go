@@ -318,3 +318,25 @@ func (p *Program) Reattach(dir, ifname string, mode Mode) (Mode, time.Duration, 
 	}
 	return used, gap, err
 }
+
+// PinnedIfindex is the interface the link pinned for ifname in dir is attached to: 0
+// when none is pinned or its interface is gone. After a rename it is the interface
+// under its new name, which LinkByName(ifname) no longer finds.
+func PinnedIfindex(dir, ifname string) (int, error) {
+	l, err := link.LoadPinnedLink(LinkPath(dir, ifname), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("opening the pinned link of %s: %w", ifname, err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return 0, fmt.Errorf("reading the pinned link of %s: %w", ifname, err)
+	}
+	if x := info.XDP(); x != nil {
+		return int(x.Ifindex), nil
+	}
+	return 0, nil
+}

@@ -213,3 +213,9 @@ func netnsNameOr(def string) string {
 	}
 	return def
 }
+
+// IsBPFFS reports whether dir is on a mounted bpffs.
+func IsBPFFS(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.BPF_FS_MAGIC
+}

@@ -284,3 +284,22 @@ func RemovePins(dir string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// DetachLink detaches the program from ifname and removes its link's pin from dir,
+// leaving every other pin: `portcullis detach --interface`, for an interface taken out
+// of the configuration (the daemon adopts every pinned link, configured or not).
+// ErrNotExist when no link is pinned for ifname.
+func DetachLink(dir, ifname string) error {
+	path := LinkPath(dir, ifname)
+	if _, err := os.Lstat(path); err != nil {
+		return fmt.Errorf("no link pinned for %s in %s: %w", ifname, dir, err)
+	}
+	if pl, err := link.LoadPinnedLink(path, nil); err == nil {
+		pl.Detach() // a failure leaves it to the unlink below, which detaches later
+		pl.Close()
+	}
+	if err := unix.Unlink(path); err != nil {
+		return fmt.Errorf("removing the pin %s: %w", path, err)
+	}
+	return nil
+}

@@ -109,6 +109,7 @@ func TestParseErrors(t *testing.T) {
 		{"quoted port", "version: 1\ngoverned_ports: [\"25\"]\n", []string{`2:18: a port in governed_ports must be a port number 1-65535, not the quoted text "25" (write the number without quotes)`}},
 		{"no value", "version: 1\nranges:\n", []string{`2:8: ranges must be a list, not nothing (the key has no value)`}},
 		{"bad verdict", "version: 1\nranges:\n  - name: a\n    verdict: block\n    cidrs: [192.0.2.0/24]\n", []string{`4:14: verdict "block" is not one of pass, drop, reset, monitor`}},
+		{"verdict typo", "version: 1\nranges:\n  - name: a\n    verdict: rest\n    cidrs: [192.0.2.0/24]\n", []string{`4:14: verdict "rest" is not one of pass, drop, reset, monitor; did you mean "reset"?`}},
 		{"bad cidr", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/33]\n", []string{`5:13: "192.0.2.0/33" is not a CIDR prefix: prefix length 33 is over 32 for IPv4`}},
 		{"host bits", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [100.64.0.1/10]\n", []string{"5:13: 100.64.0.1/10 has host bits set; did you mean 100.64.0.0/10?"}},
 		{"duplicate prefix", "version: 1\nranges:\n  - name: a\n    verdict: drop\n    cidrs: [192.0.2.0/24]\n  - name: b\n    verdict: pass\n    cidrs: [192.0.2.0/24]\n", []string{`8:13: 192.0.2.0/24 appears twice: here in range "b" and at p.yaml:5:13 in range "a"`}},
@@ -509,6 +510,26 @@ func TestListFileColumns(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%v\nwant %q", err, want)
 		}
+	}
+}
+
+// A list file exported with a UTF-8 byte-order mark and CRLF line ends (spreadsheets,
+// Windows IPAM exports) reads as the same list without them.
+func TestListFileBOM(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.yaml")
+	if err := os.WriteFile(pol, []byte("version: 1\nranges:\n  - {name: dsl, verdict: drop, cidrs_file: l.txt}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "l.txt"), []byte("\ufeff100.64.0.0/16\r\n100.65.0.0/16\r\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParseFile(pol, testNow)
+	if err != nil {
+		t.Fatalf("a list with a byte-order mark: %v", err)
+	}
+	if got := len(p.Ranges[0].CIDRs); got != 2 {
+		t.Fatalf("%d prefixes, want 2", got)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -49,6 +50,16 @@ type Interface struct {
 	Ifindex   int    `json:"ifindex"`
 	Mode      string `json:"mode"` // a loader.Mode, "?" if the kernel did not say, or "detached (interface gone)"
 	ProgramID uint32 `json:"program_id"`
+	// NowNamed is the name the interface has now, when it was renamed since it was
+	// attached: its pinned link (under the old name) still judges it.
+	NowNamed string `json:"now_named,omitempty"`
+	// NotConfigured: the running daemon's interfaces: do not list it (it was taken out
+	// of the configuration); the pinned link still judges it until `detach --interface`.
+	NotConfigured bool `json:"not_configured,omitempty"`
+	// NotAttached is why a configured interface of the running daemon is not attached
+	// (not found, another XDP program on it, ...): it is not judged. Such an interface
+	// has no pinned link; its row comes from the daemon.
+	NotAttached string `json:"not_attached,omitempty"`
 }
 
 // Read assembles the status from the pins in bpffs and, when a daemon answers on the
@@ -73,7 +84,9 @@ func Read(bpffs, socket string) (Status, error) {
 		Proof:    controller.ProofStatus{At: meta.ProofAt, OK: meta.ProofOK, Probes: int(meta.ProofProbes)},
 		Failures: map[string]uint64{"policy_load": meta.LoadFailures, "proof": meta.ProofFailures},
 		BPFFS:    bpffs}
+	var configured, notAttached map[string]string // the running daemon's interfaces
 	if st, err := daemon.RemoteStatus(socket); err == nil {
+		configured, notAttached = st.Interfaces, st.NotAttached
 		out.Daemon = fmt.Sprintf("running (pid %d, since %s)", st.PID, fmtTime(st.Started))
 		out.Proof = st.Proof
 		out.ModeNotes = st.ModeNotes
@@ -81,13 +94,37 @@ func Read(bpffs, socket string) (Status, error) {
 	}
 	for _, l := range links {
 		i := Interface{Name: l.Interface, Ifindex: l.Ifindex, ProgramID: uint32(l.ProgramID), Mode: "detached (interface gone)"}
+		if _, ok := configured[l.Interface]; configured != nil && !ok {
+			i.NotConfigured = true
+		}
+		if _, err := net.InterfaceByName(l.Interface); l.Ifindex == 0 && err == nil {
+			i.Mode = "detached (the interface was deleted and made again: not judged until the daemon attaches it)"
+		}
 		if l.Ifindex != 0 {
 			i.Mode = "?"
 			if mode, err := loader.LinkMode(l.Ifindex); err == nil {
 				i.Mode = string(mode)
 			}
+			if now, err := net.InterfaceByIndex(l.Ifindex); err == nil && now.Name != l.Interface {
+				i.NowNamed = now.Name
+			}
 		}
 		out.Interfaces = append(out.Interfaces, i)
+	}
+	var unattached []string
+	for name := range notAttached {
+		if !slices.ContainsFunc(out.Interfaces, func(i Interface) bool { return i.Name == name && i.Ifindex != 0 }) {
+			unattached = append(unattached, name)
+		}
+	}
+	slices.Sort(unattached)
+	for _, name := range unattached {
+		i := slices.IndexFunc(out.Interfaces, func(i Interface) bool { return i.Name == name })
+		if i < 0 {
+			out.Interfaces = append(out.Interfaces, Interface{Name: name})
+			i = len(out.Interfaces) - 1
+		}
+		out.Interfaces[i].NotAttached = notAttached[name]
 	}
 	return out, nil
 }
@@ -100,6 +137,9 @@ func notRunning(hash string, links []loader.PinnedLink) string {
 		return "not running (maps pinned, but no interface attached: nothing is enforced)"
 	case hash == "":
 		return "not running (attached, but no policy in force: the program passes everything)"
+	}
+	if n := slices.IndexFunc(links, func(l loader.PinnedLink) bool { return l.Ifindex == 0 }); n >= 0 {
+		return "not running (enforcement continues through the pinned links that are attached; not on every interface: see below)"
 	}
 	return "not running (enforcement continues through the pinned links)"
 }
@@ -161,6 +201,15 @@ func (s Status) WriteText(out io.Writer) error {
 		mode := i.Mode
 		if s.ModeNotes[i.Name] != "" {
 			mode += " (not the configured mode: see below)"
+		}
+		if i.NotAttached != "" {
+			mode = "NOT ATTACHED, not judged: " + i.NotAttached
+		}
+		if i.NotConfigured {
+			mode += " (not in the daemon's interfaces: still judged; portcullis detach --interface " + i.Name + ")"
+		}
+		if i.NowNamed != "" {
+			mode += " (renamed " + i.NowNamed + " since: still judged; configure the new name)"
 		}
 		fmt.Fprintf(w, "%s\t%d\t%s\t%d\n", i.Name, i.Ifindex, mode, i.ProgramID)
 	}

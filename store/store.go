@@ -516,7 +516,7 @@ type damage string
 func (d damage) Error() string { return string(d) }
 
 func corrupt(path, what string) error {
-	return fmt.Errorf("%w: %s: %s; move it aside and restart: the runtime entries it held are lost unless restored from the audit log or a backup", ErrCorrupt, path, what)
+	return fmt.Errorf("%w: %s: %s; move it aside and restart: the entries the data plane still enforces are then recovered from it (an unblock for a day), the others and the history only from the audit log or a backup", ErrCorrupt, path, what)
 }
 
 // versionError is a format version other than ours, before the path is known.

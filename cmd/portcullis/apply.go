@@ -19,7 +19,8 @@ reference model; a failed proof rolls back. On any failure the policy in force s
 An applied policy is an override: it stays in force, over restarts too, and changes of
 the configured file wait (status shows them as pending) until "apply --release" hands
 control back to the file, which is then applied. To change the policy for good, edit
-the configured file and release. Exit 0 applied (or unchanged), 1 not applied, 2 usage.`
+the configured file and release. Exit 0 applied (or unchanged), 1 not applied (or
+applied but not kept on disk, as on a full disk), 2 usage.`
 
 func runApply(e *env, args []string) error {
 	fs := newFlags(e, "apply", "[--json] [--socket PATH] FILE  (or: apply --release)", applyHelp)
@@ -77,6 +78,9 @@ func runApply(e *env, args []string) error {
 	} else {
 		printApply(e, resp)
 	}
+	if resp.Error != "" && resp.InForce() {
+		return &exitError{1, fmt.Errorf("%s: applied and in force (%s), but not kept on disk: a restart returns to the override kept before, or to the configured file; make room and apply it again", file, resp.NewHash)}
+	}
 	if resp.Error != "" {
 		return &exitError{1, fmt.Errorf("%s: not applied (%s); the policy in force stays (%s)", file, resp.Result, resp.OldHash)}
 	}
@@ -91,7 +95,9 @@ func printApply(e *env, r daemon.ApplyResponse) {
 		for _, m := range r.Mismatches {
 			fmt.Fprintln(e.stderr, "  mismatch:", m)
 		}
-		return
+		if !r.InForce() {
+			return
+		}
 	}
 	fmt.Fprintf(e.stdout, "%s: %s -> %s\n", r.Result, orNone(r.OldHash), r.NewHash)
 	if d := r.Diff; d != nil {

@@ -91,11 +91,17 @@ Removes Portcullis from every interface it is attached to and deletes its pinned
 (counters, offender record, the policy in force). Nothing else ever detaches: stopping
 or killing the daemon leaves enforcement in place. Stop the daemon first, or it
 attaches again. The daemon's store (runtime quarantines and unblocks, and an override
-applied with "apply") is left alone: the next start applies them again.`
+applied with "apply") is left alone: the next start applies them again.
+
+With --interface NAME it removes Portcullis from that interface only, and keeps every
+other pin: for an interface taken out of the configuration's interfaces, whose pinned
+link the daemon keeps (status marks it). It may run while the daemon runs, if the
+daemon does not list NAME.`
 
 func runDetach(e *env, args []string) error {
-	fs := newFlags(e, "detach", "[--config FILE | --bpffs DIR --socket PATH]", detachHelp)
+	fs := newFlags(e, "detach", "[--config FILE | --bpffs DIR --socket PATH] [--interface NAME]", detachHelp)
 	p := pathFlags(fs)
+	iface := fs.String("interface", "", "detach from this interface only, keeping the other pins")
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
@@ -103,11 +109,19 @@ func runDetach(e *env, args []string) error {
 	if err != nil {
 		return &exitError{2, err}
 	}
+	if *iface != "" {
+		return detachInterface(e, bpffs, socket, *iface)
+	}
 	if st, err := daemon.RemoteStatus(socket); err == nil {
 		return fmt.Errorf("the daemon (pid %d) is running and would attach again: stop it first (systemctl stop portcullis), then detach", st.PID)
 	}
 	if err := loader.CheckPinsVisible(bpffs); err != nil {
 		return err // "nothing to detach" would be wrong: the pins are elsewhere
+	}
+	if inUse, err := loader.PinDirInUse(bpffs); err != nil {
+		return err
+	} else if inUse {
+		return fmt.Errorf("a daemon is running with the pins in %s (its control socket is not %s) and would attach again: stop it first, then detach", bpffs, socket)
 	}
 	links, err := loader.PinnedLinks(bpffs)
 	if err != nil {
@@ -125,5 +139,26 @@ func runDetach(e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "removed %s (maps and counters)\n", bpffs)
 	fmt.Fprintln(e.stdout, "the daemon's store (runtime quarantines and unblocks, and an override) is kept: the next start applies it again")
+	return nil
+}
+
+// detachInterface is detach --interface NAME.
+func detachInterface(e *env, bpffs, socket, name string) error {
+	if st, err := daemon.RemoteStatus(socket); err == nil {
+		if _, ok := st.Interfaces[name]; ok {
+			return fmt.Errorf("the daemon (pid %d) lists %s in its interfaces and would attach it again: take it out of interfaces: and restart the daemon first", st.PID, name)
+		}
+	} else if inUse, err := loader.PinDirInUse(bpffs); err != nil {
+		return err
+	} else if inUse {
+		return fmt.Errorf("a daemon is running with the pins in %s (its control socket is not %s): ask it with --socket, or stop it first", bpffs, socket)
+	}
+	if err := loader.CheckPinsVisible(bpffs); err != nil {
+		return err
+	}
+	if err := loader.DetachLink(bpffs, name); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "detached from %s; the other pins in %s are kept\n", name, bpffs)
 	return nil
 }

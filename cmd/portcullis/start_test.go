@@ -303,3 +303,97 @@ func TestStatusNothingAttached(t *testing.T) {
 		t.Fatalf("status: exit %d\n%s", code, out)
 	}
 }
+
+// Two daemons with the same bpffs directory but each its own control socket, store and
+// audit log (a copied configuration, or a second unit): the second is refused before it
+// touches the pins (its program would replace the first one's in the links, and each
+// would write its next policy into the tables the other has live), and `detach` with
+// the second's configuration refuses too while the first runs.
+func TestDaemonSecondDaemonSamePins(t *testing.T) {
+	l := newLab(t)
+	l.start()
+	l.expect(25, "refused")
+	id := l.programID()
+
+	other := filepath.Join(l.dir, "other")
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg2 := filepath.Join(other, "portcullis.yaml")
+	write(t, cfg2, fmt.Sprintf("interfaces: [sub0]\nmode: generic\npolicy: %s\nlisten: \"\"\ncontrol_socket: %s\nbpffs: %s\naudit_log: %s\nstore: %s\n",
+		l.pol, filepath.Join(other, "ctl.sock"), l.bpffs, filepath.Join(other, "audit.jsonl"), filepath.Join(other, "runtime.db")))
+	stderr, code := l.runFails(cfg2)
+	if code != 1 || !strings.Contains(stderr, "another portcullis daemon is running with these pins") || !strings.Contains(stderr, l.bpffs) {
+		t.Fatalf("second daemon on the same pins: exit %d, want 1 naming %s\n%s", code, l.bpffs, stderr)
+	}
+	if got := l.programID(); got != id {
+		t.Fatalf("the refused second daemon replaced the program: id %d, was %d\n%s", got, id, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(other, "runtime.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused second daemon made its store (%v)", err)
+	}
+	if _, e, code := l.cli("detach", "--config", cfg2); code == 0 || !strings.Contains(e, "a daemon is running with the pins in "+l.bpffs) {
+		t.Fatalf("detach with the second configuration while the first daemon runs: exit %d\n%s", code, e)
+	}
+	if len(l.pins()) == 0 || l.xdp() == "" {
+		t.Fatal("the pins or the link are gone")
+	}
+	l.expect(25, "refused")
+	if out, _, _ := l.cli("status", "--config", l.cfg); !strings.Contains(out, "running (pid") {
+		t.Fatalf("the first daemon is not running any more:\n%s", out)
+	}
+
+	t.Log("once the first is gone (kill -9 releases its lock), the second starts and adopts its pins")
+	l.stop(syscall.SIGKILL)
+	l.expect(25, "refused")
+	l.cfg = cfg2
+	l.start()
+	if got := l.programID(); got == id {
+		t.Errorf("the second daemon did not load its program into the pinned link (id %d)", got)
+	}
+	l.expect(25, "refused")
+	l.expect(587, "ok")
+}
+
+// Two daemons of one configuration started at the same moment on a first install (no
+// bpffs directory yet): one runs, the other exits 1, and the one that runs answers on
+// its control socket (the other must not have removed its socket file on the way).
+func TestDaemonTwoFirstStartsAtOnce(t *testing.T) {
+	l := newLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var cmds [2]*exec.Cmd
+	done := make(chan int, 2)
+	waited := 0
+	for i := range cmds {
+		cmds[i] = exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+l.router, binary(t), "run", "--config", l.cfg)
+		cmds[i].Stdout, cmds[i].Stderr = l.log, l.log
+	}
+	for i, c := range cmds {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { c.Wait(); done <- i }()
+	}
+	t.Cleanup(func() { // before the lab's teardown: the daemons are waited for here
+		for _, c := range cmds {
+			c.Process.Kill()
+		}
+		for range 2 - waited {
+			<-done
+		}
+	})
+	exited := <-done
+	waited++
+	if code := cmds[exited].ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("the second daemon exited %d, want 1\n%s", code, l.log)
+	}
+	if log := l.log.String(); !strings.Contains(log, "another portcullis daemon is running") {
+		t.Fatalf("the second daemon did not say why it stopped:\n%s", log)
+	}
+	l.eventually("the daemon that runs answers on its control socket", 30*time.Second, func() bool {
+		out, _, code := l.cli("status", "--json", "--config", l.cfg)
+		return code == 0 && strings.Contains(out, `"running (pid`) && strings.Contains(out, `"mode": "generic"`)
+	})
+	l.expect(25, "refused")
+}
