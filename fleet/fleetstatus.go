@@ -9,8 +9,11 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/portcullis/portcullis/overlay"
 )
 
 // States of a router in FleetStatus.
@@ -22,6 +25,9 @@ const (
 	// StateWaiting: no policy in force yet and no error (the group has no policy, or
 	// the first has not arrived): a new router, not a failing one.
 	StateWaiting = "waiting"
+	// StateDamaged: the router's key holds what is not a report (put by hand, or by
+	// the router's own credentials, which may write it): its LastError names the key.
+	StateDamaged = "damaged"
 )
 
 // RouterStatus is one router's report and the state FleetStatus makes of it.
@@ -85,12 +91,18 @@ func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) 
 	}
 	have := map[string]bool{}
 	for _, kv := range resp.Kvs {
+		name := strings.TrimPrefix(string(kv.Key), cli.routersKey(group))
+		have[name] = true
 		var rep Report
 		if err := json.Unmarshal(kv.Value, &rep); err != nil {
-			return gs, fmt.Errorf("the report %s is damaged: %w", kv.Key, err)
+			// One bad key must not hide the other routers: it is listed as damaged.
+			// A router rewrites its report every TTL/3, so one that stays damaged is
+			// written so by whoever holds the key's credentials.
+			gs.Routers = append(gs.Routers, RouterStatus{State: StateDamaged, Report: Report{Router: name, Group: group,
+				LastError: fmt.Sprintf("not a report: if it stays (a router rewrites its own every TTL/3), etcdctl del %s and check who writes it (%v)", kv.Key, err)}})
+			continue
 		}
-		rep.Router = strings.TrimPrefix(string(kv.Key), cli.routersKey(group))
-		have[rep.Router] = true
+		rep.Router, rep.Group = name, group // the key says whose report it is, not the value
 		gs.Routers = append(gs.Routers, RouterStatus{Report: rep, State: State(rep, rev, now)})
 	}
 	slices.SortFunc(gs.Routers, func(a, b RouterStatus) int { return strings.Compare(a.Router, b.Router) })
@@ -145,7 +157,7 @@ func WriteTable(w io.Writer, gs []GroupStatus) error {
 		if g.Revision == 0 {
 			state = "no policy"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, "-", state, g.Revision, short(g.Hash), "-", age(g.At), "")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, "-", state, g.Revision, cell(short(g.Hash), 16), "-", age(g.At), "")
 		for _, r := range g.Routers {
 			proof := "ok"
 			if !r.ProofOK {
@@ -155,13 +167,14 @@ func WriteTable(w io.Writer, gs []GroupStatus) error {
 			if n := len(r.EntriesNotTaken); note == "" && n > 0 {
 				note = fmt.Sprintf("%d fleet entries not taken: %s", n, oneLine(r.EntriesNotTaken[0]))
 			}
+			note = cell(note, maxNote)
 			if o := r.LastOutage; note == "" && o != nil && now.Sub(o.To) < outageShown {
 				note = fmt.Sprintf("was cut off from etcd for %s until %s ago (stale meanwhile)", o.To.Sub(o.From).Round(time.Second), age(o.To))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, r.Router, r.State, r.PolicyRevision, short(r.PolicyHash), proof, age(r.At), note)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, cell(r.Router, maxName+2), r.State, r.PolicyRevision, cell(short(r.PolicyHash), 16), proof, age(r.At), note)
 		}
 		for _, name := range g.Gone {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Group, name, "gone", "-", "-", "-", "-", "no report: stopped, or cut off longer than its TTL")
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Group, cell(name, maxName+2), "gone", "-", "-", "-", "-", "no report: stopped, or cut off longer than its TTL")
 		}
 	}
 	return tw.Flush()
@@ -176,6 +189,24 @@ func short(h string) string {
 		return "-"
 	}
 	return h[:min(12, len(h))]
+}
+
+// maxNote bounds the table's last column: the whole error is in --json.
+const maxNote = 160
+
+// cell is s as a table cell: printable (a report is written with the router's
+// credentials, which may put anything there: no terminal escape reaches the NOC's
+// screen) and at most n bytes, cut with "...".
+func cell(s string, n int) string {
+	s = overlay.Printable(s)
+	if len(s) <= n {
+		return s
+	}
+	cut := n - 3
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // oneLine keeps an error to its first line, for the table.

@@ -10,7 +10,9 @@ import (
 )
 
 // Groups returns the names of the groups that hold any key in etcd (a policy, its
-// history, a router's report or known key, a fleet entry), sorted.
+// history, a router's report or known key, a fleet entry), sorted. A name CheckName
+// refuses (a key put by hand) is no group: no portcullis command can address it, and
+// it must not make the fleet's status fail.
 func Groups(ctx context.Context, cli *Client) ([]string, error) {
 	resp, err := cli.etcd.Get(ctx, cli.groupsKey(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
@@ -18,7 +20,7 @@ func Groups(ctx context.Context, cli *Client) ([]string, error) {
 	}
 	var groups []string
 	for _, kv := range resp.Kvs {
-		if g := cli.groupOf(string(kv.Key)); g != "" && !slices.Contains(groups, g) {
+		if g := cli.groupOf(string(kv.Key)); CheckName("group", g) == nil && !slices.Contains(groups, g) {
 			groups = append(groups, g)
 		}
 	}

@@ -182,3 +182,65 @@ func TestStateTable(t *testing.T) {
 		}
 	}
 }
+
+// A report that is not one (put by hand with etcdctl, or by a router's own
+// credentials, which may write its key) must not blind the NOC to the rest of the
+// fleet; and what a router writes into its report reaches the NOC's terminal only as
+// printable text of bounded length (its credentials may write anything there).
+func TestFleetStatusDamagedAndHostileReports(t *testing.T) {
+	_, raw, cli := newFleet(t)
+	ctx := ctxT(t)
+	rev := mustPush(t, cli, "dsl", validPolicy(1), "alice@noc", 0)
+	now := time.Now().UTC()
+	good := Report{Router: "bng-ok", Group: "dsl", PolicyRevision: rev, ProofOK: true, At: now, TTL: 10 * time.Second, PolicyHash: "61e42f9472389abc"}
+	if err := putReport(ctx, cli, good, 0); err != nil {
+		t.Fatal(err)
+	}
+	hostile := good
+	hostile.Router = "bng-evil"
+	hostile.LastError = "\x1b[2J\x1b]0;pwned\x07" + strings.Repeat("A", 100000)
+	hostile.PolicyHash = "\x1b[31mred"
+	hostile.EntriesNotTaken = []string{"\x1b[1mbold"}
+	if err := putReport(ctx, cli, hostile, 0); err != nil {
+		t.Fatal(err)
+	}
+	damagedKey := cli.routersKey("dsl") + "bng-damaged"
+	if _, err := raw.Put(ctx, damagedKey, "not json {"); err != nil {
+		t.Fatal(err)
+	}
+	// A key under a "group" no portcullis name can be (etcdctl put by hand).
+	if _, err := raw.Put(ctx, cli.groupsKey()+"Not A Group\x1b/policy", "x"); err != nil {
+		t.Fatal(err)
+	}
+	gs, err := FleetStatus(ctx, cli, "")
+	if err != nil {
+		t.Fatalf("one damaged report made the whole fleet status fail: %v", err)
+	}
+	if len(gs) != 1 || len(gs[0].Routers) != 3 {
+		t.Fatalf("status: %+v", gs)
+	}
+	states := map[string]RouterStatus{}
+	for _, r := range gs[0].Routers {
+		states[r.Router] = r
+	}
+	if s := states["bng-ok"].State; s != StateOK {
+		t.Errorf("the good router: %s, want ok", s)
+	}
+	d := states["bng-damaged"]
+	if d.State != StateDamaged || !strings.Contains(d.LastError, damagedKey) || !strings.Contains(d.LastError, "etcdctl del") {
+		t.Errorf("the damaged report: state %s, error %q: want %s naming the key and the fix", d.State, d.LastError, StateDamaged)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, gs); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + b.String())
+	if strings.ContainsRune(b.String(), '\x1b') || strings.ContainsRune(b.String(), '\x07') {
+		t.Errorf("control characters from a report reached the table")
+	}
+	for _, l := range strings.Split(b.String(), "\n") {
+		if len(l) > 400 {
+			t.Errorf("a line of %d bytes: a report's error is not bounded in the table", len(l))
+		}
+	}
+}

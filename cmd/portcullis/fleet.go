@@ -23,9 +23,10 @@ The fleet: routers that take their policy from etcd (policy_source: etcd), by gr
 
   portcullis fleet status [--group G] [--json]
       every router of every group (or of G): the revision it enforces, its proof, and
-      its state: ok, behind (an older revision), failed (it refused the group's
+      its state: ok, behind (an older revision), waiting, failed (it refused the group's
       revision: the last error), stale (it writes its report but cannot read its
-      group, or is catching up after an outage); routers that reported once and whose
+      group, or is catching up after an outage), damaged (its key holds no report:
+      the error names it); routers that reported once and whose
       report's lease ended (stopped, or cut off from etcd longer than its TTL) are
       listed as gone
   portcullis fleet push FILE --group G [--dry-run] [--message TEXT] [--expect-revision N] [--new-group]
@@ -354,7 +355,7 @@ func runFleetHistory(e *env, args []string) error {
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "REVISION\tAT\tWHO\tPOLICY\tMESSAGE")
 	for _, r := range rs {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", r.Revision, r.At.UTC().Format(time.RFC3339), r.Who, r.Hash, r.Message)
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", r.Revision, r.At.UTC().Format(time.RFC3339), overlay.Printable(r.Who), overlay.Printable(r.Hash), overlay.Printable(r.Message))
 	}
 	return w.Flush()
 }
