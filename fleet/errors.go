@@ -28,6 +28,9 @@ var (
 	// ErrDamagedEntry: a fleet entry's key in etcd holds what is not an entry (written
 	// by hand or by another program); the others are still listed.
 	ErrDamagedEntry = errors.New("damaged fleet entries")
+	// ErrDamagedRecord: a key under a group's history holds what is not a record
+	// (written by hand); the others are still listed, and pushes go on.
+	ErrDamagedRecord = errors.New("damaged history records")
 	// ErrUnreachable: etcd does not answer.
 	ErrUnreachable = errors.New("etcd unreachable")
 )

@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -79,7 +80,7 @@ func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) 
 	}
 	gs.Revision = rev
 	if rev != 0 {
-		if r, ok, err := recordAt(ctx, cli, group, rev); err != nil {
+		if r, ok, err := recordAt(ctx, cli, group, rev); err != nil && !errors.Is(err, ErrDamagedRecord) {
 			return gs, err
 		} else if ok {
 			gs.Hash, gs.Who, gs.At = r.Hash, r.Who, r.At

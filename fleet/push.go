@@ -65,14 +65,11 @@ func push(ctx context.Context, cli *Client, group string, text []byte, hash, who
 	// The record's number is one past the last record's. Only one push can commit
 	// from a given revision of the policy key, so the compare below makes the number
 	// this push's alone; the compare on the record key is a second guard.
-	last, err := records(ctx, cli, group, 1)
+	last, err := lastSeq(ctx, cli, group)
 	if err != nil {
 		return 0, err
 	}
-	rec := Record{Seq: 1, Hash: hash, Who: who, At: time.Now().UTC(), Message: msg, Text: text}
-	if len(last) > 0 {
-		rec.Seq = last[0].Seq + 1
-	}
+	rec := Record{Seq: last + 1, Hash: hash, Who: who, At: time.Now().UTC(), Message: msg, Text: text}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return 0, err
@@ -164,16 +161,18 @@ func DryRun(ctx context.Context, cli *Client, group, file string, text []byte) (
 
 // Rollback pushes the text of the group's history record of revision toRev again, as
 // a new revision with the message "rollback to N", with the same compare-and-swap on
-// expectRev as Push.
+// expectRev as Push. Only that record is read (etcd filters by revision), however
+// long the history.
 func Rollback(ctx context.Context, cli *Client, group string, toRev int64, who string, expectRev int64) (newRev int64, err error) {
-	rs, err := History(ctx, cli, group)
+	if err := CheckName("group", group); err != nil {
+		return 0, err
+	}
+	r, ok, err := recordAt(ctx, cli, group, toRev)
 	if err != nil {
 		return 0, err
 	}
-	for _, r := range rs {
-		if r.Revision == toRev {
-			return Push(ctx, cli, group, r.Text, who, fmt.Sprintf("rollback to %d", toRev), expectRev)
-		}
+	if !ok {
+		return 0, fmt.Errorf("%w: group %s has no push at revision %d (portcullis fleet history lists them)", ErrNoRevision, group, toRev)
 	}
-	return 0, fmt.Errorf("%w: group %s has no push at revision %d (portcullis fleet history lists them)", ErrNoRevision, group, toRev)
+	return Push(ctx, cli, group, r.Text, who, fmt.Sprintf("rollback to %d", toRev), expectRev)
 }

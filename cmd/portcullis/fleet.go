@@ -346,18 +346,24 @@ func runFleetHistory(e *env, args []string) error {
 		return err
 	}
 	rs, err := fleet.History(ctx, cli, group)
-	if err != nil {
+	if err != nil && !errors.Is(err, fleet.ErrDamagedRecord) {
 		return err
 	}
+	listErr := err // damaged records: the good ones are listed, then the error
 	if *asJSON {
-		return writeJSON(e.stdout, rs)
+		err = writeJSON(e.stdout, rs)
+	} else {
+		w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "REVISION\tAT\tWHO\tPOLICY\tMESSAGE")
+		for _, r := range rs {
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", r.Revision, r.At.UTC().Format(time.RFC3339), overlay.Printable(r.Who), overlay.Printable(r.Hash), overlay.Printable(r.Message))
+		}
+		err = w.Flush()
 	}
-	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "REVISION\tAT\tWHO\tPOLICY\tMESSAGE")
-	for _, r := range rs {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", r.Revision, r.At.UTC().Format(time.RFC3339), overlay.Printable(r.Who), overlay.Printable(r.Hash), overlay.Printable(r.Message))
+	if err == nil && listErr != nil {
+		return &exitError{1, listErr}
 	}
-	return w.Flush()
+	return err
 }
 
 func runFleetRollback(e *env, args []string) error {
