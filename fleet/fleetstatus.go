@@ -124,12 +124,8 @@ func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) 
 // at now. Stale comes first (an old report's other facts are old too), then waiting
 // (no policy yet, no error), failed, then behind.
 func State(rep Report, current int64, now time.Time) string {
-	ttl := rep.TTL
-	if ttl <= 0 {
-		ttl = DefaultTTL
-	}
 	switch {
-	case rep.Stale || now.Sub(rep.At) > 3*ttl:
+	case rep.Stale || ClockOff(rep, now) != 0:
 		return StateStale
 	case rep.PolicyHash == "" && rep.LastError == "":
 		return StateWaiting
@@ -139,6 +135,26 @@ func State(rep Report, current int64, now time.Time) string {
 		return StateBehind
 	}
 	return StateOK
+}
+
+// ClockOff is how far the clock of the router that wrote rep seems off from now's
+// (positive: ahead), when the report's time is more than three TTLs from now either
+// way; 0 otherwise. A report lives one TTL under its lease, so one that seems older
+// or younger than that was stamped by a clock that is off (the router's, or this
+// host's). A router whose clock is ahead drops a fleet entry early, or never takes
+// one shorter than its skew: that is why ahead counts as much as behind.
+func ClockOff(rep Report, now time.Time) time.Duration {
+	ttl := rep.TTL
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	if rep.At.IsZero() {
+		return 0
+	}
+	if d := rep.At.Sub(now); d > 3*ttl || d < -3*ttl {
+		return d
+	}
+	return 0
 }
 
 // WriteTable writes gs as an aligned table: one line for each group's current
@@ -167,6 +183,13 @@ func WriteTable(w io.Writer, gs []GroupStatus) error {
 			note := oneLine(r.LastError)
 			if n := len(r.EntriesNotTaken); note == "" && n > 0 {
 				note = fmt.Sprintf("%d fleet entries not taken: %s", n, oneLine(r.EntriesNotTaken[0]))
+			}
+			if off := ClockOff(r.Report, now); note == "" && off != 0 {
+				dir := "ahead of"
+				if off < 0 {
+					dir, off = "behind", -off
+				}
+				note = fmt.Sprintf("its clock seems %s %s this host's (report dated %s): check NTP on both; fleet entries end by the router's clock", off.Round(time.Second), dir, r.At.UTC().Format(time.RFC3339))
 			}
 			note = cell(note, maxNote)
 			if o := r.LastOutage; note == "" && o != nil && now.Sub(o.To) < outageShown {

@@ -173,6 +173,8 @@ func TestStateTable(t *testing.T) {
 		{"proof failed", Report{PolicyHash: "h", PolicyRevision: 5, At: now}, 5, StateFailed},
 		{"three TTLs old", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true, TTL: 2 * time.Second, At: now.Add(-7 * time.Second)}, 5, StateStale},
 		{"within three TTLs", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true, TTL: 2 * time.Second, At: now.Add(-5 * time.Second)}, 5, StateOK},
+		{"clock three TTLs ahead", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true, TTL: 2 * time.Second, At: now.Add(7 * time.Second)}, 5, StateStale},
+		{"clock a little ahead", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true, TTL: 2 * time.Second, At: now.Add(5 * time.Second)}, 5, StateOK},
 		{"says stale", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true, Stale: true, At: now}, 5, StateStale},
 		{"no policy yet", Report{At: now}, 5, StateWaiting},
 		{"no policy yet, and an error", Report{LastError: "etcd:dsl@5:3:5: unknown verdict", At: now}, 5, StateFailed},
@@ -180,6 +182,16 @@ func TestStateTable(t *testing.T) {
 		if got := State(c.rep, c.cur, now); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
 		}
+	}
+	// The table says which way the clock is off.
+	ahead := Report{Router: "bng-ahead", PolicyHash: "h", PolicyRevision: 5, ProofOK: true, TTL: 10 * time.Second, At: now.Add(2 * time.Hour)}
+	behind := Report{Router: "bng-behind", PolicyHash: "h", PolicyRevision: 5, ProofOK: true, TTL: 10 * time.Second, At: now.Add(-2 * time.Hour)}
+	var b bytes.Buffer
+	WriteTable(&b, []GroupStatus{{Group: "dsl", Revision: 5, Routers: []RouterStatus{
+		{Report: ahead, State: State(ahead, 5, now)}, {Report: behind, State: State(behind, 5, now)}}}})
+	t.Log("\n" + b.String())
+	if !strings.Contains(b.String(), "its clock seems 2h0m0s ahead of this host's") || !strings.Contains(b.String(), "its clock seems 2h0m0s behind this host's") {
+		t.Errorf("the table does not say whose clock is off:\n%s", b.String())
 	}
 }
 
