@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -157,7 +158,55 @@ func (c *Client) Reachable(ctx context.Context, timeout time.Duration) error {
 	if err == nil || !Unreachable(err) {
 		return nil
 	}
+	if q := c.quorum(context.WithoutCancel(ctx)); q != "" {
+		return fmt.Errorf("%w: %s (%v)", ErrUnreachable, q, err)
+	}
 	return fmt.Errorf("%w: etcd %v does not answer within %s (%v): is it running, and are the endpoints (and the CA, certificate and key) right?", ErrUnreachable, c.etcd.Endpoints(), timeout, err)
+}
+
+// quorum says, when etcd does not serve requests although members answer, that they
+// have no leader (a quorum of the cluster's members is not running or cannot reach
+// the others), naming which answer and which do not; "" when no member answers, or one
+// has a leader. It asks each endpoint's status (which needs no quorum), all at once,
+// for a second at most.
+func (c *Client) quorum(ctx context.Context) string {
+	eps := c.etcd.Endpoints()
+	type answer struct {
+		ep     string
+		ok     bool
+		leader bool
+	}
+	ch := make(chan answer, len(eps))
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for _, ep := range eps {
+		go func() {
+			st, err := c.etcd.Status(ctx, ep)
+			ch <- answer{ep, err == nil, err == nil && st.Leader != 0}
+		}()
+	}
+	var up, down []string
+	for range eps {
+		a := <-ch
+		switch {
+		case a.leader:
+			return ""
+		case a.ok:
+			up = append(up, a.ep)
+		default:
+			down = append(down, a.ep)
+		}
+	}
+	if len(up) == 0 {
+		return ""
+	}
+	slices.Sort(up)
+	slices.Sort(down)
+	msg := fmt.Sprintf("etcd has no leader: %s answer%s but cannot elect one", strings.Join(up, ", "), map[bool]string{true: "s", false: ""}[len(up) == 1])
+	if len(down) > 0 {
+		msg += fmt.Sprintf(", %s do%s not answer", strings.Join(down, ", "), map[bool]string{true: "es", false: ""}[len(down) == 1])
+	}
+	return msg + ": the quorum is lost (more than half the members must run and reach each other); nothing can be read or written until it is back, and routers keep enforcing what they have"
 }
 
 // Unreachable tells whether err is etcd not answering (a timeout, no connection), not

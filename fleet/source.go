@@ -49,6 +49,8 @@ type Source struct {
 	down    time.Time // when the current outage began: the last contact before it (zero: none)
 	lastOK  time.Time // the last successful call
 	logged  string    // the kind of failure last logged above Debug (failureKind); "" after a success
+	// quorumNote: what Client.quorum said in this outage ("": nothing yet).
+	quorumNote string
 }
 
 // Health is the state of a Source's connection to etcd, for status: the controller's
@@ -314,7 +316,7 @@ func (s *Source) connected(what string) {
 	defer s.mu.Unlock()
 	now := time.Now()
 	s.lastOK = now
-	s.logged = ""
+	s.logged, s.quorumNote = "", ""
 	if !s.health.Connected {
 		s.health.Connected, s.health.Since = true, now
 		if !s.down.IsZero() {
@@ -348,6 +350,21 @@ func (s *Source) failed(what string, err error, next string) {
 	first := kind != s.logged
 	s.logged = kind
 	s.mu.Unlock()
+	if kind == "unreachable" {
+		// Members that answer with no leader: say so, rather than leave a timeout
+		// that reads as etcd not running. Asked after each failure (a second at
+		// most), since a member notices its leader gone only after an election
+		// timeout; the note stays in the last error while the outage lasts.
+		if q := s.cli.quorum(context.Background()); q != "" {
+			s.mu.Lock()
+			s.health.LastError += ": " + q
+			if s.quorumNote == "" {
+				first = true // logged once, at Error
+			}
+			s.quorumNote, hint = q, q
+			s.mu.Unlock()
+		}
+	}
 	switch {
 	case hint != "" && first:
 		s.log.Error("etcd: "+hint+"; "+next+"; the policy in force stays", "what", what, "error", err)
