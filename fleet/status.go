@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -69,6 +71,11 @@ type Reporter struct {
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID // the lease the report is under; 0: none now
+	// last is the lease of this reporter's last report written; dup says, while a
+	// write finds that another lease wrote the key since (another router reporting
+	// under this name), what the report's error says.
+	last clientv3.LeaseID
+	dup  string
 }
 
 // StartReporter starts writing router's report (from report, called for each write)
@@ -209,23 +216,53 @@ func (r *Reporter) write(ctx context.Context) error {
 	if lease == 0 {
 		return rpctypes.ErrLeaseNotFound // never a report without a lease: it would outlive the router
 	}
+	r.mu.Lock()
+	if r.dup != "" {
+		rep.LastError = strings.TrimPrefix(rep.LastError+"; "+r.dup, "; ")
+	}
+	last := r.last
+	r.mu.Unlock()
 	wctx, cancel := context.WithTimeout(ctx, r.ttl)
 	defer cancel()
-	return putReport(wctx, r.cli, rep, lease)
-}
-
-// putReport writes rep under lease (0: none; tests).
-func putReport(ctx context.Context, cli *Client, rep Report, lease clientv3.LeaseID) error {
-	b, err := json.Marshal(rep)
+	prev, err := putReport(wctx, r.cli, rep, lease)
 	if err != nil {
 		return err
 	}
-	var opts []clientv3.OpOption
+	// The key under a lease that is neither this write's nor this reporter's last
+	// write's: another process wrote it since. Not on the first write (the report a
+	// crashed predecessor left, its lease not yet ended, is replaced).
+	dup := ""
+	if prev != nil && last != 0 && prev.Lease != int64(lease) && prev.Lease != int64(last) {
+		dup = fmt.Sprintf("another router also reports as %s in group %s (its report was under lease %x, not this router's %x): two routers with etcd.router: %s? give each its own name (a replaced router: stop the old one)",
+			r.router, r.group, prev.Lease, lease, r.router)
+	}
+	r.mu.Lock()
+	if dup != "" && r.dup == "" {
+		r.log.Error("etcd: " + dup)
+	}
+	r.last = lease
+	if dup != "" || prev == nil || prev.Lease == int64(last) || prev.Lease == int64(lease) {
+		r.dup = dup // cleared once a write finds only its own report
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// putReport writes rep under lease (0: none; tests) and returns what the key held.
+func putReport(ctx context.Context, cli *Client, rep Report, lease clientv3.LeaseID) (*mvccpb.KeyValue, error) {
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return nil, err
+	}
+	opts := []clientv3.OpOption{clientv3.WithPrevKV()}
 	if lease != 0 {
 		opts = append(opts, clientv3.WithLease(lease))
 	}
-	_, err = cli.etcd.Put(ctx, cli.routersKey(rep.Group)+rep.Router, string(b), opts...)
-	return err
+	resp, err := cli.etcd.Put(ctx, cli.routersKey(rep.Group)+rep.Router, string(b), opts...)
+	if err != nil {
+		return nil, err
+	}
+	return resp.PrevKv, nil
 }
 
 // writeKnown writes groups/G/known/NAME if it is not there.
