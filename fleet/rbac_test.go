@@ -75,6 +75,33 @@ func TestRBAC(t *testing.T) {
 	if _, err := bng1.etcd.Put(ctx, bng1.entriesKey("dsl")+"quarantine/100.64.1.10_32", "{}"); err == nil {
 		t.Error("a router wrote a fleet entry")
 	}
+	// Nor can it reach another router's report, or a fleet entry, through a lease:
+	// revoking a lease needs write on every key under it.
+	otherLease, err := noc.etcd.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := noc.etcd.Put(ctx, noc.routersKey("dsl")+"bng2", "{}", clientv3.WithLease(otherLease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bng1.etcd.Revoke(ctx, otherLease.ID); err == nil {
+		t.Error("a router revoked the lease of another router's report")
+	}
+	if err := markKnown(ctx, noc, "dsl", "bng2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bng1.etcd.Delete(ctx, bng1.knownKey("dsl")+"bng2"); err == nil {
+		t.Error("a router deleted another router's known key")
+	}
+	if _, err := bng1.etcd.Put(ctx, bng1.historyKey("dsl")+"99999999999999999999", "{}"); err == nil {
+		t.Error("a router wrote a history record")
+	}
+	if _, err := bng1.etcd.Delete(ctx, bng1.policyKey("dsl")); err == nil {
+		t.Error("a router deleted its group's policy")
+	}
+	if _, err := History(ctx, bng1, "dsl"); err != nil {
+		t.Errorf("a router reads its group's history: %v", err)
+	}
 
 	// With --entries a router may write the group's fleet entries (its API takes
 	// fleet-wide entries); without, the refusal is etcd's permission error, which the
@@ -83,6 +110,15 @@ func TestRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := overlay.Request{Kind: overlay.Quarantine, Prefix: netip.MustParsePrefix("100.64.1.10/32"), For: time.Hour, Reason: "spam run"}
+	nocReq := overlay.Request{Kind: overlay.Quarantine, Prefix: netip.MustParsePrefix("100.64.1.20/32"), For: time.Hour, Reason: "spam run"}
+	if err := PutEntry(ctx, noc, "dsl", nocReq, "alice@noc"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := noc.etcd.Get(ctx, noc.entryKey("dsl", overlay.Key{Kind: nocReq.Kind, Prefix: nocReq.Prefix})); err != nil || len(resp.Kvs) != 1 {
+		t.Fatal(err)
+	} else if _, err := as("bng2", "bng2-new-pw").etcd.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err == nil {
+		t.Error("a router without the entries grant ended a fleet entry by revoking its lease")
+	}
 	if err := PutEntry(ctx, bng1, "dsl", req, "api:abuse-desk"); err != nil {
 		t.Errorf("a router granted the entries could not write one: %v", err)
 	}
