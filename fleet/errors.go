@@ -31,6 +31,8 @@ var (
 	// ErrDamagedRecord: a key under a group's history holds what is not a record
 	// (written by hand); the others are still listed, and pushes go on.
 	ErrDamagedRecord = errors.New("damaged history records")
+	// ErrNoRouter: the group knows no router of that name (Forget).
+	ErrNoRouter = errors.New("no such router")
 	// ErrUnreachable: etcd does not answer.
 	ErrUnreachable = errors.New("etcd unreachable")
 )

@@ -3,6 +3,7 @@ package fleet
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -299,4 +300,36 @@ func TestReporterDuplicateName(t *testing.T) {
 		rep, _, ok := reportKey(t, cli, "bng-1")
 		return ok && rep.PolicyHash == "h-new" && rep.LastError == ""
 	})
+}
+
+// A router decommissioned or moved to another group stays "gone" in fleet status
+// until it is forgotten; one that reports is not forgotten.
+func TestForget(t *testing.T) {
+	_, _, cli := newFleet(t)
+	ctx := ctxT(t)
+	mustPush(t, cli, "dsl", validPolicy(1), "alice@noc", 0)
+	for _, r := range []string{"bng-old", "bng-live"} {
+		if err := markKnown(ctx, cli, "dsl", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := putReport(ctx, cli, Report{Router: "bng-live", Group: "dsl", At: time.Now()}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := Forget(ctx, cli, "dsl", "bng-live"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "stop it first") {
+		t.Errorf("forgetting a router that reports: %v", err)
+	}
+	if err := Forget(ctx, cli, "dsl", "bng-old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Forget(ctx, cli, "dsl", "bng-old"); !errors.Is(err, ErrNoRouter) {
+		t.Errorf("forgetting it again: %v, want ErrNoRouter", err)
+	}
+	gs, err := FleetStatus(ctx, cli, "dsl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gs[0].Gone) != 0 || len(gs[0].Routers) != 1 {
+		t.Errorf("after forgetting bng-old: routers %d, gone %v", len(gs[0].Routers), gs[0].Gone)
+	}
 }

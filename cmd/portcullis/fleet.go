@@ -45,6 +45,9 @@ The fleet: routers that take their policy from etcd (policy_source: etcd), by gr
       runtime entries for every router of the group: each router adds them (checked
       against its own policy's bounds) and they end with their lease. An entry for a
       group in which no router reports now is refused (exit 1) unless --force
+  portcullis fleet forget ROUTER --group G
+      drops a router that no longer reports (decommissioned, renamed, moved to another
+      group) from the group's known routers: fleet status lists it as gone until then
   A group name etcd does not know is an error (exit 1) naming the groups there are.
   portcullis fleet grant router --group G --router NAME [--entries] [--etcd-user U] [--etcd-password-file F]
   portcullis fleet grant noc --etcd-user U [--etcd-password-file F]
@@ -194,11 +197,11 @@ func runFleet(e *env, args []string) error {
 		"status": runFleetStatus, "push": runFleetPush, "history": runFleetHistory, "rollback": runFleetRollback,
 		"quarantine": func(e *env, a []string) error { return runFleetAdd(e, a, overlay.Quarantine) },
 		"unblock":    func(e *env, a []string) error { return runFleetAdd(e, a, overlay.Unblock) },
-		"release":    runFleetRelease, "entries": runFleetEntries, "grant": runFleetGrant,
+		"release":    runFleetRelease, "entries": runFleetEntries, "grant": runFleetGrant, "forget": runFleetForget,
 	}
 	run, ok := verbs[args[0]]
 	if !ok {
-		return fmt.Errorf("%w: unknown fleet verb %q: one of status, push, history, rollback, quarantine, unblock, release, entries, grant", errUsage, args[0])
+		return fmt.Errorf("%w: unknown fleet verb %q: one of status, push, history, rollback, quarantine, unblock, release, entries, forget, grant", errUsage, args[0])
 	}
 	return run(e, args[1:])
 }
@@ -524,6 +527,30 @@ func runFleetEntries(e *env, args []string) error {
 	if listErr != nil {
 		return &exitError{1, listErr}
 	}
+	return nil
+}
+
+func runFleetForget(e *env, args []string) error {
+	fs, c := fleetFlags(e, "forget", "ROUTER --group G")
+	if done, err := parseVerb(fs, "a ROUTER name", args, 1, 1); done || err != nil {
+		return err
+	}
+	router := fs.Arg(0)
+	if err := fleet.CheckName("router", router); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	ctx, cli, group, done, err := c.open(e, true)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
+		return err
+	}
+	if err := fleet.Forget(ctx, cli, group, router); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "router %s forgotten in group %s (it is known again if it reports)\n", router, group)
 	return nil
 }
 

@@ -117,6 +117,27 @@ func TestFleetCLI(t *testing.T) {
 			t.Errorf("fleet %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
 		}
 	}
+	// A router gone for good (decommissioned, moved to another group) is forgotten.
+	if _, errs, code := fl("forget", "bng-old", "--group", "dsl"); code != 1 || !strings.Contains(errs, "no router bng-old") {
+		t.Errorf("forgetting a router the group does not know: %d %s", code, errs)
+	}
+	fc, err := fleet.Dial(fleet.Conn{Endpoints: srv.Endpoints})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	if _, err := fc.Etcd().Put(t.Context(), fc.Prefix()+"groups/dsl/known/bng-old", "2026-01-01T00:00:00Z"); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, _ := fl("status", "--group", "dsl"); !strings.Contains(out, "bng-old") || !strings.Contains(out, "gone") {
+		t.Fatalf("a known router without a report is gone: %s", out)
+	}
+	if out, errs, code := fl("forget", "bng-old", "--group", "dsl"); code != 0 || !strings.Contains(out, "forgotten") {
+		t.Fatalf("fleet forget: %d %s %s", code, out, errs)
+	}
+	if out, _, _ := fl("status", "--group", "dsl"); strings.Contains(out, "bng-old") {
+		t.Fatalf("a forgotten router is still listed: %s", out)
+	}
 	if _, errs, code := runCmd("fleet", "status"); code != 2 || !strings.Contains(errs, "--endpoints") {
 		t.Fatalf("no endpoints: %d %s", code, errs)
 	}
