@@ -29,6 +29,8 @@ const (
 	// StateDamaged: the router's key holds what is not a report (put by hand, or by
 	// the router's own credentials, which may write it): its LastError names the key.
 	StateDamaged = "damaged"
+	// StateGone: known, without a report (GroupStatus.Gone; a count, not a row state).
+	StateGone = "gone"
 )
 
 // RouterStatus is one router's report and the state FleetStatus makes of it.
@@ -47,6 +49,45 @@ type GroupStatus struct {
 	At       time.Time      `json:"at"`
 	Routers  []RouterStatus `json:"routers"` // by name
 	Gone     []string       `json:"gone"`    // known, without a report (lease ended), by name
+	// Counts is how many routers are in each state (StateGone: len(Gone)); it
+	// counts them all, also when Problems left out the ok ones.
+	Counts map[string]int `json:"counts"`
+	ReadAt int64          `json:"read_at"` // the etcd revision all of this was read at
+}
+
+// Problems is gs without the routers that are ok: what needs a look, in a fleet of
+// hundreds. Counts still counts every router.
+func Problems(gs []GroupStatus) []GroupStatus {
+	out := make([]GroupStatus, 0, len(gs))
+	for _, g := range gs {
+		g.Routers = slices.DeleteFunc(slices.Clone(g.Routers), func(r RouterStatus) bool { return r.State == StateOK })
+		out = append(out, g)
+	}
+	return out
+}
+
+// Summary is the group's counts as one line: "120 routers: 117 ok, 2 failed; 1 gone".
+func (g GroupStatus) Summary() string {
+	n := 0
+	var parts []string
+	for _, st := range []string{StateOK, StateBehind, StateWaiting, StateFailed, StateStale, StateDamaged} {
+		if c := g.Counts[st]; c > 0 {
+			n += c
+			parts = append(parts, fmt.Sprintf("%d %s", c, st))
+		}
+	}
+	word := "routers"
+	if n == 1 {
+		word = "router"
+	}
+	out := fmt.Sprintf("%d %s reporting", n, word)
+	if len(parts) > 0 {
+		out += ": " + strings.Join(parts, ", ")
+	}
+	if c := g.Counts[StateGone]; c > 0 {
+		out += fmt.Sprintf("; %d gone", c)
+	}
+	return out
 }
 
 // FleetStatus returns the status of group ("": every group), by group name.
@@ -73,10 +114,22 @@ func FleetStatus(ctx context.Context, cli *Client, group string) ([]GroupStatus,
 }
 
 func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) (GroupStatus, error) {
-	gs := GroupStatus{Group: group, Routers: []RouterStatus{}, Gone: []string{}}
-	_, rev, err := Read(ctx, cli, group)
+	gs := GroupStatus{Group: group, Routers: []RouterStatus{}, Gone: []string{}, Counts: map[string]int{}}
+	// The policy, the reports and the known routers in one read, at one revision: a
+	// router that starts (its known key, then its report) or stops meanwhile is never
+	// half seen, as gone although it reports.
+	txn, err := cli.etcd.Txn(ctx).Then(
+		clientv3.OpGet(cli.policyKey(group), clientv3.WithKeysOnly()),
+		clientv3.OpGet(cli.routersKey(group), clientv3.WithPrefix()),
+		clientv3.OpGet(cli.knownKey(group), clientv3.WithPrefix(), clientv3.WithKeysOnly())).Commit()
 	if err != nil {
-		return gs, err
+		return gs, fmt.Errorf("reading group %s: %w", group, err)
+	}
+	gs.ReadAt = txn.Header.Revision
+	pol, resp, known := txn.Responses[0].GetResponseRange(), txn.Responses[1].GetResponseRange(), txn.Responses[2].GetResponseRange()
+	var rev int64
+	if len(pol.Kvs) > 0 {
+		rev = pol.Kvs[0].ModRevision
 	}
 	gs.Revision = rev
 	if rev != 0 {
@@ -85,10 +138,6 @@ func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) 
 		} else if ok {
 			gs.Hash, gs.Who, gs.At = r.Hash, r.Who, r.At
 		}
-	}
-	resp, err := cli.etcd.Get(ctx, cli.routersKey(group), clientv3.WithPrefix())
-	if err != nil {
-		return gs, fmt.Errorf("reading the routers of group %s: %w", group, err)
 	}
 	have := map[string]bool{}
 	for _, kv := range resp.Kvs {
@@ -107,9 +156,8 @@ func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) 
 		gs.Routers = append(gs.Routers, RouterStatus{Report: rep, State: State(rep, rev, now)})
 	}
 	slices.SortFunc(gs.Routers, func(a, b RouterStatus) int { return strings.Compare(a.Router, b.Router) })
-	known, err := cli.etcd.Get(ctx, cli.knownKey(group), clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return gs, fmt.Errorf("reading the known routers of group %s: %w", group, err)
+	for _, r := range gs.Routers {
+		gs.Counts[r.State]++
 	}
 	for _, kv := range known.Kvs {
 		if name := strings.TrimPrefix(string(kv.Key), cli.knownKey(group)); !have[name] {
@@ -117,6 +165,9 @@ func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) 
 		}
 	}
 	slices.Sort(gs.Gone)
+	if len(gs.Gone) > 0 {
+		gs.Counts[StateGone] = len(gs.Gone)
+	}
 	return gs, nil
 }
 
@@ -174,7 +225,7 @@ func WriteTable(w io.Writer, gs []GroupStatus) error {
 		if g.Revision == 0 {
 			state = "no policy"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, "-", state, g.Revision, cell(short(g.Hash), 16), "-", age(g.At), "")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, "-", state, g.Revision, cell(short(g.Hash), 16), "-", age(g.At), g.Summary())
 		for _, r := range g.Routers {
 			proof := "ok"
 			if !r.ProofOK {

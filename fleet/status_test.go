@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -138,6 +139,15 @@ func TestFleetStatusStates(t *testing.T) {
 	if len(d.Gone) != 1 || d.Gone[0] != "bng-gone" {
 		t.Errorf("gone: %v, want [bng-gone]", d.Gone)
 	}
+	if got, want := d.Summary(), "6 routers reporting: 1 ok, 1 behind, 2 failed, 2 stale; 1 gone"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
+	}
+	if p := Problems(gs)[0]; len(p.Routers) != 5 || p.Summary() != d.Summary() || len(d.Routers) != 6 {
+		t.Errorf("problems: %d routers (want 5, the ok one left out), summary %q", len(p.Routers), p.Summary())
+	}
+	if d.ReadAt < d.Revision {
+		t.Errorf("read at revision %d, before the group's %d", d.ReadAt, d.Revision)
+	}
 	var b bytes.Buffer
 	if err := WriteTable(&b, gs); err != nil {
 		t.Fatal(err)
@@ -153,6 +163,9 @@ func TestFleetStatusStates(t *testing.T) {
 		if l[col-1] != ' ' || l[col] == ' ' {
 			t.Errorf("STATE column not aligned at %d: %q", col, l)
 		}
+	}
+	if !strings.Contains(lines[1], "6 routers reporting: 1 ok") {
+		t.Errorf("the group's line has no summary: %q", lines[1])
 	}
 	if !strings.Contains(b.String(), "proof failed: 3 of 40 probes disagree") || strings.Contains(b.String(), "second line") {
 		t.Errorf("the error column should hold the error's first line:\n%s", b.String())
@@ -331,5 +344,45 @@ func TestForget(t *testing.T) {
 	}
 	if len(gs[0].Gone) != 0 || len(gs[0].Routers) != 1 {
 		t.Errorf("after forgetting bng-old: routers %d, gone %v", len(gs[0].Routers), gs[0].Gone)
+	}
+}
+
+// fleet status of a group of 300 routers: one read for the group, whatever its size,
+// and a table of one line per router with the counts on the group's line.
+func TestFleetStatusAtScale(t *testing.T) {
+	_, _, cli := newFleet(t)
+	ctx := ctxT(t)
+	rev := mustPush(t, cli, "dsl", validPolicy(1), "alice@noc", 0)
+	now := time.Now().UTC()
+	const n = 300
+	for i := range n {
+		name := fmt.Sprintf("bng-%03d", i)
+		rep := Report{Router: name, Group: "dsl", PolicyRevision: rev, ProofOK: true, At: now, TTL: 10 * time.Second, PolicyHash: "61e42f9472389abc",
+			Interfaces: map[string]string{"eth1": "native", "eth2.100": "native"}}
+		if i%100 == 7 {
+			rep.LastError = "etcd:dsl@9:3:5: unknown verdict"
+		}
+		if _, err := putReport(ctx, cli, rep, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := markKnown(ctx, cli, "dsl", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Now()
+	gs, err := FleetStatus(ctx, cli, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("fleet status of %d routers: %s", n, time.Since(t0))
+	if got := gs[0].Summary(); got != "300 routers reporting: 297 ok, 3 failed" {
+		t.Errorf("summary %q", got)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, Problems(gs)); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(b.String(), "\n"); lines != 1+1+3 {
+		t.Errorf("--problems table of %d lines, want 5:\n%s", lines, b.String())
 	}
 }

@@ -21,14 +21,15 @@ import (
 const fleetHelp = `
 The fleet: routers that take their policy from etcd (policy_source: etcd), by group.
 
-  portcullis fleet status [--group G] [--json]
+  portcullis fleet status [--group G] [--problems] [--json]
       every router of every group (or of G): the revision it enforces, its proof, and
       its state: ok, behind (an older revision), waiting, failed (it refused the group's
       revision: the last error), stale (it writes its report but cannot read its
       group, or is catching up after an outage), damaged (its key holds no report:
       the error names it); routers that reported once and whose
       report's lease ended (stopped, or cut off from etcd longer than its TTL) are
-      listed as gone
+      listed as gone. Each group's line counts its routers by state; --problems
+      leaves out the ok ones
   portcullis fleet push FILE --group G [--dry-run] [--message TEXT] [--expect-revision N] [--new-group]
       checks FILE here, then replaces the group's policy with a compare-and-swap on the
       revision read (or N): if someone pushed since, nothing is written and the error
@@ -207,8 +208,9 @@ func runFleet(e *env, args []string) error {
 }
 
 func runFleetStatus(e *env, args []string) error {
-	fs, c := fleetFlags(e, "status", "[--group G] [--json]")
+	fs, c := fleetFlags(e, "status", "[--group G] [--problems] [--json]")
 	asJSON := fs.Bool("json", false, "print as JSON")
+	problems := fs.Bool("problems", false, "leave out the routers that are ok (each group's line still counts them)")
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
@@ -225,6 +227,9 @@ func runFleetStatus(e *env, args []string) error {
 	gs, err := fleet.FleetStatus(ctx, cli, group)
 	if err != nil {
 		return err
+	}
+	if *problems {
+		gs = fleet.Problems(gs)
 	}
 	if *asJSON {
 		return writeJSON(e.stdout, gs)

@@ -132,6 +132,9 @@ func TestFleetCLI(t *testing.T) {
 	if out, _, _ := fl("status", "--group", "dsl"); !strings.Contains(out, "bng-old") || !strings.Contains(out, "gone") {
 		t.Fatalf("a known router without a report is gone: %s", out)
 	}
+	if out, _, _ := fl("status", "--group", "dsl", "--problems"); !strings.Contains(out, "0 routers reporting; 1 gone") || !strings.Contains(out, "bng-old") {
+		t.Fatalf("status --problems: %s", out)
+	}
 	if out, errs, code := fl("forget", "bng-old", "--group", "dsl"); code != 0 || !strings.Contains(out, "forgotten") {
 		t.Fatalf("fleet forget: %d %s %s", code, out, errs)
 	}
