@@ -1,8 +1,10 @@
 package fleet
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -213,4 +215,43 @@ func (c *Client) quorum(ctx context.Context) string {
 // a refusal.
 func Unreachable(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded
+}
+
+// User is the etcd user the client is: its user, or its certificate's common name;
+// "" if neither is known (etcd without authentication, or a client from New).
+func (c *Client) User() string {
+	if c.conn.User != "" {
+		return c.conn.User
+	}
+	if c.conn.Cert != "" {
+		if pair, err := tls.LoadX509KeyPair(c.conn.Cert, c.conn.Key); err == nil && len(pair.Certificate) > 0 {
+			if cert, err := x509.ParseCertificate(pair.Certificate[0]); err == nil {
+				return cert.Subject.CommonName
+			}
+		}
+	}
+	return ""
+}
+
+// isDenied tells whether err is etcd refusing the user the permission.
+func isDenied(err error) bool {
+	return errors.Is(err, rpctypes.ErrPermissionDenied) || errors.Is(err, rpctypes.ErrGRPCPermissionDenied)
+}
+
+// denied is err, if it is etcd refusing a change of the fleet's keys, saying whose
+// credentials these are and which role may: err otherwise.
+func (c *Client) denied(err error) error {
+	if !isDenied(err) {
+		return err
+	}
+	return fmt.Errorf("%w: etcd user %s may not do this: pushes, rollbacks and fleet entries need the NOC's credentials (a user that etcd's root gave portcullis fleet grant noc); a router's role reads its group and writes only its own report (and the group's fleet entries after fleet grant router --entries)", err, cmp.Or(c.User(), "of these credentials"))
+}
+
+// deniedGrant is err, if it is etcd refusing a change of its users and roles, saying
+// that a grant needs etcd's root: err otherwise.
+func (c *Client) deniedGrant(err error) error {
+	if !isDenied(err) {
+		return err
+	}
+	return fmt.Errorf("%w: etcd user %s may not change etcd's users and roles: fleet grant needs etcd's root (--user root --password-file F)", err, cmp.Or(c.User(), "of these credentials"))
 }

@@ -83,11 +83,11 @@ func PutEntry(ctx context.Context, cli *Client, group string, req overlay.Reques
 	ttl := int64((req.For + time.Second - 1) / time.Second)
 	lease, err := cli.etcd.Grant(ctx, ttl)
 	if err != nil {
-		return fmt.Errorf("a lease for fleet entry %s: %w", e.Key(), err)
+		return fmt.Errorf("a lease for fleet entry %s: %w", e.Key(), cli.denied(err))
 	}
 	if _, err := cli.etcd.Put(ctx, key, string(b), clientv3.WithLease(lease.ID)); err != nil {
 		cli.etcd.Revoke(context.WithoutCancel(ctx), lease.ID)
-		return fmt.Errorf("putting fleet entry %s: %w", e.Key(), err)
+		return fmt.Errorf("putting fleet entry %s: %w", e.Key(), cli.denied(err))
 	}
 	if len(old.Kvs) > 0 && old.Kvs[0].Lease != 0 {
 		// The replaced entry's lease holds no key now; let it go at once.
@@ -109,7 +109,7 @@ func DeleteEntry(ctx context.Context, cli *Client, group string, kind overlay.Ki
 	k := overlay.Key{Kind: kind, Prefix: prefix}
 	resp, err := cli.etcd.Delete(ctx, cli.entryKey(group, k), clientv3.WithPrevKV())
 	if err != nil {
-		return fmt.Errorf("deleting fleet entry %s: %w", k, err)
+		return fmt.Errorf("deleting fleet entry %s: %w", k, cli.denied(err))
 	}
 	if resp.Deleted == 0 {
 		return fmt.Errorf("%w: %s in group %s", ErrNotFound, k, group)

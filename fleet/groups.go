@@ -80,7 +80,7 @@ func Forget(ctx context.Context, cli *Client, group, router string) error {
 		Then(clientv3.OpDelete(kk)).
 		Commit()
 	if err != nil {
-		return fmt.Errorf("forgetting router %s of group %s: %w", router, group, err)
+		return fmt.Errorf("forgetting router %s of group %s: %w", router, group, cli.denied(err))
 	}
 	if !resp.Succeeded {
 		return fmt.Errorf("%w: router %s reports in group %s now (%s): stop it first (or change its etcd.group), then forget it", ErrInvalid, router, group, rk)

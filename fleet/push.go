@@ -81,7 +81,7 @@ func push(ctx context.Context, cli *Client, group string, text []byte, hash, who
 		Else(clientv3.OpGet(pk)).
 		Commit()
 	if err != nil {
-		return 0, fmt.Errorf("pushing the policy of group %s: %w", group, err)
+		return 0, fmt.Errorf("pushing the policy of group %s: %w", group, cli.denied(err))
 	}
 	if !resp.Succeeded {
 		var cur int64

@@ -45,7 +45,7 @@ func GrantRouter(ctx context.Context, cli *Client, group, router, user, password
 	}
 	for _, p := range perms {
 		if _, err := cli.etcd.RoleGrantPermission(ctx, role, p.key, p.end, p.perm); err != nil {
-			return fmt.Errorf("granting %s on %s: %w", role, p.key, err)
+			return fmt.Errorf("granting %s on %s: %w", role, p.key, cli.deniedGrant(err))
 		}
 	}
 	return grantUser(ctx, cli, user, password, role)
@@ -58,7 +58,7 @@ func GrantRouterEntries(ctx context.Context, cli *Client, group, router string) 
 	role := RouterRole(group, router)
 	if _, err := cli.etcd.RoleGrantPermission(ctx, role, cli.entriesKey(group), clientv3.GetPrefixRangeEnd(cli.entriesKey(group)),
 		clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
-		return fmt.Errorf("granting %s the fleet entries of group %s: %w", role, group, err)
+		return fmt.Errorf("granting %s the fleet entries of group %s: %w", role, group, cli.deniedGrant(err))
 	}
 	return nil
 }
@@ -72,14 +72,14 @@ func GrantNOC(ctx context.Context, cli *Client, user, password string) error {
 	}
 	if _, err := cli.etcd.RoleGrantPermission(ctx, nocRole, cli.prefix, clientv3.GetPrefixRangeEnd(cli.prefix),
 		clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
-		return fmt.Errorf("granting %s on %s: %w", nocRole, cli.prefix, err)
+		return fmt.Errorf("granting %s on %s: %w", nocRole, cli.prefix, cli.deniedGrant(err))
 	}
 	return grantUser(ctx, cli, user, password, nocRole)
 }
 
 func addRole(ctx context.Context, cli *Client, role string) error {
 	if _, err := cli.etcd.RoleAdd(ctx, role); err != nil && !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
-		return fmt.Errorf("adding role %s: %w", role, err)
+		return fmt.Errorf("adding role %s: %w", role, cli.deniedGrant(err))
 	}
 	return nil
 }
@@ -93,13 +93,13 @@ func grantUser(ctx context.Context, cli *Client, user, password, role string) er
 	case errors.Is(err, rpctypes.ErrUserAlreadyExist) && password != "":
 		// A grant with a password sets it: a rotation, not a no-op that keeps the old.
 		if _, err := cli.etcd.UserChangePassword(ctx, user, password); err != nil {
-			return fmt.Errorf("changing the password of etcd user %s: %w", user, err)
+			return fmt.Errorf("changing the password of etcd user %s: %w", user, cli.deniedGrant(err))
 		}
 	case err != nil && !errors.Is(err, rpctypes.ErrUserAlreadyExist):
-		return fmt.Errorf("adding user %s: %w", user, err)
+		return fmt.Errorf("adding user %s: %w", user, cli.deniedGrant(err))
 	}
 	if _, err := cli.etcd.UserGrantRole(ctx, user, role); err != nil {
-		return fmt.Errorf("granting %s to %s: %w", role, user, err)
+		return fmt.Errorf("granting %s to %s: %w", role, user, cli.deniedGrant(err))
 	}
 	return nil
 }

@@ -180,3 +180,58 @@ func TestFleetPushOverBrokenPolicy(t *testing.T) {
 		t.Fatalf("history after the fix: %v %s", err, out)
 	}
 }
+
+// A verb run with credentials whose role does not allow it (a router's, on the NOC's
+// workstation; the NOC's, for grant) names the etcd user, what it may not do, and the
+// grant that allows it, not just etcd's "permission denied".
+func TestFleetCLIPermissionDenied(t *testing.T) {
+	srv := etcdtest.Start(t)
+	raw := srv.Client(t)
+	ctx := t.Context()
+	if _, err := raw.UserAdd(ctx, "root", "root-pw"); err != nil {
+		t.Fatal(err)
+	}
+	raw.RoleAdd(ctx, "root")
+	if _, err := raw.UserGrantRole(ctx, "root", "root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.AuthEnable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	pw := func(user string) string {
+		f := filepath.Join(dir, user+".pw")
+		write(t, f, user+"-pw\n")
+		return f
+	}
+	eps := strings.Join(srv.Endpoints, ",")
+	as := func(user string, args ...string) (string, string, int) {
+		return runCmd(append([]string{"fleet"}, append(args, "--endpoints", eps, "--user", user, "--password-file", pw(user))...)...)
+	}
+	if _, errs, code := as("root", "grant", "noc", "--etcd-user", "noc", "--etcd-password-file", pw("noc")); code != 0 {
+		t.Fatalf("grant noc: %s", errs)
+	}
+	if _, errs, code := as("root", "grant", "router", "--group", "dsl", "--router", "bng1", "--etcd-password-file", pw("bng1")); code != 0 {
+		t.Fatalf("grant router: %s", errs)
+	}
+	a := filepath.Join(dir, "a.yaml")
+	write(t, a, labPolicy)
+	if _, errs, code := as("noc", "push", a, "--group", "dsl", "--new-group"); code != 0 {
+		t.Fatalf("the NOC pushes: %s", errs)
+	}
+	for _, c := range []struct {
+		user string
+		args []string
+		want string
+	}{
+		{"bng1", []string{"push", a, "--group", "dsl"}, "the NOC's credentials"},
+		{"bng1", []string{"quarantine", "100.64.1.2", "--group", "dsl", "--for", "1h", "--reason", "x", "--force"}, "the NOC's credentials"},
+		{"noc", []string{"grant", "router", "--group", "dsl", "--router", "bng2"}, "etcd's root"},
+	} {
+		_, errs, code := as(c.user, c.args...)
+		t.Logf("fleet %s as %s: exit %d: %s", c.args[0], c.user, code, errs)
+		if code != 1 || !strings.Contains(errs, "etcd user "+c.user+" may not") || !strings.Contains(errs, c.want) {
+			t.Errorf("fleet %s as %s: exit %d, %q: want exit 1 naming the user and %q", c.args[0], c.user, code, errs, c.want)
+		}
+	}
+}
