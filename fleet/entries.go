@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/portcullis/portcullis/overlay"
@@ -40,13 +41,23 @@ func (e Entry) Request(now time.Time) overlay.Request {
 	return overlay.Request{Kind: e.Kind, Prefix: e.Prefix, For: e.Expires.Sub(now), Reason: e.Reason, Ticket: e.Ticket, Who: "etcd:" + e.Who}
 }
 
-func decodeEntry(b []byte) (Entry, error) {
+// decodeEntry reads the entry kv holds under group. An entry must be at its own key
+// (the one PutEntry writes, for its kind and masked prefix): one put by hand at
+// another could be listed and never released by `fleet release`, which finds an
+// entry by its key.
+func decodeEntry(cli *Client, group string, kv *mvccpb.KeyValue) (Entry, error) {
 	var e Entry
-	if err := json.Unmarshal(b, &e); err != nil {
+	if err := json.Unmarshal(kv.Value, &e); err != nil {
 		return Entry{}, err
 	}
 	if !e.Kind.Valid() || !e.Prefix.IsValid() {
 		return Entry{}, fmt.Errorf("%w: kind %q, prefix %s", ErrInvalid, e.Kind, e.Prefix)
+	}
+	if e.Prefix != e.Prefix.Masked() {
+		return Entry{}, fmt.Errorf("%w: prefix %s has host bits set (%s?)", ErrInvalid, e.Prefix, e.Prefix.Masked())
+	}
+	if want := cli.entryKey(group, e.Key()); string(kv.Key) != want {
+		return Entry{}, fmt.Errorf("%w: it holds %s %s, whose key is %s", ErrInvalid, e.Kind, e.Prefix, want)
 	}
 	return e, nil
 }
@@ -135,7 +146,7 @@ func ListEntries(ctx context.Context, cli *Client, group string) ([]Entry, int64
 	var out []Entry
 	var damaged []string
 	for _, kv := range resp.Kvs {
-		e, err := decodeEntry(kv.Value)
+		e, err := decodeEntry(cli, group, kv)
 		if err != nil {
 			damaged = append(damaged, fmt.Sprintf("%s (%v)", kv.Key, err))
 			continue

@@ -184,7 +184,7 @@ func (s *Source) Entries(ctx context.Context) <-chan EntriesUpdate {
 		}
 	}
 	put := func(kv *mvccpb.KeyValue) {
-		e, err := decodeEntry(kv.Value)
+		e, err := decodeEntry(s.cli, s.group, kv)
 		if err != nil {
 			s.log.Error("a fleet entry is damaged: ignored", "key", string(kv.Key), "error", err)
 			delete(set, string(kv.Key))
