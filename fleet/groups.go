@@ -65,7 +65,7 @@ func Inspect(ctx context.Context, cli *Client, group string) (GroupInfo, error) 
 // Forget removes router from group's known routers, so that fleet status no longer
 // lists it as gone: a router decommissioned, renamed, or moved to another group
 // (etcd.group). A router that reports now is refused (ErrInvalid): it would still be
-// listed, and its known key is written once per start. A router the group does not
+// listed, and its next report writes its known key again. A router the group does not
 // know is ErrNoRouter.
 func Forget(ctx context.Context, cli *Client, group, router string) error {
 	if err := CheckName("group", group); err != nil {

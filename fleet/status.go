@@ -55,8 +55,8 @@ const DefaultTTL = 10 * time.Second
 // Reporter keeps a router's Report in etcd under a lease: written at start, on
 // Changed, and every TTL/3; a router that stops cleanly (Close) disappears at once,
 // one that crashes or is cut off when its lease ends. It also writes
-// groups/G/known/NAME once, without a lease, so that FleetStatus can name routers
-// that are gone.
+// groups/G/known/NAME, without a lease, with any report that finds it absent, so
+// that FleetStatus can name routers that are gone.
 type Reporter struct {
 	cli           *Client
 	group, router string
@@ -136,7 +136,6 @@ func (r *Reporter) run(ctx context.Context) {
 	tick := time.NewTicker(r.ttl / 3)
 	defer tick.Stop()
 	var alive <-chan *clientv3.LeaseKeepAliveResponse
-	known := false
 	for ctx.Err() == nil {
 		if alive == nil {
 			ka, err := r.grant(ctx)
@@ -150,9 +149,6 @@ func (r *Reporter) run(ctx context.Context) {
 				continue
 			}
 			alive = ka
-		}
-		if !known {
-			known = r.writeKnown(ctx) == nil
 		}
 		if err := r.write(ctx); errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			r.log.Warn("the router's lease is gone (etcd away longer than its TTL?): taking a new one")
@@ -224,7 +220,7 @@ func (r *Reporter) write(ctx context.Context) error {
 	r.mu.Unlock()
 	wctx, cancel := context.WithTimeout(ctx, r.ttl)
 	defer cancel()
-	prev, err := putReport(wctx, r.cli, rep, lease)
+	prev, err := putReportKnown(wctx, r.cli, rep, lease)
 	if err != nil {
 		return err
 	}
@@ -248,6 +244,30 @@ func (r *Reporter) write(ctx context.Context) error {
 	return nil
 }
 
+// putReportKnown is putReport, and writes groups/G/known/NAME (without a lease) in
+// the same transaction if it is not there: so a known key removed (the group's keys
+// deleted by hand, a router forgotten and started again) is back with the next
+// report, at no extra request.
+func putReportKnown(ctx context.Context, cli *Client, rep Report, lease clientv3.LeaseID) (*mvccpb.KeyValue, error) {
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return nil, err
+	}
+	rk, kk := cli.routersKey(rep.Group)+rep.Router, cli.knownKey(rep.Group)+rep.Router
+	put := clientv3.OpPut(rk, string(b), clientv3.WithPrevKV(), clientv3.WithLease(lease))
+	resp, err := cli.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(kk), "=", 0)).
+		Then(clientv3.OpPut(kk, time.Now().UTC().Format(time.RFC3339)), put).
+		Else(put).Commit()
+	if err != nil {
+		return nil, err
+	}
+	pr := resp.Responses[len(resp.Responses)-1].GetResponsePut()
+	if pr == nil {
+		return nil, fmt.Errorf("writing the report of router %s: etcd's answer holds no put", rep.Router)
+	}
+	return pr.PrevKv, nil
+}
+
 // putReport writes rep under lease (0: none; tests) and returns what the key held.
 func putReport(ctx context.Context, cli *Client, rep Report, lease clientv3.LeaseID) (*mvccpb.KeyValue, error) {
 	b, err := json.Marshal(rep)
@@ -263,13 +283,6 @@ func putReport(ctx context.Context, cli *Client, rep Report, lease clientv3.Leas
 		return nil, err
 	}
 	return resp.PrevKv, nil
-}
-
-// writeKnown writes groups/G/known/NAME if it is not there.
-func (r *Reporter) writeKnown(ctx context.Context) error {
-	wctx, cancel := context.WithTimeout(ctx, r.ttl)
-	defer cancel()
-	return markKnown(wctx, r.cli, r.group, r.router)
 }
 
 // markKnown writes groups/G/known/NAME (the first report's time) if it is not there.

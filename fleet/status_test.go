@@ -386,3 +386,32 @@ func TestFleetStatusAtScale(t *testing.T) {
 		t.Errorf("--problems table of %d lines, want 5:\n%s", lines, b.String())
 	}
 }
+
+// A router's known key removed while it runs (the group's keys deleted by hand with
+// etcdctl del --prefix, say) is written again with its next report: otherwise the
+// router, once stopped, would vanish from fleet status instead of being gone.
+func TestReporterRewritesKnown(t *testing.T) {
+	_, raw, cli := newFleet(t)
+	r, err := StartReporter(cli, "dsl", "bng-3", 2*time.Second, func() Report { return Report{ProofOK: true} }, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	known := func() bool {
+		resp, err := raw.Get(ctxT(t), cli.knownKey("dsl")+"bng-3", clientv3.WithCountOnly())
+		return err == nil && resp.Count == 1
+	}
+	waitFor(t, "the known key is written", known)
+	if _, err := raw.Delete(ctxT(t), cli.groupKey("dsl"), clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the known key is written again", known)
+	r.Close()
+	gs, err := FleetStatus(ctxT(t), cli, "dsl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gs) != 1 || len(gs[0].Gone) != 1 || gs[0].Gone[0] != "bng-3" {
+		t.Fatalf("after the router stopped: %+v", gs)
+	}
+}
