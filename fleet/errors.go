@@ -33,6 +33,9 @@ var (
 	ErrDamagedRecord = errors.New("damaged history records")
 	// ErrNoRouter: the group knows no router of that name (Forget).
 	ErrNoRouter = errors.New("no such router")
+	// ErrTooLarge: etcd refused a request above its --max-request-bytes (a policy too
+	// large to push with its history record).
+	ErrTooLarge = errors.New("too large for etcd")
 	// ErrUnreachable: etcd does not answer.
 	ErrUnreachable = errors.New("etcd unreachable")
 )

@@ -3,9 +3,11 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/portcullis/portcullis/policy"
@@ -80,6 +82,10 @@ func push(ctx context.Context, cli *Client, group string, text []byte, hash, who
 		Then(clientv3.OpPut(pk, string(text)), clientv3.OpPut(rk, string(b))).
 		Else(clientv3.OpGet(pk)).
 		Commit()
+	if errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrGRPCRequestTooLarge) {
+		return 0, fmt.Errorf("%w: pushing the policy of group %s: the policy is %d bytes, and a push writes it twice (the policy and its history record) in one request, %d bytes, above etcd's --max-request-bytes (1.5 MiB by default): raise it on every member, or make the policy smaller (%v)",
+			ErrTooLarge, group, len(text), len(text)+len(b), err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("pushing the policy of group %s: %w", group, cli.denied(err))
 	}
