@@ -245,3 +245,19 @@ func TestHistoryWithADamagedRecord(t *testing.T) {
 		t.Fatalf("rollback to an unknown revision: %v", err)
 	}
 }
+
+// A policy naming a list file (cidrs_file) cannot be pushed: a router would read it
+// from its own file system (a file the NOC never saw, or one that is not a list).
+// The refusal has the position and the fix; nothing is written.
+func TestPushRefusesCIDRsFile(t *testing.T) {
+	_, _, cli := newFleet(t)
+	ctx := ctxT(t)
+	text := append(validPolicy(1), "  - {name: listed, verdict: drop, cidrs_file: /etc/passwd}\n"...)
+	_, err := Push(ctx, cli, "dsl", text, "alice@noc", "", 0)
+	if err == nil || !strings.Contains(err.Error(), "etcd:dsl:") || !strings.Contains(err.Error(), "list the prefixes under cidrs") {
+		t.Fatalf("a push with cidrs_file: %v", err)
+	}
+	if _, rev, _ := Read(ctx, cli, "dsl"); rev != 0 {
+		t.Fatalf("written at revision %d", rev)
+	}
+}
