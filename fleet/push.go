@@ -132,6 +132,11 @@ type Plan struct {
 	// Diff is what changes, from the policy package's Diff (`portcullis diff`); nil
 	// when the group has no policy yet, or its policy does not compile.
 	Diff *policy.DiffResult
+	// By, At and Message are the current revision's push (its history record; ""
+	// for a policy put by hand): what a push replaces, and who made it.
+	By      string
+	At      time.Time
+	Message string
 	// OldErr is why the group's current policy does not compile here (put by hand
 	// with etcdctl, or pushed by a newer portcullis with a feature this one lacks):
 	// there is nothing to compare against, and a push replaces it as a whole. The
@@ -154,6 +159,9 @@ func DryRun(ctx context.Context, cli *Client, group, file string, text []byte) (
 	p := Plan{Group: group, Revision: rev, NewHash: newComp.Hash, New: newComp.Policy}
 	if rev == 0 {
 		return p, nil
+	}
+	if r, ok, err := recordAt(ctx, cli, group, rev); err == nil && ok {
+		p.By, p.At, p.Message = r.Who, r.At, r.Message
 	}
 	oldComp, err := compile(Origin(group, rev), cur)
 	if err != nil {

@@ -318,8 +318,26 @@ func runFleetPush(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "pushed %s to group %s: revision %d (policy %s); %s; `portcullis fleet status --group %s` shows the routers taking it\n",
-		file, group, newRev, plan.NewHash, reporting(gi), group)
+	over := ""
+	if rev > 0 {
+		// What was replaced, and by whom: the compare-and-swap guards only the moment
+		// between this command's read and its write, not the time since the file was
+		// edited, so a colleague's push meanwhile must at least be seen.
+		over = fmt.Sprintf(", over revision %d", rev)
+		if plan.Revision == rev && plan.By != "" {
+			over += fmt.Sprintf(" (pushed by %s %s ago", overlay.Printable(plan.By), e.now().Sub(plan.At).Round(time.Second))
+			if plan.Message != "" {
+				over += fmt.Sprintf(": %q", plan.Message)
+			}
+			over += ")"
+			if fi, err := os.Stat(file); err == nil && plan.By != who(e) && fi.ModTime().Before(plan.At) {
+				fmt.Fprintf(e.stderr, "portcullis: note: this push replaced revision %d, which %s pushed after %s was last changed: if you did not mean to replace it, `portcullis fleet history --group %s` shows it and `portcullis fleet rollback --group %s --to %d` brings it back\n",
+					rev, overlay.Printable(plan.By), file, group, group, rev)
+			}
+		}
+	}
+	fmt.Fprintf(e.stdout, "pushed %s to group %s: revision %d%s (policy %s); %s; `portcullis fleet status --group %s` shows the routers taking it\n",
+		file, group, newRev, over, plan.NewHash, reporting(gi), group)
 	return nil
 }
 

@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/portcullis/portcullis/fleet"
 	"github.com/portcullis/portcullis/fleet/etcdtest"
@@ -79,6 +81,27 @@ func TestFleetCLI(t *testing.T) {
 	out, _, _ = fl("history", "--group", "dsl", "--json")
 	if err := json.Unmarshal([]byte(out), &hist); err != nil || len(hist) != 3 || hist[0].Hash != hist[2].Hash || !strings.Contains(hist[0].Message, "rollback") {
 		t.Fatalf("history after rollback: %v %s", err, out)
+	}
+
+	// A colleague pushes after this engineer last edited the file: the push goes
+	// ahead (it read the revision it replaces) but says whose push it replaced.
+	fc0, err := fleet.Dial(fleet.Conn{Endpoints: srv.Endpoints})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc0.Close()
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(a, old, old); err != nil {
+		t.Fatal(err)
+	}
+	_, cur, _ := fleet.Read(t.Context(), fc0, "dsl")
+	bobRev, err := fleet.Push(t.Context(), fc0, "dsl", []byte(strings.Replace(labPolicy, "verdict: reset", "verdict: drop", 1)), "bob@noc", "CHG-7", cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code = fl("push", a, "--group", "dsl")
+	if code != 0 || !strings.Contains(out, "over revision "+itoa64(bobRev)+" (pushed by bob@noc") || !strings.Contains(errs, "which bob@noc pushed after") || !strings.Contains(errs, "--to "+itoa64(bobRev)) {
+		t.Fatalf("a push over a colleague's newer push: %d\n%s%s", code, out, errs)
 	}
 
 	if _, errs, code := fl("quarantine", "100.64.1.2", "--group", "dsl", "--reason", "spam"); code != 2 || !strings.Contains(errs, "--for") {
