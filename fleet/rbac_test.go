@@ -144,3 +144,59 @@ func TestRBAC(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Two fleets in one etcd under prefixes of their own (a lab beside production, as
+// etcd.prefix allows): the lab NOC's user may not push production's policy, and a
+// lab router may not write a production router's report, although groups and
+// routers have the same names. Roles are per prefix.
+func TestRBACPrefixesApart(t *testing.T) {
+	srv, pwFile := enableAuth(t)
+	ctx := ctxT(t)
+	as := func(prefix, user, password string) *Client {
+		t.Helper()
+		c, err := Dial(Conn{Endpoints: srv.Endpoints, User: user, PasswordFile: pwFile(user, password), Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	prodRoot, labRoot := as("", "root", "root-pw"), as("/lab/", "root", "root-pw")
+	if err := GrantNOC(ctx, prodRoot, "noc", "noc-pw"); err != nil {
+		t.Fatal(err)
+	}
+	if err := GrantNOC(ctx, labRoot, "lab-noc", "lab-noc-pw"); err != nil {
+		t.Fatal(err)
+	}
+	if err := GrantRouter(ctx, prodRoot, "dsl", "bng1", "bng1", "bng1-pw"); err != nil {
+		t.Fatal(err)
+	}
+	if err := GrantRouter(ctx, labRoot, "dsl", "bng1", "lab-bng1", "lab-bng1-pw"); err != nil {
+		t.Fatal(err)
+	}
+	if err := GrantNOC(ctx, as("/", "root", "root-pw"), "noc", ""); !errors.Is(err, ErrPrefix) {
+		t.Errorf("a NOC grant on prefix /: %v, want ErrPrefix", err)
+	}
+	prodNOC := as("", "noc", "noc-pw")
+	rev, err := Push(ctx, prodNOC, "dsl", validPolicy(1), "alice@noc", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Push(ctx, as("/lab/", "lab-noc", "lab-noc-pw"), "dsl", validPolicy(2), "eve@lab", "", 0); err != nil {
+		t.Fatalf("the lab NOC pushes the lab: %v", err)
+	}
+	labNOCOnProd := as("", "lab-noc", "lab-noc-pw")
+	if _, err := Push(ctx, labNOCOnProd, "dsl", validPolicy(3), "eve@lab", "", rev); err == nil {
+		t.Error("the lab NOC's user pushed production's policy")
+	}
+	labRouterOnProd := as("", "lab-bng1", "lab-bng1-pw")
+	if _, err := putReport(ctx, labRouterOnProd, Report{Router: "bng1", Group: "dsl"}, 0); err == nil {
+		t.Error("a lab router wrote production's bng1 report")
+	}
+	if _, _, err := Read(ctx, labRouterOnProd, "dsl"); err == nil {
+		t.Error("a lab router read production's policy")
+	}
+	if _, _, err := Read(ctx, as("", "bng1", "bng1-pw"), "dsl"); err != nil {
+		t.Errorf("production's router reads its group: %v", err)
+	}
+}

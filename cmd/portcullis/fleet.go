@@ -626,6 +626,6 @@ func runFleetGrant(e *env, args []string) error {
 		}
 		fmt.Fprintf(e.stdout, "router %s may write group %s's fleet entries too\n", *router, group)
 	}
-	fmt.Fprintf(e.stdout, "etcd user %s (role %s) may read group %s and write only router %s's status\n", u, fleet.RouterRole(group, *router), group, *router)
+	fmt.Fprintf(e.stdout, "etcd user %s (role %s) may read group %s and write only router %s's status\n", u, cli.RouterRole(group, *router), group, *router)
 	return nil
 }
