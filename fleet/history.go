@@ -33,14 +33,23 @@ type Record struct {
 // holds no record (put by hand) makes the error ErrDamagedRecord, naming it, with
 // the others returned.
 func History(ctx context.Context, cli *Client, group string) ([]Record, error) {
+	rs, _, err := HistoryLimit(ctx, cli, group, 0)
+	return rs, err
+}
+
+// HistoryLimit is History of the newest limit records only (0: all), and how many
+// keys the history holds in all: every record holds its policy's text, so a long
+// history read whole can be a large answer.
+func HistoryLimit(ctx context.Context, cli *Client, group string, limit int64) ([]Record, int64, error) {
 	if err := CheckName("group", group); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	resp, err := cli.etcd.Get(ctx, cli.historyKey(group), clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(limit))
 	if err != nil {
-		return nil, fmt.Errorf("reading the history of group %s: %w", group, err)
+		return nil, 0, fmt.Errorf("reading the history of group %s: %w", group, err)
 	}
+	total := resp.Count // etcd counts the whole range, whatever the limit
 	out := make([]Record, 0, len(resp.Kvs))
 	var damaged []string
 	for _, kv := range resp.Kvs {
@@ -52,9 +61,9 @@ func History(ctx context.Context, cli *Client, group string) ([]Record, error) {
 		out = append(out, r)
 	}
 	if len(damaged) > 0 {
-		return out, fmt.Errorf("%w in group %s, skipped: %s; remove each with etcdctl del KEY", ErrDamagedRecord, group, strings.Join(damaged, "; "))
+		return out, total, fmt.Errorf("%w in group %s, skipped: %s; remove each with etcdctl del KEY", ErrDamagedRecord, group, strings.Join(damaged, "; "))
 	}
-	return out, nil
+	return out, total, nil
 }
 
 // decodeRecord reads the record kv holds; its number and revision are the key's.

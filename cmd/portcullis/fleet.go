@@ -37,7 +37,8 @@ The fleet: routers that take their policy from etcd (policy_source: etcd), by gr
       etcd does not know (no policy, no router ever reported in it) is refused as a
       typo unless --new-group says to create it. A current policy that does not
       compile here is replaced as a whole (or: fleet rollback)
-  portcullis fleet history --group G [--json]
+  portcullis fleet history --group G [--limit N] [--json]
+      the group's pushes, newest first (the newest 30 unless --limit; 0: all)
   portcullis fleet rollback --group G --to REV [--expect-revision N]
       pushes the policy of revision REV again, as a new revision
   portcullis fleet quarantine|unblock ADDRESS|CIDR --group G --for DURATION --reason TEXT [--ticket ID] [--force]
@@ -358,8 +359,9 @@ func writePolicySummary(e *env, p *policy.Policy) {
 }
 
 func runFleetHistory(e *env, args []string) error {
-	fs, c := fleetFlags(e, "history", "--group G [--json]")
+	fs, c := fleetFlags(e, "history", "--group G [--limit N] [--json]")
 	asJSON := fs.Bool("json", false, "print as JSON (with each revision's text)")
+	limit := fs.Int64("limit", 30, "the newest N records (each holds its policy's text); 0: all")
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
@@ -371,9 +373,15 @@ func runFleetHistory(e *env, args []string) error {
 	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
 		return err
 	}
-	rs, err := fleet.History(ctx, cli, group)
+	if *limit < 0 {
+		return fmt.Errorf("%w: --limit %d: give a number of records, or 0 for all", errUsage, *limit)
+	}
+	rs, total, err := fleet.HistoryLimit(ctx, cli, group, *limit)
 	if err != nil && !errors.Is(err, fleet.ErrDamagedRecord) {
 		return err
+	}
+	if n := total - int64(len(rs)); *limit > 0 && total > *limit && n > 0 {
+		fmt.Fprintf(e.stderr, "portcullis: the newest %d of group %s's %d history records; --limit 0 shows them all\n", *limit, group, total)
 	}
 	listErr := err // damaged records: the good ones are listed, then the error
 	if *asJSON {

@@ -104,6 +104,12 @@ func TestFleetCLI(t *testing.T) {
 		t.Fatalf("a push over a colleague's newer push: %d\n%s%s", code, out, errs)
 	}
 
+	// A long history is read as far as asked: each record holds a policy's text.
+	out, errs, code = fl("history", "--group", "dsl", "--limit", "2")
+	if code != 0 || strings.Count(out, "\n") != 3 || !strings.Contains(errs, "the newest 2 of group dsl's 5 history records") {
+		t.Fatalf("history --limit 2: %d\n%s%s", code, out, errs)
+	}
+
 	if _, errs, code := fl("quarantine", "100.64.1.2", "--group", "dsl", "--reason", "spam"); code != 2 || !strings.Contains(errs, "--for") {
 		t.Fatalf("fleet quarantine without --for: %d %s", code, errs)
 	}
