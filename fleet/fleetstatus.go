@@ -232,7 +232,7 @@ func WriteTable(w io.Writer, gs []GroupStatus) error {
 				proof = "FAILED"
 			}
 			note := oneLine(r.LastError)
-			if n := len(r.EntriesNotTaken); note == "" && n > 0 {
+			if n := max(len(r.EntriesNotTaken), r.EntriesNotTakenCount); note == "" && n > 0 && len(r.EntriesNotTaken) > 0 {
 				note = fmt.Sprintf("%d fleet entries not taken: %s", n, oneLine(r.EntriesNotTaken[0]))
 			}
 			if off := ClockOff(r.Report, now); note == "" && off != 0 {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -36,7 +37,11 @@ type Report struct {
 	// no policy yet). They do not make the router failed: it enforces the group's
 	// policy; it tries them again.
 	EntriesNotTaken []string `json:"entries_not_taken,omitempty"`
-	Source          string   `json:"source"` // the controller's source in force
+	// EntriesNotTakenCount is how many there are: the Reporter keeps only the first
+	// maxNotTaken in EntriesNotTaken, so that a router refusing thousands of entries
+	// does not write a large report every TTL/3.
+	EntriesNotTakenCount int    `json:"entries_not_taken_count,omitempty"`
+	Source               string `json:"source"` // the controller's source in force
 	// Stale: the router knows its view is old: its Source cannot reach etcd, or has
 	// seen a revision the controller has not taken yet (catching up on its return).
 	Stale bool `json:"stale,omitempty"`
@@ -206,6 +211,7 @@ func (r *Reporter) grant(ctx context.Context) (<-chan *clientv3.LeaseKeepAliveRe
 func (r *Reporter) write(ctx context.Context) error {
 	rep := r.report()
 	rep.Router, rep.Group, rep.At, rep.TTL = r.router, r.group, time.Now().UTC(), r.ttl
+	bound(&rep)
 	r.mu.Lock()
 	lease := r.lease
 	r.mu.Unlock()
@@ -242,6 +248,41 @@ func (r *Reporter) write(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	return nil
+}
+
+// Bounds of what a report carries: it is written every TTL/3 by every router, and
+// read whole by every fleet status.
+const (
+	maxNotTaken = 20      // entries listed in EntriesNotTaken (all are counted)
+	maxText     = 4 << 10 // bytes of LastError, and of each entry not taken
+)
+
+// bound keeps rep within the bounds, saying where it cut.
+func bound(rep *Report) {
+	if n := len(rep.EntriesNotTaken); n > 0 {
+		rep.EntriesNotTakenCount = max(rep.EntriesNotTakenCount, n)
+	}
+	if len(rep.EntriesNotTaken) > maxNotTaken {
+		rep.EntriesNotTaken = rep.EntriesNotTaken[:maxNotTaken:maxNotTaken]
+	}
+	for i, s := range rep.EntriesNotTaken {
+		rep.EntriesNotTaken[i] = cut(s, maxText)
+	}
+	rep.LastError = cut(rep.LastError, maxText)
+}
+
+// cut is s in at most n bytes, ending in "... (N bytes in all; the router's log has it
+// whole)" when cut.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	tail := fmt.Sprintf("... (%d bytes in all: the router's log and status have it whole)", len(s))
+	end := max(n-len(tail), 0)
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
+	}
+	return s[:end] + tail
 }
 
 // putReportKnown is putReport, and writes groups/G/known/NAME (without a lease) in

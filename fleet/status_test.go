@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -413,5 +414,40 @@ func TestReporterRewritesKnown(t *testing.T) {
 	}
 	if len(gs) != 1 || len(gs[0].Gone) != 1 || gs[0].Gone[0] != "bng-3" {
 		t.Fatalf("after the router stopped: %+v", gs)
+	}
+}
+
+// A router refusing thousands of fleet entries, or with a long error, writes a
+// report of bounded size every TTL/3: all counted, the first listed.
+func TestReportBounded(t *testing.T) {
+	_, _, cli := newFleet(t)
+	var refused []string
+	for i := range 5000 {
+		refused = append(refused, fmt.Sprintf("quarantine 100.64.%d.%d/32: forbidden by this router's policy (runtime: forbidden ranges)", i/256, i%256))
+	}
+	long := strings.Repeat("etcd:dsl@9:3:5: unknown verdict \"dorp\"\n", 5000)
+	r, err := StartReporter(cli, "dsl", "bng-4", 2*time.Second, func() Report {
+		return Report{ProofOK: true, LastError: long, EntriesNotTaken: slices.Clone(refused)}
+	}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	waitFor(t, "the report is written", func() bool { _, _, ok := reportKey(t, cli, "bng-4"); return ok })
+	resp, err := cli.etcd.Get(ctxT(t), cli.routersKey("dsl")+"bng-4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.Kvs[0].Value); n > 16<<10 {
+		t.Errorf("a report of %d bytes", n)
+	}
+	rep, _, _ := reportKey(t, cli, "bng-4")
+	if rep.EntriesNotTakenCount != 5000 || len(rep.EntriesNotTaken) != 20 || !strings.Contains(rep.LastError, "bytes in all") {
+		t.Errorf("count %d, listed %d, error ends %q", rep.EntriesNotTakenCount, len(rep.EntriesNotTaken), rep.LastError[max(0, len(rep.LastError)-80):])
+	}
+	var b bytes.Buffer
+	WriteTable(&b, []GroupStatus{{Group: "dsl", Routers: []RouterStatus{{Report: Report{Router: "bng-4", ProofOK: true, EntriesNotTaken: rep.EntriesNotTaken, EntriesNotTakenCount: 5000}, State: StateOK}}}})
+	if !strings.Contains(b.String(), "5000 fleet entries not taken") {
+		t.Errorf("the table does not count them all:\n%s", b.String())
 	}
 }
