@@ -123,7 +123,18 @@ func DeleteEntry(ctx context.Context, cli *Client, group string, kind overlay.Ki
 		return fmt.Errorf("deleting fleet entry %s: %w", k, cli.denied(err))
 	}
 	if resp.Deleted == 0 {
-		return fmt.Errorf("%w: %s in group %s", ErrNotFound, k, group)
+		hint := fmt.Sprintf("portcullis fleet entries --group %s lists them", group)
+		other := overlay.Quarantine
+		if kind == overlay.Quarantine {
+			other = overlay.Unblock
+		}
+		if o, err := cli.etcd.Get(ctx, cli.entryKey(group, overlay.Key{Kind: other, Prefix: prefix}), clientv3.WithCountOnly()); err == nil && o.Count > 0 {
+			hint = fmt.Sprintf("the group has an %s of it, not a %s (fleet release --unblock ends an unblock)", other, kind)
+			if other == overlay.Quarantine {
+				hint = fmt.Sprintf("the group has a %s of it, not an %s (fleet release without --unblock ends a quarantine)", other, kind)
+			}
+		}
+		return fmt.Errorf("%w: %s in group %s (%s)", ErrNotFound, k, group, hint)
 	}
 	if l := resp.PrevKvs[0].Lease; l != 0 {
 		cli.etcd.Revoke(ctx, clientv3.LeaseID(l))

@@ -128,8 +128,14 @@ func TestFleetCLI(t *testing.T) {
 	if !strings.Contains(out, "100.64.1.2/32") || !strings.Contains(out, "AB-9") {
 		t.Fatalf("fleet entries: %s", out)
 	}
+	if _, errs, code := fl("release", "100.64.1.2", "--group", "dsl", "--unblock"); code != 1 || !strings.Contains(errs, "the group has a quarantine of it, not an unblock") {
+		t.Fatalf("fleet release --unblock of a quarantine: %d %s", code, errs)
+	}
 	if _, _, code := fl("release", "100.64.1.2", "--group", "dsl"); code != 0 {
 		t.Fatalf("fleet release: %d", code)
+	}
+	if _, errs, code := fl("release", "100.64.1.2", "--group", "dsl"); code != 1 || !strings.Contains(errs, "fleet entries --group dsl lists them") {
+		t.Fatalf("fleet release of nothing: %d %s", code, errs)
 	}
 	if out, _, _ = fl("entries", "--group", "dsl"); strings.Contains(out, "100.64.1.2") {
 		t.Fatalf("fleet entries after release: %s", out)
