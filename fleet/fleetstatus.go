@@ -176,7 +176,7 @@ func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) 
 // (no policy yet, no error), failed, then behind.
 func State(rep Report, current int64, now time.Time) string {
 	switch {
-	case rep.Stale || ClockOff(rep, now) != 0:
+	case rep.Stale || rep.At.IsZero() || ClockOff(rep, now) != 0: // no time: not the Reporter's
 		return StateStale
 	case rep.PolicyHash == "" && rep.LastError == "":
 		return StateWaiting

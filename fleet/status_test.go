@@ -190,6 +190,7 @@ func TestStateTable(t *testing.T) {
 		{"within three TTLs", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true, TTL: 2 * time.Second, At: now.Add(-5 * time.Second)}, 5, StateOK},
 		{"clock three TTLs ahead", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true, TTL: 2 * time.Second, At: now.Add(7 * time.Second)}, 5, StateStale},
 		{"clock a little ahead", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true, TTL: 2 * time.Second, At: now.Add(5 * time.Second)}, 5, StateOK},
+		{"no time at all (not written by a Reporter)", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true}, 5, StateStale},
 		{"says stale", Report{PolicyHash: "h", PolicyRevision: 5, ProofOK: true, Stale: true, At: now}, 5, StateStale},
 		{"no policy yet", Report{At: now}, 5, StateWaiting},
 		{"no policy yet, and an error", Report{LastError: "etcd:dsl@5:3:5: unknown verdict", At: now}, 5, StateFailed},
