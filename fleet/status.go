@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -262,17 +263,14 @@ func bound(rep *Report) {
 	if n := len(rep.EntriesNotTaken); n > 0 {
 		rep.EntriesNotTakenCount = max(rep.EntriesNotTakenCount, n)
 	}
-	if len(rep.EntriesNotTaken) > maxNotTaken {
-		rep.EntriesNotTaken = rep.EntriesNotTaken[:maxNotTaken:maxNotTaken]
-	}
+	rep.EntriesNotTaken = slices.Clone(rep.EntriesNotTaken[:min(len(rep.EntriesNotTaken), maxNotTaken)]) // not the caller's to change
 	for i, s := range rep.EntriesNotTaken {
 		rep.EntriesNotTaken[i] = cut(s, maxText)
 	}
 	rep.LastError = cut(rep.LastError, maxText)
 }
 
-// cut is s in at most n bytes, ending in "... (N bytes in all; the router's log has it
-// whole)" when cut.
+// cut is s in at most n bytes, ending in "... (N bytes in all: ...)" when cut.
 func cut(s string, n int) string {
 	if len(s) <= n {
 		return s
