@@ -49,7 +49,8 @@ type Source struct {
 	down    time.Time // when the current outage began: the last contact before it (zero: none)
 	lastOK  time.Time // the last successful call
 	logged  string    // the kind of failure last logged above Debug (failureKind); "" after a success
-	// quorumNote: what Client.quorum said in this outage ("": nothing yet).
+	// quorumNote: what Client.quorum last said in this outage ("": nothing yet),
+	// so that it is logged once.
 	quorumNote string
 }
 
@@ -354,7 +355,7 @@ func (s *Source) failed(what string, err error, next string) {
 		// Members that answer with no leader: say so, rather than leave a timeout
 		// that reads as etcd not running. Asked after each failure (a second at
 		// most), since a member notices its leader gone only after an election
-		// timeout; the note stays in the last error while the outage lasts.
+		// timeout; the note is in the last error while the members say so.
 		if q := s.cli.quorum(context.Background()); q != "" {
 			s.mu.Lock()
 			s.health.LastError += ": " + q
