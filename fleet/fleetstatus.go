@@ -26,8 +26,9 @@ const (
 	// StateWaiting: no policy in force yet and no error (the group has no policy, or
 	// the first has not arrived): a new router, not a failing one.
 	StateWaiting = "waiting"
-	// StateDamaged: the router's key holds what is not a report (put by hand, or by
-	// the router's own credentials, which may write it): its LastError names the key.
+	// StateDamaged: the router's key holds what is not a report, or one without a
+	// lease (put by hand, or by the router's own credentials, which may write it):
+	// its LastError names the key.
 	StateDamaged = "damaged"
 	// StateGone: known, without a report (GroupStatus.Gone; a count, not a row state).
 	StateGone = "gone"
@@ -153,6 +154,13 @@ func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) 
 			continue
 		}
 		rep.Router, rep.Group = name, group // the key says whose report it is, not the value
+		if kv.Lease == 0 {
+			// The Reporter writes only under its lease, which ends with the router: a
+			// report without one would be shown for ever, whatever became of it.
+			rep.LastError = strings.TrimPrefix(rep.LastError+"; ", "; ") + fmt.Sprintf("a report with no lease, which outlives its router: not written by a router's Reporter; etcdctl del %s, and check who writes it", kv.Key)
+			gs.Routers = append(gs.Routers, RouterStatus{Report: rep, State: StateDamaged})
+			continue
+		}
 		gs.Routers = append(gs.Routers, RouterStatus{Report: rep, State: State(rep, rev, now)})
 	}
 	slices.SortFunc(gs.Routers, func(a, b RouterStatus) int { return strings.Compare(a.Router, b.Router) })

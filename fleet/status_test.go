@@ -14,6 +14,17 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// testLease is a lease for reports a test writes itself (a Reporter's are always
+// under one; one without is not a router's), long enough to outlive the test.
+func testLease(t *testing.T, cli *Client) clientv3.LeaseID {
+	t.Helper()
+	l, err := cli.etcd.Grant(ctxT(t), 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.ID
+}
+
 // reportKey reads router's report in group dsl: the report, its lease, and whether
 // it is there.
 func reportKey(t *testing.T, cli *Client, router string) (Report, clientv3.LeaseID, bool) {
@@ -106,8 +117,9 @@ func TestFleetStatusStates(t *testing.T) {
 	reports["failed-proof"] = func(r Report) Report { r.ProofOK = false; return r }(fresh("failed-proof", r2))
 	reports["stale-old"] = func(r Report) Report { r.At = now.Add(-time.Hour); return r }(fresh("stale-old", r2))
 	reports["stale-flag"] = func(r Report) Report { r.Stale = true; return r }(fresh("stale-flag", r2))
+	lease := testLease(t, cli)
 	for _, rep := range reports {
-		if _, err := putReport(ctx, cli, rep, 0); err != nil {
+		if _, err := putReport(ctx, cli, rep, lease); err != nil {
 			t.Fatal(err)
 		}
 		if err := markKnown(ctx, cli, "dsl", rep.Router); err != nil {
@@ -221,7 +233,8 @@ func TestFleetStatusDamagedAndHostileReports(t *testing.T) {
 	rev := mustPush(t, cli, "dsl", validPolicy(1), "alice@noc", 0)
 	now := time.Now().UTC()
 	good := Report{Router: "bng-ok", Group: "dsl", PolicyRevision: rev, ProofOK: true, At: now, TTL: 10 * time.Second, PolicyHash: "61e42f9472389abc"}
-	if _, err := putReport(ctx, cli, good, 0); err != nil {
+	lease := testLease(t, cli)
+	if _, err := putReport(ctx, cli, good, lease); err != nil {
 		t.Fatal(err)
 	}
 	hostile := good
@@ -229,7 +242,14 @@ func TestFleetStatusDamagedAndHostileReports(t *testing.T) {
 	hostile.LastError = "\x1b[2J\x1b]0;pwned\x07" + strings.Repeat("A", 100000)
 	hostile.PolicyHash = "\x1b[31mred"
 	hostile.EntriesNotTaken = []string{"\x1b[1mbold"}
-	if _, err := putReport(ctx, cli, hostile, 0); err != nil {
+	if _, err := putReport(ctx, cli, hostile, lease); err != nil {
+		t.Fatal(err)
+	}
+	// A report without a lease would outlive its router (shown ok for ever): the
+	// Reporter never writes one; the router's credentials could.
+	frozen := good
+	frozen.Router = "bng-frozen"
+	if _, err := putReport(ctx, cli, frozen, 0); err != nil {
 		t.Fatal(err)
 	}
 	damagedKey := cli.routersKey("dsl") + "bng-damaged"
@@ -244,7 +264,7 @@ func TestFleetStatusDamagedAndHostileReports(t *testing.T) {
 	if err != nil {
 		t.Fatalf("one damaged report made the whole fleet status fail: %v", err)
 	}
-	if len(gs) != 1 || len(gs[0].Routers) != 3 {
+	if len(gs) != 1 || len(gs[0].Routers) != 4 {
 		t.Fatalf("status: %+v", gs)
 	}
 	states := map[string]RouterStatus{}
@@ -257,6 +277,9 @@ func TestFleetStatusDamagedAndHostileReports(t *testing.T) {
 	d := states["bng-damaged"]
 	if d.State != StateDamaged || !strings.Contains(d.LastError, damagedKey) || !strings.Contains(d.LastError, "etcdctl del") {
 		t.Errorf("the damaged report: state %s, error %q: want %s naming the key and the fix", d.State, d.LastError, StateDamaged)
+	}
+	if f := states["bng-frozen"]; f.State != StateDamaged || !strings.Contains(f.LastError, "no lease") {
+		t.Errorf("a report without a lease: state %s, error %q: want %s saying it has no lease", f.State, f.LastError, StateDamaged)
 	}
 	var b bytes.Buffer
 	if err := WriteTable(&b, gs); err != nil {
@@ -328,7 +351,7 @@ func TestForget(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := putReport(ctx, cli, Report{Router: "bng-live", Group: "dsl", At: time.Now()}, 0); err != nil {
+	if _, err := putReport(ctx, cli, Report{Router: "bng-live", Group: "dsl", At: time.Now()}, testLease(t, cli)); err != nil {
 		t.Fatal(err)
 	}
 	if err := Forget(ctx, cli, "dsl", "bng-live"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "stop it first") {
@@ -357,6 +380,7 @@ func TestFleetStatusAtScale(t *testing.T) {
 	rev := mustPush(t, cli, "dsl", validPolicy(1), "alice@noc", 0)
 	now := time.Now().UTC()
 	const n = 300
+	lease := testLease(t, cli)
 	for i := range n {
 		name := fmt.Sprintf("bng-%03d", i)
 		rep := Report{Router: name, Group: "dsl", PolicyRevision: rev, ProofOK: true, At: now, TTL: 10 * time.Second, PolicyHash: "61e42f9472389abc",
@@ -364,7 +388,7 @@ func TestFleetStatusAtScale(t *testing.T) {
 		if i%100 == 7 {
 			rep.LastError = "etcd:dsl@9:3:5: unknown verdict"
 		}
-		if _, err := putReport(ctx, cli, rep, 0); err != nil {
+		if _, err := putReport(ctx, cli, rep, lease); err != nil {
 			t.Fatal(err)
 		}
 		if err := markKnown(ctx, cli, "dsl", name); err != nil {
