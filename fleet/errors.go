@@ -36,6 +36,9 @@ var (
 	// ErrTooLarge: etcd refused a request above its --max-request-bytes (a policy too
 	// large to push with its history record).
 	ErrTooLarge = errors.New("too large for etcd")
+	// ErrClockSkew: a fleet entry this router's clock says has ended, although it
+	// was put just now: the clocks of the router and of the writer differ.
+	ErrClockSkew = errors.New("ended by this router's clock")
 	// ErrUnreachable: etcd does not answer.
 	ErrUnreachable = errors.New("etcd unreachable")
 )
