@@ -1,11 +1,14 @@
 package fleet
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -157,11 +160,98 @@ func (c *Client) Reachable(ctx context.Context, timeout time.Duration) error {
 	if err == nil || !Unreachable(err) {
 		return nil
 	}
+	if q := c.quorum(context.WithoutCancel(ctx)); q != "" {
+		return fmt.Errorf("%w: %s (%v)", ErrUnreachable, q, err)
+	}
 	return fmt.Errorf("%w: etcd %v does not answer within %s (%v): is it running, and are the endpoints (and the CA, certificate and key) right?", ErrUnreachable, c.etcd.Endpoints(), timeout, err)
+}
+
+// quorum says, when etcd does not serve requests although members answer, that they
+// have no leader (a quorum of the cluster's members is not running or cannot reach
+// the others), naming which answer and which do not; "" when no member answers, or one
+// has a leader. It asks each endpoint's status (which needs no quorum), all at once,
+// for a second at most.
+func (c *Client) quorum(ctx context.Context) string {
+	eps := c.etcd.Endpoints()
+	type answer struct {
+		ep     string
+		ok     bool
+		leader bool
+	}
+	ch := make(chan answer, len(eps))
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for _, ep := range eps {
+		go func() {
+			st, err := c.etcd.Status(ctx, ep)
+			ch <- answer{ep, err == nil, err == nil && st.Leader != 0}
+		}()
+	}
+	var up, down []string
+	for range eps {
+		a := <-ch
+		switch {
+		case a.leader:
+			return ""
+		case a.ok:
+			up = append(up, a.ep)
+		default:
+			down = append(down, a.ep)
+		}
+	}
+	if len(up) == 0 {
+		return ""
+	}
+	slices.Sort(up)
+	slices.Sort(down)
+	msg := fmt.Sprintf("etcd has no leader: %s answer%s but cannot elect one", strings.Join(up, ", "), map[bool]string{true: "s", false: ""}[len(up) == 1])
+	if len(down) > 0 {
+		msg += fmt.Sprintf(", %s do%s not answer", strings.Join(down, ", "), map[bool]string{true: "es", false: ""}[len(down) == 1])
+	}
+	return msg + ": the quorum is lost (more than half the members must run and reach each other); nothing can be read or written until it is back, and routers keep enforcing what they have"
 }
 
 // Unreachable tells whether err is etcd not answering (a timeout, no connection), not
 // a refusal.
 func Unreachable(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded
+}
+
+// User is the etcd user the client is: its user, or its certificate's common name;
+// "" if neither is known (etcd without authentication, or a client from New).
+func (c *Client) User() string {
+	if c.conn.User != "" {
+		return c.conn.User
+	}
+	if c.conn.Cert != "" {
+		if pair, err := tls.LoadX509KeyPair(c.conn.Cert, c.conn.Key); err == nil && len(pair.Certificate) > 0 {
+			if cert, err := x509.ParseCertificate(pair.Certificate[0]); err == nil {
+				return cert.Subject.CommonName
+			}
+		}
+	}
+	return ""
+}
+
+// isDenied tells whether err is etcd refusing the user the permission.
+func isDenied(err error) bool {
+	return errors.Is(err, rpctypes.ErrPermissionDenied) || errors.Is(err, rpctypes.ErrGRPCPermissionDenied)
+}
+
+// denied is err, if it is etcd refusing a change of the fleet's keys, saying whose
+// credentials these are and which role may: err otherwise.
+func (c *Client) denied(err error) error {
+	if !isDenied(err) {
+		return err
+	}
+	return fmt.Errorf("%w: etcd user %s may not do this: pushes, rollbacks and fleet entries need the NOC's credentials (a user that etcd's root gave portcullis fleet grant noc); a router's role reads its group and writes only its own report (and the group's fleet entries after fleet grant router --entries)", err, cmp.Or(c.User(), "of these credentials"))
+}
+
+// deniedGrant is err, if it is etcd refusing a change of its users and roles, saying
+// that a grant needs etcd's root: err otherwise.
+func (c *Client) deniedGrant(err error) error {
+	if !isDenied(err) {
+		return err
+	}
+	return fmt.Errorf("%w: etcd user %s may not change etcd's users and roles: fleet grant needs etcd's root (--user root --password-file F)", err, cmp.Or(c.User(), "of these credentials"))
 }

@@ -80,10 +80,7 @@ func TestDialPasswordEtcdDown(t *testing.T) {
 	}
 	s := newSource(t, c)
 	ch := s.Offers(ctxT(t))
-	time.Sleep(time.Second)
-	if h := s.Health(); h.Connected || h.LastError == "" {
-		t.Errorf("health while etcd is down: %+v", h)
-	}
+	waitFor(t, "health says etcd is down", func() bool { h := s.Health(); return !h.Connected && h.LastError != "" })
 
 	srv.Restart()
 	if o := next(t, ch); o.File != Origin("dsl", r1) || !bytes.Equal(o.Policy, validPolicy(1)) {

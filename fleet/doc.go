@@ -15,7 +15,7 @@
 //	groups/G/history/<seq>           one JSON Record per push (seq: 1, 2, ... 20 digits)
 //	groups/G/entries/<kind>/<prefix> a fleet-wide runtime entry ("/" written "_"), leased
 //	groups/G/routers/NAME            a router's Report, under the router's lease
-//	groups/G/known/NAME              written once by a router, no lease: "gone" detection
+//	groups/G/known/NAME              written by a router when absent, no lease: "gone" detection
 //
 // The package touches no kernel: the daemon wires the Source and the Reporter to the
 // controller, and the CLI calls Push, DryRun, History, Rollback and FleetStatus.

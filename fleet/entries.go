@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/portcullis/portcullis/overlay"
@@ -40,13 +41,23 @@ func (e Entry) Request(now time.Time) overlay.Request {
 	return overlay.Request{Kind: e.Kind, Prefix: e.Prefix, For: e.Expires.Sub(now), Reason: e.Reason, Ticket: e.Ticket, Who: "etcd:" + e.Who}
 }
 
-func decodeEntry(b []byte) (Entry, error) {
+// decodeEntry reads the entry kv holds under group. An entry must be at its own key
+// (the one PutEntry writes, for its kind and masked prefix): one put by hand at
+// another could be listed and never released by `fleet release`, which finds an
+// entry by its key.
+func decodeEntry(cli *Client, group string, kv *mvccpb.KeyValue) (Entry, error) {
 	var e Entry
-	if err := json.Unmarshal(b, &e); err != nil {
+	if err := json.Unmarshal(kv.Value, &e); err != nil {
 		return Entry{}, err
 	}
 	if !e.Kind.Valid() || !e.Prefix.IsValid() {
 		return Entry{}, fmt.Errorf("%w: kind %q, prefix %s", ErrInvalid, e.Kind, e.Prefix)
+	}
+	if e.Prefix != e.Prefix.Masked() {
+		return Entry{}, fmt.Errorf("%w: prefix %s has host bits set (%s?)", ErrInvalid, e.Prefix, e.Prefix.Masked())
+	}
+	if want := cli.entryKey(group, e.Key()); string(kv.Key) != want {
+		return Entry{}, fmt.Errorf("%w: it holds %s %s, whose key is %s", ErrInvalid, e.Kind, e.Prefix, want)
 	}
 	return e, nil
 }
@@ -83,11 +94,11 @@ func PutEntry(ctx context.Context, cli *Client, group string, req overlay.Reques
 	ttl := int64((req.For + time.Second - 1) / time.Second)
 	lease, err := cli.etcd.Grant(ctx, ttl)
 	if err != nil {
-		return fmt.Errorf("a lease for fleet entry %s: %w", e.Key(), err)
+		return fmt.Errorf("a lease for fleet entry %s: %w", e.Key(), cli.denied(err))
 	}
 	if _, err := cli.etcd.Put(ctx, key, string(b), clientv3.WithLease(lease.ID)); err != nil {
 		cli.etcd.Revoke(context.WithoutCancel(ctx), lease.ID)
-		return fmt.Errorf("putting fleet entry %s: %w", e.Key(), err)
+		return fmt.Errorf("putting fleet entry %s: %w", e.Key(), cli.denied(err))
 	}
 	if len(old.Kvs) > 0 && old.Kvs[0].Lease != 0 {
 		// The replaced entry's lease holds no key now; let it go at once.
@@ -109,10 +120,21 @@ func DeleteEntry(ctx context.Context, cli *Client, group string, kind overlay.Ki
 	k := overlay.Key{Kind: kind, Prefix: prefix}
 	resp, err := cli.etcd.Delete(ctx, cli.entryKey(group, k), clientv3.WithPrevKV())
 	if err != nil {
-		return fmt.Errorf("deleting fleet entry %s: %w", k, err)
+		return fmt.Errorf("deleting fleet entry %s: %w", k, cli.denied(err))
 	}
 	if resp.Deleted == 0 {
-		return fmt.Errorf("%w: %s in group %s", ErrNotFound, k, group)
+		hint := fmt.Sprintf("portcullis fleet entries --group %s lists them", group)
+		other := overlay.Quarantine
+		if kind == overlay.Quarantine {
+			other = overlay.Unblock
+		}
+		if o, err := cli.etcd.Get(ctx, cli.entryKey(group, overlay.Key{Kind: other, Prefix: prefix}), clientv3.WithCountOnly()); err == nil && o.Count > 0 {
+			hint = fmt.Sprintf("the group has an %s of it, not a %s (fleet release --unblock ends an unblock)", other, kind)
+			if other == overlay.Quarantine {
+				hint = fmt.Sprintf("the group has a %s of it, not an %s (fleet release without --unblock ends a quarantine)", other, kind)
+			}
+		}
+		return fmt.Errorf("%w: %s in group %s (%s)", ErrNotFound, k, group, hint)
 	}
 	if l := resp.PrevKvs[0].Lease; l != 0 {
 		cli.etcd.Revoke(ctx, clientv3.LeaseID(l))
@@ -135,7 +157,7 @@ func ListEntries(ctx context.Context, cli *Client, group string) ([]Entry, int64
 	var out []Entry
 	var damaged []string
 	for _, kv := range resp.Kvs {
-		e, err := decodeEntry(kv.Value)
+		e, err := decodeEntry(cli, group, kv)
 		if err != nil {
 			damaged = append(damaged, fmt.Sprintf("%s (%v)", kv.Key, err))
 			continue

@@ -83,9 +83,21 @@ func TestListEntriesWithADamagedKey(t *testing.T) {
 	if _, err := cli.etcd.Put(ctx, bad, "not json"); err != nil {
 		t.Fatal(err)
 	}
+	// Entries at keys that are not theirs (put by hand): `fleet release` finds an
+	// entry by its key, so these could be listed and never released.
+	elsewhere := cli.entriesKey("dsl") + "quarantine/100.64.1.80_32"
+	if _, err := cli.etcd.Put(ctx, elsewhere, `{"kind":"unblock","prefix":"100.64.9.0/24","for":3600000000000,"reason":"x","who":"y","expires":"2999-01-01T00:00:00Z"}`); err != nil {
+		t.Fatal(err)
+	}
+	hostBits := cli.entriesKey("dsl") + "quarantine/100.64.1.90_24"
+	if _, err := cli.etcd.Put(ctx, hostBits, `{"kind":"quarantine","prefix":"100.64.1.90/24","for":3600000000000,"reason":"x","who":"y","expires":"2999-01-01T00:00:00Z"}`); err != nil {
+		t.Fatal(err)
+	}
 	es, _, err := ListEntries(ctx, cli, "dsl")
-	if !errors.Is(err, ErrDamagedEntry) || !strings.Contains(err.Error(), bad) {
-		t.Fatalf("err %v, want ErrDamagedEntry naming %s", err, bad)
+	for _, k := range []string{bad, elsewhere, hostBits} {
+		if !errors.Is(err, ErrDamagedEntry) || !strings.Contains(err.Error(), k) {
+			t.Errorf("err %v, want ErrDamagedEntry naming %s", err, k)
+		}
 	}
 	if len(es) != 1 || es[0].Prefix != req.Prefix {
 		t.Fatalf("the good entries: %+v", es)

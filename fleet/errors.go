@@ -28,6 +28,17 @@ var (
 	// ErrDamagedEntry: a fleet entry's key in etcd holds what is not an entry (written
 	// by hand or by another program); the others are still listed.
 	ErrDamagedEntry = errors.New("damaged fleet entries")
+	// ErrDamagedRecord: a key under a group's history holds what is not a record
+	// (written by hand); the others are still listed, and pushes go on.
+	ErrDamagedRecord = errors.New("damaged history records")
+	// ErrNoRouter: the group knows no router of that name (Forget).
+	ErrNoRouter = errors.New("no such router")
+	// ErrTooLarge: etcd refused a request above its --max-request-bytes (a policy too
+	// large to push with its history record).
+	ErrTooLarge = errors.New("too large for etcd")
+	// ErrClockSkew: a fleet entry this router's clock says has ended, although it
+	// was put just now: the clocks of the router and of the writer differ.
+	ErrClockSkew = errors.New("ended by this router's clock")
 	// ErrUnreachable: etcd does not answer.
 	ErrUnreachable = errors.New("etcd unreachable")
 )

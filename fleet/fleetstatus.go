@@ -3,14 +3,18 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/portcullis/portcullis/overlay"
 )
 
 // States of a router in FleetStatus.
@@ -22,6 +26,12 @@ const (
 	// StateWaiting: no policy in force yet and no error (the group has no policy, or
 	// the first has not arrived): a new router, not a failing one.
 	StateWaiting = "waiting"
+	// StateDamaged: the router's key holds what is not a report, or one without a
+	// lease (put by hand, or by the router's own credentials, which may write it):
+	// its LastError names the key.
+	StateDamaged = "damaged"
+	// StateGone: known, without a report (GroupStatus.Gone; a count, not a row state).
+	StateGone = "gone"
 )
 
 // RouterStatus is one router's report and the state FleetStatus makes of it.
@@ -40,6 +50,45 @@ type GroupStatus struct {
 	At       time.Time      `json:"at"`
 	Routers  []RouterStatus `json:"routers"` // by name
 	Gone     []string       `json:"gone"`    // known, without a report (lease ended), by name
+	// Counts is how many routers are in each state (StateGone: len(Gone)); it
+	// counts them all, also when Problems left out the ok ones.
+	Counts map[string]int `json:"counts"`
+	ReadAt int64          `json:"read_at"` // the etcd revision all of this was read at
+}
+
+// Problems is gs without the routers that are ok: what needs a look, in a fleet of
+// hundreds. Counts still counts every router.
+func Problems(gs []GroupStatus) []GroupStatus {
+	out := make([]GroupStatus, 0, len(gs))
+	for _, g := range gs {
+		g.Routers = slices.DeleteFunc(slices.Clone(g.Routers), func(r RouterStatus) bool { return r.State == StateOK })
+		out = append(out, g)
+	}
+	return out
+}
+
+// Summary is the group's counts as one line: "120 routers: 117 ok, 2 failed; 1 gone".
+func (g GroupStatus) Summary() string {
+	n := 0
+	var parts []string
+	for _, st := range []string{StateOK, StateBehind, StateWaiting, StateFailed, StateStale, StateDamaged} {
+		if c := g.Counts[st]; c > 0 {
+			n += c
+			parts = append(parts, fmt.Sprintf("%d %s", c, st))
+		}
+	}
+	word := "routers"
+	if n == 1 {
+		word = "router"
+	}
+	out := fmt.Sprintf("%d %s reporting", n, word)
+	if len(parts) > 0 {
+		out += ": " + strings.Join(parts, ", ")
+	}
+	if c := g.Counts[StateGone]; c > 0 {
+		out += fmt.Sprintf("; %d gone", c)
+	}
+	return out
 }
 
 // FleetStatus returns the status of group ("": every group), by group name.
@@ -66,37 +115,57 @@ func FleetStatus(ctx context.Context, cli *Client, group string) ([]GroupStatus,
 }
 
 func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) (GroupStatus, error) {
-	gs := GroupStatus{Group: group, Routers: []RouterStatus{}, Gone: []string{}}
-	_, rev, err := Read(ctx, cli, group)
+	gs := GroupStatus{Group: group, Routers: []RouterStatus{}, Gone: []string{}, Counts: map[string]int{}}
+	// The policy, the reports and the known routers in one read, at one revision: a
+	// router that starts (its known key, then its report) or stops meanwhile is never
+	// half seen, as gone although it reports.
+	txn, err := cli.etcd.Txn(ctx).Then(
+		clientv3.OpGet(cli.policyKey(group), clientv3.WithKeysOnly()),
+		clientv3.OpGet(cli.routersKey(group), clientv3.WithPrefix()),
+		clientv3.OpGet(cli.knownKey(group), clientv3.WithPrefix(), clientv3.WithKeysOnly())).Commit()
 	if err != nil {
-		return gs, err
+		return gs, fmt.Errorf("reading group %s: %w", group, err)
+	}
+	gs.ReadAt = txn.Header.Revision
+	pol, resp, known := txn.Responses[0].GetResponseRange(), txn.Responses[1].GetResponseRange(), txn.Responses[2].GetResponseRange()
+	var rev int64
+	if len(pol.Kvs) > 0 {
+		rev = pol.Kvs[0].ModRevision
 	}
 	gs.Revision = rev
 	if rev != 0 {
-		if r, ok, err := recordAt(ctx, cli, group, rev); err != nil {
+		if r, ok, err := recordAt(ctx, cli, group, rev); err != nil && !errors.Is(err, ErrDamagedRecord) {
 			return gs, err
 		} else if ok {
 			gs.Hash, gs.Who, gs.At = r.Hash, r.Who, r.At
 		}
 	}
-	resp, err := cli.etcd.Get(ctx, cli.routersKey(group), clientv3.WithPrefix())
-	if err != nil {
-		return gs, fmt.Errorf("reading the routers of group %s: %w", group, err)
-	}
 	have := map[string]bool{}
 	for _, kv := range resp.Kvs {
+		name := strings.TrimPrefix(string(kv.Key), cli.routersKey(group))
+		have[name] = true
 		var rep Report
 		if err := json.Unmarshal(kv.Value, &rep); err != nil {
-			return gs, fmt.Errorf("the report %s is damaged: %w", kv.Key, err)
+			// One bad key must not hide the other routers: it is listed as damaged.
+			// A router rewrites its report every TTL/3, so one that stays damaged is
+			// written so by whoever holds the key's credentials.
+			gs.Routers = append(gs.Routers, RouterStatus{State: StateDamaged, Report: Report{Router: name, Group: group,
+				LastError: fmt.Sprintf("not a report: if it stays (a router rewrites its own every TTL/3), etcdctl del %s and check who writes it (%v)", kv.Key, err)}})
+			continue
 		}
-		rep.Router = strings.TrimPrefix(string(kv.Key), cli.routersKey(group))
-		have[rep.Router] = true
+		rep.Router, rep.Group = name, group // the key says whose report it is, not the value
+		if kv.Lease == 0 {
+			// The Reporter writes only under its lease, which ends with the router: a
+			// report without one would be shown for ever, whatever became of it.
+			rep.LastError = strings.TrimPrefix(rep.LastError+"; ", "; ") + fmt.Sprintf("a report with no lease, which outlives its router: not written by a router's Reporter; etcdctl del %s, and check who writes it", kv.Key)
+			gs.Routers = append(gs.Routers, RouterStatus{Report: rep, State: StateDamaged})
+			continue
+		}
 		gs.Routers = append(gs.Routers, RouterStatus{Report: rep, State: State(rep, rev, now)})
 	}
 	slices.SortFunc(gs.Routers, func(a, b RouterStatus) int { return strings.Compare(a.Router, b.Router) })
-	known, err := cli.etcd.Get(ctx, cli.knownKey(group), clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return gs, fmt.Errorf("reading the known routers of group %s: %w", group, err)
+	for _, r := range gs.Routers {
+		gs.Counts[r.State]++
 	}
 	for _, kv := range known.Kvs {
 		if name := strings.TrimPrefix(string(kv.Key), cli.knownKey(group)); !have[name] {
@@ -104,6 +173,9 @@ func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) 
 		}
 	}
 	slices.Sort(gs.Gone)
+	if len(gs.Gone) > 0 {
+		gs.Counts[StateGone] = len(gs.Gone)
+	}
 	return gs, nil
 }
 
@@ -111,12 +183,8 @@ func groupStatus(ctx context.Context, cli *Client, group string, now time.Time) 
 // at now. Stale comes first (an old report's other facts are old too), then waiting
 // (no policy yet, no error), failed, then behind.
 func State(rep Report, current int64, now time.Time) string {
-	ttl := rep.TTL
-	if ttl <= 0 {
-		ttl = DefaultTTL
-	}
 	switch {
-	case rep.Stale || now.Sub(rep.At) > 3*ttl:
+	case rep.Stale || rep.At.IsZero() || ClockOff(rep, now) != 0: // no time: not the Reporter's
 		return StateStale
 	case rep.PolicyHash == "" && rep.LastError == "":
 		return StateWaiting
@@ -126,6 +194,26 @@ func State(rep Report, current int64, now time.Time) string {
 		return StateBehind
 	}
 	return StateOK
+}
+
+// ClockOff is how far the clock of the router that wrote rep seems off from now's
+// (positive: ahead), when the report's time is more than three TTLs from now either
+// way; 0 otherwise. A report lives one TTL under its lease, so one that seems older
+// or younger than that was stamped by a clock that is off (the router's, or this
+// host's). A router whose clock is ahead drops a fleet entry early, or never takes
+// one shorter than its skew: that is why ahead counts as much as behind.
+func ClockOff(rep Report, now time.Time) time.Duration {
+	ttl := rep.TTL
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	if rep.At.IsZero() {
+		return 0
+	}
+	if d := rep.At.Sub(now); d > 3*ttl || d < -3*ttl {
+		return d
+	}
+	return 0
 }
 
 // WriteTable writes gs as an aligned table: one line for each group's current
@@ -145,23 +233,31 @@ func WriteTable(w io.Writer, gs []GroupStatus) error {
 		if g.Revision == 0 {
 			state = "no policy"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, "-", state, g.Revision, short(g.Hash), "-", age(g.At), "")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, "-", state, g.Revision, cell(short(g.Hash), 16), "-", age(g.At), g.Summary())
 		for _, r := range g.Routers {
 			proof := "ok"
 			if !r.ProofOK {
 				proof = "FAILED"
 			}
 			note := oneLine(r.LastError)
-			if n := len(r.EntriesNotTaken); note == "" && n > 0 {
+			if n := max(len(r.EntriesNotTaken), r.EntriesNotTakenCount); note == "" && n > 0 && len(r.EntriesNotTaken) > 0 {
 				note = fmt.Sprintf("%d fleet entries not taken: %s", n, oneLine(r.EntriesNotTaken[0]))
 			}
+			if off := ClockOff(r.Report, now); note == "" && off != 0 {
+				dir := "ahead of"
+				if off < 0 {
+					dir, off = "behind", -off
+				}
+				note = fmt.Sprintf("its clock seems %s %s this host's (report dated %s): check NTP on both; fleet entries end by the router's clock", off.Round(time.Second), dir, r.At.UTC().Format(time.RFC3339))
+			}
+			note = cell(note, maxNote)
 			if o := r.LastOutage; note == "" && o != nil && now.Sub(o.To) < outageShown {
 				note = fmt.Sprintf("was cut off from etcd for %s until %s ago (stale meanwhile)", o.To.Sub(o.From).Round(time.Second), age(o.To))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, r.Router, r.State, r.PolicyRevision, short(r.PolicyHash), proof, age(r.At), note)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", g.Group, cell(r.Router, maxName+2), r.State, r.PolicyRevision, cell(short(r.PolicyHash), 16), proof, age(r.At), note)
 		}
 		for _, name := range g.Gone {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Group, name, "gone", "-", "-", "-", "-", "no report: stopped, or cut off longer than its TTL")
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Group, cell(name, maxName+2), "gone", "-", "-", "-", "-", "no report: stopped, or cut off longer than its TTL")
 		}
 	}
 	return tw.Flush()
@@ -176,6 +272,24 @@ func short(h string) string {
 		return "-"
 	}
 	return h[:min(12, len(h))]
+}
+
+// maxNote bounds the table's last column: the whole error is in --json.
+const maxNote = 160
+
+// cell is s as a table cell: printable (a report is written with the router's
+// credentials, which may put anything there: no terminal escape reaches the NOC's
+// screen) and at most n bytes, cut with "...".
+func cell(s string, n int) string {
+	s = overlay.Printable(s)
+	if len(s) <= n {
+		return s
+	}
+	cut := n - 3
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // oneLine keeps an error to its first line, for the table.

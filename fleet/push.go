@@ -3,9 +3,11 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/portcullis/portcullis/policy"
@@ -65,14 +67,11 @@ func push(ctx context.Context, cli *Client, group string, text []byte, hash, who
 	// The record's number is one past the last record's. Only one push can commit
 	// from a given revision of the policy key, so the compare below makes the number
 	// this push's alone; the compare on the record key is a second guard.
-	last, err := records(ctx, cli, group, 1)
+	last, err := lastSeq(ctx, cli, group)
 	if err != nil {
 		return 0, err
 	}
-	rec := Record{Seq: 1, Hash: hash, Who: who, At: time.Now().UTC(), Message: msg, Text: text}
-	if len(last) > 0 {
-		rec.Seq = last[0].Seq + 1
-	}
+	rec := Record{Seq: last + 1, Hash: hash, Who: who, At: time.Now().UTC(), Message: msg, Text: text}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return 0, err
@@ -83,8 +82,12 @@ func push(ctx context.Context, cli *Client, group string, text []byte, hash, who
 		Then(clientv3.OpPut(pk, string(text)), clientv3.OpPut(rk, string(b))).
 		Else(clientv3.OpGet(pk)).
 		Commit()
+	if errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrGRPCRequestTooLarge) {
+		return 0, fmt.Errorf("%w: pushing the policy of group %s: the policy is %d bytes, and a push writes it twice (the policy and its history record) in one request, %d bytes, above etcd's --max-request-bytes (1.5 MiB by default): raise it on every member, or make the policy smaller (%v)",
+			ErrTooLarge, group, len(text), len(text)+len(b), err)
+	}
 	if err != nil {
-		return 0, fmt.Errorf("pushing the policy of group %s: %w", group, err)
+		return 0, fmt.Errorf("pushing the policy of group %s: %w", group, cli.denied(err))
 	}
 	if !resp.Succeeded {
 		var cur int64
@@ -129,6 +132,11 @@ type Plan struct {
 	// Diff is what changes, from the policy package's Diff (`portcullis diff`); nil
 	// when the group has no policy yet, or its policy does not compile.
 	Diff *policy.DiffResult
+	// By, At and Message are the current revision's push (its history record; ""
+	// for a policy put by hand): what a push replaces, and who made it.
+	By      string
+	At      time.Time
+	Message string
 	// OldErr is why the group's current policy does not compile here (put by hand
 	// with etcdctl, or pushed by a newer portcullis with a feature this one lacks):
 	// there is nothing to compare against, and a push replaces it as a whole. The
@@ -152,6 +160,9 @@ func DryRun(ctx context.Context, cli *Client, group, file string, text []byte) (
 	if rev == 0 {
 		return p, nil
 	}
+	if r, ok, err := recordAt(ctx, cli, group, rev); err == nil && ok {
+		p.By, p.At, p.Message = r.Who, r.At, r.Message
+	}
 	oldComp, err := compile(Origin(group, rev), cur)
 	if err != nil {
 		p.OldErr = err
@@ -164,16 +175,18 @@ func DryRun(ctx context.Context, cli *Client, group, file string, text []byte) (
 
 // Rollback pushes the text of the group's history record of revision toRev again, as
 // a new revision with the message "rollback to N", with the same compare-and-swap on
-// expectRev as Push.
+// expectRev as Push. Only that record is read (etcd filters by revision), however
+// long the history.
 func Rollback(ctx context.Context, cli *Client, group string, toRev int64, who string, expectRev int64) (newRev int64, err error) {
-	rs, err := History(ctx, cli, group)
+	if err := CheckName("group", group); err != nil {
+		return 0, err
+	}
+	r, ok, err := recordAt(ctx, cli, group, toRev)
 	if err != nil {
 		return 0, err
 	}
-	for _, r := range rs {
-		if r.Revision == toRev {
-			return Push(ctx, cli, group, r.Text, who, fmt.Sprintf("rollback to %d", toRev), expectRev)
-		}
+	if !ok {
+		return 0, fmt.Errorf("%w: group %s has no push at revision %d (portcullis fleet history lists them)", ErrNoRevision, group, toRev)
 	}
-	return 0, fmt.Errorf("%w: group %s has no push at revision %d (portcullis fleet history lists them)", ErrNoRevision, group, toRev)
+	return Push(ctx, cli, group, r.Text, who, fmt.Sprintf("rollback to %d", toRev), expectRev)
 }

@@ -198,3 +198,66 @@ func TestDryRunOverBrokenPolicy(t *testing.T) {
 		t.Fatalf("after the fix: revision %d, want %d", got, rev)
 	}
 }
+
+// A history record that is not one (put by hand with etcdctl: routers may not write
+// history) must not stop the NOC from pushing or rolling back, nor hide the other
+// records; and history survives compaction and defragmentation together.
+func TestHistoryWithADamagedRecord(t *testing.T) {
+	srv, raw, cli := newFleet(t)
+	ctx := ctxT(t)
+	r1 := mustPush(t, cli, "dsl", validPolicy(1), "alice@noc", 0)
+	// The last record damaged, and a key that is no record number at all.
+	bad := cli.recordKey("dsl", 2)
+	if _, err := raw.Put(ctx, bad, "{not json"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Put(ctx, cli.historyKey("dsl")+"zzz-notes", "hand-written"); err != nil {
+		t.Fatal(err)
+	}
+	r3, err := Push(ctx, cli, "dsl", validPolicy(3), "bob@noc", "after the damage", r1)
+	if err != nil {
+		t.Fatalf("a push after a damaged history record: %v", err)
+	}
+	resp, err := raw.Compact(ctx, r3)
+	if err != nil || resp == nil {
+		t.Fatal(err)
+	}
+	for _, ep := range srv.Endpoints {
+		if _, err := raw.Defragment(ctx, ep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hist, err := History(ctx, cli, "dsl")
+	if !errors.Is(err, ErrDamagedRecord) || !strings.Contains(err.Error(), bad) {
+		t.Errorf("History with a damaged record: %v, want ErrDamagedRecord naming %s", err, bad)
+	}
+	if len(hist) != 2 || hist[0].Revision != r3 || hist[0].Seq != 3 || hist[1].Revision != r1 || hist[1].Seq != 1 {
+		t.Fatalf("the good records: %+v", hist)
+	}
+	r4, err := Rollback(ctx, cli, "dsl", r1, "carol@noc", r3)
+	if err != nil {
+		t.Fatalf("a rollback with a damaged record in the history: %v", err)
+	}
+	if text, rev, _ := Read(ctx, cli, "dsl"); rev != r4 || !bytes.Equal(text, validPolicy(1)) {
+		t.Fatalf("after the rollback: revision %d, want %d with revision %d's text", rev, r4, r1)
+	}
+	if _, err := Rollback(ctx, cli, "dsl", r4+50, "carol@noc", r4); !errors.Is(err, ErrNoRevision) {
+		t.Fatalf("rollback to an unknown revision: %v", err)
+	}
+}
+
+// A policy naming a list file (cidrs_file) cannot be pushed: a router would read it
+// from its own file system (a file the NOC never saw, or one that is not a list).
+// The refusal has the position and the fix; nothing is written.
+func TestPushRefusesCIDRsFile(t *testing.T) {
+	_, _, cli := newFleet(t)
+	ctx := ctxT(t)
+	text := append(validPolicy(1), "  - {name: listed, verdict: drop, cidrs_file: /etc/passwd}\n"...)
+	_, err := Push(ctx, cli, "dsl", text, "alice@noc", "", 0)
+	if err == nil || !strings.Contains(err.Error(), "etcd:dsl:") || !strings.Contains(err.Error(), "list the prefixes under cidrs") {
+		t.Fatalf("a push with cidrs_file: %v", err)
+	}
+	if _, rev, _ := Read(ctx, cli, "dsl"); rev != 0 {
+		t.Fatalf("written at revision %d", rev)
+	}
+}

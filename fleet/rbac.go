@@ -13,11 +13,25 @@ import (
 // and write only its own status; the NOC pushes. With etcd's client certificate
 // authentication (--client-cert-auth) a certificate's common name is the user, so a
 // router's user is named after its certificate and needs no password.
-const nocRole = "portcullis-noc"
+//
+// Roles are per prefix: two fleets in one etcd (a lab beside production, each with
+// an etcd.prefix of its own) must not share a role, or a grant in one would add its
+// permissions to every user of the other. Under DefaultPrefix the names are the
+// plain ones; under another, the prefix follows an '@', which no name may hold.
+func (c *Client) nocRole() string { return "portcullis-noc" + c.roleSuffix() }
 
 // RouterRole is the name of router's role in group. The separators are characters no
-// group or router name may hold, so two routers never share a role.
-func RouterRole(group, router string) string { return "portcullis-router:" + group + "/" + router }
+// group or router name may hold, so two routers never share a role, nor two fleets.
+func (c *Client) RouterRole(group, router string) string {
+	return "portcullis-router:" + group + "/" + router + c.roleSuffix()
+}
+
+func (c *Client) roleSuffix() string {
+	if c.prefix == DefaultPrefix {
+		return ""
+	}
+	return "@" + c.prefix
+}
 
 // GrantRouter makes etcd user (created if absent, with password, or none for a
 // certificate's common name; an existing user's password is set to password, unless
@@ -31,7 +45,7 @@ func GrantRouter(ctx context.Context, cli *Client, group, router, user, password
 	if err := CheckName("router", router); err != nil {
 		return err
 	}
-	role := RouterRole(group, router)
+	role := cli.RouterRole(group, router)
 	perms := []struct {
 		key, end string
 		perm     clientv3.PermissionType
@@ -45,7 +59,7 @@ func GrantRouter(ctx context.Context, cli *Client, group, router, user, password
 	}
 	for _, p := range perms {
 		if _, err := cli.etcd.RoleGrantPermission(ctx, role, p.key, p.end, p.perm); err != nil {
-			return fmt.Errorf("granting %s on %s: %w", role, p.key, err)
+			return fmt.Errorf("granting %s on %s: %w", role, p.key, cli.deniedGrant(err))
 		}
 	}
 	return grantUser(ctx, cli, user, password, role)
@@ -55,10 +69,10 @@ func GrantRouter(ctx context.Context, cli *Client, group, router, user, password
 // fleet entries too: for a router whose HTTP API takes fleet-wide quarantines and
 // unblocks ("fleet": true) from the abuse desk's tools or the portal.
 func GrantRouterEntries(ctx context.Context, cli *Client, group, router string) error {
-	role := RouterRole(group, router)
+	role := cli.RouterRole(group, router)
 	if _, err := cli.etcd.RoleGrantPermission(ctx, role, cli.entriesKey(group), clientv3.GetPrefixRangeEnd(cli.entriesKey(group)),
 		clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
-		return fmt.Errorf("granting %s the fleet entries of group %s: %w", role, group, err)
+		return fmt.Errorf("granting %s the fleet entries of group %s: %w", role, group, cli.deniedGrant(err))
 	}
 	return nil
 }
@@ -67,19 +81,24 @@ func GrantRouterEntries(ctx context.Context, cli *Client, group, router string) 
 // one of the NOC's: it may read and
 // write every key of the fleet (push, roll back, fleet entries, status).
 func GrantNOC(ctx context.Context, cli *Client, user, password string) error {
-	if err := addRole(ctx, cli, nocRole); err != nil {
+	if cli.prefix == "/" {
+		// Not the fleet's keys: every key of etcd that starts with "/" (another
+		// application's, a Kubernetes' secrets).
+		return fmt.Errorf("%w: refusing to grant the NOC read and write on prefix \"/\", every key of etcd under it: give the fleet a prefix of its own (etcd.prefix, --prefix), e.g. %s", ErrPrefix, DefaultPrefix)
+	}
+	if err := addRole(ctx, cli, cli.nocRole()); err != nil {
 		return err
 	}
-	if _, err := cli.etcd.RoleGrantPermission(ctx, nocRole, cli.prefix, clientv3.GetPrefixRangeEnd(cli.prefix),
+	if _, err := cli.etcd.RoleGrantPermission(ctx, cli.nocRole(), cli.prefix, clientv3.GetPrefixRangeEnd(cli.prefix),
 		clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
-		return fmt.Errorf("granting %s on %s: %w", nocRole, cli.prefix, err)
+		return fmt.Errorf("granting %s on %s: %w", cli.nocRole(), cli.prefix, cli.deniedGrant(err))
 	}
-	return grantUser(ctx, cli, user, password, nocRole)
+	return grantUser(ctx, cli, user, password, cli.nocRole())
 }
 
 func addRole(ctx context.Context, cli *Client, role string) error {
 	if _, err := cli.etcd.RoleAdd(ctx, role); err != nil && !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
-		return fmt.Errorf("adding role %s: %w", role, err)
+		return fmt.Errorf("adding role %s: %w", role, cli.deniedGrant(err))
 	}
 	return nil
 }
@@ -93,13 +112,13 @@ func grantUser(ctx context.Context, cli *Client, user, password, role string) er
 	case errors.Is(err, rpctypes.ErrUserAlreadyExist) && password != "":
 		// A grant with a password sets it: a rotation, not a no-op that keeps the old.
 		if _, err := cli.etcd.UserChangePassword(ctx, user, password); err != nil {
-			return fmt.Errorf("changing the password of etcd user %s: %w", user, err)
+			return fmt.Errorf("changing the password of etcd user %s: %w", user, cli.deniedGrant(err))
 		}
 	case err != nil && !errors.Is(err, rpctypes.ErrUserAlreadyExist):
-		return fmt.Errorf("adding user %s: %w", user, err)
+		return fmt.Errorf("adding user %s: %w", user, cli.deniedGrant(err))
 	}
 	if _, err := cli.etcd.UserGrantRole(ctx, user, role); err != nil {
-		return fmt.Errorf("granting %s to %s: %w", role, user, err)
+		return fmt.Errorf("granting %s to %s: %w", role, user, cli.deniedGrant(err))
 	}
 	return nil
 }

@@ -62,6 +62,11 @@ func Reconcile(ctx context.Context, rt Runtime, u EntriesUpdate, now time.Time) 
 			refused = append(refused, Refusal{k, err})
 		}
 	}
+	for k, why := range u.Skewed {
+		if _, ok := u.Entries[k]; !ok {
+			refused = append(refused, Refusal{k, fmt.Errorf("%w: %s", ErrClockSkew, why)})
+		}
+	}
 	for k, e := range have {
 		if _, ok := u.Entries[k]; ok || !FromFleet(e) {
 			continue

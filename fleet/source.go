@@ -42,6 +42,8 @@ type Source struct {
 	probe      time.Duration
 	retryFirst time.Duration
 	retryMax   time.Duration
+	// now is this router's clock (tests set it to one that is off).
+	now func() time.Time
 
 	mu      sync.Mutex
 	health  Health
@@ -49,6 +51,9 @@ type Source struct {
 	down    time.Time // when the current outage began: the last contact before it (zero: none)
 	lastOK  time.Time // the last successful call
 	logged  string    // the kind of failure last logged above Debug (failureKind); "" after a success
+	// quorumNote: what Client.quorum last said in this outage ("": nothing yet),
+	// so that it is logged once.
+	quorumNote string
 }
 
 // Health is the state of a Source's connection to etcd, for status: the controller's
@@ -64,7 +69,7 @@ func NewSource(cli *Client, group string, log *slog.Logger) (*Source, error) {
 		return nil, err
 	}
 	return &Source{cli: cli, group: group, log: log.With("source", SourceName, "group", group),
-		probe: 5 * time.Second, retryFirst: 500 * time.Millisecond, retryMax: 30 * time.Second,
+		probe: 5 * time.Second, retryFirst: 500 * time.Millisecond, retryMax: 30 * time.Second, now: time.Now,
 		health: Health{Since: time.Now()}}, nil
 }
 
@@ -158,7 +163,17 @@ func (s *Source) Offers(ctx context.Context) <-chan controller.Offer {
 type EntriesUpdate struct {
 	Revision int64
 	Entries  map[overlay.Key]Entry
+	// Skewed are entries etcd holds that this router's clock says have ended,
+	// although it saw them put just now: its clock (or the writer's) is off by more
+	// than their term. Why says by how much; Reconcile reports them as not taken,
+	// rather than drop them unseen.
+	Skewed map[overlay.Key]string
 }
+
+// maxSkew is how far an entry's stamp may be from this router's clock when the
+// router sees it put (a watch event, within moments of the put) before the clocks
+// are taken to differ.
+const maxSkew = time.Minute
 
 // Entries delivers the group's fleet-wide runtime entries, the whole set at start and
 // after every change (and after every re-read), until ctx ends: a consumer makes what
@@ -166,12 +181,22 @@ type EntriesUpdate struct {
 func (s *Source) Entries(ctx context.Context) <-chan EntriesUpdate {
 	ch := make(chan EntriesUpdate)
 	set := map[string]Entry{} // by etcd key: a deletion names only the key
+	type mark struct {
+		modRev int64
+		why    string
+	}
+	skew := map[string]mark{} // by etcd key: entries seen put with a stamp far from this clock
 	send := func(rev int64) bool {
 		u := EntriesUpdate{Revision: rev, Entries: make(map[overlay.Key]Entry, len(set))}
-		now := time.Now()
-		for _, e := range set {
+		now := s.now()
+		for k, e := range set {
 			if e.Live(now) { // its lease rounds up to whole seconds
 				u.Entries[e.Key()] = e
+			} else if m, ok := skew[k]; ok {
+				if u.Skewed == nil {
+					u.Skewed = map[overlay.Key]string{}
+				}
+				u.Skewed[e.Key()] = m.why
 			}
 		}
 		select {
@@ -181,20 +206,47 @@ func (s *Source) Entries(ctx context.Context) <-chan EntriesUpdate {
 			return false
 		}
 	}
-	put := func(kv *mvccpb.KeyValue) {
-		e, err := decodeEntry(kv.Value)
+	put := func(kv *mvccpb.KeyValue, justPut bool) {
+		k := string(kv.Key)
+		e, err := decodeEntry(s.cli, s.group, kv)
 		if err != nil {
-			s.log.Error("a fleet entry is damaged: ignored", "key", string(kv.Key), "error", err)
-			delete(set, string(kv.Key))
+			s.log.Error("a fleet entry is damaged: ignored", "key", k, "error", err)
+			delete(set, k)
+			delete(skew, k)
 			return
 		}
-		set[string(kv.Key)] = e
+		set[k] = e
+		if m, ok := skew[k]; ok && m.modRev != kv.ModRevision {
+			delete(skew, k) // put again since
+		}
+		if !justPut {
+			return
+		}
+		// Seen within moments of its put: its stamp is the writer's clock now.
+		now := s.now()
+		off := now.Sub(e.At)
+		if off <= maxSkew && off >= -maxSkew {
+			return
+		}
+		dir := "ahead of"
+		if off < 0 {
+			dir = "behind"
+		}
+		why := fmt.Sprintf("put just now, stamped %s by the writer's clock, but %s by this router's: this router's clock seems %s %s the writer's (check NTP on both); it ends by this router's clock",
+			e.At.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), off.Abs().Round(time.Second), dir)
+		skew[k] = mark{kv.ModRevision, why}
+		s.log.Warn("a fleet entry's stamp is far from this router's clock", "entry", e.Key().String(), "why", why, "live_here", e.Live(now))
 	}
 	go s.follow(ctx, "entries", s.cli.entriesKey(s.group), true,
 		func(resp *clientv3.GetResponse) bool {
 			clear(set)
 			for _, kv := range resp.Kvs {
-				put(kv)
+				put(kv, false)
+			}
+			for k := range skew {
+				if _, ok := set[k]; !ok {
+					delete(skew, k)
+				}
 			}
 			return send(resp.Header.Revision)
 		},
@@ -202,8 +254,9 @@ func (s *Source) Entries(ctx context.Context) <-chan EntriesUpdate {
 			for _, ev := range wr.Events {
 				if ev.Type == clientv3.EventTypeDelete {
 					delete(set, string(ev.Kv.Key))
+					delete(skew, string(ev.Kv.Key))
 				} else {
-					put(ev.Kv)
+					put(ev.Kv, true)
 				}
 			}
 			return send(wr.Header.Revision)
@@ -314,7 +367,7 @@ func (s *Source) connected(what string) {
 	defer s.mu.Unlock()
 	now := time.Now()
 	s.lastOK = now
-	s.logged = ""
+	s.logged, s.quorumNote = "", ""
 	if !s.health.Connected {
 		s.health.Connected, s.health.Since = true, now
 		if !s.down.IsZero() {
@@ -348,6 +401,21 @@ func (s *Source) failed(what string, err error, next string) {
 	first := kind != s.logged
 	s.logged = kind
 	s.mu.Unlock()
+	if kind == "unreachable" {
+		// Members that answer with no leader: say so, rather than leave a timeout
+		// that reads as etcd not running. Asked after each failure (a second at
+		// most), since a member notices its leader gone only after an election
+		// timeout; the note is in the last error while the members say so.
+		if q := s.cli.quorum(context.Background()); q != "" {
+			s.mu.Lock()
+			s.health.LastError += ": " + q
+			if s.quorumNote == "" {
+				first = true // logged once, at Error
+			}
+			s.quorumNote, hint = q, q
+			s.mu.Unlock()
+		}
+	}
 	switch {
 	case hint != "" && first:
 		s.log.Error("etcd: "+hint+"; "+next+"; the policy in force stays", "what", what, "error", err)

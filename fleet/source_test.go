@@ -2,7 +2,9 @@ package fleet
 
 import (
 	"bytes"
+	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,5 +173,38 @@ func TestSourceEntries(t *testing.T) {
 	u = nextSet(t, ch)
 	if _, ok := u.Entries[overlay.Key{Kind: overlay.Unblock, Prefix: u2.Prefix}]; len(u.Entries) != 1 || !ok {
 		t.Fatalf("after delete: %+v", u)
+	}
+}
+
+// A router whose clock is two hours ahead sees a one-hour fleet quarantine put: by
+// its clock the entry has ended, so it cannot take it, but it says so (the entry is
+// reported as not taken, naming the clocks) rather than drop it unseen.
+func TestSourceEntriesClockAhead(t *testing.T) {
+	_, _, cli := newFleet(t)
+	ctx := ctxT(t)
+	s := newSource(t, cli)
+	s.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	ch := s.Entries(ctx)
+	nextSet(t, ch)
+	q := overlay.Request{Kind: overlay.Quarantine, Prefix: netip.MustParsePrefix("100.64.1.10/32"), For: time.Hour, Reason: "spam run AB-1"}
+	if err := PutEntry(ctx, cli, "dsl", q, "abuse@noc"); err != nil {
+		t.Fatal(err)
+	}
+	u := nextSet(t, ch)
+	k := overlay.Key{Kind: q.Kind, Prefix: q.Prefix}
+	if len(u.Entries) != 0 || !strings.Contains(u.Skewed[k], "2h0m0s ahead of the writer's") {
+		t.Fatalf("entries %v, skewed %v: want the entry marked, its clock 2h ahead", u.Entries, u.Skewed)
+	}
+	rt := &memRuntime{now: s.now()}
+	refused := Reconcile(ctx, rt, u, s.now())
+	if len(refused) != 1 || refused[0].Key != k || !errors.Is(refused[0].Err, ErrClockSkew) {
+		t.Fatalf("refusals %v: want the entry, ErrClockSkew", refused)
+	}
+	// A router started after the put cannot tell (it sees no put, only the key): the
+	// entry stays out unmarked, and fleet status's clock note is what shows the skew.
+	s2 := newSource(t, cli)
+	s2.now = s.now
+	if u := nextSet(t, s2.Entries(ctx)); len(u.Entries) != 0 {
+		t.Fatalf("a fresh source with the clock ahead: %v", u.Entries)
 	}
 }

@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -34,7 +38,11 @@ type Report struct {
 	// no policy yet). They do not make the router failed: it enforces the group's
 	// policy; it tries them again.
 	EntriesNotTaken []string `json:"entries_not_taken,omitempty"`
-	Source          string   `json:"source"` // the controller's source in force
+	// EntriesNotTakenCount is how many there are: the Reporter keeps only the first
+	// maxNotTaken in EntriesNotTaken, so that a router refusing thousands of entries
+	// does not write a large report every TTL/3.
+	EntriesNotTakenCount int    `json:"entries_not_taken_count,omitempty"`
+	Source               string `json:"source"` // the controller's source in force
 	// Stale: the router knows its view is old: its Source cannot reach etcd, or has
 	// seen a revision the controller has not taken yet (catching up on its return).
 	Stale bool `json:"stale,omitempty"`
@@ -53,8 +61,8 @@ const DefaultTTL = 10 * time.Second
 // Reporter keeps a router's Report in etcd under a lease: written at start, on
 // Changed, and every TTL/3; a router that stops cleanly (Close) disappears at once,
 // one that crashes or is cut off when its lease ends. It also writes
-// groups/G/known/NAME once, without a lease, so that FleetStatus can name routers
-// that are gone.
+// groups/G/known/NAME, without a lease, with any report that finds it absent, so
+// that FleetStatus can name routers that are gone.
 type Reporter struct {
 	cli           *Client
 	group, router string
@@ -69,6 +77,11 @@ type Reporter struct {
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID // the lease the report is under; 0: none now
+	// last is the lease of this reporter's last report written; dup says, while a
+	// write finds that another lease wrote the key since (another router reporting
+	// under this name), what the report's error says.
+	last clientv3.LeaseID
+	dup  string
 }
 
 // StartReporter starts writing router's report (from report, called for each write)
@@ -129,7 +142,6 @@ func (r *Reporter) run(ctx context.Context) {
 	tick := time.NewTicker(r.ttl / 3)
 	defer tick.Stop()
 	var alive <-chan *clientv3.LeaseKeepAliveResponse
-	known := false
 	for ctx.Err() == nil {
 		if alive == nil {
 			ka, err := r.grant(ctx)
@@ -143,9 +155,6 @@ func (r *Reporter) run(ctx context.Context) {
 				continue
 			}
 			alive = ka
-		}
-		if !known {
-			known = r.writeKnown(ctx) == nil
 		}
 		if err := r.write(ctx); errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			r.log.Warn("the router's lease is gone (etcd away longer than its TTL?): taking a new one")
@@ -203,36 +212,116 @@ func (r *Reporter) grant(ctx context.Context) (<-chan *clientv3.LeaseKeepAliveRe
 func (r *Reporter) write(ctx context.Context) error {
 	rep := r.report()
 	rep.Router, rep.Group, rep.At, rep.TTL = r.router, r.group, time.Now().UTC(), r.ttl
+	bound(&rep)
 	r.mu.Lock()
 	lease := r.lease
 	r.mu.Unlock()
 	if lease == 0 {
 		return rpctypes.ErrLeaseNotFound // never a report without a lease: it would outlive the router
 	}
+	r.mu.Lock()
+	if r.dup != "" {
+		rep.LastError = strings.TrimPrefix(rep.LastError+"; "+r.dup, "; ")
+	}
+	last := r.last
+	r.mu.Unlock()
 	wctx, cancel := context.WithTimeout(ctx, r.ttl)
 	defer cancel()
-	return putReport(wctx, r.cli, rep, lease)
-}
-
-// putReport writes rep under lease (0: none; tests).
-func putReport(ctx context.Context, cli *Client, rep Report, lease clientv3.LeaseID) error {
-	b, err := json.Marshal(rep)
+	prev, err := putReportKnown(wctx, r.cli, rep, lease)
 	if err != nil {
 		return err
 	}
-	var opts []clientv3.OpOption
+	// The key under a lease that is neither this write's nor this reporter's last
+	// write's: another process wrote it since. Not on the first write (the report a
+	// crashed predecessor left, its lease not yet ended, is replaced).
+	dup := ""
+	if prev != nil && last != 0 && prev.Lease != int64(lease) && prev.Lease != int64(last) {
+		dup = fmt.Sprintf("another router also reports as %s in group %s (its report was under lease %x, not this router's %x): two routers with etcd.router: %s? give each its own name (a replaced router: stop the old one)",
+			r.router, r.group, prev.Lease, lease, r.router)
+	}
+	r.mu.Lock()
+	if dup != "" && r.dup == "" {
+		r.log.Error("etcd: " + dup)
+	}
+	r.last = lease
+	if dup != "" || prev == nil || prev.Lease == int64(last) || prev.Lease == int64(lease) {
+		r.dup = dup // cleared once a write finds only its own report
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// Bounds of what a report carries: it is written every TTL/3 by every router, and
+// read whole by every fleet status.
+const (
+	maxNotTaken = 20      // entries listed in EntriesNotTaken (all are counted)
+	maxText     = 4 << 10 // bytes of LastError, and of each entry not taken
+)
+
+// bound keeps rep within the bounds, saying where it cut.
+func bound(rep *Report) {
+	if n := len(rep.EntriesNotTaken); n > 0 {
+		rep.EntriesNotTakenCount = max(rep.EntriesNotTakenCount, n)
+	}
+	rep.EntriesNotTaken = slices.Clone(rep.EntriesNotTaken[:min(len(rep.EntriesNotTaken), maxNotTaken)]) // not the caller's to change
+	for i, s := range rep.EntriesNotTaken {
+		rep.EntriesNotTaken[i] = cut(s, maxText)
+	}
+	rep.LastError = cut(rep.LastError, maxText)
+}
+
+// cut is s in at most n bytes, ending in "... (N bytes in all: ...)" when cut.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	tail := fmt.Sprintf("... (%d bytes in all: the router's log and status have it whole)", len(s))
+	end := max(n-len(tail), 0)
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
+	}
+	return s[:end] + tail
+}
+
+// putReportKnown is putReport, and writes groups/G/known/NAME (without a lease) in
+// the same transaction if it is not there: so a known key removed (the group's keys
+// deleted by hand, a router forgotten and started again) is back with the next
+// report, at no extra request.
+func putReportKnown(ctx context.Context, cli *Client, rep Report, lease clientv3.LeaseID) (*mvccpb.KeyValue, error) {
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return nil, err
+	}
+	rk, kk := cli.routersKey(rep.Group)+rep.Router, cli.knownKey(rep.Group)+rep.Router
+	put := clientv3.OpPut(rk, string(b), clientv3.WithPrevKV(), clientv3.WithLease(lease))
+	resp, err := cli.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(kk), "=", 0)).
+		Then(clientv3.OpPut(kk, time.Now().UTC().Format(time.RFC3339)), put).
+		Else(put).Commit()
+	if err != nil {
+		return nil, err
+	}
+	pr := resp.Responses[len(resp.Responses)-1].GetResponsePut()
+	if pr == nil {
+		return nil, fmt.Errorf("writing the report of router %s: etcd's answer holds no put", rep.Router)
+	}
+	return pr.PrevKv, nil
+}
+
+// putReport writes rep under lease (0: none; tests) and returns what the key held.
+func putReport(ctx context.Context, cli *Client, rep Report, lease clientv3.LeaseID) (*mvccpb.KeyValue, error) {
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return nil, err
+	}
+	opts := []clientv3.OpOption{clientv3.WithPrevKV()}
 	if lease != 0 {
 		opts = append(opts, clientv3.WithLease(lease))
 	}
-	_, err = cli.etcd.Put(ctx, cli.routersKey(rep.Group)+rep.Router, string(b), opts...)
-	return err
-}
-
-// writeKnown writes groups/G/known/NAME if it is not there.
-func (r *Reporter) writeKnown(ctx context.Context) error {
-	wctx, cancel := context.WithTimeout(ctx, r.ttl)
-	defer cancel()
-	return markKnown(wctx, r.cli, r.group, r.router)
+	resp, err := cli.etcd.Put(ctx, cli.routersKey(rep.Group)+rep.Router, string(b), opts...)
+	if err != nil {
+		return nil, err
+	}
+	return resp.PrevKv, nil
 }
 
 // markKnown writes groups/G/known/NAME (the first report's time) if it is not there.

@@ -128,8 +128,9 @@ func TestTLSClientCertificates(t *testing.T) {
 	if _, got, err := Read(ctx, bng1, "dsl"); err != nil || got != rev {
 		t.Fatalf("the router reads its group with its certificate: %d %v", got, err)
 	}
-	if _, err := Push(ctx, bng1, "dsl", validPolicy(2), "bng1", "", rev); err == nil || !strings.Contains(err.Error(), "permission denied") {
-		t.Errorf("the router's certificate pushed: %v", err)
+	if _, err := Push(ctx, bng1, "dsl", validPolicy(2), "bng1", "", rev); err == nil || !strings.Contains(err.Error(), "permission denied") ||
+		!strings.Contains(err.Error(), "etcd user bng1 may not") {
+		t.Errorf("the router's certificate pushed, or the refusal does not name its common name: %v", err)
 	}
 
 	// No client certificate: the TLS handshake itself is refused (the client retries

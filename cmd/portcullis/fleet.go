@@ -21,13 +21,15 @@ import (
 const fleetHelp = `
 The fleet: routers that take their policy from etcd (policy_source: etcd), by group.
 
-  portcullis fleet status [--group G] [--json]
+  portcullis fleet status [--group G] [--problems] [--json]
       every router of every group (or of G): the revision it enforces, its proof, and
-      its state: ok, behind (an older revision), failed (it refused the group's
+      its state: ok, behind (an older revision), waiting, failed (it refused the group's
       revision: the last error), stale (it writes its report but cannot read its
-      group, or is catching up after an outage); routers that reported once and whose
+      group, or is catching up after an outage), damaged (its key holds no report:
+      the error names it); routers that reported once and whose
       report's lease ended (stopped, or cut off from etcd longer than its TTL) are
-      listed as gone
+      listed as gone. Each group's line counts its routers by state; --problems
+      leaves out the ok ones
   portcullis fleet push FILE --group G [--dry-run] [--message TEXT] [--expect-revision N] [--new-group]
       checks FILE here, then replaces the group's policy with a compare-and-swap on the
       revision read (or N): if someone pushed since, nothing is written and the error
@@ -35,7 +37,8 @@ The fleet: routers that take their policy from etcd (policy_source: etcd), by gr
       etcd does not know (no policy, no router ever reported in it) is refused as a
       typo unless --new-group says to create it. A current policy that does not
       compile here is replaced as a whole (or: fleet rollback)
-  portcullis fleet history --group G [--json]
+  portcullis fleet history --group G [--limit N] [--json]
+      the group's pushes, newest first (the newest 30 unless --limit; 0: all)
   portcullis fleet rollback --group G --to REV [--expect-revision N]
       pushes the policy of revision REV again, as a new revision
   portcullis fleet quarantine|unblock ADDRESS|CIDR --group G --for DURATION --reason TEXT [--ticket ID] [--force]
@@ -44,6 +47,9 @@ The fleet: routers that take their policy from etcd (policy_source: etcd), by gr
       runtime entries for every router of the group: each router adds them (checked
       against its own policy's bounds) and they end with their lease. An entry for a
       group in which no router reports now is refused (exit 1) unless --force
+  portcullis fleet forget ROUTER --group G
+      drops a router that no longer reports (decommissioned, renamed, moved to another
+      group) from the group's known routers: fleet status lists it as gone until then
   A group name etcd does not know is an error (exit 1) naming the groups there are.
   portcullis fleet grant router --group G --router NAME [--entries] [--etcd-user U] [--etcd-password-file F]
   portcullis fleet grant noc --etcd-user U [--etcd-password-file F]
@@ -193,18 +199,19 @@ func runFleet(e *env, args []string) error {
 		"status": runFleetStatus, "push": runFleetPush, "history": runFleetHistory, "rollback": runFleetRollback,
 		"quarantine": func(e *env, a []string) error { return runFleetAdd(e, a, overlay.Quarantine) },
 		"unblock":    func(e *env, a []string) error { return runFleetAdd(e, a, overlay.Unblock) },
-		"release":    runFleetRelease, "entries": runFleetEntries, "grant": runFleetGrant,
+		"release":    runFleetRelease, "entries": runFleetEntries, "grant": runFleetGrant, "forget": runFleetForget,
 	}
 	run, ok := verbs[args[0]]
 	if !ok {
-		return fmt.Errorf("%w: unknown fleet verb %q: one of status, push, history, rollback, quarantine, unblock, release, entries, grant", errUsage, args[0])
+		return fmt.Errorf("%w: unknown fleet verb %q: one of status, push, history, rollback, quarantine, unblock, release, entries, forget, grant", errUsage, args[0])
 	}
 	return run(e, args[1:])
 }
 
 func runFleetStatus(e *env, args []string) error {
-	fs, c := fleetFlags(e, "status", "[--group G] [--json]")
+	fs, c := fleetFlags(e, "status", "[--group G] [--problems] [--json]")
 	asJSON := fs.Bool("json", false, "print as JSON")
+	problems := fs.Bool("problems", false, "leave out the routers that are ok (each group's line still counts them)")
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
@@ -221,6 +228,9 @@ func runFleetStatus(e *env, args []string) error {
 	gs, err := fleet.FleetStatus(ctx, cli, group)
 	if err != nil {
 		return err
+	}
+	if *problems {
+		gs = fleet.Problems(gs)
 	}
 	if *asJSON {
 		return writeJSON(e.stdout, gs)
@@ -309,8 +319,26 @@ func runFleetPush(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "pushed %s to group %s: revision %d (policy %s); %s; `portcullis fleet status --group %s` shows the routers taking it\n",
-		file, group, newRev, plan.NewHash, reporting(gi), group)
+	over := ""
+	if rev > 0 {
+		// What was replaced, and by whom: the compare-and-swap guards only the moment
+		// between this command's read and its write, not the time since the file was
+		// edited, so a colleague's push meanwhile must at least be seen.
+		over = fmt.Sprintf(", over revision %d", rev)
+		if plan.Revision == rev && plan.By != "" {
+			over += fmt.Sprintf(" (pushed by %s %s ago", overlay.Printable(plan.By), e.now().Sub(plan.At).Round(time.Second))
+			if plan.Message != "" {
+				over += fmt.Sprintf(": %q", plan.Message)
+			}
+			over += ")"
+			if fi, err := os.Stat(file); err == nil && plan.By != who(e) && fi.ModTime().Before(plan.At) {
+				fmt.Fprintf(e.stderr, "portcullis: note: this push replaced revision %d, which %s pushed after %s was last changed: if you did not mean to replace it, `portcullis fleet history --group %s` shows it and `portcullis fleet rollback --group %s --to %d` brings it back\n",
+					rev, overlay.Printable(plan.By), file, group, group, rev)
+			}
+		}
+	}
+	fmt.Fprintf(e.stdout, "pushed %s to group %s: revision %d%s (policy %s); %s; `portcullis fleet status --group %s` shows the routers taking it\n",
+		file, group, newRev, over, plan.NewHash, reporting(gi), group)
 	return nil
 }
 
@@ -331,8 +359,9 @@ func writePolicySummary(e *env, p *policy.Policy) {
 }
 
 func runFleetHistory(e *env, args []string) error {
-	fs, c := fleetFlags(e, "history", "--group G [--json]")
+	fs, c := fleetFlags(e, "history", "--group G [--limit N] [--json]")
 	asJSON := fs.Bool("json", false, "print as JSON (with each revision's text)")
+	limit := fs.Int64("limit", 30, "the newest N records (each holds its policy's text); 0: all")
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
@@ -344,19 +373,31 @@ func runFleetHistory(e *env, args []string) error {
 	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
 		return err
 	}
-	rs, err := fleet.History(ctx, cli, group)
-	if err != nil {
+	if *limit < 0 {
+		return fmt.Errorf("%w: --limit %d: give a number of records, or 0 for all", errUsage, *limit)
+	}
+	rs, total, err := fleet.HistoryLimit(ctx, cli, group, *limit)
+	if err != nil && !errors.Is(err, fleet.ErrDamagedRecord) {
 		return err
 	}
+	if n := total - int64(len(rs)); *limit > 0 && total > *limit && n > 0 {
+		fmt.Fprintf(e.stderr, "portcullis: the newest %d of group %s's %d history records; --limit 0 shows them all\n", *limit, group, total)
+	}
+	listErr := err // damaged records: the good ones are listed, then the error
 	if *asJSON {
-		return writeJSON(e.stdout, rs)
+		err = writeJSON(e.stdout, rs)
+	} else {
+		w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "REVISION\tAT\tWHO\tPOLICY\tMESSAGE")
+		for _, r := range rs {
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", r.Revision, r.At.UTC().Format(time.RFC3339), overlay.Printable(r.Who), overlay.Printable(r.Hash), overlay.Printable(r.Message))
+		}
+		err = w.Flush()
 	}
-	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "REVISION\tAT\tWHO\tPOLICY\tMESSAGE")
-	for _, r := range rs {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", r.Revision, r.At.UTC().Format(time.RFC3339), r.Who, r.Hash, r.Message)
+	if err == nil && listErr != nil {
+		return &exitError{1, listErr}
 	}
-	return w.Flush()
+	return err
 }
 
 func runFleetRollback(e *env, args []string) error {
@@ -520,6 +561,30 @@ func runFleetEntries(e *env, args []string) error {
 	return nil
 }
 
+func runFleetForget(e *env, args []string) error {
+	fs, c := fleetFlags(e, "forget", "ROUTER --group G")
+	if done, err := parseVerb(fs, "a ROUTER name", args, 1, 1); done || err != nil {
+		return err
+	}
+	router := fs.Arg(0)
+	if err := fleet.CheckName("router", router); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	ctx, cli, group, done, err := c.open(e, true)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
+		return err
+	}
+	if err := fleet.Forget(ctx, cli, group, router); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "router %s forgotten in group %s (it is known again if it reports)\n", router, group)
+	return nil
+}
+
 func runFleetGrant(e *env, args []string) error {
 	if len(args) == 0 || (args[0] != "router" && args[0] != "noc") {
 		return fmt.Errorf("%w: fleet grant router --group G --router NAME, or fleet grant noc --etcd-user U", errUsage)
@@ -569,6 +634,6 @@ func runFleetGrant(e *env, args []string) error {
 		}
 		fmt.Fprintf(e.stdout, "router %s may write group %s's fleet entries too\n", *router, group)
 	}
-	fmt.Fprintf(e.stdout, "etcd user %s (role %s) may read group %s and write only router %s's status\n", u, fleet.RouterRole(group, *router), group, *router)
+	fmt.Fprintf(e.stdout, "etcd user %s (role %s) may read group %s and write only router %s's status\n", u, cli.RouterRole(group, *router), group, *router)
 	return nil
 }

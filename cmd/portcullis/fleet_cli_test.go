@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/portcullis/portcullis/fleet"
 	"github.com/portcullis/portcullis/fleet/etcdtest"
@@ -81,6 +83,33 @@ func TestFleetCLI(t *testing.T) {
 		t.Fatalf("history after rollback: %v %s", err, out)
 	}
 
+	// A colleague pushes after this engineer last edited the file: the push goes
+	// ahead (it read the revision it replaces) but says whose push it replaced.
+	fc0, err := fleet.Dial(fleet.Conn{Endpoints: srv.Endpoints})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc0.Close()
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(a, old, old); err != nil {
+		t.Fatal(err)
+	}
+	_, cur, _ := fleet.Read(t.Context(), fc0, "dsl")
+	bobRev, err := fleet.Push(t.Context(), fc0, "dsl", []byte(strings.Replace(labPolicy, "verdict: reset", "verdict: drop", 1)), "bob@noc", "CHG-7", cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code = fl("push", a, "--group", "dsl")
+	if code != 0 || !strings.Contains(out, "over revision "+itoa64(bobRev)+" (pushed by bob@noc") || !strings.Contains(errs, "which bob@noc pushed after") || !strings.Contains(errs, "--to "+itoa64(bobRev)) {
+		t.Fatalf("a push over a colleague's newer push: %d\n%s%s", code, out, errs)
+	}
+
+	// A long history is read as far as asked: each record holds a policy's text.
+	out, errs, code = fl("history", "--group", "dsl", "--limit", "2")
+	if code != 0 || strings.Count(out, "\n") != 3 || !strings.Contains(errs, "the newest 2 of group dsl's 5 history records") {
+		t.Fatalf("history --limit 2: %d\n%s%s", code, out, errs)
+	}
+
 	if _, errs, code := fl("quarantine", "100.64.1.2", "--group", "dsl", "--reason", "spam"); code != 2 || !strings.Contains(errs, "--for") {
 		t.Fatalf("fleet quarantine without --for: %d %s", code, errs)
 	}
@@ -99,8 +128,14 @@ func TestFleetCLI(t *testing.T) {
 	if !strings.Contains(out, "100.64.1.2/32") || !strings.Contains(out, "AB-9") {
 		t.Fatalf("fleet entries: %s", out)
 	}
+	if _, errs, code := fl("release", "100.64.1.2", "--group", "dsl", "--unblock"); code != 1 || !strings.Contains(errs, "the group has a quarantine of it, not an unblock") {
+		t.Fatalf("fleet release --unblock of a quarantine: %d %s", code, errs)
+	}
 	if _, _, code := fl("release", "100.64.1.2", "--group", "dsl"); code != 0 {
 		t.Fatalf("fleet release: %d", code)
+	}
+	if _, errs, code := fl("release", "100.64.1.2", "--group", "dsl"); code != 1 || !strings.Contains(errs, "fleet entries --group dsl lists them") {
+		t.Fatalf("fleet release of nothing: %d %s", code, errs)
 	}
 	if out, _, _ = fl("entries", "--group", "dsl"); strings.Contains(out, "100.64.1.2") {
 		t.Fatalf("fleet entries after release: %s", out)
@@ -116,6 +151,30 @@ func TestFleetCLI(t *testing.T) {
 		if out, errs, code := fl(args...); code != 1 || !strings.Contains(errs, "no such group dls") || !strings.Contains(errs, "(groups: dsl)") || !strings.Contains(errs, "did you mean dsl?") {
 			t.Errorf("fleet %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
 		}
+	}
+	// A router gone for good (decommissioned, moved to another group) is forgotten.
+	if _, errs, code := fl("forget", "bng-old", "--group", "dsl"); code != 1 || !strings.Contains(errs, "no router bng-old") {
+		t.Errorf("forgetting a router the group does not know: %d %s", code, errs)
+	}
+	fc, err := fleet.Dial(fleet.Conn{Endpoints: srv.Endpoints})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	if _, err := fc.Etcd().Put(t.Context(), fc.Prefix()+"groups/dsl/known/bng-old", "2026-01-01T00:00:00Z"); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, _ := fl("status", "--group", "dsl"); !strings.Contains(out, "bng-old") || !strings.Contains(out, "gone") {
+		t.Fatalf("a known router without a report is gone: %s", out)
+	}
+	if out, _, _ := fl("status", "--group", "dsl", "--problems"); !strings.Contains(out, "0 routers reporting; 1 gone") || !strings.Contains(out, "bng-old") {
+		t.Fatalf("status --problems: %s", out)
+	}
+	if out, errs, code := fl("forget", "bng-old", "--group", "dsl"); code != 0 || !strings.Contains(out, "forgotten") {
+		t.Fatalf("fleet forget: %d %s %s", code, out, errs)
+	}
+	if out, _, _ := fl("status", "--group", "dsl"); strings.Contains(out, "bng-old") {
+		t.Fatalf("a forgotten router is still listed: %s", out)
 	}
 	if _, errs, code := runCmd("fleet", "status"); code != 2 || !strings.Contains(errs, "--endpoints") {
 		t.Fatalf("no endpoints: %d %s", code, errs)
@@ -154,5 +213,60 @@ func TestFleetPushOverBrokenPolicy(t *testing.T) {
 	out, _, _ = fl("history", "--group", "dsl", "--json")
 	if err := json.Unmarshal([]byte(out), &hist); err != nil || len(hist) != 2 || hist[0].Message != "fix" {
 		t.Fatalf("history after the fix: %v %s", err, out)
+	}
+}
+
+// A verb run with credentials whose role does not allow it (a router's, on the NOC's
+// workstation; the NOC's, for grant) names the etcd user, what it may not do, and the
+// grant that allows it, not just etcd's "permission denied".
+func TestFleetCLIPermissionDenied(t *testing.T) {
+	srv := etcdtest.Start(t)
+	raw := srv.Client(t)
+	ctx := t.Context()
+	if _, err := raw.UserAdd(ctx, "root", "root-pw"); err != nil {
+		t.Fatal(err)
+	}
+	raw.RoleAdd(ctx, "root")
+	if _, err := raw.UserGrantRole(ctx, "root", "root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.AuthEnable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	pw := func(user string) string {
+		f := filepath.Join(dir, user+".pw")
+		write(t, f, user+"-pw\n")
+		return f
+	}
+	eps := strings.Join(srv.Endpoints, ",")
+	as := func(user string, args ...string) (string, string, int) {
+		return runCmd(append([]string{"fleet"}, append(args, "--endpoints", eps, "--user", user, "--password-file", pw(user))...)...)
+	}
+	if _, errs, code := as("root", "grant", "noc", "--etcd-user", "noc", "--etcd-password-file", pw("noc")); code != 0 {
+		t.Fatalf("grant noc: %s", errs)
+	}
+	if _, errs, code := as("root", "grant", "router", "--group", "dsl", "--router", "bng1", "--etcd-password-file", pw("bng1")); code != 0 {
+		t.Fatalf("grant router: %s", errs)
+	}
+	a := filepath.Join(dir, "a.yaml")
+	write(t, a, labPolicy)
+	if _, errs, code := as("noc", "push", a, "--group", "dsl", "--new-group"); code != 0 {
+		t.Fatalf("the NOC pushes: %s", errs)
+	}
+	for _, c := range []struct {
+		user string
+		args []string
+		want string
+	}{
+		{"bng1", []string{"push", a, "--group", "dsl"}, "the NOC's credentials"},
+		{"bng1", []string{"quarantine", "100.64.1.2", "--group", "dsl", "--for", "1h", "--reason", "x", "--force"}, "the NOC's credentials"},
+		{"noc", []string{"grant", "router", "--group", "dsl", "--router", "bng2"}, "etcd's root"},
+	} {
+		_, errs, code := as(c.user, c.args...)
+		t.Logf("fleet %s as %s: exit %d: %s", c.args[0], c.user, code, errs)
+		if code != 1 || !strings.Contains(errs, "etcd user "+c.user+" may not") || !strings.Contains(errs, c.want) {
+			t.Errorf("fleet %s as %s: exit %d, %q: want exit 1 naming the user and %q", c.args[0], c.user, code, errs, c.want)
+		}
 	}
 }
