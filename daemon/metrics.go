@@ -89,7 +89,7 @@ func newMetrics(ctl *controller.Controller, prog *loader.Program, interfaces []s
 	// Every series from the start, at 0: rate() and increase() need a sample before
 	// the first event to count it.
 	for _, k := range []overlay.Kind{overlay.Quarantine, overlay.Unblock} {
-		for _, a := range []overlay.Action{overlay.Added, overlay.Escalated, overlay.Extended, overlay.Released, overlay.Expired, overlay.Suspended} {
+		for _, a := range overlay.Actions {
 			if a != overlay.Escalated || k == overlay.Quarantine {
 				m.runtime.WithLabelValues(string(k), string(a))
 			}

@@ -78,6 +78,10 @@ const (
 	Suspended Action = "suspended"
 )
 
+// Actions is every Action, in the order the metrics, the OpenAPI enum and the docs
+// list them (TestActionsListedAlike holds those to it).
+var Actions = []Action{Added, Escalated, Extended, Released, Expired, Suspended}
+
 // Event is one line of the history: who did what to which entry, when and why.
 type Event struct {
 	Time   time.Time `json:"time"`
