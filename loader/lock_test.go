@@ -22,6 +22,13 @@ func TestLockPinDir(t *testing.T) {
 	if inUse, err := PinDirInUse(dir); err != nil || !inUse {
 		t.Fatalf("PinDirInUse while held: %v, %v", inUse, err)
 	}
+	// A wait is waited out before the refusal (the restart after a kill -9 relies on it).
+	start := time.Now()
+	if _, err := LockPinDir(dir, 100*time.Millisecond); !errors.Is(err, ErrPinsInUse) {
+		t.Fatalf("a lock that waits while the first is held: %v, want ErrPinsInUse", err)
+	} else if waited := time.Since(start); waited < 100*time.Millisecond {
+		t.Fatalf("refused after %v, before its wait of 100ms", waited)
+	}
 	got := make(chan error, 1)
 	go func() {
 		l, err := LockPinDir(dir, 5*time.Minute)
@@ -30,6 +37,7 @@ func TestLockPinDir(t *testing.T) {
 		}
 		got <- err
 	}()
+	time.Sleep(50 * time.Millisecond) // most often the waiter is waiting by now; it gets the lock either way
 	first.Close()
 	if err := <-got; err != nil {
 		t.Fatalf("the waiting lock after the first was released: %v", err)
