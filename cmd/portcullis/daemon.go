@@ -118,11 +118,13 @@ func runDetach(e *env, args []string) error {
 	if err := loader.CheckPinsVisible(bpffs); err != nil {
 		return err // "nothing to detach" would be wrong: the pins are elsewhere
 	}
-	if inUse, err := loader.PinDirInUse(bpffs); err != nil {
-		return err
-	} else if inUse {
+	lock, err := holdPins(bpffs)
+	if errors.Is(err, loader.ErrPinsInUse) {
 		return fmt.Errorf("a daemon is running with the pins in %s (its control socket is not %s) and would attach again: stop it first, then detach", bpffs, socket)
+	} else if err != nil {
+		return err
 	}
+	defer lock.Close()
 	links, err := loader.PinnedLinks(bpffs)
 	if err != nil {
 		return err
@@ -148,10 +150,12 @@ func detachInterface(e *env, bpffs, socket, name string) error {
 		if _, ok := st.Interfaces[name]; ok {
 			return fmt.Errorf("the daemon (pid %d) lists %s in its interfaces and would attach it again: take it out of interfaces: and restart the daemon first", st.PID, name)
 		}
-	} else if inUse, err := loader.PinDirInUse(bpffs); err != nil {
-		return err
-	} else if inUse {
+	} else if lock, err := holdPins(bpffs); errors.Is(err, loader.ErrPinsInUse) {
 		return fmt.Errorf("a daemon is running with the pins in %s (its control socket is not %s): ask it with --socket, or stop it first", bpffs, socket)
+	} else if err != nil {
+		return err
+	} else {
+		defer lock.Close()
 	}
 	if err := loader.CheckPinsVisible(bpffs); err != nil {
 		return err
@@ -161,4 +165,17 @@ func detachInterface(e *env, bpffs, socket, name string) error {
 	}
 	fmt.Fprintf(e.stdout, "detached from %s; the other pins in %s are kept\n", name, bpffs)
 	return nil
+}
+
+// holdPins takes the lock of the pin directory bpffs for detach, which holds it while
+// it removes pins: a daemon started meanwhile waits, and does not adopt pins that are
+// going (asking whether one holds it and letting go at once left that gap).
+// loader.ErrPinsInUse when a daemon holds it; no lock, and no error, when bpffs does
+// not exist.
+func holdPins(bpffs string) (*loader.PinLock, error) {
+	lock, err := loader.LockPinDir(bpffs, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return lock, err
 }
