@@ -1,0 +1,41 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+
+	"github.com/portcullis/portcullis/internal/testutil"
+	"github.com/portcullis/portcullis/loader"
+)
+
+// Two first starts at once: the one that made the bpffs directory may lose its lock to
+// the other. Refused, it leaves the directory alone: it is the running daemon's now (on
+// a loaded machine still empty after the 2 s wait, so an rmdir would take it away).
+func TestPreflightLostLockLeavesTheDirectory(t *testing.T) {
+	testutil.RequireRoot(t)
+	if !loader.IsBPFFS("/sys/fs/bpf") {
+		t.Skip("no bpffs at /sys/fs/bpf")
+	}
+	cfg := DefaultConfig()
+	cfg.BPFFS = fmt.Sprintf("/sys/fs/bpf/pcpreflight-%d", os.Getpid())
+	t.Cleanup(func() { os.Remove(cfg.BPFFS) })
+	d := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var other *loader.PinLock // the start that runs
+	d.madeBPFFS = func() {
+		var err error
+		if other, err = loader.LockPinDir(cfg.BPFFS, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { other.Close() })
+	if _, err := d.preflight(); !errors.Is(err, loader.ErrPinsInUse) {
+		t.Fatalf("preflight with the lock taken by another start: %v, want ErrPinsInUse", err)
+	}
+	if _, err := os.Stat(cfg.BPFFS); err != nil {
+		t.Fatalf("the refused start removed the running daemon's bpffs directory: %v", err)
+	}
+}
