@@ -85,7 +85,9 @@ func (d *Daemon) preflight() (_ *preflight, err error) {
 			return nil, fmt.Errorf("bpffs: %w", err)
 		}
 	}
-	if _, err := os.Stat(d.cfg.BPFFS); err == nil {
+	// Only a directory on a bpffs: one elsewhere is hidden by the bpffs MountBPFFS
+	// mounts over it, and a lock of it would keep out no daemon started after that.
+	if loader.IsBPFFS(d.cfg.BPFFS) {
 		if p.lock, err = loader.LockPinDir(d.cfg.BPFFS, loader.PinLockWait); err != nil {
 			return nil, err
 		}
