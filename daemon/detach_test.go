@@ -16,13 +16,8 @@ import (
 // there; refused, with the pins kept, while a daemon of another control socket holds
 // the directory's lock; done once it is free.
 func TestDetachRespectsThePinLock(t *testing.T) {
-	testutil.RequireRoot(t)
-	if !loader.IsBPFFS("/sys/fs/bpf") {
-		t.Skip("no bpffs at /sys/fs/bpf")
-	}
 	socket := filepath.Join(t.TempDir(), "none.sock")
-	dir := fmt.Sprintf("/sys/fs/bpf/pcdetach-%d", os.Getpid())
-	t.Cleanup(func() { loader.Unpin(dir) })
+	dir := scratchPinDir(t, "detach")
 	if _, err := Detach(dir, socket); !errors.Is(err, ErrNothingToDetach) {
 		t.Fatalf("detach of a directory that is not there: %v", err)
 	}
@@ -48,4 +43,17 @@ func TestDetachRespectsThePinLock(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s after detach: %v", dir, err)
 	}
+}
+
+// scratchPinDir is a pin directory of the test's own on the host's bpffs, not made
+// yet, and removed with what is pinned in it when the test ends.
+func scratchPinDir(t *testing.T, what string) string {
+	t.Helper()
+	testutil.RequireRoot(t)
+	if !loader.IsBPFFS("/sys/fs/bpf") {
+		t.Skip("no bpffs at /sys/fs/bpf")
+	}
+	dir := fmt.Sprintf("/sys/fs/bpf/pc%s-%d", what, os.Getpid())
+	t.Cleanup(func() { loader.Unpin(dir) })
+	return dir
 }

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -18,13 +17,8 @@ import (
 // the other. Refused, it leaves the directory alone: it is the running daemon's now (on
 // a loaded machine still empty after the 2 s wait, so an rmdir would take it away).
 func TestPreflightLostLockLeavesTheDirectory(t *testing.T) {
-	testutil.RequireRoot(t)
-	if !loader.IsBPFFS("/sys/fs/bpf") {
-		t.Skip("no bpffs at /sys/fs/bpf")
-	}
 	cfg := DefaultConfig()
-	cfg.BPFFS = fmt.Sprintf("/sys/fs/bpf/pcpreflight-%d", os.Getpid())
-	t.Cleanup(func() { os.Remove(cfg.BPFFS) })
+	cfg.BPFFS = scratchPinDir(t, "preflight")
 	d := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	var other *loader.PinLock // the start that runs
 	d.madeBPFFS = func() {
