@@ -131,7 +131,7 @@ func (s *Server) routes() http.Handler {
 			x := r.Context().Value(exchangeKey{}).(*exchange)
 			x.r = r
 			if !x.client.scopes[rt.scope] {
-				x.fail(http.StatusForbidden, "%s %s needs the %q scope; client %q has %s (the operator adds scopes in the clients file)", rt.method, overlay.Clip(r.URL.Path), rt.scope, x.client.name, x.client.scopeList())
+				x.fail(http.StatusForbidden, "%s %s needs the %q scope; client %q has %s (the operator adds scopes in the clients file)", rt.method, policy.Clip(r.URL.Path), rt.scope, x.client.name, x.client.scopeList())
 				return
 			}
 			rt.handle(s, x, rt.kind)
@@ -149,7 +149,7 @@ func (s *Server) routes() http.Handler {
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
 			x := r.Context().Value(exchangeKey{}).(*exchange)
 			w.Header().Set("Allow", allow)
-			x.fail(http.StatusMethodNotAllowed, "method %s is not allowed on %s; use %s", overlay.Clip(r.Method), overlay.Clip(r.URL.Path), allow)
+			x.fail(http.StatusMethodNotAllowed, "method %s is not allowed on %s; use %s", policy.Clip(r.Method), policy.Clip(r.URL.Path), allow)
 		})
 	}
 	var roots []string // the paths without their {target...}, for the 404 message
@@ -161,7 +161,7 @@ func (s *Server) routes() http.Handler {
 	known := strings.Join(roots, ", ")
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		x := r.Context().Value(exchangeKey{}).(*exchange)
-		x.fail(http.StatusNotFound, "no route %s; the API's routes are %s (docs/api.md)", overlay.Clip(r.URL.Path), known)
+		x.fail(http.StatusNotFound, "no route %s; the API's routes are %s (docs/api.md)", policy.Clip(r.URL.Path), known)
 	})
 
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -266,11 +266,11 @@ func (x *exchange) query(takes ...string) (url.Values, bool) {
 			if len(takes) > 0 {
 				what = "only " + strings.Join(takes, ", ")
 			}
-			x.fail(http.StatusBadRequest, "unknown query parameter %q; %s %s takes %s", overlay.Clip(k), x.r.Method, overlay.Clip(x.r.URL.Path), what)
+			x.fail(http.StatusBadRequest, "unknown query parameter %q; %s %s takes %s", policy.Clip(k), x.r.Method, policy.Clip(x.r.URL.Path), what)
 			return nil, false
 		}
 		if len(v) > 1 {
-			x.fail(http.StatusBadRequest, "query parameter %q is given %d times; give it once", overlay.Clip(k), len(v))
+			x.fail(http.StatusBadRequest, "query parameter %q is given %d times; give it once", policy.Clip(k), len(v))
 			return nil, false
 		}
 	}
@@ -291,7 +291,7 @@ func (s *Server) entries(x *exchange, _ overlay.Kind) {
 	}
 	if v := q.Get("after"); v != "" {
 		if eq.After, ok = parseEntryCursor(v); !ok {
-			x.fail(http.StatusBadRequest, "after: %q is not a cursor this API gave; pass back the next of the page before, or leave after out for the first page", overlay.Clip(v))
+			x.fail(http.StatusBadRequest, "after: %q is not a cursor this API gave; pass back the next of the page before, or leave after out for the first page", policy.Clip(v))
 			return
 		}
 	}
@@ -336,7 +336,7 @@ func (s *Server) history(x *exchange, _ overlay.Kind) {
 	if v := q.Get("before"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil || n == 0 {
-			x.fail(http.StatusBadRequest, "before: %q is not a cursor this API gave; pass back the next of the page after, or leave before out for the newest events", overlay.Clip(v))
+			x.fail(http.StatusBadRequest, "before: %q is not a cursor this API gave; pass back the next of the page after, or leave before out for the newest events", policy.Clip(v))
 			return
 		}
 		hq.Before = n
@@ -381,7 +381,7 @@ func (x *exchange) limitParam(q url.Values, cursor string) (int, bool) {
 	n, err := strconv.Atoi(v)
 	switch {
 	case err != nil || n < 1:
-		x.fail(http.StatusBadRequest, "limit: %q is not a whole number from 1 to %d", overlay.Clip(v), MaxLimit)
+		x.fail(http.StatusBadRequest, "limit: %q is not a whole number from 1 to %d", policy.Clip(v), MaxLimit)
 		return 0, false
 	case n > MaxLimit:
 		x.fail(http.StatusBadRequest, "limit: %d is more than %d, the most one page holds; ask for the next page with %s=<next>", n, MaxLimit, cursor)
@@ -404,7 +404,7 @@ func (s *Server) add(x *exchange, kind overlay.Kind) {
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
-		x.fail(http.StatusUnsupportedMediaType, "the body must be JSON: send Content-Type: application/json (got %q)", overlay.Clip(r.Header.Get("Content-Type")))
+		x.fail(http.StatusUnsupportedMediaType, "the body must be JSON: send Content-Type: application/json (got %q)", policy.Clip(r.Header.Get("Content-Type")))
 		return
 	}
 	if r.ContentLength > maxBody {
@@ -427,7 +427,7 @@ func (s *Server) add(x *exchange, kind overlay.Kind) {
 		return
 	case body.Address != "":
 		if strings.Contains(body.Address, "/") {
-			x.fail(http.StatusBadRequest, "address %q is a network; address is one host, put a network in cidr", overlay.Clip(body.Address))
+			x.fail(http.StatusBadRequest, "address %q is a network; address is one host, put a network in cidr", policy.Clip(body.Address))
 			return
 		}
 		if p, err = overlay.ParseTarget(body.Address); err != nil {
@@ -436,7 +436,7 @@ func (s *Server) add(x *exchange, kind overlay.Kind) {
 		}
 	default:
 		if !strings.Contains(body.CIDR, "/") {
-			x.fail(http.StatusBadRequest, "cidr %q has no prefix length; write a network like 100.64.1.0/28, or put one host in address", overlay.Clip(body.CIDR))
+			x.fail(http.StatusBadRequest, "cidr %q has no prefix length; write a network like 100.64.1.0/28, or put one host in address", policy.Clip(body.CIDR))
 			return
 		}
 		if p, err = overlay.ParseTarget(body.CIDR); err != nil {
@@ -488,7 +488,7 @@ func (s *Server) release(x *exchange, kind overlay.Kind) {
 		}
 		release, scope = s.backend.ReleaseFleet, " for the fleet"
 	default:
-		x.fail(http.StatusBadRequest, "fleet=%q: give fleet=true to release the group's fleet entry, or leave it out", overlay.Clip(q.Get("fleet")))
+		x.fail(http.StatusBadRequest, "fleet=%q: give fleet=true to release the group's fleet entry, or leave it out", policy.Clip(q.Get("fleet")))
 		return
 	}
 	target := x.r.PathValue("target")
@@ -555,16 +555,16 @@ func (x *exchange) decode(body io.Reader, v any) bool {
 	if err == nil {
 		fields := jsonFields(v)
 		if k, twice := oddKey(data, fields); k != "" && twice {
-			x.fail(http.StatusBadRequest, "field %q is given twice; give each field once", overlay.Clip(k))
+			x.fail(http.StatusBadRequest, "field %q is given twice; give each field once", policy.Clip(k))
 			return false
 		} else if k != "" {
 			for _, f := range fields {
 				if strings.EqualFold(k, f) {
-					x.fail(http.StatusBadRequest, "field %q: write %q (field names are exactly as documented)", overlay.Clip(k), f)
+					x.fail(http.StatusBadRequest, "field %q: write %q (field names are exactly as documented)", policy.Clip(k), f)
 					return false
 				}
 			}
-			x.fail(http.StatusBadRequest, "unknown field %q; the fields are %s", overlay.Clip(k), strings.Join(fields, ", "))
+			x.fail(http.StatusBadRequest, "unknown field %q; the fields are %s", policy.Clip(k), strings.Join(fields, ", "))
 			return false
 		}
 		// oddKey has refused every name but the fields' own.

@@ -39,6 +39,10 @@ type Daemon struct {
 	renamed   map[string]string      // interface -> the name it was renamed to (logged once)
 	attachErr map[string]string      // interface -> why it is not attached (status: not_attached)
 	ifaces    chan map[string]int    // the latest interface indexes, for the controller (syncer)
+
+	// madeBPFFS, in tests, is called when preflight has made the bpffs directory and
+	// not yet locked it: where another start may take the lock first.
+	madeBPFFS func()
 }
 
 // New returns a daemon for cfg, logging to log.

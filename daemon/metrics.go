@@ -84,15 +84,17 @@ var (
 func newMetrics(ctl *controller.Controller, prog *loader.Program, interfaces []string) *metrics {
 	m := &metrics{ctl: ctl, prog: prog, interfaces: interfaces, reg: prometheus.NewRegistry(),
 		runtime: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "portcullis_runtime_entry_events_total",
-			Help: "Runtime entries added, escalated (a repeat quarantine: a longer term), extended (added again while in force: a later expiry at most), released, expired and suspended (no room in the data plane at a start), by kind. Counted by the daemon: starts again from 0 when it restarts."},
+			Help: "Runtime entries added, escalated (a repeat quarantine: a longer term), extended (added again while in force: a later expiry at most), released, expired and suspended (an unblock with no room in the data plane at a start), by kind. Counted by the daemon: starts again from 0 when it restarts."},
 			[]string{"kind", "action"})}
-	// Every series from the start, at 0: rate() and increase() need a sample before
-	// the first event to count it.
+	// Every series that can count, from the start, at 0: rate() and increase() need a
+	// sample before the first event to count it. Only quarantines escalate, and only
+	// unblocks are suspended (they hold the data plane's groups: applyTables).
 	for _, k := range []overlay.Kind{overlay.Quarantine, overlay.Unblock} {
-		for _, a := range []overlay.Action{overlay.Added, overlay.Escalated, overlay.Extended, overlay.Released, overlay.Expired, overlay.Suspended} {
-			if a != overlay.Escalated || k == overlay.Quarantine {
-				m.runtime.WithLabelValues(string(k), string(a))
+		for _, a := range overlay.Actions {
+			if a == overlay.Escalated && k != overlay.Quarantine || a == overlay.Suspended && k != overlay.Unblock {
+				continue
 			}
+			m.runtime.WithLabelValues(string(k), string(a))
 		}
 	}
 	m.reg.MustRegister(m, m.runtime)

@@ -2,15 +2,20 @@ package daemon
 
 import (
 	"fmt"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/portcullis/portcullis/overlay"
 )
 
-// Every runtime event series exists from the start, at 0: the counter lives in the
+// Every runtime event series that can count exists from the start, at 0 (none for a
+// quarantine suspended: only unblocks are): the counter lives in the
 // daemon (it restarts with it), and a series that appears only with its first event
 // hides that event from rate() and increase(), which need two samples.
 func TestRuntimeEventSeriesFromStart(t *testing.T) {
@@ -39,7 +44,7 @@ func TestRuntimeEventSeriesFromStart(t *testing.T) {
 		got = append(got, kind+"/"+action)
 	}
 	slices.Sort(got)
-	want := []string{"quarantine/added", "quarantine/escalated", "quarantine/expired", "quarantine/extended", "quarantine/released", "quarantine/suspended",
+	want := []string{"quarantine/added", "quarantine/escalated", "quarantine/expired", "quarantine/extended", "quarantine/released",
 		"unblock/added", "unblock/expired", "unblock/extended", "unblock/released", "unblock/suspended"}
 	if !slices.Equal(got, want) {
 		t.Errorf("series %q, want %q", got, want)
@@ -70,6 +75,45 @@ func TestConfigLongValueClipped(t *testing.T) {
 		_, err := ParseConfig("c.yaml", []byte(src))
 		if err == nil || len(err.Error()) > 1000 {
 			t.Errorf("%.40q: a %d-byte error", src, len(fmt.Sprint(err)))
+		}
+	}
+}
+
+// The runtime entry actions are listed alike wherever they are listed: the events
+// counter's series (overlay.Actions), the history's enum in api/openapi.yaml, and
+// docs/daemon.md (the runtime section and the metrics table) and docs/api.md. The
+// metrics table once left out "extended" when the action was added everywhere else.
+func TestActionsListedAlike(t *testing.T) {
+	var names []string
+	for _, a := range overlay.Actions {
+		names = append(names, string(a))
+	}
+	list := strings.Join(names, ", ")
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if spec := read("../api/openapi.yaml"); !strings.Contains(spec, "enum: ["+list+"]") {
+		t.Errorf("api/openapi.yaml: the history's action enum is not [%s]", list)
+	}
+	lists := regexp.MustCompile(`\(added, [a-z, ]*[a-z]`).FindAllString(read("../docs/daemon.md"), -1)
+	if len(lists) < 2 {
+		t.Errorf("docs/daemon.md: %d lists of the actions, want the runtime section's and the metrics table's", len(lists))
+	}
+	for _, l := range lists {
+		if l[1:] != list {
+			t.Errorf("docs/daemon.md lists the actions as %q, want %q", l[1:], list)
+		}
+	}
+	api := read("../docs/api.md")
+	_, history, _ := strings.Cut(api, "### GET /v1/history")
+	history, _, _ = strings.Cut(history, "```")
+	for _, a := range names {
+		if !strings.Contains(history, "`"+a+"`") {
+			t.Errorf("docs/api.md: GET /v1/history does not name the action %q", a)
 		}
 	}
 }

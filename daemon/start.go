@@ -56,10 +56,13 @@ func (d *Daemon) preflight() (_ *preflight, err error) {
 	defer func() {
 		if err != nil {
 			p.close()
-			p.lock.Close()
-			if made {
-				os.Remove(d.cfg.BPFFS) // empty: nothing is pinned before preflight ends
+			if made && p.lock != nil {
+				// Empty: nothing is pinned before preflight ends. Only with its lock: a
+				// start that made the directory but lost the lock to one started at the
+				// same moment would remove the directory of the daemon that runs.
+				os.Remove(d.cfg.BPFFS)
 			}
+			p.lock.Close()
 		}
 	}()
 	if err := loader.CheckPinsOutlive(d.cfg.BPFFS); err != nil {
@@ -75,11 +78,16 @@ func (d *Daemon) preflight() (_ *preflight, err error) {
 	if !p.dirExisted && loader.IsBPFFS(filepath.Dir(d.cfg.BPFFS)) {
 		if err := os.Mkdir(d.cfg.BPFFS, 0o700); err == nil {
 			made = true
+			if d.madeBPFFS != nil {
+				d.madeBPFFS()
+			}
 		} else if !errors.Is(err, os.ErrExist) { // made by a daemon started at the same moment
 			return nil, fmt.Errorf("bpffs: %w", err)
 		}
 	}
-	if _, err := os.Stat(d.cfg.BPFFS); err == nil {
+	// Only a directory on a bpffs: one elsewhere is hidden by the bpffs MountBPFFS
+	// mounts over it, and a lock of it would keep out no daemon started after that.
+	if loader.IsBPFFS(d.cfg.BPFFS) {
 		if p.lock, err = loader.LockPinDir(d.cfg.BPFFS, loader.PinLockWait); err != nil {
 			return nil, err
 		}

@@ -49,6 +49,9 @@ func LockPinDir(dir string, wait time.Duration) (*PinLock, error) {
 				return &PinLock{f: f}, nil
 			}
 			f.Close()
+			if errors.Is(nerr, os.ErrNotExist) {
+				return nil, fmt.Errorf("locking the pin directory %s: it was removed while this waited for its lock (by portcullis detach, or a first start that stopped): start again: %w", dir, nerr)
+			}
 			if nerr != nil {
 				return nil, fmt.Errorf("locking the pin directory: %w", nerr)
 			}
@@ -73,21 +76,3 @@ func LockPinDir(dir string, wait time.Duration) (*PinLock, error) {
 // killed a moment ago (kill -9, then a supervisor's restart) holds it until the kernel
 // has finished with the process.
 const PinLockWait = 2 * time.Second
-
-// PinDirInUse reports whether a daemon holds the lock of dir (LockPinDir): what
-// `portcullis detach` asks, whichever control socket that daemon serves. A directory
-// that does not exist is not in use.
-func PinDirInUse(dir string) (bool, error) {
-	l, err := LockPinDir(dir, 0)
-	if errors.Is(err, ErrPinsInUse) {
-		return true, nil
-	}
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	l.Close()
-	return false, nil
-}

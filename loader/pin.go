@@ -291,8 +291,22 @@ func RemovePins(dir string) error {
 // ErrNotExist when no link is pinned for ifname.
 func DetachLink(dir, ifname string) error {
 	path := LinkPath(dir, ifname)
-	if _, err := os.Lstat(path); err != nil {
-		return fmt.Errorf("no link pinned for %s in %s: %w", ifname, dir, err)
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		// Say which there are: a typo, or the name it had before a rename.
+		var names []string
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if n, ok := strings.CutPrefix(e.Name(), linkPrefix); ok {
+				names = append(names, strings.ReplaceAll(n, ":", "."))
+			}
+		}
+		pinned := "none is"
+		if len(names) > 0 {
+			pinned = "the interfaces pinned are " + strings.Join(names, ", ")
+		}
+		return fmt.Errorf("no link pinned for %s in %s (%s; portcullis status lists them): %w", ifname, dir, pinned, err)
+	} else if err != nil {
+		return fmt.Errorf("the link pinned for %s in %s: %w", ifname, dir, err)
 	}
 	if pl, err := link.LoadPinnedLink(path, nil); err == nil {
 		pl.Detach() // a failure leaves it to the unlink below, which detaches later

@@ -131,10 +131,12 @@ func TestRawIPPriorityTag(t *testing.T) {
 	}
 }
 
-// synAckFrom reads the tun (packet-info header first) for up to a second and reports
-// whether a SYN-ACK from src:sport to dport came out.
+// synAckFrom reads the tun (packet-info header first) for up to 3 s and reports
+// whether a SYN-ACK from src:sport to dport came out. An answer comes at once; the
+// wait is for a loaded machine: a second was a short window there for the answers that
+// must come.
 func synAckFrom(tun *os.File, src netip.Addr, sport, dport uint16) bool {
-	tun.SetReadDeadline(time.Now().Add(time.Second))
+	tun.SetReadDeadline(time.Now().Add(3 * time.Second))
 	buf := make([]byte, 2048)
 	for {
 		n, err := tun.Read(buf)

@@ -78,6 +78,10 @@ const (
 	Suspended Action = "suspended"
 )
 
+// Actions is every Action, in the order the metrics, the OpenAPI enum and the docs
+// list them (TestActionsListedAlike holds those to it).
+var Actions = []Action{Added, Escalated, Extended, Released, Expired, Suspended}
+
 // Event is one line of the history: who did what to which entry, when and why.
 type Event struct {
 	Time   time.Time `json:"time"`
@@ -429,28 +433,13 @@ func (s *State) Trim(limit int) int {
 	return n
 }
 
-// Clip is s as an error message may quote it: at most 64 bytes of it, cut on a
-// character boundary and marked with "…" when longer, so that a client's junk is not
-// echoed whole into the answer and the audit log.
-func Clip(s string) string {
-	const most = 64
-	if len(s) <= most {
-		return s
-	}
-	i := most
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return s[:i] + "…"
-}
-
 // ParseTarget parses one host ("100.64.1.10", a /32 or /128) or a network
 // ("100.64.1.0/28"). An IPv4-mapped IPv6 address is taken as the IPv4 one it maps.
 func ParseTarget(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not a network; write one like 100.64.1.0/28 or 2001:db8:1::/48", Clip(s))
+			return netip.Prefix{}, fmt.Errorf("%q is not a network; write one like 100.64.1.0/28 or 2001:db8:1::/48", policy.Clip(s))
 		}
 		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
 			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
@@ -462,10 +451,10 @@ func ParseTarget(s string) (netip.Prefix, error) {
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IP address; write one host like 100.64.1.10 or 2001:db8::1", Clip(s))
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address; write one host like 100.64.1.10 or 2001:db8::1", policy.Clip(s))
 	}
 	if a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q has an IPv6 zone; give the address without %%%s", Clip(s), Clip(a.Zone()))
+		return netip.Prefix{}, fmt.Errorf("%q has an IPv6 zone; give the address without %%%s", policy.Clip(s), policy.Clip(a.Zone()))
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil

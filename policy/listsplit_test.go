@@ -48,6 +48,7 @@ func TestReadListsHalves(t *testing.T) {
 	cases := map[string]string{
 		"clean":                     build(nil, ""),
 		"no final newline":          build(nil, "2001:db8::1"),
+		"a byte-order mark":         "\ufeff" + build([]int{2, lines - 1}, ""), // off before the halves: line 1 reads as it would without
 		"a few errors, both halves": build([]int{5, lines/2 - 1, lines/2 + 1, lines - 2}, ""),
 		"errors in the second half": build([]int{lines - 10, lines - 9}, ""),
 		"one under the limit":       build(spread(MaxListErrors-1), ""),

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/model"
-	"github.com/portcullis/portcullis/policy"
 )
 
 // The RST file is whole or not there: Close puts it in place, Abort leaves nothing.
@@ -61,14 +60,7 @@ func TestRSTWriter(t *testing.T) {
 
 // A capture that holds no packet says so, not "0 frames ()".
 func TestReportEmptyCapture(t *testing.T) {
-	p, err := policy.Parse("p.yaml", []byte("version: 1\n"), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := policy.Compile(p, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := compileTestPolicy(t)
 	var b strings.Builder
 	Report{Capture: "empty.pcap", Hash: c.Hash, At: "now", Summary: NewSummary()}.WriteText(&b, c)
 	if first, _, _ := strings.Cut(b.String(), "\n"); first != "empty.pcap: 0 frames (the capture holds no packets), policy "+c.Hash+", judged at now" {
@@ -79,14 +71,7 @@ func TestReportEmptyCapture(t *testing.T) {
 // A frame to a protected port is said to be protected (as explain says), not merely
 // "not governed".
 func TestDescribeProtectedPort(t *testing.T) {
-	p, err := policy.Parse("p.yaml", []byte("version: 1\n"), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := policy.Compile(p, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := compileTestPolicy(t)
 	r := &Replayer{c: c, tables: c.Tables}
 	for port, want := range map[uint16]string{
 		587: "port 587 protected: never governed",

@@ -54,7 +54,8 @@ type Interface struct {
 	// attached: its pinned link (under the old name) still judges it.
 	NowNamed string `json:"now_named,omitempty"`
 	// NotConfigured: the running daemon's interfaces: do not list it (it was taken out
-	// of the configuration); the pinned link still judges it until `detach --interface`.
+	// of the configuration); the pinned link still judges it, while its interface is
+	// there (Ifindex not 0), until `detach --interface`.
 	NotConfigured bool `json:"not_configured,omitempty"`
 	// NotAttached is why a configured interface of the running daemon is not attached
 	// (not found, another XDP program on it, ...): it is not judged. Such an interface
@@ -205,8 +206,11 @@ func (s Status) WriteText(out io.Writer) error {
 		if i.NotAttached != "" {
 			mode = "NOT ATTACHED, not judged: " + i.NotAttached
 		}
-		if i.NotConfigured {
+		switch {
+		case i.NotConfigured && i.Ifindex != 0:
 			mode += " (not in the daemon's interfaces: still judged; portcullis detach --interface " + i.Name + ")"
+		case i.NotConfigured: // its interface went away: the daemon attaches only those it lists
+			mode += " (not in the daemon's interfaces: not judged, and not attached again; portcullis detach --interface " + i.Name + " removes its pin)"
 		}
 		if i.NowNamed != "" {
 			mode += " (renamed " + i.NowNamed + " since: still judged; configure the new name)"

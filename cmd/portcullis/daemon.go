@@ -110,55 +110,23 @@ func runDetach(e *env, args []string) error {
 		return &exitError{2, err}
 	}
 	if *iface != "" {
-		return detachInterface(e, bpffs, socket, *iface)
-	}
-	if st, err := daemon.RemoteStatus(socket); err == nil {
-		return fmt.Errorf("the daemon (pid %d) is running and would attach again: stop it first (systemctl stop portcullis), then detach", st.PID)
-	}
-	if err := loader.CheckPinsVisible(bpffs); err != nil {
-		return err // "nothing to detach" would be wrong: the pins are elsewhere
-	}
-	if inUse, err := loader.PinDirInUse(bpffs); err != nil {
-		return err
-	} else if inUse {
-		return fmt.Errorf("a daemon is running with the pins in %s (its control socket is not %s) and would attach again: stop it first, then detach", bpffs, socket)
-	}
-	links, err := loader.PinnedLinks(bpffs)
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(bpffs); errors.Is(err, os.ErrNotExist) {
-		fmt.Fprintf(e.stdout, "nothing to detach: %s does not exist\n", bpffs)
+		if err := daemon.DetachInterface(bpffs, socket, *iface); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "detached from %s; the other pins in %s are kept\n", *iface, bpffs)
 		return nil
 	}
-	if err := loader.Unpin(bpffs); err != nil {
-		return fmt.Errorf("detaching: %w", err)
+	detached, err := daemon.Detach(bpffs, socket)
+	if errors.Is(err, daemon.ErrNothingToDetach) {
+		fmt.Fprintln(e.stdout, err)
+		return nil
+	} else if err != nil {
+		return err
 	}
-	for _, l := range links {
-		fmt.Fprintf(e.stdout, "detached from %s\n", l.Interface)
+	for _, name := range detached {
+		fmt.Fprintf(e.stdout, "detached from %s\n", name)
 	}
 	fmt.Fprintf(e.stdout, "removed %s (maps and counters)\n", bpffs)
 	fmt.Fprintln(e.stdout, "the daemon's store (runtime quarantines and unblocks, and an override) is kept: the next start applies it again")
-	return nil
-}
-
-// detachInterface is detach --interface NAME.
-func detachInterface(e *env, bpffs, socket, name string) error {
-	if st, err := daemon.RemoteStatus(socket); err == nil {
-		if _, ok := st.Interfaces[name]; ok {
-			return fmt.Errorf("the daemon (pid %d) lists %s in its interfaces and would attach it again: take it out of interfaces: and restart the daemon first", st.PID, name)
-		}
-	} else if inUse, err := loader.PinDirInUse(bpffs); err != nil {
-		return err
-	} else if inUse {
-		return fmt.Errorf("a daemon is running with the pins in %s (its control socket is not %s): ask it with --socket, or stop it first", bpffs, socket)
-	}
-	if err := loader.CheckPinsVisible(bpffs); err != nil {
-		return err
-	}
-	if err := loader.DetachLink(bpffs, name); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "detached from %s; the other pins in %s are kept\n", name, bpffs)
 	return nil
 }
