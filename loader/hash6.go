@@ -1,0 +1,307 @@
+package loader
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/portcullis/portcullis/bpf"
+	"github.com/portcullis/portcullis/model"
+)
+
+// The IPv6 ranges of a policy with many of them live in a hash (ranges_v6), searched
+// by binary search on prefix lengths with markers (Waldvogel, Varghese, Turner,
+// Plattner 1997, "Scalable High Speed IP Routing Lookups"): one entry per (length,
+// masked address) for each range (a real prefix) and for each length the search
+// passes through on its way to one (a marker), each holding the best matching range
+// of its own prefix (bmp: the longest range that holds it; a range's own). The search
+// over the slot's k sorted distinct lengths (lens_v6) probes the middle one, goes on
+// among the longer lengths on a hit (remembering its bmp) and among the shorter on a
+// miss: ceil(log2(k+1)) probes, however many ranges. A small table stays in the trie,
+// which is faster there (hashMin6).
+
+// hashMin6 is how many unscoped IPv6 ranges (the runtime ones apart) a policy needs for
+// them to go into ranges_v6 rather than the trie: below it the trie is as fast or
+// faster (docs/BENCHMARKS.md, "IPv6 ranges in a hash"). A variable for the tests.
+var hashMin6 = 1024
+
+// maxLens6 is PC_V6_MAX_LENS: a policy whose IPv6 ranges have more distinct lengths
+// stays in the trie.
+const maxLens6 = len(bpf.PortcullisPcV6Lens{}.Len)
+
+// The config flags of the hashed IPv6 ranges (enum pc_config_flag).
+const (
+	cfgHash6    = uint8(bpf.PortcullisPcConfigFlagPC_CFG_HASH_V6)
+	cfgRuntime6 = uint8(bpf.PortcullisPcConfigFlagPC_CFG_RUNTIME_V6)
+)
+
+// hash6 is what ranges_v6 and lens_v6 hold for one policy.
+type hash6 struct {
+	keys []bpf.PortcullisPcV6Key
+	vals []bpf.PortcullisPcV6Val
+	lens bpf.PortcullisPcV6Lens
+}
+
+// key6 is an IPv6 prefix as two big-endian words and a length.
+type key6 struct {
+	hi, lo uint64
+	l      uint8
+}
+
+func mask6(l int) (uint64, uint64) {
+	switch {
+	case l <= 0:
+		return 0, 0
+	case l < 64:
+		return ^uint64(0) << (64 - l), 0
+	case l == 64:
+		return ^uint64(0), 0
+	case l < 128:
+		return ^uint64(0), ^uint64(0) << (128 - l)
+	}
+	return ^uint64(0), ^uint64(0)
+}
+
+func (k key6) to(l int) key6 {
+	mh, ml := mask6(l)
+	return key6{k.hi & mh, k.lo & ml, uint8(l)}
+}
+
+// buildHash6 returns the ranges_v6 entries and lengths of ranges r6 (unscoped IPv6
+// ranges, stable rule ids), or false when they are too few for the hash (hashMin6) or
+// have more distinct lengths than the search holds (maxLens6). Of two ranges of one
+// prefix the first decides, as in the model.
+func buildHash6(r6 []model.Entry) (hash6, bool) {
+	if len(r6) == 0 || len(r6) < hashMin6 {
+		return hash6{}, false
+	}
+	var seen [129]bool
+	for _, e := range r6 {
+		seen[e.Prefix.Bits()] = true
+	}
+	var lens []int
+	var at [129]int // length -> its index in lens
+	for l, ok := range seen {
+		if ok {
+			at[l] = len(lens)
+			lens = append(lens, l)
+		}
+	}
+	if len(lens) > maxLens6 {
+		return hash6{}, false
+	}
+	real := make(map[key6]int, len(r6)) // prefix -> index in r6
+	keys := make([]key6, len(r6))
+	for i, e := range r6 {
+		a := e.Prefix.Masked().Addr().As16()
+		k := key6{binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:]), uint8(e.Prefix.Bits())}
+		keys[i] = k
+		if _, dup := real[k]; !dup {
+			real[k] = i
+		}
+	}
+	val := func(i int) bpf.PortcullisPcV6Val {
+		return bpf.PortcullisPcV6Val{Rule: r6[i].Rule, Verdict: uint8(r6[i].Verdict), Len: uint8(r6[i].Prefix.Bits()), Hit: 1}
+	}
+	out := make(map[key6]bpf.PortcullisPcV6Val, 2*len(r6))
+	var markers []int // the indexes in lens of one range's markers
+	for i, k := range keys {
+		if real[k] != i {
+			continue // a later duplicate
+		}
+		out[k] = val(i)
+		// The search's path to k's length: a marker wherever it must go longer.
+		j := at[k.l]
+		markers = markers[:0]
+		for lo, hi := 0, len(lens); lo < hi; {
+			mid := (lo + hi) / 2
+			if mid == j {
+				break
+			}
+			if mid < j {
+				markers = append(markers, mid)
+				lo = mid + 1
+			} else {
+				hi = mid
+			}
+		}
+		if len(markers) == 0 {
+			continue
+		}
+		// Each marker's bmp: the longest range of length up to the marker's that holds
+		// k (markers come shortest first).
+		best, next := -1, 0
+		for _, m := range markers {
+			mk := k.to(lens[m])
+			if _, ok := out[mk]; ok {
+				continue // a range, or a marker with the same bmp
+			}
+			for ; next <= m; next++ {
+				if r, ok := real[k.to(lens[next])]; ok {
+					best = r
+				}
+			}
+			v := bpf.PortcullisPcV6Val{}
+			if best >= 0 {
+				v = val(best)
+			}
+			out[mk] = v
+		}
+	}
+	h := hash6{keys: make([]bpf.PortcullisPcV6Key, 0, len(out)), vals: make([]bpf.PortcullisPcV6Val, 0, len(out))}
+	for k, v := range out {
+		bk := bpf.PortcullisPcV6Key{Len: uint32(k.l)}
+		binary.BigEndian.PutUint64(bk.Addr[:8], k.hi)
+		binary.BigEndian.PutUint64(bk.Addr[8:], k.lo)
+		h.keys, h.vals = append(h.keys, bk), append(h.vals, v)
+	}
+	h.lens.N = uint32(len(lens))
+	for i, l := range lens {
+		h.lens.Len[i] = uint8(l)
+		var m [16]byte
+		mh, ml := mask6(l)
+		binary.BigEndian.PutUint64(m[:8], mh)
+		binary.BigEndian.PutUint64(m[8:], ml)
+		for w := range 4 {
+			h.lens.Mask[i][w] = binary.NativeEndian.Uint32(m[4*w:])
+		}
+	}
+	return h, true
+}
+
+// hashOf returns slot's ranges_v6 map (nil if the slot has none), for the caller to close.
+func (p *Program) hashOf(slot uint32) (*ebpf.Map, error) {
+	var m *ebpf.Map
+	err := p.objs.RangesV6.Lookup(slot, &m)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the IPv6 range hash: %w", err)
+	}
+	return m, nil
+}
+
+// hashCap is the max_entries of a ranges_v6 map for n entries: the next power of two
+// (the kernel gives a hash that many buckets anyway), at least 1024.
+func hashCap(n int) uint32 {
+	if n <= 1024 {
+		return 1024
+	}
+	return 1 << bits.Len(uint(n-1))
+}
+
+// newHash6 creates an empty ranges_v6 map of capacity n.
+func (p *Program) newHash6(n uint32) (*ebpf.Map, error) {
+	spec := p.spec.Maps[bpf.PortcullisMapRangesV6].InnerMap.Copy()
+	spec.MaxEntries = n
+	m, err := ebpf.NewMap(spec)
+	if err != nil {
+		return nil, fmt.Errorf("creating the IPv6 range hash: %w", err)
+	}
+	return m, nil
+}
+
+// writeHash6 makes h slot's ranges_v6 entries and lengths; no packet may read slot.
+// The empty hash Release left is filled in place when it is big enough (no map-in-map
+// update, so the config switch stays the swap's one RCU wait); else a fresh one sized
+// for h replaces the slot's (a map-in-map update: an RCU wait, and the kernel frees
+// the hash it replaces).
+func (p *Program) writeHash6(slot uint32, h *hash6) error {
+	fill := func(m *ebpf.Map) error {
+		n, err := m.BatchUpdate(h.keys, h.vals, nil)
+		if err == nil && n != len(h.keys) {
+			err = fmt.Errorf("wrote %d of %d entries", n, len(h.keys))
+		}
+		if err != nil {
+			return fmt.Errorf("filling the IPv6 range hash: %w", err)
+		}
+		return nil
+	}
+	if err := p.objs.LensV6.Put(slot, &h.lens); err != nil {
+		return fmt.Errorf("writing the IPv6 prefix lengths: %w", err)
+	}
+	empty := p.emptyHash[slot]
+	p.emptyHash[slot] = false
+	if empty {
+		m, err := p.hashOf(slot)
+		if err != nil {
+			return err
+		}
+		if m != nil {
+			defer m.Close()
+			if int(m.MaxEntries()) >= len(h.keys) {
+				return fill(m)
+			}
+		}
+	}
+	m, err := p.newHash6(hashCap(len(h.keys)))
+	if err != nil {
+		return err
+	}
+	defer m.Close() // the outer map holds its own reference
+	if err := fill(m); err != nil {
+		return err
+	}
+	if err := p.objs.RangesV6.Put(slot, m); err != nil {
+		return fmt.Errorf("installing the IPv6 range hash: %w", err)
+	}
+	return nil
+}
+
+// releaseHash6 replaces slot's ranges_v6 map, if it may hold entries, with an empty one
+// of the same capacity (one RCU wait, after which the kernel frees the old one whole),
+// for the next Apply to fill in place.
+func (p *Program) releaseHash6(slot uint32) error {
+	if p.emptyHash[slot] {
+		return nil
+	}
+	old, err := p.hashOf(slot)
+	if err != nil || old == nil {
+		return err
+	}
+	n := old.MaxEntries()
+	old.Close()
+	m, err := p.newHash6(n)
+	if err != nil {
+		return err
+	}
+	err = p.objs.RangesV6.Put(slot, m)
+	m.Close()
+	if err != nil {
+		return fmt.Errorf("freeing the IPv6 range hash: %w", err)
+	}
+	p.emptyHash[slot] = true
+	return nil
+}
+
+// splitRanges6 parts the unscoped IPv6 ranges r6 into those the hash may hold and the
+// runtime ones (rules in unblock), which stay in the trie: UpdateEntry adds and removes
+// those there with one update each, and RuntimeInDataPlane reads them back.
+func splitRanges6(r6 []model.Entry, unblock map[uint32]bool) (policy, runtime []model.Entry) {
+	if len(unblock) == 0 {
+		return r6, nil
+	}
+	policy = make([]model.Entry, 0, len(r6))
+	for _, e := range r6 {
+		if unblock[e.Rule] {
+			runtime = append(runtime, e)
+		} else {
+			policy = append(policy, e)
+		}
+	}
+	return policy, runtime
+}
+
+// prefixSet is the set of prefixes of entries.
+func prefixSet(entries []model.Entry) map[netip.Prefix]bool {
+	s := make(map[netip.Prefix]bool, len(entries))
+	for _, e := range entries {
+		s[e.Prefix.Masked()] = true
+	}
+	return s
+}
