@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -319,4 +321,84 @@ func TestHash6Swap(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(trieC, false)
+}
+
+// TestHash6Pins: a daemon starting on pins of a version without ranges_v6 and lens_v6
+// (their pins absent) creates them and goes on with the trie policy in force, then
+// hashes the next one; a daemon starting on pins whose live policy is hashed adopts it
+// and adds runtime unblocks over it (which runtime ranges the trie held is then not
+// known, so the flag stays once set).
+func TestHash6Pins(t *testing.T) {
+	withHashMin(t, 64)
+	dir := filepath.Join(mountBPF(t), "portcullis")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	defer Unpin(dir)
+	rng := rand.New(rand.NewPCG(9, 9))
+	small := v6Tables(testutil.RandomV6Ranges(5, 40, []int{32, 48, 128}), model.Pass)
+	big := v6Tables(testutil.RandomV6Ranges(6, 600, []int{0, 32, 40, 48, 64, 128}), model.Drop)
+	p1, err := LoadPinned(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p1.Apply(small); err != nil {
+		t.Fatal(err)
+	}
+	p1.Close()
+	for _, name := range []string{bpf.PortcullisMapRangesV6, bpf.PortcullisMapLensV6} {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	p2, err := LoadPinned(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{bpf.PortcullisMapRangesV6, bpf.PortcullisMapLensV6} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Fatalf("%s not pinned: %v", name, err)
+		}
+	}
+	checkV6(t, p2, small, rng, prefixesOf(small.Ranges))
+	if err := p2.Apply(big); err != nil {
+		t.Fatal(err)
+	}
+	if liveFlags(t, p2)&cfgHash6 == 0 {
+		t.Fatal("not hashed")
+	}
+	checkV6(t, p2, big, rng, prefixesOf(big.Ranges[:200]))
+	p2.Close()
+
+	p, err := LoadPinned(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	live := overlay.Merge(big, nil)
+	checkV6(t, p, live, rng, prefixesOf(big.Ranges[:200]))
+	if err := p.AdoptTables(live); err != nil {
+		t.Fatal(err)
+	}
+	e := overlay.Entry{Kind: overlay.Unblock, Prefix: netip.PrefixFrom(testutil.ProbeAddrs(big.Ranges[7].Prefix, rng)[2], 128), Expires: time.Now().Add(time.Hour)}
+	next := overlay.Merge(big, []overlay.Entry{e})
+	if err := p.UpdateEntry(next, overlay.TableEntry(next, e), true); err != nil {
+		t.Fatal(err)
+	}
+	if liveFlags(t, p)&cfgRuntime6 == 0 {
+		t.Fatal("runtime flag not set")
+	}
+	checkV6(t, p, next, rng, []netip.Prefix{e.Prefix, big.Ranges[7].Prefix})
+	if err := p.UpdateEntry(live, overlay.TableEntry(next, e), false); err != nil {
+		t.Fatal(err)
+	}
+	checkV6(t, p, live, rng, []netip.Prefix{e.Prefix, big.Ranges[7].Prefix})
+	if err := p.Apply(small); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Release(); err != nil {
+		t.Fatal(err)
+	}
+	checkV6(t, p, small, rng, prefixesOf(small.Ranges))
 }
