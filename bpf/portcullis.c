@@ -184,10 +184,12 @@ static __always_inline struct pc_entry *find_prefix(__u32 slot, __u32 table, __u
 }
 
 /* The IPv6 ranges of a policy with many (PC_CFG_HASH_V6): binary search on the slot's
- * prefix lengths (lens_v6) in ranges_v6. A probe at the middle length that hits
- * (a range or a marker) remembers its best matching range and goes on among the
- * longer lengths, a miss among the shorter; the last hit's is the longest range that
- * holds the address. Then, under PC_CFG_RUNTIME_V6, the trie's runtime ranges: the
+ * prefix lengths (lens_v6) in ranges_v6. A probe at the middle length (the lower one of
+ * an even count: the longest lengths, /128 customers, are the sparsest, so a source
+ * outside them misses a shorter, shared key rather than a random one) that hits (a
+ * range or a marker) remembers its best matching range and goes on among the longer
+ * lengths, a miss among the shorter; the last hit's is the longest range that holds the
+ * address (loader/hash6.go places the markers on the same path). Then, under PC_CFG_RUNTIME_V6, the trie's runtime ranges: the
  * longer match wins, the policy's range on a tie (as the model, which lists runtime
  * entries after the policy's). */
 static __always_inline struct pc_hit find_range6(const struct pc_source *s)
@@ -207,7 +209,7 @@ static __always_inline struct pc_hit find_range6(const struct pc_source *s)
 	hi = ls->n;
 #pragma unroll
 	for (int i = 0; i < PC_V6_PROBES; i++) {
-		__u32 mid = ((lo + hi) >> 1) & (PC_V6_MAX_LENS - 1);
+		__u32 mid = ((lo + hi - 1) >> 1) & (PC_V6_MAX_LENS - 1);
 		struct pc_v6_val *v;
 
 		if (lo >= hi)

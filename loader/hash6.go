@@ -19,7 +19,8 @@ import (
 // masked address) for each range (a real prefix) and for each length the search
 // passes through on its way to one (a marker), each holding the best matching range
 // of its own prefix (bmp: the longest range that holds it; a range's own). The search
-// over the slot's k sorted distinct lengths (lens_v6) probes the middle one, goes on
+// over the slot's k sorted distinct lengths (lens_v6) probes the middle one (the lower
+// of two), goes on
 // among the longer lengths on a hit (remembering its bmp) and among the shorter on a
 // miss: ceil(log2(k+1)) probes, however many ranges. A small table stays in the trie,
 // which is faster there (hashMin6).
@@ -71,12 +72,28 @@ func (k key6) to(l int) key6 {
 	return key6{k.hi & mh, k.lo & ml, uint8(l)}
 }
 
-// buildHash6 returns the ranges_v6 entries and lengths of ranges r6 (unscoped IPv6
-// ranges, stable rule ids), or false when they are too few for the hash (hashMin6) or
-// have more distinct lengths than the search holds (maxLens6). Of two ranges of one
-// prefix the first decides, as in the model.
-func buildHash6(r6 []model.Entry) (hash6, bool) {
+// hashable6 reports whether ranges r6 (unscoped IPv6 ranges) go into ranges_v6: they
+// are at least hashMin6, of at most maxLens6 distinct lengths.
+func hashable6(r6 []model.Entry) bool {
 	if len(r6) == 0 || len(r6) < hashMin6 {
+		return false
+	}
+	var seen [129]bool
+	n := 0
+	for _, e := range r6 {
+		if l := e.Prefix.Bits(); !seen[l] {
+			seen[l] = true
+			n++
+		}
+	}
+	return n <= maxLens6
+}
+
+// buildHash6 returns the ranges_v6 entries and lengths of ranges r6 (unscoped IPv6
+// ranges, stable rule ids), or false when they do not go there (hashable6). Of two
+// ranges of one prefix the first decides, as in the model.
+func buildHash6(r6 []model.Entry) (hash6, bool) {
+	if !hashable6(r6) {
 		return hash6{}, false
 	}
 	var seen [129]bool
@@ -90,9 +107,6 @@ func buildHash6(r6 []model.Entry) (hash6, bool) {
 			at[l] = len(lens)
 			lens = append(lens, l)
 		}
-	}
-	if len(lens) > maxLens6 {
-		return hash6{}, false
 	}
 	real := make(map[key6]int, len(r6)) // prefix -> index in r6
 	keys := make([]key6, len(r6))
@@ -118,7 +132,7 @@ func buildHash6(r6 []model.Entry) (hash6, bool) {
 		j := at[k.l]
 		markers = markers[:0]
 		for lo, hi := 0, len(lens); lo < hi; {
-			mid := (lo + hi) / 2
+			mid := (lo + hi - 1) / 2 // the lower middle, as find_range6
 			if mid == j {
 				break
 			}

@@ -128,8 +128,8 @@ func TestHash6Markers(t *testing.T) {
 	if !ok {
 		t.Fatal("not hashed")
 	}
-	// Lengths 32 48 64 128: the search probes 64 first (index 2 of 4), then 128 on a
-	// hit, 48 and then 32 on misses.
+	// Lengths 32 48 64 128: the search probes 48 first (the lower middle of 4), then
+	// 64 and 128 on hits, 32 on a miss.
 	if h.lens.N != 4 || !slices.Equal(h.lens.Len[:4], []uint8{32, 48, 64, 128}) {
 		t.Fatalf("lengths %v", h.lens.Len[:h.lens.N])
 	}
@@ -143,8 +143,9 @@ func TestHash6Markers(t *testing.T) {
 		pfx("2001:db8:1:2::/64"):   {Rule: 3, Verdict: uint8(model.Drop), Len: 64, Hit: 1},
 		pfx("2001:db8:2:3::5/128"): {Rule: 4, Verdict: uint8(model.Pass), Len: 128, Hit: 1},
 		pfx("2001:db9:1::/48"):     {Rule: 5, Verdict: uint8(model.Reset), Len: 48, Hit: 1},
-		// Markers: the /32s and /48s need none (a miss at 64 leads to them); the
-		// /128 needs one at 64, whose bmp is the /32.
+		// Markers: the /64 under the /48 needs none (its marker at 48 is the /48
+		// itself); the /128 needs one at 48 and one at 64, whose bmp is the /32.
+		pfx("2001:db8:2::/48"):   {Rule: 1, Verdict: uint8(model.Drop), Len: 32, Hit: 1},
 		pfx("2001:db8:2:3::/64"): {Rule: 1, Verdict: uint8(model.Drop), Len: 32, Hit: 1},
 	}
 	if len(got) != len(want) {
@@ -155,19 +156,19 @@ func TestHash6Markers(t *testing.T) {
 			t.Errorf("%s: %+v, want %+v", k, got[k], v)
 		}
 	}
-	// A range under no other: its marker holds no range.
+	// A range under no other: its markers hold no range.
 	h, _ = buildHash6(append(rs, model.Entry{Prefix: pfx("2001:dba::1/128"), Rule: 6, Verdict: model.Drop}))
-	found := false
+	found := 0
 	for i, k := range h.keys {
-		if pr := netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Len)); pr == pfx("2001:dba::/64") {
-			found = true
+		if pr := netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Len)); pr == pfx("2001:dba::/48") || pr == pfx("2001:dba::/64") {
+			found++
 			if h.vals[i] != (bpf.PortcullisPcV6Val{}) {
 				t.Errorf("marker %s: %+v, want no range", pr, h.vals[i])
 			}
 		}
 	}
-	if !found {
-		t.Error("no marker at 2001:dba::/64")
+	if found != 2 {
+		t.Errorf("%d markers for 2001:dba::1, want 2", found)
 	}
 }
 

@@ -291,18 +291,20 @@ func (p *Program) Apply(t *model.Tables) error {
 	// stay in the trie, as UpdateEntry puts them there.
 	trie6 := r6
 	pol6, rt6 := splitRanges6(r6, unblock)
-	h6, hashed := buildHash6(pol6)
+	hashed := hashable6(pol6)
 	if hashed {
 		trie6 = rt6
 	}
 	keys, vals := slotEntries(q4, q6, trie6, rt4, relays, plan, boot, now)
-	// The trie (its entries go in through the kernel) and the DIR-24-8 table (painted
-	// here, written through mmap) at once: neither reads the other's state.
+	// The trie (its entries go in through the kernel), then the IPv6 range hash (built
+	// here, written through the kernel), and the DIR-24-8 table (painted here, written
+	// through mmap) at once: neither reads the other's state.
 	var trieErr error
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		trieErr = p.writeSlot(next, keys, vals)
 		if trieErr == nil && hashed {
+			h6, _ := buildHash6(pol6)
 			trieErr = p.writeHash6(next, &h6)
 		}
 	})
