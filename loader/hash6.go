@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+	"slices"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 
@@ -28,7 +30,7 @@ import (
 // hashMin6 is how many unscoped IPv6 ranges (the runtime ones apart) a policy needs for
 // them to go into ranges_v6 rather than the trie: below it the trie is as fast or
 // faster (docs/BENCHMARKS.md, "IPv6 ranges in a hash"). A variable for the tests.
-var hashMin6 = 1024
+var hashMin6 = 256
 
 // maxLens6 is PC_V6_MAX_LENS: a policy whose IPv6 ranges have more distinct lengths
 // stays in the trie.
@@ -92,6 +94,13 @@ func hashable6(r6 []model.Entry) bool {
 // buildHash6 returns the ranges_v6 entries and lengths of ranges r6 (unscoped IPv6
 // ranges, stable rule ids), or false when they do not go there (hashable6). Of two
 // ranges of one prefix the first decides, as in the model.
+//
+// The ranges are walked in address order (shorter first at one address), with the
+// stack of those that hold the one at hand: its ancestors, shortest first, at most one
+// per length. A marker's bmp is the longest ancestor no longer than the marker; and the
+// ranges that share a marker are consecutive in that order, so each marker is written
+// once by remembering the last one of each length. No map: a million ranges take a
+// sort and a pass.
 func buildHash6(r6 []model.Entry) (hash6, bool) {
 	if !hashable6(r6) {
 		return hash6{}, false
@@ -108,70 +117,85 @@ func buildHash6(r6 []model.Entry) (hash6, bool) {
 			lens = append(lens, l)
 		}
 	}
-	real := make(map[key6]int, len(r6)) // prefix -> index in r6
-	keys := make([]key6, len(r6))
-	for i, e := range r6 {
-		a := e.Prefix.Masked().Addr().As16()
-		k := key6{binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:]), uint8(e.Prefix.Bits())}
-		keys[i] = k
-		if _, dup := real[k]; !dup {
-			real[k] = i
-		}
-	}
-	val := func(i int) bpf.PortcullisPcV6Val {
-		return bpf.PortcullisPcV6Val{Rule: r6[i].Rule, Verdict: uint8(r6[i].Verdict), Len: uint8(r6[i].Prefix.Bits()), Hit: 1}
-	}
-	out := make(map[key6]bpf.PortcullisPcV6Val, 2*len(r6))
-	var markers []int // the indexes in lens of one range's markers
-	for i, k := range keys {
-		if real[k] != i {
-			continue // a later duplicate
-		}
-		out[k] = val(i)
-		// The search's path to k's length: a marker wherever it must go longer.
-		j := at[k.l]
-		markers = markers[:0]
+	// paths[j]: the indexes in lens where the search towards lens[j] must hit (go
+	// longer) before it gets there: the markers of a range of that length.
+	paths := make([][]int, len(lens))
+	for j := range lens {
 		for lo, hi := 0, len(lens); lo < hi; {
 			mid := (lo + hi - 1) / 2 // the lower middle, as find_range6
 			if mid == j {
 				break
 			}
 			if mid < j {
-				markers = append(markers, mid)
+				paths[j] = append(paths[j], mid)
 				lo = mid + 1
 			} else {
 				hi = mid
 			}
 		}
-		if len(markers) == 0 {
-			continue
-		}
-		// Each marker's bmp: the longest range of length up to the marker's that holds
-		// k (markers come shortest first).
-		best, next := -1, 0
-		for _, m := range markers {
-			mk := k.to(lens[m])
-			if _, ok := out[mk]; ok {
-				continue // a range, or a marker with the same bmp
-			}
-			for ; next <= m; next++ {
-				if r, ok := real[k.to(lens[next])]; ok {
-					best = r
-				}
-			}
-			v := bpf.PortcullisPcV6Val{}
-			if best >= 0 {
-				v = val(best)
-			}
-			out[mk] = v
-		}
 	}
-	h := hash6{keys: make([]bpf.PortcullisPcV6Key, 0, len(out)), vals: make([]bpf.PortcullisPcV6Val, 0, len(out))}
-	for k, v := range out {
+	type rk struct {
+		key6
+		i int // index in r6
+	}
+	rs := make([]rk, len(r6))
+	for i, e := range r6 {
+		a := e.Prefix.Masked().Addr().As16()
+		rs[i] = rk{key6{binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:]), uint8(e.Prefix.Bits())}, i}
+	}
+	less := func(a, b rk) int {
+		switch {
+		case a.hi != b.hi:
+			return cmpU64(a.hi, b.hi)
+		case a.lo != b.lo:
+			return cmpU64(a.lo, b.lo)
+		case a.l != b.l:
+			return int(a.l) - int(b.l)
+		}
+		return a.i - b.i
+	}
+	if !slices.IsSortedFunc(rs, less) {
+		slices.SortFunc(rs, less)
+	}
+	val := func(i int) bpf.PortcullisPcV6Val {
+		return bpf.PortcullisPcV6Val{Rule: r6[i].Rule, Verdict: uint8(r6[i].Verdict), Len: uint8(r6[i].Prefix.Bits()), Hit: 1}
+	}
+	h := hash6{keys: make([]bpf.PortcullisPcV6Key, 0, 2*len(rs)), vals: make([]bpf.PortcullisPcV6Val, 0, 2*len(rs))}
+	emit := func(k key6, v bpf.PortcullisPcV6Val) {
 		bk := bpf.PortcullisPcV6Key{Len: uint32(k.l)}
 		binary.BigEndian.PutUint64(bk.Addr[:8], k.hi)
 		binary.BigEndian.PutUint64(bk.Addr[8:], k.lo)
 		h.keys, h.vals = append(h.keys, bk), append(h.vals, v)
+	}
+	var last [maxLens6]key6 // the last entry written at each length
+	var written [maxLens6]bool
+	var stack []rk
+	for n, r := range rs {
+		if n > 0 && r.key6 == rs[n-1].key6 {
+			continue // a later range of the same prefix
+		}
+		for len(stack) > 0 && r.to(int(stack[len(stack)-1].l)) != stack[len(stack)-1].key6 {
+			stack = stack[:len(stack)-1]
+		}
+		j := at[r.l]
+		for _, m := range paths[j] {
+			mk := r.to(lens[m])
+			if written[m] && last[m] == mk {
+				continue // a range, or the marker of a range before (same bmp)
+			}
+			last[m], written[m] = mk, true
+			v := bpf.PortcullisPcV6Val{}
+			for s := len(stack) - 1; s >= 0; s-- {
+				if int(stack[s].l) <= lens[m] {
+					v = val(stack[s].i)
+					break
+				}
+			}
+			emit(mk, v)
+		}
+		last[j], written[j] = r.key6, true
+		emit(r.key6, val(r.i))
+		stack = append(stack, r)
 	}
 	h.lens.N = uint32(len(lens))
 	for i, l := range lens {
@@ -185,6 +209,13 @@ func buildHash6(r6 []model.Entry) (hash6, bool) {
 		}
 	}
 	return h, true
+}
+
+func cmpU64(a, b uint64) int {
+	if a < b {
+		return -1
+	}
+	return 1
 }
 
 // hashOf returns slot's ranges_v6 map (nil if the slot has none), for the caller to close.
@@ -220,48 +251,78 @@ func (p *Program) newHash6(n uint32) (*ebpf.Map, error) {
 	return m, nil
 }
 
-// writeHash6 makes h slot's ranges_v6 entries and lengths; no packet may read slot.
-// The empty hash Release left is filled in place when it is big enough (no map-in-map
-// update, so the config switch stays the swap's one RCU wait); else a fresh one sized
-// for h replaces the slot's (a map-in-map update: an RCU wait, and the kernel frees
-// the hash it replaces).
-func (p *Program) writeHash6(slot uint32, h *hash6) error {
-	fill := func(m *ebpf.Map) error {
-		n, err := m.BatchUpdate(h.keys, h.vals, nil)
-		if err == nil && n != len(h.keys) {
-			err = fmt.Errorf("wrote %d of %d entries", n, len(h.keys))
-		}
-		if err != nil {
-			return fmt.Errorf("filling the IPv6 range hash: %w", err)
-		}
-		return nil
-	}
+// hashWrite is the writing of one policy's ranges_v6 entries into a slot's hash, in
+// chunks that any number of writers take in turn (Apply's two: the DIR-24-8 writer
+// joins once its table is written).
+type hashWrite struct {
+	slot    uint32
+	h       hash6
+	m       *ebpf.Map
+	install bool // m is a fresh hash, to be put in the slot once full
+	next    atomic.Int64
+}
+
+// prepareHash6 writes slot's lengths and returns the writing of h into its hash: the
+// empty hash Release left, in place, when it is big enough (no map-in-map update, so
+// the config switch stays the swap's one RCU wait); else a fresh one sized for h, which
+// finish puts in the slot (a map-in-map update: an RCU wait, and the kernel frees the
+// hash it replaces). No packet may read slot.
+func (p *Program) prepareHash6(slot uint32, h hash6) (*hashWrite, error) {
 	if err := p.objs.LensV6.Put(slot, &h.lens); err != nil {
-		return fmt.Errorf("writing the IPv6 prefix lengths: %w", err)
+		return nil, fmt.Errorf("writing the IPv6 prefix lengths: %w", err)
 	}
+	w := &hashWrite{slot: slot, h: h}
 	empty := p.emptyHash[slot]
 	p.emptyHash[slot] = false
 	if empty {
 		m, err := p.hashOf(slot)
 		if err != nil {
-			return err
+			return nil, err
+		}
+		if m != nil && int(m.MaxEntries()) >= len(h.keys) {
+			w.m = m
+			return w, nil
 		}
 		if m != nil {
-			defer m.Close()
-			if int(m.MaxEntries()) >= len(h.keys) {
-				return fill(m)
-			}
+			m.Close()
 		}
 	}
 	m, err := p.newHash6(hashCap(len(h.keys)))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer m.Close() // the outer map holds its own reference
-	if err := fill(m); err != nil {
-		return err
+	w.m, w.install = m, true
+	return w, nil
+}
+
+// fill writes chunks of the entries until none is left.
+func (w *hashWrite) fill() error {
+	const chunk = 1 << 14
+	for {
+		i := int(w.next.Add(chunk)) - chunk
+		if i >= len(w.h.keys) {
+			return nil
+		}
+		j := min(i+chunk, len(w.h.keys))
+		n, err := w.m.BatchUpdate(w.h.keys[i:j], w.h.vals[i:j], nil)
+		if err == nil && n != j-i {
+			err = fmt.Errorf("wrote %d of %d entries", n, j-i)
+		}
+		if err != nil {
+			w.next.Store(int64(len(w.h.keys))) // the other writers stop too
+			return fmt.Errorf("filling the IPv6 range hash: %w", err)
+		}
 	}
-	if err := p.objs.RangesV6.Put(slot, m); err != nil {
+}
+
+// finishHash6 puts a fresh hash in the slot once it is full (when ok: every write
+// succeeded), and lets go of it.
+func (p *Program) finishHash6(w *hashWrite, ok bool) error {
+	defer w.m.Close() // the outer map holds its own reference
+	if !w.install || !ok {
+		return nil
+	}
+	if err := p.objs.RangesV6.Put(w.slot, w.m); err != nil {
 		return fmt.Errorf("installing the IPv6 range hash: %w", err)
 	}
 	return nil

@@ -298,20 +298,42 @@ func (p *Program) Apply(t *model.Tables) error {
 	keys, vals := slotEntries(q4, q6, trie6, rt4, relays, plan, boot, now)
 	// The trie (its entries go in through the kernel), then the IPv6 range hash (built
 	// here, written through the kernel), and the DIR-24-8 table (painted here, written
-	// through mmap) at once: neither reads the other's state.
-	var trieErr error
+	// through mmap) at once: neither reads the other's state. The DIR-24-8 writer then
+	// helps write the hash.
+	var trieErr, hashErr error
+	var hw *hashWrite
+	ready := make(chan struct{}) // hw is set (or nil: nothing to help with)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		trieErr = p.writeSlot(next, keys, vals)
-		if trieErr == nil && hashed {
-			h6, _ := buildHash6(pol6)
-			trieErr = p.writeHash6(next, &h6)
+		if trieErr != nil || !hashed {
+			close(ready)
+			return
+		}
+		h6, _ := buildHash6(pol6)
+		hw, trieErr = p.prepareHash6(next, h6)
+		close(ready)
+		if trieErr == nil {
+			trieErr = hw.fill()
 		}
 	})
 	dirErr := p.writeDir(next, r4, q4)
+	<-ready
+	if hw != nil && dirErr == nil {
+		hashErr = hw.fill()
+	}
 	wg.Wait()
+	if hw != nil {
+		ok := trieErr == nil && hashErr == nil && dirErr == nil
+		if err := p.finishHash6(hw, ok); err != nil && ok {
+			hashErr = err
+		}
+	}
 	if trieErr != nil {
 		return trieErr
+	}
+	if hashErr != nil {
+		return hashErr
 	}
 	if dirErr != nil {
 		return dirErr
