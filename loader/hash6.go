@@ -22,14 +22,17 @@ import (
 // passes through on its way to one (a marker), each holding the best matching range
 // of its own prefix (bmp: the longest range that holds it; a range's own). The search
 // over the slot's k sorted distinct lengths (lens_v6) probes the middle one (the lower
-// of two), goes on
-// among the longer lengths on a hit (remembering its bmp) and among the shorter on a
-// miss: ceil(log2(k+1)) probes, however many ranges. A small table stays in the trie,
-// which is faster there (hashMin6).
+// of two), goes on among the longer lengths on a hit (remembering its bmp) and among
+// the shorter on a miss: ceil(log2(k+1)) probes, however many ranges. A small table
+// stays in the trie, about as fast there (hashMin6). Runtime ranges stay in the trie
+// (PC_CFG_RUNTIME_V6: the program takes the longer of the two matches).
 
 // hashMin6 is how many unscoped IPv6 ranges (the runtime ones apart) a policy needs for
-// them to go into ranges_v6 rather than the trie: below it the trie is as fast or
-// faster (docs/BENCHMARKS.md, "IPv6 ranges in a hash"). A variable for the tests.
+// them to go into ranges_v6 rather than the trie. BenchmarkHash6Threshold has the hash
+// ahead hot from about a hundred ranges and cold from a few hundred, tied at a dozen
+// (docs/BENCHMARKS.md, "IPv6 ranges in a hash"); below this the gain, if any, does not
+// pay for the build at Apply, the hash's bucket array and Release's extra wait. A
+// variable for the tests.
 var hashMin6 = 256
 
 // maxLens6 is PC_V6_MAX_LENS: a policy whose IPv6 ranges have more distinct lengths

@@ -296,6 +296,9 @@ func (p *Program) Apply(t *model.Tables) error {
 		trie6 = rt6
 	}
 	keys, vals := slotEntries(q4, q6, trie6, rt4, relays, plan, boot, now)
+	if limit := int(p.spec.Maps[bpf.PortcullisMapPrefixes].InnerMap.MaxEntries); len(keys) > limit {
+		return fmt.Errorf("%w: %d IPv6 ranges, quarantines, relays and scoped entries; the data plane holds %d (PC_MAX_PREFIXES)", ErrTooManyPrefixes, len(keys), limit)
+	}
 	// The trie (its entries go in through the kernel), then the IPv6 range hash (built
 	// here, written through the kernel), and the DIR-24-8 table (painted here, written
 	// through mmap) at once: neither reads the other's state. The DIR-24-8 writer then
