@@ -57,6 +57,14 @@
 #define PC_MAX_PREFIXES (1 << 24)
 #endif
 
+/* IPv6 ranges in a hash (ranges_v6): the distinct prefix lengths a policy's IPv6 ranges
+ * may have for it (more go to the trie), and the probes a search of that many takes
+ * (binary search: ceil(log2(PC_V6_MAX_LENS + 1))). */
+#define PC_V6_MAX_LENS 32
+#define PC_V6_PROBES 6
+_Static_assert((1 << PC_V6_PROBES) > PC_V6_MAX_LENS && (1 << (PC_V6_PROBES - 1)) <= PC_V6_MAX_LENS,
+	       "PC_V6_PROBES probes search PC_V6_MAX_LENS lengths");
+
 /* VLAN tags (802.1Q, 802.1ad, in any order) walked before the IP or PPPoE header.
  * Linux strips any number of priority tags (VLAN id 0) and routes what is behind them
  * (__netif_receive_skb_core), so a frame still tagged after these many is dropped:

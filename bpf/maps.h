@@ -20,6 +20,8 @@
 const struct pc_config *pc_btf_config __attribute__((unused));
 const struct pc_key *pc_btf_key __attribute__((unused));
 const struct pc_entry *pc_btf_entry __attribute__((unused));
+const struct pc_v6_key *pc_btf_v6_key __attribute__((unused));
+const struct pc_v6_val *pc_btf_v6_val __attribute__((unused));
 /* Likewise for the enums, so bpf2go emits them as Go constants. */
 const enum pc_verdict *pc_btf_verdict __attribute__((unused));
 const enum pc_outcome *pc_btf_outcome __attribute__((unused));
@@ -93,6 +95,36 @@ struct {
 	__type(key, __u32);
 	__array(values, PC_PREFIXES_INNER);
 } prefixes SEC(".maps");
+
+#define PC_RANGES_V6_INNER                                                     \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_HASH);                               \
+		__uint(max_entries, 1);                                        \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                          \
+		__type(key, struct pc_v6_key);                                 \
+		__type(value, struct pc_v6_val);                               \
+	}
+
+/* slot -> (length, masked address) -> best matching range: a policy's IPv6 ranges when
+ * they are many (PC_CFG_HASH_V6), as real prefixes and markers for a binary search on
+ * the lengths in lens_v6: a lookup costs at most PC_V6_PROBES hash probes however many
+ * ranges there are. The inner maps are sized by the control plane (a hash's max_entries
+ * may differ from the template's): filled in place when Release left an empty one big
+ * enough in the slot, freed whole by Release. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, PC_SLOTS);
+	__type(key, __u32);
+	__array(values, PC_RANGES_V6_INNER);
+} ranges_v6 SEC(".maps");
+
+/* slot -> the prefix lengths ranges_v6 holds for it, written before the switch. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_SLOTS);
+	__type(key, __u32);
+	__type(value, struct pc_v6_lens);
+} lens_v6 SEC(".maps");
 
 /* (slot, ingress ifindex) -> scope group of that interface under that slot's policy;
  * an interface without an entry is group 0 (no scoped entry applies). Not a map-in-map:

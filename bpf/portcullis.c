@@ -183,6 +183,65 @@ static __always_inline struct pc_entry *find_prefix(__u32 slot, __u32 table, __u
 	return bpf_map_lookup_elem(t, &k);
 }
 
+/* The IPv6 ranges of a policy with many (PC_CFG_HASH_V6): binary search on the slot's
+ * prefix lengths (lens_v6) in ranges_v6. A probe at the middle length (the lower one of
+ * an even count: the longest lengths, /128 customers, are the sparsest, so a source
+ * outside them misses a shorter, shared key rather than a random one) that hits (a
+ * range or a marker) remembers its best matching range and goes on among the longer
+ * lengths, a miss among the shorter; the last hit's is the longest range that holds the
+ * address (loader/hash6.go places the markers on the same path). Then, under PC_CFG_RUNTIME_V6, the trie's runtime ranges: the
+ * longer match wins, the policy's range on a tie (as the model, which lists runtime
+ * entries after the policy's). */
+static __always_inline struct pc_hit find_range6(const struct pc_source *s)
+{
+	struct pc_v6_lens *ls = bpf_map_lookup_elem(&lens_v6, &s->slot);
+	void *h = bpf_map_lookup_elem(&ranges_v6, &s->slot);
+	const __u32 *a = (const __u32 *)s->addr;
+	struct pc_v6_key k = {};
+	__u32 *kw = (__u32 *)k.addr;
+	struct pc_v6_val *best = 0;
+	struct pc_hit hit = {};
+	__u32 lo = 0, hi;
+	__u8 blen = 0;
+
+	if (!ls || !h)
+		return hit;
+	hi = ls->n;
+#pragma unroll
+	for (int i = 0; i < PC_V6_PROBES; i++) {
+		__u32 mid = ((lo + hi - 1) >> 1) & (PC_V6_MAX_LENS - 1);
+		struct pc_v6_val *v;
+
+		if (lo >= hi)
+			continue; /* done: the probes left do nothing (a break defeats the unroll) */
+		k.len = ls->len[mid];
+		kw[0] = a[0] & ls->mask[mid][0];
+		kw[1] = a[1] & ls->mask[mid][1];
+		kw[2] = a[2] & ls->mask[mid][2];
+		kw[3] = a[3] & ls->mask[mid][3];
+		v = bpf_map_lookup_elem(h, &k);
+		if (v) {
+			best = v;
+			lo = mid + 1;
+		} else {
+			hi = mid;
+		}
+	}
+	if (best && best->hit) {
+		hit.rule = best->rule;
+		hit.verdict = best->verdict;
+		hit.found = 1;
+		blen = best->len;
+	}
+	if (s->flags & PC_CFG_RUNTIME_V6) {
+		struct pc_entry *r = find_prefix(s->slot, PC_T_RANGE_V6, 0, s->addr, 0);
+
+		if (r && (!hit.found || r->plen > blen))
+			return hit_of(r);
+	}
+	return hit;
+}
+
 /* The source lookup in the tables of the packet's slot: with a scope group, the
  * group's entries first (see model.ScopePlan for why the first hit is the longest
  * match that applies on this interface); then the quarantines (for IPv4 only when a
@@ -212,8 +271,11 @@ static __always_inline struct pc_hit find_source(const struct pc_source *s, int 
 			return hit_of(0);
 		return hit_of(unexpired(find_prefix(s->slot, PC_T_QUARANTINE_V4, 0, s->addr, 1), now));
 	}
-	if (!quarantine)
+	if (!quarantine) {
+		if (s->flags & PC_CFG_HASH_V6)
+			return find_range6(s);
 		return hit_of(find_prefix(s->slot, PC_T_RANGE_V6, 0, s->addr, 0));
+	}
 	if (!(s->flags & PC_CFG_QUARANTINE_V6))
 		return hit_of(0);
 	return hit_of(unexpired(find_prefix(s->slot, PC_T_QUARANTINE_V6, 0, s->addr, 0), now));

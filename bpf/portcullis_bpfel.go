@@ -36,6 +36,8 @@ const (
 	PortcullisPcConfigFlagPC_CFG_RELAYS        PortcullisPcConfigFlag = 1
 	PortcullisPcConfigFlagPC_CFG_SCOPED        PortcullisPcConfigFlag = 2
 	PortcullisPcConfigFlagPC_CFG_QUARANTINE_V6 PortcullisPcConfigFlag = 4
+	PortcullisPcConfigFlagPC_CFG_HASH_V6       PortcullisPcConfigFlag = 8
+	PortcullisPcConfigFlagPC_CFG_RUNTIME_V6    PortcullisPcConfigFlag = 16
 )
 
 type PortcullisPcCounter struct {
@@ -67,7 +69,7 @@ type PortcullisPcEntry struct {
 	Verdict uint8
 	Flags   uint8
 	Nports  uint8
-	Pad     uint8
+	Plen    uint8
 	Expires uint64
 	Ports   [8]uint16
 }
@@ -205,6 +207,28 @@ const (
 	PortcullisPcTablePC_T_RUNTIME_V4    PortcullisPcTable = 8
 )
 
+type PortcullisPcV6Key struct {
+	_    structs.HostLayout
+	Len  uint32
+	Addr [16]uint8
+}
+
+type PortcullisPcV6Lens struct {
+	_    structs.HostLayout
+	Mask [32][4]uint32
+	Len  [32]uint8
+	N    uint32
+}
+
+type PortcullisPcV6Val struct {
+	_       structs.HostLayout
+	Rule    uint32
+	Verdict uint8
+	Len     uint8
+	Hit     uint8
+	Pad     uint8
+}
+
 type PortcullisPcVerdict uint32
 
 const (
@@ -221,6 +245,7 @@ const (
 const (
 	PortcullisMapDir8V4           = "dir8_v4"
 	PortcullisMapDirV4            = "dir_v4"
+	PortcullisMapLensV6           = "lens_v6"
 	PortcullisMapMeta             = "meta"
 	PortcullisMapOffenderAttempts = "offender_attempts"
 	PortcullisMapOffenderPeriod   = "offender_period"
@@ -228,6 +253,7 @@ const (
 	PortcullisMapOffenderSlots    = "offender_slots"
 	PortcullisMapPolicy           = "policy"
 	PortcullisMapPrefixes         = "prefixes"
+	PortcullisMapRangesV6         = "ranges_v6"
 	PortcullisMapReasonCounts     = "reason_counts"
 	PortcullisMapRstBucket        = "rst_bucket"
 	PortcullisMapRuleAges         = "rule_ages"
@@ -246,6 +272,8 @@ const (
 	PortcullisVarPcBtfReason      = "pc_btf_reason"
 	PortcullisVarPcBtfRelayFlag   = "pc_btf_relay_flag"
 	PortcullisVarPcBtfTable       = "pc_btf_table"
+	PortcullisVarPcBtfV6Key       = "pc_btf_v6_key"
+	PortcullisVarPcBtfV6Val       = "pc_btf_v6_val"
 	PortcullisVarPcBtfVerdict     = "pc_btf_verdict"
 )
 
@@ -301,6 +329,7 @@ type PortcullisProgramSpecs struct {
 type PortcullisMapSpecs struct {
 	Dir8V4           *ebpf.MapSpec `ebpf:"dir8_v4"`
 	DirV4            *ebpf.MapSpec `ebpf:"dir_v4"`
+	LensV6           *ebpf.MapSpec `ebpf:"lens_v6"`
 	Meta             *ebpf.MapSpec `ebpf:"meta"`
 	OffenderAttempts *ebpf.MapSpec `ebpf:"offender_attempts"`
 	OffenderPeriod   *ebpf.MapSpec `ebpf:"offender_period"`
@@ -308,6 +337,7 @@ type PortcullisMapSpecs struct {
 	OffenderSlots    *ebpf.MapSpec `ebpf:"offender_slots"`
 	Policy           *ebpf.MapSpec `ebpf:"policy"`
 	Prefixes         *ebpf.MapSpec `ebpf:"prefixes"`
+	RangesV6         *ebpf.MapSpec `ebpf:"ranges_v6"`
 	ReasonCounts     *ebpf.MapSpec `ebpf:"reason_counts"`
 	RstBucket        *ebpf.MapSpec `ebpf:"rst_bucket"`
 	RuleAges         *ebpf.MapSpec `ebpf:"rule_ages"`
@@ -330,6 +360,8 @@ type PortcullisVariableSpecs struct {
 	PcBtfReason     *ebpf.VariableSpec `ebpf:"pc_btf_reason"`
 	PcBtfRelayFlag  *ebpf.VariableSpec `ebpf:"pc_btf_relay_flag"`
 	PcBtfTable      *ebpf.VariableSpec `ebpf:"pc_btf_table"`
+	PcBtfV6Key      *ebpf.VariableSpec `ebpf:"pc_btf_v6_key"`
+	PcBtfV6Val      *ebpf.VariableSpec `ebpf:"pc_btf_v6_val"`
 	PcBtfVerdict    *ebpf.VariableSpec `ebpf:"pc_btf_verdict"`
 }
 
@@ -355,6 +387,7 @@ func (o *PortcullisObjects) Close() error {
 type PortcullisMaps struct {
 	Dir8V4           *ebpf.Map `ebpf:"dir8_v4"`
 	DirV4            *ebpf.Map `ebpf:"dir_v4"`
+	LensV6           *ebpf.Map `ebpf:"lens_v6"`
 	Meta             *ebpf.Map `ebpf:"meta"`
 	OffenderAttempts *ebpf.Map `ebpf:"offender_attempts"`
 	OffenderPeriod   *ebpf.Map `ebpf:"offender_period"`
@@ -362,6 +395,7 @@ type PortcullisMaps struct {
 	OffenderSlots    *ebpf.Map `ebpf:"offender_slots"`
 	Policy           *ebpf.Map `ebpf:"policy"`
 	Prefixes         *ebpf.Map `ebpf:"prefixes"`
+	RangesV6         *ebpf.Map `ebpf:"ranges_v6"`
 	ReasonCounts     *ebpf.Map `ebpf:"reason_counts"`
 	RstBucket        *ebpf.Map `ebpf:"rst_bucket"`
 	RuleAges         *ebpf.Map `ebpf:"rule_ages"`
@@ -374,6 +408,7 @@ func (m *PortcullisMaps) Close() error {
 	return _PortcullisClose(
 		m.Dir8V4,
 		m.DirV4,
+		m.LensV6,
 		m.Meta,
 		m.OffenderAttempts,
 		m.OffenderPeriod,
@@ -381,6 +416,7 @@ func (m *PortcullisMaps) Close() error {
 		m.OffenderSlots,
 		m.Policy,
 		m.Prefixes,
+		m.RangesV6,
 		m.ReasonCounts,
 		m.RstBucket,
 		m.RuleAges,
@@ -404,6 +440,8 @@ type PortcullisVariables struct {
 	PcBtfReason     *ebpf.Variable `ebpf:"pc_btf_reason"`
 	PcBtfRelayFlag  *ebpf.Variable `ebpf:"pc_btf_relay_flag"`
 	PcBtfTable      *ebpf.Variable `ebpf:"pc_btf_table"`
+	PcBtfV6Key      *ebpf.Variable `ebpf:"pc_btf_v6_key"`
+	PcBtfV6Val      *ebpf.Variable `ebpf:"pc_btf_v6_val"`
 	PcBtfVerdict    *ebpf.Variable `ebpf:"pc_btf_verdict"`
 }
 

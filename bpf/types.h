@@ -65,6 +65,11 @@ enum pc_config_flag {
 	PC_CFG_QUARANTINE_V6 = 4, /* the IPv6 quarantine table holds entries (else an IPv6
 				   * source costs one lookup, its ranges'; IPv4 has the
 				   * DIR-24-8 entry's mark instead) */
+	PC_CFG_HASH_V6 = 8,     /* the IPv6 ranges are in ranges_v6 (binary search on the
+				 * slot's prefix lengths, lens_v6), not in the trie's
+				 * PC_T_RANGE_V6: a policy with many of them */
+	PC_CFG_RUNTIME_V6 = 16, /* with PC_CFG_HASH_V6: the trie's PC_T_RANGE_V6 holds
+				 * runtime ranges (unblocks) too; the longer match wins */
 };
 
 /* pc_relay.flags */
@@ -137,9 +142,37 @@ struct pc_entry {
 	__u8 verdict;  /* rules: enum pc_verdict */
 	__u8 flags;    /* relays: enum pc_relay_flag */
 	__u8 nports;   /* relays: 0: every governed port; else ports[0..nports) */
-	__u8 pad;
+	__u8 plen;     /* PC_T_RANGE_V6: the prefix length (weighed against ranges_v6's
+			* match under PC_CFG_RUNTIME_V6); 0 elsewhere */
 	__u64 expires; /* rules: CLOCK_BOOTTIME ns after which the entry is ignored; 0 = never */
 	__u16 ports[PC_RELAY_PORTS]; /* relays, host order */
+};
+
+/* ranges_v6 key: a prefix length of the slot's IPv6 ranges and an address masked to
+ * it: a real prefix (one of the ranges) or a marker (binary search on prefix lengths,
+ * Waldvogel et al. 1997: what leads the search from a shorter length to the longer
+ * ones where a range lies). */
+struct pc_v6_key {
+	__u32 len;
+	__u8 addr[16];
+};
+
+/* ranges_v6 value: the best matching range of the key's prefix (the longest range that
+ * holds it, its own for a real prefix), worked out by the control plane. */
+struct pc_v6_val {
+	__u32 rule;
+	__u8 verdict; /* enum pc_verdict */
+	__u8 len;     /* that range's length */
+	__u8 hit;     /* 0: no range holds the key's prefix (a marker above every range) */
+	__u8 pad;
+};
+
+/* lens_v6 value: the distinct prefix lengths of a slot's IPv6 ranges, shortest first,
+ * with the mask of each (network order words), that the search walks. */
+struct pc_v6_lens {
+	__u32 mask[PC_V6_MAX_LENS][4];
+	__u8 len[PC_V6_MAX_LENS];
+	__u32 n; /* lengths in use: at most PC_V6_MAX_LENS */
 };
 
 /* The policy-wide knobs. One per policy slot, swapped with the tables. */

@@ -45,3 +45,25 @@ func BenchmarkProof(b *testing.B) {
 		})
 	}
 }
+
+// TestProofHashedIPv6: the proof passes over a policy whose IPv6 ranges are many
+// enough for the data plane's hash of prefix lengths (an ISP mix with 2,500 of them).
+func TestProofHashedIPv6(t *testing.T) {
+	testutil.RequireRoot(t)
+	tables := testutil.ISPTables(10_000)
+	prog, err := loader.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	if err := prog.Apply(tables); err != nil {
+		t.Fatal(err)
+	}
+	p, err := prove(prog.ProbeAt, tables, []uint16{465, 587}, nil, time.Now(), rand.New(rand.NewPCG(3, 4)))
+	if err != nil || !p.OK() {
+		t.Fatalf("proof: %v %+v", err, p.Mismatches)
+	}
+	if p.Probes < 1000 {
+		t.Fatalf("%d probes", p.Probes)
+	}
+}

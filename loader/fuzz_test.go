@@ -54,10 +54,24 @@ func seedFrames(t testing.TB) [][]byte {
 }
 
 var (
-	fuzzOnce sync.Once
-	fuzzProg *Program
-	fuzzErr  error
+	fuzzOnce  sync.Once
+	fuzzProg  *Program
+	fuzzHash  *Program // the policy's IPv6 ranges in ranges_v6 (hashedTestTables)
+	fuzzErr   error
+	fuzzHashT *model.Tables
 )
+
+// hashedTestTables is testTables with enough IPv6 ranges more (in and around its own,
+// in 2001:db8::/32, nested, of many lengths) for them to go into ranges_v6.
+func hashedTestTables(now time.Time) *model.Tables {
+	t := testTables(now)
+	more := testutil.RandomV6Ranges(11, 2*hashMin6, []int{0, 20, 32, 40, 44, 48, 52, 56, 60, 64, 96, 112, 127, 128})
+	for _, e := range more {
+		e.Rule = 1 + e.Rule%uint32(len(t.RuleNames)-1) // rules of testTables
+		t.Ranges = append(t.Ranges, e)
+	}
+	return t
+}
 
 // compareWithModel runs frame through the program and fails on any difference
 // verify.Compare finds (the comparison the replay and the daemon's proof use): the
@@ -88,7 +102,8 @@ func compareWithModelOn(t testing.TB, l model.Link, p *Program, tables *model.Ta
 
 // FuzzProgramVsModel feeds random and mutated frames to the verifier-loaded program
 // and to the reference model: they must agree on every one, read as a frame of an
-// Ethernet interface and as one of a raw-IP interface (both entry points).
+// Ethernet interface and as one of a raw-IP interface (both entry points), under the
+// packet tests' policy and under it with enough IPv6 ranges for ranges_v6.
 func FuzzProgramVsModel(f *testing.F) {
 	testutil.RequireRoot(f)
 	for _, fr := range seedFrames(f) {
@@ -101,6 +116,13 @@ func FuzzProgramVsModel(f *testing.F) {
 			if fuzzErr == nil {
 				fuzzErr = fuzzProg.Apply(tables)
 			}
+			if fuzzErr == nil {
+				fuzzHashT = hashedTestTables(time.Now())
+				fuzzHash, fuzzErr = Load()
+			}
+			if fuzzErr == nil {
+				fuzzErr = fuzzHash.Apply(fuzzHashT)
+			}
 		})
 		if fuzzErr != nil {
 			t.Fatal(fuzzErr)
@@ -112,5 +134,7 @@ func FuzzProgramVsModel(f *testing.F) {
 		}
 		compareWithModelOn(t, model.LinkEthernet, fuzzProg, tables, frame)
 		compareWithModelOn(t, model.LinkRawIP, fuzzProg, tables, frame)
+		compareWithModelOn(t, model.LinkEthernet, fuzzHash, fuzzHashT, frame)
+		compareWithModelOn(t, model.LinkRawIP, fuzzHash, fuzzHashT, frame)
 	})
 }

@@ -5,6 +5,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -72,6 +73,13 @@ type Program struct {
 	// emptyTrie[slot]: the slot's prefixes trie is the empty one Release put there
 	// (not known for tables adopted from pins: a fresh one replaces it).
 	emptyTrie [2]bool
+	// emptyHash[slot]: the slot's ranges_v6 hash is the empty one Release put there.
+	emptyHash [2]bool
+	// hashed[slot]: the slot's policy has its IPv6 ranges in ranges_v6 (PC_CFG_HASH_V6);
+	// runtime6[slot] are then the runtime IPv6 ranges its trie holds (nil: not known,
+	// as for tables adopted from pins).
+	hashed   [2]bool
+	runtime6 [2]map[netip.Prefix]bool
 
 	// labelsMu guards the three label maps, so that readers (counters, offenders,
 	// metrics scrapes) need not wait for an Apply: it writes them only briefly.

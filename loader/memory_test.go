@@ -10,9 +10,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 
+	"github.com/portcullis/portcullis/bpf"
 	"github.com/portcullis/portcullis/model"
 )
 
@@ -46,8 +48,11 @@ func kernelMemory(tb testing.TB) (slab, percpu, vmalloc int64) {
 }
 
 // lpmMemlock sums what the kernel reports as memlock for every LPM trie on the
-// machine (fdinfo's figure, which `bpftool map show` prints).
+// machine and every hash shaped like ranges_v6's (fdinfo's figure, which `bpftool map
+// show` prints).
 func lpmMemlock(tb testing.TB) int64 {
+	keySize := uint32(unsafe.Sizeof(bpf.PortcullisPcV6Key{}))
+	valueSize := uint32(unsafe.Sizeof(bpf.PortcullisPcV6Val{}))
 	tb.Helper()
 	var sum int64
 	for id := ebpf.MapID(0); ; {
@@ -60,7 +65,8 @@ func lpmMemlock(tb testing.TB) int64 {
 		if err != nil {
 			continue
 		}
-		if info, err := m.Info(); err == nil && info.Type == ebpf.LPMTrie {
+		if info, err := m.Info(); err == nil && (info.Type == ebpf.LPMTrie ||
+			info.Type == ebpf.Hash && info.KeySize == keySize && info.ValueSize == valueSize) {
 			if ml, ok := info.Memlock(); ok {
 				sum += int64(ml)
 			}
@@ -117,7 +123,8 @@ func bigTables(n, seed int) *model.Tables {
 // has freed the replaced one (the steady state the daemon keeps after a proof). The
 // DIR-24-8 arrays are allocated whole when the program loads, whatever the policy:
 // that figure is reported apart, measured around the load. Beside them is what the
-// kernel reports as memlock for the LPM trie, the figure `bpftool map show` prints.
+// kernel reports as memlock for the LPM trie and the IPv6 range hash, the figure
+// `bpftool map show` prints.
 // Run it on a quiet machine: the figures are system-wide.
 //
 //	go test -run '^$' -bench '^BenchmarkTableMemory$' -benchtime 1x ./loader/

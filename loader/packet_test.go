@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -29,11 +30,36 @@ func expectAction(kind string, udp bool, port uint16) model.Action {
 	return model.ActionPass
 }
 
+// matrixHashedTables is testTables with enough IPv6 ranges more for ranges_v6, none
+// holding a source of the matrix (whose expected actions stay those of expectAction).
+func matrixHashedTables(now time.Time) *model.Tables {
+	t := testTables(now)
+	for _, e := range hashedTestTables(now).Ranges[len(t.Ranges):] {
+		if !slices.ContainsFunc(sources, func(s source) bool { return e.Prefix.Contains(s.v6) }) {
+			t.Ranges = append(t.Ranges, e)
+		}
+	}
+	return t
+}
+
+// TestPacketMatrix: every encapsulation, family, source kind and port, under the
+// packet tests' policy, and under it with its IPv6 ranges in ranges_v6.
 func TestPacketMatrix(t *testing.T) {
 	now := time.Now()
-	tables := testTables(now)
-	p := applied(t, tables)
+	for _, hashed := range []bool{false, true} {
+		tables := testTables(now)
+		if hashed {
+			tables = matrixHashedTables(now)
+		}
+		p := applied(t, tables)
+		if got := liveFlags(t, p)&cfgHash6 != 0; got != hashed {
+			t.Fatalf("IPv6 ranges hashed: %v, want %v", got, hashed)
+		}
+		t.Run(map[bool]string{false: "trie", true: "hash"}[hashed], func(t *testing.T) { packetMatrix(t, p, tables) })
+	}
+}
 
+func packetMatrix(t *testing.T, p *Program, tables *model.Tables) {
 	ports := []struct {
 		udp  bool
 		port uint16

@@ -143,6 +143,7 @@ func (p *Program) adopt() error {
 		return fmt.Errorf("reading the live policy config: %w", err)
 	}
 	p.slot, p.hasPolicy = cfg.Slot, true
+	p.hashed[cfg.Slot&1] = cfg.Flags&cfgHash6 != 0
 	// The live policy's rules are not known here: keep every labelled id in use until
 	// the next Apply says which ones are.
 	p.live = []uint32{0}

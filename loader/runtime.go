@@ -60,7 +60,11 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 		case e.Quarantine:
 			table = tQuarantine6
 		}
-		if err := p.writeEntry(prefixKey(table, 0, e.Prefix), val, add); err != nil {
+		rv := val
+		if table == tRange6 {
+			rv.Plen = uint8(e.Prefix.Bits())
+		}
+		if err := p.writeEntry(prefixKey(table, 0, e.Prefix), rv, add); err != nil {
 			return err
 		}
 		// The entry first, then the mark that sends the /24's packets to it (the
@@ -81,6 +85,21 @@ func (p *Program) UpdateEntry(next *model.Tables, e model.TableEntry, add bool) 
 				return q.Interfaces == nil && !q.Prefix.Addr().Is4()
 			})
 			if err := p.flagLiveConfig(cfgQuarantine6, need); err != nil {
+				return err
+			}
+		case table == tRange6 && p.hashed[p.slot&1]:
+			// The IPv6 ranges are in ranges_v6: the trie's runtime ones are looked at
+			// only under the flag (set once the first is there, cleared once the last
+			// has gone; kept when which are there is not known).
+			set := p.runtime6[p.slot&1]
+			if set != nil {
+				if add {
+					set[e.Prefix.Masked()] = true
+				} else {
+					delete(set, e.Prefix.Masked())
+				}
+			}
+			if err := p.flagLiveConfig(cfgRuntime6, set == nil || len(set) > 0); err != nil {
 				return err
 			}
 		}

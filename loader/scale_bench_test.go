@@ -108,40 +108,80 @@ func BenchmarkLookupScale(b *testing.B) {
 				if act, _, err := p.Run(frame); err != nil || (c.frame.dport == 25 && !c.cold && act != model.ActionDrop) {
 					b.Fatalf("hot frame: %v %v, want a drop", act, err)
 				}
-				const rounds = 7
-				reps := max(b.N/rounds, 1)
-				run := func(prog *ebpf.Program) time.Duration {
-					_, d, err := prog.Benchmark(frame, reps, nil)
-					if err != nil {
-						b.Fatal(err)
-					}
-					return d
-				}
-				var wrap *ebpf.Program
-				var slot0 *ebpf.Map
-				if c.cold {
-					wrap, slot0 = spray(b, c.frame.src.Is6(), 100<<24|64<<16, 1<<22-1)
-					defer wrap.Close()
-					defer slot0.Close()
-				}
-				via := func(target *ebpf.Program) time.Duration {
-					if err := slot0.Put(uint32(0), target); err != nil {
-						b.Fatal(err)
-					}
-					return run(wrap)
-				}
-				var fs, ds []time.Duration
-				for range rounds {
-					f := run(floor)
-					d := run(p.objs.Portcullis)
-					if c.cold {
-						d = via(p.objs.Portcullis) - via(floor) + f
-					}
-					fs, ds = append(fs, f), append(ds, d)
-				}
-				reportMedians(b, fs, ds)
+				lookupCost(b, p, floor, frame, c.cold)
 				b.ReportMetric(applyTook.Seconds(), "apply-s")
 			})
+		}
+	}
+}
+
+// lookupCost reports the program's cost on frame (hot: the same frame every run; cold:
+// a new random source every run, through spray, whose own cost is subtracted): the
+// median of seven rounds alternating with the bare XDP_PASS floor, and its ratio to it.
+func lookupCost(b *testing.B, p *Program, floor *ebpf.Program, frame []byte, cold bool) {
+	const rounds = 7
+	reps := max(b.N/rounds, 1)
+	run := func(prog *ebpf.Program) time.Duration {
+		_, d, err := prog.Benchmark(frame, reps, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
+	var wrap *ebpf.Program
+	var slot0 *ebpf.Map
+	if cold {
+		wrap, slot0 = spray(b, frame[12] == 0x86 && frame[13] == 0xdd, 100<<24|64<<16, 1<<22-1)
+		defer wrap.Close()
+		defer slot0.Close()
+	}
+	via := func(target *ebpf.Program) time.Duration {
+		if err := slot0.Put(uint32(0), target); err != nil {
+			b.Fatal(err)
+		}
+		return run(wrap)
+	}
+	var fs, ds []time.Duration
+	for range rounds {
+		f := run(floor)
+		d := run(p.objs.Portcullis)
+		if cold {
+			d = via(p.objs.Portcullis) - via(floor) + f
+		}
+		fs, ds = append(fs, f), append(ds, d)
+	}
+	reportMedians(b, fs, ds)
+}
+
+// BenchmarkHash6Threshold is where the IPv6 ranges' hash (ranges_v6) starts to beat the
+// trie: the cost of a SYN to 25 from a dropped IPv6 pool, hot and cold, with the IPv6
+// part of testutil.ISPTables of each size in the trie and in the hash (hashMin6
+// forced), as BenchmarkLookupScale measures it.
+//
+//	go test -run '^$' -bench '^BenchmarkHash6Threshold$' -benchtime 1400000x ./loader/
+func BenchmarkHash6Threshold(b *testing.B) {
+	testutil.RequireRoot(b)
+	floor := passFloor(b)
+	p := loadProgram(b)
+	defer func(n int) { hashMin6 = n }(hashMin6)
+	for _, n6 := range []int{16, 128, 512, 1024, 4096, 16384} {
+		t := testutil.ISPTables(4 * n6)
+		t.Ranges = slices.DeleteFunc(t.Ranges, func(e model.Entry) bool { return e.Prefix.Addr().Is4() })
+		a := addr("2001:db8::1")
+		for t.LookupSource(a, time.Now()).Verdict != model.Drop {
+			a = a.Next()
+		}
+		for _, mode := range []string{"trie", "hash"} {
+			hashMin6 = map[string]int{"trie": 1 << 30, "hash": 1}[mode]
+			if err := p.Apply(t); err != nil {
+				b.Fatal(err)
+			}
+			for _, cold := range []bool{false, true} {
+				b.Run(fmt.Sprintf("v6=%d/%s/cold=%v", len(t.Ranges), mode, cold), func(b *testing.B) {
+					frame := buildFrame(b, frameSpec{src: a, dst: dst6, sport: 40000, dport: 25, syn: true, tcpOpts: true})
+					lookupCost(b, p, floor, frame, cold)
+				})
+			}
 		}
 	}
 }

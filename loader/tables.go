@@ -58,7 +58,8 @@ func ruleEntry(e model.Entry, boot time.Duration, now time.Time) bpf.PortcullisP
 }
 
 // slotEntries are the keys and values of a slot's prefixes trie that hold a policy:
-// its quarantines of both families and IPv6 ranges that apply everywhere, the record
+// its quarantines of both families and IPv6 ranges that apply everywhere (those that
+// ranges_v6 does not hold: see hash6.go), the record
 // of its IPv4 runtime ranges (rt4), its relays and its scope groups' entries (rule
 // ids already stable).
 func slotEntries(q4, q6, r6, rt4 []model.Entry, relays []model.RelayEntry, plan model.ScopePlan, boot time.Duration, now time.Time) ([]bpf.PortcullisPcKey, []bpf.PortcullisPcEntry) {
@@ -69,8 +70,12 @@ func slotEntries(q4, q6, r6, rt4 []model.Entry, relays []model.RelayEntry, plan 
 		entries []model.Entry
 	}{{tQuarantine4, q4}, {tQuarantine6, q6}, {tRange6, r6}, {tRuntime4, rt4}} {
 		for _, e := range t.entries {
+			v := ruleEntry(e, boot, now)
+			if t.table == tRange6 {
+				v.Plen = uint8(e.Prefix.Bits())
+			}
 			keys = append(keys, prefixKey(t.table, 0, e.Prefix))
-			vals = append(vals, ruleEntry(e, boot, now))
+			vals = append(vals, v)
 		}
 	}
 	for _, r := range relays {
@@ -269,8 +274,8 @@ func (p *Program) Apply(t *model.Tables) error {
 	// The IPv4 runtime ranges (unblocks) are also recorded as entered: painted into the
 	// DIR-24-8 table, a range that longer ones paint over could not be read back.
 	var rt4 []model.Entry
+	unblock := map[uint32]bool{}
 	if len(t.RuleKinds) == len(t.RuleNames) {
-		unblock := map[uint32]bool{}
 		for i, k := range t.RuleKinds {
 			if k == model.KindUnblock {
 				unblock[ids[i]] = true
@@ -282,19 +287,56 @@ func (p *Program) Apply(t *model.Tables) error {
 			}
 		}
 	}
-	keys, vals := slotEntries(q4, q6, r6, rt4, relays, plan, boot, now)
+	// Many IPv6 ranges go into ranges_v6 (hash6.go), but for the runtime ones: those
+	// stay in the trie, as UpdateEntry puts them there.
+	trie6 := r6
+	pol6, rt6 := splitRanges6(r6, unblock)
+	hashed := hashable6(pol6)
+	if hashed {
+		trie6 = rt6
+	}
+	keys, vals := slotEntries(q4, q6, trie6, rt4, relays, plan, boot, now)
 	if limit := int(p.spec.Maps[bpf.PortcullisMapPrefixes].InnerMap.MaxEntries); len(keys) > limit {
 		return fmt.Errorf("%w: %d IPv6 ranges, quarantines, relays and scoped entries; the data plane holds %d (PC_MAX_PREFIXES)", ErrTooManyPrefixes, len(keys), limit)
 	}
-	// The trie (its entries go in through the kernel) and the DIR-24-8 table (painted
-	// here, written through mmap) at once: neither reads the other's state.
-	var trieErr error
+	// The trie (its entries go in through the kernel), then the IPv6 range hash (built
+	// here, written through the kernel), and the DIR-24-8 table (painted here, written
+	// through mmap) at once: neither reads the other's state. The DIR-24-8 writer then
+	// helps write the hash.
+	var trieErr, hashErr error
+	var hw *hashWrite
+	ready := make(chan struct{}) // hw is set (or nil: nothing to help with)
 	var wg sync.WaitGroup
-	wg.Go(func() { trieErr = p.writeSlot(next, keys, vals) })
+	wg.Go(func() {
+		trieErr = p.writeSlot(next, keys, vals)
+		if trieErr != nil || !hashed {
+			close(ready)
+			return
+		}
+		h6, _ := buildHash6(pol6)
+		hw, trieErr = p.prepareHash6(next, h6)
+		close(ready)
+		if trieErr == nil {
+			trieErr = hw.fill()
+		}
+	})
 	dirErr := p.writeDir(next, r4, q4)
+	<-ready
+	if hw != nil && dirErr == nil {
+		hashErr = hw.fill()
+	}
 	wg.Wait()
+	if hw != nil {
+		ok := trieErr == nil && hashErr == nil && dirErr == nil
+		if err := p.finishHash6(hw, ok); err != nil && ok {
+			hashErr = err
+		}
+	}
 	if trieErr != nil {
 		return trieErr
+	}
+	if hashErr != nil {
+		return hashErr
 	}
 	if dirErr != nil {
 		return dirErr
@@ -317,6 +359,12 @@ func (p *Program) Apply(t *model.Tables) error {
 	}
 	if len(q6) > 0 {
 		cfg.Flags |= cfgQuarantine6
+	}
+	if hashed {
+		cfg.Flags |= cfgHash6
+		if len(trie6) > 0 {
+			cfg.Flags |= cfgRuntime6
+		}
 	}
 	for _, port := range t.Governed {
 		cfg.Governed[port/64] |= 1 << (port % 64)
@@ -354,6 +402,10 @@ func (p *Program) Apply(t *model.Tables) error {
 	_ = p.retire(p.live, ids)
 	p.labelsMu.Unlock()
 	p.slot, p.hasPolicy, p.tables, p.live = next, true, t, ids
+	p.hashed[next], p.runtime6[next] = hashed, nil
+	if hashed {
+		p.runtime6[next] = prefixSet(trie6)
+	}
 	return nil
 }
 
@@ -403,7 +455,8 @@ func (p *Program) Rollback() error {
 // one a Rollback left), so that the kernel keeps one policy's tables, not two:
 // Rollback is not possible after it. An empty trie replaces the slot's (one RCU wait,
 // after which the kernel frees the old trie whole), and the next Apply fills it in
-// place. The last switch waited for every packet that could read that slot. The
+// place; so is the slot's IPv6 range hash, if it has one (a second RCU wait). The last
+// switch waited for every packet that could read that slot. The
 // daemon calls it once the new policy's proof passed. The fixed-size DIR-24-8 arrays
 // stay as they are (the next Apply rewrites them).
 func (p *Program) Release() error {
@@ -423,6 +476,9 @@ func (p *Program) Release() error {
 			return fmt.Errorf("freeing the prefix tables: %w", err)
 		}
 		p.emptyTrie[idle] = true
+	}
+	if err := p.releaseHash6(idle); err != nil {
+		return err
 	}
 	return p.writeScopes(idle, nil)
 }

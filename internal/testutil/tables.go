@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"math/rand/v2"
 	"net/netip"
 
 	"github.com/portcullis/portcullis/model"
@@ -71,4 +72,99 @@ func ISPTables(n int) *model.Tables {
 		}
 	}
 	return t
+}
+
+// RandomV6Ranges is a random policy's unscoped IPv6 ranges: about n distinct prefixes
+// of the lengths in lens (each length used), grown the way real tables nest: new
+// prefixes anywhere, prefixes inside earlier ones (longer), around them (shorter) and
+// beside them (the adjacent prefix of the same length). None lies in the IPv4-mapped
+// space (::ffff:0:0/96), which policies keep as IPv4. Rules 1 to 8, verdicts of every
+// kind; deterministic for a seed.
+func RandomV6Ranges(seed uint64, n int, lens []int) []model.Entry {
+	rng := rand.New(rand.NewPCG(seed, 0x76367636))
+	seen := map[netip.Prefix]bool{}
+	var out []model.Entry
+	verdicts := []model.Verdict{model.Drop, model.Reset, model.Pass, model.Monitor}
+	add := func(p netip.Prefix) {
+		p = p.Masked()
+		if seen[p] || (p.Bits() >= 96 && p.Addr().Is4In6()) {
+			return
+		}
+		seen[p] = true
+		out = append(out, model.Entry{Prefix: p, Rule: 1 + uint32(rng.IntN(8)), Verdict: verdicts[rng.IntN(len(verdicts))]})
+	}
+	randAddr := func() netip.Addr {
+		var b [16]byte
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		if rng.IntN(2) == 0 { // most under 2001:db8::/32, so that they meet
+			b[0], b[1], b[2], b[3] = 0x20, 0x01, 0x0d, 0xb8
+		}
+		return netip.AddrFrom16(b)
+	}
+	inside := func(p netip.Prefix) netip.Addr {
+		b, r := p.Addr().As16(), randAddr().As16()
+		for i := p.Bits(); i < 128; i++ {
+			m := byte(0x80 >> (i % 8))
+			b[i/8] = b[i/8]&^m | r[i/8]&m
+		}
+		return netip.AddrFrom16(b)
+	}
+	for _, l := range lens {
+		add(netip.PrefixFrom(randAddr(), l))
+	}
+	for tries := 0; len(out) < n && tries < 20*n; tries++ {
+		l := lens[rng.IntN(len(lens))]
+		if len(out) == 0 {
+			add(netip.PrefixFrom(randAddr(), l))
+			continue
+		}
+		q := out[rng.IntN(len(out))].Prefix
+		switch rng.IntN(4) {
+		case 0:
+			add(netip.PrefixFrom(randAddr(), l))
+		case 1: // inside q
+			if l > q.Bits() {
+				add(netip.PrefixFrom(inside(q), l))
+			}
+		case 2: // around q
+			if l < q.Bits() {
+				add(netip.PrefixFrom(q.Addr(), l))
+			}
+		default: // beside q
+			if q.Bits() > 0 {
+				b := q.Addr().As16()
+				i := q.Bits() - 1
+				b[i/8] ^= 0x80 >> (i % 8)
+				add(netip.PrefixFrom(netip.AddrFrom16(b), q.Bits()))
+			}
+		}
+	}
+	return out
+}
+
+// ProbeAddrs are the addresses that tell whether a lookup gets prefix p right: its
+// first and last, one inside, and the ones just before and just after it.
+func ProbeAddrs(p netip.Prefix, rng *rand.Rand) []netip.Addr {
+	first := p.Masked().Addr()
+	b := first.As16()
+	for i := p.Bits(); i < 128; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	last := netip.AddrFrom16(b)
+	in := first.As16()
+	for i := p.Bits(); i < 128; i++ {
+		if rng.IntN(2) == 0 {
+			in[i/8] |= 0x80 >> (i % 8)
+		}
+	}
+	out := []netip.Addr{first, last, netip.AddrFrom16(in)}
+	if a := first.Prev(); a.IsValid() {
+		out = append(out, a)
+	}
+	if a := last.Next(); a.IsValid() {
+		out = append(out, a)
+	}
+	return out
 }
