@@ -19,17 +19,7 @@ import (
 func enableAuth(t *testing.T) (*etcdtest.Server, func(user, password string) string) {
 	t.Helper()
 	srv, raw, _ := newFleet(t)
-	ctx := ctxT(t)
-	if _, err := raw.UserAdd(ctx, "root", "root-pw"); err != nil {
-		t.Fatal(err)
-	}
-	raw.RoleAdd(ctx, "root")
-	if _, err := raw.UserGrantRole(ctx, "root", "root"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := raw.AuthEnable(ctx); err != nil {
-		t.Fatal(err)
-	}
+	etcdtest.EnableAuth(t, raw)
 	dir := t.TempDir()
 	return srv, func(user, password string) string {
 		t.Helper()

@@ -222,17 +222,7 @@ func TestFleetPushOverBrokenPolicy(t *testing.T) {
 func TestFleetCLIPermissionDenied(t *testing.T) {
 	srv := etcdtest.Start(t)
 	raw := srv.Client(t)
-	ctx := t.Context()
-	if _, err := raw.UserAdd(ctx, "root", "root-pw"); err != nil {
-		t.Fatal(err)
-	}
-	raw.RoleAdd(ctx, "root")
-	if _, err := raw.UserGrantRole(ctx, "root", "root"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := raw.AuthEnable(ctx); err != nil {
-		t.Fatal(err)
-	}
+	etcdtest.EnableAuth(t, raw)
 	dir := t.TempDir()
 	pw := func(user string) string {
 		f := filepath.Join(dir, user+".pw")

@@ -128,3 +128,25 @@ func (s *Server) Client(t testing.TB) *clientv3.Client {
 	t.Cleanup(func() { cli.Close() })
 	return cli
 }
+
+// RootPassword is the password EnableAuth gives etcd's root user.
+const RootPassword = "root-pw"
+
+// EnableAuth turns authentication on through cli (a client of a server with none): a
+// root user with RootPassword and the root role, as an operator's first step.
+func EnableAuth(t testing.TB, cli *clientv3.Client) {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := cli.UserAdd(ctx, "root", RootPassword); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.RoleAdd(ctx, "root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.UserGrantRole(ctx, "root", "root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.AuthEnable(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
