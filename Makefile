@@ -37,7 +37,7 @@ demo: build ## as root: a test ISP in namespaces, real mail through Portcullis, 
 demo-fleet: ## as root: the fleet version: 3 etcd members and 2 routers in namespaces; push, refusal, member loss, partition, real mail (~30 s)
 	$(GO) test -count=1 -v -run '^TestFleetEndToEnd$$' ./cmd/portcullis/
 
-test: ## run all tests (as root: BPF, XDP, netns) plus bounded fuzz runs (~4-5 min)
+test: ## run all tests (as root: BPF, XDP, netns) plus bounded fuzz runs (~5-8 min)
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzProgramVsModel$$' -fuzztime $(FUZZEXECS) ./loader/
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzDestinationsAndInterfaces$$' -fuzztime 60000x ./loader/
