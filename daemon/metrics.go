@@ -12,6 +12,7 @@ import (
 	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/model"
 	"github.com/portcullis/portcullis/overlay"
+	"github.com/portcullis/portcullis/policy"
 )
 
 // metrics reads the pinned maps at every scrape: the counters live in the kernel (and
@@ -202,12 +203,49 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 // portcullis_offender_top_attempts: a bounded label set, whatever the traffic.
 const topOffenders = 10
 
-// serveMetrics serves /metrics and /healthz on ln (bound by Run before it touches the
-// kernel).
+// unready says what keeps the daemon from enforcing all it is configured for: no
+// policy in force yet, or a configured interface that is not attached (with why).
+// None: it is ready.
+func (m *metrics) unready() []string {
+	if m.ctl == nil {
+		return []string{"starting: no policy in force yet"}
+	}
+	st := m.ctl.Snapshot()
+	var out []string
+	if st.Hash == "" {
+		out = append(out, "no policy in force")
+	}
+	for _, name := range m.interfaces {
+		if mode := st.Interfaces[name]; mode == "missing" || mode == "" {
+			why := st.NotAttached[name]
+			if why == "" {
+				why = "not found"
+			}
+			out = append(out, fmt.Sprintf("interface %s not attached, not judged: %s", name, policy.Clip(why)))
+		}
+	}
+	return out
+}
+
+// serveMetrics serves /metrics, /healthz (the daemon answers) and /readyz (it
+// enforces a policy on every configured interface: 200 "ok", else 503 and a line for
+// each thing missing) on ln (bound by Run before it touches the kernel).
 func (d *Daemon) serveMetrics(ln net.Listener) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		problems := d.metrics.unready()
+		if len(problems) == 0 {
+			w.Write([]byte("ok\n"))
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		for _, p := range problems {
+			fmt.Fprintln(w, p)
+		}
+	})
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
 	return srv

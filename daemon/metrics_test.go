@@ -2,7 +2,12 @@ package daemon
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -11,6 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/portcullis/portcullis/controller"
+	"github.com/portcullis/portcullis/internal/testutil"
+	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/overlay"
 )
 
@@ -115,5 +123,63 @@ func TestActionsListedAlike(t *testing.T) {
 		if !strings.Contains(history, "`"+a+"`") {
 			t.Errorf("docs/api.md: GET /v1/history does not name the action %q", a)
 		}
+	}
+}
+
+// /readyz answers 200 only while a policy is in force on every configured interface,
+// and otherwise 503 with what is missing, for a load balancer or a monitor that must
+// not take "the daemon answers" (/healthz) for "port 25 is governed".
+func TestReadyz(t *testing.T) {
+	testutil.RequireRoot(t)
+	prog, err := loader.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Interfaces = []string{"pcready0"}
+	cfg.AuditLog = filepath.Join(dir, "audit.jsonl")
+	cfg.Store = filepath.Join(dir, "runtime.db")
+	ctl, err := controller.New(controllerConfig(cfg, nil), prog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ctl.Close() })
+	d := &Daemon{metrics: newMetrics(ctl, prog, cfg.Interfaces)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := d.serveMetrics(ln)
+	t.Cleanup(func() { srv.Close() })
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + ln.Addr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "no policy in force") || !strings.Contains(body, "interface pcready0 not attached") {
+		t.Errorf("no policy, nothing attached: %d %q", code, body)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("/healthz: %d %q, want 200 ok (the daemon answers)", code, body)
+	}
+	if res := ctl.Apply("a.yaml", []byte("version: 1\nranges:\n  - {name: dsl, verdict: drop, cidrs: [100.64.0.0/10]}\n"), "file"); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || strings.Contains(body, "no policy") || !strings.Contains(body, "pcready0") {
+		t.Errorf("a policy, nothing attached: %d %q", code, body)
+	}
+	ctl.SetAttachment(controller.Attachment{Interfaces: map[string]string{"pcready0": "native"}})
+	if code, body := get("/readyz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("a policy, attached: %d %q, want 200 ok", code, body)
 	}
 }
