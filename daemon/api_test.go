@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"github.com/portcullis/portcullis/api"
 	"github.com/portcullis/portcullis/controller"
 	"github.com/portcullis/portcullis/internal/testutil"
-	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/overlay"
 )
 
@@ -33,22 +31,9 @@ type apiLab struct {
 
 func newAPILab(t *testing.T, pol string) *apiLab {
 	t.Helper()
-	testutil.RequireRoot(t)
-	prog, err := loader.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { prog.Close() })
+	d := newTestDaemon(t, nil, nil)
+	ctl := d.ctl
 	dir := t.TempDir()
-	cfg := DefaultConfig()
-	cfg.AuditLog = filepath.Join(dir, "audit.jsonl")
-	cfg.Store = filepath.Join(dir, "runtime.db")
-	ctl, err := controller.New(controllerConfig(cfg, nil), prog, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ctl.Close() })
-	ctl.OpenStore()
 	if res := ctl.Apply("a.yaml", []byte(pol), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -57,7 +42,7 @@ func newAPILab(t *testing.T, pol string) *apiLab {
 	if err := os.WriteFile(clients, []byte("clients:\n  - name: desk\n    scopes: [read, quarantine, unblock]\n    token_sha256: "+api.HashToken(token)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(api.Config{Clients: clients}, backend{&Daemon{ctl: ctl}}, ctl.AuditAPI)
+	srv, err := api.New(api.Config{Clients: clients}, backend{d}, ctl.AuditAPI)
 	if err != nil {
 		t.Fatal(err)
 	}

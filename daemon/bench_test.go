@@ -3,7 +3,6 @@ package daemon
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -17,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/portcullis/portcullis/controller"
-	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/overlay"
 )
 
@@ -47,28 +45,8 @@ func benchPolicy(b *testing.B, dir string, n int, v string) (string, []byte) {
 //
 //	go test -run '^$' -bench '^BenchmarkReadersDuringApply$' -benchtime 1x ./daemon/
 func BenchmarkReadersDuringApply(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root (CAP_BPF) to load the XDP program; run: sudo make bench")
-	}
-	prog, err := loader.Load()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer prog.Close()
+	d := newTestDaemon(b, nil, nil)
 	dir := b.TempDir()
-	cfg := DefaultConfig()
-	cfg.AuditLog = filepath.Join(dir, "audit.jsonl")
-	cfg.Store = filepath.Join(dir, "runtime.db")
-	cfg.ControlSocket = filepath.Join(dir, "control.sock")
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	d := New(cfg, log)
-	d.prog, d.metrics = prog, newMetrics(nil, prog, cfg.Interfaces)
-	if d.ctl, err = controller.New(controllerConfig(cfg, d.metrics), prog, log); err != nil {
-		b.Fatal(err)
-	}
-	defer d.ctl.Close()
-	d.metrics.ctl = d.ctl
-	d.ctl.OpenStore()
 	ln, err := d.listenControl()
 	if err != nil {
 		b.Fatal(err)
@@ -95,14 +73,14 @@ func BenchmarkReadersDuringApply(b *testing.B) {
 		read func() error
 	}{
 		{"status", func() error {
-			st, err := RemoteStatus(cfg.ControlSocket)
+			st, err := RemoteStatus(d.cfg.ControlSocket)
 			if err == nil && st.Hash == "" {
 				err = fmt.Errorf("status without a policy hash")
 			}
 			return err
 		}},
 		{"entries", func() error {
-			r, err := RemoteEntries(cfg.ControlSocket, false, "")
+			r, err := RemoteEntries(d.cfg.ControlSocket, false, "")
 			if err == nil && len(r.Entries) != 10 {
 				err = fmt.Errorf("%d entries, want 10", len(r.Entries))
 			}

@@ -1,10 +1,7 @@
 package daemon
 
 import (
-	"io"
-	"log/slog"
 	"net/netip"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -44,31 +41,14 @@ func TestParseConfig(t *testing.T) {
 // answer. No timing is involved: the hook waits until both have answered, or until a
 // generous deadline that a blocked reader would hit.
 func TestReadersDoNotWaitForAnApply(t *testing.T) {
-	testutil.RequireRoot(t)
-	prog, err := loader.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { prog.Close() })
 	var tamper atomic.Pointer[func(*model.Tables) *model.Tables]
-	cfg := DefaultConfig()
-	cfg.AuditLog = filepath.Join(t.TempDir(), "audit.jsonl")
-	cfg.Store = filepath.Join(t.TempDir(), "runtime.db")
-	m := newMetrics(nil, prog, cfg.Interfaces)
-	ccfg := controllerConfig(cfg, m)
-	ccfg.Tamper = func(tb *model.Tables) *model.Tables {
+	dm := newTestDaemon(t, nil, func(tb *model.Tables) *model.Tables {
 		if f := tamper.Load(); f != nil {
 			return (*f)(tb)
 		}
 		return tb
-	}
-	d, err := controller.New(ccfg, prog, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	m.ctl = d
-	d.OpenStore()
+	})
+	d, m := dm.ctl, dm.metrics
 	if res := d.Apply("a.yaml", []byte(testutil.PolicyA), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}

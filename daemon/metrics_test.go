@@ -3,11 +3,9 @@ package daemon
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -17,8 +15,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/portcullis/portcullis/controller"
-	"github.com/portcullis/portcullis/internal/testutil"
-	"github.com/portcullis/portcullis/loader"
 	"github.com/portcullis/portcullis/overlay"
 )
 
@@ -130,23 +126,8 @@ func TestActionsListedAlike(t *testing.T) {
 // and otherwise 503 with what is missing, for a load balancer or a monitor that must
 // not take "the daemon answers" (/healthz) for "port 25 is governed".
 func TestReadyz(t *testing.T) {
-	testutil.RequireRoot(t)
-	prog, err := loader.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { prog.Close() })
-	dir := t.TempDir()
-	cfg := DefaultConfig()
-	cfg.Interfaces = []string{"pcready0"}
-	cfg.AuditLog = filepath.Join(dir, "audit.jsonl")
-	cfg.Store = filepath.Join(dir, "runtime.db")
-	ctl, err := controller.New(controllerConfig(cfg, nil), prog, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ctl.Close() })
-	d := &Daemon{metrics: newMetrics(ctl, prog, cfg.Interfaces)}
+	d := newTestDaemon(t, []string{"pcready0"}, nil)
+	ctl := d.ctl
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

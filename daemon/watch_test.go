@@ -1,9 +1,6 @@
 package daemon
 
 import (
-	"io"
-	"log/slog"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,33 +16,14 @@ import (
 // state reaches the snapshot. The interface indexes wait for the controller, and are
 // taken once the apply is done.
 func TestWatchDoesNotWaitForAnApply(t *testing.T) {
-	testutil.RequireRoot(t)
-	prog, err := loader.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { prog.Close() })
-	cfg := DefaultConfig()
-	cfg.Interfaces = []string{"pcnone0"} // never there: reconcile finds it missing
-	cfg.AuditLog = filepath.Join(t.TempDir(), "audit.jsonl")
-	cfg.Store = filepath.Join(t.TempDir(), "runtime.db")
-	d := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	d.prog = prog
-	d.metrics = newMetrics(nil, prog, cfg.Interfaces)
 	var hold atomic.Pointer[func(*model.Tables) *model.Tables]
-	ccfg := controllerConfig(cfg, d.metrics)
-	ccfg.Tamper = func(tb *model.Tables) *model.Tables {
+	// pcnone0 is never there: reconcile finds it missing.
+	d := newTestDaemon(t, []string{"pcnone0"}, func(tb *model.Tables) *model.Tables {
 		if f := hold.Load(); f != nil {
 			return (*f)(tb)
 		}
 		return tb
-	}
-	if d.ctl, err = controller.New(ccfg, prog, d.log); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.ctl.Close() })
-	d.metrics.ctl = d.ctl
-	d.ctl.OpenStore()
+	})
 	if res := d.ctl.Apply("a.yaml", []byte(testutil.PolicyA), "file"); res.Err != nil {
 		t.Fatal(res.Err)
 	}
