@@ -136,6 +136,20 @@ func (c fleetConn) open(e *env, needGroup bool) (context.Context, *fleet.Client,
 	return ctx, cli, group, func() { cancel(); cli.Close() }, nil
 }
 
+// openGroup is open for a verb that works on an existing group: one that holds
+// nothing is requireGroup's error, with the connection closed.
+func (c fleetConn) openGroup(e *env) (context.Context, *fleet.Client, string, func(), error) {
+	ctx, cli, group, done, err := c.open(e, true)
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
+		done()
+		return nil, nil, "", nil, err
+	}
+	return ctx, cli, group, done, nil
+}
+
 // requireGroup returns what group holds, or, if it holds nothing in etcd (a misspelt
 // name, or a group still to be made), an error wrapping fleet.ErrNoGroup that lists
 // the groups there are and the one meant; then says what to do instead.
@@ -365,14 +379,11 @@ func runFleetHistory(e *env, args []string) error {
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
-	ctx, cli, group, done, err := c.open(e, true)
+	ctx, cli, group, done, err := c.openGroup(e)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
-		return err
-	}
 	if *limit < 0 {
 		return fmt.Errorf("%w: --limit %d: give a number of records, or 0 for all", errUsage, *limit)
 	}
@@ -410,14 +421,11 @@ func runFleetRollback(e *env, args []string) error {
 	if *to <= 0 {
 		return fmt.Errorf("%w: give --to REV (portcullis fleet history lists the revisions)", errUsage)
 	}
-	ctx, cli, group, done, err := c.open(e, true)
+	ctx, cli, group, done, err := c.openGroup(e)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
-		return err
-	}
 	rev := *expect
 	if rev < 0 {
 		if _, rev, err = fleet.Read(ctx, cli, group); err != nil {
@@ -507,14 +515,11 @@ func runFleetRelease(e *env, args []string) error {
 	if *unblock {
 		kind = overlay.Unblock
 	}
-	ctx, cli, group, done, err := c.open(e, true)
+	ctx, cli, group, done, err := c.openGroup(e)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
-		return err
-	}
 	if err := fleet.DeleteEntry(ctx, cli, group, kind, p, who(e)); err != nil {
 		return err
 	}
@@ -528,14 +533,11 @@ func runFleetEntries(e *env, args []string) error {
 	if done, err := parseVerb(fs, "no arguments", args, 0, 0); done || err != nil {
 		return err
 	}
-	ctx, cli, group, done, err := c.open(e, true)
+	ctx, cli, group, done, err := c.openGroup(e)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
-		return err
-	}
 	es, _, err := fleet.ListEntries(ctx, cli, group)
 	if err != nil && !errors.Is(err, fleet.ErrDamagedEntry) {
 		return err
@@ -570,14 +572,11 @@ func runFleetForget(e *env, args []string) error {
 	if err := fleet.CheckName("router", router); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	ctx, cli, group, done, err := c.open(e, true)
+	ctx, cli, group, done, err := c.openGroup(e)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if _, err := requireGroup(ctx, cli, group, ""); err != nil {
-		return err
-	}
 	if err := fleet.Forget(ctx, cli, group, router); err != nil {
 		return err
 	}
