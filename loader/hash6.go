@@ -77,21 +77,25 @@ func (k key6) to(l int) key6 {
 	return key6{k.hi & mh, k.lo & ml, uint8(l)}
 }
 
+// lengths6 returns the distinct prefix lengths of ranges r6, ascending.
+func lengths6(r6 []model.Entry) []int {
+	var seen [129]bool
+	for _, e := range r6 {
+		seen[e.Prefix.Bits()] = true
+	}
+	var lens []int
+	for l, ok := range seen {
+		if ok {
+			lens = append(lens, l)
+		}
+	}
+	return lens
+}
+
 // hashable6 reports whether ranges r6 (unscoped IPv6 ranges) go into ranges_v6: they
 // are at least hashMin6, of at most maxLens6 distinct lengths.
 func hashable6(r6 []model.Entry) bool {
-	if len(r6) == 0 || len(r6) < hashMin6 {
-		return false
-	}
-	var seen [129]bool
-	n := 0
-	for _, e := range r6 {
-		if l := e.Prefix.Bits(); !seen[l] {
-			seen[l] = true
-			n++
-		}
-	}
-	return n <= maxLens6
+	return len(r6) > 0 && len(r6) >= hashMin6 && len(lengths6(r6)) <= maxLens6
 }
 
 // buildHash6 returns the ranges_v6 entries and lengths of ranges r6 (unscoped IPv6
@@ -105,20 +109,16 @@ func hashable6(r6 []model.Entry) bool {
 // once by remembering the last one of each length. No map: a million ranges take a
 // sort and a pass.
 func buildHash6(r6 []model.Entry) (hash6, bool) {
-	if !hashable6(r6) {
+	if len(r6) == 0 || len(r6) < hashMin6 {
 		return hash6{}, false
 	}
-	var seen [129]bool
-	for _, e := range r6 {
-		seen[e.Prefix.Bits()] = true
+	lens := lengths6(r6)
+	if len(lens) > maxLens6 {
+		return hash6{}, false
 	}
-	var lens []int
 	var at [129]int // length -> its index in lens
-	for l, ok := range seen {
-		if ok {
-			at[l] = len(lens)
-			lens = append(lens, l)
-		}
+	for i, l := range lens {
+		at[l] = i
 	}
 	// paths[j]: the indexes in lens where the search towards lens[j] must hit (go
 	// longer) before it gets there: the markers of a range of that length.
